@@ -1,0 +1,3 @@
+from endoctl.cli import app
+
+app(prog_name="endoctl")

@@ -1,0 +1,136 @@
+"""Scan a source with its adapter, hash every image once, write one manifest row per image.
+
+The hot path (read, sha256, reduced-scale decode, batched pHash/dHash) runs in worker
+processes on chunks of files; the result is sorted by ``image_id`` so the output is identical
+for any worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from endoctl.hashing import dhash_batch, phash_batch, to_hex
+from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, thumbnail
+from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
+
+MANIFEST_COLUMNS = [
+    "image_id", "source", "path", "label", "patient_id", "official_split",
+    "width", "height", "bytes", "sha256", "phash", "dhash",
+]
+REJECTED_COLUMNS = ["path", "reason"]
+CHUNK = 128
+
+
+@dataclass
+class IngestResult:
+    manifest: pd.DataFrame
+    rejected: pd.DataFrame
+    skipped: int
+    seconds: float
+
+    @property
+    def found(self) -> int:
+        return len(self.manifest) + len(self.rejected)
+
+
+def _read(file: str) -> bytes:
+    try:
+        with open(file, "rb") as fh:
+            return fh.read()
+    except PermissionError:
+        raise ImageRejected("unreadable: permission denied") from None
+    except OSError as exc:
+        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
+
+
+def hash_files(files: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple | str]:
+    """Per file either ``(width, height, bytes, sha256, phash_hex, dhash_hex)`` or a rejection reason."""
+    out: list[tuple | str] = []
+    thumbs, slots = [], []
+    for file in files:
+        try:
+            data = _read(file)
+            thumb = thumbnail(data, max_pixels)
+        except ImageRejected as exc:
+            out.append(str(exc))
+            continue
+        slots.append(len(out))
+        out.append((thumb.width, thumb.height, len(data), hashlib.sha256(data).hexdigest()))
+        thumbs.append(thumb.luma)
+    if thumbs:
+        stack = np.stack(thumbs)
+        for slot, ph, dh in zip(slots, to_hex(phash_batch(stack)), to_hex(dhash_batch(stack))):
+            out[slot] = (*out[slot], ph, dh)
+    return out
+
+
+def _work(args: tuple[list[str], int]) -> list[tuple | str]:
+    return hash_files(*args)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _relative(file: str | Path, data_root: Path) -> str:
+    return Path(os.path.relpath(file, data_root)).as_posix()
+
+
+def ingest(
+    entries: Iterable[Entry],
+    source: str,
+    data_root: Path = Path("."),
+    workers: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestResult:
+    """Hash every :class:`ImageRecord` in ``entries``; ``Rejection`` rows pass through with their reason."""
+    start = time.perf_counter()
+    records: list[ImageRecord] = []
+    rejected: list[tuple[str, str]] = []
+    skipped = 0
+    for entry in entries:
+        if isinstance(entry, ImageRecord):
+            records.append(entry)
+        elif isinstance(entry, Rejection):
+            rejected.append((printable(_relative(entry.file, data_root)), entry.reason))
+        elif isinstance(entry, Skipped):
+            skipped += 1
+    files = [str(r.file) for r in records]
+    jobs = [(chunk, max_pixels) for chunk in _chunks(files, CHUNK)]
+    results: list[tuple | str] = []
+    if workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for part in pool.imap(_work, jobs):
+                results.extend(part)
+                if on_progress:
+                    on_progress(len(results), len(files))
+    else:
+        for job in jobs:
+            results.extend(_work(job))
+            if on_progress:
+                on_progress(len(results), len(files))
+    rows = []
+    for record, result in zip(records, results):
+        path = _relative(record.file, data_root)
+        if isinstance(result, str):
+            rejected.append((path, result))
+            continue
+        width, height, size, sha, ph, dh = result
+        rows.append((f"{source}/{record.rel}", source, path, record.label, record.patient_id,
+                     record.official_split, width, height, size, sha, ph, dh))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable")
+    rejects = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["path", "reason"])
+    return IngestResult(
+        manifest.reset_index(drop=True), rejects.reset_index(drop=True), skipped, time.perf_counter() - start
+    )

@@ -1,0 +1,703 @@
+"""Source adapters: every registered layout on a tiny fixture tree, the shared walker's edge cases,
+the file-name rules (property tests) and, when ``../shared`` is present, real Kvasir-Capsule names."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from endoctl.sources import REGISTRY, ImageRecord, Rejection, Skipped, get_adapter
+from endoctl.sources.base import walk
+from endoctl.sources.kid import kid_patient
+from endoctl.sources.kvasir_capsule import video_id
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 60, 40)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+JPEG = _jpeg()
+
+
+def put(root: Path, *rels: str, data: bytes = JPEG) -> None:
+    for rel in rels:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def scan(name: str, root: Path, labels: Path | None = None):
+    """(records as (rel, label, patient, split), rejections as (path below root, reason), skipped rels)."""
+    records, rejections, skipped = [], [], []
+    for entry in get_adapter(name, root, labels).scan():
+        if isinstance(entry, ImageRecord):
+            assert entry.file == root / entry.rel
+            assert entry.file.is_file()
+            records.append((entry.rel, entry.label, entry.patient_id, entry.official_split))
+        elif isinstance(entry, Rejection):
+            rejections.append((os.path.relpath(entry.file, root), entry.reason))
+        else:
+            assert isinstance(entry, Skipped)
+            skipped.append(entry.rel)
+    return records, rejections, skipped
+
+
+def misplaced(name: str) -> str:
+    return f"not in the {name} layout {REGISTRY[name].layout}"
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_has_every_adapter_with_its_rules():
+    assert sorted(REGISTRY) == [
+        "ce24", "csv", "folder", "gastrovision", "hyperkvasir", "kid", "kvasir-capsule", "kvasir-v2", "see-ai",
+    ]
+    for name, cls in REGISTRY.items():
+        assert cls.name == name
+        for attr in ("layout", "label_rule", "patient_rule", "split_rule"):
+            assert isinstance(getattr(cls, attr), str) and getattr(cls, attr)
+        text = cls.describe()
+        assert text.startswith(f"{name}: {cls.layout}\n")
+        assert f"label: {cls.label_rule}" in text and f"official split: {cls.split_rule}" in text
+
+
+def test_unknown_format_names_the_choices(tmp_path):
+    with pytest.raises(ValueError) as err:
+        get_adapter("kvasir-capsul", tmp_path)
+    msg = str(err.value)
+    assert "'kvasir-capsul'" in msg
+    for name in REGISTRY:
+        assert name in msg
+
+
+def test_csv_without_labels_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--format csv needs --labels"):
+        get_adapter("csv", tmp_path)
+
+
+# ----------------------------------------------------------------------------- ce24
+
+
+def _ce24_tree(root: Path) -> None:
+    put(
+        root,
+        "training/Angioectasia/KID/angioectasia-P0-1.jpg",
+        "training/Angioectasia/KID/angioectasia-P12-7.jpg",
+        "training/Normal/KID/normaleso53.jpg",
+        "training/Normal/KVASIR/3ada4222967f421d_30.jpg",
+        "training/Normal/Kvasir/8a00709108cd4e2b_8660.jpg",
+        "training/Normal/SEE-AI/image04290.jpg",
+        "training/Worms/AIIMS/worm1_1425.jpg",
+        "validation/Erosion/KVASIR/dac1e27f7e4d4ef5_9897.jpg",
+        "testing/Images/283qQRGfoB.jpg",
+        "testing/Images/3aHa9yEpJU.jpg",
+        "testing/Images/zzNotInTruth.jpg",
+        # misplaced: too shallow, too deep, wrong top folder, test image outside Images/
+        "training/Normal/stray.jpg",
+        "training/Normal/KVASIR/extra/3ada4222967f421d_31.jpg",
+        "train/Normal/KVASIR/3ada4222967f421d_32.jpg",
+        "testing/loose.jpg",
+    )
+
+
+def _truth_xlsx(path: Path) -> None:
+    prefix = "Test set for us, with excel sheet and seperated/"
+    pd.DataFrame(
+        {
+            "image_path": [prefix + "Angioectasia\\283qQRGfoB.jpg", prefix + "Normal\\3aHa9yEpJU.jpg"],
+            "class_label": ["Angioectasia", "Normal"],
+        }
+    ).to_excel(path, index=False)
+
+
+CE24_TRAIN_VAL = [
+    ("training/Angioectasia/KID/angioectasia-P0-1.jpg", "Angioectasia", "KID/P0", "training"),
+    ("training/Angioectasia/KID/angioectasia-P12-7.jpg", "Angioectasia", "KID/P12", "training"),
+    ("training/Normal/KID/normaleso53.jpg", "Normal", "", "training"),
+    ("training/Normal/KVASIR/3ada4222967f421d_30.jpg", "Normal", "KVASIR/3ada4222967f421d", "training"),
+    ("training/Normal/Kvasir/8a00709108cd4e2b_8660.jpg", "Normal", "KVASIR/8a00709108cd4e2b", "training"),
+    ("training/Normal/SEE-AI/image04290.jpg", "Normal", "", "training"),
+    ("training/Worms/AIIMS/worm1_1425.jpg", "Worms", "", "training"),
+    ("validation/Erosion/KVASIR/dac1e27f7e4d4ef5_9897.jpg", "Erosion", "KVASIR/dac1e27f7e4d4ef5", "validation"),
+]
+CE24_MISPLACED = [
+    "testing/loose.jpg",
+    "train/Normal/KVASIR/3ada4222967f421d_32.jpg",
+    "training/Normal/KVASIR/extra/3ada4222967f421d_31.jpg",
+    "training/Normal/stray.jpg",
+]
+
+
+@pytest.mark.parametrize("where", ["root", "testing"])
+def test_ce24_finds_truth_xlsx_in_root_or_testing(tmp_path, where):
+    _ce24_tree(tmp_path)
+    truth = (tmp_path if where == "root" else tmp_path / "testing") / "test_data.xlsx"
+    _truth_xlsx(truth)
+    pd.DataFrame({"image_path": ["x"], "Dataset": ["KID"]}).to_excel(tmp_path / "training_data.xlsx", index=False)
+    records, rejections, skipped = scan("ce24", tmp_path)
+    test = [
+        ("testing/Images/283qQRGfoB.jpg", "Angioectasia", "", "test"),
+        ("testing/Images/3aHa9yEpJU.jpg", "Normal", "", "test"),
+        ("testing/Images/zzNotInTruth.jpg", "", "", "test"),
+    ]
+    assert sorted(records) == sorted(CE24_TRAIN_VAL + test)
+    assert sorted(rejections) == [(rel, misplaced("ce24")) for rel in CE24_MISPLACED]
+    assert sorted(skipped) == sorted([truth.relative_to(tmp_path).as_posix(), "training_data.xlsx"])
+
+
+def test_ce24_without_truth_leaves_test_labels_empty(tmp_path):
+    _ce24_tree(tmp_path)
+    records, _, _ = scan("ce24", tmp_path)
+    assert [r for r in records if r[3] == "test"] == [
+        ("testing/Images/283qQRGfoB.jpg", "", "", "test"),
+        ("testing/Images/3aHa9yEpJU.jpg", "", "", "test"),
+        ("testing/Images/zzNotInTruth.jpg", "", "", "test"),
+    ]
+    assert [r for r in records if r[3] != "test"] == CE24_TRAIN_VAL
+
+
+def test_ce24_explicit_labels_beat_discovery(tmp_path):
+    _ce24_tree(tmp_path)
+    _truth_xlsx(tmp_path / "test_data.xlsx")  # would be found, but --labels wins
+    explicit = tmp_path.parent / f"{tmp_path.name}-truth.csv"
+    explicit.write_text("image_path,class_label\nsomewhere\\283qQRGfoB.jpg,Bleeding\n")
+    records, _, _ = scan("ce24", tmp_path, explicit)
+    labels = {rel: label for rel, label, _, split in records if split == "test"}
+    assert labels == {
+        "testing/Images/283qQRGfoB.jpg": "Bleeding",
+        "testing/Images/3aHa9yEpJU.jpg": "",
+        "testing/Images/zzNotInTruth.jpg": "",
+    }
+
+
+# ----------------------------------------------------------------------------- kvasir-capsule
+
+KC_META = (
+    "filename;video_id;frame_number;finding_category;finding_class;x1;y1;x2;y2;x3;y3;x4;y4\n"
+    "0728084c8da942d9_22803.jpg;0728084c8da942d9;22803;Luminal;Normal clean mucosa;;;;;;;\n"
+    # metadata's video id wins over the file-name prefix
+    "renamed.jpg;feedfacefeedface;7;Luminal;Blood - fresh;1;2;3;4;5;6;7;8\n"
+)
+
+
+def _kc_tree(root: Path) -> None:
+    put(
+        root,
+        "labelled_images/Normal clean mucosa/0728084c8da942d9_22803.jpg",
+        "labelled_images/Normal clean mucosa/0728084c8da942d9_22804.jpg",
+        "labelled_images/Blood - fresh/renamed.jpg",
+        "labelled_images/Blood - fresh/not-a-frame-name.jpg",
+        "unlabelled_images/b1c2d3e4f5a6b7c8_15.jpg",
+        "labelled_images/stray.jpg",
+        "labelled_images/Ulcer/sub/0728084c8da942d9_1.jpg",
+        "other/0728084c8da942d9_2.jpg",
+        "0728084c8da942d9_3.jpg",
+    )
+
+
+NCM = "labelled_images/Normal clean mucosa/0728084c8da942d9"
+KC_MISPLACED = [
+    "0728084c8da942d9_3.jpg",
+    "labelled_images/Ulcer/sub/0728084c8da942d9_1.jpg",
+    "labelled_images/stray.jpg",
+    "other/0728084c8da942d9_2.jpg",
+]
+
+
+def test_kvasir_capsule_from_file_names_only(tmp_path):
+    _kc_tree(tmp_path)
+    records, rejections, skipped = scan("kvasir-capsule", tmp_path)
+    assert records == [
+        ("labelled_images/Blood - fresh/not-a-frame-name.jpg", "Blood - fresh", "", ""),
+        ("labelled_images/Blood - fresh/renamed.jpg", "Blood - fresh", "", ""),
+        (f"{NCM}_22803.jpg", "Normal clean mucosa", "0728084c8da942d9", ""),
+        (f"{NCM}_22804.jpg", "Normal clean mucosa", "0728084c8da942d9", ""),
+        ("unlabelled_images/b1c2d3e4f5a6b7c8_15.jpg", "", "b1c2d3e4f5a6b7c8", ""),
+    ]
+    assert sorted(rejections) == [(rel, misplaced("kvasir-capsule")) for rel in KC_MISPLACED]
+    assert skipped == []
+
+
+def test_kvasir_capsule_uses_metadata_and_official_splits(tmp_path):
+    _kc_tree(tmp_path)
+    (tmp_path / "metadata.csv").write_text(KC_META)
+    (tmp_path / "official_split_0.csv").write_text("filename,label\n0728084c8da942d9_22803.jpg,Normal\n")
+    (tmp_path / "official_split_1.csv").write_text(
+        "filename,label\n0728084c8da942d9_22804.jpg,Normal\nrenamed.jpg,Blood\n"
+    )
+    records, rejections, skipped = scan("kvasir-capsule", tmp_path)
+    assert records == [
+        ("labelled_images/Blood - fresh/not-a-frame-name.jpg", "Blood - fresh", "", ""),
+        ("labelled_images/Blood - fresh/renamed.jpg", "Blood - fresh", "feedfacefeedface", "split_1"),
+        (f"{NCM}_22803.jpg", "Normal clean mucosa", "0728084c8da942d9", "split_0"),
+        (f"{NCM}_22804.jpg", "Normal clean mucosa", "0728084c8da942d9", "split_1"),
+        ("unlabelled_images/b1c2d3e4f5a6b7c8_15.jpg", "", "b1c2d3e4f5a6b7c8", ""),
+    ]
+    assert len(rejections) == 4
+    assert skipped == ["metadata.csv", "official_split_0.csv", "official_split_1.csv"]
+
+
+def test_kvasir_capsule_labels_elsewhere_and_split_files_beside_them(tmp_path):
+    root, meta_dir = tmp_path / "src", tmp_path / "meta"
+    _kc_tree(root)
+    meta_dir.mkdir()
+    (meta_dir / "metadata.csv").write_text(KC_META)
+    (meta_dir / "official_split_0.csv").write_text("filename,label\nrenamed.jpg,Blood\n")
+    records, _, skipped = scan("kvasir-capsule", root, meta_dir / "metadata.csv")
+    assert ("labelled_images/Blood - fresh/renamed.jpg", "Blood - fresh", "feedfacefeedface", "split_0") in records
+    assert skipped == []
+
+
+def test_kvasir_capsule_bad_labels_are_refused(tmp_path):
+    _kc_tree(tmp_path)
+    with pytest.raises(FileNotFoundError, match="metadata"):
+        get_adapter("kvasir-capsule", tmp_path, tmp_path / "no-such-metadata.csv")
+    comma = tmp_path / "comma.csv"
+    comma.write_text("filename,video_id\na.jpg,abc\n")
+    with pytest.raises(ValueError, match="missing column"):
+        get_adapter("kvasir-capsule", tmp_path, comma)
+
+
+# ----------------------------------------------------------------------------- kid
+
+
+def test_kid_class_folders(tmp_path):
+    put(
+        tmp_path,
+        "angioectasia/angioectasia-P0-1.jpg",
+        "angioectasia/angioectasia-P03-12.jpg",
+        "normal-esophagus/normaleso53.jpg",
+        "polypoid/polypoid-p7-2.png",
+        "polypoid/deeper/polypoid-P1-1.jpg",
+    )
+    records, rejections, _ = scan("kid", tmp_path)
+    assert records == [
+        ("angioectasia/angioectasia-P0-1.jpg", "angioectasia", "P0", ""),
+        ("angioectasia/angioectasia-P03-12.jpg", "angioectasia", "P3", ""),
+        ("normal-esophagus/normaleso53.jpg", "normal-esophagus", "", ""),
+        ("polypoid/polypoid-p7-2.png", "polypoid", "P7", ""),
+    ]
+    assert rejections == [("polypoid/deeper/polypoid-P1-1.jpg", misplaced("kid"))]
+
+
+def test_kid_flat_folder_takes_the_leading_letters(tmp_path):
+    put(tmp_path, "angioectasia-P0-1.jpg", "normaleso53.jpg", "normal_colon-P2-4.jpg", "1234.jpg")
+    records, rejections, _ = scan("kid", tmp_path)
+    assert records == [
+        ("angioectasia-P0-1.jpg", "angioectasia", "P0", ""),
+        ("normal_colon-P2-4.jpg", "normal_colon", "P2", ""),
+        ("normaleso53.jpg", "normaleso", "", ""),
+    ]
+    assert rejections == [("1234.jpg", misplaced("kid"))]
+
+
+# ----------------------------------------------------------------------------- see-ai
+
+
+def test_see_ai_class_folders(tmp_path):
+    put(tmp_path, "erosion/image00001.jpg", "normal/image00002.jpg", "image00003.jpg", "a/b/image00004.jpg")
+    records, rejections, _ = scan("see-ai", tmp_path)
+    assert records == [
+        ("erosion/image00001.jpg", "erosion", "", ""),
+        ("normal/image00002.jpg", "normal", "", ""),
+    ]
+    assert sorted(rejections) == [
+        ("a/b/image00004.jpg", misplaced("see-ai")),
+        ("image00003.jpg", misplaced("see-ai")),
+    ]
+
+
+def test_see_ai_flat_with_multi_label_csv(tmp_path):
+    root = tmp_path / "src"
+    put(root, "image00001.jpg", "image00002.jpg", "image00003.jpg", "image00009.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "file,label\nimage00001.jpg,erosion\nimage00001.jpg,angiodysplasia\nimage00001.jpg,erosion\n"
+        "image00002.jpg,normal\nimage00003.jpg,\nimage00004.jpg,ulcer\n"
+    )
+    records, rejections, _ = scan("see-ai", root, labels)
+    assert records == [
+        ("image00001.jpg", "angiodysplasia|erosion", "", ""),
+        ("image00002.jpg", "normal", "", ""),
+        ("image00003.jpg", "", "", ""),
+    ]
+    assert rejections == [
+        ("image00009.jpg", "not listed in label file labels.csv"),
+        ("image00004.jpg", "listed in labels.csv but not found"),
+    ]
+
+
+# ----------------------------------------------------------------------------- hyperkvasir
+
+
+def test_hyperkvasir(tmp_path):
+    put(
+        tmp_path,
+        "labeled-images/lower-gi-tract/pathological-findings/polyps/0a1b.jpg",
+        "labeled-images/upper-gi-tract/anatomical-landmarks/z-line/0c2d.jpg",
+        "labeled-images/lower-gi-tract/quality-of-mucosal-views/bbps-2-3/0e3f.jpg",
+        "unlabeled-images/images/1f4a.jpg",
+        "labeled-images/lower-gi-tract/pathological-findings/9999.jpg",
+        "labeled-images/lower-gi-tract/pathological-findings/polyps/extra/8888.jpg",
+        "segmented-images/images/7777.jpg",
+    )
+    put(tmp_path, "labeled-images/image-labels.csv", data=b"Video file,Finding\n")
+    records, rejections, skipped = scan("hyperkvasir", tmp_path)
+    assert records == [
+        ("labeled-images/lower-gi-tract/pathological-findings/polyps/0a1b.jpg", "polyps", "", ""),
+        ("labeled-images/lower-gi-tract/quality-of-mucosal-views/bbps-2-3/0e3f.jpg", "bbps-2-3", "", ""),
+        ("labeled-images/upper-gi-tract/anatomical-landmarks/z-line/0c2d.jpg", "z-line", "", ""),
+        ("unlabeled-images/images/1f4a.jpg", "", "", ""),
+    ]
+    assert sorted(rejections) == [
+        ("labeled-images/lower-gi-tract/pathological-findings/9999.jpg", misplaced("hyperkvasir")),
+        ("labeled-images/lower-gi-tract/pathological-findings/polyps/extra/8888.jpg", misplaced("hyperkvasir")),
+        ("segmented-images/images/7777.jpg", misplaced("hyperkvasir")),
+    ]
+    assert skipped == ["labeled-images/image-labels.csv"]
+
+
+# ----------------------------------------------------------------------------- folder, kvasir-v2
+
+
+@pytest.mark.parametrize("name", ["folder", "kvasir-v2"])
+def test_class_folder_layouts(tmp_path, name):
+    put(
+        tmp_path,
+        "dyed-lifted-polyps/0a1b2c3d-uuid.jpg",
+        "normal-cecum/0e4f.JPG",
+        "esophagitis/x.jpeg",
+        "top.jpg",
+        "esophagitis/deep/y.jpg",
+    )
+    records, rejections, _ = scan(name, tmp_path)
+    assert records == [
+        ("dyed-lifted-polyps/0a1b2c3d-uuid.jpg", "dyed-lifted-polyps", "", ""),
+        ("esophagitis/x.jpeg", "esophagitis", "", ""),
+        ("normal-cecum/0e4f.JPG", "normal-cecum", "", ""),
+    ]
+    assert sorted(rejections) == [("esophagitis/deep/y.jpg", misplaced(name)), ("top.jpg", misplaced(name))]
+
+
+# ----------------------------------------------------------------------------- gastrovision
+
+GV_IMAGES = (
+    "Colon polyps/0f886d51-8576-4208-a850-98aefb696241.jpg",
+    "Small bowel_terminal ileum/142df188-9742-4bce-a38a-792d312c65bf.jpg",
+    "Normal mucosa and vascular pattern in the large bowel/2b3c.jpg",
+    "Esophagitis/3c4d.jpg",
+)
+
+
+def _gv_splits(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.csv").write_text("Filename,Class\n0f886d51-8576-4208-a850-98aefb696241.jpg,Colon polyps\n")
+    (folder / "validate.csv").write_text(
+        "Filename,Class\n142df188-9742-4bce-a38a-792d312c65bf.jpg,Small bowel_terminal ileum\n"
+    )
+    (folder / "test.csv").write_text("Filename,Class\n2b3c.jpg,Normal mucosa and vascular pattern in the large bowel\n")
+
+
+GV_RECORDS = [
+    ("Colon polyps/0f886d51-8576-4208-a850-98aefb696241.jpg", "Colon polyps", "", "train"),
+    ("Esophagitis/3c4d.jpg", "Esophagitis", "", ""),
+    ("Normal mucosa and vascular pattern in the large bowel/2b3c.jpg",
+     "Normal mucosa and vascular pattern in the large bowel", "", "test"),
+    ("Small bowel_terminal ileum/142df188-9742-4bce-a38a-792d312c65bf.jpg",
+     "Small bowel_terminal ileum", "", "validate"),
+]
+
+
+def test_gastrovision_split_csvs_in_root(tmp_path):
+    put(tmp_path, *GV_IMAGES, "stray.jpg")
+    _gv_splits(tmp_path)
+    records, rejections, skipped = scan("gastrovision", tmp_path)
+    assert records == GV_RECORDS
+    assert rejections == [("stray.jpg", misplaced("gastrovision"))]
+    assert skipped == ["test.csv", "train.csv", "validate.csv"]
+
+
+def test_gastrovision_without_split_csvs(tmp_path):
+    put(tmp_path, *GV_IMAGES)
+    records, _, _ = scan("gastrovision", tmp_path)
+    assert records == [(rel, label, "", "") for rel, label, _, _ in GV_RECORDS]
+
+
+def test_gastrovision_split_csvs_from_labels(tmp_path):
+    root = tmp_path / "src"
+    put(root, *GV_IMAGES)
+    _gv_splits(tmp_path / "splits")
+    assert scan("gastrovision", root, tmp_path / "splits")[0] == GV_RECORDS
+    # pointing at one of the split files means "the folder it is in"
+    assert scan("gastrovision", root, tmp_path / "splits" / "train.csv")[0] == GV_RECORDS
+    with pytest.raises(FileNotFoundError):
+        get_adapter("gastrovision", root, tmp_path / "no-such-folder")
+
+
+# ----------------------------------------------------------------------------- csv
+
+
+def test_csv_labels(tmp_path):
+    root = tmp_path / "src"
+    put(root, "a/one.jpg", "a/two.png", "b/three.jpg", "unlisted.jpg", "by-name/four.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "path,label,patient_id\n"
+        "a/one.jpg,polyp,p1\n"
+        "./a/one.jpg,ulcer,\n"  # same image again, other label: both kept, sorted
+        "a\\two.png,normal,p2\n"  # Windows separators are normalised
+        "b/three.jpg,normal,\n"
+        "four.jpg,erosion,p4\n"  # matched by file name
+        "missing/five.jpg,polyp,p5\n"
+    )
+    records, rejections, _ = scan("csv", root, labels)
+    assert records == [
+        ("a/one.jpg", "polyp|ulcer", "p1", ""),
+        ("a/two.png", "normal", "p2", ""),
+        ("b/three.jpg", "normal", "", ""),
+        ("by-name/four.jpg", "erosion", "p4", ""),
+    ]
+    assert rejections == [
+        ("unlisted.jpg", "not listed in label file labels.csv"),
+        ("missing/five.jpg", "listed in labels.csv but not found"),
+    ]
+
+
+def test_csv_labels_semicolon_xlsx_and_missing_column(tmp_path):
+    root = tmp_path / "src"
+    put(root, "x.jpg", "y.jpg")
+    semi = tmp_path / "labels.csv"
+    semi.write_text("filename;class;video_id\nx.jpg;Erosion;v1\ny.jpg;Normal;v2\n")
+    assert scan("csv", root, semi)[0] == [("x.jpg", "Erosion", "v1", ""), ("y.jpg", "Normal", "v2", "")]
+    xlsx = tmp_path / "labels.xlsx"
+    pd.DataFrame({"image_path": ["x.jpg", "y.jpg"], "class_label": ["Ulcer", "Worms"]}).to_excel(xlsx, index=False)
+    assert scan("csv", root, xlsx)[0] == [("x.jpg", "Ulcer", "", ""), ("y.jpg", "Worms", "", "")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,label\nx.jpg,Ulcer\n")
+    with pytest.raises(ValueError, match="no column named any of"):
+        get_adapter("csv", root, bad)
+
+
+# ----------------------------------------------------------------------------- walker
+
+
+def _walk(root: Path):
+    out = []
+    for item in walk(root):
+        if isinstance(item, Rejection):
+            out.append(("rejected", os.path.relpath(item.file, root), item.reason))
+        elif isinstance(item, Skipped):
+            out.append(("skipped", item.rel))
+        else:
+            assert item.parts == tuple(item.rel.split("/")) and item.file == root / item.rel
+            out.append(("file", item.rel))
+    return out
+
+
+def test_walker_sorts_skips_metadata_and_rejects_other_types(tmp_path):
+    put(tmp_path, "b/2.jpg", "b/1.PNG", "a/z.tiff", "c.webp")
+    for rel in (".DS_Store", "b/.hidden.jpg", "README", "readme.txt", "notes.md", "meta.json", "t.xlsx", "s.tsv"):
+        put(tmp_path, rel, data=b"x")
+    put(tmp_path, ".git/objects/ab", data=b"x")
+    put(tmp_path, "b/movie.mp4", "b/archive.ZIP", "LICENSE", data=b"x")
+    assert _walk(tmp_path) == [
+        ("skipped", ".DS_Store"),
+        ("skipped", ".git"),
+        ("rejected", "LICENSE", "unsupported file type 'LICENSE'"),
+        ("skipped", "README"),
+        ("file", "a/z.tiff"),
+        ("skipped", "b/.hidden.jpg"),
+        ("file", "b/1.PNG"),
+        ("file", "b/2.jpg"),
+        ("rejected", "b/archive.ZIP", "unsupported file type '.zip'"),
+        ("rejected", "b/movie.mp4", "unsupported file type '.mp4'"),
+        ("file", "c.webp"),
+        ("skipped", "meta.json"),
+        ("skipped", "notes.md"),
+        ("skipped", "readme.txt"),
+        ("skipped", "s.tsv"),
+        ("skipped", "t.xlsx"),
+    ]
+
+
+def test_walker_rejects_non_utf8_names(tmp_path):
+    put(tmp_path, "good/ok.jpg")
+    fd = os.open(os.fsencode(str(tmp_path)) + b"/bad\xff.jpg", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, JPEG)
+    os.close(fd)
+    os.mkdir(os.fsencode(str(tmp_path)) + b"/dir\xfe")
+    items = list(walk(tmp_path))
+    rejected = [i for i in items if isinstance(i, Rejection)]
+    assert [(Path(r.file).name, r.reason) for r in rejected] == [
+        ("bad\\xff.jpg", "file name is not valid UTF-8"),
+        ("dir\\xfe", "file name is not valid UTF-8"),
+    ]
+    for r in rejected:
+        r.file.encode("utf-8")  # printable: no surrogates left
+    # every adapter passes the rejection through and still finds the good image
+    records, rejections, _ = scan("folder", tmp_path)
+    assert records == [("good/ok.jpg", "good", "", "")]
+    assert [reason for _, reason in rejections] == ["file name is not valid UTF-8"] * 2
+
+
+def test_walker_symlinks(tmp_path):
+    put(tmp_path, "real/a.jpg")
+    os.symlink(tmp_path / "real" / "a.jpg", tmp_path / "real" / "b.jpg")  # file link: followed
+    os.symlink(tmp_path, tmp_path / "real" / "loop")  # folder link back to an ancestor
+    os.symlink(tmp_path / "real" / "self.jpg", tmp_path / "real" / "self.jpg")  # link to itself
+    os.symlink(tmp_path / "real" / "ping.jpg", tmp_path / "real" / "pong.jpg")
+    os.symlink(tmp_path / "real" / "pong.jpg", tmp_path / "real" / "ping.jpg")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "real" / "broken.jpg")
+    out = _walk(tmp_path)
+    assert out == [
+        ("file", "real/a.jpg"),
+        ("file", "real/b.jpg"),
+        ("rejected", "real/broken.jpg", "broken symlink"),
+        ("rejected", "real/loop", "symlink loop: folder already visited (a link back to it)"),
+        ("rejected", "real/ping.jpg", "symlink loop"),
+        ("rejected", "real/pong.jpg", "symlink loop"),
+        ("rejected", "real/self.jpg", "symlink loop"),
+    ]
+
+
+def test_walker_follows_folder_links_outside_the_root(tmp_path):
+    outside, root = tmp_path / "elsewhere", tmp_path / "src"
+    put(outside, "x.jpg")
+    root.mkdir()
+    os.symlink(outside, root / "Normal")
+    os.symlink(root, outside / "back")  # loop through the outside folder back into root
+    records, rejections, _ = scan("folder", root)
+    assert records == [("Normal/x.jpg", "Normal", "", "")]
+    assert rejections == [("Normal/back", "symlink loop: folder already visited (a link back to it)")]
+
+
+def test_walker_rejects_special_files_and_missing_root(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    assert _walk(tmp_path) == [("rejected", "pipe.jpg", "not a regular file")]
+    gone = tmp_path / "gone"
+    [rej] = list(walk(gone))
+    assert rej.reason.startswith("unreadable folder")
+
+
+def test_walker_rejects_unreadable_folder(tmp_path, monkeypatch):
+    put(tmp_path, "locked/a.jpg", "open/b.jpg")
+    real_listdir = os.listdir
+
+    def listdir(path):  # chmod 0 does not stop root, so refuse the folder the way the kernel would
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr("endoctl.sources.base.os.listdir", listdir)
+    assert _walk(tmp_path) == [
+        ("rejected", "locked", "unreadable folder: Permission denied"),
+        ("file", "open/b.jpg"),
+    ]
+
+
+# ----------------------------------------------------------------------------- file-name rules (hypothesis)
+
+HEX = st.text(alphabet="0123456789abcdefABCDEF", min_size=1, max_size=32)
+FRAME = st.integers(min_value=0, max_value=10**9)
+VALID_FRAME_NAME = re.compile(r"[0-9a-fA-F]+_[0-9]+")
+
+
+@given(video=HEX, frame=FRAME)
+def test_video_id_parses_every_valid_frame_name(video, frame):
+    assert video_id(f"{video}_{frame}") == video
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300)
+def test_video_id_is_empty_for_other_names(stem):
+    if VALID_FRAME_NAME.fullmatch(stem):
+        assert video_id(stem) == stem.split("_")[0]
+    else:
+        assert video_id(stem) == ""
+
+
+@given(st.text(alphabet="ghijklmnopqrstuvwxyz_- .0123456789", max_size=20).filter(lambda s: "_" in s or "\n" not in s))
+def test_video_id_rejects_non_hex_prefixes_and_trailing_newline(stem):
+    assert video_id(stem + "\n") == ""
+    assert video_id(f"{stem}x_12") == ""
+
+
+CLASS = st.from_regex(r"[A-Za-z]+(-[A-Za-z]+)*", fullmatch=True)
+
+
+@given(cls=CLASS, patient=st.integers(min_value=0, max_value=10**6), k=st.integers(min_value=0, max_value=10**6),
+       zeros=st.integers(min_value=0, max_value=3), p=st.sampled_from("Pp"))
+def test_kid_patient_parses_every_valid_name(cls, patient, k, zeros, p):
+    assert kid_patient(f"{cls}-{p}{'0' * zeros}{patient}-{k}") == f"P{patient}"
+
+
+KID_RULE = re.compile(r"-[Pp][0-9]+-")
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=300)
+def test_kid_patient_is_empty_for_other_names(stem):
+    if KID_RULE.search(stem):
+        assert re.fullmatch(r"P[0-9]+", kid_patient(stem))
+    else:
+        assert kid_patient(stem) == ""
+
+
+@given(cls=CLASS, n=st.integers(min_value=0, max_value=999))
+def test_kid_patient_needs_the_dashes(cls, n):
+    for stem in (f"{cls}{n}", f"{cls}P{n}", f"{cls}-P{n}", f"{cls}P{n}-1", f"{cls}-P-{n}", f"{cls}-P\u0663-{n}"):
+        assert kid_patient(stem) == ""
+
+
+# ----------------------------------------------------------------------------- real Kvasir-Capsule names
+
+
+@pytest.mark.skipif(
+    not (SHARED / "kvasir_capsule" / "official_split_0.csv").is_file(),
+    reason=f"real reference data not present: {SHARED / 'kvasir_capsule'} (see shared/README.md)",
+)
+def test_kvasir_capsule_real_names_metadata_and_official_split(tmp_path):
+    kc = SHARED / "kvasir_capsule"
+    meta = pd.read_csv(kc / "metadata.csv", sep=";", dtype=str, keep_default_na=False)
+    folds = {
+        f"split_{i}": set(pd.read_csv(kc / f"official_split_{i}.csv", dtype=str)["filename"]) for i in (0, 1)
+    }
+    # the first 20 rows (one video, fold 0), plus the first frames of split_1 and of frames in no fold
+    rows = pd.concat(
+        [
+            meta.head(20),
+            meta[meta["filename"].isin(folds["split_1"])].head(5),
+            meta[~meta["filename"].isin(folds["split_0"] | folds["split_1"])].head(3),
+        ]
+    ).drop_duplicates("filename")
+    for filename, finding in zip(rows["filename"], rows["finding_class"]):
+        put(tmp_path, f"labelled_images/{finding}/{filename}")
+
+    official = {
+        name: next((fold for fold, names in folds.items() if name in names), "") for name in rows["filename"]
+    }
+    assert set(official.values()) == {"split_0", "split_1", ""}
+    # with --labels the real metadata.csv (split files beside it); without, only the file names
+    for labels in (kc / "metadata.csv", None):
+        expected_split = official if labels is not None else dict.fromkeys(official, "")
+        records, rejections, skipped = scan("kvasir-capsule", tmp_path, labels)
+        assert rejections == [] and skipped == []
+        assert len(records) == len(rows)
+        want = {
+            f"labelled_images/{finding}/{name}": (finding, video, expected_split[name])
+            for name, video, finding in zip(rows["filename"], rows["video_id"], rows["finding_class"])
+        }
+        assert {rel: (label, patient, split) for rel, label, patient, split in records} == want
