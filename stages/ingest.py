@@ -27,7 +27,7 @@ MANIFEST_COLUMNS = [
     "width", "height", "bytes", "sha256", "phash", "dhash",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
-CHUNK = 128
+CHUNK = 64  # small enough that the last chunk barely delays the others
 
 
 @dataclass
@@ -77,11 +77,6 @@ def _work(args: tuple[list[str], int]) -> list[tuple | str]:
     return hash_files(*args)
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _relative(file: str | Path, data_root: Path) -> str:
     return Path(os.path.relpath(file, data_root)).as_posix()
 
@@ -92,34 +87,47 @@ def ingest(
     data_root: Path = Path("."),
     workers: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> IngestResult:
     """Hash every :class:`ImageRecord` in ``entries``; ``Rejection`` rows pass through with their reason."""
     start = time.perf_counter()
     records: list[ImageRecord] = []
     rejected: list[tuple[str, str]] = []
     skipped = 0
-    for entry in entries:
-        if isinstance(entry, ImageRecord):
-            records.append(entry)
-        elif isinstance(entry, Rejection):
-            rejected.append((printable(_relative(entry.file, data_root)), entry.reason))
-        elif isinstance(entry, Skipped):
-            skipped += 1
-    files = [str(r.file) for r in records]
-    jobs = [(chunk, max_pixels) for chunk in _chunks(files, CHUNK)]
+    scanned = False
+
+    def jobs() -> Iterator[tuple[list[str], int]]:
+        """Chunks of files as the walk finds them, so hashing overlaps the directory scan."""
+        nonlocal skipped, scanned
+        chunk: list[str] = []
+        for entry in entries:
+            if isinstance(entry, ImageRecord):
+                records.append(entry)
+                chunk.append(str(entry.file))
+                if len(chunk) == CHUNK:
+                    yield chunk, max_pixels
+                    chunk = []
+            elif isinstance(entry, Rejection):
+                rejected.append((printable(_relative(entry.file, data_root)), entry.reason))
+            elif isinstance(entry, Skipped):
+                skipped += 1
+        if chunk:
+            yield chunk, max_pixels
+        scanned = True
+
     results: list[tuple | str] = []
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for part in pool.imap(_work, jobs):
-                results.extend(part)
-                if on_progress:
-                    on_progress(len(results), len(files))
-    else:
-        for job in jobs:
-            results.extend(_work(job))
+
+    def collect(parts: Iterable[list[tuple | str]]) -> None:
+        for part in parts:
+            results.extend(part)
             if on_progress:
-                on_progress(len(results), len(files))
+                on_progress(len(results), len(records) if scanned else None)
+
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            collect(pool.imap(_work, jobs()))
+    else:
+        collect(map(_work, jobs()))
     rows = []
     for record, result in zip(records, results):
         path = _relative(record.file, data_root)
