@@ -22,7 +22,7 @@ test: $(STAMP)
 
 repro: $(STAMP)
 	@[ -d .dvc ] || $(BIN)/dvc init --quiet
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py

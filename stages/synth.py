@@ -1,0 +1,824 @@
+"""Embedded demo data: small, deterministic raw datasets in the native layouts of three real sources.
+
+Everything downstream (ingest -> near-duplicate dedupe -> patient-grouped splits -> training)
+needs data with the same traps as the real thing, and must run offline. So this writes:
+
+* ``kvasir_capsule/``: Kvasir-Capsule-like videos (one video = one patient) whose consecutive
+  frames are near-duplicates (the camera drifts a few pixels per frame over one mucosa texture);
+* ``kid/``: KID-like images with coarser label names and the patient number in the file name;
+* ``ce24/``: Capsule-Vision-2024-like training/validation folders that are resized, re-encoded
+  *copies* of a random subset of the two sources above, assigned to training/validation per
+  image (so videos straddle the split, as in the real CE24), plus a test set from videos that
+  exist nowhere else, a truth xlsx, one image filed under two classes, and corrupt files.
+
+Every class has a distinct, learnable visual pattern on a capsule-endoscopy-like background, so
+a small model trained on the demo data learns something. Output is byte-identical for the same
+config: all randomness comes from ``numpy.random.default_rng`` streams keyed by (seed, purpose,
+index), Pillow's JPEG encoder is deterministic, and the xlsx timestamps are pinned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import string
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from openpyxl import Workbook
+from openpyxl.writer.excel import ExcelWriter
+from PIL import Image, ImageDraw, ImageFilter
+
+KC_SIZE, KID_SIZE, CE24_SIZE = 336, 360, 224
+KC_QUALITY, KID_QUALITY, CE24_QUALITY = 90, 90, 85
+PATCH = 288  # lesions are painted into a PATCH x PATCH window centred on their position
+DRIFT_PAD = 96  # a video's texture is this much larger than a frame on each side: room to drift
+CE24_TRAIN_SHARE = 0.7  # real CE24: 37,607 training vs 16,132 validation images
+CE24_WORMS = 4  # 'Worms' exists only in CE24; a few such images go into its test set
+CE24_AIIMS_WORMS = 8  # ... and, as in the real CE24, AIIMS worms frames into training/validation
+KID_NORMAL_SHARE = 0.4
+KID_EMPTY = "normal-small-bowel/normal-small-bowel-P99-1.jpg"  # hence at most 98 KID patients
+CE24_TEST_PREFIX = "Test set for us, with excel sheet and seperated/"  # sic, as in the real file
+XLSX_TIME = datetime(2024, 1, 1)
+
+NORMAL = "Normal clean mucosa"
+WORMS = "Worms"
+# Kvasir-Capsule folder name -> (metadata finding_category, metadata finding_class). The real
+# metadata.csv spells one class differently from its folder ('Foreign Body' vs 'Foreign body').
+KC_FINDINGS: dict[str, tuple[str, str]] = {
+    NORMAL: ("Luminal", NORMAL),
+    "Angiectasia": ("Luminal", "Angiectasia"),
+    "Blood - fresh": ("Luminal", "Blood - fresh"),
+    "Erosion": ("Luminal", "Erosion"),
+    "Erythema": ("Luminal", "Erythema"),
+    "Foreign body": ("Luminal", "Foreign Body"),
+    "Lymphangiectasia": ("Luminal", "Lymphangiectasia"),
+    "Polyp": ("Luminal", "Polyp"),
+    "Ulcer": ("Luminal", "Ulcer"),
+    "Ileocecal valve": ("Anatomy", "Ileocecal valve"),
+}
+KC_LESIONS = [name for name in KC_FINDINGS if name != NORMAL]
+# KID's coarser folders, by the true (Kvasir-Capsule-named) finding drawn in the image.
+KID_CLASSES: dict[str, str] = {
+    NORMAL: "normal-small-bowel",
+    "Angiectasia": "vascular",
+    "Blood - fresh": "vascular",
+    "Erosion": "inflammatory",
+    "Ulcer": "inflammatory",
+    "Erythema": "inflammatory",
+    "Polyp": "polypoid",
+    "Lymphangiectasia": "lymphangiectasia",
+}
+KID_LESIONS = [name for name in KID_CLASSES if name != NORMAL]
+CE24_CLASSES: dict[str, str] = {
+    NORMAL: "Normal",
+    "Angiectasia": "Angioectasia",
+    "Blood - fresh": "Bleeding",
+    "Erosion": "Erosion",
+    "Erythema": "Erythema",
+    "Foreign body": "Foreign Body",
+    "Lymphangiectasia": "Lymphangiectasia",
+    "Polyp": "Polyp",
+    "Ulcer": "Ulcer",
+    "Ileocecal valve": "Normal",
+    WORMS: "Worms",
+}
+
+# Independent random streams, so e.g. changing the KID size never changes a Kvasir-Capsule pixel.
+_PLAN_KC, _PLAN_TEST, _PLAN_KID, _RENDER_KC, _RENDER_TEST, _RENDER_KID, _RENDER_WORMS, _CE24, _RENDER_AIIMS = range(9)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    seed: int = 0
+    videos: int = 6  # Kvasir-Capsule-like videos (= patients)
+    frames_per_video: int = 40
+    kid_patients: int = 8
+    kid_images_per_patient: int = 10
+    ce24_copy_fraction: float = 0.6  # share of KC/KID images copied into CE24 training/validation
+    ce24_test_videos: int = 2  # extra KC-like videos whose frames are copied ONLY into CE24 testing
+    corrupt: bool = True  # plant a truncated JPEG, an empty file and a text file named .jpg
+
+    def validate(self) -> None:
+        """Reject sizes the layouts cannot represent, before anything is written."""
+        checks = {
+            "videos >= 1": self.videos >= 1,
+            "frames_per_video >= 2": self.frames_per_video >= 2,
+            "1 <= kid_patients <= 98 (P99 is the planted empty file)": 1 <= self.kid_patients <= 98,
+            "kid_images_per_patient >= 1": self.kid_images_per_patient >= 1,
+            "0 < ce24_copy_fraction <= 1": 0 < self.ce24_copy_fraction <= 1,
+            "ce24_test_videos >= 0": self.ce24_test_videos >= 0,
+        }
+        failed = [rule for rule, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"invalid SynthConfig: need {', '.join(failed)}")
+
+
+def _rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, index])
+
+
+def _deck(rng: np.random.Generator, items: list[str]) -> Iterator[str]:
+    """Shuffled passes over ``items``: every finding appears once before any repeats."""
+    while True:
+        for i in rng.permutation(len(items)):
+            yield items[i]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels: mucosa texture, field of view, lesion painters
+
+
+def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Smooth noise: a cells x cells Gaussian grid upscaled bicubically (cheap low frequencies)."""
+    grid = rng.standard_normal((cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def _texture(rng: np.random.Generator, size: int, tone: np.ndarray) -> np.ndarray:
+    """Mucosa: large soft folds, mid-scale blotches, fine villous grain; float32 (size, size, 3)."""
+    folds = _noise(rng, size, max(3, size // 64))
+    blotch = _noise(rng, size, max(4, size // 20))
+    grain = _noise(rng, size, size // 3)
+    shade = 1 + 0.18 * folds + 0.05 * blotch + 0.04 * grain
+    redder = np.array([10, -2, -6], np.float32)
+    return tone * shade[..., None] + redder * blotch[..., None]
+
+
+def _fov(size: int, radius: float, falloff: float) -> np.ndarray:
+    """Lens field of view: lighting falls off from the centre, black outside the circle."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    half = (size - 1) / 2
+    d = np.hypot(x - half, y - half) / half
+    edge = np.clip((radius - d) * half / 2, 0, 1)  # ~2 px soft rim
+    return ((1 - falloff * d**2) * edge).astype(np.float32)
+
+
+KC_FOV = _fov(KC_SIZE, 1.12, 0.45)  # circle wider than the frame: flat sides, black cut corners
+KID_FOV = _fov(KID_SIZE, 0.98, 0.35)  # inscribed circle, as on KID's capsule images
+
+
+def _mask(draw: Callable[[ImageDraw.ImageDraw], None], blur: float = 0.0) -> np.ndarray:
+    """Rasterise shapes into a PATCH-sized float mask in [0, 1], optionally softened."""
+    img = Image.new("L", (PATCH, PATCH), 0)
+    draw(ImageDraw.Draw(img))
+    if blur:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    return np.asarray(img, np.float32) / 255
+
+
+def _paint(patch: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 1.0) -> None:
+    patch += (np.array(color, np.float32) - patch) * (alpha * mask)[..., None]
+
+
+def _blob(rng: np.random.Generator, cx: float, cy: float, r: float, points: int = 14) -> list[tuple[float, float]]:
+    """An irregular closed outline around (cx, cy), radius varying +-25%."""
+    angles = np.linspace(0, 2 * np.pi, points, endpoint=False) + rng.uniform(0, 2 * np.pi)
+    radii = r * rng.uniform(0.75, 1.25, points)
+    return [(cx + rr * np.cos(a), cy + rr * np.sin(a)) for a, rr in zip(angles, radii)]
+
+
+def _discs(spots: list[tuple[float, float, float]], grow: float = 0.0) -> Callable[[ImageDraw.ImageDraw], None]:
+    """Draw filled circles (x, y, radius + grow)."""
+    def draw(d: ImageDraw.ImageDraw) -> None:
+        for x, y, r in spots:
+            d.ellipse((x - r - grow, y - r - grow, x + r + grow, y + r + grow), fill=255)
+    return draw
+
+
+def _centre(rng: np.random.Generator, spread: float) -> tuple[float, float]:
+    cx, cy = PATCH / 2 + rng.uniform(-spread, spread, 2)
+    return float(cx), float(cy)
+
+
+def _angiectasia(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """A few small bright-red spidery blobs."""
+    def draw(d: ImageDraw.ImageDraw) -> None:
+        for _ in range(rng.integers(2, 6)):
+            cx, cy = _centre(rng, 55)
+            r = rng.uniform(4, 8)
+            d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+            for a in rng.uniform(0, 2 * np.pi, rng.integers(4, 8)):
+                length = r + rng.uniform(4, 14)
+                d.line((cx, cy, cx + length * np.cos(a), cy + length * np.sin(a)), fill=255, width=2)
+    _paint(patch, _mask(draw, 0.8), (235, 25, 35))
+
+
+def _blood(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """A large dark-red pool."""
+    cx, cy = _centre(rng, 25)
+    outline = _blob(rng, cx, cy, rng.uniform(70, 105))
+    _paint(patch, _mask(lambda d: d.polygon(outline, fill=255), 5), (110, 8, 12), 0.9)
+
+
+def _erosion(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """Small white spots, each with a red rim."""
+    spots = [(*_centre(rng, 55), rng.uniform(4, 8)) for _ in range(rng.integers(2, 7))]
+    _paint(patch, _mask(_discs(spots, grow=4), 1.5), (200, 30, 35))
+    _paint(patch, _mask(_discs(spots), 1.0), (245, 240, 230))
+
+
+def _ulcer(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """One large yellow-white fibrin patch with a red halo."""
+    cx, cy = _centre(rng, 30)
+    r = rng.uniform(26, 48)
+    halo = _blob(rng, cx, cy, r * 1.4)
+    core = _blob(rng, cx, cy, r)
+    _paint(patch, _mask(lambda d: d.polygon(halo, fill=255), 6), (205, 40, 40), 0.85)
+    _paint(patch, _mask(lambda d: d.polygon(core, fill=255), 2), (240, 228, 175))
+
+
+def _erythema(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """A diffuse, soft-edged red area."""
+    cx, cy = _centre(rng, 30)
+    rx, ry = rng.uniform(45, 90, 2)
+    _paint(patch, _mask(lambda d: d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255), 14), (230, 40, 45), 0.8)
+
+
+def _lymphangiectasia(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """Many scattered small white dots in one region."""
+    cx, cy = _centre(rng, 25)
+    spread = rng.uniform(55, 95)
+    n = int(rng.integers(25, 61))
+    ang, rad = rng.uniform(0, 2 * np.pi, n), spread * np.sqrt(rng.uniform(0, 1, n))
+    dots = [(cx + d * np.cos(a), cy + d * np.sin(a), rng.uniform(1.5, 3.5)) for a, d in zip(ang, rad)]
+    _paint(patch, _mask(_discs(dots), 0.6), (250, 245, 225))
+
+
+def _polyp(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """A round bulge: lit from the upper left, shadowed along its rim, slightly redder."""
+    cx, cy = _centre(rng, 30)
+    r = rng.uniform(26, 55)
+    y, x = np.mgrid[0:PATCH, 0:PATCH].astype(np.float32)
+    d = np.hypot(x - cx, y - cy) / r
+    inside = np.clip((1 - d) * r / 2, 0, 1)
+    highlight = np.exp(-(np.hypot(x - cx + 0.35 * r, y - cy + 0.35 * r) / (0.5 * r)) ** 2)
+    lower_right = np.clip((x - cx + y - cy) / (1.4 * r * np.maximum(d, 0.1)), 0, 1)  # cos to the shadow side
+    rim = np.exp(-(((d - 1) * r / 9) ** 2))
+    shade = 1 + inside * (0.4 * highlight - 0.2 * d**2) - 0.4 * rim * lower_right
+    patch *= shade[..., None]
+    patch += np.array([18, -6, -6], np.float32) * inside[..., None]
+
+
+def _foreign_body(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """A straight grey-green bar (e.g. a capsule fragment or plant stalk) with a glossy ridge."""
+    cx, cy = _centre(rng, 30)
+    half, angle = rng.uniform(45, 85), rng.uniform(0, np.pi)
+    ends = (cx - half * np.cos(angle), cy - half * np.sin(angle), cx + half * np.cos(angle), cy + half * np.sin(angle))
+    width = int(rng.integers(12, 22))
+    _paint(patch, _mask(lambda d: d.line(ends, fill=255, width=width), 1), (110, 140, 95))
+    _paint(patch, _mask(lambda d: d.line(ends, fill=255, width=width // 3), 1), (185, 200, 170), 0.8)
+
+
+def _worms(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """One or two long, curvy, pale threads."""
+    def draw(d: ImageDraw.ImageDraw) -> None:
+        for _ in range(rng.integers(1, 3)):
+            cx, cy = _centre(rng, 20)
+            length, amp, freq = rng.uniform(150, 220), rng.uniform(8, 20), rng.uniform(1, 2.5)
+            angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+            t = np.linspace(-0.5, 0.5, 40)
+            along, across = length * t, amp * np.sin(2 * np.pi * freq * t + phase)
+            xs = cx + along * np.cos(angle) - across * np.sin(angle)
+            ys = cy + along * np.sin(angle) + across * np.cos(angle)
+            d.line(list(zip(xs.tolist(), ys.tolist())), fill=255, width=int(rng.integers(6, 11)), joint="curve")
+    _paint(patch, _mask(draw, 1), (238, 228, 200))
+
+
+def _ileocecal_valve(patch: np.ndarray, rng: np.random.Generator) -> None:
+    """A dark curved fold (the valve's lip), with a lighter edge beside it."""
+    cx, cy = _centre(rng, 20)
+    r, start = rng.uniform(60, 105), rng.uniform(0, 360)
+    end, width = start + rng.uniform(120, 220), int(rng.integers(14, 23))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    inner = (cx - r + width, cy - r + width, cx + r - width, cy + r - width)
+    dark = _mask(lambda d: d.arc(box, start, end, fill=255, width=width), 4)
+    lip = _mask(lambda d: d.arc(inner, start, end, fill=255, width=width // 2), 3)
+    patch *= (1 - 0.6 * dark + 0.15 * lip)[..., None]
+
+
+PAINTERS: dict[str, Callable[[np.ndarray, np.random.Generator], None]] = {
+    "Angiectasia": _angiectasia,
+    "Blood - fresh": _blood,
+    "Erosion": _erosion,
+    "Erythema": _erythema,
+    "Foreign body": _foreign_body,
+    "Lymphangiectasia": _lymphangiectasia,
+    "Polyp": _polyp,
+    "Ulcer": _ulcer,
+    "Ileocecal valve": _ileocecal_valve,
+    WORMS: _worms,
+}
+
+
+def _lesion(canvas: np.ndarray, finding: str, cx: int, cy: int, rng: np.random.Generator) -> None:
+    """Paint ``finding`` around (cx, cy) of ``canvas`` in place; 'Normal clean mucosa' is texture only.
+
+    (cx, cy) must be at least PATCH/2 from every canvas edge.
+    """
+    if finding != NORMAL:
+        h = PATCH // 2
+        PAINTERS[finding](canvas[cy - h : cy + h, cx - h : cx + h], rng)
+
+
+def _jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _reencode(data: bytes) -> bytes:
+    """CE24 shipped its copies resized to 224 x 224 and re-compressed."""
+    img = Image.open(io.BytesIO(data)).convert("RGB").resize((CE24_SIZE, CE24_SIZE), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=CE24_QUALITY)
+    return buf.getvalue()
+
+
+def _kc_tone(rng: np.random.Generator) -> np.ndarray:
+    return (np.array([205, 120, 85]) + rng.normal(0, [12, 10, 8])).astype(np.float32)
+
+
+def _kid_tone(rng: np.random.Generator) -> np.ndarray:
+    return (np.array([220, 145, 75]) + rng.normal(0, [10, 10, 8])).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: who, what and where, decided before any pixel is drawn (so the progress total is known)
+
+
+@dataclass(frozen=True)
+class _Run:
+    finding: str
+    start: int  # frame index within the video
+    length: int
+
+
+@dataclass(frozen=True)
+class _Video:
+    index: int
+    vid: str  # 16 lower-case hex chars
+    first_frame: int
+    runs: tuple[_Run, ...]
+    truncated_extra: bool  # one more frame follows, written truncated (the planted corrupt JPEG)
+
+    @property
+    def frames(self) -> int:
+        return sum(run.length for run in self.runs)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One written source image, kept in memory so CE24 can copy it."""
+    source: str  # the CE24 sub-source folder: KVASIR or KID
+    rel: str  # path below the source root
+    name: str
+    finding: str
+    data: bytes
+
+
+def _plan_videos(rng: np.random.Generator, count: int, frames: int, taken: set[str]) -> list[_Video]:
+    """Mostly normal mucosa with 1-3 lesion runs, each run a few consecutive frames of one finding."""
+    deck = _deck(rng, KC_LESIONS)
+    lo = max(2, frames // 10)
+    hi = min(12, max(lo, frames // 5))  # <= 12 frames x 4 px drift keeps the lesion in view
+    n_runs = rng.integers(1, 4, size=count)
+    while n_runs.sum() < min(len(KC_LESIONS), 3 * count):  # room permitting, every finding appears
+        n_runs[rng.choice(np.flatnonzero(n_runs < 3))] += 1
+    videos = []
+    for index in range(count):
+        vid = rng.bytes(8).hex()
+        while vid in taken:
+            vid = rng.bytes(8).hex()
+        taken.add(vid)
+        first = int(rng.integers(100, 60000))
+        lengths = [int(n) for n in rng.integers(lo, hi + 1, size=int(n_runs[index]))]
+        while sum(lengths) > frames // 2 and len(lengths) > 1:
+            lengths.pop()
+        gaps = rng.multinomial(frames - sum(lengths), [1 / (len(lengths) + 1)] * (len(lengths) + 1))
+        runs, start = [], 0
+        for gap, length in zip(gaps, [*lengths, 0]):
+            if gap:
+                runs.append(_Run(NORMAL, start, int(gap)))
+                start += int(gap)
+            if length:
+                runs.append(_Run(next(deck), start, length))
+                start += length
+        videos.append(_Video(index, vid, first, tuple(runs), False))
+    return videos
+
+
+@dataclass(frozen=True)
+class _KidImage:
+    patient: int
+    k: int  # 1-based image index within the patient
+    finding: str
+
+    @property
+    def rel(self) -> str:
+        cls = KID_CLASSES[self.finding]
+        return f"{cls}/{cls}-P{self.patient}-{self.k}.jpg"
+
+
+def _plan_kid(rng: np.random.Generator, config: SynthConfig) -> list[_KidImage]:
+    deck = _deck(rng, KID_LESIONS)
+    return [
+        _KidImage(p, k, NORMAL if rng.random() < KID_NORMAL_SHARE else next(deck))
+        for p in range(1, config.kid_patients + 1)
+        for k in range(1, config.kid_images_per_patient + 1)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _drift(rng: np.random.Generator, count: int, room: int) -> list[tuple[int, int]]:
+    """Crop origins of a slowly drifting camera: 1-4 px per frame, heading wanders, walls reflect."""
+    pos, heading, out = rng.uniform(0, room, 2), rng.uniform(0, 2 * np.pi), []
+    for _ in range(count):
+        out.append((int(round(pos[0])), int(round(pos[1]))))
+        heading += rng.normal(0, 0.35)
+        pos = pos + rng.uniform(1, 4) * np.array([np.cos(heading), np.sin(heading)])
+        if not 0 <= pos[0] <= room:
+            pos[0], heading = np.clip(pos[0], 0, room) * 2 - pos[0], np.pi - heading
+        if not 0 <= pos[1] <= room:
+            pos[1], heading = np.clip(pos[1], 0, room) * 2 - pos[1], -heading
+    return out
+
+
+def _render_video(video: _Video, rng: np.random.Generator) -> Iterator[tuple[int, str, bytes]]:
+    """(frame number, finding, JPEG) per frame. Lesions sit on the mucosa, so they drift along."""
+    n = KC_SIZE
+    size = n + 2 * DRIFT_PAD
+    texture = _texture(rng, size, _kc_tone(rng))
+    runs = list(video.runs)
+    if video.truncated_extra:
+        last = runs[-1]
+        runs[-1] = _Run(last.finding, last.start, last.length + 1)
+    origins = _drift(rng, sum(run.length for run in runs), size - n)
+    for run in runs:
+        canvas = texture
+        if run.finding != NORMAL:
+            x, y = origins[run.start + run.length // 2]
+            cx, cy = (int(c + n // 2 + rng.uniform(-20, 20)) for c in (x, y))
+            canvas = texture.copy()
+            _lesion(canvas, run.finding, cx, cy, rng)
+        for i in range(run.start, run.start + run.length):
+            x, y = origins[i]
+            light = KC_FOV * rng.normal(1, 0.03)
+            yield video.first_frame + i, run.finding, _jpeg(canvas[y : y + n, x : x + n] * light[..., None], KC_QUALITY)
+
+
+def _render_kid(patient: list[_KidImage], rng: np.random.Generator) -> Iterator[bytes]:
+    """One shared texture per patient; each image a different view of it, with its own lesion."""
+    n = KID_SIZE
+    texture = _texture(rng, n + 160, _kid_tone(rng))
+    for img in patient:
+        x, y = (int(v) for v in rng.integers(0, 161, 2))
+        canvas = np.rot90(texture[y : y + n, x : x + n], int(rng.integers(0, 4))).copy()
+        cx, cy = (int(n // 2 + rng.uniform(-36, 36)) for _ in range(2))
+        _lesion(canvas, img.finding, cx, cy, rng)
+        yield _jpeg(canvas * (KID_FOV * rng.normal(1, 0.03))[..., None], KID_QUALITY)
+
+
+def _render_worms(rng: np.random.Generator) -> bytes:
+    """A Kvasir-Capsule-looking frame with worms: a class only CE24 has."""
+    n = KC_SIZE
+    canvas = _texture(rng, n, _kc_tone(rng))
+    _lesion(canvas, WORMS, n // 2, n // 2, rng)
+    return _jpeg(canvas * KC_FOV[..., None], KC_QUALITY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """The single point every file goes through (tests inject failures here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@dataclass
+class _Writer:
+    root: Path
+    total: int
+    on_progress: Callable[[int, int], None] | None
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def image(self, rel: str, data: bytes) -> None:
+        """Write one .jpg (corrupt ones included) and report progress."""
+        _write_file(self.root / rel, data)
+        self.counts[rel.split("/", 1)[0]] += 1
+        if self.on_progress is not None:
+            self.on_progress(sum(self.counts.values()), self.total)
+
+    def text(self, rel: str, text: str) -> None:
+        _write_file(self.root / rel, text.encode("utf-8"))
+
+
+def _xlsx(rows: list[tuple[str, str]]) -> bytes:
+    """The truth workbook, byte-reproducible: openpyxl stamps core.xml and every zip member with the
+    wall clock (the worksheet even with its temp file's mtime), so both are pinned."""
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Sheet1"
+    ws.append(["image_path", "class_label"])
+    for row in rows:
+        ws.append(list(row))
+    wb.properties.created = wb.properties.modified = XLSX_TIME
+    raw, out = io.BytesIO(), io.BytesIO()
+    ExcelWriter(wb, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED)).save()  # save() closes the zip
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            pinned = zipfile.ZipInfo(info.filename, date_time=XLSX_TIME.timetuple()[:6])
+            pinned.external_attr = 0o600 << 16  # not the temp file's umask-dependent mode
+            dst.writestr(pinned, src.read(info), zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _config_block(config: SynthConfig) -> str:
+    return "```\n" + "\n".join(f"{k} = {v!r}" for k, v in dataclasses.asdict(config).items()) + "\n```\n"
+
+
+def _frame_ranges(video: _Video) -> str:
+    return "; ".join(
+        f"{run.finding} {video.first_frame + run.start}-{video.first_frame + run.start + run.length - 1}"
+        for run in video.runs
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+
+
+def synth(
+    dest: Path,
+    config: SynthConfig = SynthConfig(),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Write dest/kvasir_capsule, dest/kid, dest/ce24 (replacing dest); return .jpg counts per folder.
+
+    Counts include the planted corrupt files, i.e. what an ingest of each folder will find.
+    Everything is built in a hidden sibling folder and swapped into place at the end, so an
+    interrupted run leaves ``dest`` as it was.
+    """
+    config.validate()
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        counts = _build(tmp, config, on_progress)
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def _n_copies(config: SynthConfig, pool: int) -> int:
+    """Images of one source copied into CE24; at least one, so the planted label conflict has a host."""
+    return max(1, round(config.ce24_copy_fraction * pool))
+
+
+def _aiims_split(k: int) -> str:
+    """CE24-only AIIMS frames: 3 of 4 to training, like the copies."""
+    return "validation" if k % 4 == 3 else "training"
+
+
+def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], None] | None) -> dict[str, int]:
+    seed = config.seed
+    taken: set[str] = set()
+    videos = _plan_videos(_rng(seed, _PLAN_KC), config.videos, config.frames_per_video, taken)
+    test_videos = _plan_videos(_rng(seed, _PLAN_TEST), config.ce24_test_videos, config.frames_per_video, taken)
+    kid = _plan_kid(_rng(seed, _PLAN_KID), config)
+    ce24_rng = _rng(seed, _CE24)
+    if config.corrupt:
+        host = int(ce24_rng.integers(len(videos)))
+        videos[host] = dataclasses.replace(videos[host], truncated_extra=True)
+
+    n_kc, n_kid = config.videos * config.frames_per_video, len(kid)
+    n_copies = _n_copies(config, n_kc) + _n_copies(config, n_kid)
+    n_test = config.ce24_test_videos * config.frames_per_video + CE24_WORMS
+    total = n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt
+    out = _Writer(root, total, on_progress)
+
+    # Kvasir-Capsule
+    items: list[_Item] = []
+    meta = ["filename;video_id;frame_number;finding_category;finding_class;x1;y1;x2;y2;x3;y3;x4;y4"]
+    truncated = ""
+    for video in videos:
+        for frame, finding, data in _render_video(video, _rng(seed, _RENDER_KC, video.index)):
+            name = f"{video.vid}_{frame}.jpg"
+            rel = f"labelled_images/{finding}/{name}"
+            category, meta_class = KC_FINDINGS[finding]
+            meta.append(f"{name};{video.vid};{frame};{category};{meta_class};;;;;;;")
+            if video.truncated_extra and frame == video.first_frame + video.frames:
+                truncated = rel
+                out.image(f"kvasir_capsule/{rel}", data[: len(data) * 6 // 10])
+            else:
+                out.image(f"kvasir_capsule/{rel}", data)
+                items.append(_Item("KVASIR", rel, name, finding, data))
+    out.text("kvasir_capsule/metadata.csv", "\n".join(meta) + "\n")
+
+    # KID
+    kid_items: list[_Item] = []
+    for p in range(1, config.kid_patients + 1):
+        patient = [img for img in kid if img.patient == p]
+        for img, data in zip(patient, _render_kid(patient, _rng(seed, _RENDER_KID, p))):
+            out.image(f"kid/{img.rel}", data)
+            kid_items.append(_Item("KID", img.rel, img.rel.rsplit("/", 1)[1], img.finding, data))
+    if config.corrupt:
+        out.image(f"kid/{KID_EMPTY}", b"")
+
+    # CE24 training/validation: re-encoded copies, split per image
+    copies: list[tuple[str, str, _Item]] = []  # (split, class, item)
+    for pool in (items, kid_items):
+        picked = sorted(ce24_rng.choice(len(pool), _n_copies(config, len(pool)), replace=False))
+        for i in picked:
+            split = "training" if ce24_rng.random() < CE24_TRAIN_SHARE else "validation"
+            copies.append((split, CE24_CLASSES[pool[i].finding], pool[i]))
+    if not any(split == "training" for split, _, _ in copies):
+        copies[0] = ("training", *copies[0][1:])
+    conflict_at = int(ce24_rng.choice([i for i, c in enumerate(copies) if c[0] == "training"]))
+    _, first_class, twin = copies[conflict_at]
+    others = sorted({c for c in CE24_CLASSES.values() if c not in (first_class, WORMS)})
+    second_class = others[int(ce24_rng.integers(len(others)))]
+    conflict = (  # (filed as, also filed as, copy of)
+        f"training/{first_class}/{twin.source}/{twin.name}",
+        f"training/{second_class}/{twin.source}/{twin.name}",
+        twin.rel,
+    )
+    copied: dict[tuple[str, str], int] = Counter()
+    for i, (split, cls, item) in enumerate(copies):
+        data = _reencode(item.data)
+        out.image(f"ce24/{split}/{cls}/{item.source}/{item.name}", data)
+        copied[split, item.source] += 1
+        if i == conflict_at:
+            out.image(f"ce24/{conflict[1]}", data)
+    for k in range(CE24_AIIMS_WORMS):
+        split = _aiims_split(k)
+        data = _reencode(_render_worms(_rng(seed, _RENDER_AIIMS, k)))
+        out.image(f"ce24/{split}/{WORMS}/AIIMS/worms1_{k + 1}.jpg", data)
+        copied[split, "AIIMS"] += 1
+
+    # CE24 testing: frames of videos that exist nowhere else, renamed to random ids, plus worms
+    test: list[tuple[str, bytes]] = []
+    for video in test_videos:
+        test += [(f, d) for _, f, d in _render_video(video, _rng(seed, _RENDER_TEST, video.index))]
+    test += [(WORMS, _render_worms(_rng(seed, _RENDER_WORMS, i))) for i in range(CE24_WORMS)]
+    alphabet = np.array(list(string.ascii_letters + string.digits))
+    names: set[str] = set()
+    truth = []
+    for finding, data in test:
+        name = "".join(ce24_rng.choice(alphabet, 10)) + ".jpg"
+        while name in names:
+            name = "".join(ce24_rng.choice(alphabet, 10)) + ".jpg"
+        names.add(name)
+        out.image(f"ce24/testing/Images/{name}", _reencode(data))
+        truth.append((f"{CE24_TEST_PREFIX}{CE24_CLASSES[finding]}\\{name}", CE24_CLASSES[finding]))
+    truth.sort(key=lambda row: (row[1], row[0]))
+    _write_file(root / "ce24/testing/test_data.xlsx", _xlsx(truth))
+
+    text_jpg = ""
+    if config.corrupt:
+        text_jpg = f"training/Normal/KVASIR/{ce24_rng.bytes(8).hex()}_{int(ce24_rng.integers(100, 60000))}.jpg"
+        note = b"This is not a JPEG: the download was interrupted and the server sent this note.\n"
+        out.image(f"ce24/{text_jpg}", note)
+
+    assert sum(out.counts.values()) == total, (out.counts, total)
+    readmes = {
+        "kvasir_capsule": _kc_readme(config, videos, out.counts, copied, truncated, root),
+        "kid": _kid_readme(config, kid, copied),
+        "ce24": _ce24_readme(config, copies, conflict, test_videos, truth, text_jpg),
+    }
+    for folder, text in readmes.items():
+        out.text(f"{folder}/README.md", text)
+    return dict(sorted(out.counts.items()))
+
+
+def _class_counts(folder: Path) -> list[list[object]]:
+    return [[p.name, sum(1 for _ in p.glob("*.jpg"))] for p in sorted(folder.iterdir()) if p.is_dir()]
+
+
+def _kc_readme(config: SynthConfig, videos: list[_Video], counts: Counter[str], copied: dict[tuple[str, str], int],
+               truncated: str, root: Path) -> str:
+    rows = [[v.vid, v.first_frame, v.first_frame + v.frames - 1, _frame_ranges(v)] for v in videos]
+    corrupt = (
+        f"- `labelled_images/{truncated.split('/', 1)[1]}`: a real frame (the frame after its video's last one) "
+        "cut to 60% of its bytes, i.e. a truncated JPEG that must be rejected. It is listed in metadata.csv "
+        "and never copied into CE24.\n" if truncated else "- none (corrupt=False)\n"
+    )
+    return (
+        "# kvasir_capsule/ (synthetic demo data)\n\n"
+        "Kvasir-Capsule-like capsule-endoscopy frames written by `endoctl synth`, in the real layout "
+        "`labelled_images/<Finding>/<videoid>_<frame>.jpg` (336x336 JPEG, quality 90) plus a `;`-separated "
+        "`metadata.csv` with the real header. One video = one patient. Consecutive frames of a video are "
+        "near-duplicates: the camera drifts 1-4 px per frame over one mucosa texture, so a random per-image "
+        "split leaks patients. As in the real files, metadata.csv spells 'Foreign Body' where the folder is "
+        "'Foreign body', and rows without a bounding box have one ';' fewer than the header.\n\n"
+        f"{counts['kvasir_capsule']} image files.\n\n## Images per finding folder\n\n"
+        + _table(["finding", "files"], _class_counts(root / "kvasir_capsule/labelled_images"))
+        + "\n## Videos (frame ranges per run of one finding)\n\n"
+        + _table(["video_id", "first frame", "last frame", "runs"], rows)
+        + f"\n## Corrupt files\n\n{corrupt}"
+        + "\n## Copies in ce24/\n\n"
+        f"{copied['training', 'KVASIR'] + copied['validation', 'KVASIR']} of these frames are copied (resized to "
+        f"224x224, re-encoded) into `ce24/training/*/KVASIR/` ({copied['training', 'KVASIR']}) and "
+        f"`ce24/validation/*/KVASIR/` ({copied['validation', 'KVASIR']}) under their original file names; "
+        "see ce24/README.md.\n\n## Config\n\n" + _config_block(config)
+    )
+
+
+def _kid_readme(config: SynthConfig, kid: list[_KidImage], copied: dict[tuple[str, str], int]) -> str:
+    per_class = Counter(KID_CLASSES[img.finding] for img in kid)
+    class_rows = [[cls, per_class[cls]] for cls in sorted(per_class)]
+    patients = []
+    for p in range(1, config.kid_patients + 1):
+        own = Counter(img.finding for img in kid if img.patient == p)
+        findings = ", ".join(f"{f} {n}" for f, n in sorted(own.items()))
+        patients.append([f"P{p}", f"1-{config.kid_images_per_patient}", findings])
+    corrupt = (
+        f"- `{KID_EMPTY}`: a zero-byte file (patient P99 does not otherwise exist).\n"
+        if config.corrupt else "- none (corrupt=False)\n"
+    )
+    return (
+        "# kid/ (synthetic demo data)\n\n"
+        "KID-like capsule images written by `endoctl synth`, in the layout `<class>/<class>-P<n>-<k>.jpg` "
+        "(360x360 JPEG, quality 90, a yellower tone than kvasir_capsule/). The patient number is only in the "
+        "file name. KID's labels are coarser than the others': 'vascular' holds angiectasia and fresh blood, "
+        "'inflammatory' holds erosion, ulcer and erythema, 'polypoid' holds polyps. Images of one patient are "
+        "different views of one mucosa texture (similar, not near-duplicates).\n\n"
+        f"{len(kid) + config.corrupt} image files.\n\n## Images per class folder (valid images)\n\n"
+        + _table(["class", "files"], class_rows)
+        + "\n## Patients (k = image index; true findings drawn)\n\n"
+        + _table(["patient", "k", "findings"], patients)
+        + f"\n## Corrupt files\n\n{corrupt}"
+        + "\n## Copies in ce24/\n\n"
+        f"{copied['training', 'KID'] + copied['validation', 'KID']} of these images are copied (resized to "
+        f"224x224, re-encoded) into `ce24/training/*/KID/` ({copied['training', 'KID']}) and "
+        f"`ce24/validation/*/KID/` ({copied['validation', 'KID']}) under their original file names, filed by "
+        "their true finding (vascular -> Angioectasia or Bleeding, inflammatory -> Erosion, Ulcer or Erythema).\n"
+        "\n## Config\n\n" + _config_block(config)
+    )
+
+
+def _ce24_readme(config: SynthConfig, copies: list[tuple[str, str, _Item]], conflict: tuple[str, str, str],
+                 test_videos: list[_Video], truth: list[tuple[str, str]], text_jpg: str) -> str:
+    per = Counter((split, cls, item.source) for split, cls, item in copies)
+    rows = [[split, cls, src, n] for (split, cls, src), n in sorted(per.items())]
+    test_counts = Counter(label for _, label in truth)
+    aiims = Counter(_aiims_split(k) for k in range(CE24_AIIMS_WORMS))
+    video_rows = [[v.vid, f"{v.first_frame}-{v.first_frame + v.frames - 1}", _frame_ranges(v)] for v in test_videos]
+    videos = _table(["video_id", "frames", "runs"], video_rows)
+    corrupt = (
+        f"- `{text_jpg}`: a text file with a .jpg name (not an image).\n" if text_jpg else "- none (corrupt=False)\n"
+    )
+    return (
+        "# ce24/ (synthetic demo data)\n\n"
+        "Capsule-Vision-2024-like data written by `endoctl synth`, in the real layout "
+        "`training|validation/<Class>/<Source>/<file>.jpg` and `testing/Images/<10 chars>.jpg` with the truth "
+        "in `testing/test_data.xlsx` (columns image_path, class_label). All images are 224x224 JPEG "
+        "(quality 85).\n\n"
+        f"## Training and validation: {len(copies) + 1} images, all copies (plus any corrupt file below)\n\n"
+        f"Every one is a resized, re-encoded copy of a file in ../kvasir_capsule (Source KVASIR, "
+        f"{sum(1 for c in copies if c[2].source == 'KVASIR')} copies) or ../kid (Source KID, "
+        f"{sum(1 for c in copies if c[2].source == 'KID')} copies) with the original file name, i.e. "
+        f"{config.ce24_copy_fraction:.0%} of each source's valid images. Training or validation was drawn per "
+        f"image ({CE24_TRAIN_SHARE:.0%} training), as in the real CE24, so videos and patients straddle the "
+        "split. 'Ileocecal valve' frames are filed under Normal. The table counts each copy once; the "
+        "conflict below adds one more file.\n\n"
+        + _table(["split", "class", "source", "files"], rows)
+        + f"\nPlus {CE24_AIIMS_WORMS} 'Worms' frames of a CE24-only source, `*/Worms/AIIMS/worms1_<k>.jpg` "
+        f"({aiims['training']} training, {aiims['validation']} validation), as in the real "
+        "CE24, whose Worms all come from AIIMS.\n"
+        + f"\n### Planted label conflict\n\n`{conflict[0]}` (a copy of `{conflict[2]}`) is also filed, with the "
+        f"same bytes, as `{conflict[1]}`: one image under two classes.\n\n"
+        f"## Testing: {len(truth)} images\n\n"
+        "Frames of these videos, which are in no other folder, renamed to random ids, plus "
+        f"{CE24_WORMS} 'Worms' images (a class only CE24 has):\n\n"
+        + videos
+        + "\n" + _table(["class_label", "images"], [[c, n] for c, n in sorted(test_counts.items())])
+        + f"\n## Corrupt files\n\n{corrupt}"
+        + "\n## Config\n\n" + _config_block(config)
+    )
