@@ -1,0 +1,73 @@
+"""Groups: images that must stay on one side of every split.
+
+A group is a connected component of the graph whose edges are "same (source, patient/video)" and
+"duplicate pair" (exact, near or sequence link from ``dedupe``). So all frames of a patient and
+every copy of any of them, in any source, share one group. ``split`` and ``audit`` both use this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component label (0..k-1) per node of an undirected graph with edges a[i]-b[i]."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (np.asarray(a), np.asarray(b))), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+def stable_ids(keys: Sequence[str], labels: np.ndarray, prefix: str) -> np.ndarray:
+    """Name each component after its smallest member key: ids survive re-ordering of the input."""
+    order = pd.DataFrame({"key": np.asarray(keys, dtype=object), "label": labels})
+    first = order.groupby("label")["key"].min()
+    names = {lab: prefix + hashlib.sha1(key.encode()).hexdigest()[:12] for lab, key in first.items()}
+    return np.array([names[lab] for lab in labels], dtype=object)
+
+
+def edges_by_key(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Edges joining every row to the first row with the same non-empty key (a star per key)."""
+    codes = pd.Series(np.arange(len(keys)), index=keys.index)
+    nonempty = keys != ""
+    first = codes[nonempty].groupby(keys[nonempty]).transform("min")
+    return first.to_numpy(), codes[nonempty].to_numpy()
+
+
+def patient_keys(manifest: pd.DataFrame) -> pd.Series:
+    """``source|patient_id`` per row; empty where the source has no patient id for the image."""
+    patient = manifest["patient_id"].fillna("")
+    return (manifest["source"] + "|" + patient).where(patient != "", "")
+
+
+def build_groups(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``image_id, group, group_size`` per manifest row (same order): patients ∪ duplicate pairs.
+
+    ``pairs`` has columns ``image_id_a, image_id_b`` (``dedupe``'s duplicate_pairs.csv); pairs
+    naming images absent from ``manifest`` are ignored.
+    """
+    ids = manifest["image_id"].reset_index(drop=True)
+    a, b = edges_by_key(patient_keys(manifest.reset_index(drop=True)))
+    if pairs is not None and len(pairs):
+        index = pd.Series(np.arange(len(ids)), index=ids)
+        pa = pairs["image_id_a"].map(index)
+        pb = pairs["image_id_b"].map(index)
+        known = pa.notna() & pb.notna()
+        a = np.concatenate([a, pa[known].to_numpy(dtype=np.int64)])
+        b = np.concatenate([b, pb[known].to_numpy(dtype=np.int64)])
+    labels = components(len(ids), a, b)
+    groups = stable_ids(ids.tolist(), labels, "g")
+    sizes = np.bincount(labels)[labels] if len(labels) else labels
+    return pd.DataFrame({"image_id": ids, "group": groups, "group_size": sizes})
+
+
+def largest_share(groups: pd.DataFrame) -> float:
+    """Share of all images in the largest group: chaining can merge everything into one."""
+    return float(groups["group_size"].max() / len(groups)) if len(groups) else 0.0
