@@ -1,10 +1,12 @@
 """Robust, fast image opening: one decode per file, reduced-scale for JPEG, clear rejection reasons.
 
-Every accepted image becomes a 32x32 luma thumbnail, the one input of all perceptual hashes.
+Every accepted image becomes a 32x32 luma thumbnail of its content region (see
+:func:`content_box`), the one input of all perceptual hashes.
 JPEGs are decoded by libjpeg-turbo through ``simplejpeg`` at the smallest DCT scale (1/1 ... 1/8)
 that keeps both sides >= 32 px, straight to grayscale (the Y channel); this is pixel-identical
 to Pillow's ``Image.draft("L", (32, 32))`` and ~25% faster. Everything else (PNG, BMP, TIFF,
-WebP, CMYK or EXIF-rotated JPEGs) goes through Pillow. The thumbnail is a box (area) resample.
+WebP, CMYK or EXIF-rotated JPEGs) goes through Pillow and is box-reduced to a similar scale.
+The thumbnail is a box (area) resample.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMB = 32
+DARK_LEVEL = 16  # luma at or below this is border, not content
+CONTENT_FRACTION = 0.1
+MIN_CONTENT = 8  # smaller content regions are treated as "no border found"
+MARGIN = 0.15
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
@@ -59,8 +65,37 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _box32(gray: np.ndarray) -> np.ndarray:
-    return np.asarray(Image.fromarray(gray).resize((THUMB, THUMB), Image.Resampling.BOX))
+def content_box(gray: np.ndarray) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the region hashed: the content, less a margin.
+
+    Endoscopy frames sit in black borders (octagonal or round fields of view, letterboxing) and
+    carry burnt-in overlays near the edges. The content region is the bounding box of the rows
+    and columns in which more than ``CONTENT_FRACTION`` of pixels are brighter than
+    ``DARK_LEVEL``; an inner margin of ``MARGIN`` per side then drops vignette corners and
+    overlays. Measured on the real Kvasir-SEG images: 3%-cropped copies go from 69% to 99% found
+    and false links between distinct images from 0.25% to 0.02% of pairs (README, "Duplicates").
+    """
+    height, width = gray.shape
+    bright = gray > DARK_LEVEL
+    rows = np.flatnonzero(np.count_nonzero(bright, axis=1) > CONTENT_FRACTION * width)
+    cols = np.flatnonzero(np.count_nonzero(bright, axis=0) > CONTENT_FRACTION * height)
+    top, bottom, left, right = 0, height, 0, width
+    if len(rows) >= MIN_CONTENT and len(cols) >= MIN_CONTENT:
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    dy, dx = (bottom - top) * MARGIN, (right - left) * MARGIN
+    return (left + dx, top + dy, right - dx, bottom - dy)
+
+
+def _thumb(gray: np.ndarray) -> np.ndarray:
+    """The 32x32 box-resampled content region (fractional box: no pixel-rounding jitter)."""
+    image = Image.fromarray(np.ascontiguousarray(gray))
+    return np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX, box=content_box(gray)))
+
+
+def _reduce(im: Image.Image) -> Image.Image:
+    """Box-reduce by the largest integer factor <= 8 keeping both sides >= 32, like JPEG DCT scaling."""
+    factor = min(8, im.width // THUMB, im.height // THUMB)
+    return im.reduce(factor) if factor > 1 else im
 
 
 def _fast_jpeg(data: bytes, max_pixels: int) -> Thumb | None:
@@ -76,7 +111,7 @@ def _fast_jpeg(data: bytes, max_pixels: int) -> Thumb | None:
         gray = simplejpeg.decode_jpeg(data, "GRAY", min_height=THUMB, min_width=THUMB, strict=True)
     except ValueError:
         return None  # Pillow re-decodes and names the problem
-    return Thumb(_box32(gray[:, :, 0]), width, height)
+    return Thumb(_thumb(gray[:, :, 0]), width, height)
 
 
 def _to_luma(im: Image.Image) -> Image.Image:
@@ -123,7 +158,7 @@ def _pillow(data: bytes, max_pixels: int) -> Thumb:
             raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
     if orientation in (5, 6, 7, 8):  # 90-degree rotations: report the upright size
         width, height = height, width
-    return Thumb(_box32(np.asarray(luma)), width, height)
+    return Thumb(_thumb(np.asarray(_reduce(luma))), width, height)
 
 
 def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.fft import dctn
@@ -22,6 +22,8 @@ def reference_phash(thumb: np.ndarray) -> int:
 @settings(max_examples=60, deadline=None)
 @given(thumbs)
 def test_phash_matches_scipy_reference(thumb: np.ndarray) -> None:
+    low = dctn(thumb.astype(float), norm="ortho")[:8, :8].ravel()
+    assume(np.abs(low - np.median(low)).min() > 1e-6)  # a coefficient on the median is a rounding tie
     assert int(phash_batch(thumb[None])[0]) == reference_phash(thumb)
 
 

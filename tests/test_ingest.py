@@ -45,7 +45,7 @@ def build_corpus(root: Path) -> dict[str, str]:
     a, b = root / "class_a", root / "class_b"
     a.mkdir(parents=True)
     b.mkdir()
-    upright = scene(1, (120, 90))
+    upright = scene(1, (320, 240))
     good = jpeg_bytes(upright)
     (a / "good.jpg").write_bytes(good)
     (b / "good.jpg").write_bytes(good)  # the same file under two labels
@@ -114,11 +114,11 @@ def test_special_modes_hash_like_their_plain_versions(tmp_path: Path) -> None:
     ph = dict(zip(rows.index, from_hex(rows["phash"])))
     # EXIF-rotated copy hashes as the upright image and reports the upright size.
     sideways = tmp_path / "sideways.jpg"  # the stored pixels without the EXIF rotation
-    sideways.write_bytes(jpeg_bytes(scene(1, (120, 90)).transpose(Image.Transpose.ROTATE_90)))
+    sideways.write_bytes(jpeg_bytes(scene(1, (320, 240)).transpose(Image.Transpose.ROTATE_90)))
     wrong = from_hex([hash_files([str(sideways)])[0][4]])[0]
     assert hamming(ph["class_a/rotated.jpg"], ph["class_a/good.jpg"]) <= 8
     assert hamming(ph["class_a/rotated.jpg"], wrong) >= 20
-    assert (rows.loc["class_a/rotated.jpg", "width"], rows.loc["class_a/rotated.jpg", "height"]) == (120, 90)
+    assert (rows.loc["class_a/rotated.jpg", "width"], rows.loc["class_a/rotated.jpg", "height"]) == (320, 240)
     # Both labels of the duplicated file stay visible, with one content hash.
     dup = rows.loc[["class_a/good.jpg", "class_b/good.jpg"]]
     assert set(dup["label"]) == {"class_a", "class_b"} and dup["sha256"].nunique() == 1
