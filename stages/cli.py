@@ -130,5 +130,185 @@ def ingest(
         _fail(f"--strict: {len(result.rejected)} file(s) rejected, first {first.path}: {first.reason} (see {rejected_path})")
 
 
+@app.command()
+def dedupe(
+    manifests: Annotated[list[Path], typer.Argument(help="Ingest manifests (all sources together).")],
+    out: Annotated[Path, typer.Option(help="Clusters CSV; duplicate_pairs.csv and duplicates_report.json go beside it.")] = Path("manifests/duplicates.csv"),
+    max_distance: Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")] = 10,
+    dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = 16,
+    sequence_gap: Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")] = 5,
+    sequence_distance: Annotated[int, typer.Option(help="... whose pHash distance is at most this.")] = 24,
+    sequence_pattern: Annotated[str, typer.Option(help="Regex on file stems with groups 'prefix' and 'frame'.")] = r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$",
+    workers: Annotated[int, typer.Option(help="Search threads (0 = all cores).")] = 0,
+) -> None:
+    """Find exact and near-duplicate images across all sources (and frame-sequence links); cluster them."""
+    import json
+    import os
+
+    import pandas as pd
+
+    from endoctl.dedupe import DedupeParams
+    from endoctl.dedupe import dedupe as run_dedupe
+    from endoctl.io import read_csv, write_csv, write_text
+
+    for manifest in manifests:
+        if not manifest.is_file():
+            _fail(f"manifest not found: {manifest}")
+    params = DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, sequence_pattern,
+                          workers or os.cpu_count() or 1)
+    start = time.perf_counter()
+    try:
+        result = run_dedupe(pd.concat([read_csv(m) for m in manifests], ignore_index=True), params)
+    except ValueError as exc:
+        _fail(str(exc))
+    write_csv(out, result.clusters)
+    write_csv(out.with_name("duplicate_pairs.csv"), result.pairs)
+    write_text(out.with_name("duplicates_report.json"), json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+    rep = result.report
+    largest = rep["largest_cluster"] or {"size": 0}
+    seconds = time.perf_counter() - start
+    typer.echo(
+        f"dedupe: {rep['images']} images -> {rep['duplicate_clusters']} duplicate clusters "
+        f"({rep['images_in_duplicate_clusters']} images; {rep['cross_source_clusters']} across sources, "
+        f"{rep['conflicting_label_clusters']} with conflicting labels, largest {largest['size']}); pairs "
+        + ", ".join(f"{k} {v}" for k, v in rep["pairs"].items())
+        + f"; {seconds:.1f} s, {rep['images'] / max(seconds, 1e-9):,.0f} img/s -> {out}"
+    )
+
+
+@app.command()
+def audit(
+    split: Annotated[list[str], typer.Option("--split", help="NAME=FILE, repeated (at least two names; a repeated name joins its files). FILE: endoctl split CSV, CE24 xlsx, Kvasir-Capsule official_split CSV, or any table with a path column.")],
+    images_root: Annotated[Optional[Path], typer.Option(help="Folder the split files' paths are relative to: hash the images and report near-duplicates across splits.")] = None,
+    max_distance: Annotated[int, typer.Option(help="Near-duplicate radius in pHash/dHash bits (with --images-root).")] = 10,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
+    fail_on_leak: Annotated[bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")] = False,
+    workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
+) -> None:
+    """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
+    import json
+    import os
+
+    from endoctl.audit import audit_files, render_table, summary
+    from endoctl.io import write_text
+    from rich.markup import escape
+
+    pairs = [item.partition("=") for item in split]
+    bad = [item for item, (name, eq, file) in zip(split, pairs) if not (name.strip() and eq and file.strip())]
+    if bad:
+        _fail(f"--split expects NAME=FILE, got {bad[0]!r}")
+    if len({name.strip() for name, _, _ in pairs}) < 2:
+        _fail("audit needs at least two split names (e.g. --split train=a.csv --split test=b.csv)")
+    if images_root is not None and not images_root.is_dir():
+        _fail(f"--images-root folder not found: {images_root}")
+    workers = workers or os.cpu_count() or 1
+    error = None
+    with _progress() as progress:
+        task = progress.add_task("hash images", total=None, rate="", visible=images_root is not None)
+        began = time.perf_counter()
+
+        def tick(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - began, 1e-9)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} img/s")
+
+        try:
+            report = audit_files([(name.strip(), Path(file.strip())) for name, _, file in pairs],
+                                 images_root, max_distance, workers, tick)
+        except (ValueError, FileNotFoundError) as exc:
+            error = str(exc)
+    if error is not None:
+        _fail(escape(error))  # file contents may look like rich markup
+    console.print(render_table(report))
+    if json_out is not None:
+        write_text(json_out, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    typer.echo(summary(report) + (f" -> {json_out}" if json_out is not None else ""))
+    if fail_on_leak and report.leaks:
+        raise typer.Exit(1)
+
+
+@app.command()
+def split(
+    manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]); repeat for every source. Groups are built over all of them.")],
+    target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
+    out: Annotated[Path, typer.Option(help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}.")],
+    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's duplicates.csv (its duplicate_pairs.csv beside it is read too).")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")] = 0.2,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")] = 0,
+    pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test.")] = None,
+    keep_assignments: Annotated[Optional[Path], typer.Option(help="Previous split folder: groups with images there keep their split and fold; only new groups are assigned.")] = None,
+    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v1.yaml).")] = None,
+    max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = 0.25,
+    format_of: Annotated[Optional[list[str]], typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format.")] = None,
+) -> None:
+    """Split manifests into leak-free train_val folds and test: stratified by class, whole groups (patient/video + duplicates) only."""
+    from rich.markup import escape
+
+    from endoctl import split as splitting
+    from endoctl.io import read_csv
+    from endoctl.taxonomy import load_taxonomy
+
+    for file in manifest:
+        if not file.is_file():
+            _fail(f"manifest not found: {file}")
+    if duplicates is not None and not duplicates.is_file():
+        _fail(f"--duplicates file not found: {duplicates}")
+    formats = {}
+    for item in format_of or []:
+        name, eq, fmt = item.partition("=")
+        if not (name.strip() and eq and fmt.strip()):
+            _fail(f"--format-of expects NAME=FORMAT, got {item!r}")
+        formats[name.strip()] = fmt.strip()
+    started = time.perf_counter()
+    error = None
+    try:
+        pins = [splitting.parse_pin(p) for p in pin or []]
+        tax = load_taxonomy(taxonomy)
+        tax.target(target)
+        frames = [read_csv(file) for file in manifest]
+        pairs, dup_info = splitting.load_duplicates(duplicates) if duplicates is not None else (None, None)
+        previous = splitting.read_previous(keep_assignments) if keep_assignments is not None else None
+    except (ValueError, FileNotFoundError) as exc:
+        error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    params = {
+        "manifests": [str(f) for f in manifest], "duplicates": str(duplicates) if duplicates else None,
+        "duplicate_pairs": dup_info["pairs_file"] if dup_info else None, "target": target,
+        "test_fraction": test_fraction, "folds": folds, "seed": seed, "pins": [str(p) for p in pins],
+        "keep_assignments": str(keep_assignments) if keep_assignments else None,
+        "taxonomy": str(taxonomy) if taxonomy else "(packaged default)", "max_group_share": max_group_share,
+        "formats": formats,
+    }
+    with _progress() as progress:
+        task = progress.add_task(f"split {target}", total=None, rate="")
+        try:
+            result = splitting.split(
+                frames, pairs, tax, target, formats=formats or None, test_fraction=test_fraction, folds=folds,
+                seed=seed, pins=pins, previous=previous, max_group_share=max_group_share, params=params,
+                names=[str(f) for f in manifest],
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total, rate="groups"),
+            )
+        except ValueError as exc:
+            error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    splitting.write_split(result, out)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    r = result.report
+    rows, s = r["rows"], r["straddling"]
+    largest = r["groups"]["largest"]["share"] if r["groups"]["largest"] else 0.0
+    typer.echo(
+        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({folds} folds) + test {rows['test']} "
+        f"({r['test_fraction']['achieved']:.1%}) + excluded {rows['excluded']}; {r['groups']['total']} groups, "
+        f"largest {largest:.1%}; max class deviation in test {r['max_abs_deviation_pp']['test']:.2f} pp; "
+        f"straddling groups {s['groups_across_splits'] + s['groups_across_folds']}; pinned {r['pinned']['images']} "
+        f"images in {r['pinned']['groups']} groups"
+        + (f"; kept {r['keep']['kept_groups']} groups, {r['keep']['conflicting_groups']} conflicts" if r["keep"] else "")
+        + f" in {time.perf_counter() - started:.1f} s -> {out}"
+    )
+
+
 if __name__ == "__main__":
     app()

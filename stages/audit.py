@@ -1,0 +1,512 @@
+"""Leak report for existing split files: groups (patients/videos ∪ near-duplicates) in several splits.
+
+Every split file is normalised by :func:`read_split_file` to one row per listed image:
+``image_id, source, patient_id, path, split, group``. Sources and patients come from the same
+file-name rules the ingest adapters use (``kvasir_capsule.video_id``, ``kid.kid_patient``,
+``ce24.ce24_patient``), and groups from the same :func:`endoctl.grouping.build_groups` the split
+stage uses, so ``audit`` and ``split`` can never disagree about what a group is.
+
+``image_id`` is the image's identity: rows with the same id are the same image, wherever they are
+listed. For datasets whose original file names identify an image within the dataset (CE24's
+sub-sources KVASIR/KID/SEE-AI/AIIMS, Kvasir-Capsule, KID) it is ``<source>/<file name>``, so the
+same SEE-AI image listed in training and validation straddles on its own; an endoctl split CSV
+keeps its ``image_id``; any other file uses the path as listed.
+
+Supported split files (detected from the columns, case-insensitive):
+
+- endoctl split CSV (``image_id, source, path, group`` …): source and group as written; the group
+  joins images across sources too.
+- CE24 ground truth xlsx/csv (``image_path`` + ``Dataset``): source = the Dataset value (KVASIR,
+  KID, SEE-AI, AIIMS), patient = ``ce24_patient(Dataset, stem)`` (e.g. ``KVASIR/<videoid>``).
+- Kvasir-Capsule official split CSV (exactly ``filename, label``, names ``<videoid>_<frame>``):
+  source ``kvasir-capsule``, patient = the video id.
+- any table with a path-like column (``path``, ``image_path``, ``filename``, ``file``, ``image``),
+  e.g. CE24's test xlsx: per row, ``training|validation/<Class>/<Source>/<file>`` → <Source> with
+  ``ce24_patient``; else ``<hex>_<n>`` names → ``kvasir-capsule``; ``-P<n>-`` → ``kid``; else
+  ``unknown`` (no patient). A patient column (``patient_id``, ``patient``, ``video_id``,
+  ``video``), when present, wins over the name rule.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from endoctl.grouping import build_groups, edges_by_key
+from endoctl.io import read_csv
+from endoctl.sources.ce24 import SPLITS as CE24_SPLITS
+from endoctl.sources.ce24 import ce24_patient
+from endoctl.sources.csv_labels import PATH_COLUMNS, PATIENT_COLUMNS
+from endoctl.sources.kid import kid_patient
+from endoctl.sources.kvasir_capsule import video_id
+
+SPLIT_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]
+PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
+ENDOCTL_COLUMNS = ("image_id", "source", "path", "group")
+UNKNOWN = "unknown"
+CHUNK = 64
+
+
+# --------------------------------------------------------------------------- reading split files
+
+
+def _table(path: Path) -> pd.DataFrame:
+    """Any CSV (``,``/``;``/tab, from its header line) or xlsx, every cell as stripped text."""
+    if not path.is_file():
+        raise FileNotFoundError(f"split file not found: {path}")
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
+        try:
+            df = pd.read_excel(path, dtype=str).fillna("")
+        except Exception as exc:  # openpyxl raises many types for broken workbooks
+            raise ValueError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
+    else:
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                header = fh.readline()
+            sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
+            df = read_csv(path, sep=sep, encoding="utf-8-sig")
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {str(exc).strip()})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.apply(lambda col: col.astype(str).str.strip())
+    return df[(df != "").any(axis=1)].reset_index(drop=True)  # fully blank rows (xlsx) are no rows
+
+
+def _posix(paths: pd.Series) -> pd.Series:
+    return paths.str.replace("\\", "/", regex=False).str.replace(r"^(\./)+", "", regex=True)
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _stem(name: str) -> str:
+    return PurePosixPath(name).stem
+
+
+def infer_source(path: str) -> tuple[str, str, str]:
+    """``(source, patient_id, image_id)`` of one POSIX path from file-name rules alone."""
+    parts = path.split("/")
+    name = parts[-1]
+    stem = _stem(name)
+    if len(parts) >= 4 and parts[-4].lower() in CE24_SPLITS:
+        sub_source = parts[-2]
+        return sub_source, ce24_patient(sub_source, stem), f"{sub_source}/{name}"
+    if video := video_id(stem):
+        return "kvasir-capsule", video, f"kvasir-capsule/{name}"
+    if patient := kid_patient(stem):
+        return "kid", patient, f"kid/{name}"
+    return UNKNOWN, "", path
+
+
+def detect_format(columns: Sequence[str]) -> str | None:
+    """``endoctl``, ``ce24``, ``kvasir-capsule`` or ``paths`` from a table's columns; None if unknown."""
+    lower = {c.lower() for c in columns}
+    if set(ENDOCTL_COLUMNS) <= lower:
+        return "endoctl"
+    if {"image_path", "dataset"} <= lower:
+        return "ce24"
+    if lower == {"filename", "label"}:
+        return "kvasir-capsule"
+    if lower & set(PATH_COLUMNS):
+        return "paths"
+    return None
+
+
+def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
+    """One split file in any supported format → ``image_id, source, patient_id, path, split, group``.
+
+    ``split`` names the split (default: the file's stem). Raises ValueError with the file and the
+    columns found when the format is not recognised, FileNotFoundError when the file is missing.
+    """
+    path = Path(path)
+    df = _table(path)
+    fmt = detect_format(df.columns)
+    column = {c.lower(): c for c in df.columns}
+    split = split if split is not None else path.stem
+    if fmt == "kvasir-capsule" and not df[column["filename"]].map(lambda n: bool(video_id(_stem(n)))).all():
+        fmt = "paths"  # filename,label but not Kvasir-Capsule frame names: the generic rules decide
+    if fmt is None:
+        raise ValueError(
+            f"{path}: unknown split file format: expected an endoctl split CSV (image_id, source, path, "
+            f"group, …), CE24 xlsx (image_path, Dataset, …), Kvasir-Capsule (filename, label) or a "
+            f"path column ({', '.join(PATH_COLUMNS)}); found columns {list(df.columns)}"
+        )
+    if fmt == "endoctl":
+        paths = _posix(df[column["path"]])
+        out = pd.DataFrame({
+            "image_id": df[column["image_id"]], "source": df[column["source"]],
+            "patient_id": df[column["group"]], "path": paths, "group": df[column["group"]],
+        })
+    elif fmt == "ce24":
+        paths = _posix(df[column["image_path"]])
+        inferred = [infer_source(p) for p in paths]
+        source = df[column["dataset"]].where(df[column["dataset"]] != "", pd.Series([s for s, _, _ in inferred]))
+        names = paths.map(_name)
+        out = pd.DataFrame({
+            "image_id": source + "/" + names, "source": source,
+            "patient_id": [ce24_patient(s, _stem(n)) for s, n in zip(source, names)],
+            "path": paths, "group": "",
+        })
+    elif fmt == "kvasir-capsule":
+        paths = _posix(df[column["filename"]])
+        names = paths.map(_name)
+        out = pd.DataFrame({
+            "image_id": "kvasir-capsule/" + names, "source": "kvasir-capsule",
+            "patient_id": names.map(lambda n: video_id(_stem(n))), "path": paths, "group": "",
+        })
+    else:
+        path_col = next(column[c] for c in PATH_COLUMNS if c in column)
+        paths = _posix(df[path_col])
+        inferred = pd.DataFrame([infer_source(p) for p in paths], columns=["source", "patient_id", "image_id"])
+        patient_col = next((column[c] for c in PATIENT_COLUMNS if c in column), None)
+        if patient_col is not None:
+            inferred["patient_id"] = df[patient_col].where(df[patient_col] != "", inferred["patient_id"])
+        out = inferred.assign(path=paths, group="")
+    empty = out["path"] == ""
+    if empty.any():
+        raise ValueError(f"{path}: {int(empty.sum())} row(s) without an image path (first: data row {int(np.argmax(empty)) + 1})")
+    out["split"] = split
+    return out[SPLIT_COLUMNS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class AuditReport:
+    """Everything ``audit`` found; :meth:`to_dict` is the JSON report."""
+
+    split_names: list[str]
+    rows: pd.DataFrame  # the input rows + ``leak_group`` (the build_groups id of their image)
+    per_source: pd.DataFrame  # source, images, groups, straddling, straddling_images, cross_split_pairs
+    per_split: pd.DataFrame  # split, source, rows, images, straddling_images
+    straddling_groups: pd.DataFrame  # leak_group, sources, patients (first 10), images, splits ({split: images})
+    cross_pairs: pd.DataFrame  # image_id_a, image_id_b, distance, kind, source_a, source_b, splits_a, splits_b
+    hashed: bool = False
+    max_distance: int | None = None
+    unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def leaks(self) -> bool:
+        return bool(len(self.straddling_groups))
+
+    def totals(self) -> dict[str, int]:
+        nodes = self.rows.drop_duplicates("image_id")
+        straddling = nodes["leak_group"].isin(self.straddling_groups["leak_group"])
+        return {
+            "images": int(len(nodes)),
+            "groups": int(nodes["leak_group"].nunique()),
+            "straddling": int(len(self.straddling_groups)),
+            "straddling_images": int(straddling.sum()),
+            "cross_split_pairs": int(len(self.cross_pairs)),
+            "rows": int(len(self.rows)),
+        }
+
+    def to_dict(self) -> dict:
+        by_source = self.per_source.set_index("source")
+        column = lambda name: {src: int(n) for src, n in by_source[name].items()}  # noqa: E731
+        splits: dict[str, dict] = {}
+        for name in self.split_names:
+            part = self.per_split[self.per_split["split"] == name].set_index("source")
+            splits[name] = {
+                "files": self.files.get(name, []),
+                "rows": int(part["rows"].sum()),
+                "images": int(part["images"].sum()),
+                "straddling_images": int(part["straddling_images"].sum()),
+                "by_source": {
+                    src: {"rows": int(r.rows), "images": int(r.images), "straddling_images": int(r.straddling_images)}
+                    for src, r in part.iterrows()
+                },
+            }
+        groups = [
+            {
+                "group": r["leak_group"], "sources": r["sources"], "patients": r["patients"], "images": int(r["images"]),
+                "splits": r["splits"],
+            }
+            for r in self.straddling_groups.to_dict("records")
+        ]
+        pairs = [
+            {"a": r.image_id_a, "b": r.image_id_b, "distance": int(r.distance), "kind": r.kind,
+             "splits_a": r.splits_a, "splits_b": r.splits_b}
+            for r in self.cross_pairs.itertuples(index=False)
+        ]
+        return {
+            "leak": self.leaks,
+            "splits": splits,
+            "images": column("images"),
+            "groups": column("groups"),
+            "straddling": column("straddling"),
+            "straddling_images": column("straddling_images"),
+            "cross_split_pairs": column("cross_split_pairs") if self.hashed else {},
+            "cross_split_pair_kinds": {str(k): int(n) for k, n in self.cross_pairs["kind"].value_counts().sort_index().items()},
+            "totals": self.totals(),
+            "hashed": self.hashed,
+            "max_distance": self.max_distance,
+            "unreadable": {"count": int(len(self.unreadable)),
+                           "files": [f"{p}: {r}" for p, r in self.unreadable.itertuples(index=False)]},
+            "straddling_groups": groups,
+            "cross_split_pair_list": pairs,
+        }
+
+
+def _nodes(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per image_id (first listing), with the first non-empty patient and group."""
+    first = rows.drop_duplicates("image_id").set_index("image_id")
+    for col in ("patient_id", "group"):
+        nonempty = rows[rows[col] != ""].drop_duplicates("image_id").set_index("image_id")[col]
+        first[col] = nonempty.reindex(first.index).fillna("")
+    return first.reset_index()
+
+
+def _group_pairs(nodes: pd.DataFrame) -> pd.DataFrame:
+    """Star edges joining images that an endoctl split put in one group (across sources too)."""
+    a, b = edges_by_key(nodes["group"].reset_index(drop=True))
+    keep = a != b
+    ids = nodes["image_id"].to_numpy()
+    return pd.DataFrame({"image_id_a": ids[a[keep]], "image_id_b": ids[b[keep]], "distance": 0, "kind": "group"})
+
+
+def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None) -> AuditReport:
+    """Leak report for ``{split name: read_split_file(...) frame}`` plus optional duplicate pairs.
+
+    Groups = ``build_groups`` over the distinct images (patients ∪ ``pairs`` ∪ endoctl groups); a
+    group straddles when its images are listed in more than one split. ``pairs``
+    (``image_id_a, image_id_b, distance, kind``, e.g. from ``dedupe.find_pairs``) that join images
+    of different splits are the cross-split near-duplicate pairs.
+    """
+    names = list(splits)
+    frames = [df.assign(split=name) for name, df in splits.items()]
+    rows = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SPLIT_COLUMNS)).copy()
+    if "group" not in rows:
+        rows["group"] = ""
+    rows[["patient_id", "group"]] = rows[["patient_id", "group"]].fillna("").astype(str)
+    nodes = _nodes(rows)
+    given = pairs[PAIR_COLUMNS] if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_COLUMNS)
+    edges = pd.concat([given, _group_pairs(nodes)], ignore_index=True)
+    groups = build_groups(nodes[["image_id", "source", "patient_id"]], edges)
+    nodes["leak_group"] = groups["group"].to_numpy()
+    rows["leak_group"] = rows["image_id"].map(nodes.set_index("image_id")["leak_group"])
+
+    listed = rows.drop_duplicates(["leak_group", "split"])
+    spread = listed.groupby("leak_group")["split"].nunique()
+    straddle_ids = spread[spread > 1].index
+    nodes["straddles"] = nodes["leak_group"].isin(straddle_ids)
+    rows["straddles"] = rows["leak_group"].isin(straddle_ids)
+
+    # cross-split pairs: the given pairs whose two images are listed in different splits
+    paired = rows[rows["image_id"].isin(given["image_id_a"]) | rows["image_id"].isin(given["image_id_b"])]
+    split_sets = paired.drop_duplicates(["image_id", "split"]).groupby("image_id")["split"].agg(sorted)
+    source_of = nodes.set_index("image_id")["source"]
+    cross = given[given["image_id_a"].isin(split_sets.index) & given["image_id_b"].isin(split_sets.index)].copy()
+    cross["splits_a"] = cross["image_id_a"].map(split_sets)
+    cross["splits_b"] = cross["image_id_b"].map(split_sets)
+    if len(cross):
+        crossing = [len(set(x) | set(y)) > 1 for x, y in zip(cross["splits_a"], cross["splits_b"])]
+        cross = cross[crossing]
+    cross = cross.assign(source_a=cross["image_id_a"].map(source_of), source_b=cross["image_id_b"].map(source_of))
+    cross = cross.sort_values(["image_id_a", "image_id_b"]).reset_index(drop=True)
+
+    sources = sorted(nodes["source"].unique())
+    pair_sources = pd.concat([cross["source_a"], cross["source_b"].where(cross["source_b"] != cross["source_a"])]).dropna()
+    per_source = pd.DataFrame({
+        "source": sources,
+        "images": nodes.groupby("source").size().reindex(sources, fill_value=0).to_numpy(),
+        "groups": nodes.groupby("source")["leak_group"].nunique().reindex(sources, fill_value=0).to_numpy(),
+        "straddling": nodes[nodes["straddles"]].groupby("source")["leak_group"].nunique().reindex(sources, fill_value=0).to_numpy(),
+        "straddling_images": nodes[nodes["straddles"]].groupby("source").size().reindex(sources, fill_value=0).to_numpy(),
+        "cross_split_pairs": pair_sources.value_counts().reindex(sources, fill_value=0).to_numpy(),
+    })
+
+    per_split = (
+        rows.groupby(["split", "source"])
+        .agg(rows=("image_id", "size"), images=("image_id", "nunique"))
+        .join(rows[rows["straddles"]].groupby(["split", "source"])["image_id"].nunique().rename("straddling_images"))
+        .fillna(0).astype(int).reset_index()
+    )
+
+    straddling = nodes[nodes["straddles"]]
+    patient_key = (straddling["source"] + "|" + straddling["patient_id"]).where(straddling["patient_id"] != "")
+    members = straddling.assign(patient=patient_key).groupby("leak_group").agg(
+        sources=("source", lambda s: sorted(set(s))),
+        patients=("patient", lambda s: sorted(set(s.dropna()))[:10]),
+        images=("image_id", "size"),
+    )
+    counts = rows[rows["straddles"]].drop_duplicates(["split", "image_id"]).groupby(["leak_group", "split"]).size()
+    per_group: dict[str, dict[str, int]] = {}
+    for (group, split), n in counts.items():
+        per_group.setdefault(group, {})[split] = int(n)
+    members["splits"] = [per_group[g] for g in members.index]
+    straddling_groups = members.reset_index().sort_values("leak_group", ignore_index=True)
+
+    return AuditReport(names, rows.drop(columns=["straddles"]), per_source, per_split, straddling_groups, cross)
+
+
+# --------------------------------------------------------------------------- hashing the images
+
+
+def _name_index(root: Path) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for folder, _, files in os.walk(root):
+        for file in files:
+            index.setdefault(file, []).append(os.path.join(folder, file))
+    return index
+
+
+def resolve(paths: Sequence[str], root: Path) -> list[str | tuple[None, str]]:
+    """Each listed path below ``root``; if missing, the one file of that name anywhere below ``root``.
+
+    Split files often list bare file names (Kvasir-Capsule's ``filename``) or a different top folder
+    than the image tree; a unique file name is then found by a single walk of ``root``.
+    """
+    out: list[str | tuple[None, str]] = []
+    index: dict[str, list[str]] | None = None
+    for path in paths:
+        file = root / path
+        if file.is_file():
+            out.append(str(file))
+            continue
+        if index is None:
+            index = _name_index(root)
+        found = index.get(_name(path), [])
+        if len(found) == 1:
+            out.append(found[0])
+        else:
+            out.append((None, f"not found under {root}" if not found else f"ambiguous: {len(found)} files named {_name(path)} under {root}"))
+    return out
+
+
+def _hash_chunk(files: list[str]) -> list[tuple | str]:
+    from endoctl.ingest import hash_files
+
+    return hash_files(files)
+
+
+def hash_images(
+    nodes: pd.DataFrame, root: Path, workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(manifest of the readable images with ingest's hash columns, ``path, reason`` of the others)."""
+    resolved = resolve(nodes["path"].tolist(), root)
+    todo = [(i, f) for i, f in enumerate(resolved) if isinstance(f, str)]
+    chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
+    results: dict[int, tuple | str] = {i: f[1] for i, f in enumerate(resolved) if not isinstance(f, str)}
+    done = 0
+
+    def collect(parts: Iterator[list[tuple | str]]) -> None:
+        nonlocal done
+        for chunk, part in zip(chunks, parts):
+            results.update({i: r for (i, _), r in zip(chunk, part)})
+            done += len(chunk)
+            if on_progress:
+                on_progress(done, len(todo))
+
+    jobs = ([f for _, f in chunk] for chunk in chunks)
+    if workers > 1 and len(chunks) > 1:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+            collect(pool.imap(_hash_chunk, jobs))
+    else:
+        collect(map(_hash_chunk, jobs))
+    good, bad = [], []
+    for i, row in enumerate(nodes.itertuples(index=False)):
+        result = results[i]
+        if isinstance(result, str):
+            bad.append((row.path, result))
+        else:
+            width, height, size, sha, ph, dh = result
+            good.append((row.image_id, row.source, row.path, "", row.patient_id, row.split,
+                         width, height, size, sha, ph, dh))
+    from endoctl.ingest import MANIFEST_COLUMNS
+
+    manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable", ignore_index=True)
+    return manifest, pd.DataFrame(bad, columns=["path", "reason"]).sort_values(["path", "reason"], ignore_index=True)
+
+
+def audit_files(
+    split_files: Sequence[tuple[str, str | Path]],
+    images_root: Path | None = None,
+    max_distance: int = 10,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> AuditReport:
+    """Read ``(split name, file)`` pairs (a name may repeat: its files are concatenated), hash the
+    images when ``images_root`` is given, find near-duplicate pairs and audit."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    files: dict[str, list[str]] = {}
+    for name, file in split_files:
+        frames.setdefault(name, []).append(read_split_file(file, name))
+        files.setdefault(name, []).append(str(file))
+    splits = {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+    pairs = None
+    unreadable = pd.DataFrame(columns=["path", "reason"])
+    if images_root is not None:
+        from endoctl.dedupe import DedupeParams, find_pairs
+
+        rows = pd.concat(list(splits.values()), ignore_index=True)
+        manifest, unreadable = hash_images(_nodes(rows), images_root, workers, on_progress)
+        params = DedupeParams(max_distance=max_distance, workers=max(workers, 1))  # the dedupe stage's defaults
+        pairs = find_pairs(manifest, params) if len(manifest) else pd.DataFrame(columns=PAIR_COLUMNS)
+    report = audit(splits, pairs)
+    report.files = files
+    report.unreadable = unreadable
+    report.hashed = images_root is not None
+    report.max_distance = max_distance if images_root is not None else None
+    return report
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+def render_table(report: AuditReport):
+    """A rich Table: one row per source, then the total; leaking counts in red."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    split_images = report.per_split.pivot_table(index="source", columns="split", values="images", aggfunc="sum", fill_value=0)
+    headers = [*report.split_names, "images", "groups", "leaking\ngroups", "leaking\nimages"]
+    headers += ["x-split\npairs"] if report.hashed else []
+
+    def numbers(images: Mapping[str, int], r: Mapping[str, int]) -> list[int]:
+        out = [int(images.get(n, 0)) for n in report.split_names]
+        out += [r["images"], r["groups"], r["straddling"], r["straddling_images"]]
+        return out + ([r["cross_split_pairs"]] if report.hashed else [])
+
+    rows = []
+    for r in report.per_source.to_dict("records"):
+        images = split_images.loc[r["source"]].to_dict() if r["source"] in split_images.index else {}
+        rows.append((escape(str(r["source"])), numbers(images, r)))
+    by_split = report.rows.drop_duplicates(["split", "image_id"]).groupby("split").size().to_dict()
+    rows.append(("[bold]all[/bold]", numbers(by_split, report.totals())))
+    leaking = len(report.split_names) + 2  # first red column
+
+    table = Table(title="split audit: images per split; leaking = patient/video/duplicate groups in >1 split",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("source", no_wrap=True, min_width=max(len(label) for label, _ in rows[:-1] + [("all", [])]))
+    for k, header in enumerate(headers):
+        width = max([*map(len, header.split("\n")), *(len(f"{values[k]:,}") for _, values in rows)])
+        table.add_column(escape(header), justify="right", no_wrap=True, min_width=width)
+    for i, (label, values) in enumerate(rows):
+        cells = [f"[red]{v:,}[/red]" if k >= leaking and v else f"{v:,}" for k, v in enumerate(values)]
+        table.add_row(label, *cells, end_section=i == len(rows) - 2)
+    return table
+
+
+def summary(report: AuditReport) -> str:
+    t = report.totals()
+    images = report.per_split.groupby("split")["images"].sum()
+    splits = ", ".join(f"{n} {int(images.get(n, 0)):,}" for n in report.split_names)
+    by_source = ", ".join(f"{s} {n}" for s, n in zip(report.per_source["source"], report.per_source["straddling"]) if n)
+    text = (f"audit: {len(report.split_names)} splits ({splits}), {t['images']:,} images in {t['groups']:,} groups; "
+            f"{t['straddling']:,} groups straddle splits" + (f" ({by_source})" if by_source else "")
+            + f", {t['straddling_images']:,} images in them")
+    if report.hashed:
+        text += f"; {t['cross_split_pairs']:,} cross-split duplicate pairs (max distance {report.max_distance}), {len(report.unreadable)} unreadable"
+    return text + ("; LEAK" if report.leaks else "; leak-free")

@@ -1,0 +1,795 @@
+"""Leak-free train/test splits: stratified GROUP assignment with pins and kept assignments.
+
+A *group* (``endoctl.grouping.build_groups``) is a connected component of "same source patient /
+video" and "duplicate pair" links, built over ALL input manifests, so a CE24 copy of a
+Kvasir-Capsule frame shares the video's group even when only CE24 is in the target. Every group
+goes wholly to ``test`` or to one of ``folds`` folds of ``train_val``; nothing else decides where
+an image goes.
+
+Flow: manifests → one table sorted by ``image_id`` (input row order never matters) → groups →
+``taxonomy.map_labels`` (rows with an ``excluded`` reason are listed, never dropped) → pins and
+previous assignments fix some groups → :func:`assign` places the rest → outputs + report
+(:func:`write_split`). The report's straddle counts are recomputed from the output tables, not
+taken from the assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from endoctl.grouping import build_groups, patient_keys
+
+TEST, TRAIN_VAL = "test", "train_val"
+SPLIT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]
+EXCLUDED_COLUMNS = ["image_id", "source", "reason"]
+REQUIRED_COLUMNS = ["image_id", "source", "path", "label"]
+OPTIONAL_COLUMNS = ["patient_id", "official_split"]
+PAIR_COLUMNS = ["image_id_a", "image_id_b"]
+OUTPUT_FILES = ("train_val.csv", "test.csv", "class_mapping.json", "excluded.csv", "split_report.json", "split_report.md")
+WELL_STRATIFIABLE = 5  # classes spread over at least this many groups can be balanced
+SIZE_WEIGHT = 1.0  # refinement: a 10 % bin-size error costs as much as a 10-point class deviation
+
+Progress = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------- pins
+
+
+@dataclass(frozen=True)
+class Pin:
+    """``test=SOURCE[:OFFICIAL_SPLIT]``: matching images, and every group holding one, go to test."""
+
+    source: str
+    official_split: str | None = None
+
+    def __str__(self) -> str:
+        return f"{TEST}={self.source}" + (f":{self.official_split}" if self.official_split is not None else "")
+
+    def matches(self, manifest: pd.DataFrame) -> pd.Series:
+        hit = manifest["source"] == self.source
+        if self.official_split is not None:
+            hit &= manifest["official_split"] == self.official_split
+        return hit
+
+
+def parse_pin(text: str) -> Pin:
+    """Parse ``test=ce24:test`` or ``test=ce24`` (a whole source); anything else is a ValueError."""
+    where, sep, what = text.partition("=")
+    if not sep or where.strip() != TEST or not what.strip():
+        raise ValueError(f"--pin {text!r}: expected test=SOURCE or test=SOURCE:OFFICIAL_SPLIT (only test can be pinned)")
+    source, colon, official = what.strip().partition(":")
+    if not source:
+        raise ValueError(f"--pin {text!r}: empty source name")
+    if colon and not official:
+        raise ValueError(f"--pin {text!r}: empty official split after ':'")
+    return Pin(source, official if colon else None)
+
+
+# --------------------------------------------------------------------------------------- assign
+
+
+def _previous_bin(value, folds: int) -> int:
+    """'test' -> 0, fold 'j' -> j+1, empty/NaN -> -1."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return -1
+    text = str(value).strip()
+    if text == "":
+        return -1
+    if text == TEST:
+        return 0
+    try:
+        fold = int(float(text))
+    except ValueError:
+        raise ValueError(f"previous assignment {text!r} is neither 'test' nor a fold number") from None
+    if not 0 <= fold < folds:
+        raise ValueError(f"previous assignment has fold {fold}, but --folds is {folds}: re-split with the same folds")
+    return fold + 1
+
+
+def _greedy(
+    counts: np.ndarray, fixed: np.ndarray, weights: np.ndarray, order: np.ndarray,
+    on_progress: Progress | None = None, offset: int = 0, total: int = 0,
+) -> np.ndarray:
+    """Bin per group: ``fixed`` groups (>= 0) stay, the others are placed in ``order``, then
+    polished by :func:`_refine`.
+
+    ``counts``: groups x (classes + image total). As in scikit-learn's StratifiedGroupKFold, each
+    free group goes to the bin that minimises the mean over its columns of the standard deviation,
+    across bins, of the fill ratio ``load[b, c] / target[b, c]`` (``target`` = bin weight x column
+    total): every bin takes its weight's share of every class AND of the big groups (so test is
+    not just the small leftovers: its mix of sources and group sizes stays representative). Ties
+    go to the least-filled bin, then the lowest bin.
+    """
+    n_bins = len(weights)
+    bins = fixed.copy()
+    totals = counts.sum(axis=0)
+    target = weights[:, None] * totals[None, :]
+    load = np.zeros((n_bins, counts.shape[1]), dtype=np.float64)
+    placed = bins >= 0
+    np.add.at(load, bins[placed], counts[placed])
+    active = np.flatnonzero(weights > 0)
+    t_act = target[active]
+    eye = np.eye(len(active))
+    fill_target = np.where(t_act[:, -1] > 0, t_act[:, -1], 1.0)
+    free = order[~placed[order]]
+    step = max(1, len(free) // 100)
+    ranks = np.arange(len(active))
+    for done, g in enumerate(free):
+        v = counts[g]
+        nz = np.flatnonzero(v)
+        if len(nz):
+            t_nz = t_act[:, nz]
+            fill = load[np.ix_(active, nz)] / t_nz
+            # candidate a: bin a's row gains v / target; std over bins, mean over the group's columns
+            cand = fill[None, :, :] + eye[:, :, None] * (v[nz] / t_nz)[:, None, :]
+            cost = cand.std(axis=1).mean(axis=1)
+        else:
+            cost = np.zeros(len(active))
+        best = active[np.lexsort((ranks, load[active, -1] / fill_target, cost))[0]]
+        bins[g] = best
+        load[best] += v
+        if on_progress is not None and (done % step == 0 or done == len(free) - 1):
+            on_progress(offset + done + 1, total or len(free))
+    return _refine(counts, bins, free, weights, SIZE_WEIGHT)
+
+
+def _bin_cost(load: np.ndarray, target_total: np.ndarray, overall: np.ndarray, lam: float) -> np.ndarray:
+    """Per bin: squared class-proportion deviations + lam * squared relative size error."""
+    tot = load[..., -1]
+    safe = np.where(tot > 0, tot, 1.0)
+    prop = load[..., :-1] / safe[..., None]
+    dev = np.where(tot[..., None] > 0, prop - overall, 0.0)
+    size = (tot - target_total) / np.where(target_total > 0, target_total, 1.0)
+    return np.square(dev).sum(axis=-1) + lam * np.square(size)
+
+
+def _refine(counts: np.ndarray, bins: np.ndarray, movable: np.ndarray, weights: np.ndarray, lam: float,
+            max_steps: int = 2000, swap_pool: int = 256) -> np.ndarray:
+    """Local search after the greedy pass: while it lowers the summed per-bin cost (``_bin_cost``),
+    apply the best single-group move, or when no move helps, the best swap of two groups between
+    bins among the ``swap_pool`` largest movable groups (a swap keeps bin sizes, which a lone
+    move of a big group cannot). Deterministic: ties go to the first candidate in group order."""
+    bins = bins.copy()
+    movable = np.sort(movable)
+    movable = movable[counts[movable, -1] > 0]
+    active = np.flatnonzero(weights > 0)
+    if len(movable) == 0 or len(active) < 2:
+        return bins
+    n_bins = len(weights)
+    totals = counts.sum(axis=0)
+    overall = totals[:-1] / max(totals[-1], 1.0)
+    target_total = weights * totals[-1]
+    load = np.zeros((n_bins, counts.shape[1]))
+    np.add.at(load, bins[bins >= 0], counts[bins >= 0])
+    v = counts[movable]
+    pool = np.sort(np.argsort(-v[:, -1], kind="stable")[:swap_pool])  # positions in movable
+    vp = v[pool]
+    # Groups with equal counts in the same bin are interchangeable moves (thousands of singletons
+    # of one class): evaluate one per (count vector, bin), the first in group order.
+    _, kind = np.unique(v, axis=0, return_inverse=True)
+    kind = kind.reshape(-1)
+    for _ in range(max_steps):
+        cur = _bin_cost(load, target_total, overall, lam)
+        a = bins[movable]
+        _, cand = np.unique(kind * n_bins + a, return_index=True)
+        vc, ac = v[cand], a[cand]
+        cost_a = _bin_cost(load[ac] - vc, target_total[ac], overall, lam) - cur[ac]
+        delta = np.full((len(cand), n_bins), np.inf)
+        for b in active:
+            delta[:, b] = cost_a + _bin_cost(load[b] + vc, target_total[b], overall, lam) - cur[b]
+        delta[np.arange(len(cand)), ac] = np.inf
+        best = int(np.argmin(delta))
+        k, b = divmod(best, n_bins)
+        if delta[k, b] < -1e-12:
+            g = cand[k]
+            load[a[g]] -= v[g]
+            load[b] += v[g]
+            bins[movable[g]] = b
+            continue
+        ap = a[pool]
+        diff = vp[None, :, :] - vp[:, None, :]  # [i, j] = v_j - v_i: bin of i gains j, loses i
+        new_i = _bin_cost(load[ap][:, None, :] + diff, target_total[ap][:, None], overall, lam)
+        new_j = _bin_cost(load[ap][None, :, :] - diff, target_total[ap][None, :], overall, lam)
+        swap = new_i + new_j - cur[ap][:, None] - cur[ap][None, :]
+        swap[ap[:, None] == ap[None, :]] = np.inf
+        best = int(np.argmin(swap)) if swap.size else 0
+        i, j = divmod(best, len(pool))
+        if not swap.size or not swap[i, j] < -1e-12:
+            break
+        gi, gj = pool[i], pool[j]
+        bi, bj = a[gi], a[gj]
+        load[bi] += v[gj] - v[gi]
+        load[bj] += v[gi] - v[gj]
+        bins[movable[gi]], bins[movable[gj]] = bj, bi
+    return bins
+
+
+def assign(
+    groups: pd.Series,
+    y: pd.Series,
+    test_fraction: float = 0.2,
+    folds: int = 5,
+    seed: int = 0,
+    pinned: pd.Series | None = None,
+    previous: pd.Series | None = None,
+    on_progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Place every group wholly in ``test`` or one ``train_val`` fold; one result row per input row.
+
+    ``groups``: group id per row. ``y``: class per row; empty/NaN rows (excluded images) ride along
+    with their group but do not count for sizes or strata. ``pinned``: bool per row; a group with
+    any pinned row goes to test. ``previous``: per row ``'test'``, a fold number, or empty/NaN;
+    a group whose previous rows agree keeps that place. Rows previously in test and train_val
+    in one group (a "conflict": the group merged across splits) go to test; rows previously in
+    several folds (and never in test) go to the fold holding most of them. A pin beats a previous
+    train_val place ("conflict-pin").
+
+    Returns ``split`` (``'train_val'``/``'test'``), ``fold`` (0..folds-1, -1 for test) and ``how``
+    (``pinned``, ``kept``, ``conflict-split``, ``conflict-fold``, ``conflict-pin``, ``assigned``),
+    indexed like ``groups``.
+
+    How the free groups are placed (deterministic given ``seed``):
+
+    1. Groups are enumerated in sorted-id order, shuffled with ``seed``, then stably sorted by
+       descending labelled size (as scikit-learn's StratifiedGroupKFold does with shuffle).
+    2. Stage 1 splits them into test (weight ``test_fraction``) vs train_val; stage 2 splits the
+       train_val groups into ``folds`` equal folds. Test comes first because its proportions
+       matter most; the folds then do what they can (a fold that must hold a video with 60 % of
+       a class cannot be balanced: the report says so).
+    3. Each stage is greedy like StratifiedGroupKFold, generalised to bins of unequal weight and
+       to groups fixed in advance (pinned/kept groups are loaded first): a group goes to the bin
+       that minimises the spread (std across bins) of the fill ratios load / target over the
+       group's classes and the image total (:func:`_greedy`).
+    4. A local search then moves single groups, or swaps two of the largest, while that lowers
+       the sum over bins of squared class-proportion deviations + squared relative size error
+       (:func:`_refine`).
+
+    scikit-learn's StratifiedGroupKFold is not used: it cannot keep pinned or previously placed
+    groups where they are, and only makes equal folds (no 20 % test + 5 folds of the rest).
+    """
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    index = groups.index
+    gid = groups.astype(str).to_numpy(dtype=object)
+    lab = y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
+    pin = (pinned.reindex(index).fillna(False).astype(bool).to_numpy() if pinned is not None
+           else np.zeros(len(index), dtype=bool))
+    uniq, g_of = np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    n_groups = len(uniq)
+    classes = np.array(sorted({c for c in lab if c}), dtype=object)
+    labelled = lab != ""
+    c_of = np.searchsorted(classes, lab[labelled]) if len(classes) else np.zeros(0, dtype=np.int64)
+    ncol = len(classes) + 1  # classes + image total
+    counts = np.zeros((n_groups, ncol), dtype=np.float64)
+    np.add.at(counts, (g_of[labelled], c_of), 1.0)
+    counts[:, -1] = counts[:, :-1].sum(axis=1)
+
+    n_bins = folds + 1
+    fixed = np.full(n_groups, -1, dtype=np.int64)
+    how = np.full(n_groups, "assigned", dtype=object)
+    if previous is not None:
+        prev = np.array([_previous_bin(v, folds) for v in previous.reindex(index).tolist()], dtype=np.int64)
+        has = prev >= 0
+        if has.any():
+            table = np.zeros((n_groups, n_bins), dtype=np.int64)
+            np.add.at(table, (g_of[has], prev[has]), 1)
+            seen = table > 0
+            kinds = seen.sum(axis=1)
+            one = kinds == 1
+            fixed[one] = table[one].argmax(axis=1)
+            how[one] = "kept"
+            split_conflict = (kinds > 1) & seen[:, 0]
+            fixed[split_conflict] = 0
+            how[split_conflict] = "conflict-split"
+            fold_conflict = (kinds > 1) & ~seen[:, 0]
+            fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1  # majority, ties -> lower fold
+            how[fold_conflict] = "conflict-fold"
+    if pin.any():
+        pinned_groups = np.zeros(n_groups, dtype=bool)
+        pinned_groups[g_of[pin]] = True
+        moved = pinned_groups & (fixed > 0)
+        how[moved] = "conflict-pin"
+        how[pinned_groups & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
+        fixed[pinned_groups] = 0
+
+    # Seeded order over the groups enumerated in sorted-id order, then stable by descending size.
+    order = np.random.default_rng(seed).permutation(n_groups)
+    order = order[np.argsort(-counts[order, -1], kind="stable")]
+    n_free = int((fixed < 0).sum())
+    # Stage 1: test vs train_val (what matters most: the held-out proportions).
+    side = np.where(fixed < 0, -1, np.minimum(fixed, 1))
+    side = _greedy(counts, side, np.array([test_fraction, 1.0 - test_fraction]), order, on_progress, 0, 2 * n_free)
+    # Stage 2: the train_val groups into equal folds (kept groups stay in their fold).
+    in_tv = side == 1
+    fold = np.where(fixed > 0, fixed - 1, -1)
+    sub = np.flatnonzero(in_tv)
+    remap = np.full(n_groups, -1, dtype=np.int64)
+    remap[sub] = np.arange(len(sub))
+    sub_order = remap[order[in_tv[order]]]
+    fold_sub = _greedy(counts[sub], fold[sub], np.full(folds, 1.0 / folds), sub_order, on_progress,
+                       n_free, n_free + int((fold[sub] < 0).sum()))
+    fixed = np.zeros(n_groups, dtype=np.int64)
+    fixed[sub] = fold_sub + 1
+
+    row_bin = fixed[g_of] if n_groups else np.zeros(0, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "split": np.where(row_bin == 0, TEST, TRAIN_VAL).astype(object),
+            "fold": np.where(row_bin == 0, -1, row_bin - 1).astype(np.int64),
+            "how": how[g_of] if n_groups else np.zeros(0, dtype=object),
+        },
+        index=index,
+    )
+
+
+# --------------------------------------------------------------------------------------- inputs
+
+
+def combine_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame], names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One table of every input row (``image_id, source, path, label, patient_id, official_split``
+    plus ``sha256`` when present), sorted by ``image_id``; ids must be unique across manifests."""
+    frames = [manifests] if isinstance(manifests, pd.DataFrame) else list(manifests)
+    names = list(names) if names is not None else [f"manifest {i + 1}" for i in range(len(frames))]
+    parts = []
+    for name, df in zip(names, frames):
+        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{name}: missing column(s) {missing} (need {REQUIRED_COLUMNS}, optional {OPTIONAL_COLUMNS})")
+        cols = REQUIRED_COLUMNS + [c for c in OPTIONAL_COLUMNS + ["sha256"] if c in df.columns]
+        part = df[cols].copy()
+        for col in OPTIONAL_COLUMNS + ["sha256"]:
+            if col not in part.columns:
+                part[col] = ""
+        part = part.astype(object).fillna("").astype(str)
+        part["_manifest"] = name
+        parts.append(part)
+    if not parts:
+        raise ValueError("no manifest given")
+    table = pd.concat(parts, ignore_index=True)
+    dup = table["image_id"].duplicated(keep=False)
+    if dup.any():
+        first = table.loc[dup, "image_id"].min()
+        where = sorted(set(table.loc[table["image_id"] == first, "_manifest"]))
+        raise ValueError(
+            f"image_id {first!r} occurs {int((table['image_id'] == first).sum())} times (in {', '.join(where)}); "
+            f"{int(dup.sum())} rows share an id: image ids must be unique over all manifests (one row per image; "
+            f"a source given twice?)"
+        )
+    table = table.drop(columns="_manifest").sort_values("image_id", kind="stable").reset_index(drop=True)
+    return table[REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ["sha256"]]
+
+
+def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Pairs from ``duplicates.csv`` (every cluster member linked to its cluster's smallest id)
+    plus ``duplicate_pairs.csv`` beside it when present; returns (pairs, info for the report)."""
+    from endoctl.io import read_csv
+
+    path = Path(duplicates_csv)
+    dups = read_csv(path)
+    missing = {"image_id", "cluster"} - set(dups.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)} (expected image_id, source, cluster, cluster_size)")
+    dups = dups[dups["cluster"] != ""]
+    head = dups.groupby("cluster")["image_id"].transform("min")
+    cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"]})
+    cluster_pairs = cluster_pairs[cluster_pairs["image_id_a"] != cluster_pairs["image_id_b"]]
+    pair_file = path.with_name("duplicate_pairs.csv")
+    frames = [cluster_pairs]
+    info = {"duplicates": str(duplicates_csv), "clusters": int(dups["cluster"].nunique()),
+            "cluster_links": len(cluster_pairs), "pairs_file": None, "pairs": 0}
+    if pair_file.is_file():
+        pairs = read_csv(pair_file)
+        missing = set(PAIR_COLUMNS) - set(pairs.columns)
+        if missing:
+            raise ValueError(f"{pair_file}: missing column(s) {sorted(missing)} (expected image_id_a, image_id_b, distance, kind)")
+        frames.append(pairs[PAIR_COLUMNS])
+        info.update(pairs_file=str(pair_file), pairs=len(pairs))
+    return pd.concat(frames, ignore_index=True)[PAIR_COLUMNS], info
+
+
+def read_previous(folder: str | Path) -> pd.DataFrame:
+    """``image_id, split, fold`` from a previous split's ``train_val.csv`` and ``test.csv``."""
+    from endoctl.io import read_csv
+
+    folder = Path(folder)
+    frames = []
+    for name, split_name in (("train_val.csv", TRAIN_VAL), ("test.csv", TEST)):
+        file = folder / name
+        if not file.is_file():
+            raise FileNotFoundError(f"--keep-assignments: {file} not found (expected a previous split folder)")
+        df = read_csv(file)
+        missing = {"image_id", "fold"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{file}: missing column(s) {sorted(missing)}")
+        frames.append(pd.DataFrame({"image_id": df["image_id"], "split": split_name,
+                                    "fold": df["fold"] if split_name == TRAIN_VAL else ""}))
+    prev = pd.concat(frames, ignore_index=True)
+    dup = prev["image_id"].duplicated(keep=False)
+    if dup.any():
+        raise ValueError(f"{folder}: image_id {prev.loc[dup, 'image_id'].min()!r} is listed more than once in the previous split")
+    return prev
+
+
+def _sha_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """Byte-identical files (same sha256) are one image: link them even without dedupe output."""
+    sha = table["sha256"]
+    known = table[sha != ""]
+    head = known.groupby("sha256")["image_id"].transform("min")
+    pairs = pd.DataFrame({"image_id_a": head, "image_id_b": known["image_id"]})
+    return pairs[pairs["image_id_a"] != pairs["image_id_b"]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------- split
+
+
+@dataclass
+class SplitResult:
+    train_val: pd.DataFrame
+    test: pd.DataFrame
+    excluded: pd.DataFrame
+    class_mapping: dict[str, int]
+    report: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def _default_labeler(manifest: pd.DataFrame, taxonomy, target: str, formats: Mapping[str, str] | None) -> pd.DataFrame:
+    from endoctl.taxonomy import map_labels
+
+    return map_labels(manifest, taxonomy, target, formats=formats)
+
+
+def _aligned_labels(table: pd.DataFrame, mapped: pd.DataFrame) -> pd.DataFrame:
+    """``target_class, excluded`` per row of ``table`` from ``map_labels``' answer."""
+    missing = {"image_id", "target_class", "excluded"} - set(mapped.columns)
+    if missing:
+        raise ValueError(f"map_labels returned no column(s) {sorted(missing)}")
+    mapped = mapped.reset_index(drop=True)
+    if len(mapped) != len(table) or not (mapped["image_id"].to_numpy() == table["image_id"].to_numpy()).all():
+        if len(mapped) != len(table) or set(mapped["image_id"]) != set(table["image_id"]):
+            raise ValueError(f"map_labels returned {len(mapped)} rows for {len(table)} input rows (rows must not be dropped)")
+        mapped = mapped.set_index("image_id").loc[table["image_id"]].reset_index()
+    out = pd.DataFrame({
+        "target_class": mapped["target_class"].astype(object).fillna("").astype(str).to_numpy(),
+        "excluded": mapped["excluded"].astype(object).fillna("").astype(str).to_numpy(),
+    })
+    unexplained = (out["target_class"] == "") & (out["excluded"] == "")
+    out.loc[unexplained, "excluded"] = "no target class"
+    out.loc[out["excluded"] != "", "target_class"] = ""
+    return out
+
+
+def _class_order(mapping: Mapping[str, int], classes: Iterable[str]) -> list[str]:
+    rank = {str(k).lower(): int(v) for k, v in mapping.items()}
+    return sorted(set(classes), key=lambda c: (rank.get(c.lower(), len(rank)), c))
+
+
+def split(
+    manifests: pd.DataFrame | Sequence[pd.DataFrame],
+    pairs: pd.DataFrame | None,
+    taxonomy,
+    target: str,
+    *,
+    formats: Mapping[str, str] | None = None,
+    test_fraction: float = 0.2,
+    folds: int = 5,
+    seed: int = 0,
+    pins: Sequence[Pin | str] = (),
+    previous: pd.DataFrame | None = None,
+    max_group_share: float = 0.25,
+    params: Mapping | None = None,
+    names: Sequence[str] | None = None,
+    labeler: Callable[..., pd.DataFrame] | None = None,
+    on_progress: Progress | None = None,
+) -> SplitResult:
+    """Split every labelled row of ``manifests`` into train_val folds and test, leak-free.
+
+    ``pairs``: duplicate links (``image_id_a, image_id_b``), e.g. from :func:`load_duplicates`;
+    byte-identical files (same ``sha256``, when the column exists) are linked as well.
+    ``taxonomy``/``target``: ``taxonomy.targets[target].class_mapping()`` and
+    ``labeler(manifest, taxonomy, target, formats)`` (default ``endoctl.taxonomy.map_labels``),
+    which returns ``target_class`` ('' if excluded) and ``excluded`` (the reason) per row.
+    ``previous``: :func:`read_previous` of an earlier split (``--keep-assignments``).
+    ``params``: recorded in the report's ``params`` on top of the arguments above (the CLI adds
+    file names there).
+    """
+    pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
+    if target not in getattr(taxonomy, "targets", {}):
+        known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
+        raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
+    mapping = {str(k): int(v) for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))}
+    table = combine_manifests(manifests, names)
+    labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
+    table["target_class"] = labels["target_class"].to_numpy()
+    table["excluded"] = labels["excluded"].to_numpy()
+    keep = table["excluded"] == ""
+    known = {k.lower() for k in mapping}
+    unknown = sorted(c for c in set(table.loc[keep, "target_class"]) if c.lower() not in known)
+    if unknown:
+        raise ValueError(f"target classes {unknown} are not in target {target!r}'s class mapping {list(mapping)}")
+
+    given = pairs[PAIR_COLUMNS].astype(str) if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_COLUMNS)
+    sha_links = _sha_pairs(table)
+    all_pairs = pd.concat([given, sha_links], ignore_index=True)
+    grouped = build_groups(table, all_pairs)
+    table["group"] = grouped["group"].to_numpy()
+    table["group_size"] = grouped["group_size"].to_numpy()
+
+    pinned = pd.Series(False, index=table.index)
+    pin_hits = {}
+    for p in pins:
+        hit = p.matches(table)
+        if not hit.any():  # a typo here would silently leak the images it meant to protect
+            splits = sorted(set(table.loc[table["source"] == p.source, "official_split"]))
+            raise ValueError(f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
+                             f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})")
+        pin_hits[str(p)] = int(hit.sum())
+        pinned |= hit
+    prev_bin = None
+    if previous is not None:
+        prev = previous.set_index("image_id")
+        label = np.where(prev["split"] == TEST, TEST, prev["fold"].astype(str))
+        prev_bin = table["image_id"].map(pd.Series(label, index=prev.index)).fillna("")
+
+    placed = assign(table["group"], table["target_class"].where(keep, ""), test_fraction, folds, seed,
+                    pinned, prev_bin, on_progress)
+    table["split"] = placed["split"].to_numpy()
+    table["fold"] = placed["fold"].to_numpy()
+    table["how"] = placed["how"].to_numpy()
+
+    kept = table[keep]
+    train_val = kept[kept["split"] == TRAIN_VAL].copy()
+    train_val["fold"] = train_val["fold"].astype(str)
+    test = kept[kept["split"] == TEST].copy()
+    test["fold"] = ""
+    train_val = train_val[SPLIT_COLUMNS].reset_index(drop=True)
+    test = test[SPLIT_COLUMNS].reset_index(drop=True)
+    excluded = table.loc[~keep, ["image_id", "source", "excluded"]].rename(columns={"excluded": "reason"}).reset_index(drop=True)
+    if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
+        raise AssertionError("rows in != train_val + test + excluded")
+
+    warnings: list[str] = []
+    used = {"target": target, "test_fraction": test_fraction, "folds": folds, "seed": seed,
+            "pins": [str(p) for p in pins], "max_group_share": max_group_share, "formats": dict(formats or {}),
+            "keep_assignments": previous is not None}
+    used.update(params or {})
+    report = _report(table, keep, train_val, test, excluded, all_pairs, len(sha_links), mapping, pins, pin_hits,
+                     pinned, previous, prev_bin, test_fraction, folds, max_group_share, used, warnings)
+    return SplitResult(train_val, test, excluded, mapping, report, warnings)
+
+
+# --------------------------------------------------------------------------------------- report
+
+
+def straddling(train_val: pd.DataFrame, test: pd.DataFrame, key: str = "group") -> dict:
+    """Keys present in both train_val and test, and train_val keys in more than one fold,
+    counted from the output tables alone."""
+    both = sorted(set(train_val[key]) & set(test[key]) - {""})
+    folds_per = train_val[train_val[key] != ""].groupby(key)["fold"].nunique()
+    multi = sorted(folds_per[folds_per > 1].index)
+    return {"across_splits": len(both), "across_folds": len(multi), "examples": (both + multi)[:5]}
+
+
+def _pct(x: float) -> float:
+    return round(100.0 * x, 3)
+
+
+def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapping, pins, pin_hits, pinned,
+            previous, prev_bin, test_fraction, folds, max_group_share, params, warnings) -> dict:
+    kept = table[keep]
+    n_kept = len(kept)
+    outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
+    classes = _class_order(mapping, outputs["target_class"])
+    sources = sorted(set(outputs["source"]))
+    bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
+    outputs["bin"] = np.where(outputs["split"] == TEST, TEST, "fold " + outputs["fold"].astype(str))
+
+    per_bin = pd.crosstab(outputs["target_class"], outputs["bin"])
+    per_bin[TRAIN_VAL] = per_bin.drop(columns=[TEST], errors="ignore").sum(axis=1)
+    per_bin = per_bin.reindex(index=classes, columns=bins, fill_value=0)
+    sizes = per_bin.sum(axis=0)
+    counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
+    for (c, s, src), n in outputs.groupby(["target_class", "split", "source"]).size().items():
+        counts[c][s][src] = int(n)
+    overall = outputs["target_class"].value_counts()
+    groups_per_class = outputs.groupby("target_class")["group"].nunique()
+    proportions, max_dev, max_dev_strat = {}, {b: 0.0 for b in bins}, {b: 0.0 for b in bins}
+    for c in classes:
+        base = overall.get(c, 0) / max(len(outputs), 1)
+        row = {"overall_pct": _pct(base), "images": int(overall.get(c, 0)), "groups": int(groups_per_class.get(c, 0)), "splits": {}}
+        for b in bins:
+            n, size = int(per_bin.at[c, b]), int(sizes[b])
+            share = n / size if size else 0.0
+            dev = _pct(share - base) if size else 0.0
+            row["splits"][b] = {"images": n, "pct": _pct(share), "deviation_pp": dev}
+            max_dev[b] = max(max_dev[b], abs(dev))
+            if row["groups"] >= WELL_STRATIFIABLE:
+                max_dev_strat[b] = max(max_dev_strat[b], abs(dev))
+        proportions[c] = row
+
+    largest = table.loc[table["group_size"].idxmax()] if len(table) else None
+    share = float(largest["group_size"] / len(table)) if largest is not None else 0.0
+    largest_info = None
+    if largest is not None:
+        gid = largest["group"]
+        largest_info = {"group": gid, "images": int(largest["group_size"]), "share": round(share, 6),
+                        "labelled_images": int((kept["group"] == gid).sum()),
+                        "split": str(table.loc[table["group"] == gid, "split"].iloc[0])}
+    if share > max_group_share:
+        warnings.append(
+            f"largest group {largest_info['group']} holds {share:.1%} of all images (> --max-group-share "
+            f"{max_group_share:.0%}): duplicate or patient links chained much of the data together; "
+            f"the split cannot be balanced around it"
+        )
+    if test_fraction > 0 and n_kept and len(test) / n_kept > test_fraction + 0.05:
+        warnings.append(f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned or kept groups exceed the target")
+
+    straddle = straddling(train_val, test, "group")
+    pat = kept.set_index("image_id")["patient_id"]
+    tv_p = train_val.assign(patient=patient_keys(train_val.assign(patient_id=train_val["image_id"].map(pat))))
+    te_p = test.assign(patient=patient_keys(test.assign(patient_id=test["image_id"].map(pat))))
+    straddle_patients = straddling(tv_p, te_p, "patient")
+    where = pd.concat([train_val.assign(b="f" + train_val["fold"]), test.assign(b=TEST)]).set_index("image_id")["b"]
+    pa, pb = all_pairs["image_id_a"].map(where), all_pairs["image_id_b"].map(where)
+    both_in = pa.notna() & pb.notna()
+    cross = both_in & (pa != pb)
+    cross_split = both_in & ((pa == TEST) != (pb == TEST))
+    if straddle["across_splits"] or straddle["across_folds"] or straddle_patients["across_splits"] \
+            or straddle_patients["across_folds"] or cross.any():
+        warnings.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
+
+    pinned_groups = set(table.loc[pinned, "group"])
+    hows = table.drop_duplicates("group").set_index("group")["how"]
+    keep_info = None
+    if previous is not None:
+        present = prev_bin != ""
+        conflicts = []
+        for gid in sorted(hows[hows.str.startswith("conflict")].index):
+            rows = table[(table["group"] == gid) & present]
+            before = prev_bin[rows.index].value_counts()
+            conflicts.append({"group": gid, "kind": hows[gid], "previous": {str(k): int(v) for k, v in sorted(before.items())},
+                              "now": str(rows["split"].iloc[0]) if rows["split"].iloc[0] == TEST else f"fold {rows['fold'].iloc[0]}",
+                              "images": int((table["group"] == gid).sum())})
+        previous_ids = set(previous["image_id"])
+        keep_info = {
+            "previous_images": len(previous_ids),
+            "previous_images_present": int(present.sum()),
+            "previous_images_missing": len(previous_ids - set(table["image_id"])),
+            "kept_groups": int((hows == "kept").sum()),
+            "new_groups": int((hows == "assigned").sum()),
+            "conflicting_groups": len(conflicts),
+            "conflicts": conflicts,
+        }
+        if conflicts:
+            warnings.append(f"{len(conflicts)} group(s) merged images previously in different splits/folds (see report 'keep.conflicts')")
+
+    reasons = excluded["reason"].value_counts()
+    report = {
+        "params": params,
+        "rows": {"in": len(table), "train_val": len(train_val), "test": len(test), "excluded": len(excluded)},
+        "test_fraction": {"asked": test_fraction, "achieved": round(len(test) / n_kept, 6) if n_kept else 0.0},
+        "classes": classes,
+        "sources": sources,
+        "counts": counts,
+        "fold_sizes": {str(j): int((train_val["fold"] == str(j)).sum()) for j in range(folds)},
+        "proportions": proportions,
+        "max_abs_deviation_pp": {b: round(v, 3) for b, v in max_dev.items()},
+        "max_abs_deviation_pp_classes_with_5_groups": {b: round(v, 3) for b, v in max_dev_strat.items()},
+        "groups": {
+            "total": int(table["group"].nunique()),
+            "with_labelled_images": int(kept["group"].nunique()),
+            "train_val": int(train_val["group"].nunique()),
+            "test": int(test["group"].nunique()),
+            "largest": largest_info,
+            "max_group_share": max_group_share,
+            "too_large": share > max_group_share,
+            "duplicate_links": len(all_pairs),
+            "sha256_links": n_sha_links,
+        },
+        "straddling": {
+            "groups_across_splits": straddle["across_splits"],
+            "groups_across_folds": straddle["across_folds"],
+            "patients_across_splits": straddle_patients["across_splits"],
+            "patients_across_folds": straddle_patients["across_folds"],
+            "duplicate_pairs_across_splits": int(cross_split.sum()),
+            "duplicate_pairs_across_folds_or_splits": int(cross.sum()),
+            "examples": straddle["examples"] + straddle_patients["examples"],
+        },
+        "pinned": {
+            "pins": [str(p) for p in pins],
+            "images_per_pin": pin_hits,
+            "images": int(pinned.sum()),
+            "groups": len(pinned_groups),
+            "images_in_pinned_groups": int(table["group"].isin(pinned_groups).sum()),
+            "labelled_images_in_pinned_groups": int(kept["group"].isin(pinned_groups).sum()),
+            "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
+        },
+        "keep": keep_info,
+        "excluded": {str(k): int(v) for k, v in sorted(reasons.items())},
+        "warnings": list(warnings),
+    }
+    return report
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(report: dict) -> str:
+    """A readable rendering of ``split_report.json``."""
+    r = report
+    p = r["params"]
+    out = [f"# Split report: {p.get('target', '')}", ""]
+    rows = r["rows"]
+    out += [f"- rows in: {rows['in']} = train_val {rows['train_val']} + test {rows['test']} + excluded {rows['excluded']}",
+            f"- test fraction: {r['test_fraction']['achieved']:.2%} (asked {r['test_fraction']['asked']:.0%})",
+            "- fold sizes: " + ", ".join(f"{k}: {v}" for k, v in r["fold_sizes"].items())]
+    g = r["groups"]
+    largest = g["largest"]
+    out += [f"- groups: {g['total']} ({g['with_labelled_images']} with labelled images; train_val {g['train_val']}, test {g['test']}); "
+            f"{g['duplicate_links']} duplicate links ({g['sha256_links']} from equal sha256)"]
+    if largest:
+        out.append(f"- largest group: {largest['group']}, {largest['images']} images ({largest['share']:.1%} of all; "
+                   f"limit {g['max_group_share']:.0%}), {largest['labelled_images']} labelled, in {largest['split']}")
+    s = r["straddling"]
+    out += ["", "## Straddling (recomputed from the outputs; must all be 0)", "",
+            _md_table(["check", "count"], [[k, v] for k, v in s.items() if k != "examples"]), ""]
+    if r["warnings"]:
+        out += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
+    bins = list(r["max_abs_deviation_pp"])
+    out += ["## Class proportions (% of each split; deviation from overall in percentage points)", ""]
+    prop_rows = []
+    for c, row in r["proportions"].items():
+        cells = [c, row["images"], row["groups"], f"{row['overall_pct']:.2f}"]
+        cells += [f"{row['splits'][b]['pct']:.2f} ({row['splits'][b]['deviation_pp']:+.2f})" for b in bins]
+        prop_rows.append(cells)
+    prop_rows.append(["**max abs dev**", "", "", ""] + [f"{r['max_abs_deviation_pp'][b]:.2f}" for b in bins])
+    prop_rows.append([f"**max abs dev, classes with ≥{WELL_STRATIFIABLE} groups**", "", "", ""]
+                     + [f"{r['max_abs_deviation_pp_classes_with_5_groups'][b]:.2f}" for b in bins])
+    out += [_md_table(["class", "images", "groups", "overall %"] + bins, prop_rows), ""]
+    out += ["## Counts per class × split × source", ""]
+    header = ["class"] + [f"{sp} / {src}" for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
+    out += [_md_table(header, [[c] + [r["counts"][c][sp][src] for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
+                               for c in r["classes"]]), ""]
+    pn = r["pinned"]
+    out += ["## Pins", "", f"- pins: {', '.join(pn['pins']) or 'none'}",
+            f"- pinned images: {pn['images']} ({', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-'})",
+            f"- pinned groups: {pn['groups']} holding {pn['images_in_pinned_groups']} images "
+            f"({pn['labelled_images_in_pinned_groups']} labelled), all in test: {pn['pinned_groups_not_in_test'] == 0}", ""]
+    k = r["keep"]
+    out += ["## Kept assignments", ""]
+    if k is None:
+        out += ["- none (no --keep-assignments)", ""]
+    else:
+        out += [f"- previous images: {k['previous_images']} ({k['previous_images_present']} present, {k['previous_images_missing']} missing)",
+                f"- kept groups: {k['kept_groups']}, newly assigned groups: {k['new_groups']}, conflicts: {k['conflicting_groups']}"]
+        out += [f"  - {c['group']} ({c['kind']}): previously {c['previous']}, now {c['now']}" for c in k["conflicts"]]
+        out.append("")
+    out += ["## Excluded images by reason", ""]
+    out += [f"- {reason}: {n}" for reason, n in r["excluded"].items()] or ["- none"]
+    out += ["", "## Parameters", "", "```json", json.dumps(p, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(out)
+
+
+def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
+    """Write the six output files atomically (each via a temp file and a rename)."""
+    from endoctl.io import write_csv, write_text
+
+    out = Path(out_dir)
+    write_csv(out / "train_val.csv", result.train_val)
+    write_csv(out / "test.csv", result.test)
+    write_text(out / "class_mapping.json", json.dumps(result.class_mapping, indent=2) + "\n")
+    write_csv(out / "excluded.csv", result.excluded[EXCLUDED_COLUMNS])
+    write_text(out / "split_report.json", json.dumps(result.report, indent=2) + "\n")
+    write_text(out / "split_report.md", report_markdown(result.report))
+    return [out / name for name in OUTPUT_FILES]

@@ -1,0 +1,262 @@
+"""``endoctl audit``: leak report for existing split files, on the real official splits and small files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import scene, shared_path
+from endoctl.audit import audit, hash_images, read_split_file
+from endoctl.cli import app
+from endoctl.io import read_csv, write_csv
+
+runner = CliRunner()
+
+
+def run_audit(*args: str | Path):
+    return runner.invoke(app, ["audit", *map(str, args)])
+
+
+def splits_args(**files: Path) -> list[str]:
+    return [arg for name, file in files.items() for arg in ("--split", f"{name}={file}")]
+
+
+# ---------------------------------------------------------------- the real official splits
+
+
+def test_ce24_official_train_val_leaks(tmp_path: Path) -> None:
+    train = shared_path("ce24", "training_data.xlsx")
+    val = shared_path("ce24", "validation_data.xlsx")
+    out = tmp_path / "report" / "audit.json"
+    res = run_audit(*splits_args(train=train, val=val), "--json", out, "--fail-on-leak")
+    assert res.exit_code == 1, res.output  # --fail-on-leak, after writing the report
+    report = json.loads(out.read_text())
+    assert out.read_text().endswith("}\n")
+    # CE24 names its Kvasir-Capsule images "KVASIR" (its Dataset column); every one of the 41 videos
+    # is in both training and validation ...
+    assert report["straddling"]["KVASIR"] == 41
+    assert report["groups"]["KVASIR"] == 41
+    # ... so all 11,581 KVASIR frames of the 16,132 validation rows come from training videos
+    val_report = report["splits"]["val"]
+    assert val_report["rows"] == 16132
+    assert val_report["by_source"]["KVASIR"]["straddling_images"] == 11581
+    assert report["splits"]["train"]["rows"] == 37607
+    # the same SEE-AI file (CE24 keeps the original names) in both splits: 171 names
+    assert report["straddling"]["SEE-AI"] == 171
+    assert report["straddling"]["AIIMS"] == 0  # no patient rule, no repeated names
+    assert report["straddling"]["KID"] > 0  # KID patients (-P<n>-) are split across training/validation
+    assert report["leak"] is True and report["hashed"] is False and report["cross_split_pairs"] == {}
+    kvasir = [g for g in report["straddling_groups"] if g["sources"] == ["KVASIR"]]
+    assert len(kvasir) == 41 and all(g["patients"][0].startswith("KVASIR|KVASIR/") for g in kvasir)
+    line = res.stdout.strip()
+    assert "\n" not in line and "KVASIR 41" in line and "LEAK" in line
+    assert "KVASIR" in res.stderr and "leaking" in res.stderr  # the table
+
+
+def test_kvasir_capsule_official_folds_and_a_leak_free_refold(tmp_path: Path) -> None:
+    fold0 = shared_path("kvasir_capsule", "official_split_0.csv")
+    fold1 = shared_path("kvasir_capsule", "official_split_1.csv")
+    out = tmp_path / "official.json"
+    res = run_audit(*splits_args(split_0=fold0, split_1=fold1), "--json", out, "--fail-on-leak")
+    assert res.exit_code == 1, res.output
+    report = json.loads(out.read_text())
+    assert report["straddling"] == {"kvasir-capsule": 7}
+    assert report["groups"] == {"kvasir-capsule": 43}
+    assert "kvasir-capsule 7" in res.stdout
+
+    # the same frames re-folded by video (each straddling video goes wholly to fold 0): leak-free
+    both = pd.concat([read_csv(fold0), read_csv(fold1)], ignore_index=True)
+    video = both["filename"].str.split("_").str[0]
+    moved = set(video[both.index < len(read_csv(fold0))]) & set(video[both.index >= len(read_csv(fold0))])
+    in0 = video.isin(moved) | (both.index < len(read_csv(fold0)))
+    write_csv(tmp_path / "a.csv", both[in0].drop_duplicates())
+    write_csv(tmp_path / "b.csv", both[~in0].drop_duplicates())
+    res = run_audit(*splits_args(a=tmp_path / "a.csv", b=tmp_path / "b.csv"), "--json", out, "--fail-on-leak")
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["straddling"] == {"kvasir-capsule": 0} and report["leak"] is False
+    assert report["images"] == {"kvasir-capsule": 47153}
+    assert "leak-free" in res.stdout
+
+
+# ---------------------------------------------------------------- formats
+
+
+def endoctl_split(rows: list[tuple[str, str, str]], fold: str) -> pd.DataFrame:
+    """(image_id, source, group) rows as an endoctl split CSV."""
+    return pd.DataFrame(
+        [(i, s, f"raw/{i}.jpg", "Normal", "normal", g, fold) for i, s, g in rows],
+        columns=["image_id", "source", "path", "label", "target_class", "group", "fold"],
+    )
+
+
+def test_endoctl_split_csvs_use_their_groups_across_sources(tmp_path: Path) -> None:
+    write_csv(tmp_path / "train_val.csv", endoctl_split(
+        [("kvasir-capsule/v1_1", "kvasir-capsule", "g1"), ("kvasir-capsule/v1_2", "kvasir-capsule", "g1"),
+         ("kid/k1", "kid", "g2")], "0"))
+    write_csv(tmp_path / "test.csv", endoctl_split(
+        [("ce24/KVASIR/v1_9", "ce24", "g1"), ("kid/k2", "kid", "g3")], ""))
+    out = tmp_path / "r.json"
+    res = run_audit(*splits_args(train_val=tmp_path / "train_val.csv", test=tmp_path / "test.csv"),
+                    "--json", out, "--fail-on-leak")
+    assert res.exit_code == 1, res.output
+    report = json.loads(out.read_text())
+    # group g1 holds a Kvasir-Capsule frame and its CE24 copy: it straddles for both sources
+    assert report["straddling"] == {"ce24": 1, "kid": 0, "kvasir-capsule": 1}
+    assert report["straddling_images"] == {"ce24": 1, "kid": 0, "kvasir-capsule": 2}
+    assert report["groups"] == {"ce24": 1, "kid": 2, "kvasir-capsule": 1}
+    assert report["splits"]["test"]["straddling_images"] == 1
+
+    write_csv(tmp_path / "test.csv", endoctl_split([("kid/k2", "kid", "g3")], ""))
+    res = run_audit(*splits_args(train_val=tmp_path / "train_val.csv", test=tmp_path / "test.csv"), "--fail-on-leak")
+    assert res.exit_code == 0 and "0 groups straddle" in res.stdout
+
+
+def test_plain_csv_sources_and_patients_from_file_names(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text(
+        "path,label\n"
+        "labelled_images/Erosion/0728084c8da942d9_5302.jpg,Erosion\n"  # Kvasir-Capsule video
+        "kid/angioectasia-P3-12.jpg,angioectasia\n"  # KID patient P3
+        "training/Normal/KVASIR/fb86bc87d3874cd7_10578.jpg,Normal\n"  # CE24 layout
+        "colon/polyp_001.jpg,polyp\n"  # no rule: unknown, no patient
+    )
+    (tmp_path / "test.csv").write_text(
+        "filename;video_id\n"  # ';'-separated, with a patient column that wins over the name rule
+        "0728084c8da942d9_7000.jpg;\n"
+        "angioectasia-P4-1.jpg;\n"
+        "other.jpg;0728084c8da942d9\n"
+    )
+    train = read_split_file(tmp_path / "train.csv", "train")
+    assert list(train.columns[:5]) == ["image_id", "source", "patient_id", "path", "split"]
+    assert train[["source", "patient_id"]].values.tolist() == [
+        ["kvasir-capsule", "0728084c8da942d9"], ["kid", "P3"], ["KVASIR", "KVASIR/fb86bc87d3874cd7"], ["unknown", ""]]
+    assert train["image_id"].tolist()[:3] == [
+        "kvasir-capsule/0728084c8da942d9_5302.jpg", "kid/angioectasia-P3-12.jpg", "KVASIR/fb86bc87d3874cd7_10578.jpg"]
+    assert (train["split"] == "train").all()
+    test = read_split_file(tmp_path / "test.csv")
+    assert test["split"].tolist() == ["test"] * 3  # default split name: the file's stem
+    assert test["patient_id"].tolist() == ["0728084c8da942d9", "P4", "0728084c8da942d9"]
+    report = audit({"train": train, "test": test}).to_dict()
+    assert report["straddling"] == {"KVASIR": 0, "kid": 0, "kvasir-capsule": 1, "unknown": 0}
+    assert report["straddling_images"]["kvasir-capsule"] == 2  # both listed frames of that video
+    # patients are per source (as in build_groups): "other.jpg" (source unknown) is not that video
+    assert report["groups"] == {"KVASIR": 1, "kid": 2, "kvasir-capsule": 1, "unknown": 2}
+
+
+def test_same_image_listed_in_two_splits_straddles_on_its_own(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("filename,label\n0728084c8da942d9_1.jpg,Normal\n")
+    (tmp_path / "b.csv").write_text("path\nlabelled_images/Normal/0728084c8da942d9_1.jpg\nx/1.jpg\n")
+    (tmp_path / "c.csv").write_text("path\ny/1.jpg\nx/1.jpg\n")
+    frames = {name: read_split_file(tmp_path / f"{name}.csv") for name in "abc"}
+    report = audit(frames)
+    assert report.per_source.set_index("source")["straddling"].to_dict() == {"kvasir-capsule": 1, "unknown": 1}
+    assert report.to_dict()["images"] == {"kvasir-capsule": 1, "unknown": 2}  # x/1.jpg != y/1.jpg
+
+
+def test_unknown_format_and_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "weird.csv").write_text("subject,score\n1,0.5\n")
+    (tmp_path / "ok.csv").write_text("path\na.jpg\n")
+    res = run_audit(*splits_args(train=tmp_path / "ok.csv", test=tmp_path / "weird.csv"))
+    assert res.exit_code == 2
+    error = res.stderr.strip()
+    assert "\n" not in error and "weird.csv" in error and "['subject', 'score']" in error
+    with pytest.raises(ValueError, match=r"weird\.csv.*found columns \['subject', 'score'\]"):
+        read_split_file(tmp_path / "weird.csv")
+
+    res = run_audit(*splits_args(train=tmp_path / "ok.csv", test=tmp_path / "missing.csv"))
+    assert res.exit_code == 2 and "missing.csv" in res.stderr
+    res = run_audit("--split", f"train={tmp_path / 'ok.csv'}", "--split", "oops")
+    assert res.exit_code == 2 and "NAME=FILE" in res.stderr
+    res = run_audit(*splits_args(train=tmp_path / "ok.csv"))
+    assert res.exit_code == 2 and "two split names" in res.stderr
+    res = run_audit(*splits_args(a=tmp_path / "ok.csv", b=tmp_path / "ok.csv"), "--images-root", tmp_path / "nope")
+    assert res.exit_code == 2 and "--images-root" in res.stderr
+
+
+def test_core_audit_pairs_join_groups_and_cross_split_pairs() -> None:
+    def frame(ids: list[str], source: str, patients: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"image_id": ids, "source": source, "patient_id": patients, "path": ids})
+
+    train = frame(["s/a", "s/b", "s/c"], "s", ["p1", "p1", ""])
+    test = frame(["s/d", "s/e"], "s", ["p2", ""])
+    clean = audit({"train": train, "test": test})
+    assert not clean.leaks and clean.totals()["groups"] == 4
+    pairs = pd.DataFrame({"image_id_a": ["s/b", "s/c", "s/x"], "image_id_b": ["s/d", "s/a", "s/e"],
+                          "distance": [3, 0, 1], "kind": ["near", "exact", "near"]})
+    report = audit({"train": train, "test": test}, pairs)
+    assert report.leaks
+    d = report.to_dict()
+    # b~d joins patient p1 (a, b) + c (exact copy of a) + patient p2 (d): one group in both splits
+    assert d["straddling"] == {"s": 1} and d["straddling_images"] == {"s": 4} and d["groups"] == {"s": 2}
+    assert [(p["a"], p["b"], p["splits_a"], p["splits_b"]) for p in d["cross_split_pair_list"]] == [
+        ("s/b", "s/d", ["train"], ["test"])]  # s/x is not listed: its pair is ignored
+    assert d["straddling_groups"][0]["splits"] == {"test": 1, "train": 3}
+
+
+# ---------------------------------------------------------------- with images
+
+
+def real_jpegs(tmp_path: Path, n: int) -> list[Path]:
+    """n real Kvasir-SEG JPEGs copied below tmp_path/images (or drawn scenes when ../shared is absent),
+    named without frame numbers so that dedupe's sequence rule cannot link them."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    source = shared_path("real_images", "kvasir_seg") if (Path(__file__).parents[2] / "shared").exists() else None
+    files = sorted(source.glob("*.jpg"))[:n] if source else []
+    out = []
+    for i in range(n):
+        target = folder / f"scene_{'abcdefgh'[i]}.jpg"
+        if files:
+            shutil.copy(files[i], target)
+        else:
+            scene(i, (320, 280)).save(target, quality=90)
+        out.append(target)
+    return out
+
+
+def recompress(src: Path, dst: Path) -> None:
+    """A resized, re-encoded copy: different bytes, same picture."""
+    with Image.open(src) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4), Image.LANCZOS).save(dst, quality=70)
+
+
+def test_hash_images_lists_unreadable_files(tmp_path: Path) -> None:
+    files = real_jpegs(tmp_path, 2)
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    nodes = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d"], "source": "s", "patient_id": "", "split": "train",
+        "path": [files[0].name, f"elsewhere/{files[1].name}", "broken.jpg", "gone.jpg"],
+    })
+    manifest, unreadable = hash_images(nodes, tmp_path / "images", workers=2)
+    assert manifest["image_id"].tolist() == ["a", "b"]  # b found by its unique file name
+    assert manifest["phash"].str.fullmatch("[0-9a-f]{16}").all() and manifest["sha256"].str.len().eq(64).all()
+    assert unreadable["path"].tolist() == ["broken.jpg", "gone.jpg"]
+    assert "not found" in unreadable["reason"].iloc[1]
+
+
+def test_cli_with_images_reports_a_cross_split_near_duplicate(tmp_path: Path) -> None:
+    pytest.importorskip("endoctl.dedupe", reason="endoctl.dedupe (find_pairs) is not in this tree yet")
+    files = real_jpegs(tmp_path, 4)
+    recompress(files[0], tmp_path / "images" / "copy_of_a.jpg")
+    (tmp_path / "train.csv").write_text("path\n" + "".join(f"{f.name}\n" for f in files[:3]))
+    (tmp_path / "test.csv").write_text(f"path\n{files[3].name}\ncopy_of_a.jpg\nmissing.jpg\n")
+    out = tmp_path / "r.json"
+    res = run_audit(*splits_args(train=tmp_path / "train.csv", test=tmp_path / "test.csv"),
+                    "--images-root", tmp_path / "images", "--json", out, "--fail-on-leak", "--workers", "1")
+    assert res.exit_code == 1, res.output
+    report = json.loads(out.read_text())
+    assert report["hashed"] is True and report["max_distance"] == 10
+    pairs = report["cross_split_pair_list"]
+    assert [(p["a"], p["b"], p["kind"]) for p in pairs] == [("copy_of_a.jpg", "scene_a.jpg", "near")]
+    assert pairs[0]["splits_a"] == ["test"] and pairs[0]["splits_b"] == ["train"] and pairs[0]["distance"] <= 10
+    assert report["cross_split_pair_kinds"] == {"near": 1}
+    assert report["cross_split_pairs"] == {"unknown": 1}
+    assert report["straddling"] == {"unknown": 1} and report["straddling_images"] == {"unknown": 2}
+    assert report["unreadable"]["count"] == 1 and "missing.jpg" in report["unreadable"]["files"][0]
+    assert "1 cross-split duplicate pairs" in res.stdout and "1 unreadable" in res.stdout

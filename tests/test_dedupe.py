@@ -1,0 +1,193 @@
+"""Duplicate search: exactness against brute force, quality on real images, sequences, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageEnhance
+from typer.testing import CliRunner
+
+from conftest import shared_path
+from endoctl.cli import app
+from endoctl.dedupe import DedupeParams, brute_force_pairs, find_pairs, layout, near_pairs
+from endoctl.grouping import components
+from endoctl.hashing import from_hex, hamming
+from endoctl.ingest import hash_files, ingest
+from endoctl.io import read_csv
+from endoctl.sources import get_adapter
+
+runner = CliRunner()
+
+
+def clustered_hashes(n: int, seed: int, max_flips: int = 8) -> np.ndarray:
+    """Cluster centres at random, members a few bit flips away: realistic duplicate structure."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2**63, max(1, n // 3), dtype=np.uint64) * np.uint64(2)
+    out = centres[rng.integers(0, len(centres), n)]
+    flips = rng.integers(0, max_flips + 1, n)
+    for k in range(max_flips):
+        bit = rng.integers(0, 64, n).astype(np.uint64)
+        out = out ^ np.where(flips > k, np.uint64(1) << bit, np.uint64(0))
+    return out
+
+
+@pytest.mark.parametrize("n,distance", [(20_000, 10), (20_000, 12), (3_000, 4), (3_000, 16)])
+def test_index_search_equals_brute_force(n: int, distance: int) -> None:
+    hashes = clustered_hashes(n, seed=distance)
+    fast = near_pairs(hashes, distance, workers=2)
+    slow = brute_force_pairs(hashes, distance)
+    assert len(fast[0]) > n // 10  # the data really has duplicate structure
+    for a, b in zip(fast, slow):
+        assert np.array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=0, max_size=60), st.integers(0, 20), st.integers(0, 2**32))
+def test_index_search_property(values: list[int], distance: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = np.array(values, dtype=np.uint64)
+    near = base ^ (np.uint64(1) << rng.integers(0, 64, len(base)).astype(np.uint64))  # guaranteed close pairs
+    hashes = np.concatenate([base, near, base[:3]])  # and exact repeats
+    for a, b in zip(near_pairs(hashes, distance), brute_force_pairs(hashes, distance)):
+        assert np.array_equal(a, b)
+
+
+def test_layout_satisfies_pigeonhole() -> None:
+    for n in (100, 20_000, 226_000, 1_000_000):
+        for d in range(0, 17):
+            lay = layout(n, d)
+            assert sum(w for _, w in lay.chunks) == 64
+            assert len(lay.chunks) * (lay.radius + 1) > d  # some chunk is within radius
+
+
+TRANSFORMS = {
+    "resized 0.5x": lambda im: (im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS), "JPEG", 90),
+    "resized 224 px": lambda im: (im.resize((224, 224), Image.Resampling.LANCZOS), "JPEG", 90),
+    "re-encoded q70": lambda im: (im, "JPEG", 70),
+    "cropped 3%": lambda im: (im.crop((round(im.width * 0.03), round(im.height * 0.03),
+                                       im.width - round(im.width * 0.03), im.height - round(im.height * 0.03))), "JPEG", 90),
+    "brightened": lambda im: (ImageEnhance.Brightness(im).enhance(1.3), "JPEG", 90),
+    "PNG": lambda im: (im, "PNG", None),
+}
+
+
+def test_planted_copies_of_real_images_are_found(tmp_path: Path) -> None:
+    """>= 98% of planted copies found; false links between distinct real images measured and bounded."""
+    originals = sorted(shared_path("real_images", "kvasir_seg").glob("*.jpg"))
+    src = tmp_path / "src"
+    (src / "original").mkdir(parents=True)
+    planted = []
+    for k, f in enumerate(originals):
+        (src / "original" / f.name).write_bytes(f.read_bytes())
+        im = Image.open(f).convert("RGB")
+        for t, (name, fn) in enumerate(TRANSFORMS.items()):
+            copy, fmt, quality = fn(im)
+            folder = src / f"copy{t}"
+            folder.mkdir(exist_ok=True)
+            target = folder / (f.stem + (".png" if fmt == "PNG" else ".jpg"))
+            copy.save(target, fmt, **({"quality": quality} if quality else {"compress_level": 1}))
+            planted.append((f"s/original/{f.name}", f"s/copy{t}/{target.name}", name))
+    manifest = ingest(get_adapter("folder", src).scan(), "s", tmp_path, workers=2).manifest
+    pairs = find_pairs(manifest, DedupeParams(workers=2))
+    linked = set(zip(pairs["image_id_a"], pairs["image_id_b"]))
+    found = pd.DataFrame([(name, (min(a, b), max(a, b)) in linked) for a, b, name in planted], columns=["t", "found"])
+    per_transform = found.groupby("t")["found"].mean()
+    print("\nfound per transform:\n" + per_transform.to_string())
+    assert found["found"].mean() >= 0.98
+    assert per_transform.min() >= 0.90
+    # False links: pairs between two different originals (their copies included) out of all such pairs.
+    stem = {row.image_id: Path(row.image_id).stem for row in manifest.itertuples()}
+    false = sum(stem[a] != stem[b] for a, b in linked)
+    rate = false / (len(originals) * (len(originals) - 1) / 2 * len(TRANSFORMS) ** 2)
+    print(f"false links: {false} ({rate:.5%} of distinct-image pairs)")
+    assert rate < 0.0005
+
+
+def test_sequence_links_group_a_real_capsule_video(tmp_path: Path) -> None:
+    chain = shared_path("real_images", "kvasir_capsule_video_131368cc17e44240")
+    frames = sorted(chain.glob("*.jpg"))
+    rows = hash_files([str(f) for f in frames])
+    manifest = pd.DataFrame({
+        "image_id": [f"kc/{f.name}" for f in frames], "source": "kc", "path": [f"kc/{f.name}" for f in frames],
+        "label": "", "sha256": [r[3] for r in rows], "phash": [r[4] for r in rows], "dhash": [r[5] for r in rows],
+    })
+    counts = {}
+    for gap in (0, DedupeParams().sequence_gap):
+        pairs = find_pairs(manifest, DedupeParams(sequence_gap=gap))
+        index = {iid: k for k, iid in enumerate(manifest["image_id"])}
+        labels = components(len(manifest), pairs["image_id_a"].map(index).to_numpy(), pairs["image_id_b"].map(index).to_numpy())
+        counts[gap] = labels.max() + 1
+    print(f"\n{len(frames)} consecutive real frames form {counts[0]} groups by hashes alone, "
+          f"{counts[DedupeParams().sequence_gap]} with sequence links")
+    assert counts[0] >= 30  # hashes alone cannot group a moving capsule
+    assert counts[DedupeParams().sequence_gap] <= 5
+
+
+def test_sequence_pattern_only_links_named_frames() -> None:
+    ph = ["0000000000000000", "0000000000000003", "00000000000000ff", "0000000000000001"]
+    manifest = pd.DataFrame({
+        "image_id": ["s/a/image00010.jpg", "s/b/image00012.jpg", "s/a/image00030.jpg", "s/c/photo_11.jpg"],
+        "source": "s", "label": "", "sha256": ["1", "2", "3", "4"], "phash": ph, "dhash": ["f" * 16] * 4,
+    })
+    manifest["path"] = manifest["image_id"]
+    pairs = find_pairs(manifest, DedupeParams(max_distance=0, sequence_gap=5, sequence_distance=4))
+    assert pairs[["image_id_a", "image_id_b", "kind"]].values.tolist() == [
+        ["s/a/image00010.jpg", "s/b/image00012.jpg", "sequence"],  # across folders, 2 frames apart
+    ]
+
+
+def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
+    """Two sources share a re-encoded copy; one source files an image under two labels."""
+    rng = np.random.default_rng(0)
+    for source in ("a", "b"):
+        (tmp_path / source / "x").mkdir(parents=True)
+        (tmp_path / source / "y").mkdir()
+    scenes = []
+    for k in range(6):
+        yy, xx = np.mgrid[0:200, 0:240] / 240
+        f = rng.uniform(1, 5, 4)
+        arr = np.stack([np.sin(f[0] * xx * 6 + f[1] * yy * 4), np.cos(f[2] * yy * 5), np.sin(f[3] * (xx + yy) * 3)], -1)
+        scenes.append(Image.fromarray(((arr + 1) * 127).astype(np.uint8)))
+    for k, im in enumerate(scenes[:4]):
+        im.save(tmp_path / "a" / "x" / f"img{k}.jpg", quality=95)
+    scenes[0].resize((120, 100)).save(tmp_path / "b" / "y" / "copy.jpg", quality=70)
+    (tmp_path / "a" / "y" / "img1.jpg").write_bytes((tmp_path / "a" / "x" / "img1.jpg").read_bytes())
+    scenes[5].save(tmp_path / "b" / "x" / "other.jpg", quality=95)
+    manifests = []
+    for source in ("a", "b"):
+        out = tmp_path / "m" / f"{source}.csv"
+        res = runner.invoke(app, ["ingest", str(tmp_path / source), "-f", "folder", "--source", source,
+                                  "--out", str(out), "--data-root", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+        manifests.append(str(out))
+    out = tmp_path / "m" / "duplicates.csv"
+    res = runner.invoke(app, ["dedupe", *manifests, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    clusters = read_csv(out).set_index("image_id")
+    pairs = read_csv(out.with_name("duplicate_pairs.csv"))
+    report = json.loads(out.with_name("duplicates_report.json").read_text())
+    assert len(clusters) == 7
+    assert clusters.loc["a/x/img0.jpg", "cluster"] == clusters.loc["b/y/copy.jpg", "cluster"]
+    assert clusters.loc["a/x/img1.jpg", "cluster"] == clusters.loc["a/y/img1.jpg", "cluster"]
+    assert clusters.loc["a/x/img2.jpg", "cluster"] != clusters.loc["a/x/img3.jpg", "cluster"]
+    assert clusters.loc["a/x/img0.jpg", "cluster_size"] == "2"
+    assert set(pairs["kind"]) == {"exact", "near"}
+    assert report["cross_source_clusters"] == 1 and report["conflicting_label_clusters"] == 1
+    assert report["largest_cluster"]["size"] == 2
+    assert "2 duplicate clusters" in res.output
+    first = [p.read_bytes() for p in sorted(out.parent.glob("dup*"))]
+    assert runner.invoke(app, ["dedupe", *reversed(manifests), "--out", str(out), "--workers", "1"]).exit_code == 0
+    assert [p.read_bytes() for p in sorted(out.parent.glob("dup*"))] == first  # order/workers never matter
+
+
+def test_cli_rejects_manifests_without_hashes(tmp_path: Path) -> None:
+    bad = tmp_path / "m.csv"
+    bad.write_text("image_id,source,path,label\ns/a.jpg,s,a.jpg,x\n")
+    res = runner.invoke(app, ["dedupe", str(bad), "--out", str(tmp_path / "d.csv")])
+    assert res.exit_code == 2 and "lacks column(s)" in res.output and "phash" in res.output
