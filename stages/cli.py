@@ -310,5 +310,36 @@ def split(
     )
 
 
+@app.command("build-splits")
+def build_splits(
+    source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc.")],
+    target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
+    out: Annotated[Path, typer.Option(help="Folder for ingest/<NAME>.csv, duplicates*.csv and <target>/.")],
+    pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of labelled images in test.")] = 0.2,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    max_distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")] = 10,
+    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = 0,
+) -> None:
+    """ingest -> dedupe -> split in one command, for use without DVC; the same files as the DVC stages."""
+    parsed = []
+    for spec in source:
+        name, _, rest = spec.partition("=")
+        fmt, _, path = rest.partition(":")
+        if not (name and fmt and path):
+            _fail(f"--source {spec!r}: expected NAME=FORMAT:PATH")
+        parsed.append((name, fmt, Path(path)))
+    manifests = []
+    for name, fmt, path in parsed:
+        manifests.append(out / "ingest" / f"{name}.csv")
+        ingest(path, fmt, name, manifests[-1], None, Path("."), workers, 178_956_970, False)
+    duplicates = out / "duplicates.csv"
+    dedupe(manifests, duplicates, max_distance, 16, 5, 24, r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$", workers)
+    split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, 0.25,
+          [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt])
+
+
 if __name__ == "__main__":
     app()

@@ -1,4 +1,4 @@
-"""The pipeline through real DVC in a temporary git repo: synth -> ingest of all demo sources."""
+"""The pipeline through real DVC in a temporary git repo: synth -> ingest -> dedupe -> split."""
 
 from __future__ import annotations
 
@@ -62,6 +62,22 @@ def test_repro_ingests_every_demo_source(repo: Path) -> None:
     assert (repo / "manifests" / "ingest" / ".gitignore").is_file()
 
 
+def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
+    import json
+
+    clusters = read_csv(repo / "manifests" / "duplicates.csv")
+    assert (clusters.groupby("cluster")["source"].nunique() > 1).any()  # CE24 copies found in their sources
+    for target in ("ee24-ce24", "ce24"):
+        folder = repo / "manifests" / target
+        report = json.loads((folder / "split_report.json").read_text())
+        assert all(v == 0 for k, v in report["straddling"].items() if k != "examples"), report["straddling"]
+        test = read_csv(folder / "test.csv")
+        ce24 = read_csv(repo / "manifests" / "ingest" / "ce24.csv")
+        pinned = set(ce24.loc[ce24["official_split"] == "test", "image_id"])
+        assert pinned <= set(test["image_id"]) | set(read_csv(folder / "excluded.csv")["image_id"])
+        assert json.loads((folder / "class_mapping.json").read_text())["angioectasia"] == 0
+
+
 def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Path) -> None:
     assert "up to date" in run(["dvc", "status"], repo)
     out = run(["dvc", "repro"], repo)
@@ -72,4 +88,5 @@ def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Pat
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'ingest@kid'" in out and "Running stage 'synth'" not in out
+    assert "Running stage 'dedupe'" not in out  # ingest outputs unchanged: nothing downstream reruns
     assert (repo / "manifests" / "ingest" / "kid.csv").read_bytes() == before  # worker count never changes output
