@@ -17,20 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from endoctl.dedupe import brute_force_pairs, layout, near_pairs
+from endoctl.dedupe import brute_force_pairs, layout, near_pairs, synthetic_hashes
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "dedupe.md"
 
-
-def clustered_hashes(n: int, seed: int = 0, max_flips: int = 8) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2**63, max(1, n // 3), dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, max(1, n // 3)).astype(np.uint64)
-    out = centres[rng.integers(0, len(centres), n)]
-    flips = rng.integers(0, max_flips + 1, n)
-    for k in range(max_flips):
-        bit = rng.integers(0, 64, n).astype(np.uint64)
-        out = out ^ np.where(flips > k, np.uint64(1) << bit, np.uint64(0))
-    return out
 
 
 def timed(fn):
@@ -56,9 +46,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="skip the 1M run")
     args = parser.parse_args()
-    near_pairs(clustered_hashes(2000), 10)  # compile (cached) outside the timings
+    near_pairs(synthetic_hashes(2000), 10)  # compile (cached) outside the timings
     rows = []
-    h20 = clustered_hashes(20_000)
+    h20 = synthetic_hashes(20_000)
     fast, t_fast = timed(lambda: near_pairs(h20, 10, args.workers))
     slow, t_slow = timed(lambda: brute_force_pairs(h20, 10))
     same = all(np.array_equal(a, b) for a, b in zip(fast, slow))
@@ -70,7 +60,7 @@ def main() -> int:
     for n, label in [(226_000, "226k"), (1_000_000, "1M")]:
         if args.quick and n > 226_000:
             continue
-        h = clustered_hashes(n, seed=n)
+        h = synthetic_hashes(n, seed=n)
         for d in (10, 12):
             pairs, seconds = timed(lambda: near_pairs(h, d, args.workers))
             rows.append((label, d, seconds, len(pairs[0])))

@@ -185,6 +185,23 @@ def near_pairs(hashes: np.ndarray, max_distance: int, workers: int = 1) -> tuple
     return i[order], j[order], d[order]
 
 
+def synthetic_hashes(n: int, seed: int = 0, max_flips: int = 8) -> np.ndarray:
+    """Hashes with realistic duplicate structure, like sklearn's make_blobs: for tests and benchmarks.
+
+    A third as many random cluster centres as hashes; each hash is a centre with 0..max_flips
+    random bit flips.
+    """
+    rng = np.random.default_rng(seed)
+    n_centres = max(1, n // 3)
+    centres = rng.integers(0, 2**63, n_centres, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n_centres).astype(np.uint64)
+    out = centres[rng.integers(0, n_centres, n)]
+    flips = rng.integers(0, max_flips + 1, n)
+    for k in range(max_flips):
+        bit = rng.integers(0, 64, n).astype(np.uint64)
+        out = out ^ np.where(flips > k, np.uint64(1) << bit, np.uint64(0))
+    return out
+
+
 def brute_force_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference all-pairs scan (blocked XOR + popcount), for tests and benchmarks."""
     values = np.asarray(hashes, dtype=np.uint64)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from endoctl.cli import app
-from endoctl.dedupe import DedupeParams, brute_force_pairs, find_pairs, layout, near_pairs
+from endoctl.dedupe import DedupeParams, brute_force_pairs, find_pairs, layout, near_pairs, synthetic_hashes
 from endoctl.grouping import components
 from endoctl.hashing import from_hex, hamming
 from endoctl.ingest import hash_files, ingest
@@ -25,21 +25,10 @@ from endoctl.sources import get_adapter
 runner = CliRunner()
 
 
-def clustered_hashes(n: int, seed: int, max_flips: int = 8) -> np.ndarray:
-    """Cluster centres at random, members a few bit flips away: realistic duplicate structure."""
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2**63, max(1, n // 3), dtype=np.uint64) * np.uint64(2)
-    out = centres[rng.integers(0, len(centres), n)]
-    flips = rng.integers(0, max_flips + 1, n)
-    for k in range(max_flips):
-        bit = rng.integers(0, 64, n).astype(np.uint64)
-        out = out ^ np.where(flips > k, np.uint64(1) << bit, np.uint64(0))
-    return out
-
 
 @pytest.mark.parametrize("n,distance", [(20_000, 10), (20_000, 12), (3_000, 4), (3_000, 16)])
 def test_index_search_equals_brute_force(n: int, distance: int) -> None:
-    hashes = clustered_hashes(n, seed=distance)
+    hashes = synthetic_hashes(n, seed=distance)
     fast = near_pairs(hashes, distance, workers=2)
     slow = brute_force_pairs(hashes, distance)
     assert len(fast[0]) > n // 10  # the data really has duplicate structure
