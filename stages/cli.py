@@ -310,6 +310,73 @@ def split(
     )
 
 
+@app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option(help="Ground truth: endoctl split CSV (target_class; class_mapping.json beside it lists the classes), CE24 one-hot xlsx (validation) or image_path + class_label xlsx (test).")],
+    predictions: Annotated[Path, typer.Option(help="Predictions (CE24 submission xlsx/CSV or `endoctl predict` CSV: image_path + one probability column per class), or a folder of them.")],
+    out: Annotated[Path, typer.Option(help="Report JSON; for a predictions folder (or an existing folder), a folder receiving <file stem>_metrics.json per file.")],
+    report: Annotated[str, typer.Option(help="full: paper metrics, per-class, confusion matrix, per-source, bootstrap CIs (+ the ce24 report); ce24: exactly the CE24 organisers' report.")] = "full",
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for confusion_matrix.png, roc.png, roc.csv, confusion.csv (a sub-folder per file for a predictions folder).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs of the full report (0: none); whole groups when the truth has a group column.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed; same inputs and seed give identical reports.")] = 0,
+    convention: Annotated[Optional[str], typer.Option(help="CE24 class-wise metrics from argmax or from thresholding each probability at 0.5 (default: threshold for class_label truth, like the organisers' test reports; else argmax).")] = None,
+) -> None:
+    """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots."""
+    from rich.markup import escape
+
+    from endoctl import metrics
+    from endoctl.io import write_text
+
+    if report not in metrics.REPORTS:
+        _fail(f"--report must be one of {', '.join(metrics.REPORTS)}, got {report!r}")
+    if convention is not None and convention not in metrics.CONVENTIONS:
+        _fail(f"--convention must be one of {', '.join(metrics.CONVENTIONS)}, got {convention!r}")
+    if bootstrap < 0:
+        _fail(f"--bootstrap must be >= 0, got {bootstrap}")
+    if not truth.is_file():
+        _fail(f"--truth file not found: {truth}")
+    folder = predictions.is_dir()
+    if folder:
+        files = metrics.prediction_files(predictions, exclude=[truth])
+        if not files:
+            _fail(f"no prediction files ({', '.join(metrics.PREDICTION_SUFFIXES)}) in {predictions}")
+        if out.is_file():
+            _fail(f"--out must be a folder when --predictions is a folder: {out} is a file")
+    elif not predictions.is_file():
+        _fail(f"--predictions file or folder not found: {predictions}")
+    else:
+        files = [predictions]
+    started = time.perf_counter()
+    error, results = None, []
+    try:
+        gt = metrics.load_truth(truth)
+        for file in files:
+            data = metrics.align(gt, metrics.load_predictions(file), file.name)
+            results.append((file, data, metrics.evaluate(data, report, bootstrap, seed, convention)))
+    except (ValueError, FileNotFoundError) as exc:
+        error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    into_folder = folder or out.is_dir()
+    for file, data, rep in results:
+        write_text(out / f"{file.stem}_metrics.json" if into_folder else out, metrics.dumps(rep))
+        if plots is not None:
+            from endoctl.plots import write_plots
+
+            write_plots(plots / file.stem if folder else plots, data.y, data.proba, data.classes,
+                        rep if report == "full" else None, file.stem)
+        for note in rep["notes"] if report == "full" else metrics.report_notes(data):
+            console.print(f"[yellow]note:[/yellow] {escape(file.name)}: {escape(note)}", highlight=False, soft_wrap=True)
+    first = results[0][1]
+    how = (f"ce24 report, {convention or gt.default_convention}" if report == "ce24"
+           else "full report" + (f", {bootstrap} bootstrap resamples of {'groups' if first.group is not None else 'images'}" if bootstrap else ""))
+    typer.echo(
+        f"evaluate ({how}): {len(first.y)} images, {len(first.classes)} classes, matched by {first.match}; "
+        + "; ".join(metrics.summary(file.stem, rep) for file, _, rep in results)
+        + f" in {time.perf_counter() - started:.1f} s -> {out}"
+    )
+
+
 @app.command("build-splits")
 def build_splits(
     source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc.")],

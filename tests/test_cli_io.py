@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_every_command_has_useful_help() -> None:
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit"]
+    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "evaluate"]
     for command in commands:
         assert command in top.output
         res = runner.invoke(app, [command, "--help"])
