@@ -1,0 +1,271 @@
+"""GPU inference throughput of EVA-02-B through ``endoctl predict``'s own code, and a 1M-frame estimate.
+
+Run with ``make bench-gpu`` on a CUDA machine (exits with a message otherwise); about 3-5 min on
+one H100. Random-init ``eva02_base_patch14_224`` (nothing is downloaded), 10 classes, 224 px.
+
+Files: the real 336x336 Kvasir-Capsule frames in ../shared (the size of capsule-video frames),
+else generated 336x336 JPEG scenes, replicated to ``--images`` distinct paths (hard links when
+possible: same bytes, so the page cache holds them; disk I/O is not part of the measurement).
+
+Rows (each in its own try: a failing row is reported and the rest still runs):
+
+1. model only: the same uint8 batches (already decoded) through ``Predictor`` — fp32 eager
+   baseline, fast (bf16 autocast + channels-last), fast + ``torch.compile``: the GPU ceiling;
+2. decode only: the DataLoader of ``predict_images`` (workers, Pillow decode, timm eval
+   transform) without a model: the CPU ceiling;
+3. end to end: ``endoctl.predict.predict_images`` on the files, fast path, with and without
+   compile; steady-state img/s excludes the first batches (CUDA start-up, compilation), which are
+   reported separately. A 1M-frame capsule study is extrapolated from the steady state plus the
+   start-up.
+
+Writes benchmarks/results/gpu.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from endoctl.model import LoadedModel, create_model, data_config_for
+from endoctl.predict import ImageList, Predictor, default_workers, iter_batches, predict_images, split_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "real_images"
+CAPSULE = SHARED / "kvasir_capsule_video_131368cc17e44240"
+OUT = ROOT / "benchmarks" / "results" / "gpu.md"
+STUDY = 1_000_000
+
+
+def sources(tmp: Path) -> tuple[list[Path], str]:
+    """Distinct source JPEGs: real capsule frames, else real Kvasir-SEG, else generated scenes."""
+    for folder, what in ((CAPSULE, "real Kvasir-Capsule frames (336x336)"), (SHARED / "kvasir_seg", "real Kvasir-SEG JPEGs")):
+        files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+        if len(files) >= 20:
+            return files, f"{len(files)} {what}"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import scene
+
+    out = []
+    for i in range(200):
+        path = tmp / f"src_{i:03d}.jpg"
+        scene(i, (336, 336)).save(path, quality=90)
+        out.append(path)
+    return out, "200 generated 336x336 JPEG scenes (../shared absent)"
+
+
+def replicate(files: list[Path], n: int, folder: Path) -> ImageList:
+    """``n`` distinct paths over ``files`` in 100-file sub-folders (hard links, else copies)."""
+    names = []
+    for i in range(n):
+        rel = f"d{i // 100:04d}/{i:07d}.jpg"
+        dest = folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = files[i % len(files)]
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        names.append(rel)
+    return ImageList(names, folder)
+
+
+def shm_free_bytes() -> int | None:
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return None
+
+
+def safe_workers(requested: int, batch: int, size: int) -> tuple[int, str]:
+    """Cap workers so in-flight batches (2 per worker) fit in half of /dev/shm (containers: often 64 MB)."""
+    free = shm_free_bytes()
+    per_worker = 2 * batch * 3 * size * size
+    if free is None or requested == 0 or requested * per_worker <= free // 2:
+        return requested, ""
+    capped = max(0, int(free // 2 // per_worker))
+    return capped, f"workers capped {requested} -> {capped}: /dev/shm has {free / 2**20:.0f} MiB free"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_only(loaded: LoadedModel, device: torch.device, batch: int, iters: int, compile: bool) -> list[tuple[str, float, str]]:
+    """img/s of each compute path on identical uint8 batches already on the host (copy included)."""
+    import copy
+
+    _, mean, std = split_transform(loaded.data_config)
+    size = loaded.data_config["input_size"][-1]
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = x.pin_memory() if device.type == "cuda" else x
+    rows = []
+    specs = [("model only: baseline", False, False), ("model only: fast", True, False)]
+    specs += [("model only: fast + compile", True, True)] if compile else []
+    for label, fast, comp in specs:
+        try:
+            own = LoadedModel(copy.deepcopy(loaded.model), loaded.class_names, loaded.data_config, loaded.model_name)
+            predictor = Predictor(own, device, fast, comp, mean, std, fixed_batch=batch)
+            start = time.perf_counter()
+            for _ in range(2):
+                predictor(x)
+            sync(device)
+            warm = time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(iters):
+                predictor(x)
+            sync(device)
+            ips = batch * iters / (time.perf_counter() - start)
+            rows.append((label, ips, f"{predictor.path.describe()}; warm-up {warm:.1f} s"))
+            del own, predictor
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            rows.append((label, float("nan"), f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"))
+            traceback.print_exc()
+        print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
+    return rows
+
+
+def decode_only(images: ImageList, data_config: dict, batch: int, workers: int, limit: int) -> float:
+    """img/s of the DataLoader alone (open + decode + resize/crop + collate), the CPU ceiling."""
+    transform, _, _ = split_transform(data_config)
+    subset = ImageList(images.paths[:limit], images.root)
+    start, first, n, n0 = time.perf_counter(), None, 0, 0
+    for indices, _, failed in iter_batches(subset, transform, batch, workers):
+        if first is None:  # exclude worker start-up
+            first, n0 = time.perf_counter(), len(indices) + len(failed)
+        n += len(indices) + len(failed)
+    end = time.perf_counter()
+    return (n - n0) / max(end - first, 1e-9) if n > n0 else n / (end - start)
+
+
+def end_to_end(loaded: LoadedModel, images: ImageList, device: torch.device, batch: int, workers: int,
+               compile: bool, skip_batches: int = 5) -> tuple[float, float, float]:
+    """(steady img/s, start-up seconds, total seconds) of predict_images; start-up = first batches."""
+    marks: list[tuple[int, float]] = []
+    start = time.perf_counter()
+    result = predict_images(loaded, images, device, batch, workers, fast=True, compile=compile,
+                            on_progress=lambda done, total: marks.append((done, time.perf_counter())))
+    total = time.perf_counter() - start
+    if len(result.rejected):
+        print(f"  note: {len(result.rejected)} images rejected, first: {result.rejected.iloc[0].tolist()}")
+    k = min(skip_batches, len(marks) - 2)
+    if k < 0:
+        return len(images.paths) / total, 0.0, total
+    done0, t0 = marks[k]
+    done1, t1 = marks[-1]
+    steady = (done1 - done0) / max(t1 - t0, 1e-9)
+    startup = t0 - start - done0 / steady  # time beyond what the first images would take at steady state
+    return steady, max(startup, 0.0), total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=20_000, help="distinct file paths for the end-to-end run")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: predict's, all cores up to 16)")
+    parser.add_argument("--model", default="eva02_base_patch14_224")
+    parser.add_argument("--device", default="cuda", help="cuda (default); cpu only to dry-run this script")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--iters", type=int, default=30, help="batches per model-only row")
+    parser.add_argument("--data-dir", type=Path, default=None, help="build the replicated files here (default: a temp dir)")
+    args = parser.parse_args()
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench_gpu: no CUDA device here (torch.cuda.is_available() is False): nothing measured. "
+              "Run `make bench-gpu` on a machine with an NVIDIA GPU.", file=sys.stderr)
+        return 1
+    device = torch.device(args.device)
+    began = time.perf_counter()
+    compile = not args.no_compile
+    torch.manual_seed(0)
+    model = create_model(args.model, 10).eval()
+    data_config = data_config_for(model, 224)
+    loaded = LoadedModel(model, [f"c{i}" for i in range(10)], data_config, args.model)
+    workers = default_workers(device) if args.workers is None else args.workers
+    workers, shm_note = safe_workers(workers, args.batch_size, 224)
+    if shm_note:
+        print(f"note: {shm_note}", flush=True)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
+    print(f"{gpu}; torch {torch.__version__}; {os.cpu_count()} CPUs; {workers} decode workers; batch {args.batch_size}", flush=True)
+
+    rows: list[tuple[str, float, str]] = []
+    if args.data_dir is not None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
+        tmp = Path(tmp)
+        files, what = sources(tmp)
+        start = time.perf_counter()
+        images = replicate(files, args.images, tmp / "study")
+        print(f"{args.images:,} files from {what} in {time.perf_counter() - start:.1f} s", flush=True)
+
+        rows += model_only(loaded, device, args.batch_size, args.iters, compile)
+        try:
+            ips = decode_only(images, data_config, args.batch_size, workers, min(len(images.paths), 8 * args.batch_size * max(workers, 1)))
+            rows.append(("decode only (DataLoader, no model)", ips, f"{workers} workers"))
+        except Exception as exc:  # noqa: BLE001
+            rows.append(("decode only (DataLoader, no model)", float("nan"), f"failed: {type(exc).__name__}: {exc}"))
+            traceback.print_exc()
+        print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
+
+        study = []
+        for comp in ([False, True] if compile else [False]):
+            label = "end to end: predict_images, fast" + (" + compile" if comp else "")
+            try:
+                import copy
+
+                own = LoadedModel(copy.deepcopy(model), loaded.class_names, data_config, args.model)
+                steady, startup, total = end_to_end(own, images, device, args.batch_size, workers, comp)
+                minutes = (startup + STUDY / steady) / 60
+                rows.append((label, steady, f"start-up {startup:.1f} s; {len(images.paths):,} images in {total:.1f} s"))
+                study.append((label, minutes, steady))
+                del own
+            except Exception as exc:  # noqa: BLE001
+                rows.append((label, float("nan"), f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"))
+                traceback.print_exc()
+            print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
+    seconds = time.perf_counter() - began
+    base = next((ips for label, ips, _ in rows if label == "model only: baseline" and np.isfinite(ips)), None)
+    lines = [
+        f"# GPU predict benchmark ({gpu}, {args.model}, random init, 224 px)",
+        "",
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {workers} decode workers, batch {args.batch_size}; "
+        f"files: {args.images:,} paths over {what}.",
+        "",
+        "| what | img/s | x model-only baseline | notes |",
+        "|---|---:|---:|---|",
+    ]
+    for label, ips, note in rows:
+        ratio = f"{ips / base:.2f}x" if base and np.isfinite(ips) else "–"
+        value = f"{ips:,.0f}" if np.isfinite(ips) else "–"
+        lines.append(f"| {label} | {value} | {ratio} | {note} |")
+    lines.append("")
+    for label, minutes, steady in study:
+        lines.append(f"- {STUDY:,}-frame capsule study, {label.split(': ', 1)[1]}: **{minutes:.1f} min** "
+                     f"({steady:,.0f} img/s steady state + start-up)")
+    if shm_note:
+        lines.append(f"- note: {shm_note}")
+    lines += [f"- end to end is bounded by the smaller of the decode-only and model-only rows.",
+              f"- whole benchmark: {seconds:.0f} s", ""]
+    print("\n".join(lines))
+    if device.type != "cuda":
+        print("(dry run on CPU: benchmarks/results/gpu.md left unchanged)")
+        return 0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines))
+    print(f"-> {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,406 @@
+"""Checkpoint formats (endoctl, plain timm, seed-paper Lightning) and `endoctl predict`.
+
+Tiny models only (EVA-02-Ti at 56 px, random init): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import scene
+from endoctl.cli import app
+from endoctl.io import read_csv
+from endoctl.model import (
+    CKPT_FORMAT,
+    create_model,
+    display_names,
+    load_for_inference,
+    read_class_mapping,
+    save_checkpoint,
+    validate_class_mapping,
+)
+from endoctl.predict import (
+    MAX_XLSX_ROWS,
+    Predictor,
+    check_output,
+    collate_valid,
+    list_images,
+    open_rgb,
+    predict_images,
+    prediction_table,
+    split_transform,
+)
+from endoctl.taxonomy import load_taxonomy
+
+runner = CliRunner()
+NAME = "eva02_tiny_patch14_224"
+SIZE = 56
+CE24 = load_taxonomy().targets["ce24"]
+
+
+def _model(seed: int = 0, num_classes: int = 10, img_size: int = SIZE) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(NAME, num_classes, img_size=img_size).eval()
+
+
+def _probe_head(model: torch.nn.Module, images: list[Image.Image], seed: int = 0) -> torch.nn.Module:
+    """Random head on standardised features: logits ~ N(0, 3^2) per image, not near-uniform.
+
+    A random-init EVA-02 gives almost the same features for every image, so its own random head
+    outputs ~0.1 everywhere and any two compute paths would trivially agree.
+    """
+    from timm.data import create_transform
+
+    from endoctl.model import data_config_for
+
+    transform = create_transform(**data_config_for(model, SIZE), is_training=False)
+    with torch.no_grad():
+        feats = model.forward_head(model.forward_features(torch.stack([transform(im) for im in images])), pre_logits=True)
+        mean, std = feats.mean(0), feats.std(0) + 1e-6
+        w = torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(seed)) * 3 / feats.shape[1] ** 0.5
+        model.head.weight.copy_(w / std)
+        model.head.bias.copy_(-(w / std) @ mean)
+    return model
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and OpenMP threads stall each other on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(image_dir) -> torch.nn.Module:
+    files = [p for p in sorted(image_dir.rglob("frame_*"))]
+    return _probe_head(_model(), [Image.open(p).convert("RGB") for p in files])
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, reference) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, reference, NAME, CE24.class_mapping(), img_size=SIZE, epoch=3,
+                    optimizer={"state": {}}, params={"lr": 1e-4})
+    return path
+
+
+@pytest.fixture(scope="module")
+def mapping_json(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("split") / "class_mapping.json"
+    path.write_text(json.dumps(CE24.class_mapping(), indent=2) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    """12 readable images in nested folders (JPEG/PNG), one corrupt JPEG, and files to skip."""
+    root = tmp_path_factory.mktemp("images")
+    for i in range(12):
+        folder = root / ("b" if i % 2 else "a") / f"v{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        im = scene(i, (72 + 4 * i, 64))
+        if i % 4 == 3:
+            im.save(folder / f"frame_{i:02d}.png")
+        else:
+            im.save(folder / f"frame_{i:02d}.jpg", quality=90)
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "README.txt").write_text("not an image")
+    (root / ".hidden.jpg").write_bytes(b"")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint formats
+
+
+def test_endoctl_checkpoint_round_trip(ckpt, reference, x, mapping_json) -> None:
+    raw = torch.load(ckpt, weights_only=True)
+    assert raw["format"] == CKPT_FORMAT and raw["epoch"] == 3 and raw["class_names"] == CE24.classes
+    assert raw["img_size"] == SIZE and raw["data_config"]["input_size"] == (3, SIZE, SIZE)
+    loaded = load_for_inference(ckpt)
+    assert loaded.class_names == CE24.classes and loaded.model_name == NAME
+    assert loaded.source_format == "endoctl" and not loaded.model.training
+    assert torch.equal(_logits(loaded.model, x), _logits(reference, x))
+    assert load_for_inference(ckpt, mapping_json).class_names == CE24.classes  # a matching mapping is fine
+
+
+def test_endoctl_checkpoint_rejects_other_classes(ckpt, tmp_path) -> None:
+    other = tmp_path / "class_mapping.json"
+    other.write_text(json.dumps({f"c{i}": i for i in range(10)}))
+    with pytest.raises(ValueError, match="differ"):
+        load_for_inference(ckpt, other)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".bin"])
+def test_plain_timm_weights(tmp_path, reference, x, mapping_json, suffix) -> None:
+    state = reference.state_dict()
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:  # a DDP-style prefix must not matter
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    loaded = load_for_inference(path, mapping_json, model_name=NAME)
+    assert loaded.source_format == "timm" and loaded.class_names == CE24.classes
+    assert loaded.data_config["input_size"] == (3, SIZE, SIZE)  # image size read from the pos-embed
+    assert torch.equal(_logits(loaded.model, x), _logits(reference, x))
+    with pytest.raises(ValueError, match="--model-name"):
+        load_for_inference(path, mapping_json)
+    with pytest.raises(ValueError, match="--class-mapping"):
+        load_for_inference(path, model_name=NAME)
+
+
+def test_timm_training_checkpoint_names_its_model(tmp_path, reference, x, mapping_json) -> None:
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 7, "arch": NAME, "state_dict": reference.state_dict(), "optimizer": {}}, path)
+    loaded = load_for_inference(path, mapping_json)
+    assert loaded.model_name == NAME and torch.equal(_logits(loaded.model, x), _logits(reference, x))
+
+
+def test_plain_weights_with_wrong_head_size(tmp_path, mapping_json) -> None:
+    path = tmp_path / "w.pth"
+    torch.save(_model(num_classes=4).state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_for_inference(path, mapping_json, model_name=NAME)
+
+
+def _fake_lightning_hparams() -> object:
+    """An object of a package that is absent at load time, like Lightning's AttributeDict."""
+    module = types.ModuleType("fake_lightning.utilities")
+    sys.modules["fake_lightning"] = types.ModuleType("fake_lightning")
+    sys.modules["fake_lightning.utilities"] = module
+
+    class AttributeDict(dict):
+        pass
+
+    AttributeDict.__module__ = module.__name__
+    AttributeDict.__qualname__ = "AttributeDict"
+    module.AttributeDict = AttributeDict
+    return AttributeDict(model_name=f"timm/{NAME}.mim_in22k", lr=1e-4, img_size=SIZE)
+
+
+def test_seed_paper_lightning_checkpoint(tmp_path, reference, x, mapping_json) -> None:
+    state = reference.state_dict()
+    sd = {f"backbone.{k}": v for k, v in state.items() if not k.startswith("head.")}
+    sd["classifier.linear.weight"], sd["classifier.linear.bias"] = state["head.weight"], state["head.bias"]
+    path = tmp_path / "epoch=9-step=100.ckpt"
+    hparams = _fake_lightning_hparams()
+    try:
+        torch.save({"epoch": 9, "global_step": 100, "pytorch-lightning_version": "2.4.0", "state_dict": sd,
+                    "hyper_parameters": hparams, "optimizer_states": [], "lr_schedulers": []}, path)
+    finally:
+        sys.modules.pop("fake_lightning.utilities")
+        sys.modules.pop("fake_lightning")
+    loaded = load_for_inference(path, mapping_json)  # model name from hyper_parameters; no lightning needed
+    assert loaded.source_format == "lightning" and loaded.model_name == f"{NAME}.mim_in22k"
+    assert loaded.class_names == CE24.classes
+    assert torch.equal(_logits(loaded.model, x), _logits(reference, x))
+    plain = tmp_path / "plain.ckpt"  # no hyper_parameters: the name must be given
+    torch.save({"state_dict": sd}, plain)
+    with pytest.raises(ValueError, match="--model-name"):
+        load_for_inference(plain, mapping_json)
+    assert torch.equal(_logits(load_for_inference(plain, mapping_json, NAME).model, x), _logits(reference, x))
+
+
+def test_unknown_layout_lists_top_level_keys(tmp_path) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save({"weights": {"a": 1}, "meta": "x"}, path)
+    with pytest.raises(ValueError, match=r"unrecognised checkpoint layout .*top-level keys meta, weights"):
+        load_for_inference(path)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_for_inference(tmp_path / "nope.pt")
+
+
+def test_create_model_from_local_file_only(tmp_path) -> None:
+    torch.manual_seed(3)
+    backbone = create_model(NAME, 0, img_size=SIZE)
+    path = tmp_path / "pretrain.pth"
+    torch.save(backbone.state_dict(), path)
+    model = create_model(NAME, 10, img_size=SIZE, pretrained_file=path)
+    assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], backbone.state_dict()["blocks.0.attn.qkv.weight"])
+    assert model.head.weight.shape == (10, 192)
+    bigger = create_model(NAME, 10, img_size=84, pretrained_file=path)  # timm resamples the pos-embed
+    assert bigger.pos_embed.shape[1] == 1 + 6 * 6
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        create_model(NAME, 10, pretrained_file=tmp_path / "missing.safetensors")
+    assert create_model("resnet10t", 3, img_size=64).num_classes == 3  # CNNs take no img_size: ignored
+    with pytest.raises(ValueError, match="unknown timm model"):
+        create_model("no_such_model", 3)
+
+
+def test_class_mappings() -> None:
+    assert display_names(CE24.class_mapping()) == CE24.classes
+    assert display_names({"b": 1, "a": 0}) == ["a", "b"]
+    with pytest.raises(ValueError, match="0..1"):
+        validate_class_mapping({"a": 0, "b": 2})
+    with pytest.raises(FileNotFoundError):
+        read_class_mapping(Path("does/not/exist.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Images and the output table
+
+
+def test_list_images_folder_and_csv(image_dir, tmp_path) -> None:
+    listed = list_images(image_dir)
+    assert len(listed.paths) == 13 and listed.paths == sorted(listed.paths) and listed.skipped == 2
+    assert "a/broken.jpg" in listed.paths and all(not p.startswith("/") for p in listed.paths)
+    table = tmp_path / "split.csv"
+    pd.DataFrame({"image_id": ["x", "y", "z"], "path": ["b/2.jpg", "a/1.jpg", "b/2.jpg"]}).to_csv(table, index=False)
+    assert list_images(table).paths == ["a/1.jpg", "b/2.jpg"]
+    pd.DataFrame({"file": ["a.jpg"]}).to_csv(table, index=False)
+    with pytest.raises(ValueError, match="no path column"):
+        list_images(table)
+
+
+def test_open_rgb_applies_exif_and_reports_reasons(tmp_path) -> None:
+    im = scene(0, (40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    im.save(tmp_path / "rot.jpg", exif=exif)
+    assert open_rgb(tmp_path / "rot.jpg").size == (20, 40)
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert open_rgb(tmp_path / "clear.png").getpixel((0, 0)) == (0, 0, 0)  # transparent -> black
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    from endoctl.imaging import ImageRejected
+
+    for name, reason in (("empty.jpg", "empty"), ("gone.jpg", "not found")):
+        with pytest.raises(ImageRejected, match=reason):
+            open_rgb(tmp_path / name)
+
+
+def test_collate_drops_failed_samples() -> None:
+    t = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    indices, batch, failed = collate_valid([(0, t, ""), (1, None, "bad"), (2, t, "")])
+    assert indices.tolist() == [0, 2] and batch.shape == (2, 3, 4, 4) and failed == [(1, "bad")]
+    assert collate_valid([(5, None, "bad")])[1] is None
+
+
+def test_device_normalisation_equals_timm_transform(ckpt) -> None:
+    from timm.data import create_transform
+
+    config = load_for_inference(ckpt).data_config
+    cpu_part, mean, std = split_transform(config)
+    im = scene(4, (90, 70))
+    expected = create_transform(**config, is_training=False)(im)
+    raw = cpu_part(im)
+    assert raw.dtype == torch.uint8
+    assert torch.equal(raw.float().div(255).unsqueeze(0).sub(mean).div(std)[0], expected)
+
+
+def test_prediction_table_layout() -> None:
+    table = prediction_table(["b.jpg", "a.jpg"], np.array([[0.2, 0.8], [0.9, 0.1]]), ["Yes", "No"])
+    assert list(table.columns) == ["image_path", "Yes", "No", "predicted_class"]
+    assert table["image_path"].tolist() == ["a.jpg", "b.jpg"] and table["predicted_class"].tolist() == ["Yes", "No"]
+
+
+def test_xlsx_row_limit_and_suffixes() -> None:
+    assert check_output("p.xlsx", MAX_XLSX_ROWS) == "xlsx"
+    assert check_output("p.csv", MAX_XLSX_ROWS + 1) == "csv"
+    with pytest.raises(ValueError, match=r"p\.csv instead"):
+        check_output("p.xlsx", MAX_XLSX_ROWS + 1)
+    with pytest.raises(ValueError, match=r"\.csv or \.xlsx"):
+        check_output("p.json", 1)
+
+
+def test_fast_path_agrees_with_fp32(ckpt, image_dir) -> None:
+    listed = list_images(image_dir)
+    fp32 = predict_images(load_for_inference(ckpt), listed, "cpu", batch_size=5, workers=0, fast=False)
+    fast = predict_images(load_for_inference(ckpt), listed, "cpu", batch_size=5, workers=0, fast=True)
+    assert fp32.path.describe() == "fp32 eager" and "channels-last" in fast.path.describe()
+    assert fp32.table["image_path"].tolist() == fast.table["image_path"].tolist()
+    a, b = fp32.table[CE24.classes].to_numpy(), fast.table[CE24.classes].to_numpy()
+    assert a.max(axis=1).mean() > 0.3  # the probabilities are not uniform, so the check means something
+    # bf16 rounds activations to ~3 significant digits; random-init features barely differ between
+    # images, so this standardised probe is a worst case (benchmarks/bench_predict.py measures more).
+    assert np.abs(a - b).max() < 0.06 and np.abs(a - b).mean() < 0.005
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+
+
+def test_predictor_pads_fixed_batches(ckpt) -> None:
+    loaded = load_for_inference(ckpt)
+    batch = torch.randint(0, 255, (3, 3, SIZE, SIZE), dtype=torch.uint8)
+    plain = Predictor(loaded, fast=False)(batch)
+    padded = Predictor(loaded, fast=False)
+    padded.fixed_batch = 8  # as for a compiled model
+    out = padded(batch)
+    assert out.shape == (3, 10) and torch.allclose(out, plain, atol=1e-6)
+    assert torch.allclose(plain.sum(1), torch.ones(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def test_cli_predict_folder_csv_and_xlsx(ckpt, image_dir, tmp_path) -> None:
+    out = tmp_path / "pred" / "p.csv"
+    args = ["predict", "--checkpoint", str(ckpt), "--images", str(image_dir), "--out", str(out),
+            "--device", "cpu", "--batch-size", "4"]
+    res = runner.invoke(app, args + ["--workers", "2"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "13 images = predicted 12 + rejected 1" in res.stdout and "img/s" in res.stdout
+    first = out.read_bytes()
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["image_path", *CE24.classes, "predicted_class"]
+    assert table["image_path"].tolist() == sorted(table["image_path"]) and len(table) == 12
+    assert np.allclose(table[CE24.classes].sum(axis=1), 1.0, atol=1e-5)
+    assert set(table["predicted_class"]) <= set(CE24.classes)
+    rejected = read_csv(tmp_path / "pred" / "p.rejected.csv")
+    assert rejected["path"].tolist() == ["a/broken.jpg"] and rejected["reason"].str.len().min() > 0
+    res = runner.invoke(app, args + ["--workers", "0"])  # rerun, other worker count: same bytes
+    assert res.exit_code == 0 and out.read_bytes() == first
+
+    xlsx = tmp_path / "pred" / "p.xlsx"
+    res = runner.invoke(app, args[:-4] + ["--out", str(xlsx), "--device", "cpu", "--workers", "0"])
+    assert res.exit_code == 0, res.stderr
+    sheet = pd.read_excel(xlsx)
+    assert list(sheet.columns) == ["image_path", *CE24.classes, "predicted_class"] and len(sheet) == 12
+    assert np.allclose(sheet[CE24.classes].to_numpy(), table[CE24.classes].to_numpy(), atol=1e-7)
+
+
+def test_cli_predict_on_split_csv(ckpt, image_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(image_dir.parent)
+    split = tmp_path / "test.csv"
+    paths = [f"{image_dir.name}/b/v1/frame_01.jpg", f"{image_dir.name}/a/v0/frame_00.jpg"]
+    pd.DataFrame({"image_id": ["x", "y"], "source": "ce24", "path": paths, "label": "Normal",
+                  "target_class": "normal", "group": "g", "fold": ""}).to_csv(split, index=False)
+    out = tmp_path / "p.csv"
+    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
+                              "--device", "cpu", "--workers", "0", "--no-fast"])
+    assert res.exit_code == 0, res.stderr
+    assert pd.read_csv(out)["image_path"].tolist() == sorted(paths)  # written as the CSV gives them
+
+
+def test_cli_predict_errors_are_one_line(ckpt, image_dir, tmp_path) -> None:
+    cases = [
+        (["--checkpoint", str(tmp_path / "none.pt"), "--images", str(image_dir), "--out", "p.csv"], "none.pt"),
+        (["--checkpoint", str(ckpt), "--images", str(tmp_path / "nowhere"), "--out", "p.csv"], "images not found"),
+        (["--checkpoint", str(ckpt), "--images", str(image_dir), "--out", str(tmp_path / "p.json")], ".csv or .xlsx"),
+    ]
+    for args, expected in cases:
+        res = runner.invoke(app, ["predict", *args, "--device", "cpu"])
+        error = res.stderr.strip()
+        assert res.exit_code == 2 and expected in error and "\n" not in error, error
