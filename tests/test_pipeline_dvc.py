@@ -38,6 +38,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=endoctl", "-c", "user.email=endoctl@localhost", "commit", "-qm", "init"], repo)
     run(["dvc", "repro"], repo)
     return repo
 
