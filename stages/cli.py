@@ -520,7 +520,7 @@ def _train(
             error = str(exc)
     if error is not None:
         _fail(escape(error))
-    if main:
+    if result.rank == 0:
         typer.echo(
             f"train {stage}: {config.model_name} @{config.img_size}, {result.epochs_run} epoch(s) in "
             f"{result.seconds:.1f} s ({result.train_images_per_second:,.1f} train img/s); best {config.monitor} "

@@ -10,12 +10,15 @@ Two choices make training reproducible and exactly resumable whatever the worker
   sequence and keeps positions ``rank, rank + world, ...``, so the shards are disjoint and, for
   the inverse-frequency weighted draw (the paper's class balancing), their union is one weighted
   sample of the whole training set.
+
+Images are decoded exactly as ``endoctl predict`` decodes them (:func:`endoctl.predict.open_rgb`)
+and class display names come from :func:`endoctl.model.display_names`, so training, validation
+predictions and inference agree.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -25,10 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from endoctl.imaging import ImageRejected
 from endoctl.io import read_csv
+from endoctl.model import display_names, read_class_mapping
+from endoctl.predict import open_rgb
 
 BALANCE_MODES = ("sampler", "loss", "none")
 SPLIT_COLUMNS = ("path", "target_class", "fold")
@@ -41,8 +47,7 @@ class SplitData:
     train: pd.DataFrame
     val: pd.DataFrame
     class_mapping: dict[str, int]  # lower-case class -> index (class_mapping.json)
-    class_names: list[str]  # display names in index order (predictions columns)
-    target: str | None  # taxonomy target the split was made for, when known
+    class_names: list[str]  # display names in index order: a taxonomy target's (CE24's) spelling, else the keys
 
 
 @dataclass(frozen=True)
@@ -56,40 +61,6 @@ class Augment:
     scale_min: float = 0.5  # random resized crop scale range (scale_min, 1)
 
 
-def read_class_mapping(split_dir: Path) -> dict[str, int]:
-    """``class_mapping.json`` of a split folder, checked to be indices 0..C-1."""
-    file = Path(split_dir) / "class_mapping.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"class mapping not found: {file} (written by `endoctl split`)")
-    mapping = json.loads(file.read_text(encoding="utf-8"))
-    if sorted(mapping.values()) != list(range(len(mapping))):
-        raise ValueError(f"{file}: class indices must be 0..{len(mapping) - 1}, got {sorted(mapping.values())}")
-    return dict(sorted(mapping.items(), key=lambda kv: kv[1]))
-
-
-def display_names(split_dir: Path, class_mapping: dict[str, int]) -> tuple[list[str], str | None]:
-    """Class display names in index order, and the split's taxonomy target.
-
-    The target comes from ``split_report.json``; when the taxonomy target has exactly these
-    classes its display names (CE24's spelling, e.g. 'Foreign Body') are used, otherwise the
-    class_mapping keys, so the predictions columns always match ``endoctl evaluate``.
-    """
-    keys = list(class_mapping)
-    report = Path(split_dir) / "split_report.json"
-    target = None
-    if report.is_file():
-        target = json.loads(report.read_text(encoding="utf-8")).get("params", {}).get("target")
-    if target:
-        from endoctl.taxonomy import load_taxonomy
-
-        taxonomy = load_taxonomy()
-        if target in taxonomy.targets:
-            classes = taxonomy.targets[target].classes
-            if [c.lower() for c in classes] == keys:
-                return list(classes), target
-    return keys, target
-
-
 def load_split(split_dir: Path, val_fold: int) -> SplitData:
     """Train = folds other than ``val_fold``, val = ``val_fold``, labels as class indices."""
     split_dir = Path(split_dir)
@@ -100,7 +71,7 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
-    mapping = read_class_mapping(split_dir)
+    mapping = read_class_mapping(split_dir / "class_mapping.json")
     unknown = sorted(set(df["target_class"].str.lower()) - set(mapping))
     if unknown:
         raise ValueError(f"{file}: target_class value(s) not in class_mapping.json: {unknown[:5]}")
@@ -109,8 +80,8 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     if str(val_fold) not in folds:
         raise ValueError(f"{file}: val_fold {val_fold} not among the folds {folds}")
     is_val = df["fold"] == str(val_fold)
-    names, target = display_names(split_dir, mapping)
-    return SplitData(df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True), mapping, names, target)
+    return SplitData(df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True), mapping,
+                     display_names(mapping))
 
 
 class RandomRot90:
@@ -160,12 +131,6 @@ def _seeded(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(torch_state)
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Upright RGB image (EXIF orientation applied, palette/alpha/16-bit converted)."""
-    with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).convert("RGB")
-
-
 class ImageDataset(Dataset):
     """Images of a split table; an item is an index, or ``(index, seed)`` for seeded augmentation."""
 
@@ -179,7 +144,10 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = item if isinstance(item, tuple) else (item, None)
-        image = open_rgb(self.paths[index])
+        try:
+            image = open_rgb(self.paths[index])  # the same decoding as `endoctl predict`
+        except ImageRejected as exc:
+            raise ValueError(f"cannot use training image {self.paths[index]}: {exc}") from None
         if seed is None:
             return self.transform(image), int(self.labels[index])
         with _seeded(seed):

@@ -106,23 +106,38 @@ class TrainConfig:
 
 def load_config(stage: str, params_file: Path | None, overrides: dict) -> TrainConfig:
     """The stage's params.yaml section (when the file exists) overridden by command-line values."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if stage not in STAGES:
+        raise TrainError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     section: dict = {"out_dir": f"models/{stage}", "metrics_dir": f"metrics/{stage}"}
     if params_file is not None and Path(params_file).is_file():
         loaded = yaml.safe_load(Path(params_file).read_text(encoding="utf-8")) or {}
         section.update(loaded.get(stage) or {})
-    unknown = sorted(set(section) - fields)
+    unknown = sorted(set(section) - set(defaults))
     if unknown:
-        raise TrainError(f"{params_file}: unknown key(s) in section {stage!r}: {unknown}; known: {sorted(fields)}")
+        raise TrainError(f"{params_file}: unknown key(s) in section {stage!r}: {unknown}; known: {sorted(defaults)}")
     section.update({k: v for k, v in overrides.items() if v is not None})
-    section = {k: ("" if v is None and k == "pretrained_file" else v) for k, v in section.items()}
-    config = TrainConfig(**section)
+    config = TrainConfig(**{k: _coerce(k, v, type(defaults[k])) for k, v in section.items()})
     config.validate()
     return config
 
 
+def _coerce(key: str, value: object, kind: type) -> object:
+    """A params value as its field's type: YAML reads ``1e-4`` (no dot) as text, ``pretrained_file:`` as null."""
+    if value is None and kind is str:
+        return ""
+    try:
+        if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise TrainError(f"{key} must be {kind.__name__}, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class TrainResult:
+    """What a run achieved, for the command's summary line (epochs are 0-based)."""
+
     best_epoch: int
     best_value: float
     last_metrics: dict[str, float]
@@ -144,8 +159,11 @@ def val_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     onehot = (y[:, None] == present[None, :]).astype(int)
     scores = proba[:, present]
     ranked = len(present) >= 2  # AUC/AP need a negative for every present class
+    with warnings.catch_warnings():  # predicting a class absent from a small val fold is expected
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = float(balanced_accuracy_score(y, pred))  # mean recall over the classes in y
     return {
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": balanced,
         "auc_macro": float(roc_auc_score(onehot, scores, average="macro")) if ranked else float("nan"),
         "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
         "map_macro": float(average_precision_score(onehot, scores, average="macro")) if ranked else float("nan"),
@@ -157,6 +175,8 @@ def val_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in a torchrun job (a world of one without torchrun)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -260,15 +280,14 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 # ---------------------------------------------------------------------------------- model
 
 
-def _set_trainable(model: nn.Module, head_only: bool) -> bool:
-    """Freeze everything but the classifier head (or unfreeze all); True if anything changed."""
+def _set_trainable(model: nn.Module, head_only: bool) -> None:
+    """Freeze everything but the classifier head (``freeze_epochs``), or unfreeze all.
+
+    Frozen parameters get no gradient, so AdamW skips them entirely (no weight decay either).
+    """
     head = {id(p) for p in model.get_classifier().parameters()}
-    changed = False
     for p in model.parameters():
-        want = (not head_only) or id(p) in head
-        changed |= p.requires_grad != want
-        p.requires_grad_(want)
-    return changed
+        p.requires_grad_((not head_only) or id(p) in head)
 
 
 def _wrap(model: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
@@ -548,12 +567,17 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         proba, val_loss = scored
         last_metrics = {"train/loss": train_loss, "val/loss": val_loss,
                         **{f"val/{k}": v for k, v in val_metrics(val_set.labels, proba).items()}, "lr": lr}
-        for name, value in last_metrics.items():
-            live.log_metric(name, value)
-        live.next_step()
         value = last_metrics[config.monitor]
-        if _improved(value, best["value"], MONITORS[config.monitor]):
+        improved = _improved(value, best["value"], MONITORS[config.monitor])
+        if improved:
             best = {"epoch": epoch, "value": value}
+        for name, logged in last_metrics.items():
+            live.log_metric(name, logged)
+        # metrics.json holds the last epoch's values; `best` says which epoch best.pt is, and its score
+        shown = None if math.isnan(best["value"]) else best["value"]  # JSON has no NaN
+        live.summary["best"] = {"epoch": best["epoch"], config.monitor.split("/")[-1]: shown}
+        live.next_step()
+        if improved:
             modelmod.save_checkpoint(out_dir / "best.pt", evaluated, model_name=config.model_name, epoch=epoch,
                                      metrics=last_metrics, **meta)
             write_predictions(metrics_dir / "val_predictions.csv", list(split.val["path"]), proba, names)

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from endoctl import data as datamod
 from endoctl import model as modelmod
 from endoctl.cli import app
-from endoctl.train import TrainConfig, _create_for_training, train, val_metrics
+from endoctl.train import TrainConfig, TrainError, _create_for_training, load_config, train, val_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "eva02_tiny_patch14_224"
@@ -110,6 +110,8 @@ def test_cli_pretrain_then_finetune(workspace: Path, monkeypatch: pytest.MonkeyP
         metrics = json.loads((workspace / "metrics" / stage / "metrics.json").read_text())
         assert set(metrics["train"]) == METRIC_KEYS[0] and set(metrics["val"]) == METRIC_KEYS[1]
         assert {"lr", "step"} <= set(metrics) and metrics["step"] == epochs - 1
+        best = torch.load(workspace / "models" / stage / "best.pt", weights_only=True)
+        assert metrics["best"] == {"epoch": best["epoch"], "balanced_accuracy": best["metrics"]["val/balanced_accuracy"]}
         plots = workspace / "metrics" / stage / "plots" / "metrics"
         history = pd.read_csv(plots / "val" / "balanced_accuracy.tsv", sep="\t")
         assert list(history["step"]) == list(range(epochs))
@@ -141,6 +143,12 @@ def test_unknown_params_key_and_bad_value_are_clear_errors(workspace: Path, monk
     assert result.exit_code == 2 and "learning_rate" in result.output
     result = CliRunner().invoke(app, ["train", "pretrain", "--params", "none.yaml", "--balance", "oversample"])
     assert result.exit_code == 2 and "balance must be one of" in " ".join(result.output.split())
+    (workspace / "typed.yaml").write_text("pretrain:\n  lr: 1e-4\n  epochs: 2.0\n  pretrained_file:\n")
+    config = load_config("pretrain", workspace / "typed.yaml", {"seed": 3})
+    assert (config.lr, config.epochs, config.pretrained_file, config.seed) == (1e-4, 2, "", 3)  # YAML 1e-4 is text
+    (workspace / "typed.yaml").write_text("pretrain:\n  epochs: two\n")
+    with pytest.raises(TrainError, match="epochs must be int"):
+        load_config("pretrain", workspace / "typed.yaml", {})
 
 
 # ---------------------------------------------------------------------------------- resume
@@ -298,7 +306,7 @@ def test_augmentation_depends_only_on_the_sample_seed(workspace: Path) -> None:
     assert torch.equal(torch.get_rng_state(), state)  # the caller's stream is untouched
     assert not torch.equal(dataset[(0, 124)][0], first)
     assert dataset[0][0].shape == (3, 28, 28)
-    assert split.class_names == ["angioectasia", "bleeding", "normal"] and split.target is None
+    assert split.class_names == ["angioectasia", "bleeding", "normal"]  # no taxonomy target: the keys
 
 
 def test_val_metrics_over_present_classes() -> None:
@@ -331,3 +339,11 @@ def test_finetune_backbone_from_endoctl_and_lightning_checkpoints(tmp_path: Path
         backbone = [k for k in sd if not k.startswith("head.") and k != "pos_embed"]
         assert all(torch.equal(own[k], sd[k]) for k in backbone), file
         assert not any((tmp_path / "out").glob(".init-*"))  # the converted Lightning weights are removed
+
+
+def test_ce24_classes_get_the_ce24_display_names(tmp_path: Path) -> None:
+    from endoctl.taxonomy import load_taxonomy
+
+    names = load_taxonomy().targets["ce24"].classes
+    split = make_split(tmp_path, "ce24", [n.lower() for n in names], per_class=1, folds=1)
+    assert datamod.load_split(split, val_fold=0).class_names == names  # e.g. 'Foreign Body', the CE24 columns
