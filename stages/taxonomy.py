@@ -2,7 +2,7 @@
 
 Datasets name the same thing differently ('Angiectasia', 'Angioectasia', 'angiodysplasia') and at
 different granularity (KID's 'vascular' is angiectasia *or* blood). The taxonomy keeps those three
-layers apart in one versioned YAML file (``data/taxonomy-v1.yaml``, overridable by a path):
+layers apart in one versioned YAML file (``taxonomies/taxonomy-v1.yaml``, overridable by a path):
 
 * ``findings``: the unified vocabulary, finding -> one-line description;
 * ``sources``: per dataset (the ``endoctl ingest --format`` name), every label -> its findings;
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-DEFAULT_TAXONOMY = Path(__file__).resolve().parent / "data" / "taxonomy-v1.yaml"
+DEFAULT_TAXONOMY = Path(__file__).resolve().parent / "taxonomies" / "taxonomy-v1.yaml"
 SUPPORTED_VERSIONS = (1,)
 LABEL_SEP = "|"  # several source labels of one image, as ingest writes them
 FINDING_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -213,7 +213,7 @@ def _targets(raw: object, findings: dict[str, str], datasets: set[str], err: _Er
 
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
-    """Read and validate a taxonomy YAML (default: the packaged ``data/taxonomy-v1.yaml``).
+    """Read and validate a taxonomy YAML (default: the packaged ``taxonomies/taxonomy-v1.yaml``).
 
     Validation happens here, once, so that a typo in the file (a finding that does not exist, a
     class a target does not have, a key given twice) fails with the file and key named, instead of

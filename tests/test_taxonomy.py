@@ -73,7 +73,7 @@ def one(tax: Taxonomy, source: str, label: str, target: str, **kw) -> pd.Series:
 
 def test_packaged_taxonomy_loads_and_validates(tax):
     assert DEFAULT_TAXONOMY.is_file()
-    assert importlib.resources.files("endoctl").joinpath("data/taxonomy-v1.yaml").is_file()
+    assert importlib.resources.files("endoctl").joinpath("taxonomies/taxonomy-v1.yaml").is_file()
     assert tax.version == 1
     assert 50 <= len(tax.findings) <= 123  # EndoExtend24 supports up to 123 findings
     assert all(FINDING_NAME.fullmatch(f) and d.strip() for f, d in tax.findings.items())
