@@ -146,7 +146,8 @@ def _pillow(data: bytes, max_pixels: int) -> Thumb:
             raise ImageRejected(f"unsupported image format {im.format}")
         width, height = im.size
         _check_size(width, height, max_pixels)
-        if im.format in ("JPEG", "MPO") and im.mode != "CMYK":
+        drafted = im.format in ("JPEG", "MPO") and im.mode != "CMYK"
+        if drafted:  # DCT-scaled decode: the same pixels as the simplejpeg path
             im.draft("L", (THUMB, THUMB))
         try:
             im.load()
@@ -158,7 +159,7 @@ def _pillow(data: bytes, max_pixels: int) -> Thumb:
             raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
     if orientation in (5, 6, 7, 8):  # 90-degree rotations: report the upright size
         width, height = height, width
-    return Thumb(_thumb(np.asarray(_reduce(luma))), width, height)
+    return Thumb(_thumb(np.asarray(luma if drafted else _reduce(luma))), width, height)
 
 
 def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:

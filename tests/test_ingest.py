@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from conftest import scene, shared_path
 from endoctl.cli import app
 from endoctl.hashing import from_hex, hamming
+from endoctl.imaging import _pillow, thumbnail
 from endoctl.ingest import MANIFEST_COLUMNS, hash_files, ingest
 from endoctl.io import read_csv
 from endoctl.sources import get_adapter
@@ -212,6 +213,9 @@ def test_unreadable_file_is_rejected_not_fatal() -> None:
 
 def test_real_kvasir_seg_fast_path_matches_pillow_and_survives_reencoding(tmp_path: Path) -> None:
     real = sorted(shared_path("real_images", "kvasir_seg").glob("*.jpg"))[:60]
+    for f in real:  # libjpeg-turbo via simplejpeg and via Pillow draft: the same thumbnail
+        data = f.read_bytes()
+        assert np.array_equal(thumbnail(data).luma, _pillow(data, 1 << 40).luma), f.name
     copies = []
     for i, f in enumerate(real):
         im = Image.open(f).convert("RGB")
