@@ -131,17 +131,24 @@ def _to_luma(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
-def _pillow(data: bytes, max_pixels: int) -> Thumb:
+def open_image(data: bytes) -> Image.Image:
+    """Pillow-open ``data`` (header only), every failure turned into an :class:`ImageRejected` reason."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data))
+            return Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise ImageRejected("not an image: unrecognised file format") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageRejected(f"decompression bomb: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection reason
             raise ImageRejected(f"unreadable image header: {exc}") from None
+
+
+def _pillow(data: bytes, max_pixels: int) -> Thumb:
+    im = open_image(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         if im.format not in SUPPORTED_FORMATS:
             raise ImageRejected(f"unsupported image format {im.format}")
         width, height = im.size

@@ -22,10 +22,8 @@ options give byte-identical CSVs.
 
 from __future__ import annotations
 
-import io
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -35,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected
+from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_image
 from endoctl.io import atomic_open, read_csv, write_csv
 from endoctl.model import LoadedModel
 
@@ -111,16 +109,7 @@ def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageRejected("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ImageRejected("not an image: unrecognised file format") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(f"decompression bomb: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection reason
-            raise ImageRejected(f"unreadable image header: {exc}") from None
+    im = open_image(data)
     if im.width * im.height > max_pixels:
         raise ImageRejected(f"decompression bomb: {im.width}x{im.height} pixels > limit {max_pixels}")
     try:
