@@ -404,3 +404,28 @@ def test_cli_predict_errors_are_one_line(ckpt, image_dir, tmp_path) -> None:
         res = runner.invoke(app, ["predict", *args, "--device", "cpu"])
         error = res.stderr.strip()
         assert res.exit_code == 2 and expected in error and "\n" not in error, error
+
+
+def test_predict_output_round_trips_through_evaluate(ckpt, image_dir, tmp_path, monkeypatch) -> None:
+    """A split CSV -> predict -> evaluate: every image matched, the report computed from our columns."""
+    monkeypatch.chdir(image_dir.parent)
+    images = sorted(p for p in image_dir.rglob("frame_*.*"))
+    classes = [c.lower() for c in CE24.classes]
+    split = tmp_path / "test.csv"
+    pd.DataFrame({
+        "image_id": [f"s/{p.name}" for p in images], "source": "ce24",
+        "path": [p.relative_to(image_dir.parent).as_posix() for p in images], "label": "",
+        "target_class": [classes[k % 3] for k in range(len(images))], "group": "", "fold": "",
+    }).to_csv(split, index=False)
+    (tmp_path / "class_mapping.json").write_text(json.dumps(CE24.class_mapping(), indent=2) + "\n")
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
+                              "--device", "cpu", "--workers", "0"])
+    assert res.exit_code == 0, res.stderr
+    report_path = tmp_path / "report.json"
+    res = runner.invoke(app, ["evaluate", "--truth", str(split), "--predictions", str(out),
+                              "--out", str(report_path), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(report_path.read_text())
+    assert 0.0 <= report["balanced_accuracy"] <= 1.0
+    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == len(images)
