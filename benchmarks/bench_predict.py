@@ -245,9 +245,8 @@ def main() -> int:
         f"# predict benchmark (CPU, {args.threads} threads, 224 px, random init + probe head)",
         "",
         f"Images: {what}. CPU capability {cap}; native bf16: {bf16_supported(torch.device('cpu'))}. "
-        f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} (above ~0.5, other processes share "
-        "these 2 cores and OpenMP threads stall each other: compare ratios, measured on interleaved batches, "
-        "more than absolute numbers).",
+        f"Load average before the run {load:.2f} (above ~0.5, other processes share these 2 cores and OpenMP "
+        "threads stall each other: compare ratios, measured on interleaved batches, more than absolute numbers).",
         "",
         "| model | path | batch | img/s | x baseline | warm-up s |",
         "|---|---|---:|---:|---:|---:|",

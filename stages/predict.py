@@ -236,6 +236,13 @@ class Predictor:
         model = model.to(memory_format=torch.channels_last if fast else torch.contiguous_format)
         matmul = bool(fast and bf16 and self.device.type == "cpu" and use_matmul_attention(model))
         self.path = ComputePath(self.device, fast, bf16, bool(fast and compile), fast, matmul)
+        if self.path.compiled and self.device.type == "cpu":
+            # Inductor "freezing": weights become constants, so oneDNN pre-packs them (and their bf16
+            # casts) once. Measured on 2 cores: EVA-02-B compiled 1.9x -> 2.4x the fp32 baseline.
+            # Process-wide setting; only affects graphs compiled under inference_mode (never training).
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
         self.model = torch.compile(model, dynamic=False) if self.path.compiled else model
         self.mean = mean.to(self.device) if mean is not None else None
         self.std = std.to(self.device) if std is not None else None
