@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, edges_by_key
-from endoctl.io import read_csv
+from endoctl.io import read_table
 from endoctl.sources.ce24 import SPLITS as CE24_SPLITS
 from endoctl.sources.ce24 import ce24_patient
 from endoctl.sources.csv_labels import PATH_COLUMNS, PATIENT_COLUMNS
@@ -54,28 +54,6 @@ CHUNK = 64
 
 
 # --------------------------------------------------------------------------- reading split files
-
-
-def _table(path: Path) -> pd.DataFrame:
-    """Any CSV (``,``/``;``/tab, from its header line) or xlsx, every cell as stripped text."""
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-        try:
-            df = pd.read_excel(path, dtype=str).fillna("")
-        except Exception as exc:  # openpyxl raises many types for broken workbooks
-            raise ValueError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
-    else:
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                header = fh.readline()
-            sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
-            df = read_csv(path, sep=sep, encoding="utf-8-sig")
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {str(exc).strip()})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    df = df.apply(lambda col: col.astype(str).str.strip())
-    return df[(df != "").any(axis=1)].reset_index(drop=True)  # fully blank rows (xlsx) are no rows
 
 
 def _posix(paths: pd.Series) -> pd.Series:
@@ -126,7 +104,7 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
     columns found when the format is not recognised, FileNotFoundError when the file is missing.
     """
     path = Path(path)
-    df = _table(path)
+    df = read_table(path, "split file").reset_index(drop=True)
     fmt = detect_format(df.columns)
     column = {c.lower(): c for c in df.columns}
     split = split if split is not None else path.stem

@@ -54,3 +54,32 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> None:
 def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read an endoctl CSV with every column as text, so ids and hashes round-trip unchanged."""
     return pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+
+
+def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
+    """A CSV (``,``/``;``/tab from the header) or xlsx with every cell as stripped text.
+
+    Text keeps float cells exact and lets bad values be reported by row instead of coerced.
+    Fully blank rows are dropped but the index is kept, so ``index + 2`` is the row number in the
+    file (header = 1). Unreadable files raise one-line errors naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
+        try:
+            df = pd.read_excel(path, dtype=str).fillna("")
+        except Exception as exc:  # openpyxl raises many types for broken workbooks
+            raise ValueError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
+    else:
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                header = fh.readline()
+            sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
+            df = read_csv(path, sep=sep, encoding="utf-8-sig")
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            msg = str(exc).strip().replace("\n", " ")
+            raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.apply(lambda col: col.astype(str).str.strip())
+    return df[(df != "").any(axis=1)]

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from endoctl.io import read_table as io_read_table
+
 # Columns that are never class columns (lower-case), in truth and prediction files alike.
 METADATA_COLUMNS = frozenset({
     "image_path", "predicted_class", "dataset", "source", "image_id", "path", "label", "target_class",
@@ -55,32 +57,13 @@ class EvaluationError(ValueError):
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV (``,``/``;``/tab from the header) or xlsx with every cell as stripped text.
-
-    Text keeps float cells exact (``str(float)`` round-trips) and lets empty or non-numeric
-    probabilities be reported by row instead of being silently coerced. Fully blank rows are
-    dropped but the index is kept, so ``index + 2`` is the row number in the file (header = 1).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-        try:
-            df = pd.read_excel(path, dtype=str).fillna("")
-        except Exception as exc:  # openpyxl raises many types for broken workbooks
-            raise EvaluationError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
-    else:
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                header = fh.readline()
-            sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            msg = str(exc).strip().replace("\n", " ")
-            raise EvaluationError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    df = df.apply(lambda col: col.astype(str).str.strip())
-    return df[(df != "").any(axis=1)]
+    """:func:`endoctl.io.read_table`, its unreadable-file errors as :class:`EvaluationError`."""
+    try:
+        return io_read_table(path)
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _posix(values: pd.Series) -> pd.Series:
