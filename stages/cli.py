@@ -316,10 +316,11 @@ def evaluate(
     predictions: Annotated[Path, typer.Option(help="Predictions (CE24 submission xlsx/CSV or `endoctl predict` CSV: image_path + one probability column per class), or a folder of them.")],
     out: Annotated[Path, typer.Option(help="Report JSON; for a predictions folder (or an existing folder), a folder receiving <file stem>_metrics.json per file.")],
     report: Annotated[str, typer.Option(help="full: paper metrics, per-class, confusion matrix, per-source, bootstrap CIs (+ the ce24 report); ce24: exactly the CE24 organisers' report.")] = "full",
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for confusion_matrix.png, roc.png, roc.csv, confusion.csv (a sub-folder per file for a predictions folder).")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for confusion_matrix.png, roc.png, roc.csv, roc_micro.csv, confusion.csv (a sub-folder per file for a predictions folder).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs of the full report (0: none); whole groups when the truth has a group column.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed; same inputs and seed give identical reports.")] = 0,
     convention: Annotated[Optional[str], typer.Option(help="CE24 class-wise metrics from argmax or from thresholding each probability at 0.5 (default: threshold for class_label truth, like the organisers' test reports; else argmax).")] = None,
+    metrics_out: Annotated[Optional[Path], typer.Option("--metrics", help="Also write the headline numbers of a full report (paper metrics + CI bounds, CE24 headline, per source) here: the file for `dvc metrics`.")] = None,
 ) -> None:
     """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots."""
     from rich.markup import escape
@@ -336,6 +337,8 @@ def evaluate(
     if not truth.is_file():
         _fail(f"--truth file not found: {truth}")
     folder = predictions.is_dir()
+    if metrics_out is not None and (report != "full" or folder):
+        _fail("--metrics needs --report full and a single predictions file")
     if folder:
         files = metrics.prediction_files(predictions, exclude=[truth])
         if not files:
@@ -360,6 +363,8 @@ def evaluate(
     into_folder = folder or out.is_dir()
     for file, data, rep in results:
         write_text(out / f"{file.stem}_metrics.json" if into_folder else out, metrics.dumps(rep))
+        if metrics_out is not None:
+            write_text(metrics_out, metrics.dumps(metrics.headline(rep)))
         if plots is not None:
             from endoctl.plots import write_plots
 
@@ -385,7 +390,7 @@ def predict(
     class_mapping: Annotated[Optional[Path], typer.Option(help="A split's class_mapping.json: the classes of timm/Lightning weights (checked against an endoctl checkpoint's own).")] = None,
     model_name: Annotated[Optional[str], typer.Option(help="timm model name, for weights that do not say (e.g. eva02_base_patch14_224).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N] (default: cuda when available).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda[:N] or auto (the default: cuda when available).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Image-decoding processes (0: in the main process; default: all cores up to 16 on cuda; on cpu 0 up to 4 cores, else 2).")] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the model (fast path only; pays off on long runs).")] = False,
     fast: Annotated[bool, typer.Option(help="inference_mode + channels-last + bf16 autocast where supported; --no-fast: fp32 eager.")] = True,
@@ -402,7 +407,8 @@ def predict(
     from endoctl import predict as inference
     from endoctl.model import load_for_inference
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         _fail(f"--device {device}: CUDA is not available here (use --device cpu)")
     error = None
@@ -542,6 +548,10 @@ def build_splits(
     folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     max_distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")] = 10,
+    dhash_distance: Annotated[int, typer.Option(help="dHash distance confirming a pHash match.")] = 16,
+    sequence_gap: Annotated[int, typer.Option(help="Frame-number gap linking frames of one video.")] = 5,
+    sequence_distance: Annotated[int, typer.Option(help="pHash distance for sequence links.")] = 24,
+    max_group_share: Annotated[float, typer.Option(help="Warn when one group holds more than this share.")] = 0.25,
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = 0,
 ) -> None:
@@ -558,8 +568,8 @@ def build_splits(
         manifests.append(out / "ingest" / f"{name}.csv")
         ingest(path, fmt, name, manifests[-1], None, Path("."), workers, 178_956_970, False)
     duplicates = out / "duplicates.csv"
-    dedupe(manifests, duplicates, max_distance, 16, 5, 24, r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$", workers)
-    split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, 0.25,
+    dedupe(manifests, duplicates, max_distance, dhash_distance, sequence_gap, sequence_distance, r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$", workers)
+    split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, max_group_share,
           [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt])
 
 

@@ -682,6 +682,28 @@ def summary(name: str, report: Mapping) -> str:
             f"macro F1 {report['f1_macro']:.4f}, mAP {report['map_macro']:.4f}")
 
 
+HEADLINE = ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro")
+
+
+def headline(report: Mapping) -> dict:
+    """The few numbers worth a column in ``dvc metrics show/diff`` and ``dvc exp show``.
+
+    A full report has hundreds of leaves (per class, per source, CIs of each); DVC would show every
+    one. This keeps the paper's four metrics with their CI bounds, accuracy, the other AUCs, the
+    CE24 organisers' headline numbers and each source's balanced accuracy and macro AUC.
+    """
+    ci = (report.get("bootstrap") or {}).get("ci", {})
+    out: dict = {k: report[k] for k in (*HEADLINE, "accuracy", "auc_micro", "auc_weighted", "n_images")}
+    for k in HEADLINE:
+        if k in ci:
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = ci[k]["low"], ci[k]["high"]
+    out["ce24"] = {k: v for k, v in report["ce24"].items() if k != "class_wise_metrics"}
+    if "per_source" in report:
+        out["per_source"] = {name: {k: src[k] for k in ("balanced_accuracy", "auc_macro", "n_images")}
+                             for name, src in report["per_source"].items()}
+    return out
+
+
 def report_notes(data: EvalData) -> list[str]:
     """Notes worth printing for a ce24 report, which has no room for them."""
     support = np.bincount(data.y, minlength=len(data.classes))

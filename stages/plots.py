@@ -2,10 +2,11 @@
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, so no global state and no
 display backend), at a fixed DPI and without the version stamp in the PNG metadata, so the same
-data give the same bytes. The CSVs fit DVC's templates: ``roc.csv`` (``fpr,tpr,class``; per
-class plus ``micro`` and ``macro``) for ``template: simple``/``linear`` with ``x: fpr``,
-``y: tpr``, and ``confusion.csv`` (one ``actual,predicted`` row per image) for
-``template: confusion``.
+data give the same bytes. The CSVs: ``roc.csv`` (``fpr,tpr,class``; per class plus ``micro`` and
+``macro``) for people and notebooks; ``roc_micro.csv`` (``fpr,tpr``, the micro-average curve alone)
+for DVC's ``template: simple`` with ``x: fpr``, ``y: tpr`` (DVC templates cannot split one file
+into curves by a column, and one curve per revision is what ``dvc plots diff`` compares); and
+``confusion.csv`` (one ``actual,predicted`` row per image) for ``template: confusion``.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def _save(fig, path: Path) -> None:
 
 def write_plots(out_dir: str | Path, y: np.ndarray, proba: np.ndarray, classes: Sequence[str],
                 report: dict | None = None, title: str = "") -> list[Path]:
-    """Write confusion_matrix.png, roc.png, roc.csv and confusion.csv into ``out_dir``.
+    """Write confusion_matrix.png, roc.png, roc.csv, roc_micro.csv and confusion.csv into ``out_dir``.
 
     AUCs in the ROC legend come from ``report`` (a full report) when given, so the figure shows
     exactly the report's numbers; otherwise they are computed here.
@@ -193,11 +194,12 @@ def write_plots(out_dir: str | Path, y: np.ndarray, proba: np.ndarray, classes: 
         defined = per[~np.isnan(per)]
         aucs.update(micro=micro_auc(y, proba), macro=float(defined.mean()) if len(defined) else None)
     aucs = {k: (None if v is None or not np.isfinite(v) else v) for k, v in aucs.items()}
-    paths = [out_dir / name for name in ("confusion_matrix.png", "roc.png", "roc.csv", "confusion.csv")]
+    paths = [out_dir / name for name in ("confusion_matrix.png", "roc.png", "roc.csv", "roc_micro.csv", "confusion.csv")]
     heading = f"{title}: " if title else ""
     accuracy = f", balanced accuracy {report['balanced_accuracy']:.3f}" if report and "balanced_accuracy" in report else ""
     _save(confusion_figure(cm, classes, f"{heading}confusion matrix, {len(y):,} images{accuracy}"), paths[0])
     _save(roc_figure(table, aucs, f"{heading}ROC curves (one class vs rest)"), paths[1])
     write_csv(paths[2], table)
-    write_csv(paths[3], confusion_table(y, pred, classes))
+    write_csv(paths[3], table.loc[table["class"] == "micro", ["fpr", "tpr"]])
+    write_csv(paths[4], confusion_table(y, pred, classes))
     return paths

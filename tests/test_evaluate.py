@@ -204,6 +204,26 @@ def test_full_report_known_answers(tmp_path: Path) -> None:
     assert r["bootstrap"] is None
 
 
+def test_metrics_file_holds_the_headline_of_the_full_report(tmp_path: Path) -> None:
+    truth, pred = write_case(tmp_path)
+    write_csv(tmp_path / "pred.csv", pred)
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
+                   "--metrics", tmp_path / "m.json", "--bootstrap", 50)
+    assert res.exit_code == 0, res.output
+    r, m = (json.loads((tmp_path / f).read_text()) for f in ("r.json", "m.json"))
+    for key in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "accuracy", "n_images"):
+        assert m[key] == r[key]
+    ci = r["bootstrap"]["ci"]["balanced_accuracy"]
+    assert (m["balanced_accuracy_ci_low"], m["balanced_accuracy_ci_high"]) == (ci["low"], ci["high"])
+    assert m["ce24"]["mean_auc"] == r["ce24"]["mean_auc"] and "class_wise_metrics" not in m["ce24"]
+    assert m["per_source"]["s2"] == {k: r["per_source"]["s2"][k] for k in ("balanced_accuracy", "auc_macro", "n_images")}
+    assert "per_class" not in m and "confusion_matrix" not in m  # small enough for `dvc metrics show`
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "c.json",
+                   "--report", "ce24", "--metrics", tmp_path / "m2.json")
+    assert res.exit_code == 2 and "--metrics needs --report full" in res.stderr
+    assert not (tmp_path / "m2.json").exists()
+
+
 def test_rows_in_any_order_give_the_same_report(tmp_path: Path) -> None:
     truth, pred = write_case(tmp_path)
     write_csv(tmp_path / "pred.csv", pred)
@@ -408,17 +428,22 @@ def test_plots_and_dvc_plot_files(tmp_path: Path) -> None:
         outputs.append(tmp_path / f"plots_{run}" / "model")
     assert "bootstrap resamples of groups" in res.stdout
     first, second = outputs
-    assert sorted(p.name for p in first.iterdir()) == ["confusion.csv", "confusion_matrix.png", "roc.csv", "roc.png"]
+    assert sorted(p.name for p in first.iterdir()) == ["confusion.csv", "confusion_matrix.png", "roc.csv", "roc.png",
+                                                       "roc_micro.csv"]
     for name in ("confusion_matrix.png", "roc.png"):
         width, height = png_size(first / name)
         assert width >= 800 and height >= 500 and (first / name).stat().st_size > 30_000
-    for name in ("confusion_matrix.png", "roc.png", "roc.csv", "confusion.csv"):
+    for name in ("confusion_matrix.png", "roc.png", "roc.csv", "roc_micro.csv", "confusion.csv"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name  # deterministic
     assert (tmp_path / "one" / "model_metrics.json").read_bytes() == (tmp_path / "two" / "model_metrics.json").read_bytes()
     roc = pd.read_csv(first / "roc.csv")
     assert list(roc.columns) == ["fpr", "tpr", "class"]
     assert set(roc["class"]) == {*data.classes, "micro", "macro"}
     assert roc["fpr"].between(0, 1).all() and roc["tpr"].between(0, 1).all()
+    micro = pd.read_csv(first / "roc_micro.csv")  # the one curve DVC plots per revision
+    expected = roc.loc[roc["class"] == "micro", ["fpr", "tpr"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(micro, expected)
+    assert micro["fpr"].is_monotonic_increasing and micro["tpr"].is_monotonic_increasing
     confusion = pd.read_csv(first / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(data.y)
     assert set(confusion["actual"]) <= set(data.classes)

@@ -1,4 +1,10 @@
-"""The pipeline through real DVC in a temporary git repo: synth -> ingest -> dedupe -> split."""
+"""The whole pipeline through real DVC in a temporary git repo, as a newcomer runs it.
+
+synth -> ingest -> dedupe -> split -> pretrain -> finetune -> predict -> evaluate, then what users do
+next: repro again (nothing runs), change a parameter (only what depends on it reruns), compare with
+`dvc metrics diff`, run an experiment with `dvc exp run -S`, render `dvc plots show`, and rebuild
+the splits without DVC (`endoctl build-splits`).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,16 @@ from endoctl.io import read_csv
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-SMALL_SYNTH = {"seed": 3, "videos": 2, "frames_per_video": 8, "kid_patients": 2,
-               "kid_images_per_patient": 4, "ce24_copy_fraction": 0.6, "ce24_test_videos": 1}
+
+def git_commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=endoctl", "-c", "user.email=endoctl@localhost", "commit", "-qm", message], repo)
+
+
+def set_param(repo: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -32,15 +46,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synth"] = SMALL_SYNTH
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(ROOT / "params.yaml", repo)  # the demo exactly as `make repro` runs it
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.name=endoctl", "-c", "user.email=endoctl@localhost", "commit", "-qm", "init"], repo)
+    git_commit(repo, "init")
     run(["dvc", "repro"], repo)
+    git_commit(repo, "demo run")  # a baseline for `dvc metrics diff`
     return repo
 
 
@@ -54,7 +66,7 @@ def test_repro_ingests_every_demo_source(repo: Path) -> None:
         assert len(rejected) >= 1, f"the demo plants corrupt files in every source ({name})"
     kc = read_csv(repo / "manifests" / "ingest" / "kvasir-capsule.csv")
     assert (kc["patient_id"].str.len() == 16).all()
-    assert kc["patient_id"].nunique() == SMALL_SYNTH["videos"]
+    assert kc["patient_id"].nunique() == params["synth"]["videos"]
     ce24 = read_csv(repo / "manifests" / "ingest" / "ce24.csv")
     assert set(ce24["official_split"]) == {"training", "validation", "test"}
     # CE24 copies are re-encodings: same file names as in the sources, different bytes.
@@ -80,15 +92,97 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
         assert json.loads((folder / "class_mapping.json").read_text())["angioectasia"] == 0
 
 
+def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: Path) -> None:
+    import json
+
+    for stage in ("pretrain", "finetune"):
+        assert (repo / "models" / stage / "best.pt").is_file() and (repo / "models" / stage / "last.pt").is_file()
+        logged = json.loads((repo / "metrics" / stage / "metrics.json").read_text())
+        assert {"train", "val", "best"} <= set(logged)
+        assert (repo / "metrics" / stage / "plots" / "metrics" / "val" / "balanced_accuracy.tsv").is_file()
+    test = json.loads((repo / "metrics" / "test.json").read_text())
+    report = json.loads((repo / "metrics" / "test" / "report.json").read_text())
+    assert test["balanced_accuracy"] == report["balanced_accuracy"]
+    assert test["n_images"] == len(read_csv(repo / "manifests" / "ce24" / "test.csv"))
+    present = [c for c, v in report["per_class"].items() if v["support"] > 0]
+    chance = 1 / len(present)
+    assert test["balanced_accuracy"] > 2 * chance, (test["balanced_accuracy"], present)
+    assert test["auc_macro"] > 0.75
+    for name in ("roc.png", "confusion_matrix.png", "roc.csv", "roc_micro.csv", "confusion.csv"):
+        assert (repo / "metrics" / "test" / name).stat().st_size > 0
+    # the submission file passes evaluate's sanity check against CE24's own test truth
+    submission = repo / "metrics" / "predictions" / "ce24-submission.xlsx"
+    out = run(["endoctl", "evaluate", "--truth", "raw/demo/ce24/testing/test_data.xlsx", "--predictions",
+               str(submission), "--report", "ce24", "--out", str(tmp_path / "ce24.json")], repo)
+    assert "evaluate (ce24 report" in out
+    assert json.loads((tmp_path / "ce24.json").read_text())["mean_auc"] > 0.5
+
+
+def test_dvc_plots_show_renders_training_curves_roc_and_confusion(repo: Path, tmp_path: Path) -> None:
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for title in ("ROC (held-out test, micro average)", "Confusion matrix (held-out test)",
+                  "metrics/finetune/plots/metrics/val/balanced_accuracy", "metrics/pretrain/plots/metrics/train/loss"):
+        assert title in html, title
+    assert {p.name.rsplit("_", 1)[-1] for p in (tmp_path / "plots" / "static").iterdir()} >= {"roc.png", "matrix.png"}
+
+
+def test_build_splits_standalone_equals_the_dvc_stages(repo: Path, tmp_path: Path) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    sources = [f"--source={name}={spec['format']}:{spec['path']}" for name, spec in params["ingest"]["sources"].items()]
+    split = params["split"]
+    for target, spec in split["targets"].items():
+        out = tmp_path / target
+        run(["endoctl", "build-splits", *sources, "--target", target, "--out", str(out), *spec["args"].split(),
+             "--test-fraction", str(split["test_fraction"]), "--folds", str(split["folds"]),
+             "--seed", str(split["seed"]), "--max-group-share", str(split["max_group_share"]),
+             *(f"--{key.replace('_', '-')}={params['dedupe'][key]}"
+               for key in ("max_distance", "dhash_distance", "sequence_gap", "sequence_distance"))], repo)
+        for name in ("train_val.csv", "test.csv", "excluded.csv", "class_mapping.json"):
+            assert (out / target / name).read_bytes() == (repo / "manifests" / target / name).read_bytes(), name
+    for name in ("duplicates.csv", "duplicate_pairs.csv"):
+        assert (tmp_path / "ce24" / name).read_bytes() == (repo / "manifests" / name).read_bytes(), name
+
+
 def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Path) -> None:
     assert "up to date" in run(["dvc", "status"], repo)
     out = run(["dvc", "repro"], repo)
     assert "Running stage" not in out
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     before = (repo / "manifests" / "ingest" / "kid.csv").read_bytes()
-    params["ingest"]["workers"] = 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_param(repo, "ingest", "workers", 1)
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'ingest@kid'" in out and "Running stage 'synth'" not in out
     assert "Running stage 'dedupe'" not in out  # ingest outputs unchanged: nothing downstream reruns
     assert (repo / "manifests" / "ingest" / "kid.csv").read_bytes() == before  # worker count never changes output
+
+
+def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(repo: Path) -> None:
+    import json
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    set_param(repo, "finetune", "lr", params["finetune"]["lr"] * 4)
+    out = run(["dvc", "repro"], repo)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"finetune", "predict@test", "predict@ce24-submission", "evaluate"}, ran
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo))
+    changed = diff["metrics/test.json"]
+    assert changed and all(set(v) == {"old", "new", "diff"} for v in changed.values())
+    assert any(v["diff"] for v in changed.values())
+    assert "metrics/finetune/metrics.json" in diff
+    git_commit(repo, "finetune lr x4")
+
+
+def test_exp_run_with_a_set_param_is_a_comparable_experiment(repo: Path) -> None:
+    import json
+
+    run(["dvc", "exp", "run", "-S", "finetune.lr=0.0001", "-n", "low-lr"], repo)
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    exps = [exp for row in rows for exp in (row.get("experiments") or [])]
+    named = [e for e in exps if e.get("name") == "low-lr"]
+    assert named, [e.get("name") for e in exps]
+    data = named[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["finetune"]["lr"] == 0.0001
+    test = data["metrics"]["metrics/test.json"]["data"]
+    assert 0 <= test["balanced_accuracy"] <= 1
+    diff = run(["dvc", "exp", "diff", "HEAD", "low-lr"], repo)
+    assert "finetune.lr" in diff and "balanced_accuracy" in diff
