@@ -1,0 +1,85 @@
+"""params.yaml, params.paper.yaml, dvc.yaml and the README agree with each other and with the code."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from endoctl.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_stage_has_its_own_params_section() -> None:
+    params, stages = load("params.yaml"), load("dvc.yaml")["stages"]
+    assert list(params) == list(stages)  # one section per stage, in pipeline order
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for entry in body.get("params", []):
+            assert str(entry).split(".")[0] == name, f"stage {name} reads params outside its section: {entry}"
+
+
+def test_training_sections_are_exactly_the_train_options() -> None:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    params = load("params.yaml")
+    for stage in ("pretrain", "finetune"):
+        assert set(params[stage]) == fields, set(params[stage]) ^ fields
+        command = load("dvc.yaml")["stages"][stage]["cmd"]
+        passed = set(re.findall(r"--([a-z0-9-]+) ", command))
+        assert passed == {f.replace("_", "-") for f in fields}, passed ^ {f.replace("_", "-") for f in fields}
+
+
+def test_paper_settings_override_existing_keys_only() -> None:
+    base, paper = leaves(load("params.yaml")), leaves(load("params.paper.yaml"))
+    assert paper and set(paper) <= set(base), set(paper) - set(base)
+    for key, value in paper.items():
+        assert isinstance(value, type(base[key])) or (isinstance(value, int) and isinstance(base[key], float)), key
+    assert paper["pretrain.model_name"] == paper["finetune.model_name"] == "eva02_base_patch14_224.mim_in22k"
+
+
+def test_readme_experiment_command_equals_params_paper() -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"^dvc exp run -n paper \\\n((?:    .*\n)+)", readme, re.M)
+    assert match, "README lost the `dvc exp run -n paper` block"
+    words = shlex.split(match.group(1).replace("\\\n", " "))
+    assert words[::2] == ["-S"] * (len(words) // 2)
+    given = dict(w.split("=", 1) for w in words[1::2])
+    assert given == {k: str(v) for k, v in leaves(load("params.paper.yaml")).items()}
+
+
+@pytest.mark.slow
+def test_paper_model_and_optimizer_build_offline() -> None:
+    """EVA-02-B at 224 with drop path and layer-wise lr decay, as the paper settings ask (random init)."""
+    from timm.optim import create_optimizer_v2
+
+    from endoctl.train import _create_for_training
+
+    paper = load("params.paper.yaml")["finetune"]
+    keys = ("model_name", "img_size", "drop_path_rate")
+    config = TrainConfig(**{k: paper[k] for k in keys}, pretrained_file="")
+    model = _create_for_training(config, num_classes=10, weights=False)
+    assert sum(p.numel() for p in model.parameters()) > 85_000_000
+    assert model.patch_embed.img_size == (224, 224) and model.head.out_features == 10
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=paper["lr"], weight_decay=0.05,
+                                    layer_decay=paper["layer_decay"])
+    scales = sorted({round(g["lr_scale"], 6) for g in optimizer.param_groups})
+    assert scales[-1] == 1.0 and scales[0] == pytest.approx(paper["layer_decay"] ** 13, rel=1e-4)
