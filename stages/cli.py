@@ -538,6 +538,53 @@ train_app.command("pretrain", help="Pre-train on the merged dataset (params.yaml
 train_app.command("finetune", help="Fine-tune on CE24 from models/pretrain/best.pt (params.yaml `finetune`): new head, models/finetune.")(_train)
 
 
+@app.command()
+def cache(
+    split_dir: Annotated[Path, typer.Argument(help="Split folder (train_val.csv and/or test.csv, class_mapping.json).")],
+    out: Annotated[Path, typer.Option(help="Cached split folder: images/, the split CSVs pointing at them, class_mapping.json, rejected.csv.")],
+    size: Annotated[int, typer.Option(help="Shorter side of the cached JPEGs in pixels (never enlarged); >= the training img_size.")] = 256,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the cached images.")] = 95,
+    data_root: Annotated[Path, typer.Option(help="Folder the split CSV paths are relative to.")] = Path("."),
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
+) -> None:
+    """Pre-resize a split folder's images once, so training decodes small JPEGs every epoch."""
+    import os
+
+    from rich.markup import escape
+
+    from endoctl.cache import build_cache, write_cache
+
+    if not split_dir.is_dir():
+        _fail(f"split folder not found: {split_dir}")
+    if out.resolve() == split_dir.resolve():
+        _fail(f"--out must differ from the split folder {split_dir}")
+    workers = workers or os.cpu_count() or 1
+    error = None
+    with _progress() as progress:
+        task = progress.add_task(f"cache {split_dir.name}", total=None, rate="")
+        began = time.perf_counter()
+
+        def tick(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - began, 1e-9)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} img/s")
+
+        try:
+            result = build_cache(split_dir, out, size, quality, data_root, workers, tick)
+        except (ValueError, FileNotFoundError) as exc:
+            error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    write_cache(result, split_dir, out)
+    total = result.images + len(result.rejected)
+    rows = ", ".join(f"{name} {len(df)}" for name, df in result.tables.items())
+    typer.echo(
+        f"cache {split_dir.name}: {total} images = cached {result.images} + rejected {len(result.rejected)}"
+        + (f" (see {out / 'rejected.csv'})" if len(result.rejected) else "")
+        + f"; rows {rows}; shorter side <= {size} px, JPEG q{quality}; {result.seconds:.1f} s, "
+        f"{total / max(result.seconds, 1e-9):,.0f} img/s, {workers} workers -> {out}"
+    )
+
+
 @app.command("build-splits")
 def build_splits(
     source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc.")],

@@ -1,0 +1,156 @@
+"""Pre-resized image cache: pay the decode of full-size images once, not once per epoch.
+
+A capsule frame or an endoscopy photo is decoded and resized every time training draws it; at
+many epochs and a GPU that waits, that decode is the bottleneck. ``endoctl cache`` writes each
+image of a split folder once as a JPEG whose shorter side is ``size`` (never enlarged), and a copy
+of the split folder whose ``path`` column points at those files (``source_path`` keeps the
+original). Training reads the cached folder like any split folder, so nothing else changes.
+
+Cached names follow ``image_id`` (``<source>/<path in the source>``), so two split folders of the
+same images produce identical files (DVC's content-addressed cache stores them once). Images that
+cannot be read go to ``rejected.csv`` with the reason: rows in = cached + rejected.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+from PIL import Image
+
+from endoctl.imaging import ImageRejected
+from endoctl.io import read_csv, write_bytes, write_csv
+from endoctl.predict import open_rgb
+
+SPLIT_FILES = ("train_val.csv", "test.csv")
+COPIED_FILES = ("class_mapping.json",)
+CHUNK = 32  # images per worker task: amortises process hand-off, keeps the progress bar moving
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    tables: dict[str, pd.DataFrame]  # split file name -> rows with cached paths
+    rejected: pd.DataFrame  # image_id, path, reason
+    images: int  # distinct images cached
+    seconds: float
+
+
+def cached_name(image_id: str) -> str:
+    """Relative file name of an image's cached copy: its ``image_id``, as a ``.jpg``."""
+    parts = [p for p in PurePosixPath(image_id.replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
+    if not parts:
+        raise ValueError(f"image_id {image_id!r} names no file")
+    name = PurePosixPath(*parts)
+    return str(name if name.suffix.lower() in (".jpg", ".jpeg") else name.with_name(name.name + ".jpg"))
+
+
+def shrink(im: Image.Image, size: int) -> Image.Image:
+    """``im`` with its shorter side at most ``size`` (aspect kept, never enlarged)."""
+    short = min(im.size)
+    if short <= size:
+        return im
+    scale = size / short
+    target = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def encode(path: Path, size: int, quality: int) -> bytes:
+    """The cached JPEG bytes of one image (raises :class:`ImageRejected` with why)."""
+    im = open_rgb(path)
+    out = io.BytesIO()
+    shrink(im, size).save(out, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    return out.getvalue()
+
+
+def _work(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[str, str | None]]:
+    """Cache one chunk of (image_id, path); return (image_id, None) or (image_id, reason)."""
+    items, root, out_dir, size, quality = args
+    done = []
+    for image_id, path in items:
+        try:
+            write_bytes(Path(out_dir) / cached_name(image_id), encode(Path(root) / path, size, quality))
+            done.append((image_id, None))
+        except ImageRejected as exc:
+            done.append((image_id, str(exc)))
+    return done
+
+
+def read_split(split_dir: Path) -> dict[str, pd.DataFrame]:
+    """The split CSVs present in ``split_dir`` (at least one), each with a ``path`` column."""
+    tables = {}
+    for name in SPLIT_FILES:
+        file = split_dir / name
+        if file.is_file():
+            df = read_csv(file)
+            missing = [c for c in ("image_id", "path") if c not in df.columns]
+            if missing:
+                raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
+            tables[name] = df
+    if not tables:
+        raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in {split_dir} (run `endoctl split` first)")
+    return tables
+
+
+def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, quality: int = 95,
+                data_root: str | Path = ".", workers: int = 1,
+                on_progress: Callable[[int, int], None] | None = None) -> CacheResult:
+    """Cache every image of a split folder under ``out_dir/images`` and return the re-pointed tables.
+
+    Paths in the returned tables are ``out_dir/images/<cached name>`` as given (relative when
+    ``out_dir`` is), like the split CSVs' own paths relative to ``data_root``.
+    """
+    if size < 8 or not 1 <= quality <= 100:
+        raise ValueError(f"size must be >= 8 and quality in 1..100, got size {size}, quality {quality}")
+    started = time.perf_counter()
+    split_dir, out_dir = Path(split_dir), Path(out_dir)
+    tables = read_split(split_dir)
+    rows = pd.concat(list(tables.values()), ignore_index=True)[["image_id", "path"]]
+    conflicting = rows.groupby("image_id")["path"].nunique()
+    if (conflicting > 1).any():
+        raise ValueError(f"{split_dir}: image_id {conflicting[conflicting > 1].index[0]!r} has several paths")
+    unique = rows.drop_duplicates("image_id").sort_values("image_id", kind="stable")
+    items = list(zip(unique["image_id"], unique["path"]))
+    images_dir = out_dir / "images"
+    jobs: Iterator = ((items[i:i + CHUNK], str(data_root), str(images_dir), size, quality)
+                      for i in range(0, len(items), CHUNK))
+    reasons: dict[str, str] = {}
+    done = 0
+
+    def collect(parts: Iterator[list[tuple[str, str | None]]]) -> None:
+        nonlocal done
+        for part in parts:
+            reasons.update({image_id: why for image_id, why in part if why is not None})
+            done += len(part)
+            if on_progress:
+                on_progress(done, len(items))
+
+    if workers > 1 and len(items) > CHUNK:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            collect(pool.imap(_work, jobs))
+    else:
+        collect(map(_work, jobs))
+    out = {}
+    for name, df in tables.items():
+        keep = ~df["image_id"].isin(reasons)
+        cached = df.loc[keep].copy()
+        cached.insert(cached.columns.get_loc("path") + 1, "source_path", cached["path"])
+        cached["path"] = [(images_dir / cached_name(i)).as_posix() for i in cached["image_id"]]
+        out[name] = cached.reset_index(drop=True)
+    rejected = unique[unique["image_id"].isin(reasons)].assign(reason=lambda d: d["image_id"].map(reasons))
+    return CacheResult(out, rejected.reset_index(drop=True), len(items) - len(reasons), time.perf_counter() - started)
+
+
+def write_cache(result: CacheResult, split_dir: str | Path, out_dir: str | Path) -> None:
+    """Write the re-pointed split CSVs, a copy of the class mapping and ``rejected.csv``."""
+    split_dir, out_dir = Path(split_dir), Path(out_dir)
+    for name, df in result.tables.items():
+        write_csv(out_dir / name, df)
+    for name in COPIED_FILES:
+        if (split_dir / name).is_file():
+            write_bytes(out_dir / name, (split_dir / name).read_bytes())
+    write_csv(out_dir / "rejected.csv", result.rejected)

@@ -1,0 +1,114 @@
+"""`endoctl cache`: pre-resized copies of a split folder's images that training reads unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from endoctl import data as datamod
+from endoctl.cache import build_cache, cached_name, shrink, write_cache
+from endoctl.cli import app
+from endoctl.io import read_csv, write_csv
+
+from conftest import scene
+
+runner = CliRunner()
+
+
+def make_split(root: Path) -> Path:
+    """A split folder over large JPEG/PNG images, one small image and one corrupt file."""
+    rows = []
+    images = [("a/big.jpg", (640, 480)), ("a/tall.png", (300, 900)), ("b/small.jpg", (90, 70)),
+              ("b/photo.JPEG", (1000, 700)), ("b/broken.jpg", None)]
+    for i, (name, size) in enumerate(images):
+        path = root / "raw" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if size is None:
+            path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        else:
+            scene(i, size).save(path, quality=92) if path.suffix.lower() != ".png" else scene(i, size).save(path)
+        rows.append({"image_id": f"demo/{name}", "source": "demo", "path": f"raw/{name}", "label": "x",
+                     "target_class": ["normal", "polyp"][i % 2], "group": f"g{i}", "fold": "" if i == 4 else str(i % 2)})
+    split = root / "manifests" / "demo"
+    df = pd.DataFrame(rows)
+    write_csv(split / "train_val.csv", df[df["fold"] != ""])
+    write_csv(split / "test.csv", df[df["fold"] == ""])
+    (split / "class_mapping.json").write_text(json.dumps({"normal": 0, "polyp": 1}))
+    return split
+
+
+def test_cached_names_stay_inside_the_cache_and_are_jpegs() -> None:
+    assert cached_name("kid/a/b.jpg") == "kid/a/b.jpg"
+    assert cached_name("ce24/x/y.png") == "ce24/x/y.png.jpg"  # keeps ids unique: y.png and y.jpg differ
+    assert cached_name("s/../../etc/p.JPEG") == "s/etc/p.JPEG"
+    with pytest.raises(ValueError, match="names no file"):
+        cached_name("../")
+
+
+def test_shrink_keeps_aspect_and_never_enlarges() -> None:
+    assert shrink(Image.new("RGB", (640, 480)), 240).size == (320, 240)
+    assert shrink(Image.new("RGB", (300, 900)), 100).size == (100, 300)
+    small = Image.new("RGB", (120, 100))
+    assert shrink(small, 256) is small
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cache_accounts_for_every_image_and_training_reads_it(tmp_path: Path, monkeypatch, workers: int) -> None:
+    monkeypatch.chdir(tmp_path)
+    split = make_split(tmp_path)
+    result = build_cache(split.relative_to(tmp_path), "cache/demo", size=96, workers=workers)
+    write_cache(result, split, "cache/demo")
+    assert result.images + len(result.rejected) == 5  # images in = cached + rejected
+    assert result.rejected["image_id"].tolist() == ["demo/b/broken.jpg"] and result.rejected["reason"].str.len().min() > 5
+    test = read_csv("cache/demo/test.csv")
+    assert len(test) == 0  # the broken test image is reported in rejected.csv, not silently lost
+    train_val = read_csv("cache/demo/train_val.csv")
+    assert list(train_val.columns) == ["image_id", "source", "path", "source_path", "label", "target_class", "group", "fold"]
+    assert train_val["source_path"].tolist() == ["raw/a/big.jpg", "raw/a/tall.png", "raw/b/small.jpg", "raw/b/photo.JPEG"]
+    sizes = {}
+    for path in train_val["path"]:
+        assert path.startswith("cache/demo/images/demo/")
+        with Image.open(path) as im:
+            assert im.format == "JPEG" and im.mode == "RGB"
+            sizes[path.rsplit("/", 1)[-1]] = im.size
+    assert sizes == {"big.jpg": (128, 96), "tall.png.jpg": (96, 288), "small.jpg": (90, 70), "photo.JPEG": (137, 96)}
+    assert (tmp_path / "cache/demo/class_mapping.json").read_bytes() == (split / "class_mapping.json").read_bytes()
+    # the cached folder is a split folder: training loads it as it loads the original
+    loaded = datamod.load_split(Path("cache/demo"), 0)
+    assert len(loaded.train) + len(loaded.val) == 4 and loaded.class_names == ["normal", "polyp"]
+    original = np.asarray(Image.open("raw/a/big.jpg").convert("RGB").resize((128, 96), Image.Resampling.BICUBIC), float)
+    cached = np.asarray(Image.open("cache/demo/images/demo/a/big.jpg"), float)
+    assert np.abs(original - cached).mean() < 4  # a faithful copy, not a different image
+
+
+def test_cli_is_deterministic_and_reports_counts(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    split = make_split(tmp_path)
+    outputs = []
+    for run, workers in (("one", "1"), ("two", "2")):
+        res = runner.invoke(app, ["cache", "manifests/demo", "--out", run, "--size", "64", "--workers", workers])
+        assert res.exit_code == 0, res.output
+        assert "5 images = cached 4 + rejected 1" in res.stdout and "img/s" in res.stdout
+        outputs.append({p.relative_to(tmp_path / run).as_posix(): p.read_bytes()
+                        for p in sorted((tmp_path / run).rglob("*")) if p.is_file()})
+    one, two = outputs
+    assert set(one) == set(two) and len(one) == 4 + 4  # 4 images + train_val, test, class_mapping, rejected
+    for name in one:
+        if name.endswith(".csv"):
+            assert one[name].replace(b"one/", b"") == two[name].replace(b"two/", b""), name
+        else:
+            assert one[name] == two[name], name
+    res = runner.invoke(app, ["cache", "manifests/demo", "--out", "manifests/demo"])
+    assert res.exit_code == 2 and "--out must differ" in res.stderr
+    res = runner.invoke(app, ["cache", "manifests/none", "--out", "x"])
+    assert res.exit_code == 2 and "manifests/none" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["cache", "empty", "--out", "x"])
+    assert res.exit_code == 2 and "train_val.csv or test.csv" in res.stderr
+    assert split.is_dir()
