@@ -1,4 +1,5 @@
-"""GPU inference throughput of EVA-02-B through ``endoctl predict``'s own code, and a 1M-frame estimate.
+"""GPU throughput of EVA-02-B through endoctl's own code: training (``endoctl train``'s epoch loop)
+and inference (``endoctl predict``), with a 1M-frame capsule-study estimate.
 
 Run with ``make bench-gpu`` on a CUDA machine (exits with a message otherwise); about 3-5 min on
 one H100. Random-init ``eva02_base_patch14_224`` (nothing is downloaded), 10 classes, 224 px.
@@ -16,7 +17,11 @@ Rows (each in its own try: a failing row is reported and the rest still runs):
 3. end to end: ``endoctl.predict.predict_images`` on the files, fast path, with and without
    compile; steady-state img/s excludes the first batches (CUDA start-up, compilation), which are
    reported separately. A 1M-frame capsule study is extrapolated from the steady state plus the
-   start-up.
+   start-up;
+4. training (``endoctl.train.train_one_epoch``: bf16 autocast, AdamW with layer decay 0.7, warmup +
+   cosine, gradient clipping): on synthetic tensors already on the GPU (the model limit), the
+   training DataLoader alone (decode + endoscopy augmentations, the pipeline limit), and on the
+   files through that loader (what a real run gets).
 
 Writes benchmarks/results/gpu.md.
 """
@@ -169,6 +174,92 @@ def end_to_end(loaded: LoadedModel, images: ImageList, device: torch.device, bat
     return steady, max(startup, 0.0), total
 
 
+def train_rows(model_name: str, images: ImageList, device: torch.device, batch: int, workers: int,
+               steps: int) -> list[tuple[str, float, str]]:
+    """img/s of endoctl's training step: synthetic tensors, the training loader alone, and both."""
+    import pandas as pd
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from torch import nn
+
+    from endoctl import data as datamod
+    from endoctl.train import Dist, _amp_dtype, train_one_epoch
+
+    torch.manual_seed(0)
+    model = create_model(model_name, 10, drop_path_rate=0.1).to(device)
+    data_config = data_config_for(model, 224)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, layer_decay=0.7)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=1, warmup_epochs=0,
+                                       updates_per_epoch=10 * steps)
+    amp = _amp_dtype("auto", device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    criterion = nn.CrossEntropyLoss()
+    n = min(len(images.paths), batch * steps)
+    frame = pd.DataFrame({"path": images.paths[:n], "label": np.arange(n) % 10})
+    dataset = datamod.ImageDataset(frame, datamod.build_transform(data_config, True, datamod.Augment()), images.root)
+    loader = datamod.make_loader(dataset, batch, datamod.DistributedWeightedSampler(n), workers,
+                                 device.type == "cuda", drop_last=True)
+    size = data_config["input_size"][-1]
+    synthetic = [(torch.randn(batch, 3, size, size, device=device), torch.randint(0, 10, (batch,), device=device))
+                 for _ in range(4)]
+    rows = []
+
+    def timed(label: str, run, note: str) -> None:
+        try:
+            run(3)  # warm-up: cuDNN/cuBLAS plans, allocator, loader workers
+            sync(device)
+            start = time.perf_counter()
+            done = run(steps)
+            sync(device)
+            rows.append((label, done / (time.perf_counter() - start), note))
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            rows.append((label, float("nan"), f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"))
+            traceback.print_exc()
+        print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
+
+    def step(batches) -> int:
+        _, seen = train_one_epoch(model, batches, criterion, optimizer, scheduler, scaler, None, amp, 1.0, 0,
+                                  device, Dist())
+        return seen
+
+    def on_synthetic(k: int) -> int:
+        return step([synthetic[i % len(synthetic)] for i in range(k)])
+
+    def loader_only(k: int) -> int:
+        seen = 0
+        for i, (x, _) in enumerate(loader):
+            x.to(device, non_blocking=True)
+            seen += len(x)
+            if i + 1 == k:
+                break
+        return seen
+
+    class Limited(list):
+        """The first ``k`` batches of the training loader, drawn lazily (train_one_epoch needs len())."""
+
+        def __init__(self, k: int) -> None:
+            super().__init__()
+            self.k = k
+
+        def __len__(self) -> int:
+            return self.k
+
+        def __iter__(self):
+            for i, item in enumerate(loader):
+                if i == self.k:
+                    return
+                yield item
+
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[amp]
+    timed("train: synthetic tensors (model limit)", on_synthetic, f"batch {batch}, {precision} autocast, AdamW + layer decay")
+    timed("train: loader only (decode + augment, pipeline limit)", loader_only, f"{workers} workers, pinned memory")
+    timed("train: files through the loader", lambda k: step(Limited(k)), f"batch {batch}, {workers} workers")
+    del model, optimizer, synthetic
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=20_000, help="distinct file paths for the end-to-end run")
@@ -179,6 +270,8 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--iters", type=int, default=30, help="batches per model-only row")
     parser.add_argument("--data-dir", type=Path, default=None, help="build the replicated files here (default: a temp dir)")
+    parser.add_argument("--train-batch-size", type=int, default=128)
+    parser.add_argument("--train-steps", type=int, default=20, help="measured steps per training row (after 3 warm-up)")
     args = parser.parse_args()
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -234,10 +327,12 @@ def main() -> int:
                 rows.append((label, float("nan"), f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"))
                 traceback.print_exc()
             print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
+        del model, loaded
+        train = train_rows(args.model, images, device, args.train_batch_size, workers, args.train_steps)
     seconds = time.perf_counter() - began
     base = next((ips for label, ips, _ in rows if label == "model only: baseline" and np.isfinite(ips)), None)
     lines = [
-        f"# GPU predict benchmark ({gpu}, {args.model}, random init, 224 px)",
+        f"# GPU benchmark: predict and train ({gpu}, {args.model}, random init, 224 px)",
         "",
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, {workers} decode workers, batch {args.batch_size}; "
         f"files: {args.images:,} paths over {what}.",
@@ -249,6 +344,9 @@ def main() -> int:
         ratio = f"{ips / base:.2f}x" if base and np.isfinite(ips) else "–"
         value = f"{ips:,.0f}" if np.isfinite(ips) else "–"
         lines.append(f"| {label} | {value} | {ratio} | {note} |")
+    lines += ["", "| training | img/s | notes |", "|---|---:|---|"]
+    for label, ips, note in train:
+        lines.append(f"| {label} | {f'{ips:,.0f}' if np.isfinite(ips) else '–'} | {note} |")
     lines.append("")
     for label, minutes, steady in study:
         lines.append(f"- {STUDY:,}-frame capsule study, {label.split(': ', 1)[1]}: **{minutes:.1f} min** "

@@ -19,10 +19,11 @@ runner = CliRunner()
 def test_every_command_has_useful_help() -> None:
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "evaluate"]
-    for command in commands:
-        assert command in top.output
-        res = runner.invoke(app, [command, "--help"])
+    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "cache", "train",
+                "predict", "evaluate"]
+    for command in [*commands, "train pretrain", "train finetune"]:
+        assert command.split()[-1] in top.output or command.startswith("train ")
+        res = runner.invoke(app, [*command.split(), "--help"])
         assert res.exit_code == 0 and "Usage" in res.output, command
     ingest_help = runner.invoke(app, ["ingest", "--help"]).output
     for option in ("--format", "--source", "--out", "--workers", "--labels", "--strict", "kvasir-capsule"):
