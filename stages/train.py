@@ -449,7 +449,7 @@ def _load_training_state(path: Path, config: TrainConfig) -> dict:
     """``last.pt`` for ``--resume``, checked to be a training checkpoint of the same model."""
     from endoctl import model as modelmod
 
-    state = modelmod.read_weights(path)
+    state = modelmod.read_weights(path, tolerant=False)  # every object must come back as saved
     missing = [k for k in ("format", "state_dict", "optimizer", "scheduler", "epoch", "rng", "best")
                if not isinstance(state, dict) or k not in state]
     if missing:
