@@ -111,7 +111,7 @@ def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: 
     for name in ("roc.png", "confusion_matrix.png", "roc.csv", "roc_micro.csv", "confusion.csv"):
         assert (repo / "metrics" / "test" / name).stat().st_size > 0
     # the submission file passes evaluate's sanity check against CE24's own test truth
-    submission = repo / "metrics" / "predictions" / "ce24-submission.xlsx"
+    submission = repo / "metrics" / "predictions" / "ce24-submission" / "submission.xlsx"
     out = run(["endoctl", "evaluate", "--truth", "raw/demo/ce24/testing/test_data.xlsx", "--predictions",
                str(submission), "--report", "ce24", "--out", str(tmp_path / "ce24.json")], repo)
     assert "evaluate (ce24 report" in out
