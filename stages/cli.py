@@ -36,6 +36,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _manifest_files(paths: list[Path]) -> list[Path]:
+    """Manifest CSVs named directly, or every ``*.csv`` but ``*.rejected.csv`` in a named folder
+    (e.g. ``manifests/ingest``: a source added to params.yaml joins dedupe and split by itself)."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(f for f in path.glob("*.csv") if not f.name.endswith(".rejected.csv"))
+            if not found:
+                _fail(f"no manifest CSVs in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            _fail(f"manifest not found: {path}")
+    return files
+
+
 def _format_help() -> str:
     from endoctl.sources import REGISTRY
 
@@ -132,7 +149,7 @@ def ingest(
 
 @app.command()
 def dedupe(
-    manifests: Annotated[list[Path], typer.Argument(help="Ingest manifests (all sources together).")],
+    manifests: Annotated[list[Path], typer.Argument(help="Ingest manifests (all sources together), or folders of them (*.csv but *.rejected.csv).")],
     out: Annotated[Path, typer.Option(help="Clusters CSV; duplicate_pairs.csv and duplicates_report.json go beside it.")] = Path("manifests/duplicates.csv"),
     max_distance: Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")] = 10,
     dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = 16,
@@ -151,9 +168,7 @@ def dedupe(
     from endoctl.dedupe import dedupe as run_dedupe
     from endoctl.io import read_csv, write_csv, write_text
 
-    for manifest in manifests:
-        if not manifest.is_file():
-            _fail(f"manifest not found: {manifest}")
+    manifests = _manifest_files(manifests)
     params = DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, sequence_pattern,
                           workers or os.cpu_count() or 1)
     start = time.perf_counter()
@@ -228,7 +243,7 @@ def audit(
 
 @app.command()
 def split(
-    manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]); repeat for every source. Groups are built over all of them.")],
+    manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]), or a folder of them; repeat for every source. Groups are built over all of them.")],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
     out: Annotated[Path, typer.Option(help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}.")],
     duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's duplicates.csv (its duplicate_pairs.csv beside it is read too).")] = None,
@@ -248,9 +263,7 @@ def split(
     from endoctl.io import read_csv
     from endoctl.taxonomy import load_taxonomy
 
-    for file in manifest:
-        if not file.is_file():
-            _fail(f"manifest not found: {file}")
+    manifest = _manifest_files(manifest)
     if duplicates is not None and not duplicates.is_file():
         _fail(f"--duplicates file not found: {duplicates}")
     formats = {}

@@ -41,6 +41,15 @@ def test_build_splits_equals_the_stages(tmp_path: Path, monkeypatch) -> None:
     for rel in data_files:
         assert (Path("one") / rel).read_bytes() == (Path("staged") / rel).read_bytes(), rel
     assert sorted(os.listdir("one/ee24-ce24")) == sorted(os.listdir("staged/ee24-ce24"))
+    # the DVC stages pass the manifests folder: same files as naming each manifest (rejected CSVs skipped)
+    invoke("dedupe", "staged/ingest", "--out", "folder/duplicates.csv")
+    invoke("split", "--manifest", "staged/ingest", "--duplicates", "folder/duplicates.csv",
+           "--target", "ee24-ce24", "--out", "folder/ee24-ce24", "--pin", "test=ce24:test")
+    for rel in data_files[2 * len(SOURCES):]:
+        assert (Path("folder") / rel).read_bytes() == (Path("staged") / rel).read_bytes(), rel
+    Path("nothing").mkdir()
+    res = runner.invoke(app, ["dedupe", "nothing", "--out", "x.csv"])
+    assert res.exit_code == 2 and "no manifest CSVs in folder nothing" in res.output
 
 
 def test_build_splits_rejects_bad_source_spec(tmp_path: Path) -> None:
