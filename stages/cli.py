@@ -6,12 +6,14 @@ Heavy modules are imported inside the commands so ``endoctl --help`` stays insta
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 app = typer.Typer(
     name="endoctl",
@@ -29,6 +31,17 @@ def _progress() -> Progress:
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, transient=True,
     )
+
+
+def _ticker(progress: Progress, task: TaskID, decimals: int = 0) -> Callable[[int, int | None], None]:
+    """An ``on_progress(done, total)`` callback moving ``task`` and showing the img/s so far."""
+    began = time.perf_counter()
+
+    def tick(done: int, total: int | None) -> None:
+        rate = done / max(time.perf_counter() - began, 1e-9)
+        progress.update(task, completed=done, total=total, rate=f"{rate:,.{decimals}f} img/s")
+
+    return tick
 
 
 def _fail(message: str) -> None:
@@ -124,11 +137,7 @@ def ingest(
     workers = workers or os.cpu_count() or 1
     with _progress() as progress:
         task = progress.add_task(f"ingest {source}", total=None, rate="")
-        began = time.perf_counter()
-
-        def tick(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} img/s")
+        tick = _ticker(progress, task)
 
         result = run_ingest(adapter.scan(), source, data_root, workers, max_pixels, tick)
     if result.found == 0:
@@ -220,11 +229,7 @@ def audit(
     error = None
     with _progress() as progress:
         task = progress.add_task("hash images", total=None, rate="", visible=images_root is not None)
-        began = time.perf_counter()
-
-        def tick(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} img/s")
+        tick = _ticker(progress, task)
 
         try:
             report = audit_files([(name.strip(), Path(file.strip())) for name, _, file in pairs],
@@ -437,11 +442,7 @@ def predict(
         _fail(escape(error))
     with _progress() as progress:
         task = progress.add_task("predict", total=len(listed.paths), rate="")
-        began = time.perf_counter()
-
-        def tick(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            progress.update(task, completed=done, total=total, rate=f"{rate:,.1f} img/s")
+        tick = _ticker(progress, task, decimals=1)
 
         result = inference.predict_images(loaded, listed, device, batch_size, workers, fast, compile, tick)
     rejected = inference.write_predictions(out, result)
@@ -575,11 +576,7 @@ def cache(
     error = None
     with _progress() as progress:
         task = progress.add_task(f"cache {split_dir.name}", total=None, rate="")
-        began = time.perf_counter()
-
-        def tick(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} img/s")
+        tick = _ticker(progress, task)
 
         try:
             result = build_cache(split_dir, out, size, quality, data_root, workers, tick)
