@@ -14,7 +14,6 @@ cannot be read go to ``rejected.csv`` with the reason: rows in = cached + reject
 from __future__ import annotations
 
 import io
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from endoctl.imaging import ImageRejected
+from endoctl.ingest import imap_chunks
 from endoctl.io import read_csv, write_bytes, write_csv
 from endoctl.predict import open_rgb
 
@@ -129,11 +129,7 @@ def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, qua
             if on_progress:
                 on_progress(done, len(items))
 
-    if workers > 1 and len(items) > CHUNK:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            collect(pool.imap(_work, jobs))
-    else:
-        collect(map(_work, jobs))
+    collect(imap_chunks(_work, jobs, workers if len(items) > CHUNK else 1))
     out = {}
     for name, df in tables.items():
         keep = ~df["image_id"].isin(reasons)

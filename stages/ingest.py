@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,8 @@ MANIFEST_COLUMNS = [
     "width", "height", "bytes", "sha256", "phash", "dhash",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
+T = TypeVar("T")
+R = TypeVar("R")
 CHUNK = 64  # small enough that the last chunk barely delays the others
 
 
@@ -81,6 +84,15 @@ def _relative(file: str | Path, data_root: Path) -> str:
     return Path(os.path.relpath(file, data_root)).as_posix()
 
 
+def imap_chunks(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> Iterator[R]:
+    """``fn`` over ``jobs`` in order: in ``workers`` forked processes, or here when ``workers`` <= 1."""
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(fn, jobs)
+    else:
+        yield from map(fn, jobs)
+
+
 def ingest(
     entries: Iterable[Entry],
     source: str,
@@ -123,11 +135,7 @@ def ingest(
             if on_progress:
                 on_progress(len(results), len(records) if scanned else None)
 
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            collect(pool.imap(_work, jobs()))
-    else:
-        collect(map(_work, jobs()))
+    collect(imap_chunks(_work, jobs(), workers))
     rows = []
     for record, result in zip(records, results):
         path = _relative(record.file, data_root)
