@@ -260,6 +260,7 @@ def split(
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v1.yaml).")] = None,
     max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = 0.25,
     format_of: Annotated[Optional[list[str]], typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format.")] = None,
+    nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder (e.g. the pre-training target's): every group keeps its fold/test place there, so no image of this split's fold k or test is trained on upstream when it validates on fold k; groups absent there are assigned freely.")] = None,
 ) -> None:
     """Split manifests into leak-free train_val folds and test: stratified by class, whole groups (patient/video + duplicates) only."""
     from rich.markup import escape
@@ -286,6 +287,7 @@ def split(
         frames = [read_csv(file) for file in manifest]
         pairs, dup_info = splitting.load_duplicates(duplicates) if duplicates is not None else (None, None)
         previous = splitting.read_previous(keep_assignments) if keep_assignments is not None else None
+        upstream = splitting.read_previous(nest_in, "--nest-in") if nest_in is not None else None
     except (ValueError, FileNotFoundError) as exc:
         error = str(exc)
     if error is not None:
@@ -295,6 +297,7 @@ def split(
         "duplicate_pairs": dup_info["pairs_file"] if dup_info else None, "target": target,
         "test_fraction": test_fraction, "folds": folds, "seed": seed, "pins": [str(p) for p in pins],
         "keep_assignments": str(keep_assignments) if keep_assignments else None,
+        "nest_in": str(nest_in) if nest_in else None,
         "taxonomy": str(taxonomy) if taxonomy else "(packaged default)", "max_group_share": max_group_share,
         "formats": formats,
     }
@@ -306,6 +309,7 @@ def split(
                 seed=seed, pins=pins, previous=previous, max_group_share=max_group_share, params=params,
                 names=[str(f) for f in manifest],
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total, rate="groups"),
+                nest_in=upstream,
             )
         except ValueError as exc:
             error = str(exc)
@@ -324,6 +328,8 @@ def split(
         f"straddling groups {s['groups_across_splits'] + s['groups_across_folds']}; pinned {r['pinned']['images']} "
         f"images in {r['pinned']['groups']} groups"
         + (f"; kept {r['keep']['kept_groups']} groups, {r['keep']['conflicting_groups']} conflicts" if r["keep"] else "")
+        + (f"; nested in {nest_in}: {r['nesting']['nested_groups']} groups, validation/test images seen in training "
+           f"upstream {r['nesting']['images_seen_in_training_upstream']}" if r["nesting"] else "")
         + f" in {time.perf_counter() - started:.1f} s -> {out}"
     )
 
@@ -611,6 +617,7 @@ def build_splits(
     max_group_share: Annotated[float, typer.Option(help="Warn when one group holds more than this share.")] = 0.25,
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = 0,
+    nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder this target nests in (see `endoctl split`).")] = None,
 ) -> None:
     """ingest -> dedupe -> split in one command, for use without DVC; the same files as the DVC stages."""
     parsed = []
@@ -627,7 +634,7 @@ def build_splits(
     duplicates = out / "duplicates.csv"
     dedupe(manifests, duplicates, max_distance, dhash_distance, sequence_gap, sequence_distance, r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$", workers)
     split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, max_group_share,
-          [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt])
+          [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt], nest_in=nest_in)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ Flow: manifests → one table sorted by ``image_id`` (input row order never matt
 previous assignments fix some groups → :func:`assign` places the rest → outputs + report
 (:func:`write_split`). The report's straddle counts are recomputed from the output tables, not
 taken from the assignment.
+
+*Nesting* (``--nest-in UPSTREAM``): a split of a second target (fine-tuning) whose groups keep
+their place in the split of the first (pre-training). Training upstream on all folds but k and
+then validating downstream on fold k is only clean if every image of downstream fold k (or test)
+is in upstream fold k (or test): :func:`nesting_check` recomputes that from the output tables and
+the upstream split's files.
 """
 
 from __future__ import annotations
@@ -220,6 +226,8 @@ def assign(
     pinned: pd.Series | None = None,
     previous: pd.Series | None = None,
     on_progress: Progress | None = None,
+    *,
+    nested: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Place every group wholly in ``test`` or one ``train_val`` fold; one result row per input row.
 
@@ -231,9 +239,16 @@ def assign(
     several folds (and never in test) go to the fold holding most of them. A pin beats a previous
     train_val place ("conflict-pin").
 
+    ``nested``: per row the place in the split this one nests in (same values as ``previous``);
+    it beats ``previous``. A group with upstream rows goes where they are: test when they are all
+    in test, else the upstream fold holding most of them (ties -> lower fold; rows in upstream
+    test never leak, wherever the group goes). Rows in two upstream folds ("nest-conflict": the
+    upstream split was grouped differently) cannot all be clean; :func:`nesting_check` counts them.
+    A pinned group that upstream put in a fold is a ValueError: it was trained on upstream.
+
     Returns ``split`` (``'train_val'``/``'test'``), ``fold`` (0..folds-1, -1 for test) and ``how``
-    (``pinned``, ``kept``, ``conflict-split``, ``conflict-fold``, ``conflict-pin``, ``assigned``),
-    indexed like ``groups``.
+    (``pinned``, ``kept``, ``conflict-split``, ``conflict-fold``, ``conflict-pin``, ``nested``,
+    ``nest-conflict``, ``assigned``), indexed like ``groups``.
 
     How the free groups are placed (deterministic given ``seed``):
 
@@ -293,9 +308,24 @@ def assign(
             fold_conflict = (kinds > 1) & ~seen[:, 0]
             fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1  # majority, ties -> lower fold
             how[fold_conflict] = "conflict-fold"
+    nested_groups = np.zeros(n_groups, dtype=bool)
+    if nested is not None:
+        up = np.array([_previous_bin(v, folds) for v in nested.reindex(index).tolist()], dtype=np.int64)
+        has = up >= 0
+        table = np.zeros((n_groups, n_bins), dtype=np.int64)
+        np.add.at(table, (g_of[has], up[has]), 1)
+        nested_groups = table.any(axis=1)
+        in_folds = (table[:, 1:] > 0).sum(axis=1)
+        fixed[nested_groups] = np.where(in_folds > 0, table[:, 1:].argmax(axis=1) + 1, 0)[nested_groups]
+        how[nested_groups] = np.where(in_folds > 1, "nest-conflict", "nested")[nested_groups]
     if pin.any():
         pinned_groups = np.zeros(n_groups, dtype=bool)
         pinned_groups[g_of[pin]] = True
+        trained = np.flatnonzero(pinned_groups & nested_groups & (fixed > 0))
+        if len(trained):
+            g = trained[0]
+            raise ValueError(f"group {uniq[g]} holds a pinned image but the split it nests in has it in fold "
+                             f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there")
         moved = pinned_groups & (fixed > 0)
         how[moved] = "conflict-pin"
         how[pinned_groups & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
@@ -396,8 +426,9 @@ def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
     return pd.concat(frames, ignore_index=True)[PAIR_COLUMNS], info
 
 
-def read_previous(folder: str | Path) -> pd.DataFrame:
-    """``image_id, split, fold`` from a previous split's ``train_val.csv`` and ``test.csv``."""
+def read_previous(folder: str | Path, option: str = "--keep-assignments") -> pd.DataFrame:
+    """``image_id, split, fold`` from a previous split's ``train_val.csv`` and ``test.csv``
+    (``option`` names the command-line option in errors)."""
     from endoctl.io import read_csv
 
     folder = Path(folder)
@@ -405,7 +436,7 @@ def read_previous(folder: str | Path) -> pd.DataFrame:
     for name, split_name in (("train_val.csv", TRAIN_VAL), ("test.csv", TEST)):
         file = folder / name
         if not file.is_file():
-            raise FileNotFoundError(f"--keep-assignments: {file} not found (expected a previous split folder)")
+            raise FileNotFoundError(f"{option}: {file} not found (expected a split folder)")
         df = read_csv(file)
         missing = {"image_id", "fold"} - set(df.columns)
         if missing:
@@ -489,6 +520,7 @@ def split(
     names: Sequence[str] | None = None,
     labeler: Callable[..., pd.DataFrame] | None = None,
     on_progress: Progress | None = None,
+    nest_in: pd.DataFrame | None = None,
 ) -> SplitResult:
     """Split every labelled row of ``manifests`` into train_val folds and test, leak-free.
 
@@ -498,6 +530,8 @@ def split(
     ``labeler(manifest, taxonomy, target, formats)`` (default ``endoctl.taxonomy.map_labels``),
     which returns ``target_class`` ('' if excluded) and ``excluded`` (the reason) per row.
     ``previous``: :func:`read_previous` of an earlier split (``--keep-assignments``).
+    ``nest_in``: :func:`read_previous` of the split this one nests in (``--nest-in``): groups
+    keep their place there (see :func:`assign`), the report's ``nesting`` checks it.
     ``params``: recorded in the report's ``params`` on top of the arguments above (the CLI adds
     file names there).
     """
@@ -535,12 +569,17 @@ def split(
         pinned |= hit
     prev_bin = None
     if previous is not None:
-        prev = previous.set_index("image_id")
-        label = np.where(prev["split"] == TEST, TEST, prev["fold"].astype(str))
-        prev_bin = table["image_id"].map(pd.Series(label, index=prev.index)).fillna("")
+        prev_bin = table["image_id"].map(_places(previous)).fillna("")
 
+    up_bin = None
+    if nest_in is not None:
+        up_bin = table["image_id"].map(_places(nest_in)).fillna("")
+        up_folds = sorted({int(f) for f in nest_in.loc[nest_in["split"] == TRAIN_VAL, "fold"]})
+        if up_folds and up_folds[-1] >= folds:
+            raise ValueError(f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
+                             f"nest with the upstream split's --folds")
     placed = assign(table["group"], table["target_class"].where(keep, ""), test_fraction, folds, seed,
-                    pinned, prev_bin, on_progress)
+                    pinned, prev_bin, on_progress, nested=up_bin)
     table["split"] = placed["split"].to_numpy()
     table["fold"] = placed["fold"].to_numpy()
     table["how"] = placed["how"].to_numpy()
@@ -559,14 +598,56 @@ def split(
     warnings: list[str] = []
     used = {"target": target, "test_fraction": test_fraction, "folds": folds, "seed": seed,
             "pins": [str(p) for p in pins], "max_group_share": max_group_share, "formats": dict(formats or {}),
-            "keep_assignments": previous is not None}
+            "keep_assignments": previous is not None, "nest_in": nest_in is not None}
     used.update(params or {})
     report = _report(table, keep, train_val, test, excluded, all_pairs, len(sha_links), mapping, pins, pin_hits,
-                     pinned, previous, prev_bin, test_fraction, folds, max_group_share, used, warnings)
+                     pinned, previous, prev_bin, test_fraction, folds, max_group_share, used, warnings, nest_in)
     return SplitResult(train_val, test, excluded, mapping, report, warnings)
 
 
 # --------------------------------------------------------------------------------------- report
+
+
+def _places(split_table: pd.DataFrame) -> pd.Series:
+    """``'test'`` or the fold number (text) per image id of a :func:`read_previous` table."""
+    prev = split_table.set_index("image_id")
+    return pd.Series(np.where(prev["split"] == TEST, TEST, prev["fold"].astype(str)), index=prev.index)
+
+
+def nesting_check(train_val: pd.DataFrame, test: pd.DataFrame, upstream: pd.DataFrame, folds: int,
+                  group_of: pd.Series | None = None) -> dict:
+    """Per fold k: images of this split's fold k or test that the upstream split trains on when it
+    validates on fold k (all its folds but k), from the tables alone; 0 everywhere = nested.
+
+    ``upstream``: :func:`read_previous` of the upstream folder. ``group_of`` (image id -> group,
+    this split's grouping, over every input image) adds the stricter count: held-out images whose
+    group (patient/video, duplicates) has an image the upstream split trains on.
+    """
+    where = _places(upstream)
+    held_out = {str(k): pd.concat([train_val.loc[train_val["fold"] == str(k), "image_id"], test["image_id"]])
+                for k in range(folds)}
+    every = pd.concat([train_val["image_id"], test["image_id"]])
+    seen: set[str] = set()
+    seen_group: set[str] = set()
+    per_fold = {}
+    for k, ids in held_out.items():
+        up = ids.map(where)
+        hit = up.notna() & (up != TEST) & (up != k)
+        row = {"images": len(ids), "in_upstream": int(up.notna().sum()), "seen_in_training_upstream": int(hit.sum())}
+        seen |= set(ids[hit])
+        if group_of is not None:
+            trained = where[(where != TEST) & (where != k)].index
+            groups = set(group_of.reindex(trained).dropna())
+            shared = ids.map(group_of).isin(groups)
+            row["group_seen_in_training_upstream"] = int(shared.sum())
+            seen_group |= set(ids[shared])
+        per_fold[k] = row
+    out = {"images_seen_in_training_upstream": len(seen),
+           "images_absent_upstream": int((~every.isin(where.index)).sum()),
+           "folds": per_fold}
+    if group_of is not None:
+        out["images_whose_group_is_seen_in_training_upstream"] = len(seen_group)
+    return out
 
 
 def straddling(train_val: pd.DataFrame, test: pd.DataFrame, key: str = "group") -> dict:
@@ -583,7 +664,7 @@ def _pct(x: float) -> float:
 
 
 def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapping, pins, pin_hits, pinned,
-            previous, prev_bin, test_fraction, folds, max_group_share, params, warnings) -> dict:
+            previous, prev_bin, test_fraction, folds, max_group_share, params, warnings, nest_in=None) -> dict:
     kept = table[keep]
     n_kept = len(kept)
     outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
@@ -630,7 +711,7 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
             f"the split cannot be balanced around it"
         )
     if test_fraction > 0 and n_kept and len(test) / n_kept > test_fraction + 0.05:
-        warnings.append(f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned or kept groups exceed the target")
+        warnings.append(f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned, kept or nested groups exceed the target")
 
     straddle = straddling(train_val, test, "group")
     pat = kept.set_index("image_id")["patient_id"]
@@ -670,6 +751,18 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
         }
         if conflicts:
             warnings.append(f"{len(conflicts)} group(s) merged images previously in different splits/folds (see report 'keep.conflicts')")
+
+    nesting = None
+    if nest_in is not None:
+        nesting = nesting_check(train_val, test, nest_in, folds, table.set_index("image_id")["group"])
+        labelled = hows[hows.index.isin(kept["group"])]
+        nesting["nested_groups"] = int(labelled.isin(["nested", "nest-conflict"]).sum())
+        nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
+        nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
+        if nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]:
+            warnings.append(f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
+                            f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
+                            f"upstream folds: re-split upstream with the same manifests and duplicates)")
 
     reasons = excluded["reason"].value_counts()
     report = {
@@ -713,6 +806,7 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
             "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
         },
         "keep": keep_info,
+        "nesting": nesting,
         "excluded": {str(k): int(v) for k, v in sorted(reasons.items())},
         "warnings": list(warnings),
     }
@@ -766,6 +860,7 @@ def report_markdown(report: dict) -> str:
             f"- pinned images: {pn['images']} ({', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-'})",
             f"- pinned groups: {pn['groups']} holding {pn['images_in_pinned_groups']} images "
             f"({pn['labelled_images_in_pinned_groups']} labelled), all in test: {pn['pinned_groups_not_in_test'] == 0}", ""]
+    out += _nesting_markdown(r.get("nesting"))
     k = r["keep"]
     out += ["## Kept assignments", ""]
     if k is None:
@@ -779,6 +874,22 @@ def report_markdown(report: dict) -> str:
     out += [f"- {reason}: {n}" for reason, n in r["excluded"].items()] or ["- none"]
     out += ["", "## Parameters", "", "```json", json.dumps(p, indent=2, sort_keys=True), "```", ""]
     return "\n".join(out)
+
+
+def _nesting_markdown(n: dict | None) -> list[str]:
+    out = ["## Nesting in the upstream split (recomputed from the outputs and its files; must be 0)", ""]
+    if n is None:
+        return out + ["- none (no --nest-in)", ""]
+    out += [f"- images of this split's validation/test seen in training upstream: {n['images_seen_in_training_upstream']}",
+            f"- ... whose group (patient/video, duplicates) has an image trained upstream: "
+            f"{n['images_whose_group_is_seen_in_training_upstream']}",
+            f"- groups nested: {n['nested_groups']} ({n['nest_conflicts']} in several upstream folds); absent upstream "
+            f"(assigned here): {n['groups_absent_upstream']} groups, {n['images_absent_upstream']} images", "",
+            _md_table(["validation fold k (upstream trains on all other folds)", "images in fold k + test", "in upstream",
+                       "seen in training upstream", "group seen in training upstream"],
+                      [[k, f["images"], f["in_upstream"], f["seen_in_training_upstream"], f["group_seen_in_training_upstream"]]
+                       for k, f in n["folds"].items()]), ""]
+    return out
 
 
 def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:

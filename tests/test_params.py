@@ -31,11 +31,12 @@ def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def test_every_stage_has_its_own_params_section() -> None:
     params, stages = load("params.yaml"), load("dvc.yaml")["stages"]
-    assert list(params) == list(stages)  # one section per stage, in pipeline order
+    section = {name: name.partition("-")[0] for name in stages}  # split-nested: a variant of split, same section
+    assert list(params) == list(dict.fromkeys(section.values()))  # one section per stage, in pipeline order
     for name, stage in stages.items():
         body = stage.get("do", stage)
         for entry in body.get("params", []):
-            assert str(entry).split(".")[0] == name, f"stage {name} reads params outside its section: {entry}"
+            assert str(entry).split(".")[0] == section[name], f"stage {name} reads params outside its section: {entry}"
 
 
 def test_training_sections_are_exactly_the_train_options() -> None:

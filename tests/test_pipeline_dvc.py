@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -81,6 +82,8 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
 
     clusters = read_csv(repo / "manifests" / "duplicates.csv")
     assert (clusters.groupby("cluster")["source"].nunique() > 1).any()  # CE24 copies found in their sources
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert list(params["split"]["targets"]) == ["ee24-ce24"] and params["split"]["nested"]["ce24"]["nest_in"] == "ee24-ce24"
     for target in ("ee24-ce24", "ce24"):
         folder = repo / "manifests" / target
         report = json.loads((folder / "split_report.json").read_text())
@@ -90,6 +93,27 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
         pinned = set(ce24.loc[ce24["official_split"] == "test", "image_id"])
         assert pinned <= set(test["image_id"]) | set(read_csv(folder / "excluded.csv")["image_id"])
         assert json.loads((folder / "class_mapping.json").read_text())["angioectasia"] == 0
+    # fine-tuning nests in pre-training: per the report and from the files, no image of ce24's fold k or test
+    # is in a pre-training fold other than k (pre-training on all folds but k trains on those)
+    nesting = json.loads((repo / "manifests" / "ce24" / "split_report.json").read_text())["nesting"]
+    folds = params["split"]["folds"]
+    assert nesting["images_seen_in_training_upstream"] == 0 and set(nesting["folds"]) == {str(k) for k in range(folds)}
+    assert all(f["seen_in_training_upstream"] == f["group_seen_in_training_upstream"] == 0 for f in nesting["folds"].values())
+    assert "images of this split's validation/test seen in training upstream: 0" in (
+        repo / "manifests" / "ce24" / "split_report.md").read_text()
+    up = {name: read_csv(repo / "manifests" / "ee24-ce24" / f"{name}.csv") for name in ("train_val", "test")}
+    down = {name: read_csv(repo / "manifests" / "ce24" / f"{name}.csv") for name in ("train_val", "test")}
+    where = pd.concat([up["train_val"], up["test"].assign(fold="test")]).set_index("image_id")["fold"]
+    group_where = pd.concat([up["train_val"], up["test"].assign(fold="test")]).groupby("group")["fold"].agg(set)
+    for k in map(str, range(folds)):
+        held = pd.concat([down["train_val"][down["train_val"]["fold"] == k], down["test"]])
+        assert held["image_id"].map(where).isin([k, "test"]).all(), k
+        assert held["group"].isin(group_where.index).all()  # same manifests, same groups: every one nested
+        assert held["group"].map(group_where).map(lambda s: s <= {k, "test"}).all(), k
+    # the demo's fine-tuning validation fold is big enough to mean something
+    val = down["train_val"][down["train_val"]["fold"] == str(params["finetune"]["val_fold"])]
+    classes = json.loads((repo / "manifests" / "ce24" / "class_mapping.json").read_text())
+    assert len(val) >= 150 and val["group"].nunique() >= 12 and set(val["target_class"]) == set(classes)
 
 
 def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: Path) -> None:
@@ -131,9 +155,11 @@ def test_build_splits_standalone_equals_the_dvc_stages(repo: Path, tmp_path: Pat
     params = yaml.safe_load((repo / "params.yaml").read_text())
     sources = [f"--source={name}={spec['format']}:{spec['path']}" for name, spec in params["ingest"]["sources"].items()]
     split = params["split"]
-    for target, spec in split["targets"].items():
+    nested = {target: ["--nest-in", str(tmp_path / spec["nest_in"] / spec["nest_in"])] for target, spec in split["nested"].items()}
+    for target, spec in {**split["targets"], **split["nested"]}.items():  # upstream targets first
         out = tmp_path / target
         run(["endoctl", "build-splits", *sources, "--target", target, "--out", str(out), *spec["args"].split(),
+             *nested.get(target, []),
              "--test-fraction", str(split["test_fraction"]), "--folds", str(split["folds"]),
              "--seed", str(split["seed"]), "--max-group-share", str(split["max_group_share"]),
              *(f"--{key.replace('_', '-')}={params['dedupe'][key]}"

@@ -14,13 +14,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
-from endoctl.split import OUTPUT_FILES, Pin, assign, parse_pin, split
+from endoctl.split import OUTPUT_FILES, Pin, assign, nesting_check, parse_pin, split
 from endoctl.taxonomy import load_taxonomy
 
 from conftest import shared_path
@@ -161,6 +161,32 @@ def test_assign_pins_previous_and_conflicts() -> None:
         assign(groups, y, 0.2, 2, 0, pinned, previous)
 
 
+def test_assign_nested_groups_keep_their_upstream_place() -> None:
+    groups = pd.Series(["g1", "g1", "g2", "g3", "g3", "g3", "g4", "g5", "g6"], index=list("abcdefghi"))
+    y = pd.Series(["x", "y", "x", "y", "x", "x", "y", "x", "y"], index=groups.index)
+    nested = pd.Series(["test", "", "2", "1", "test", "1", "", "0", "1"], index=groups.index)
+    previous = pd.Series(["", "", "0", "", "", "", "", "", ""], index=groups.index)
+    out = assign(groups, y, 0.2, 3, 0, None, previous, nested=nested)
+    place = out.groupby(groups)[["split", "fold"]].first().apply(tuple, axis=1).to_dict()
+    assert place["g1"] == ("test", -1)         # upstream test (the row absent upstream follows its group)
+    assert place["g2"] == ("train_val", 2)     # nesting beats a previous place (fold 0)
+    assert place["g3"] == ("train_val", 1)     # upstream fold 1 + test: fold 1 (test rows were never trained on)
+    assert place["g5"] == ("train_val", 0)
+    how = out.groupby(groups)["how"].first().to_dict()
+    assert how == {"g1": "nested", "g2": "nested", "g3": "nested", "g4": "assigned", "g5": "nested", "g6": "nested"}
+    # a group spread over two upstream folds (upstream was grouped differently): the fold holding most
+    spread = pd.Series(["1", "2", "2"], index=["a", "b", "c"])
+    out = assign(pd.Series(["g"] * 3, index=spread.index), pd.Series(["x"] * 3, index=spread.index), 0.2, 3, 0,
+                 nested=spread)
+    assert out["fold"].tolist() == [2, 2, 2] and set(out["how"]) == {"nest-conflict"}
+    # a pinned group that upstream trains on cannot be a clean test: an error naming the group
+    pinned = pd.Series([False, False, True] + [False] * 6, index=groups.index)
+    with pytest.raises(ValueError, match=r"group g2 holds a pinned image .* fold 2 .*pin the same images there"):
+        assign(groups, y, 0.2, 3, 0, pinned, nested=nested)
+    pinned = pd.Series([True] + [False] * 8, index=groups.index)  # pinned and in upstream test: fine
+    assert assign(groups, y, 0.2, 3, 0, pinned, nested=nested).loc["a", "split"] == "test"
+
+
 def test_assign_balances_many_small_groups() -> None:
     rng = np.random.default_rng(1)
     n = 4000
@@ -285,6 +311,62 @@ def test_split_properties(taxonomy, case, target, folds) -> None:
     assert res.report == again.report
 
 
+def as_upstream(result) -> pd.DataFrame:
+    """A split result as :func:`endoctl.split.read_previous` reads its folder."""
+    return pd.concat([result.train_val.assign(split="train_val")[["image_id", "split", "fold"]],
+                      result.test.assign(split="test", fold="")[["image_id", "split", "fold"]]], ignore_index=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manifests(), st.sampled_from(["abc", "alpha-only"]), st.integers(1, 3), st.data())
+def test_nested_split_properties(taxonomy, case, target, folds, data) -> None:
+    """Upstream split on some of the rows, downstream nested in it on all of them: no image of
+    downstream fold k or test is in an upstream fold other than k, unless upstream grouped the
+    images differently (a nest-conflict, reported); with the same rows, never."""
+    from endoctl.grouping import build_groups
+
+    df, pairs, pins, _ = case
+    upstream_rows = np.array(data.draw(st.lists(st.booleans(), min_size=len(df), max_size=len(df))))
+    up_df = df[upstream_rows]
+    if not len(up_df):
+        return
+    pins = [p for p in pins if parse_pin(p).matches(up_df).any()]
+    upstream = as_upstream(split(up_df, pairs, taxonomy, "abc", folds=folds, pins=pins, seed=1))
+    where = dict(zip(upstream["image_id"], np.where(upstream["split"] == "test", "test", upstream["fold"])))
+    group_of = build_groups(df, pairs).set_index("image_id")["group"]  # the downstream grouping, every row
+    places = {g: {where[i] for i in ids if i in where} for g, ids in group_of.groupby(group_of).groups.items()}
+    try:
+        res = split(df, pairs, taxonomy, target, folds=folds, pins=pins, seed=2, nest_in=upstream)
+    except ValueError as exc:  # a pinned group upstream trains on: linked through a row absent upstream
+        assert "pin the same images there" in str(exc) and not upstream_rows.all()
+        pinned = pd.concat([parse_pin(p).matches(df) for p in pins], axis=1).any(axis=1)
+        assert any(places[g] - {"test"} for g in set(group_of[df.loc[pinned, "image_id"]]))
+        event("pinned group trained upstream: error")
+        return
+    tv, te = res.train_val, res.test
+    assert_no_straddle(tv, te)
+    seen, seen_group = set(), set()
+    for k in range(folds):
+        held = pd.concat([tv[tv["fold"] == str(k)], te])["image_id"]
+        trained = {i for i, w in where.items() if w not in ("test", str(k))}
+        seen |= set(held[held.isin(trained)])
+        seen_group |= set(held[held.map(group_of).isin(set(group_of[list(trained)]))])
+    n = res.report["nesting"]
+    assert n["images_seen_in_training_upstream"] == len(seen)
+    assert n["images_whose_group_is_seen_in_training_upstream"] == len(seen_group)
+    conflicts = {g for g, p in places.items() if len(p - {"test"}) > 1 and g in set(tv["group"]) | set(te["group"])}
+    assert n["nest_conflicts"] == len(conflicts)
+    event(f"nest conflicts: {bool(conflicts)}, images seen upstream: {bool(seen)}")
+    if not conflicts:
+        assert not seen and not seen_group
+    if upstream_rows.all():  # same rows, same grouping: every labelled group nested, nothing seen upstream
+        assert n["nest_conflicts"] == n["groups_absent_upstream"] == n["images_absent_upstream"] == 0
+    # a group held in one upstream place keeps it, whatever the downstream labels and pins
+    for g, rows in pd.concat([tv, te.assign(fold="test")]).groupby("group"):
+        if len(places[g]) == 1:
+            assert set(rows["fold"]) == places[g]
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 
@@ -406,6 +488,62 @@ def test_cli_keep_assignments(tmp_path: Path, taxonomy_file: Path) -> None:
     assert res.exit_code == 2 and "train_val.csv not found" in res.output
 
 
+def test_cli_nest_in(tmp_path: Path, taxonomy_file: Path) -> None:
+    alpha = make_manifest("alpha", patients=15, singles=40, test_patients=2)
+    beta = make_manifest("beta", patients=10, singles=40, seed=5)
+    write_csv(tmp_path / "alpha.csv", alpha)
+    write_csv(tmp_path / "beta.csv", beta)
+    manifests = ["--manifest", tmp_path / "alpha.csv", "--manifest", tmp_path / "beta.csv", "--taxonomy", taxonomy_file,
+                 "--folds", "3", "--pin", "test=alpha:test"]
+    up, down = tmp_path / "abc", tmp_path / "alpha-only"
+    run_split(*manifests, "--target", "abc", "--out", up)
+    res = run_split(*manifests, "--target", "alpha-only", "--out", down, "--nest-in", up, "--seed", "7")
+    assert "validation/test images seen in training upstream 0" in res.stdout
+    assert "(no --nest-in)" in (up / "split_report.md").read_text()
+    # from the files: an image of downstream fold k or test is in upstream fold k or test
+    o_up, o = outputs(up), outputs(down)
+    where = pd.concat([o_up["train_val"], o_up["test"].assign(fold="test")]).set_index("image_id")["fold"]
+    held = pd.concat([o["train_val"], o["test"].assign(fold="test")])
+    assert held["image_id"].isin(where.index).all()
+    for k in ("0", "1", "2"):
+        ids = held.loc[held["fold"].isin([k, "test"]), "image_id"]
+        assert where[ids].isin([k, "test"]).all()
+    assert (held["fold"] == held["image_id"].map(where)).all()  # the same rows: exactly the upstream places
+    n = report(down)["nesting"]
+    assert n["images_seen_in_training_upstream"] == n["images_whose_group_is_seen_in_training_upstream"] == 0
+    assert set(n["folds"]) == {"0", "1", "2"} and n["nest_conflicts"] == n["groups_absent_upstream"] == 0
+    assert n["folds"]["0"]["images"] == (o["train_val"]["fold"] == "0").sum() + len(o["test"])
+    assert report(down)["params"]["nest_in"] == str(up)
+    md = (down / "split_report.md").read_text()
+    assert "- images of this split's validation/test seen in training upstream: 0\n" in md
+
+    # upstream grouped differently (no duplicate link there): the link merges an upstream fold-0 group
+    # with a fold-1 group; the merged group cannot be clean, and the report says so
+    tv_up = o_up["train_val"]
+    a = tv_up.loc[(tv_up["fold"] == "0") & tv_up["image_id"].str.startswith("alpha/"), "image_id"].iloc[0]
+    b = tv_up.loc[(tv_up["fold"] == "1") & tv_up["image_id"].str.startswith("alpha/"), "image_id"].iloc[0]
+    dups = write_duplicates(tmp_path / "d", [(a, b)], lambda i: i.split("/")[0])
+    leaky = tmp_path / "leaky"
+    res = run_split(*manifests, "--target", "alpha-only", "--out", leaky, "--nest-in", up, "--duplicates", dups)
+    n = report(leaky)["nesting"]
+    merged = (tv_up["group"] == tv_up.set_index("image_id").at[a, "group"]) | (tv_up["group"] == tv_up.set_index("image_id").at[b, "group"])
+    minority = merged & tv_up["image_id"].str.startswith("alpha/")
+    assert n["nest_conflicts"] == 1 and n["images_seen_in_training_upstream"] > 0
+    assert n["images_seen_in_training_upstream"] <= minority.sum()
+    assert "LEAK" in res.stderr and "re-split upstream" in res.stderr
+    # pins that upstream did not make, another fold count, a missing folder: one-line errors
+    free = tmp_path / "free"
+    run_split(*manifests[:-2], "--target", "abc", "--out", free)
+    res = run_split(*manifests, "--target", "alpha-only", "--out", tmp_path / "x", "--nest-in", free, ok=False)
+    assert res.exit_code == 2 and "pin the same images there" in res.output
+    res = run_split(*manifests[:-4], "--folds", "2", "--pin", "test=alpha:test", "--target", "alpha-only",
+                    "--out", tmp_path / "x", "--nest-in", up, ok=False)
+    assert res.exit_code == 2 and "upstream split has fold 2, but --folds is 2" in res.output
+    res = run_split(*manifests, "--target", "alpha-only", "--out", tmp_path / "x", "--nest-in", tmp_path, ok=False)
+    assert res.exit_code == 2 and "--nest-in:" in res.output and "train_val.csv not found" in res.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_deterministic_and_row_order_free(tmp_path: Path, taxonomy_file: Path) -> None:
     alpha = make_manifest("alpha", patients=20, singles=60, test_patients=2)
     beta = make_manifest("beta", patients=8, seed=4)
@@ -474,7 +612,7 @@ def test_split_help_lists_options() -> None:
     res = runner.invoke(app, ["split", "--help"])
     assert res.exit_code == 0
     for option in ("--manifest", "--duplicates", "--target", "--out", "--test-fraction", "--folds", "--seed", "--pin",
-                   "--keep-assignments", "--taxonomy", "--max-group-share", "--format-of"):
+                   "--keep-assignments", "--taxonomy", "--max-group-share", "--format-of", "--nest-in"):
         assert option in res.output
 
 
