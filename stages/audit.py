@@ -25,6 +25,12 @@ Supported split files (detected from the columns, case-insensitive):
   ``ce24_patient``; else ``<hex>_<n>`` names → ``kvasir-capsule``; ``-P<n>-`` → ``kid``; else
   ``unknown`` (no patient). A patient column (``patient_id``, ``patient``, ``video_id``,
   ``video``), when present, wins over the name rule.
+
+Frame adjacency (:func:`frame_adjacency`) needs no images: per source, the images of one split
+numbered within ``frame_gap`` of an image of another split under the same name prefix (dedupe's
+sequence rule: Kvasir-Capsule ``<video>_<frame>``, SEE-AI ``imageNNNNN``; here also CE24's AIIMS
+``ulcer1_<frame>``/``worm1_<frame>``). It exposes numbered sequences whose video ids are unknown
+(SEE-AI); it is a measure, not a group: ``--fail-on-leak`` looks at groups only.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ from endoctl.sources.kid import kid_patient
 from endoctl.sources.kvasir_capsule import video_id
 
 SPLIT_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]
+# CE24's AIIMS frames (ulcer1_<frame>, worm2_<frame>), tried after dedupe's sequence pattern.
+AIIMS_SEQUENCE_PATTERN = r"^(?P<prefix>(?:ulcer|worms?)[0-9]+_)(?P<frame>[0-9]+)$"
+ADJACENCY_COLUMNS = ["split", "source", "images", "numbered", "adjacent"]
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
 ENDOCTL_COLUMNS = ("image_id", "source", "path", "group")
 UNKNOWN = "unknown"
@@ -171,6 +180,14 @@ class AuditReport:
     max_distance: int | None = None
     unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
     files: dict[str, list[str]] = field(default_factory=dict)
+    adjacency: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ADJACENCY_COLUMNS))
+    frame_gap: int = 0  # 0: adjacency not measured
+
+    def adjacent_images(self) -> dict[str, int]:
+        """Per source: distinct images numbered within ``frame_gap`` of another split's image."""
+        rows = self.rows[self.rows["adjacent"]] if "adjacent" in self.rows else self.rows.iloc[:0]
+        counts = rows.drop_duplicates("image_id").groupby("source").size()
+        return {src: int(counts.get(src, 0)) for src in self.per_source["source"]}
 
     @property
     def leaks(self) -> bool:
@@ -185,6 +202,7 @@ class AuditReport:
             "straddling": int(len(self.straddling_groups)),
             "straddling_images": int(straddling.sum()),
             "cross_split_pairs": int(len(self.cross_pairs)),
+            "frame_adjacent_images": sum(self.adjacent_images().values()),
             "rows": int(len(self.rows)),
         }
 
@@ -216,8 +234,20 @@ class AuditReport:
              "splits_a": r.splits_a, "splits_b": r.splits_b}
             for r in self.cross_pairs.itertuples(index=False)
         ]
+        adjacency: dict[str, dict] = {}
+        for r in self.adjacency.itertuples(index=False):
+            adjacency.setdefault(r.split, {})[r.source] = {
+                "images": int(r.images), "numbered": int(r.numbered), "adjacent": int(r.adjacent),
+                "share": round(r.adjacent / r.images, 6) if r.images else 0.0}
+        adjacent = self.adjacent_images()
         return {
             "leak": self.leaks,
+            "frame_adjacency": {
+                "frame_gap": self.frame_gap,
+                "adjacent_images": adjacent,
+                "share": {src: round(adjacent[src] / int(n), 6) if n else 0.0 for src, n in column("images").items()},
+                "splits": {name: adjacency.get(name, {}) for name in self.split_names},
+            },
             "splits": splits,
             "images": column("images"),
             "groups": column("groups"),
@@ -252,13 +282,14 @@ def _group_pairs(nodes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"image_id_a": ids[a[keep]], "image_id_b": ids[b[keep]], "distance": 0, "kind": "group"})
 
 
-def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None) -> AuditReport:
+def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None, frame_gap: int = 0) -> AuditReport:
     """Leak report for ``{split name: read_split_file(...) frame}`` plus optional duplicate pairs.
 
     Groups = ``build_groups`` over the distinct images (patients ∪ ``pairs`` ∪ endoctl groups); a
     group straddles when its images are listed in more than one split. ``pairs``
     (``image_id_a, image_id_b, distance, kind``, e.g. from ``dedupe.find_pairs``) that join images
-    of different splits are the cross-split near-duplicate pairs.
+    of different splits are the cross-split near-duplicate pairs. ``frame_gap`` > 0 measures
+    :func:`frame_adjacency`.
     """
     names = list(splits)
     frames = [df.assign(split=name) for name, df in splits.items()]
@@ -324,7 +355,63 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None)
     members["splits"] = [per_group[g] for g in members.index]
     straddling_groups = members.reset_index().sort_values("leak_group", ignore_index=True)
 
-    return AuditReport(names, rows.drop(columns=["straddles"]), per_source, per_split, straddling_groups, cross)
+    rows = rows.drop(columns=["straddles"])
+    adjacency = pd.DataFrame(columns=ADJACENCY_COLUMNS)
+    if frame_gap > 0:
+        rows["adjacent"] = frame_adjacency(rows, frame_gap)
+        numbered = rows["adjacent"].notna()
+        rows["adjacent"] = rows["adjacent"].fillna(False).astype(bool)
+        per_image = rows.assign(numbered=numbered).groupby(["split", "source", "image_id"])[["numbered", "adjacent"]].any()
+        adjacency = per_image.groupby(["split", "source"]).agg(
+            images=("numbered", "size"), numbered=("numbered", "sum"), adjacent=("adjacent", "sum")).reset_index()
+    report = AuditReport(names, rows, per_source, per_split, straddling_groups, cross)
+    report.adjacency = adjacency[ADJACENCY_COLUMNS].astype({c: int for c in ADJACENCY_COLUMNS[2:]})
+    report.frame_gap = frame_gap
+    return report
+
+
+def frame_numbers(rows: pd.DataFrame) -> pd.DataFrame:
+    """``key`` (source + name prefix) and ``frame`` per row, NaN where the file name has no frame
+    number: dedupe's sequence pattern first, then :data:`AIIMS_SEQUENCE_PATTERN`."""
+    from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN, _frame_parts
+
+    parts = _frame_parts(rows["path"].astype(str), DEFAULT_SEQUENCE_PATTERN)
+    missing = parts["frame"].isna()
+    if missing.any():
+        parts.loc[missing] = _frame_parts(rows.loc[missing, "path"].astype(str), AIIMS_SEQUENCE_PATTERN)
+    return pd.DataFrame({"key": rows["source"].astype(str) + "\0" + parts["prefix"],
+                         "frame": pd.to_numeric(parts["frame"])}, index=rows.index)
+
+
+def frame_adjacency(rows: pd.DataFrame, gap: int) -> pd.Series:
+    """Per listed row (``source, path, split``): True when a row of another split has the same
+    source and name prefix and a frame number at most ``gap`` away (the same image listed in two
+    splits counts, at distance 0); NaN for rows without a frame number.
+
+    One sorted array per split of the other splits' ``key code * M + frame`` (M > frame range +
+    2 gap keeps keys apart) and a binary search per row: O(n log n).
+    """
+    parsed = frame_numbers(rows)
+    out = pd.Series(np.nan, index=rows.index, dtype=object)
+    framed = parsed["frame"].notna()
+    if not framed.any():
+        return out
+    codes, _ = pd.factorize(parsed.loc[framed, "key"], sort=True)
+    frames = parsed.loc[framed, "frame"].to_numpy(dtype=np.int64)
+    span = int(frames.max()) + 2 * gap + 2
+    value = codes.astype(np.int64) * span + frames
+    split = rows.loc[framed, "split"].to_numpy()
+    adjacent = np.zeros(len(value), dtype=bool)
+    for name in np.unique(split):
+        mine = split == name
+        others = np.sort(value[~mine])
+        if not len(others):
+            continue
+        i = np.searchsorted(others, value[mine] - gap, side="left")
+        found = i < len(others)
+        adjacent[mine] = found & (others[np.minimum(i, len(others) - 1)] <= value[mine] + gap)
+    out[framed] = adjacent
+    return out
 
 
 # --------------------------------------------------------------------------- hashing the images
@@ -413,9 +500,11 @@ def audit_files(
     max_distance: int = 10,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    frame_gap: int = 0,
 ) -> AuditReport:
     """Read ``(split name, file)`` pairs (a name may repeat: its files are concatenated), hash the
-    images when ``images_root`` is given, find near-duplicate pairs and audit."""
+    images when ``images_root`` is given, find near-duplicate pairs and audit (``frame_gap``: see
+    :func:`frame_adjacency`)."""
     frames: dict[str, list[pd.DataFrame]] = {}
     files: dict[str, list[str]] = {}
     for name, file in split_files:
@@ -431,7 +520,7 @@ def audit_files(
         manifest, unreadable = hash_images(_nodes(rows), images_root, workers, on_progress)
         params = DedupeParams(max_distance=max_distance, workers=max(workers, 1))  # the dedupe stage's defaults
         pairs = find_pairs(manifest, params) if len(manifest) else pd.DataFrame(columns=PAIR_COLUMNS)
-    report = audit(splits, pairs)
+    report = audit(splits, pairs, frame_gap)
     report.files = files
     report.unreadable = unreadable
     report.hashed = images_root is not None
@@ -451,21 +540,25 @@ def render_table(report: AuditReport):
     split_images = report.per_split.pivot_table(index="source", columns="split", values="images", aggfunc="sum", fill_value=0)
     headers = [*report.split_names, "images", "groups", "leaking\ngroups", "leaking\nimages"]
     headers += ["x-split\npairs"] if report.hashed else []
+    headers += [f"within\n±{report.frame_gap} frames"] if report.frame_gap else []
+    adjacent = report.adjacent_images()
 
-    def numbers(images: Mapping[str, int], r: Mapping[str, int]) -> list[int]:
+    def numbers(images: Mapping[str, int], r: Mapping[str, int], near: int) -> list[int]:
         out = [int(images.get(n, 0)) for n in report.split_names]
         out += [r["images"], r["groups"], r["straddling"], r["straddling_images"]]
-        return out + ([r["cross_split_pairs"]] if report.hashed else [])
+        return out + ([r["cross_split_pairs"]] if report.hashed else []) + ([near] if report.frame_gap else [])
 
     rows = []
     for r in report.per_source.to_dict("records"):
         images = split_images.loc[r["source"]].to_dict() if r["source"] in split_images.index else {}
-        rows.append((escape(str(r["source"])), numbers(images, r)))
+        rows.append((escape(str(r["source"])), numbers(images, r, adjacent.get(r["source"], 0))))
     by_split = report.rows.drop_duplicates(["split", "image_id"]).groupby("split").size().to_dict()
-    rows.append(("[bold]all[/bold]", numbers(by_split, report.totals())))
+    totals = report.totals()
+    rows.append(("[bold]all[/bold]", numbers(by_split, totals, totals["frame_adjacent_images"])))
     leaking = len(report.split_names) + 2  # first red column
 
-    table = Table(title="split audit: images per split; leaking = patient/video/duplicate groups in >1 split",
+    table = Table(title="split audit: images per split; leaking = patient/video/duplicate groups in >1 split"
+                  + ("; within ±k frames = numbered within k frames of another split's image" if report.frame_gap else ""),
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("source", no_wrap=True, min_width=max(len(label) for label, _ in rows[:-1] + [("all", [])]))
     for k, header in enumerate(headers):
@@ -487,4 +580,8 @@ def summary(report: AuditReport) -> str:
             + f", {t['straddling_images']:,} images in them")
     if report.hashed:
         text += f"; {t['cross_split_pairs']:,} cross-split duplicate pairs (max distance {report.max_distance}), {len(report.unreadable)} unreadable"
+    if report.frame_gap:
+        near = ", ".join(f"{s} {n:,}" for s, n in report.adjacent_images().items() if n)
+        text += (f"; {t['frame_adjacent_images']:,} images within ±{report.frame_gap} frames of another split's"
+                 + (f" ({near})" if near else ""))
     return text + ("; LEAK" if report.leaks else "; leak-free")

@@ -208,6 +208,7 @@ def audit(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
     fail_on_leak: Annotated[bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")] = False,
     workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
+    frame_gap: Annotated[Optional[int], typer.Option(help="Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. Default: dedupe's sequence gap (5).")] = None,
 ) -> None:
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
@@ -225,6 +226,12 @@ def audit(
         _fail("audit needs at least two split names (e.g. --split train=a.csv --split test=b.csv)")
     if images_root is not None and not images_root.is_dir():
         _fail(f"--images-root folder not found: {images_root}")
+    if frame_gap is not None and frame_gap < 0:
+        _fail(f"--frame-gap must be >= 0, got {frame_gap}")
+    if frame_gap is None:
+        from endoctl.dedupe import DedupeParams
+
+        frame_gap = DedupeParams().sequence_gap
     workers = workers or os.cpu_count() or 1
     error = None
     with _progress() as progress:
@@ -233,7 +240,7 @@ def audit(
 
         try:
             report = audit_files([(name.strip(), Path(file.strip())) for name, _, file in pairs],
-                                 images_root, max_distance, workers, tick)
+                                 images_root, max_distance, workers, tick, frame_gap)
         except (ValueError, FileNotFoundError) as exc:
             error = str(exc)
     if error is not None:

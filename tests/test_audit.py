@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import scene, shared_path
-from endoctl.audit import audit, hash_images, read_split_file
+from endoctl.audit import audit, frame_adjacency, hash_images, read_split_file
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
 
@@ -57,6 +59,17 @@ def test_ce24_official_train_val_leaks(tmp_path: Path) -> None:
     line = res.stdout.strip()
     assert "\n" not in line and "KVASIR 41" in line and "LEAK" in line
     assert "KVASIR" in res.stderr and "leaking" in res.stderr  # the table
+    # frame adjacency (default ±5, dedupe's sequence gap): nearly every validation frame of KVASIR and
+    # SEE-AI (numbered imageNNNNN, no video id, so no group can tell) has a training frame next to it
+    adjacency = report["frame_adjacency"]
+    assert adjacency["frame_gap"] == 5
+    val_adj = adjacency["splits"]["val"]
+    assert {s: (v["adjacent"], v["images"]) for s, v in val_adj.items()} == {
+        "AIIMS": (12, 97), "KID": (0, 165), "KVASIR": (11559, 11581), "SEE-AI": (4218, 4244)}
+    assert val_adj["KID"]["numbered"] == 0 and val_adj["AIIMS"]["numbered"] == 97  # ulcer1_<frame>, worm2_<frame>
+    assert adjacency["adjacent_images"] == {"AIIMS": 23, "KID": 0, "KVASIR": 37635, "SEE-AI": 13295}
+    assert report["totals"]["frame_adjacent_images"] == 50953
+    assert "50,953 images within ±5 frames of another split's" in line and "±5 frames" in res.stderr
 
 
 def test_kvasir_capsule_official_folds_and_a_leak_free_refold(tmp_path: Path) -> None:
@@ -69,6 +82,12 @@ def test_kvasir_capsule_official_folds_and_a_leak_free_refold(tmp_path: Path) ->
     assert report["straddling"] == {"kvasir-capsule": 7}
     assert report["groups"] == {"kvasir-capsule": 43}
     assert "kvasir-capsule 7" in res.stdout
+    # the official folds cut each of the 7 straddling videos far from the cut: no frame of one fold
+    # within ±100 frames of the other's; only at ±500 do some appear
+    assert report["frame_adjacency"]["adjacent_images"] == {"kvasir-capsule": 0}
+    frames = {name: read_split_file(f, name) for name, f in (("split_0", fold0), ("split_1", fold1))}
+    assert audit(frames, frame_gap=100).adjacent_images() == {"kvasir-capsule": 0}
+    assert audit(frames, frame_gap=500).adjacent_images() == {"kvasir-capsule": 227}
 
     # the same frames re-folded by video (each straddling video goes wholly to fold 0): leak-free
     both = pd.concat([read_csv(fold0), read_csv(fold1)], ignore_index=True)
@@ -177,6 +196,60 @@ def test_unknown_format_and_bad_arguments_are_one_line_errors(tmp_path: Path) ->
     assert res.exit_code == 2 and "two split names" in res.stderr
     res = run_audit(*splits_args(a=tmp_path / "ok.csv", b=tmp_path / "ok.csv"), "--images-root", tmp_path / "nope")
     assert res.exit_code == 2 and "--images-root" in res.stderr
+
+
+def test_frame_adjacency_known_cases(tmp_path: Path) -> None:
+    rows = pd.DataFrame([  # source, path, split
+        ("KVASIR", "a/0728084c8da942d9_100.jpg", "train"),
+        ("KVASIR", "b/0728084c8da942d9_105.jpg", "val"),    # 5 from a training frame: adjacent (gap 5)
+        ("KVASIR", "b/0728084c8da942d9_106.jpg", "val"),    # 6: not
+        ("KVASIR", "b/1111111111111111_101.jpg", "val"),    # another video: not
+        ("SEE-AI", "x/image00100.jpg", "val"),              # another source, same number: not
+        ("SEE-AI", "x/image00097.jpg", "test"),             # 3 from the val SEE-AI image: adjacent (any other split)
+        ("AIIMS", "t/ulcer1_1024.jpg", "train"),
+        ("AIIMS", "v/ulcer1_1029.jpg", "val"),              # AIIMS frames parse too
+        ("AIIMS", "v/worm1_1029.jpg", "val"),               # another prefix: not
+        ("KID", "k/angioectasia-P0-3.jpg", "val"),          # no frame number: NaN
+        ("SEE-AI", "x/image00500.jpg", "val"),
+        ("SEE-AI", "y/image00500.jpg", "train"),            # the same number listed in two splits: adjacent (0)
+    ], columns=["source", "path", "split"])
+    got = frame_adjacency(rows, 5)
+    assert pd.isna(got.iloc[9])
+    assert got.drop(9).tolist() == [True, True, False, False, True, True, True, True, False, True, True]
+    assert frame_adjacency(rows.assign(split="one"), 5).dropna().eq(False).all()  # a single split: nothing
+    # through the report and the CLI
+    rows["image_id"] = rows["path"]
+    rows["patient_id"] = rows["group"] = ""
+    splits = {name: df for name, df in rows.groupby("split")}
+    rep = audit(splits, frame_gap=5)
+    assert rep.adjacent_images() == {"AIIMS": 2, "KID": 0, "KVASIR": 2, "SEE-AI": 4}
+    assert rep.to_dict()["frame_adjacency"]["splits"]["val"]["SEE-AI"] == {"images": 2, "numbered": 2, "adjacent": 2, "share": 1.0}
+    assert audit(splits).to_dict()["frame_adjacency"] == {"frame_gap": 0, "adjacent_images": {"AIIMS": 0, "KID": 0, "KVASIR": 0, "SEE-AI": 0},
+                                                          "share": {"AIIMS": 0.0, "KID": 0.0, "KVASIR": 0.0, "SEE-AI": 0.0},
+                                                          "splits": {"test": {}, "train": {}, "val": {}}}
+    for name, df in splits.items():
+        write_csv(tmp_path / f"{name}.csv", df[["path"]])
+    args = splits_args(**{name: tmp_path / f"{name}.csv" for name in splits})
+    res = run_audit(*args, "--frame-gap", "5")
+    assert res.exit_code == 0 and "images within ±5 frames of another split's" in res.stdout
+    assert "within ±" not in run_audit(*args, "--frame-gap", "0").stdout
+    res = run_audit(*args, "--frame-gap", "-1")
+    assert res.exit_code == 2 and "--frame-gap must be >= 0" in res.stderr
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["s", "t"]), st.sampled_from(["image", "ulcer1_", "nonum"]),
+                          st.integers(0, 40), st.sampled_from(["a", "b", "c"])), max_size=40), st.integers(1, 6))
+def test_frame_adjacency_equals_brute_force(rows, gap) -> None:
+    df = pd.DataFrame([(src, f"d/{prefix}{frame:05d}.jpg" if prefix != "nonum" else f"d/x{frame}.jpg", split)
+                       for src, prefix, frame, split in rows], columns=["source", "path", "split"])
+    got = frame_adjacency(df, gap)
+    for i, (src, prefix, frame, split) in enumerate(rows):
+        if prefix == "nonum":
+            assert pd.isna(got.iloc[i])
+            continue
+        want = any(s2 == src and p2 == prefix and abs(f2 - frame) <= gap and sp2 != split for s2, p2, f2, sp2 in rows)
+        assert got.iloc[i] == want, (i, rows[i])
 
 
 def test_core_audit_pairs_join_groups_and_cross_split_pairs() -> None:
