@@ -528,6 +528,30 @@ def audit_files(
     return report
 
 
+TRUTH, TRAIN = "evaluated", "trained on"  # split names of :func:`leak_free_rows`
+
+
+def leak_free_rows(
+    truth_file: str | Path, train_files: Sequence[str | Path], images_root: Path | None = None,
+    max_distance: int = 10, workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
+    frame_gap: int = 0,
+) -> pd.DataFrame:
+    """Per row of ``truth_file`` (file order): ``image_id, source, path, group, group_trained,
+    frame_adjacent, leak_free``. ``group_trained``: an image of its group (patient/video,
+    duplicates: the grouping of :func:`audit`; with ``images_root`` near-duplicates too) is listed
+    in ``train_files``; ``frame_adjacent``: a training image of its name prefix is numbered within
+    ``frame_gap`` frames (:func:`frame_adjacency`; 0: off); leak-free = neither."""
+    splits = [(TRUTH, Path(truth_file)), *((TRAIN, Path(f)) for f in train_files)]
+    report = audit_files(splits, images_root, max_distance, workers, on_progress, frame_gap)
+    rows = report.rows
+    truth = rows[rows["split"] == TRUTH]
+    trained = truth["leak_group"].isin(set(rows.loc[rows["split"] == TRAIN, "leak_group"]))
+    adjacent = truth["adjacent"] if frame_gap > 0 else pd.Series(False, index=truth.index)
+    return pd.DataFrame({"image_id": truth["image_id"], "source": truth["source"], "path": truth["path"],
+                         "group": truth["leak_group"], "group_trained": trained, "frame_adjacent": adjacent,
+                         "leak_free": ~trained & ~adjacent}).reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- presentation
 
 

@@ -200,6 +200,17 @@ def dedupe(
     )
 
 
+def _frame_gap(value: Optional[int]) -> int:
+    """``--frame-gap`` of audit and evaluate: default dedupe's sequence gap, never negative."""
+    if value is None:
+        from endoctl.dedupe import DedupeParams
+
+        return DedupeParams().sequence_gap
+    if value < 0:
+        _fail(f"--frame-gap must be >= 0, got {value}")
+    return value
+
+
 @app.command()
 def audit(
     split: Annotated[list[str], typer.Option("--split", help="NAME=FILE, repeated (at least two names; a repeated name joins its files). FILE: endoctl split CSV, CE24 xlsx, Kvasir-Capsule official_split CSV, or any table with a path column.")],
@@ -226,12 +237,7 @@ def audit(
         _fail("audit needs at least two split names (e.g. --split train=a.csv --split test=b.csv)")
     if images_root is not None and not images_root.is_dir():
         _fail(f"--images-root folder not found: {images_root}")
-    if frame_gap is not None and frame_gap < 0:
-        _fail(f"--frame-gap must be >= 0, got {frame_gap}")
-    if frame_gap is None:
-        from endoctl.dedupe import DedupeParams
-
-        frame_gap = DedupeParams().sequence_gap
+    frame_gap = _frame_gap(frame_gap)
     workers = workers or os.cpu_count() or 1
     error = None
     with _progress() as progress:
@@ -341,6 +347,25 @@ def split(
     )
 
 
+def _leak_free_rows(truth: Path, train: list[Path], images_root: Optional[Path], workers: int, frame_gap: int,
+                    n_truth: int):
+    """``leak_free_rows`` of the truth file, checked row for row against the truth evaluate read."""
+    import os
+
+    from endoctl.audit import leak_free_rows
+
+    for file in train:
+        if not file.is_file():
+            raise FileNotFoundError(f"--train file not found: {file}")
+    with _progress() as progress:
+        task = progress.add_task("hash images", total=None, rate="", visible=images_root is not None)
+        rows = leak_free_rows(truth, train, images_root, workers=workers or os.cpu_count() or 1,
+                              on_progress=_ticker(progress, task), frame_gap=frame_gap)
+    if len(rows) != n_truth:  # pragma: no cover - both read the same file with the same reader
+        raise ValueError(f"{truth}: {len(rows)} rows read for the leak check, {n_truth} for evaluation")
+    return rows
+
+
 @app.command()
 def evaluate(
     truth: Annotated[Path, typer.Option(help="Ground truth: endoctl split CSV (target_class; class_mapping.json beside it lists the classes), CE24 one-hot xlsx (validation) or image_path + class_label xlsx (test).")],
@@ -352,6 +377,10 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Bootstrap seed; same inputs and seed give identical reports.")] = 0,
     convention: Annotated[Optional[str], typer.Option(help="CE24 class-wise metrics from argmax or from thresholding each probability at 0.5 (default: threshold for class_label truth, like the organisers' test reports; else argmax).")] = None,
     metrics_out: Annotated[Optional[Path], typer.Option("--metrics", help="Also write the headline numbers of a full report (paper metrics + CI bounds, CE24 headline, per source) here: the file for `dvc metrics`.")] = None,
+    train: Annotated[Optional[list[Path]], typer.Option(help="Split file the model was trained on, repeatable (any format `audit` reads): the report adds `leak_free`, the same metrics on the truth images whose group (patient/video, duplicates) has no image there, and leak_free_images.csv lists them.")] = None,
+    images_root: Annotated[Optional[Path], typer.Option(help="With --train: folder the truth and train paths are relative to; hash the images so near-duplicates join groups too.")] = None,
+    workers: Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")] = 0,
+    frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. Default: dedupe's sequence gap (5).")] = None,
 ) -> None:
     """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots."""
     from rich.markup import escape
@@ -380,18 +409,36 @@ def evaluate(
         _fail(f"--predictions file or folder not found: {predictions}")
     else:
         files = [predictions]
+    if images_root is not None and (not train or not images_root.is_dir()):
+        _fail(f"--images-root needs --train and an existing folder: {images_root}")
+    frame_gap = _frame_gap(frame_gap)
     started = time.perf_counter()
-    error, results = None, []
+    error, results, unseen = None, [], None
     try:
         gt = metrics.load_truth(truth)
+        if train:
+            unseen = _leak_free_rows(truth, train, images_root, workers, frame_gap, len(gt.labels))
         for file in files:
             data = metrics.align(gt, metrics.load_predictions(file), file.name)
-            results.append((file, data, metrics.evaluate(data, report, bootstrap, seed, convention)))
+            rep = metrics.evaluate(data, report, bootstrap, seed, convention)
+            if unseen is not None:
+                rep["leak_free"] = {**metrics.leak_free_report(data, unseen["leak_free"].to_numpy(), report, bootstrap,
+                                                               seed, convention),
+                                    "train": [str(f) for f in train], "frame_gap": frame_gap,
+                                    "group_trained": int(unseen["group_trained"].sum()),
+                                    "frame_adjacent_only": int((unseen["frame_adjacent"] & ~unseen["group_trained"]).sum())}
+            results.append((file, data, rep))
     except (ValueError, FileNotFoundError) as exc:
         error = str(exc)
     if error is not None:
         _fail(escape(error))
     into_folder = folder or out.is_dir()
+    if unseen is not None:
+        from endoctl.io import write_csv
+
+        free = unseen[unseen["leak_free"]].drop(columns=["group_trained", "frame_adjacent", "leak_free"])
+        write_csv((out if into_folder else out.parent) / "leak_free_images.csv",
+                  free.assign(label=gt.labels.to_numpy()[unseen["leak_free"].to_numpy()]))
     for file, data, rep in results:
         write_text(out / f"{file.stem}_metrics.json" if into_folder else out, metrics.dumps(rep))
         if metrics_out is not None:

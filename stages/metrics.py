@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -671,8 +671,24 @@ def evaluate(data: EvalData, report: str = "full", n_bootstrap: int = 1000, seed
     return full_report(data, n_bootstrap, seed, convention)
 
 
-def summary(name: str, report: Mapping) -> str:
-    """The headline numbers of one report, for the command's one-line summary."""
+def subset(data: EvalData, keep: np.ndarray) -> EvalData:
+    """The rows of ``data`` where ``keep`` (a bool per row, truth order)."""
+    pick = np.asarray(keep, dtype=bool)
+    return replace(data, y=data.y[pick], proba=data.proba[pick], image=data.image[pick],
+                   source=None if data.source is None else data.source[pick],
+                   group=None if data.group is None else data.group[pick])
+
+
+def leak_free_report(data: EvalData, keep: np.ndarray, report: str = "full", n_bootstrap: int = 1000, seed: int = 0,
+                     convention: str | None = None) -> dict:
+    """The same report on the leak-free rows only (``keep``: no group member in the training files),
+    with their count; no metrics when there are none."""
+    n = int(np.count_nonzero(keep))
+    out: dict = evaluate(subset(data, keep), report, n_bootstrap, seed, convention) if n else {}
+    return {**out, "n_images": n, "of_images": int(len(keep))}
+
+
+def _plain_summary(name: str, report: Mapping) -> str:
     if "class_wise_metrics" in report:
         return (f"{name} balanced accuracy {report['balanced_accuracy']:.4f}, mean AUC {report['mean_auc']:.4f}, "
                 f"avg F1 {report['avg_f1']:.4f}")
@@ -680,6 +696,16 @@ def summary(name: str, report: Mapping) -> str:
     interval = f" [{ci['low']:.4f}, {ci['high']:.4f}]" if ci and ci["low"] is not None else ""
     return (f"{name} balanced accuracy {report['balanced_accuracy']:.4f}{interval}, macro AUC {report['auc_macro']:.4f}, "
             f"macro F1 {report['f1_macro']:.4f}, mAP {report['map_macro']:.4f}")
+
+
+def summary(name: str, report: Mapping) -> str:
+    """The headline numbers of one report (and of its leak-free part), for the command's one-line summary."""
+    text = _plain_summary(name, report)
+    free = report.get("leak_free")
+    if free is not None:
+        text += (f" (leak-free {free['n_images']} of {free['of_images']} images: "
+                 + (_plain_summary("", free).strip() if free["n_images"] else "none") + ")")
+    return text
 
 
 HEADLINE = ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro")
@@ -701,6 +727,9 @@ def headline(report: Mapping) -> dict:
     if "per_source" in report:
         out["per_source"] = {name: {k: src[k] for k in ("balanced_accuracy", "auc_macro", "n_images")}
                              for name, src in report["per_source"].items()}
+    if "leak_free" in report:
+        free = report["leak_free"]
+        out["leak_free"] = {**{k: free.get(k) for k in HEADLINE}, "n_images": free["n_images"]}
     return out
 
 

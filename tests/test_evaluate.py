@@ -473,3 +473,148 @@ def test_split_truth_problems_and_taxonomy_display_names(tmp_path: Path) -> None
     write_csv(truth, frame.assign(target_class=["tumour"] + list(frame["target_class"][1:])))
     res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json")
     assert res.exit_code == 2 and "'tumour' are not among the classes" in res.stderr
+
+
+# ---------------------------------------------------------------- leak-free evaluation (--train)
+
+
+def leak_case(folder: Path) -> tuple[Path, Path, Path]:
+    """ROWS as truth (each image its own group), the last one renamed to a numbered frame, and a
+    training file sharing: group g1 (row 2), the image of row 3 itself, group g5 (row 6), and a frame
+    3 numbers from row 8's."""
+    rows = [r if i != 7 else ("x/image00100.jpg", *r[1:]) for i, r in enumerate(ROWS)]
+    truth, pred = write_case(folder, rows)
+    write_csv(folder / "pred.csv", pred)
+    train = pd.DataFrame({"image_id": ["other/1.jpg", "demo/x/3.jpg", "other/2.jpg", "other/image00103.jpg"],
+                          "source": ["s1", "s1", "s2", "s2"],
+                          "path": ["raw/o/1.jpg", "raw/x/3.jpg", "raw/o/2.jpg", "raw/o/image00103.jpg"],
+                          "label": "a", "target_class": "a", "group": ["g1", "g99", "g5", "g98"], "fold": "0"})
+    write_csv(folder / "train_val.csv", train)
+    return truth, folder / "pred.csv", folder / "train_val.csv"
+
+
+def test_leak_free_metrics_on_the_images_no_training_group_holds(tmp_path: Path) -> None:
+    truth, pred, train = leak_case(tmp_path)
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "out" / "r.json", "--bootstrap", 20,
+                   "--train", train, "--metrics", tmp_path / "m.json")
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "out" / "r.json").read_text())
+    free = r["leak_free"]
+    # left: rows 1 (a -> A), 4 (b -> B), 5 (b -> A on the A/C tie), 7 (c -> C)
+    assert free["n_images"] == 4 and free["of_images"] == 8 and r["n_images"] == 8
+    assert free["group_trained"] == 3 and free["frame_adjacent_only"] == 1 and free["frame_gap"] == 5
+    assert free["balanced_accuracy"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+    assert free["balanced_accuracy"] == pytest.approx(balanced_accuracy_score([0, 1, 1, 2], [0, 1, 0, 2]))
+    assert free["confusion_matrix"]["matrix"][:3] == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]]
+    assert free["train"] == [str(train)] and free["bootstrap"]["n"] == 20
+    listed = read_table(tmp_path / "out" / "leak_free_images.csv")
+    assert list(listed.columns) == ["image_id", "source", "path", "group", "label"]
+    assert listed["image_id"].tolist() == ["demo/x/1.jpg", "demo/x/4.jpg", "demo/x/5.jpg", "demo/x/7.jpg"]
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["leak_free"] == {k: free[k] for k in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "n_images")}
+    assert "(leak-free 4 of 8 images: balanced accuracy 0.8333" in res.stdout
+    # groups only; a smaller gap; the organisers' report
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "g.json", "--bootstrap", 0,
+                   "--train", train, "--frame-gap", "0")
+    assert json.loads((tmp_path / "g.json").read_text())["leak_free"]["n_images"] == 5
+    assert len(read_table(tmp_path / "leak_free_images.csv")) == 5  # beside the report
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "c.json", "--report", "ce24",
+                   "--train", train, "--frame-gap", "2")
+    ce24 = json.loads((tmp_path / "c.json").read_text())
+    assert ce24["leak_free"]["n_images"] == 5 and set(ce24["leak_free"]) >= {"mean_auc", "balanced_accuracy", "class_wise_metrics"}
+    # nothing leak-free: counts, no metrics
+    write_csv(tmp_path / "all.csv", read_table(truth))
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "n.json", "--train", tmp_path / "all.csv")
+    assert res.exit_code == 0 and "(leak-free 0 of 8 images: none)" in res.stdout
+    assert json.loads((tmp_path / "n.json").read_text())["leak_free"]["n_images"] == 0
+    for extra, expected in ((["--train", tmp_path / "nope.csv"], "--train file not found"),
+                            (["--images-root", tmp_path], "--images-root needs --train"),
+                            (["--train", train, "--frame-gap", "-1"], "--frame-gap must be >= 0")):
+        res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "e.json", *extra)
+        assert res.exit_code == 2 and expected in res.stderr and "\n" not in res.stderr.strip()
+
+
+def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from conftest import scene
+
+    rows = [(f"x/{k}.jpg", "a" if k % 2 else "b", "s", .7, .3) for k in range(4)]
+    truth, pred = write_case(tmp_path, rows, ["A", "B"])
+    write_csv(tmp_path / "pred.csv", pred)
+    (tmp_path / "raw" / "x").mkdir(parents=True)
+    for k in range(4):
+        scene(k, (320, 280)).save(tmp_path / "raw" / "x" / f"{k}.jpg", quality=90)
+    with Image.open(tmp_path / "raw" / "x" / "2.jpg") as im:  # a resized, re-encoded copy in training
+        im.resize((240, 210), Image.LANCZOS).save(tmp_path / "raw" / "copy.jpg", quality=70)
+    (tmp_path / "train.csv").write_text("path\nraw/copy.jpg\n")
+    args = ["--truth", truth, "--predictions", tmp_path / "pred.csv", "--bootstrap", 0, "--train", tmp_path / "train.csv"]
+    assert run_eval(*args, "--out", tmp_path / "names.json").exit_code == 0
+    assert json.loads((tmp_path / "names.json").read_text())["leak_free"]["n_images"] == 4  # names alone: unrelated
+    res = run_eval(*args, "--out", tmp_path / "hashed.json", "--images-root", tmp_path, "--workers", 1)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "hashed.json").read_text())["leak_free"]["n_images"] == 3
+    assert "demo/x/2.jpg" not in set(read_table(tmp_path / "leak_free_images.csv")["image_id"])
+
+
+# On CE24's official validation, with training_data.xlsx as the training file: how much of each team's
+# score survives on the images no training video/patient/file name holds (groups), and on those with no
+# training frame within ±5 numbers either (strict, the default). (balanced accuracy, macro AUC, macro F1,
+# mAP) for all 16,132 images, then leak-free. CE24's AIIMS frames (ulcer1_<frame>, worm2_<frame>) carry no
+# patient id yet; grouped by video they all leak, which gives the second set of leak-free numbers.
+CE24_LEAK_FREE = {
+    "PuppyOps": ((0.785, 0.9915, 0.8149, 0.8772),
+                 {(0, False): (0.6439, 0.9529, 0.6715, 0.7581), (0, True): (0.7129, 0.9641, 0.7373, 0.8078),
+                  (5, False): (0.5566, 0.9391, 0.4755, 0.6824), (5, True): (0.6109, 0.9636, 0.5825, 0.7247)}),
+    "Seq2Cure": ((0.8634, 0.9896, 0.8645, 0.9038),
+                 {(0, False): (0.7779, 0.9715, 0.7946, 0.862), (0, True): (0.8043, 0.9682, 0.8062, 0.8656),
+                  (5, False): (0.6768, 0.959, 0.6434, 0.6869), (5, True): (0.6815, 0.9521, 0.6665, 0.6687)}),
+    "WueVision": ((0.9159, 0.9918, 0.9061, 0.9305),
+                  {(0, False): (0.8744, 0.9858, 0.8745, 0.9268), (0, True): (0.8769, 0.9825, 0.8646, 0.9179),
+                   (5, False): (0.7234, 0.9445, 0.7192, 0.7764), (5, True): (0.6867, 0.9315, 0.6708, 0.7329)}),
+}
+CE24_LEAK_FREE_IMAGES = {(0, False): {"AIIMS": 97, "KID": 156, "SEE-AI": 4115}, (0, True): {"KID": 156, "SEE-AI": 4115},
+                         (5, False): {"AIIMS": 85, "KID": 156, "SEE-AI": 26}, (5, True): {"KID": 156, "SEE-AI": 26}}
+
+
+@pytest.fixture(scope="module")
+def ce24_training_csv(ce24_csv: Path) -> Path:
+    """CE24's training_data.xlsx as CSV, beside the other CSV copies."""
+    write_csv(ce24_csv / "training.csv", read_table(shared_path("ce24", "training_data.xlsx")))
+    return ce24_csv / "training.csv"
+
+
+@pytest.mark.parametrize("gap", [0, 5])
+def test_leak_free_scores_of_the_ce24_validation_submissions(ce24_csv: Path, ce24_training_csv: Path, tmp_path: Path,
+                                                            gap: int) -> None:
+    training = read_table(ce24_training_csv)
+    res = run_eval("--truth", ce24_csv / "validation" / "truth.csv", "--predictions", ce24_csv / "validation" / "predictions",
+                   "--out", tmp_path / "reports", "--bootstrap", 0, "--train", ce24_training_csv, "--frame-gap", gap)
+    assert res.exit_code == 0, res.output
+    free = read_table(tmp_path / "reports" / "leak_free_images.csv")
+    # facts from the files alone: no leak-free image shares a Kvasir-Capsule video, a KID patient or a
+    # SEE-AI/AIIMS file with a training image, or (gap 5) lies within 5 frame numbers of one
+    name = lambda paths: paths.str.replace("\\", "/", regex=False).str.rsplit("/", n=1).str[-1]  # noqa: E731
+    train_names = set(training["Dataset"] + "/" + name(training["image_path"]))
+    assert not set(free["source"] + "/" + name(free["path"])) & train_names
+    video = r"^([0-9a-f]{16})_\d+\.jpg$"
+    assert not (free["source"] == "KVASIR").any()  # all 41 videos are in training
+    assert not set(name(free["path"]).str.extract(video)[0].dropna()) & set(name(training["image_path"]).str.extract(video)[0].dropna())
+    kid = r"-(P\d+)-"
+    train_kid = set(name(training.loc[training["Dataset"] == "KID", "image_path"]).str.extract(kid)[0].dropna())
+    assert train_kid and not set(name(free.loc[free["source"] == "KID", "path"]).str.extract(kid)[0].dropna()) & train_kid
+    if gap:
+        numbered = r"^(image|(?:ulcer|worm)\d+_)(\d+)\.jpg$"
+        t = name(training["image_path"]).str.extract(numbered).dropna()
+        taken = {(p, int(f) + d) for p, f in t.itertuples(index=False) for d in range(-gap, gap + 1)}
+        f = name(free["path"]).str.extract(numbered).dropna()
+        assert not any((p, int(n)) in taken for p, n in f.itertuples(index=False))
+    # the numbers, at the time; which set holds depends on whether AIIMS frames are grouped by video
+    aiims_videos = not (free["source"] == "AIIMS").any()
+    assert free.groupby("source").size().to_dict() == CE24_LEAK_FREE_IMAGES[gap, aiims_videos]
+    for team, (full, leak_free) in CE24_LEAK_FREE.items():
+        r = json.loads((tmp_path / "reports" / f"{team}_predicted_val_dataset_metrics.json").read_text())
+        keys = ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro")
+        assert tuple(round(r[k], 4) for k in keys) == full
+        assert tuple(round(r["leak_free"][k], 4) for k in keys) == leak_free[gap, aiims_videos], team
+        assert r["leak_free"]["n_images"] == len(free) and r["leak_free"]["group_trained"] >= 11764
