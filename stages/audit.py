@@ -54,7 +54,7 @@ from endoctl.sources.kvasir_capsule import video_id
 
 SPLIT_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]
 # CE24's AIIMS frames (ulcer1_<frame>, worm2_<frame>), tried after dedupe's sequence pattern.
-AIIMS_SEQUENCE_PATTERN = r"^(?P<prefix>(?:ulcer|worms?)[0-9]+_)(?P<frame>[0-9]+)$"
+AIIMS_SEQUENCE_PATTERN = r"(?:^|/)(?P<prefix>(?:ulcer|worms?)[0-9]+_)(?P<frame>[0-9]+)$"
 ADJACENCY_COLUMNS = ["split", "source", "images", "numbered", "adjacent"]
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
 ENDOCTL_COLUMNS = ("image_id", "source", "path", "group")
