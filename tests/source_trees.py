@@ -179,7 +179,7 @@ def medfmc_tree(root: Path) -> Tree:
 CROHNIPI_CSV = (  # ISO-8859-1, with a non-ASCII byte in a comment column
     "Frame name,Label,Fold,Remarque\n"
     "00001.jpg,N,1,\n00002.jpg,U>10,2,\n00003.jpg,U3-10,5,\n00004.jpg,AU,3,aphte isolée\n"
-    "00005.jpg,E,4,\n00006.jpg,O,4,\n00007.jpg,S,2,\n00008.jpg,X,1,\n00009.jpg,S,7,\n00099.jpg,E,4,\n"
+    "00005.jpg,E,4,\n00006.jpg,O,4,\n00007.jpg,S,2,\n00008.jpg,X,1,\n00009.jpg,S,7,\n00099.jpg,E,4,\n00098.jpg,Z,1,\n"
 )
 
 
@@ -197,6 +197,8 @@ def crohnipi_tree(root: Path) -> Tree:
             ("imgs/00009.jpg", "CrohnIPI_description.csv row 10: fold '7' is not 1-5"),
             ("imgs/00010.jpg", "not listed in CrohnIPI_description.csv"),
             ("imgs/00099.jpg", "listed in CrohnIPI_description.csv but not found"),
+            ("imgs/00098.jpg", "CrohnIPI_description.csv row 12: label 'Z' is not one of N, E, O, AU, U3-10, U>10, S; "
+             "image not found"),
             ("stray.jpg", misplaced("crohnipi")),
         ],
         skipped={"metadata/hidden files": 1},

@@ -147,8 +147,9 @@ class Adapter:
     The ``labels`` argument (kept as ``label_file``) is the optional label/metadata file the
     dataset ships (see each adapter's doc); the ``labels`` ClassVar is the vocabulary of labels the
     adapter emits, one entry per label a multi-label image joins with '|' (empty where it is
-    open-ended, e.g. any class folder name): the taxonomy must map every one of them. ``evidence`` marks each of ``RULES`` with a key
-    of ``MARKS`` (generic layouts leave it empty). ``signature`` says what :meth:`detect` looks for.
+    open-ended, e.g. any class folder name): the taxonomy must map every one of them. ``evidence``
+    marks each of ``RULES`` with keys of ``MARKS`` ("V", or "V/?" for a rule with a verified and an
+    inferred part; generic layouts leave it empty). ``signature`` says what :meth:`detect` looks for.
     """
 
     name: ClassVar[str]
@@ -220,6 +221,14 @@ def compact(labels: tuple[str, ...]) -> str:
             out.append(label)
     flush()
     return ", ".join(out)
+
+
+def missing_listed(folder: Path, listed: dict[str, str], bad: dict[str, str], seen: set[str]) -> Iterator[Rejection]:
+    """A rejection for every image a label file names (``listed``: name -> that file; ``bad``: name ->
+    why its row is unusable) that the walk did not find in ``folder``."""
+    for name in sorted((set(listed) | set(bad)) - seen):
+        reason = f"{bad[name]}; image not found" if name in bad else f"listed in {listed[name]} but not found"
+        yield Rejection(str(folder / name), reason)
 
 
 def child_dirs(folder: Path) -> list[str]:

@@ -50,7 +50,8 @@ class CE24(Adapter):
     patient_rule = (
         "the video from the original file name inside each Source folder: KVASIR/<videoid> for "
         "<videoid>_<frame>, AIIMS/ulcer1 ... AIIMS/worm3 for ulcer<n>_<frame> and worm<n>_<frame> (six "
-        "AIIMS videos); none for KID and SEE-AI (their names carry no patient)"
+        "AIIMS videos [?: the digit most likely numbers the video]); none for KID and SEE-AI (their names carry "
+        "no patient)"
     )
     split_rule = "training, validation or test from the top folder"
     labels = ("Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal", "Polyp",

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from endoctl.io import read_table
-from endoctl.sources.base import Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, register
+from endoctl.sources.base import (Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, missing_listed,
+                                  register)
 
 DESCRIPTION = "CrohnIPI_description.csv"
 ENCODING = "iso-8859-1"
@@ -74,9 +75,7 @@ class CrohnIPI(Adapter):
 
     def scan(self) -> Iterator[Entry]:
         yield from super().scan()
-        for name in sorted((set(self.rows) | set(self.bad)) - self.seen):
-            reason = f"{self.bad[name]}; image not found" if name in self.bad else f"listed in {self.description.name} but not found"
-            yield Rejection(str(self.images / name), reason)
+        yield from missing_listed(self.images, dict.fromkeys(self.rows, self.description.name), self.bad, self.seen)
 
     def record(self, entry: FileEntry) -> Entry:
         if entry.file.parent != self.images:

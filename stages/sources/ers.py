@@ -66,7 +66,7 @@ class ERS(Adapter):
     name = "ers"
     layout = ("<patient 4 digits>/<samples|seq_NN>/frames/NNNNNN.png with masks "
               "<same folder>/labels/NNNNNN_<code>[_<code>…].png (SRC may also be one level up, e.g. "
-              "precise-samples/<patient>/…)")
+              "precise-samples/<patient>/… [3])")
     label_rule = (
         "the codes in the names of the frame's masks in labels/, lower-case, sorted, joined with '|' "
         "(000005_c01_c02_h01.png -> c01|c02|h01; several masks per frame; a 0-byte mask counts). A "

@@ -42,8 +42,9 @@ def is_annotation(entry: FileEntry) -> bool:
 class KID(Adapter):
     name = "kid"
     layout = ("<class>/<image> (KID 2: vascular/vascular001.png, polypoid/polypoid5~0.png, "
-              "normal-esophagus/normaleso1.png, …; KID 1: Angioectasias/angioectasia-P0-2.png, "
-              "active bleeding/bleeding3.png), <kid-dataset>/<class>/<image>, or flat <class><k>.jpg as CE24 "
+              "normal-esophagus/normaleso1.png, ampulla-of-vater/ampulla1.png [?: the ampulla folder's spelling], …; "
+              "KID 1 [3/?]: Angioectasias/angioectasia-P0-2.png, active bleeding/bleeding3.png), "
+              "<kid-dataset>/<class>/<image>, or flat <class><k>.jpg as CE24 "
               "ships them; mask folders <class>-annotations/ and <image>m.png masks are skipped")
     label_rule = (
         "the class folder exactly as the archive spells it; in a flat folder, the leading letters of the "

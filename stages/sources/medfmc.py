@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from endoctl.io import read_table
-from endoctl.sources.base import Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, register
+from endoctl.sources.base import (Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, missing_listed,
+                                  register)
 from endoctl.sources.csv_labels import PATH_COLUMNS
 
 FINDINGS = ("ulcer", "erosion", "polyp", "tumor")  # the CSV columns; also the order of the list files [?]
@@ -110,7 +111,7 @@ def read_tables(folder: Path) -> Table:
 @register
 class MedFMCEndo(Adapter):
     name = "medfmc-endo"
-    layout = ("images/<img_id>.png (or image/) + endo_train.csv, endo_val.csv beside it, e.g. "
+    layout = ("images/<img_id>.png (or image/ [3]) + endo_train.csv, endo_val.csv beside it, e.g. "
               "MedFMC_train/endo/ and MedFMC_val/endo/ below SRC; optional trainval.txt / test_WithLabel.txt")
     label_rule = (
         "the findings whose 0/1 column (ulcer, erosion, polyp, tumor, found by name) is 1, sorted and "
@@ -151,9 +152,7 @@ class MedFMCEndo(Adapter):
         yield from super().scan()
         for table in self.tables.values():
             images = next((table.folder / d for d in IMAGE_DIRS if (table.folder / d).is_dir()), table.folder / "images")
-            for name in sorted((set(table.rows) | set(table.bad)) - table.seen):
-                reason = f"{table.bad[name]}; image not found" if name in table.bad else f"listed in {table.rows[name][2]} but not found"
-                yield Rejection(str(images / name), reason)
+            yield from missing_listed(images, {n: row[2] for n, row in table.rows.items()}, table.bad, table.seen)
 
     def record(self, entry: FileEntry) -> Entry:
         if len(entry.parts) < 2 or entry.parts[-2] not in IMAGE_DIRS:
