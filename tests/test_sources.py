@@ -388,6 +388,11 @@ def test_see_ai_release_refuses_a_label_csv_and_reads_a_box_folder(tmp_path):
     assert labels_of["image00002.jpg"] == "bleeding" and labels_of["image00001.jpg"] == "normal"
     with pytest.raises(ValueError, match="has no SEE_AI_project_all_images"):
         get_adapter("see-ai", tmp_path / "empty", boxes)
+    for txt in (root / "SEE_AI_project_all_txt").iterdir():
+        txt.unlink()
+    (root / "SEE_AI_project_all_txt").rmdir()  # without box files every image would read as normal: refused
+    with pytest.raises(FileNotFoundError, match="no SEE_AI_project_all_txt/ folder of box files"):
+        get_adapter("see-ai", root)
 
 
 def test_hyperkvasir_split_files_five_fold_and_labels_folder(tmp_path):

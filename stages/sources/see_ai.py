@@ -80,9 +80,9 @@ class SeeAI(LabelFile):
         if self.images is None and boxes is not None:
             raise ValueError(f"--labels {labels} is a folder of box files, but {root} has no {IMAGES}/ folder")
         super().__init__(root, None if self.images is not None else labels)
-        self.boxes = boxes if boxes is not None else release_folder(root, BOXES) if self.images is not None else None
-        if self.boxes is not None and not self.boxes.is_dir():
-            self.boxes = None
+        self.boxes = (boxes or release_folder(root, BOXES)) if self.images is not None else None
+        if self.images is not None and self.boxes is None:  # else every image would silently read as normal
+            raise FileNotFoundError(f"{root} has {IMAGES}/ but no {BOXES}/ folder of box files (or pass --labels FOLDER)")
         self.box_files: set[str] = set(os.listdir(self.boxes)) if self.boxes is not None else set()
         self.image_stems: set[str] = {Path(n).stem for n in os.listdir(self.images)} if self.images else set()
 
