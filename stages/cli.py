@@ -118,7 +118,7 @@ def ingest(
     format: Annotated[str, typer.Option("--format", "-f", help=_format_help())],
     source: Annotated[str, typer.Option(help="Source name, used in image ids (e.g. kvasir-capsule).")],
     out: Annotated[Path, typer.Option(help="Manifest CSV; rejections go to <stem>.rejected.csv beside it.")],
-    labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs; hyperkvasir: folder of official split files; medfmc-endo: folder of endo_*.csv; crohnipi: CrohnIPI_description.csv; see-ai: label CSV, or a folder of box files).")] = None,
     data_root: Annotated[Path, typer.Option(help="Manifest paths are written relative to this folder.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
     max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = 178_956_970,

@@ -351,12 +351,15 @@ def test_medfmc_labels_folder_and_bad_tables(tmp_path):
         "no endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt beside this images folder"}
 
 
-def test_medfmc_image_in_both_csvs_is_rejected(tmp_path):
-    put(tmp_path, "images/13333_2021.11_0003_1.png", data=PNG)
+def test_medfmc_image_in_two_split_files_is_rejected(tmp_path):
+    put(tmp_path, "csvs/images/13333_2021.11_0003_1.png", "lists/images/13333_2021.11_0003_2.png", data=PNG)
     for name in ("endo_train.csv", "endo_val.csv"):
-        (tmp_path / name).write_text("img_id,ulcer,erosion,polyp,tumor\n13333_2021.11_0003_1.png,0,0,0,0\n")
-    assert scan("medfmc-endo", tmp_path)[1] == [
-        ("images/13333_2021.11_0003_1.png", "listed in both endo_train.csv and endo_val.csv")]
+        (tmp_path / "csvs" / name).write_text("img_id,ulcer,erosion,polyp,tumor\n13333_2021.11_0003_1.png,0,0,0,0\n")
+    for name in ("trainval.txt", "test_WithLabel.txt"):
+        (tmp_path / "lists" / name).write_text("13333_2021.11_0003_2.png 0 0 1 0\n")
+    assert sorted(scan("medfmc-endo", tmp_path)[1]) == [
+        ("csvs/images/13333_2021.11_0003_1.png", "listed in both endo_train.csv and endo_val.csv"),
+        ("lists/images/13333_2021.11_0003_2.png", "listed in both trainval.txt and test_WithLabel.txt")]
 
 
 def test_crohnipi_description_elsewhere_missing_or_wrong(tmp_path):
