@@ -558,23 +558,18 @@ def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
 
 
 # On CE24's official validation, with training_data.xlsx as the training file: how much of each team's
-# score survives on the images no training video/patient/file name holds (groups), and on those with no
-# training frame within ±5 numbers either (strict, the default). (balanced accuracy, macro AUC, macro F1,
-# mAP) for all 16,132 images, then leak-free. CE24's AIIMS frames (ulcer1_<frame>, worm2_<frame>) carry no
-# patient id yet; grouped by video they all leak, which gives the second set of leak-free numbers.
+# score survives on the images no training video or file name holds (groups, --frame-gap 0), and on those
+# with no training frame within ±5 numbers either (the default). (balanced accuracy, macro AUC, macro F1,
+# mAP) on all 16,132 images, then leak-free.
 CE24_LEAK_FREE = {
     "PuppyOps": ((0.785, 0.9915, 0.8149, 0.8772),
-                 {(0, False): (0.6439, 0.9529, 0.6715, 0.7581), (0, True): (0.7129, 0.9641, 0.7373, 0.8078),
-                  (5, False): (0.5566, 0.9391, 0.4755, 0.6824), (5, True): (0.6109, 0.9636, 0.5825, 0.7247)}),
+                 {0: (0.7131, 0.9641, 0.7378, 0.8089), 5: (0.6304, 0.9745, 0.6129, 0.7654)}),
     "Seq2Cure": ((0.8634, 0.9896, 0.8645, 0.9038),
-                 {(0, False): (0.7779, 0.9715, 0.7946, 0.862), (0, True): (0.8043, 0.9682, 0.8062, 0.8656),
-                  (5, False): (0.6768, 0.959, 0.6434, 0.6869), (5, True): (0.6815, 0.9521, 0.6665, 0.6687)}),
+                 {0: (0.8059, 0.9685, 0.8077, 0.8674), 5: (0.74, 0.9642, 0.7379, 0.7584)}),
     "WueVision": ((0.9159, 0.9918, 0.9061, 0.9305),
-                  {(0, False): (0.8744, 0.9858, 0.8745, 0.9268), (0, True): (0.8769, 0.9825, 0.8646, 0.9179),
-                   (5, False): (0.7234, 0.9445, 0.7192, 0.7764), (5, True): (0.6867, 0.9315, 0.6708, 0.7329)}),
+                  {0: (0.8776, 0.9826, 0.8655, 0.9187), 5: (0.7451, 0.9484, 0.7423, 0.7883)}),
 }
-CE24_LEAK_FREE_IMAGES = {(0, False): {"AIIMS": 97, "KID": 156, "SEE-AI": 4115}, (0, True): {"KID": 156, "SEE-AI": 4115},
-                         (5, False): {"AIIMS": 85, "KID": 156, "SEE-AI": 26}, (5, True): {"KID": 156, "SEE-AI": 26}}
+CE24_LEAK_FREE_IMAGES = {0: {"KID": 165, "SEE-AI": 4115}, 5: {"KID": 165, "SEE-AI": 26}}
 
 
 @pytest.fixture(scope="module")
@@ -592,29 +587,24 @@ def test_leak_free_scores_of_the_ce24_validation_submissions(ce24_csv: Path, ce2
                    "--out", tmp_path / "reports", "--bootstrap", 0, "--train", ce24_training_csv, "--frame-gap", gap)
     assert res.exit_code == 0, res.output
     free = read_table(tmp_path / "reports" / "leak_free_images.csv")
-    # facts from the files alone: no leak-free image shares a Kvasir-Capsule video, a KID patient or a
-    # SEE-AI/AIIMS file with a training image, or (gap 5) lies within 5 frame numbers of one
+    # facts from the files alone: no leak-free image shares a Kvasir-Capsule or AIIMS video or a file
+    # with a training image, or (gap 5) lies within 5 frame numbers of one of the same prefix
     name = lambda paths: paths.str.replace("\\", "/", regex=False).str.rsplit("/", n=1).str[-1]  # noqa: E731
-    train_names = set(training["Dataset"] + "/" + name(training["image_path"]))
-    assert not set(free["source"] + "/" + name(free["path"])) & train_names
-    video = r"^([0-9a-f]{16})_\d+\.jpg$"
-    assert not (free["source"] == "KVASIR").any()  # all 41 videos are in training
-    assert not set(name(free["path"]).str.extract(video)[0].dropna()) & set(name(training["image_path"]).str.extract(video)[0].dropna())
-    kid = r"-(P\d+)-"
-    train_kid = set(name(training.loc[training["Dataset"] == "KID", "image_path"]).str.extract(kid)[0].dropna())
-    assert train_kid and not set(name(free.loc[free["source"] == "KID", "path"]).str.extract(kid)[0].dropna()) & train_kid
+    assert not set(free["source"] + "/" + name(free["path"])) & set(training["Dataset"] + "/" + name(training["image_path"]))
+    video = r"^((?:[0-9a-f]{16}|ulcer[0-9]+|worm[0-9]+))_[0-9]+\.jpg$"
+    train_videos = set(name(training["image_path"]).str.extract(video)[0].dropna())
+    assert len(train_videos) == 41 + 6 and not set(name(free["path"]).str.extract(video)[0].dropna()) & train_videos
     if gap:
-        numbered = r"^(image|(?:ulcer|worm)\d+_)(\d+)\.jpg$"
+        numbered = r"^(image|[0-9a-f]{16}_|(?:ulcer|worm)[0-9]+_)([0-9]+)\.jpg$"
         t = name(training["image_path"]).str.extract(numbered).dropna()
         taken = {(p, int(f) + d) for p, f in t.itertuples(index=False) for d in range(-gap, gap + 1)}
         f = name(free["path"]).str.extract(numbered).dropna()
-        assert not any((p, int(n)) in taken for p, n in f.itertuples(index=False))
-    # the numbers, at the time; which set holds depends on whether AIIMS frames are grouped by video
-    aiims_videos = not (free["source"] == "AIIMS").any()
-    assert free.groupby("source").size().to_dict() == CE24_LEAK_FREE_IMAGES[gap, aiims_videos]
+        assert len(f) and not any((p, int(n)) in taken for p, n in f.itertuples(index=False))
+    # the numbers, at the time
+    assert free.groupby("source").size().to_dict() == CE24_LEAK_FREE_IMAGES[gap]
     for team, (full, leak_free) in CE24_LEAK_FREE.items():
         r = json.loads((tmp_path / "reports" / f"{team}_predicted_val_dataset_metrics.json").read_text())
         keys = ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro")
         assert tuple(round(r[k], 4) for k in keys) == full
-        assert tuple(round(r["leak_free"][k], 4) for k in keys) == leak_free[gap, aiims_videos], team
-        assert r["leak_free"]["n_images"] == len(free) and r["leak_free"]["group_trained"] >= 11764
+        assert tuple(round(r["leak_free"][k], 4) for k in keys) == leak_free[gap], team
+        assert r["leak_free"]["n_images"] == len(free) and r["leak_free"]["group_trained"] == 16132 - 4280
