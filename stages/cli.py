@@ -428,15 +428,15 @@ def evaluate(
         gt = metrics.load_truth(truth)
         if train:
             unseen = _leak_free_rows(truth, train, images_root, workers, frame_gap, len(gt.labels))
+            why = {"train": [str(f) for f in train], "frame_gap": frame_gap,
+                   "group_trained": int(unseen["group_trained"].sum()),
+                   "frame_adjacent_only": int((unseen["frame_adjacent"] & ~unseen["group_trained"]).sum())}
         for file in files:
             data = metrics.align(gt, metrics.load_predictions(file), file.name)
             rep = metrics.evaluate(data, report, bootstrap, seed, convention)
             if unseen is not None:
-                rep["leak_free"] = {**metrics.leak_free_report(data, unseen["leak_free"].to_numpy(), report, bootstrap,
-                                                               seed, convention),
-                                    "train": [str(f) for f in train], "frame_gap": frame_gap,
-                                    "group_trained": int(unseen["group_trained"].sum()),
-                                    "frame_adjacent_only": int((unseen["frame_adjacent"] & ~unseen["group_trained"]).sum())}
+                keep = unseen["leak_free"].to_numpy()
+                rep["leak_free"] = {**metrics.leak_free_report(data, keep, report, bootstrap, seed, convention), **why}
             results.append((file, data, rep))
     except (ValueError, FileNotFoundError) as exc:
         error = str(exc)
