@@ -83,7 +83,7 @@ def sources() -> None:
 
 @app.command()
 def synth(
-    dest: Annotated[Path, typer.Argument(help="Folder to write kvasir_capsule/, kid/ and ce24/ into (replaced).")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write kvasir_capsule/, kid/, ce24/, ers/ and see_ai/ into (replaced).")],
     seed: Annotated[int, typer.Option(help="Random seed; same seed and sizes give byte-identical files.")] = 0,
     videos: Annotated[int, typer.Option(help="Kvasir-Capsule-like videos (= patients).")] = 6,
     frames_per_video: Annotated[int, typer.Option(help="Consecutive frames per video.")] = 40,
@@ -91,14 +91,16 @@ def synth(
     kid_images_per_patient: Annotated[int, typer.Option(help="Images per KID-like patient.")] = 10,
     ce24_copy_fraction: Annotated[float, typer.Option(help="Share of source images copied (resized, re-encoded) into CE24 training/validation.")] = 0.6,
     ce24_test_videos: Annotated[int, typer.Option(help="Extra videos whose frames appear only in CE24 testing.")] = 2,
-    corrupt: Annotated[bool, typer.Option(help="Plant a few corrupt files (truncated, empty, text-as-JPEG).")] = True,
+    corrupt: Annotated[bool, typer.Option(help="Plant a few corrupt files (truncated, empty, text-as-JPEG, an ERS frame without mask).")] = True,
+    ers_patients: Annotated[int, typer.Option(help="ERS-like patients (multi-label PNG frames, labels in mask file names).")] = 3,
+    see_ai_videos: Annotated[int, typer.Option(help="SEE-AI-like videos (flat imageNNNNN.jpg + YOLO box files).")] = 3,
 ) -> None:
-    """Write small, deterministic demo datasets in the native layouts of Kvasir-Capsule, KID and CE24."""
+    """Write small, deterministic demo datasets in the native layouts of Kvasir-Capsule, KID, CE24, ERS and SEE-AI."""
     from endoctl.synth import SynthConfig
     from endoctl.synth import synth as run_synth
 
     config = SynthConfig(seed, videos, frames_per_video, kid_patients, kid_images_per_patient,
-                         ce24_copy_fraction, ce24_test_videos, corrupt)
+                         ce24_copy_fraction, ce24_test_videos, corrupt, ers_patients, see_ai_videos)
     start = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task("synth", total=None, rate="")
