@@ -532,36 +532,6 @@ def test_custom_taxonomy_override(tmp_path):
     assert out.excluded[1].startswith("ambiguous")
 
 
-@pytest.mark.parametrize(
-    "old, new, problem",
-    [
-        ("    Polyp: polyp\n", "    Polyp: polypp\n", "sources.mine.'Polyp': unknown finding(s) 'polypp'"),
-        ("      polyp: Polyp\n", "      polyp: Polyps\n", "targets.two.map.polyp: class 'Polyps' is not one"),
-        ("      polyp: Polyp\n", "      polyp: Polyp\n      ulcer: Polyp\n", "targets.two.map.ulcer: unknown finding"),
-        ("    Normal: normal\n", "    Normal: normal\n    Polyp: normal\n", "duplicate key 'Polyp' at line 10"),
-        ("  normal: Nothing found.\n", "  normal: Nothing found.\n  polyp: Again.\n", "duplicate key 'polyp'"),
-        ("version: 1\n", "version: 3\n", "version: must be one of [1, 2]"),
-        ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    several_classes: priority\n",
-         "targets.two.several_classes: unknown key (needs version: 2)"),
-        ("findings:\n", "quality: [normal]\nfindings:\n", "quality: unknown top-level key (needs version: 2)"),
-        ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    sources: [yours]\n",
-         "targets.two.sources: unknown dataset 'yours'"),
-        ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp, polyp]\n", "repeated class(es)"),
-        ("  polyp: A polyp.\n", "  Polyp Big: A polyp.\n", "findings.Polyp Big: finding names are lower-case"),
-        ("targets:\n", "extras: 1\ntargets:\n", "extras: unknown top-level key"),
-        ("    description: Polyp or not.\n", "    description: Polyp or not.\n    mapp: {}\n",
-         "targets.two.mapp: unknown key"),
-    ],
-)
-def test_validation_errors_name_file_and_key(tmp_path, old, new, problem):
-    assert old in MINIMAL
-    path = write(tmp_path, MINIMAL.replace(old, new, 1))
-    with pytest.raises(ValueError) as info:
-        load_taxonomy(path)
-    assert str(path) in str(info.value)
-    assert problem in str(info.value)
-
-
 MINIMAL_V2 = """\
 version: 2
 findings:
@@ -607,39 +577,60 @@ def test_custom_taxonomy_version_2(tmp_path):
     assert tax.targets["two"].reference.datasets == {"mine": {"Polyp": 2}}
 
 
-@pytest.mark.parametrize(
-    "old, new, problem",
-    [
-        ("    several_classes: priority\n", "    several_classes: first\n",
-         "targets.two.several_classes: must be one of exclude, priority, multi-label, got 'first'"),
-        ("    priority: [Polyp, Normal]\n", "    priority: [Polyp]\n", "targets.two.priority: must list every class"),
-        ("    priority: [Polyp, Normal]\n", "    priority: [Polyp, Polyp, Normal]\n", "targets.two.priority: must list every class"),
-        ("    priority: [Polyp, Normal]\n", "", "targets.two.priority: must list every class"),
-        ("    several_classes: multi-label\n", "    several_classes: multi-label\n    priority: [polyp, normal]\n",
-         "targets.all.priority: only used with several_classes: priority (here multi-label)"),
-        ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp|Normal]\n", "contains '|'"),
-        ("    classes: every-finding\n", "    classes: every-finding\n    map: {polyp: polyp}\n",
-         "targets.all.map: must be left out with classes: every-finding"),
-        ("quality: [blur]\n", "quality: [blurry]\n", "quality.blurry: unknown finding"),
-        ("      polyp: Polyp\n", "      polyp: Polyp\n      blur: Normal\n",
-         "targets.two.map.blur: is a quality flag: quality flags never decide a class"),
-        ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyp: 1}\n",
-         "targets.two.reference.totals: add up to 4, not images: 5"),
-        ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyps: 2}\n",
-         "targets.two.reference.totals.Polyps: not one of the target's classes"),
-        ("        mine: {Polyp: 2}\n", "        yours: {Polyp: 2}\n", "targets.two.reference.datasets.yours: unknown dataset"),
-        ("        mine: {Polyp: 2}\n", "        mine: {Polyp: 7}\n",
-         "targets.two.reference.datasets.mine.Polyp: 7 is more than the class total 2"),
-        ("      images: 5\n", "      images: -5\n", "targets.two.reference.images: must be a whole number >= 0"),
-        ("      source: A paper.\n", "", "targets.two.reference.source: needs the publication"),
-    ],
-)
-def test_version_2_validation_errors(tmp_path, old, new, problem):
-    assert old in MINIMAL_V2
-    path = write(tmp_path, MINIMAL_V2.replace(old, new, 1))
+# (text in the minimal file, replacement, expected problem)
+V1_CASES = [
+    ("    Polyp: polyp\n", "    Polyp: polypp\n", "sources.mine.'Polyp': unknown finding(s) 'polypp'"),
+    ("      polyp: Polyp\n", "      polyp: Polyps\n", "targets.two.map.polyp: class 'Polyps' is not one"),
+    ("      polyp: Polyp\n", "      polyp: Polyp\n      ulcer: Polyp\n", "targets.two.map.ulcer: unknown finding"),
+    ("    Normal: normal\n", "    Normal: normal\n    Polyp: normal\n", "duplicate key 'Polyp' at line 10"),
+    ("  normal: Nothing found.\n", "  normal: Nothing found.\n  polyp: Again.\n", "duplicate key 'polyp'"),
+    ("version: 1\n", "version: 3\n", "version: must be one of [1, 2]"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    several_classes: priority\n",
+     "targets.two.several_classes: unknown key (needs version: 2)"),
+    ("findings:\n", "quality: [normal]\nfindings:\n", "quality: unknown top-level key (needs version: 2)"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    sources: [yours]\n",
+     "targets.two.sources: unknown dataset 'yours'"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp, polyp]\n", "repeated class(es)"),
+    ("  polyp: A polyp.\n", "  Polyp Big: A polyp.\n", "findings.Polyp Big: finding names are lower-case"),
+    ("targets:\n", "extras: 1\ntargets:\n", "extras: unknown top-level key"),
+    ("    description: Polyp or not.\n", "    description: Polyp or not.\n    mapp: {}\n",
+     "targets.two.mapp: unknown key"),
+]
+V2_CASES = [
+    ("    several_classes: priority\n", "    several_classes: first\n",
+     "targets.two.several_classes: must be one of exclude, priority, multi-label, got 'first'"),
+    ("    priority: [Polyp, Normal]\n", "    priority: [Polyp]\n", "targets.two.priority: must list every class"),
+    ("    priority: [Polyp, Normal]\n", "    priority: [Polyp, Polyp, Normal]\n", "targets.two.priority: must list every class"),
+    ("    priority: [Polyp, Normal]\n", "", "targets.two.priority: must list every class"),
+    ("    several_classes: multi-label\n", "    several_classes: multi-label\n    priority: [polyp, normal]\n",
+     "targets.all.priority: only used with several_classes: priority (here multi-label)"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp|Normal]\n", "contains '|'"),
+    ("    classes: every-finding\n", "    classes: every-finding\n    map: {polyp: polyp}\n",
+     "targets.all.map: must be left out with classes: every-finding"),
+    ("quality: [blur]\n", "quality: [blurry]\n", "quality.blurry: unknown finding"),
+    ("      polyp: Polyp\n", "      polyp: Polyp\n      blur: Normal\n",
+     "targets.two.map.blur: is a quality flag: quality flags never decide a class"),
+    ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyp: 1}\n",
+     "targets.two.reference.totals: add up to 4, not images: 5"),
+    ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyps: 2}\n",
+     "targets.two.reference.totals.Polyps: not one of the target's classes"),
+    ("        mine: {Polyp: 2}\n", "        yours: {Polyp: 2}\n", "targets.two.reference.datasets.yours: unknown dataset"),
+    ("        mine: {Polyp: 2}\n", "        mine: {Polyp: 7}\n",
+     "targets.two.reference.datasets.mine.Polyp: 7 is more than the class total 2"),
+    ("      images: 5\n", "      images: -5\n", "targets.two.reference.images: must be a whole number >= 0"),
+    ("      source: A paper.\n", "", "targets.two.reference.source: needs the publication"),
+]
+
+
+@pytest.mark.parametrize("base, old, new, problem",
+                         [(MINIMAL, *case) for case in V1_CASES] + [(MINIMAL_V2, *case) for case in V2_CASES])
+def test_validation_errors_name_file_and_key(tmp_path, base, old, new, problem):
+    assert old in base
+    path = write(tmp_path, base.replace(old, new, 1))
     with pytest.raises(ValueError) as info:
         load_taxonomy(path)
-    assert str(path) in str(info.value) and problem in str(info.value)
+    assert str(path) in str(info.value)
+    assert problem in str(info.value)
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):
