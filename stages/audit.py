@@ -2,9 +2,10 @@
 
 Every split file is normalised by :func:`read_split_file` to one row per listed image:
 ``image_id, source, patient_id, path, split, group``. Sources and patients come from the same
-file-name rules the ingest adapters use (``kvasir_capsule.video_id``, ``kid.kid_patient``,
-``ce24.ce24_patient``), and groups from the same :func:`endoctl.grouping.build_groups` the split
-stage uses, so ``audit`` and ``split`` can never disagree about what a group is.
+file-name rules the ingest adapters use (``kvasir_capsule.video_id``, ``ce24.ce24_patient``,
+``ers.ers_patient``, ``limuc.limuc_patient``, ``medfmc.medfmc_patient``, ``kid.is_kid_name``), and
+groups from the same :func:`endoctl.grouping.build_groups` the split stage uses, so ``audit`` and
+``split`` can never disagree about what a group is.
 
 ``image_id`` is the image's identity: rows with the same id are the same image, wherever they are
 listed. For datasets whose original file names identify an image within the dataset (CE24's
@@ -17,14 +18,17 @@ Supported split files (detected from the columns, case-insensitive):
 - endoctl split CSV (``image_id, source, path, group`` …): source and group as written; the group
   joins images across sources too.
 - CE24 ground truth xlsx/csv (``image_path`` + ``Dataset``): source = the Dataset value (KVASIR,
-  KID, SEE-AI, AIIMS), patient = ``ce24_patient(Dataset, stem)`` (e.g. ``KVASIR/<videoid>``).
+  KID, SEE-AI, AIIMS), patient = ``ce24_patient(Dataset, stem)`` (``KVASIR/<videoid>``,
+  ``AIIMS/ulcer1`` … ``AIIMS/worm3``; KID and SEE-AI names carry none).
 - Kvasir-Capsule official split CSV (exactly ``filename, label``, names ``<videoid>_<frame>``):
   source ``kvasir-capsule``, patient = the video id.
 - any table with a path-like column (``path``, ``image_path``, ``filename``, ``file``, ``image``),
   e.g. CE24's test xlsx: per row, ``training|validation/<Class>/<Source>/<file>`` → <Source> with
-  ``ce24_patient``; else ``<hex>_<n>`` names → ``kvasir-capsule``; ``-P<n>-`` → ``kid``; else
-  ``unknown`` (no patient). A patient column (``patient_id``, ``patient``, ``video_id``,
-  ``video``), when present, wins over the name rule.
+  ``ce24_patient``; else ``<hex>_<n>`` names → ``kvasir-capsule`` (video); ``<patient>/<samples|
+  seq_NN>/frames/<file>`` → ``ers`` (patient folder); ``UC_patient_<id>_<n>`` → ``limuc`` (id);
+  ``<5 digits>_<yyyy.mm>_<nnnn>_<n>`` → ``medfmc-endo`` (study id); KID names (``angioectasia-P0-2``,
+  ``normaleso12``, …) → ``kid`` (no patient); else ``unknown`` (no patient). A patient column
+  (``patient_id``, ``patient``, ``video_id``, ``video``), when present, wins over the name rule.
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ from endoctl.io import read_table
 from endoctl.sources.ce24 import SPLITS as CE24_SPLITS
 from endoctl.sources.ce24 import ce24_patient
 from endoctl.sources.csv_labels import PATH_COLUMNS, PATIENT_COLUMNS
-from endoctl.sources.kid import kid_patient
+from endoctl.sources.ers import ers_patient
+from endoctl.sources.kid import is_kid_name
 from endoctl.sources.kvasir_capsule import video_id
+from endoctl.sources.limuc import limuc_patient
+from endoctl.sources.medfmc import MEDFMC_NAME, medfmc_patient
 
 SPLIT_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
@@ -78,8 +85,14 @@ def infer_source(path: str) -> tuple[str, str, str]:
         return sub_source, ce24_patient(sub_source, stem), f"{sub_source}/{name}"
     if video := video_id(stem):
         return "kvasir-capsule", video, f"kvasir-capsule/{name}"
-    if patient := kid_patient(stem):
-        return "kid", patient, f"kid/{name}"
+    if patient := ers_patient(parts):  # frame names repeat per sequence: the id keeps the folders
+        return "ers", patient, "ers/" + "/".join(parts[-4:])
+    if patient := limuc_patient(stem):
+        return "limuc", patient, f"limuc/{name}"
+    if MEDFMC_NAME.fullmatch(stem):
+        return "medfmc-endo", medfmc_patient(stem), f"medfmc-endo/{name}"
+    if is_kid_name(stem):
+        return "kid", "", f"kid/{name}"
     return UNKNOWN, "", path
 
 

@@ -69,16 +69,19 @@ def _manifest_files(paths: list[Path]) -> list[Path]:
 def _format_help() -> str:
     from endoctl.sources import REGISTRY
 
-    return "Source layout: " + ", ".join(sorted(REGISTRY)) + " (see `endoctl sources`)."
+    return "Source layout: " + ", ".join(sorted(REGISTRY)) + ", or auto: recognise it from the folder (see `endoctl sources`)."
 
 
 @app.command()
 def sources() -> None:
     """List the supported dataset layouts and how each derives labels, patients and official splits."""
-    from endoctl.sources import REGISTRY
+    from endoctl.sources import AUTO, DETECTION_ORDER, REGISTRY
+    from endoctl.sources.base import MARKS
 
+    typer.echo("How each rule is known: " + "; ".join(f"[{k}] {v}" for k, v in MARKS.items()) + ".\n")
     for name in sorted(REGISTRY):
         typer.echo(REGISTRY[name].describe() + "\n")
+    typer.echo(f"--format {AUTO} tries, in this order: {', '.join(DETECTION_ORDER)} (folder and csv are never guessed).")
 
 
 @app.command()
@@ -117,7 +120,7 @@ def ingest(
     format: Annotated[str, typer.Option("--format", "-f", help=_format_help())],
     source: Annotated[str, typer.Option(help="Source name, used in image ids (e.g. kvasir-capsule).")],
     out: Annotated[Path, typer.Option(help="Manifest CSV; rejections go to <stem>.rejected.csv beside it.")],
-    labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs; hyperkvasir: folder of official split files; medfmc-endo: folder of endo_*.csv; crohnipi: CrohnIPI_description.csv; see-ai: label CSV, or a folder of box files).")] = None,
     data_root: Annotated[Path, typer.Option(help="Manifest paths are written relative to this folder.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
     max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = 178_956_970,
@@ -126,16 +129,23 @@ def ingest(
     """Scan one dataset, hash every image (sha256, pHash, dHash) and write its manifest CSV."""
     import os
 
+    from rich.markup import escape
+
     from endoctl.ingest import ingest as run_ingest
     from endoctl.io import write_csv
-    from endoctl.sources import get_adapter
+    from endoctl.sources import AUTO, detect_format, get_adapter
 
     if not src.is_dir():
         _fail(f"source folder not found: {src}")
+    chosen = ""
     try:
+        if format == AUTO:
+            format, evidence = detect_format(src)
+            chosen = f" (--format auto: {evidence})"
+            console.print(f"ingest {source}: --format auto chose {format}: found {evidence}", highlight=False, markup=False)
         adapter = get_adapter(format, src, labels)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        _fail(escape(str(exc)))
     workers = workers or os.cpu_count() or 1
     with _progress() as progress:
         task = progress.add_task(f"ingest {source}", total=None, rate="")
@@ -149,9 +159,9 @@ def ingest(
     write_csv(rejected_path, result.rejected)
     rate = len(result.manifest) / max(result.seconds, 1e-9)
     typer.echo(
-        f"ingest {source}: found {result.found} = accepted {len(result.manifest)} + rejected "
-        f"{len(result.rejected)} (skipped {result.skipped} metadata/hidden files) in "
-        f"{result.seconds:.1f} s, {rate:,.0f} img/s, {workers} workers -> {out}"
+        f"ingest {source}: format {format}{chosen}; found {result.found} = accepted {len(result.manifest)} + rejected "
+        f"{len(result.rejected)} ({result.skipped_text()}) in {result.seconds:.1f} s, {rate:,.0f} img/s, "
+        f"{workers} workers -> {out}"
     )
     if strict and len(result.rejected):
         first = result.rejected.iloc[0]
@@ -166,7 +176,7 @@ def dedupe(
     dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = 16,
     sequence_gap: Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")] = 5,
     sequence_distance: Annotated[int, typer.Option(help="... whose pHash distance is at most this.")] = 24,
-    sequence_pattern: Annotated[str, typer.Option(help="Regex on file stems with groups 'prefix' and 'frame'.")] = r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$",
+    sequence_pattern: Annotated[Optional[str], typer.Option(help="Regex searched in each image path without its extension, groups 'prefix' and 'frame'; frames of one source and prefix are linked (default: endoctl.dedupe.DEFAULT_SEQUENCE_PATTERN: Kvasir-Capsule <video>_<frame>, SEE-AI imageNNNNN, ERS <patient>/seq_NN/frames/NNNNNN).")] = None,
     workers: Annotated[int, typer.Option(help="Search threads (0 = all cores).")] = 0,
 ) -> None:
     """Find exact and near-duplicate images across all sources (and frame-sequence links); cluster them."""
@@ -175,13 +185,13 @@ def dedupe(
 
     import pandas as pd
 
-    from endoctl.dedupe import DedupeParams
+    from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN, DedupeParams
     from endoctl.dedupe import dedupe as run_dedupe
     from endoctl.io import read_csv, write_csv, write_text
 
     manifests = _manifest_files(manifests)
-    params = DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, sequence_pattern,
-                          workers or os.cpu_count() or 1)
+    params = DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
+                          sequence_pattern or DEFAULT_SEQUENCE_PATTERN, workers or os.cpu_count() or 1)
     start = time.perf_counter()
     try:
         result = run_dedupe(pd.concat([read_csv(m) for m in manifests], ignore_index=True), params)
@@ -599,7 +609,7 @@ def cache(
 
 @app.command("build-splits")
 def build_splits(
-    source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc.")],
+    source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc (FORMAT may be auto).")],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
     out: Annotated[Path, typer.Option(help="Folder for ingest/<NAME>.csv, duplicates*.csv and <target>/.")],
     pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")] = None,
@@ -615,19 +625,27 @@ def build_splits(
     workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = 0,
 ) -> None:
     """ingest -> dedupe -> split in one command, for use without DVC; the same files as the DVC stages."""
+    from endoctl.sources import AUTO, detect_format
+
     parsed = []
     for spec in source:
         name, _, rest = spec.partition("=")
         fmt, _, path = rest.partition(":")
         if not (name and fmt and path):
             _fail(f"--source {spec!r}: expected NAME=FORMAT:PATH")
+        if fmt == AUTO and Path(path).is_dir():  # resolved here: split maps labels by the real format
+            try:
+                fmt, evidence = detect_format(Path(path))
+            except ValueError as exc:
+                _fail(str(exc))
+            console.print(f"build-splits: {name}: --format auto chose {fmt}: found {evidence}", highlight=False, markup=False)
         parsed.append((name, fmt, Path(path)))
     manifests = []
     for name, fmt, path in parsed:
         manifests.append(out / "ingest" / f"{name}.csv")
         ingest(path, fmt, name, manifests[-1], None, Path("."), workers, 178_956_970, False)
     duplicates = out / "duplicates.csv"
-    dedupe(manifests, duplicates, max_distance, dhash_distance, sequence_gap, sequence_distance, r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$", workers)
+    dedupe(manifests, duplicates, max_distance, dhash_distance, sequence_gap, sequence_distance, None, workers)
     split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, max_group_share,
           [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt])
 

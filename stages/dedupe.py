@@ -3,8 +3,11 @@
 - exact: same sha256 (only one representative per content enters the near search);
 - near: pHash Hamming distance <= ``max_distance``, confirmed by dHash distance <= ``dhash_distance``
   (two hashes of different kinds must agree, which removes most chance pHash collisions);
-- sequence: frames numbered within ``sequence_gap`` of each other under the same name prefix of
-  one source (``<video>_<frame>``, ``imageNNNNN``) whose pHash distance is <= ``sequence_distance``.
+- sequence: frames numbered within ``sequence_gap`` of each other under the same prefix of one
+  source whose pHash distance is <= ``sequence_distance``. The prefix is the part of the image path
+  that names the video: the file-name prefix of ``<video>_<frame>`` and ``imageNNNNN`` (never the
+  folder: Kvasir-Capsule files one video's frames under several finding folders), and the
+  ``<patient>/seq_NN/frames/`` folders of ERS, whose frame files are numbered afresh per sequence.
 
 The near search is exact and sub-quadratic: multi-index hashing. The 64 bits (after a fixed bit
 permutation that spreads the correlated low-frequency DCT bits) are cut into ``m`` disjoint
@@ -30,8 +33,12 @@ from endoctl.hashing import from_hex
 
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
 CLUSTER_COLUMNS = ["image_id", "source", "cluster", "cluster_size"]
-# Video frames: Kvasir-Capsule ``<16 hex video id>_<frame>``, SEE-AI ``image<NNNNN>``.
-DEFAULT_SEQUENCE_PATTERN = r"^(?P<prefix>[0-9a-fA-F]{16}_|image)(?P<frame>[0-9]+)$"
+# Video frames, searched in the image path without its extension: Kvasir-Capsule
+# ``<16 hex video id>_<frame>`` and SEE-AI ``image<NNNNN>`` (file name only), ERS
+# ``<patient>/seq_NN/frames/<NNNNNN>`` (the sequence folders key the frames).
+DEFAULT_SEQUENCE_PATTERN = (
+    r"(?:^|/)(?P<prefix>[0-9a-fA-F]{16}_|image|[0-9]{4}/seq_[0-9]+/frames/)(?P<frame>[0-9]+)$"
+)
 KIND_RANK = {"exact": 0, "near": 1, "sequence": 2}
 _PERMUTATION = np.random.default_rng(20240917).permutation(64)
 
@@ -229,8 +236,8 @@ class DedupeParams:
 
 
 def _frame_parts(paths: pd.Series, pattern: str) -> pd.DataFrame:
-    stems = paths.str.rsplit("/", n=1).str[-1].str.rsplit(".", n=1).str[0]
-    return stems.str.extract(pattern)
+    """``prefix`` and ``frame`` of each path (without its extension) where ``pattern`` is found, else NaN."""
+    return paths.str.replace(r"\.[^./]*$", "", regex=True).str.extract(pattern)
 
 
 def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -242,7 +249,7 @@ def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame:
-    """Frames of one source and name prefix numbered within ``sequence_gap`` and pHash-close."""
+    """Frames of one source and prefix numbered within ``sequence_gap`` and pHash-close."""
     parts = _frame_parts(manifest["path"], params.sequence_pattern)
     framed = manifest.assign(prefix=parts["prefix"], frame=pd.to_numeric(parts["frame"])).dropna(subset=["frame"])
     framed = framed.sort_values(["source", "prefix", "frame", "image_id"]).reset_index(drop=True)

@@ -37,12 +37,17 @@ CHUNK = 64  # small enough that the last chunk barely delays the others
 class IngestResult:
     manifest: pd.DataFrame
     rejected: pd.DataFrame
-    skipped: int
+    skipped: dict[str, int]  # files that are not dataset images, per kind (Skipped.why), sorted
     seconds: float
 
     @property
     def found(self) -> int:
         return len(self.manifest) + len(self.rejected)
+
+    def skipped_text(self) -> str:
+        """``skipped 5: 3 annotation masks, 2 metadata/hidden files`` (``skipped 0`` when none)."""
+        total = sum(self.skipped.values())
+        return f"skipped {total}" + (": " + ", ".join(f"{n} {why}" for why, n in self.skipped.items()) if total else "")
 
 
 def _read(file: str) -> bytes:
@@ -105,12 +110,12 @@ def ingest(
     start = time.perf_counter()
     records: list[ImageRecord] = []
     rejected: list[tuple[str, str]] = []
-    skipped = 0
+    skipped: dict[str, int] = {}
     scanned = False
 
     def jobs() -> Iterator[tuple[list[str], int]]:
         """Chunks of files as the walk finds them, so hashing overlaps the directory scan."""
-        nonlocal skipped, scanned
+        nonlocal scanned
         chunk: list[str] = []
         for entry in entries:
             if isinstance(entry, ImageRecord):
@@ -122,7 +127,7 @@ def ingest(
             elif isinstance(entry, Rejection):
                 rejected.append((printable(_relative(entry.file, data_root)), entry.reason))
             elif isinstance(entry, Skipped):
-                skipped += 1
+                skipped[entry.why] = skipped.get(entry.why, 0) + 1
         if chunk:
             yield chunk, max_pixels
         scanned = True
@@ -148,5 +153,6 @@ def ingest(
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable")
     rejects = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["path", "reason"])
     return IngestResult(
-        manifest.reset_index(drop=True), rejects.reset_index(drop=True), skipped, time.perf_counter() - start
+        manifest.reset_index(drop=True), rejects.reset_index(drop=True), dict(sorted(skipped.items())),
+        time.perf_counter() - start
     )

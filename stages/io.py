@@ -56,10 +56,11 @@ def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
 
 
-def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
+def read_table(path: str | Path, what: str = "file", encoding: str = "utf-8-sig") -> pd.DataFrame:
     """A CSV (``,``/``;``/tab from the header) or xlsx with every cell as stripped text.
 
     Text keeps float cells exact and lets bad values be reported by row instead of coerced.
+    ``encoding`` is for CSVs that are not UTF-8 (CrohnIPI ships ISO-8859-1).
     Fully blank rows are dropped but the index is kept, so ``index + 2`` is the row number in the
     file (header = 1). Unreadable files raise one-line errors naming the file.
     """
@@ -73,10 +74,10 @@ def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
             raise ValueError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
     else:
         try:
-            with open(path, encoding="utf-8-sig", newline="") as fh:
+            with open(path, encoding=encoding, newline="") as fh:
                 header = fh.readline()
             sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
-            df = read_csv(path, sep=sep, encoding="utf-8-sig")
+            df = read_csv(path, sep=sep, encoding=encoding)
         except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             msg = str(exc).strip().replace("\n", " ")
             raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None

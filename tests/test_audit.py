@@ -49,8 +49,13 @@ def test_ce24_official_train_val_leaks(tmp_path: Path) -> None:
     assert report["splits"]["train"]["rows"] == 37607
     # the same SEE-AI file (CE24 keeps the original names) in both splits: 171 names
     assert report["straddling"]["SEE-AI"] == 171
-    assert report["straddling"]["AIIMS"] == 0  # no patient rule, no repeated names
-    assert report["straddling"]["KID"] > 0  # KID patients (-P<n>-) are split across training/validation
+    # AIIMS names its six videos (ulcer1_<frame> ... worm3_<frame>): every one is in both splits
+    assert report["straddling"]["AIIMS"] == report["groups"]["AIIMS"] == 6
+    assert report["straddling_images"]["AIIMS"] == 321 == 224 + 97
+    aiims = sorted(g["patients"][0] for g in report["straddling_groups"] if g["sources"] == ["AIIMS"])
+    assert aiims == [f"AIIMS|AIIMS/{video}{n}" for video in ("ulcer", "worm") for n in (1, 2, 3)]
+    # KID publishes no patients (-P<n>- is a grade): only a KID file listed in both splits could leak, and none is
+    assert report["straddling"]["KID"] == 0 and report["groups"]["KID"] == report["images"]["KID"] == 541
     assert report["leak"] is True and report["hashed"] is False and report["cross_split_pairs"] == {}
     kvasir = [g for g in report["straddling_groups"] if g["sources"] == ["KVASIR"]]
     assert len(kvasir) == 41 and all(g["patients"][0].startswith("KVASIR|KVASIR/") for g in kvasir)
@@ -122,31 +127,43 @@ def test_plain_csv_sources_and_patients_from_file_names(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text(
         "path,label\n"
         "labelled_images/Erosion/0728084c8da942d9_5302.jpg,Erosion\n"  # Kvasir-Capsule video
-        "kid/angioectasia-P3-12.jpg,angioectasia\n"  # KID patient P3
+        "kid/angioectasia-P3-12.jpg,angioectasia\n"  # KID: P3 is a grade, not a patient
         "training/Normal/KVASIR/fb86bc87d3874cd7_10578.jpg,Normal\n"  # CE24 layout
         "colon/polyp_001.jpg,polyp\n"  # no rule: unknown, no patient
+        "raw/ers/0001/seq_01/frames/000120.png,c01\n"  # ERS patient folder
+        "patient_based_classified_images/11/Mayo 2/UC_patient_11_2.bmp,Mayo 2\n"  # LIMUC patient
+        "images/13333_2021.11_0003_55200215.png,polyp\n"  # MedFMC study
+        "training/Worms/AIIMS/worm1_1425.jpg,Worms\n"  # CE24's AIIMS video
+        "normaleso12.jpg,normaleso\n"  # KID as CE24 names it
     )
     (tmp_path / "test.csv").write_text(
         "filename;video_id\n"  # ';'-separated, with a patient column that wins over the name rule
         "0728084c8da942d9_7000.jpg;\n"
         "angioectasia-P4-1.jpg;\n"
         "other.jpg;0728084c8da942d9\n"
+        "ers/0001/samples/frames/000002.png;\n"
+        "test_set/Mayo 0/UC_patient_11_1.bmp;\n"
+        "validation/Worms/AIIMS/worm1_1500.jpg;\n"
     )
     train = read_split_file(tmp_path / "train.csv", "train")
     assert list(train.columns[:5]) == ["image_id", "source", "patient_id", "path", "split"]
     assert train[["source", "patient_id"]].values.tolist() == [
-        ["kvasir-capsule", "0728084c8da942d9"], ["kid", "P3"], ["KVASIR", "KVASIR/fb86bc87d3874cd7"], ["unknown", ""]]
-    assert train["image_id"].tolist()[:3] == [
-        "kvasir-capsule/0728084c8da942d9_5302.jpg", "kid/angioectasia-P3-12.jpg", "KVASIR/fb86bc87d3874cd7_10578.jpg"]
+        ["kvasir-capsule", "0728084c8da942d9"], ["kid", ""], ["KVASIR", "KVASIR/fb86bc87d3874cd7"], ["unknown", ""],
+        ["ers", "0001"], ["limuc", "11"], ["medfmc-endo", "13333_2021.11_0003"], ["AIIMS", "AIIMS/worm1"], ["kid", ""]]
+    assert train["image_id"].tolist()[:5] == [
+        "kvasir-capsule/0728084c8da942d9_5302.jpg", "kid/angioectasia-P3-12.jpg", "KVASIR/fb86bc87d3874cd7_10578.jpg",
+        "colon/polyp_001.jpg", "ers/0001/seq_01/frames/000120.png"]
     assert (train["split"] == "train").all()
     test = read_split_file(tmp_path / "test.csv")
-    assert test["split"].tolist() == ["test"] * 3  # default split name: the file's stem
-    assert test["patient_id"].tolist() == ["0728084c8da942d9", "P4", "0728084c8da942d9"]
+    assert test["split"].tolist() == ["test"] * 6  # default split name: the file's stem
+    assert test["patient_id"].tolist() == ["0728084c8da942d9", "", "0728084c8da942d9", "0001", "11", "AIIMS/worm1"]
     report = audit({"train": train, "test": test}).to_dict()
-    assert report["straddling"] == {"KVASIR": 0, "kid": 0, "kvasir-capsule": 1, "unknown": 0}
+    assert report["straddling"] == {"AIIMS": 1, "KVASIR": 0, "ers": 1, "kid": 0, "kvasir-capsule": 1, "limuc": 1,
+                                    "medfmc-endo": 0, "unknown": 0}
     assert report["straddling_images"]["kvasir-capsule"] == 2  # both listed frames of that video
     # patients are per source (as in build_groups): "other.jpg" (source unknown) is not that video
-    assert report["groups"] == {"KVASIR": 1, "kid": 2, "kvasir-capsule": 1, "unknown": 2}
+    assert report["groups"] == {"AIIMS": 1, "KVASIR": 1, "ers": 1, "kid": 3, "kvasir-capsule": 1, "limuc": 1,
+                                "medfmc-endo": 1, "unknown": 2}
 
 
 def test_same_image_listed_in_two_splits_straddles_on_its_own(tmp_path: Path) -> None:

@@ -26,15 +26,21 @@ def test_every_command_has_useful_help() -> None:
         res = runner.invoke(app, [*command.split(), "--help"])
         assert res.exit_code == 0 and "Usage" in res.output, command
     ingest_help = runner.invoke(app, ["ingest", "--help"]).output
-    for option in ("--format", "--source", "--out", "--workers", "--labels", "--strict", "kvasir-capsule"):
+    for option in ("--format", "--source", "--out", "--workers", "--labels", "--strict", "kvasir-capsule", "auto"):
         assert option in ingest_help
 
 
 def test_module_entry_point_and_sources_listing() -> None:
     out = subprocess.run([sys.executable, "-m", "endoctl", "sources"], capture_output=True, text=True, check=True)
-    for name in ("ce24", "kvasir-capsule", "kid", "see-ai", "hyperkvasir", "kvasir-v2", "gastrovision", "folder", "csv"):
-        assert f"{name}:" in out.stdout
+    for name in ("ce24", "kvasir-capsule", "kid", "see-ai", "hyperkvasir", "kvasir-v2", "gastrovision", "folder", "csv",
+                 "ers", "limuc", "medfmc-endo", "crohnipi"):
+        assert f"\n{name}: " in out.stdout
     assert "patient:" in out.stdout and "official split:" in out.stdout
+    # how each rule is known, the label vocabulary, and what --format auto looks for
+    assert "[V] verified" in out.stdout and "label [V]:" in out.stdout and "patient [?]:" in out.stdout
+    assert "labels (123): b01-b02, c01-c34, g01-g70, h01-h07, q01-q10" in out.stdout
+    assert "labels (7): N, E, O, AU, U3-10, U>10, S" in out.stdout
+    assert "--format auto tries, in this order: ce24, " in out.stdout
 
 
 def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:

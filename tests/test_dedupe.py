@@ -131,6 +131,41 @@ def test_sequence_pattern_only_links_named_frames() -> None:
     ]
 
 
+def test_sequence_keys_ers_sequence_folders_and_kvasir_video_names(tmp_path: Path) -> None:
+    """ERS numbers frames afresh per <patient>/seq_NN/frames/: the folders key the sequence there, while a
+    Kvasir-Capsule video's frames sit under different finding folders and still link by name."""
+    paths = {
+        "raw/ers/0001/seq_01/frames/000010.png": "0000000000000000",
+        "raw/ers/0001/seq_01/frames/000012.png": "0000000000000003",  # same sequence, 2 apart: linked
+        "raw/ers/0001/seq_02/frames/000011.png": "0000000000000005",  # another sequence of the patient
+        "raw/ers/0002/seq_01/frames/000013.png": "0000000000000006",  # another patient
+        "raw/ers/0001/samples/frames/000014.png": "0000000000000009",  # samples are not a video
+        "raw/kc/labelled_images/Normal clean mucosa/0728084c8da942d9_100.jpg": "000000000000000a",
+        "raw/kc/labelled_images/Ulcer/0728084c8da942d9_102.jpg": "000000000000000c",  # same video, other folder
+        "raw/kc/labelled_images/Ulcer/1111111111111111_101.jpg": "0000000000000011",  # another video
+        "raw/see-ai/SEE_AI_project_all_images/image00010.jpg": "0000000000000012",
+        "raw/see-ai/SEE_AI_project_all_images/image00013.jpg": "0000000000000014",
+    }
+    manifest = pd.DataFrame({"path": list(paths), "phash": list(paths.values())})
+    manifest["source"] = manifest["path"].str.split("/").str[1]
+    manifest["image_id"] = manifest["path"].str.replace("raw/", "", regex=False)
+    manifest = manifest.assign(label="x", sha256=[str(k) for k in range(len(paths))], dhash="f" * 16)
+    manifest_csv = tmp_path / "m.csv"
+    manifest.to_csv(manifest_csv, index=False)
+    out = tmp_path / "dup" / "duplicates.csv"
+    res = runner.invoke(app, ["dedupe", str(manifest_csv), "--out", str(out), "--max-distance", "0",
+                              "--sequence-distance", "4", "--workers", "1"])  # the default sequence pattern
+    assert res.exit_code == 0, res.output
+    pairs = read_csv(out.with_name("duplicate_pairs.csv"))
+    assert sorted(zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"])) == [
+        ("ers/0001/seq_01/frames/000010.png", "ers/0001/seq_01/frames/000012.png", "sequence"),
+        ("kc/labelled_images/Normal clean mucosa/0728084c8da942d9_100.jpg",
+         "kc/labelled_images/Ulcer/0728084c8da942d9_102.jpg", "sequence"),
+        ("see-ai/SEE_AI_project_all_images/image00010.jpg", "see-ai/SEE_AI_project_all_images/image00013.jpg",
+         "sequence"),
+    ]
+
+
 def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
     """Two sources share a re-encoded copy; one source files an image under two labels."""
     rng = np.random.default_rng(0)

@@ -23,6 +23,7 @@ from endoctl.imaging import _pillow, thumbnail
 from endoctl.ingest import MANIFEST_COLUMNS, hash_files, ingest
 from endoctl.io import read_csv
 from endoctl.sources import get_adapter
+from source_trees import TREES
 
 runner = CliRunner()
 
@@ -150,6 +151,36 @@ def test_output_identical_across_runs_and_workers(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1] == outputs[2]
     ids = read_csv(tmp_path / "run0" / "m.csv")["image_id"].tolist()
     assert ids == sorted(ids) and len(ids) == 300
+
+
+@pytest.mark.parametrize("name", sorted(TREES))
+def test_real_layouts_through_the_cli_with_format_auto(tmp_path: Path, name: str) -> None:
+    """Each real layout is recognised, and every file is accepted, rejected with its reason or skipped."""
+    root = tmp_path / "src"
+    tree = TREES[name](root)
+    out = tmp_path / "m" / f"{name}.csv"
+    res = runner.invoke(app, ["ingest", str(root), "--format", "auto", "--source", name, "--out", str(out),
+                              "--data-root", str(root), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert f"ingest {name}: --format auto chose {name}: found " in res.stderr
+    manifest, rejected = read_csv(out), read_csv(out.with_name(f"{name}.rejected.csv"))
+    assert sorted(zip(manifest["path"], manifest["label"], manifest["patient_id"], manifest["official_split"])) == sorted(tree.records)
+    assert sorted(zip(rejected["path"], rejected["reason"])) == sorted(tree.rejected)
+    assert (manifest["image_id"] == f"{name}/" + manifest["path"]).all() and (manifest["sha256"].str.len() == 64).all()
+    kinds = ", ".join(f"{n} {why}" for why, n in sorted(tree.skipped.items()))
+    assert (f"ingest {name}: format {name} (--format auto: " in res.stdout
+            and f"; found {tree.found} = accepted {len(tree.records)} + rejected {len(tree.rejected)} "
+                f"(skipped {sum(tree.skipped.values())}{': ' + kinds if kinds else ''}) in " in res.stdout), res.stdout
+
+
+def test_format_auto_on_an_unknown_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    scene(0).save(tmp_path / "photos" / "a.jpg")
+    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "auto", "--source", "s", "--out", str(tmp_path / "m.csv")])
+    assert res.exit_code == 2 and not (tmp_path / "m.csv").exists()
+    message = res.stderr.strip()
+    assert "\n" not in message and "--format auto: no known layout in" in message and "ers: 4-digit patient folders" in message
+    assert "pass --format NAME" in message
 
 
 def test_empty_source_is_an_error(tmp_path: Path) -> None:

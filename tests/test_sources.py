@@ -1,9 +1,9 @@
-"""Source adapters: every registered layout on a tiny fixture tree, the shared walker's edge cases,
-the file-name rules (property tests) and, when ``../shared`` is present, real Kvasir-Capsule names."""
+"""Source adapters: every registered layout on a tiny fixture tree (the real downloads' names, from
+``source_trees``), ``--format auto`` detection, the shared walker's edge cases, the file-name rules
+(property tests) and, when ``../shared`` is present, real Kvasir-Capsule and CE24 names."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from pathlib import Path
@@ -12,30 +12,15 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
-from endoctl.sources import REGISTRY, ImageRecord, Rejection, Skipped, get_adapter
-from endoctl.sources.base import walk
-from endoctl.sources.kid import kid_patient
+from endoctl.sources import DETECTION_ORDER, REGISTRY, ImageRecord, Rejection, Skipped, detect_format, get_adapter
+from endoctl.sources.base import MARKS, RULES, compact, walk
+from endoctl.sources.ce24 import aiims_video
+from endoctl.sources.kid import is_kid_name
 from endoctl.sources.kvasir_capsule import video_id
+from source_trees import JPEG, PNG, TREES, Tree, ers_tree, kid_flat_tree, misplaced, put, see_ai_tree
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def _jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 60, 40)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-JPEG = _jpeg()
-
-
-def put(root: Path, *rels: str, data: bytes = JPEG) -> None:
-    for rel in rels:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def scan(name: str, root: Path, labels: Path | None = None):
@@ -54,8 +39,19 @@ def scan(name: str, root: Path, labels: Path | None = None):
     return records, rejections, skipped
 
 
-def misplaced(name: str) -> str:
-    return f"not in the {name} layout {REGISTRY[name].layout}"
+def skipped_kinds(name: str, root: Path) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for entry in get_adapter(name, root).scan():
+        if isinstance(entry, Skipped):
+            kinds[entry.why] = kinds.get(entry.why, 0) + 1
+    return kinds
+
+
+def assert_tree(root: Path, tree: Tree) -> None:
+    records, rejections, _ = scan(tree.fmt, root)
+    assert sorted(records) == sorted(tree.records)
+    assert sorted(rejections) == sorted(tree.rejected)
+    assert skipped_kinds(tree.fmt, root) == tree.skipped
 
 
 # ----------------------------------------------------------------------------- registry
@@ -63,15 +59,51 @@ def misplaced(name: str) -> str:
 
 def test_registry_has_every_adapter_with_its_rules():
     assert sorted(REGISTRY) == [
-        "ce24", "csv", "folder", "gastrovision", "hyperkvasir", "kid", "kvasir-capsule", "kvasir-v2", "see-ai",
+        "ce24", "crohnipi", "csv", "ers", "folder", "gastrovision", "hyperkvasir", "kid", "kvasir-capsule",
+        "kvasir-v2", "limuc", "medfmc-endo", "see-ai",
     ]
     for name, cls in REGISTRY.items():
         assert cls.name == name
         for attr in ("layout", "label_rule", "patient_rule", "split_rule"):
             assert isinstance(getattr(cls, attr), str) and getattr(cls, attr)
+        assert set(cls.evidence) <= set(RULES)
+        assert all(set(mark.split("/")) <= set(MARKS) for mark in cls.evidence.values()), name
+        assert isinstance(cls.labels, tuple) and all(isinstance(x, str) and x and "|" not in x for x in cls.labels)
+        assert len(set(cls.labels)) == len(cls.labels), name
         text = cls.describe()
-        assert text.startswith(f"{name}: {cls.layout}\n")
-        assert f"label: {cls.label_rule}" in text and f"official split: {cls.split_rule}" in text
+        assert text.startswith(f"{name}: {cls.layout}")
+        assert cls.label_rule in text and cls.split_rule in text
+        assert (name in DETECTION_ORDER) == bool(cls.signature) == (name not in ("folder", "csv"))
+    # every adapter of a real dataset marks how its layout is known
+    assert all("layout" in cls.evidence for name, cls in REGISTRY.items() if name not in ("folder", "csv"))
+
+
+def test_label_vocabularies_are_the_contract():
+    """The exact label strings the taxonomy must map (one per label a multi-label image joins with '|')."""
+    assert REGISTRY["ers"].labels == tuple(
+        f"{letter}{k:02d}" for letter, n in (("b", 2), ("c", 34), ("g", 70), ("h", 7), ("q", 10)) for k in range(1, n + 1))
+    assert len(REGISTRY["ers"].labels) == 123  # the ERS paper's 123 labels
+    assert compact(REGISTRY["ers"].labels) == "b01-b02, c01-c34, g01-g70, h01-h07, q01-q10"
+    assert REGISTRY["limuc"].labels == ("Mayo 0", "Mayo 1", "Mayo 2", "Mayo 3")
+    assert REGISTRY["medfmc-endo"].labels == ("erosion", "normal", "polyp", "tumor", "ulcer")
+    assert REGISTRY["crohnipi"].labels == ("N", "E", "O", "AU", "U3-10", "U>10", "S")
+    assert REGISTRY["see-ai"].labels == (
+        "angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like", "bleeding",
+        "diverticulum", "erythema", "foreign body", "vein", "normal")
+    assert set(REGISTRY["kid"].labels) >= {
+        "vascular", "inflammatory", "polypoid", "normal-esophagus", "normal-small-bowel", "normal-colon",
+        "normal-stomach", "Angioectasias", "active bleeding", "angioectasia", "normaleso", "normalcolon", "bleeding",
+        "lymphangiectasia"}
+
+
+def test_every_emitted_label_is_declared(tmp_path):
+    """What the adapters emit on the fixture trees is in their declared vocabularies."""
+    for name, build in TREES.items():
+        tree = build(tmp_path / name)
+        vocabulary = set(REGISTRY[name].labels)
+        for _, label, _, _ in tree.records:
+            if label and vocabulary:
+                assert set(label.split("|")) <= vocabulary, (name, label)
 
 
 def test_unknown_format_names_the_choices(tmp_path):
@@ -123,14 +155,14 @@ def _truth_xlsx(path: Path) -> None:
     ).to_excel(path, index=False)
 
 
-CE24_TRAIN_VAL = [
-    ("training/Angioectasia/KID/angioectasia-P0-1.jpg", "Angioectasia", "KID/P0", "training"),
-    ("training/Angioectasia/KID/angioectasia-P12-7.jpg", "Angioectasia", "KID/P12", "training"),
+CE24_TRAIN_VAL = [  # KID's -P<n>- is a bleeding-potential grade, not a patient; AIIMS names carry the video
+    ("training/Angioectasia/KID/angioectasia-P0-1.jpg", "Angioectasia", "", "training"),
+    ("training/Angioectasia/KID/angioectasia-P12-7.jpg", "Angioectasia", "", "training"),
     ("training/Normal/KID/normaleso53.jpg", "Normal", "", "training"),
     ("training/Normal/KVASIR/3ada4222967f421d_30.jpg", "Normal", "KVASIR/3ada4222967f421d", "training"),
     ("training/Normal/Kvasir/8a00709108cd4e2b_8660.jpg", "Normal", "KVASIR/8a00709108cd4e2b", "training"),
     ("training/Normal/SEE-AI/image04290.jpg", "Normal", "", "training"),
-    ("training/Worms/AIIMS/worm1_1425.jpg", "Worms", "", "training"),
+    ("training/Worms/AIIMS/worm1_1425.jpg", "Worms", "AIIMS/worm1", "training"),
     ("validation/Erosion/KVASIR/dac1e27f7e4d4ef5_9897.jpg", "Erosion", "KVASIR/dac1e27f7e4d4ef5", "validation"),
 ]
 CE24_MISPLACED = [
@@ -271,40 +303,158 @@ def test_kvasir_capsule_bad_labels_are_refused(tmp_path):
         get_adapter("kvasir-capsule", tmp_path, comma)
 
 
-# ----------------------------------------------------------------------------- kid
+# ----------------------------------------------------------------------------- the real layouts
 
 
-def test_kid_class_folders(tmp_path):
-    put(
-        tmp_path,
-        "angioectasia/angioectasia-P0-1.jpg",
-        "angioectasia/angioectasia-P03-12.jpg",
-        "normal-esophagus/normaleso53.jpg",
-        "polypoid/polypoid-p7-2.png",
-        "polypoid/deeper/polypoid-P1-1.jpg",
-    )
-    records, rejections, _ = scan("kid", tmp_path)
-    assert records == [
-        ("angioectasia/angioectasia-P0-1.jpg", "angioectasia", "P0", ""),
-        ("angioectasia/angioectasia-P03-12.jpg", "angioectasia", "P3", ""),
-        ("normal-esophagus/normaleso53.jpg", "normal-esophagus", "", ""),
-        ("polypoid/polypoid-p7-2.png", "polypoid", "P7", ""),
-    ]
-    assert rejections == [("polypoid/deeper/polypoid-P1-1.jpg", misplaced("kid"))]
+@pytest.mark.parametrize("name", sorted(TREES))
+def test_real_layout_names_labels_patients_splits_and_rejections(tmp_path, name):
+    assert_tree(tmp_path, TREES[name](tmp_path))
 
 
-def test_kid_flat_folder_takes_the_leading_letters(tmp_path):
-    put(tmp_path, "angioectasia-P0-1.jpg", "normaleso53.jpg", "normal_colon-P2-4.jpg", "1234.jpg")
-    records, rejections, _ = scan("kid", tmp_path)
-    assert records == [
-        ("angioectasia-P0-1.jpg", "angioectasia", "P0", ""),
-        ("normal_colon-P2-4.jpg", "normal_colon", "P2", ""),
-        ("normaleso53.jpg", "normaleso", "", ""),
-    ]
-    assert rejections == [("1234.jpg", misplaced("kid"))]
+def test_ers_patients_one_level_down(tmp_path):
+    """A published file list shows the patients under precise-samples/: the same records, prefixed."""
+    assert_tree(tmp_path, ers_tree(tmp_path, prefix="precise-samples/"))
 
 
-# ----------------------------------------------------------------------------- see-ai
+def test_see_ai_release_nested_as_the_archive_unpacks(tmp_path):
+    assert_tree(tmp_path, see_ai_tree(tmp_path, nested=True))
+
+
+def test_kid_flat_names_as_ce24_ships_them(tmp_path):
+    assert_tree(tmp_path, kid_flat_tree(tmp_path))
+
+
+def test_kid_grade_is_never_a_patient(tmp_path):
+    put(tmp_path, "Angioectasias/angioectasia-P0-2.png", "Angioectasias/angioectasia-P2-9.png", data=PNG)
+    records, _, _ = scan("kid", tmp_path)
+    assert [patient for _, _, patient, _ in records] == ["", ""]
+    assert "patient" not in REGISTRY["kid"].label_rule and "grade" in REGISTRY["kid"].patient_rule
+
+
+def test_medfmc_labels_folder_and_bad_tables(tmp_path):
+    root, labels = tmp_path / "src", tmp_path / "labels"
+    put(root, "images/13333_2021.11_0003_55200215.png", "images/13333_2021.09_0001_51688669.png", data=PNG)
+    labels.mkdir()
+    (labels / "endo_val.csv").write_text("img_id,ulcer,erosion,polyp,tumor\n13333_2021.11_0003_55200215.png,1,1,0,0\n")
+    records, rejections, _ = scan("medfmc-endo", root, labels / "endo_val.csv")  # a file means its folder
+    assert records == [("images/13333_2021.11_0003_55200215.png", "erosion|ulcer", "13333_2021.11_0003", "val")]
+    assert rejections == [("images/13333_2021.09_0001_51688669.png", "not listed in endo_val.csv")]
+    (labels / "endo_val.csv").write_text("img_id,ulcer,erosion,polyp\nx.png,1,1,0\n")
+    with pytest.raises(ValueError, match=r"endo_val.csv: expected columns img_id and ulcer, erosion, polyp, tumor; "
+                                         r"missing \['tumor'\]"):
+        get_adapter("medfmc-endo", root, labels)
+    (labels / "endo_val.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="no endo_train.csv"):
+        get_adapter("medfmc-endo", root, labels)
+    records, rejections, _ = scan("medfmc-endo", root)  # no label file anywhere: every image says so
+    assert records == [] and {r for _, r in rejections} == {
+        "no endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt beside this images folder"}
+
+
+def test_medfmc_image_in_two_split_files_is_rejected(tmp_path):
+    put(tmp_path, "csvs/images/13333_2021.11_0003_1.png", "lists/images/13333_2021.11_0003_2.png", data=PNG)
+    for name in ("endo_train.csv", "endo_val.csv"):
+        (tmp_path / "csvs" / name).write_text("img_id,ulcer,erosion,polyp,tumor\n13333_2021.11_0003_1.png,0,0,0,0\n")
+    for name in ("trainval.txt", "test_WithLabel.txt"):
+        (tmp_path / "lists" / name).write_text("13333_2021.11_0003_2.png 0 0 1 0\n")
+    assert sorted(scan("medfmc-endo", tmp_path)[1]) == [
+        ("csvs/images/13333_2021.11_0003_1.png", "listed in both endo_train.csv and endo_val.csv"),
+        ("lists/images/13333_2021.11_0003_2.png", "listed in both trainval.txt and test_WithLabel.txt")]
+
+
+def test_crohnipi_description_elsewhere_missing_or_wrong(tmp_path):
+    root = tmp_path / "DataCrohnIPI_2021_03"
+    from source_trees import crohnipi_tree
+
+    tree = crohnipi_tree(root / "DataCrohnIPI")  # one folder below SRC, as the archive unpacks
+    records, _, _ = scan("crohnipi", root)
+    assert sorted(records) == sorted((f"DataCrohnIPI/{rel}", *rest) for rel, *rest in tree.records)
+    with pytest.raises(FileNotFoundError, match="CrohnIPI_description.csv not found"):
+        get_adapter("crohnipi", tmp_path / "nowhere")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("Frame name;Étiquette\n00001.jpg;N\n".encode("iso-8859-1"))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['label', 'fold'\]"):
+        get_adapter("crohnipi", root / "DataCrohnIPI", bad)
+
+
+def test_see_ai_release_refuses_a_label_csv_and_reads_a_box_folder(tmp_path):
+    root = tmp_path / "src"
+    see_ai_tree(root)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\nimage00001.jpg,erosion\n")
+    with pytest.raises(ValueError, match="--labels must be a folder of box files"):
+        get_adapter("see-ai", root, labels)
+    boxes = tmp_path / "boxes"
+    put(boxes, "image00002.txt", data=b"7 0.5 0.5 0.1 0.1\n")
+    records, _, _ = scan("see-ai", root, boxes)
+    labels_of = {rel.rsplit("/", 1)[-1]: label for rel, label, _, _ in records}
+    assert labels_of["image00002.jpg"] == "bleeding" and labels_of["image00001.jpg"] == "normal"
+    with pytest.raises(ValueError, match="has no SEE_AI_project_all_images"):
+        get_adapter("see-ai", tmp_path / "empty", boxes)
+    for txt in (root / "SEE_AI_project_all_txt").iterdir():
+        txt.unlink()
+    (root / "SEE_AI_project_all_txt").rmdir()  # without box files every image would read as normal: refused
+    with pytest.raises(FileNotFoundError, match="no SEE_AI_project_all_txt/ folder of box files"):
+        get_adapter("see-ai", root)
+
+
+def test_hyperkvasir_split_files_five_fold_and_labels_folder(tmp_path):
+    from source_trees import HK_POLYP, HK_ZLINE, hyperkvasir_tree
+
+    hyperkvasir_tree(tmp_path)
+    (tmp_path / "official_splits" / "2_fold_split.csv").rename(tmp_path / "elsewhere.csv")
+    put(tmp_path, "official_splits/5_fold_split.csv", data=(
+        "file-name;class-name;split-index\n4bf58f1c-8233-41fc-9614-344e6d0fc351.jpg;polyp;4\n").encode())
+    splits = {rel: split for rel, _, _, split in scan("hyperkvasir", tmp_path)[0]}
+    assert splits[HK_POLYP] == "fold_4" and splits[HK_ZLINE] == ""
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    (tmp_path / "elsewhere.csv").rename(folder / "2_fold_split.csv")
+    splits = {rel: split for rel, _, _, split in scan("hyperkvasir", tmp_path, folder)[0]}
+    assert splits[HK_POLYP] == "split_1" and splits[HK_ZLINE] == "split_0"
+    (folder / "2_fold_split.csv").write_text("file;split\nx.jpg;0\n")
+    with pytest.raises(ValueError, match="missing column"):
+        get_adapter("hyperkvasir", tmp_path, folder)
+
+
+# ----------------------------------------------------------------------------- --format auto
+
+
+@pytest.mark.parametrize("name", sorted(TREES))
+def test_auto_detects_every_real_layout(tmp_path, name):
+    TREES[name](tmp_path)
+    assert detect_format(tmp_path)[0] == name
+
+
+def test_auto_detects_the_other_layouts(tmp_path):
+    cases = {
+        "ers-precise": (lambda r: ers_tree(r, "precise-samples/"), "ers"),
+        "see-ai-nested": (lambda r: see_ai_tree(r, nested=True), "see-ai"),
+        "kid-flat": (kid_flat_tree, "kid"),
+        "kid-2-in-a-folder": (lambda r: put(r, "kid-dataset-2/vascular/vascular001.png", data=PNG), "kid"),
+        "see-ai-classes": (lambda r: put(r, "polyp-like/image00001.jpg", "erosion/image00002.jpg"), "see-ai"),
+        "limuc-patient-tree": (lambda r: put(r, "17/Mayo 1/UC_patient_17_1.bmp"), "limuc"),
+        "ce24-test-only": (lambda r: put(r, "testing/Images/283qQRGfoB.jpg"), "ce24"),
+        "gastrovision": (lambda r: put(r, "Colon polyps/a.jpg", "Esophagitis/b.jpg"), "gastrovision"),
+        "kvasir-v2": (lambda r: put(r, "dyed-lifted-polyps/a.jpg", "normal-z-line/b.jpg"), "kvasir-v2"),
+    }
+    for case, (build, name) in cases.items():
+        build(tmp_path / case)
+        found, evidence = detect_format(tmp_path / case)
+        assert (found, bool(evidence)) == (name, True), case
+
+
+def test_auto_refuses_an_unknown_folder_listing_what_it_looked_for(tmp_path):
+    put(tmp_path, "photos/a.jpg", "b.jpg")
+    with pytest.raises(ValueError) as err:
+        detect_format(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"--format auto: no known layout in {tmp_path}")
+    for name in DETECTION_ORDER:
+        assert f"{name}: {REGISTRY[name].signature}" in message
+
+
+# ----------------------------------------------------------------------------- see-ai: the other layouts
 
 
 def test_see_ai_class_folders(tmp_path):
@@ -635,31 +785,26 @@ def test_video_id_rejects_non_hex_prefixes_and_trailing_newline(stem):
     assert video_id(f"{stem}x_12") == ""
 
 
-CLASS = st.from_regex(r"[A-Za-z]+(-[A-Za-z]+)*", fullmatch=True)
+@given(kind=st.sampled_from(["ulcer", "worm"]), video=st.integers(0, 10**3), frame=st.integers(0, 10**6))
+def test_aiims_video_parses_every_frame_name(kind, video, frame):
+    assert aiims_video(f"{kind}{video}_{frame}") == f"{kind}{video}"
 
 
-@given(cls=CLASS, patient=st.integers(min_value=0, max_value=10**6), k=st.integers(min_value=0, max_value=10**6),
-       zeros=st.integers(min_value=0, max_value=3), p=st.sampled_from("Pp"))
-def test_kid_patient_parses_every_valid_name(cls, patient, k, zeros, p):
-    assert kid_patient(f"{cls}-{p}{'0' * zeros}{patient}-{k}") == f"P{patient}"
+AIIMS_RULE = re.compile(r"(?:ulcer|worm)[0-9]+_[0-9]+")
 
 
-KID_RULE = re.compile(r"-[Pp][0-9]+-")
-
-
-@given(st.text(max_size=40))
+@given(st.text(max_size=30))
 @settings(max_examples=300)
-def test_kid_patient_is_empty_for_other_names(stem):
-    if KID_RULE.search(stem):
-        assert re.fullmatch(r"P[0-9]+", kid_patient(stem))
-    else:
-        assert kid_patient(stem) == ""
+def test_aiims_video_is_empty_for_other_names(stem):
+    assert aiims_video(stem) == (stem.rsplit("_", 1)[0] if AIIMS_RULE.fullmatch(stem) else "")
 
 
-@given(cls=CLASS, n=st.integers(min_value=0, max_value=999))
-def test_kid_patient_needs_the_dashes(cls, n):
-    for stem in (f"{cls}{n}", f"{cls}P{n}", f"{cls}-P{n}", f"{cls}P{n}-1", f"{cls}-P-{n}", f"{cls}-P\u0663-{n}"):
-        assert kid_patient(stem) == ""
+@given(grade=st.integers(0, 2), k=st.integers(1, 99), stem=st.sampled_from(["normaleso", "normalcolon", "polypoid"]),
+       n=st.integers(1, 999))
+def test_kid_names_are_recognised(grade, k, stem, n):
+    assert is_kid_name(f"angioectasia-P{grade}-{k}") and is_kid_name(f"{stem}{n}") and is_kid_name(f"polypoid{n}~0")
+    for other in (f"{stem}", f"image{n:05d}", f"{n}", f"{stem}-{n}", f"UC_patient_{n}_{k}", f"ulcer{grade}_{n}"):
+        assert not is_kid_name(other)
 
 
 # ----------------------------------------------------------------------------- real Kvasir-Capsule names

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +42,13 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A file that is not a dataset image: ``why`` says what it is (counted per kind in the summary)."""
+
     rel: str
+    why: str = "metadata/hidden files"
+
+
+ANNOTATION = "annotation masks"  # segmentation masks and box files: the dataset's labels, not images
 
 
 Entry = ImageRecord | Rejection | Skipped
@@ -125,10 +132,24 @@ def walk(root: Path) -> Iterator[FileEntry | Rejection | Skipped]:
     yield from visit(root, ())
 
 
+# How each rule of an adapter is known (SOURCES.md's marks), printed by ``endoctl sources``.
+MARKS = {
+    "V": "verified in the dataset's own repository, paper or published files",
+    "3": "seen only in third-party loader code",
+    "?": "inferred, not confirmed: check against your download",
+}
+RULES = ("layout", "label", "patient", "split")
+
+
 class Adapter:
     """Base adapter: subclasses describe their layout and map one file to one record.
 
-    ``labels`` is the optional label/metadata file the dataset ships (see each adapter's doc).
+    The ``labels`` argument (kept as ``label_file``) is the optional label/metadata file the
+    dataset ships (see each adapter's doc); the ``labels`` ClassVar is the vocabulary of labels the
+    adapter emits, one entry per label a multi-label image joins with '|' (empty where it is
+    open-ended, e.g. any class folder name): the taxonomy must map every one of them. ``evidence``
+    marks each of ``RULES`` with keys of ``MARKS`` ("V", or "V/?" for a rule with a verified and an
+    inferred part; generic layouts leave it empty). ``signature`` says what :meth:`detect` looks for.
     """
 
     name: ClassVar[str]
@@ -136,10 +157,18 @@ class Adapter:
     label_rule: ClassVar[str]
     patient_rule: ClassVar[str] = "none (the dataset publishes no patient ids)"
     split_rule: ClassVar[str] = "none"
+    labels: ClassVar[tuple[str, ...]] = ()
+    evidence: ClassVar[dict[str, str]] = {}
+    signature: ClassVar[str] = ""
 
     def __init__(self, root: Path, labels: Path | None = None) -> None:
         self.root = root
-        self.labels = labels
+        self.label_file = labels
+
+    @classmethod
+    def detect(cls, root: Path) -> str | None:
+        """What in ``root`` shows this layout (a few cheap listings, never a walk), or None."""
+        return None
 
     def scan(self) -> Iterator[Entry]:
         for item in walk(self.root):
@@ -148,7 +177,7 @@ class Adapter:
             else:
                 yield item
 
-    def record(self, entry: FileEntry) -> ImageRecord | Rejection:
+    def record(self, entry: FileEntry) -> Entry:
         raise NotImplementedError
 
     def misplaced(self, entry: FileEntry) -> Rejection:
@@ -156,10 +185,59 @@ class Adapter:
 
     @classmethod
     def describe(cls) -> str:
-        return (
-            f"{cls.name}: {cls.layout}\n  label: {cls.label_rule}\n"
-            f"  patient: {cls.patient_rule}\n  official split: {cls.split_rule}"
+        def mark(rule: str) -> str:
+            return f" [{cls.evidence[rule]}]" if rule in cls.evidence else ""
+
+        text = (
+            f"{cls.name}: {cls.layout}{mark('layout')}\n  label{mark('label')}: {cls.label_rule}\n"
+            f"  patient{mark('patient')}: {cls.patient_rule}\n  official split{mark('split')}: {cls.split_rule}"
         )
+        if cls.labels:
+            text += f"\n  labels ({len(cls.labels)}): {compact(cls.labels)}"
+        if cls.signature:
+            text += f"\n  --format auto looks for: {cls.signature}"
+        return text
+
+
+def compact(labels: tuple[str, ...]) -> str:
+    """``c01, c02, …, c34`` runs written ``c01-c34``; other labels listed as they are."""
+    out: list[str] = []
+    run: list[tuple[str, int, str]] = []
+
+    def flush() -> None:
+        if run:
+            out.append(run[0][2] if len(run) == 1 else f"{run[0][2]}-{run[-1][2]}")
+            run.clear()
+
+    for label in labels:
+        match = re.fullmatch(r"([a-z])([0-9]{2})", label)
+        if match and run and run[-1][0] == match.group(1) and run[-1][1] + 1 == int(match.group(2)):
+            run.append((match.group(1), int(match.group(2)), label))
+            continue
+        flush()
+        if match:
+            run.append((match.group(1), int(match.group(2)), label))
+        else:
+            out.append(label)
+    flush()
+    return ", ".join(out)
+
+
+def missing_listed(folder: Path, listed: dict[str, str], bad: dict[str, str], seen: set[str]) -> Iterator[Rejection]:
+    """A rejection for every image a label file names (``listed``: name -> that file; ``bad``: name ->
+    why its row is unusable) that the walk did not find in ``folder``."""
+    for name in sorted((set(listed) | set(bad)) - seen):
+        reason = f"{bad[name]}; image not found" if name in bad else f"listed in {listed[name]} but not found"
+        yield Rejection(str(folder / name), reason)
+
+
+def child_dirs(folder: Path) -> list[str]:
+    """Sorted names of the sub-folders of ``folder`` (empty when it is not a readable folder)."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []
 
 
 REGISTRY: dict[str, type[Adapter]] = {}

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, register
+from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register
 from endoctl.sources.csv_labels import read_label_table
-from endoctl.sources.kid import kid_patient
 from endoctl.sources.kvasir_capsule import video_id
 
 SPLITS = {"training": "training", "validation": "validation"}
+AIIMS_FRAME = re.compile(r"(?P<video>(?:ulcer|worm)[0-9]+)_[0-9]+")  # ulcer1_1024, worm3_12: six AIIMS videos
+
+
+def aiims_video(stem: str) -> str:
+    """``ulcer1_1024`` -> ``ulcer1`` (the digit numbers the AIIMS video); empty for other names."""
+    match = AIIMS_FRAME.fullmatch(stem)
+    return match.group("video") if match else ""
 
 
 def ce24_patient(sub_source: str, stem: str) -> str:
-    """Patient/video id recovered from the original dataset's file-name rule, prefixed by it."""
+    """Patient/video id recovered from the original dataset's file-name rule, prefixed by it.
+
+    KVASIR (Kvasir-Capsule) and AIIMS names carry their video; KID and SEE-AI names carry none.
+    """
     key = sub_source.upper()
-    patient = video_id(stem) if key == "KVASIR" else kid_patient(stem) if key == "KID" else ""
+    patient = video_id(stem) if key == "KVASIR" else aiims_video(stem) if key == "AIIMS" else ""
     return f"{key}/{patient}" if patient else ""
 
 
@@ -38,10 +48,23 @@ class CE24(Adapter):
         "(--labels, or a *test*.xlsx in SRC or SRC/testing) matched by file name, else empty"
     )
     patient_rule = (
-        "from the original file name inside each Source folder: KVASIR/<videoid> for "
-        "<videoid>_<frame>, KID/P<n> for -P<n>-; empty for SEE-AI, AIIMS and others"
+        "the video from the original file name inside each Source folder: KVASIR/<videoid> for "
+        "<videoid>_<frame>, AIIMS/ulcer1 ... AIIMS/worm3 for ulcer<n>_<frame> and worm<n>_<frame> (six "
+        "AIIMS videos [?: the digit most likely numbers the video]); none for KID and SEE-AI (their names carry "
+        "no patient)"
     )
     split_rule = "training, validation or test from the top folder"
+    labels = ("Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal", "Polyp",
+              "Ulcer", "Worms")
+    evidence = {"layout": "V", "label": "V", "patient": "V/?", "split": "V"}
+    signature = "training/ and validation/ folders, or testing/Images/"
+
+    @classmethod
+    def detect(cls, root: Path) -> str | None:
+        children = child_dirs(root)
+        if "training" in children and "validation" in children:
+            return "training/, validation/"
+        return "testing/Images/" if "testing" in children and "Images" in child_dirs(root / "testing") else None
 
     def __init__(self, root: Path, labels: Path | None = None) -> None:
         super().__init__(root, labels)

@@ -72,12 +72,12 @@ class LabelFile(Adapter):
         yield from super().scan()
         if self.table is not None:
             for path in sorted(self._unseen):
-                yield Rejection(str(self.root / path), f"listed in {self.labels.name} but not found")
+                yield Rejection(str(self.root / path), f"listed in {self.label_file.name} but not found")
 
     def record(self, entry: FileEntry) -> ImageRecord | Rejection:
         assert self.table is not None
         row = self.table.get(entry.rel) or self.table.get(entry.parts[-1])
         if row is None:
-            return Rejection(str(entry.file), f"not listed in label file {self.labels.name}")
+            return Rejection(str(entry.file), f"not listed in label file {self.label_file.name}")
         self._unseen.discard(entry.rel if entry.rel in self.table else entry.parts[-1])
         return ImageRecord(entry.file, entry.rel, row[0], patient_id=row[1])

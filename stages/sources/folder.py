@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, register
+from pathlib import Path
+
+from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register
 
 
 @register
@@ -24,3 +26,12 @@ class KvasirV2(Folder):
     name = "kvasir-v2"
     layout = "<class>/<uuid>.jpg (e.g. dyed-lifted-polyps/...)"
     label_rule = "the class folder name (dyed-lifted-polyps, esophagitis, normal-cecum, ...)"
+    labels = ("dyed-lifted-polyps", "dyed-resection-margins", "esophagitis", "normal-cecum", "normal-pylorus",
+              "normal-z-line", "polyps", "ulcerative-colitis")
+    evidence = {"layout": "?", "label": "?"}
+    signature = "two or more of Kvasir v2's 8 class folders (e.g. dyed-lifted-polyps/, normal-z-line/)"
+
+    @classmethod
+    def detect(cls, root: Path) -> str | None:
+        known = [d for d in child_dirs(root) if d in cls.labels]
+        return f"{known[0]}/, {known[1]}/" if len(known) >= 2 else None

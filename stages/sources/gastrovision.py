@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from endoctl.io import read_csv
-from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, register
+from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register
 
 SPLIT_FILES = ("train", "validate", "test")
+CLASSES = ("Accessory tools", "Angiectasia", "Barrett's esophagus", "Blood in lumen", "Cecum", "Colon diverticula",
+           "Colon polyps", "Colorectal cancer", "Duodenal bulb", "Dyed-lifted-polyps", "Dyed-resection-margins",
+           "Erythema", "Esophageal varices", "Esophagitis", "Gastric polyps",
+           "Gastroesophageal_junction_normal z-line", "Ileocecal valve", "Mucosal inflammation large bowel",
+           "Normal esophagus", "Normal mucosa and vascular pattern in the large bowel", "Normal stomach", "Pylorus",
+           "Resected polyps", "Resection margins", "Retroflex rectum", "Small bowel_terminal ileum", "Ulcer")
 
 
 @register
@@ -19,6 +25,14 @@ class GastroVision(Adapter):
         "train/validate/test from the official train.csv, validate.csv, test.csv "
         "(Filename column) found in --labels DIR or SRC"
     )
+    labels = CLASSES
+    evidence = {"layout": "?", "label": "V", "split": "V"}
+    signature = "two or more of GastroVision's 27 class folders (e.g. 'Colon polyps')"
+
+    @classmethod
+    def detect(cls, root: Path) -> str | None:
+        known = [d for d in child_dirs(root) if d in CLASSES]
+        return f"{known[0]}/, {known[1]}/" if len(known) >= 2 else None
 
     def __init__(self, root: Path, labels: Path | None = None) -> None:
         super().__init__(root, labels)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from endoctl.io import read_csv
-from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, register, require_file
+from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register, require_file
 
 FRAME_NAME = re.compile(r"(?P<video>[0-9a-fA-F]+)_(?P<frame>[0-9]+)")  # fullmatch: no trailing "\n"
 
@@ -28,7 +28,20 @@ class KvasirCapsule(Adapter):
     patient_rule = (
         "the video id: metadata.csv's video_id when present, else the file-name prefix before '_'"
     )
-    split_rule = "split_0/split_1 from official_split_0.csv / official_split_1.csv when present"
+    split_rule = (
+        "split_0/split_1 from the official split files (filename,label) when present: official_split_{0,1}.csv "
+        "or official_splits/split_{0,1}.csv, beside metadata.csv (or --labels)"
+    )
+    labels = ("Ampulla of vater", "Angiectasia", "Blood - fresh", "Blood - hematin", "Erosion", "Erythema",
+              "Foreign body", "Ileocecal valve", "Lymphangiectasia", "Normal clean mucosa", "Polyp", "Pylorus",
+              "Reduced mucosal view", "Ulcer")
+    evidence = {"layout": "V", "label": "3", "patient": "V", "split": "V"}
+    signature = "labelled_images/ or unlabelled_images/"
+
+    @classmethod
+    def detect(cls, root: Path) -> str | None:
+        found = [d for d in ("labelled_images", "unlabelled_images") if d in child_dirs(root)]
+        return f"{found[0]}/" if found else None
 
     def __init__(self, root: Path, labels: Path | None = None) -> None:
         super().__init__(root, labels)
@@ -41,11 +54,12 @@ class KvasirCapsule(Adapter):
                 raise ValueError(f"{meta}: missing column(s) {sorted(missing)} (expected ';'-separated)")
             self.videos = dict(zip(df["filename"], df["video_id"]))
         self.split: dict[str, str] = {}
+        folder = meta.parent if meta.is_file() else root
         for fold in (0, 1):
-            csv = (meta.parent if meta.is_file() else root) / f"official_split_{fold}.csv"
-            if csv.is_file():
-                for filename in read_csv(csv)["filename"]:
-                    self.split[filename] = f"split_{fold}"
+            for csv in (folder / f"official_split_{fold}.csv", folder / "official_splits" / f"split_{fold}.csv"):
+                if csv.is_file():
+                    for filename in read_csv(csv)["filename"]:
+                        self.split[filename] = f"split_{fold}"
 
     def record(self, entry: FileEntry) -> ImageRecord | Rejection:
         parts = entry.parts
