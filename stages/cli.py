@@ -269,7 +269,7 @@ def split(
     seed: Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")] = 0,
     pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test.")] = None,
     keep_assignments: Annotated[Optional[Path], typer.Option(help="Previous split folder: groups with images there keep their split and fold; only new groups are assigned.")] = None,
-    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v1.yaml).")] = None,
+    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")] = None,
     max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = 0.25,
     format_of: Annotated[Optional[list[str]], typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format.")] = None,
 ) -> None:
