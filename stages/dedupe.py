@@ -340,6 +340,22 @@ def report(manifest: pd.DataFrame, clusters: pd.DataFrame, pairs: pd.DataFrame, 
     }
 
 
+HASH_COLUMNS = ("phash", "dhash")
+
+
+def validate_manifest(manifest: pd.DataFrame, name: str) -> None:
+    """One-line ``ValueError`` naming ``name``, the column, the row and the value of the first problem."""
+    missing = sorted({"image_id", "source", "path", "label", "sha256", *HASH_COLUMNS} - set(manifest.columns))
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing} (found {list(manifest.columns)}): an `endoctl ingest` manifest is needed")
+    for column in ("image_id", *HASH_COLUMNS):
+        bad = ~manifest[column].str.fullmatch(r"[0-9a-fA-F]{16}") if column != "image_id" else manifest[column] == ""
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ValueError(f"{name}: row {row + 2} column {column}: {manifest[column].iloc[row]!r} "
+                             f"({int(bad.sum())} bad value(s); {'16 hex digits expected' if column != 'image_id' else 'empty'})")
+
+
 def dedupe(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> DedupeResult:
     missing = {"image_id", "source", "path", "label", "sha256", "phash", "dhash"} - set(manifest.columns)
     if missing:

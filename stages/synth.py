@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import shutil
 import string
 import zipfile
 from collections import Counter
@@ -36,6 +34,8 @@ from openpyxl import Workbook
 from openpyxl.writer.excel import ExcelWriter
 from PIL import Image, ImageDraw, ImageFilter
 
+from endoctl.io import atomic_dir
+
 KC_SIZE, KID_SIZE, CE24_SIZE = 336, 360, 224
 KC_QUALITY, KID_QUALITY, CE24_QUALITY = 90, 90, 85
 PATCH = 288  # lesions are painted into a PATCH x PATCH window centred on their position
@@ -47,6 +47,7 @@ KID_NORMAL_SHARE = 0.4
 KID_EMPTY = "normal-small-bowel/normal-small-bowel-P99-1.jpg"  # hence at most 98 KID patients
 CE24_TEST_PREFIX = "Test set for us, with excel sheet and seperated/"  # sic, as in the real file
 XLSX_TIME = datetime(2024, 1, 1)
+SOURCES = ("kvasir_capsule", "kid", "ce24")  # the folders written into DEST
 
 NORMAL = "Normal clean mucosa"
 WORMS = "Worms"
@@ -574,26 +575,12 @@ def synth(
     """Write dest/kvasir_capsule, dest/kid, dest/ce24 (replacing dest); return .jpg counts per folder.
 
     Counts include the planted corrupt files, i.e. what an ingest of each folder will find.
-    Everything is built in a hidden sibling folder and swapped into place at the end, so an
-    interrupted run leaves ``dest`` as it was.
+    Everything is built in a hidden sibling folder and swapped into place at the end
+    (:func:`endoctl.io.atomic_dir`), so an interrupted run leaves ``dest`` as it was.
     """
     config.validate()
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        counts = _build(tmp, config, on_progress)
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return counts
+    with atomic_dir(dest, SOURCES, "DEST", "demo datasets") as tmp:
+        return _build(tmp, config, on_progress)
 
 
 def _n_copies(config: SynthConfig, pool: int) -> int:

@@ -150,17 +150,17 @@ def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
     scenes[5].save(tmp_path / "b" / "x" / "other.jpg", quality=95)
     manifests = []
     for source in ("a", "b"):
-        out = tmp_path / "m" / f"{source}.csv"
+        out = tmp_path / "m" / source
         res = runner.invoke(app, ["ingest", str(tmp_path / source), "-f", "folder", "--source", source,
                                   "--out", str(out), "--data-root", str(tmp_path)])
         assert res.exit_code == 0, res.output
         manifests.append(str(out))
-    out = tmp_path / "m" / "duplicates.csv"
+    out = tmp_path / "dups"
     res = runner.invoke(app, ["dedupe", *manifests, "--out", str(out)])
     assert res.exit_code == 0, res.output
-    clusters = read_csv(out).set_index("image_id")
-    pairs = read_csv(out.with_name("duplicate_pairs.csv"))
-    report = json.loads(out.with_name("duplicates_report.json").read_text())
+    clusters = read_csv(out / "duplicates.csv").set_index("image_id")
+    pairs = read_csv(out / "duplicate_pairs.csv")
+    report = json.loads((out / "duplicates_report.json").read_text())
     assert len(clusters) == 7
     assert clusters.loc["a/x/img0.jpg", "cluster"] == clusters.loc["b/y/copy.jpg", "cluster"]
     assert clusters.loc["a/x/img1.jpg", "cluster"] == clusters.loc["a/y/img1.jpg", "cluster"]
@@ -170,13 +170,14 @@ def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
     assert report["cross_source_clusters"] == 1 and report["conflicting_label_clusters"] == 1
     assert report["largest_cluster"]["size"] == 2
     assert "2 duplicate clusters" in res.output
-    first = [p.read_bytes() for p in sorted(out.parent.glob("dup*"))]
+    first = [p.read_bytes() for p in sorted(out.iterdir())]
+    assert len(first) == 3
     assert runner.invoke(app, ["dedupe", *reversed(manifests), "--out", str(out), "--workers", "1"]).exit_code == 0
-    assert [p.read_bytes() for p in sorted(out.parent.glob("dup*"))] == first  # order/workers never matter
+    assert [p.read_bytes() for p in sorted(out.iterdir())] == first  # order/workers never matter
 
 
 def test_cli_rejects_manifests_without_hashes(tmp_path: Path) -> None:
     bad = tmp_path / "m.csv"
     bad.write_text("image_id,source,path,label\ns/a.jpg,s,a.jpg,x\n")
-    res = runner.invoke(app, ["dedupe", str(bad), "--out", str(tmp_path / "d.csv")])
-    assert res.exit_code == 2 and "lacks column(s)" in res.output and "phash" in res.output
+    res = runner.invoke(app, ["dedupe", str(bad), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and f"{bad}: missing column(s)" in res.output and "phash" in res.output

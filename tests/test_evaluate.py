@@ -209,8 +209,11 @@ def test_metrics_file_holds_the_headline_of_the_full_report(tmp_path: Path) -> N
     write_csv(tmp_path / "pred.csv", pred)
     res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
                    "--metrics", tmp_path / "m.json", "--bootstrap", 50)
+    assert res.exit_code == 2 and "holds 'class_mapping.json', 'pred.csv', 'test.csv'" in res.stderr  # not a folder of its own
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "eval" / "r.json",
+                   "--metrics", tmp_path / "eval" / "m.json", "--bootstrap", 50)
     assert res.exit_code == 0, res.output
-    r, m = (json.loads((tmp_path / f).read_text()) for f in ("r.json", "m.json"))
+    r, m = (json.loads((tmp_path / "eval" / f).read_text()) for f in ("r.json", "m.json"))
     for key in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "accuracy", "n_images"):
         assert m[key] == r[key]
     ci = r["bootstrap"]["ci"]["balanced_accuracy"]
@@ -423,9 +426,9 @@ def test_plots_and_dvc_plot_files(tmp_path: Path) -> None:
     outputs = []
     for run in ("one", "two"):
         res = run_eval("--truth", tmp_path / "truth" / "test.csv", "--predictions", tmp_path / "preds",
-                       "--out", tmp_path / run, "--plots", tmp_path / f"plots_{run}", "--bootstrap", 100)
+                       "--out", tmp_path / run, "--plots", tmp_path / run / "plots", "--bootstrap", 100)
         assert res.exit_code == 0, res.output
-        outputs.append(tmp_path / f"plots_{run}" / "model")
+        outputs.append(tmp_path / run / "plots" / "model")
     assert "bootstrap resamples of groups" in res.stdout
     first, second = outputs
     assert sorted(p.name for p in first.iterdir()) == ["confusion.csv", "confusion_matrix.png", "roc.csv", "roc.png",

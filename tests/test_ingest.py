@@ -91,12 +91,13 @@ def build_corpus(root: Path) -> dict[str, str]:
 
 def test_bad_input_corpus_every_file_accounted(tmp_path: Path) -> None:
     expected = build_corpus(tmp_path / "src")
-    out = tmp_path / "manifests" / "corpus.csv"
+    out = tmp_path / "manifests" / "corpus"
     result = runner.invoke(app, ["ingest", str(tmp_path / "src"), "--format", "folder", "--source", "corpus",
                                  "--out", str(out), "--data-root", str(tmp_path), "--workers", "1"])
     assert result.exit_code == 0, result.output
-    manifest = read_csv(out)
-    rejected = read_csv(out.with_name("corpus.rejected.csv"))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["corpus"]  # no temporaries left
+    manifest = read_csv(out / "manifest.csv")
+    rejected = read_csv(out / "rejected.csv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
     accepted = {p.removeprefix("src/") for p in manifest["path"]}
     reasons = {p.removeprefix("src/"): r for p, r in zip(rejected["path"], rejected["reason"])}
@@ -142,28 +143,28 @@ def test_output_identical_across_runs_and_workers(tmp_path: Path) -> None:
         scene(i, (64, 48)).save(src / f"c{i % 3}" / f"img{i:03d}.jpg", quality=90)
     outputs = []
     for run, workers in enumerate(["1", "2", "2"]):
-        out = tmp_path / f"run{run}" / "m.csv"
+        out = tmp_path / f"run{run}" / "m"
         res = runner.invoke(app, ["ingest", str(src), "-f", "folder", "--source", "s", "--out", str(out),
                                   "--data-root", str(tmp_path), "--workers", workers])
         assert res.exit_code == 0, res.output
-        outputs.append((out.read_bytes(), out.with_name("m.rejected.csv").read_bytes()))
+        outputs.append(((out / "manifest.csv").read_bytes(), (out / "rejected.csv").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
-    ids = read_csv(tmp_path / "run0" / "m.csv")["image_id"].tolist()
+    ids = read_csv(tmp_path / "run0" / "m" / "manifest.csv")["image_id"].tolist()
     assert ids == sorted(ids) and len(ids) == 300
 
 
 def test_empty_source_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     res = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "-f", "folder", "--source", "s",
-                              "--out", str(tmp_path / "m.csv")])
+                              "--out", str(tmp_path / "m")])
     assert res.exit_code != 0
-    assert "no images found" in res.output and not (tmp_path / "m.csv").exists()
+    assert "no images found" in res.output and not (tmp_path / "m").exists()
 
 
 def test_unusable_arguments_are_one_line_errors(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "-f", "folder", "--source", "s", "--out", "m.csv"])
+    res = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "-f", "folder", "--source", "s", "--out", "m"])
     assert res.exit_code == 2 and "source folder not found" in res.output
-    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "nonsense", "--source", "s", "--out", "m.csv"])
+    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "nonsense", "--source", "s", "--out", str(tmp_path / "m")])
     assert res.exit_code == 2 and "unknown --format 'nonsense'" in res.output and "kvasir-capsule" in res.output
 
 
@@ -171,7 +172,7 @@ def test_strict_turns_rejections_into_failure(tmp_path: Path) -> None:
     (tmp_path / "src" / "c").mkdir(parents=True)
     scene(0).save(tmp_path / "src" / "c" / "ok.jpg")
     (tmp_path / "src" / "c" / "zero.jpg").write_bytes(b"")
-    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(tmp_path / "m.csv")]
+    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(tmp_path / "m")]
     assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(app, [*args, "--strict"])
     assert res.exit_code != 0 and "zero.jpg: empty file" in res.output

@@ -387,7 +387,7 @@ def test_cli_predict_on_split_csv(ckpt, image_dir, tmp_path, monkeypatch) -> Non
     paths = [f"{image_dir.name}/b/v1/frame_01.jpg", f"{image_dir.name}/a/v0/frame_00.jpg"]
     pd.DataFrame({"image_id": ["x", "y"], "source": "ce24", "path": paths, "label": "Normal",
                   "target_class": "normal", "group": "g", "fold": ""}).to_csv(split, index=False)
-    out = tmp_path / "p.csv"
+    out = tmp_path / "predictions" / "p.csv"
     res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
                               "--device", "cpu", "--workers", "0", "--no-fast"])
     assert res.exit_code == 0, res.stderr
@@ -418,7 +418,7 @@ def test_predict_output_round_trips_through_evaluate(ckpt, image_dir, tmp_path, 
         "target_class": [classes[k % 3] for k in range(len(images))], "group": "", "fold": "",
     }).to_csv(split, index=False)
     (tmp_path / "class_mapping.json").write_text(json.dumps(CE24.class_mapping(), indent=2) + "\n")
-    out = tmp_path / "pred.csv"
+    out = tmp_path / "predictions" / "pred.csv"
     res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
                               "--device", "cpu", "--workers", "0"])
     assert res.exit_code == 0, res.stderr

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import endoctl.synth as synth_mod
+from endoctl.io import OutputError
 from endoctl.synth import CE24_CLASSES, KC_FINDINGS, KID_CLASSES, SynthConfig, synth
 
 CONFIG = SynthConfig(seed=7, videos=3, frames_per_video=12, kid_patients=3, kid_images_per_patient=6,
@@ -249,8 +250,8 @@ def test_xlsx_truth_lists_exactly_the_test_images(demo) -> None:
 
 def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "demo"
-    dest.mkdir()
-    (dest / "old.txt").write_text("previous run")
+    (dest / "kid").mkdir(parents=True)
+    (dest / "kid" / "old.txt").write_text("previous run")
     real, calls = synth_mod._write_file, []
 
     def failing(path: Path, data: bytes) -> None:
@@ -264,12 +265,16 @@ def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pyte
         synth(dest, CONFIG)
     assert all(dest not in p.parents for p in calls), "nothing is written into dest itself"
     assert [p.name for p in tmp_path.iterdir()] == ["demo"], "the temp folder is removed"
-    assert [p.name for p in dest.iterdir()] == ["old.txt"]
+    assert [p.name for p in dest.rglob("*")] == ["kid", "old.txt"]
 
     monkeypatch.setattr(synth_mod, "_write_file", real)
     synth(dest, CONFIG)
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]
     assert sorted(p.name for p in dest.iterdir()) == ["ce24", "kid", "kvasir_capsule"]
+    (dest / "notes.txt").write_text("someone else's file")  # the swap would delete it: refused
+    with pytest.raises(OutputError, match="holds 'notes.txt'"):
+        synth(dest, CONFIG)
+    assert (dest / "notes.txt").is_file()
 
 
 def test_invalid_config_writes_nothing(tmp_path: Path) -> None:
