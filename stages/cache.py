@@ -101,7 +101,7 @@ def read_split(split_dir: Path) -> dict[str, pd.DataFrame]:
     if not tables:
         raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in {split_dir} (run `endoctl split` first)")
     if not any(len(df) for df in tables.values()):
-        raise ValueError(f"{split_dir}: {' and '.join(tables)} have no rows (header only): nothing to cache")
+        raise ValueError(f"{split_dir}: {' and '.join(tables)} {'has' if len(tables) == 1 else 'have'} no rows (header only): nothing to cache")
     return tables
 
 

@@ -71,6 +71,8 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
+    if not len(df):
+        raise ValueError(f"{file}: no rows (header only): nothing to train on")
     mapping = read_class_mapping(split_dir / "class_mapping.json")
     unknown = sorted(set(df["target_class"].str.lower()) - set(mapping))
     if unknown:
@@ -80,6 +82,8 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     if str(val_fold) not in folds:
         raise ValueError(f"{file}: val_fold {val_fold} not among the folds {folds}")
     is_val = df["fold"] == str(val_fold)
+    if is_val.all():
+        raise ValueError(f"{file}: every row is in val_fold {val_fold}: no training rows")
     return SplitData(df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True), mapping,
                      display_names(mapping))
 

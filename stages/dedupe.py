@@ -280,9 +280,10 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
     near = pd.DataFrame({"image_id_a": ids[i[confirmed]], "image_id_b": ids[j[confirmed]],
                          "distance": d[confirmed], "kind": "near"})
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
-    pairs = pd.concat([p for p in (exact, near, frames) if p is not None and len(p)], ignore_index=True)
-    if pairs.empty:
+    found = [p for p in (exact, near, frames) if p is not None and len(p)]
+    if not found:  # no duplicates at all (pd.concat of nothing raises)
         return pd.DataFrame(columns=PAIR_COLUMNS)
+    pairs = pd.concat(found, ignore_index=True)
     pairs["rank"] = pairs["kind"].map(KIND_RANK)
     pairs = pairs.sort_values(["image_id_a", "image_id_b", "rank", "distance"], kind="stable")
     pairs = pairs.drop_duplicates(["image_id_a", "image_id_b"]).drop(columns="rank")

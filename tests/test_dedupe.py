@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from endoctl.cli import app
-from endoctl.dedupe import DedupeParams, brute_force_pairs, find_pairs, layout, near_pairs, synthetic_hashes
+from endoctl.dedupe import DedupeParams, brute_force_pairs, dedupe, find_pairs, layout, near_pairs, synthetic_hashes
 from endoctl.grouping import components
 from endoctl.hashing import from_hex, hamming
 from endoctl.ingest import hash_files, ingest
@@ -181,3 +181,12 @@ def test_cli_rejects_manifests_without_hashes(tmp_path: Path) -> None:
     bad.write_text("image_id,source,path,label\ns/a.jpg,s,a.jpg,x\n")
     res = runner.invoke(app, ["dedupe", str(bad), "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and f"{bad}: missing column(s)" in res.output and "phash" in res.output
+
+
+def test_no_duplicates_at_all_is_an_empty_pair_list(tmp_path: Path) -> None:
+    manifest = pd.DataFrame({"image_id": ["s/a.jpg", "s/b.jpg"], "source": "s", "path": ["a.jpg", "b.jpg"],
+                             "label": "x", "sha256": ["1", "2"], "phash": ["0000000000000000", "ffffffffffffffff"],
+                             "dhash": ["0000000000000000", "ffffffffffffffff"]})
+    result = dedupe(manifest, DedupeParams(workers=1))
+    assert len(result.pairs) == 0 and list(result.pairs.columns) == ["image_id_a", "image_id_b", "distance", "kind"]
+    assert result.report["duplicate_clusters"] == 0 and len(result.clusters) == 2

@@ -230,3 +230,32 @@ def test_real_kvasir_seg_fast_path_matches_pillow_and_survives_reencoding(tmp_pa
     # Distinct real images stay far apart.
     distinct = hamming(original[:, None], original[None, :])[np.triu_indices(len(original), 1)]
     assert np.percentile(distinct, 1) > 10
+
+
+def png_1bit(width: int, height: int) -> bytes:
+    """A real, fully decodable bilevel PNG of any size (compresses to ~100 kB even at 169 Mpx)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = (b"\0" + b"\x55" * ((width + 7) // 8)) * height
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+
+
+def test_max_pixels_is_the_limit_pillow_applies_too(tmp_path: Path) -> None:
+    """A 169-Mpx PNG is above Pillow's own warning limit (89,478,485) but below ingest's default
+    (178,956,970): accepted, in worker processes too; --max-pixels above and below it decides."""
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    (src / "big.png").write_bytes(png_1bit(13_000, 13_000))
+    scene(0).save(src / "small.jpg")
+    out = tmp_path / "m"
+    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(out), "--data-root", str(tmp_path)]
+    res = runner.invoke(app, [*args, "--workers", "2"])
+    assert res.exit_code == 0 and "accepted 2 + rejected 0" in res.output, res.output
+    big = read_csv(out / "manifest.csv").set_index("path").loc["src/c/big.png"]
+    assert (big["width"], big["height"]) == ("13000", "13000")
+    assert isinstance(hash_files([str(src / "big.png")], max_pixels=500_000_000)[0], tuple)
+    res = runner.invoke(app, [*args, "--workers", "1", "--max-pixels", "100000000"])
+    assert res.exit_code == 0
+    assert read_csv(out / "rejected.csv")["reason"].tolist() == [
+        "decompression bomb: 13000x13000 = 169000000 pixels > limit 100000000"]
