@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from openpyxl import Workbook
 from typer.testing import CliRunner
 
-from conftest import scene
+from conftest import scene, workbook
 from endoctl.cli import app
 from test_split import TAXONOMY_YAML
 
@@ -33,17 +32,6 @@ CE24_CLASSES = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body
 def csv(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    return path
-
-
-def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
-    book = Workbook()
-    book.remove(book.active)
-    for name, rows in sheets.items():
-        sheet = book.create_sheet(name)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
     return path
 
 

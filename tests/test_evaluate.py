@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score)
 from typer.testing import CliRunner
 
-from conftest import shared_path
+from conftest import shared_path, workbook
 from endoctl.cli import app
 from endoctl.io import write_csv, write_text
 from endoctl.metrics import (EvalData, EvaluationError, _metric_rows, _ranking, bootstrap, ce24_report,
@@ -289,39 +289,26 @@ def test_sanity_check_failures_name_the_rows(tmp_path: Path) -> None:
 
 
 def test_workbook_sheet_with_the_predictions_is_found_and_truth_typos_blame_the_truth(tmp_path: Path) -> None:
-    from openpyxl import Workbook
-
     classes = ["Erosion", "Normal", "Polyp"]
     names = [f"{k}.jpg" for k in range(6)]
     rng = np.random.default_rng(0)
     proba = rng.dirichlet(np.ones(3), size=6).round(6)
-
-    def book(path: Path, sheets: dict[str, list[list]]) -> Path:
-        wb = Workbook()
-        wb.remove(wb.active)
-        for name, rows in sheets.items():
-            sheet = wb.create_sheet(name)
-            for row in rows:
-                sheet.append(row)
-        wb.save(path)
-        return path
-
     labels = ["Erosion", "Normal", "Polyp", "Normal", "Polyp", "Erosion"]
-    truth = book(tmp_path / "truth.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, labels)]})
+    truth = workbook(tmp_path / "truth.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, labels)]})
     rows = [["image_path", *classes], *([n, *p] for n, p in zip(names, proba.tolist()))]
-    book(tmp_path / "first_empty.xlsx", {"Sheet1": [], "predictions": rows})  # the first sheet is empty
-    book(tmp_path / "plain.xlsx", {"Sheet1": rows})
+    workbook(tmp_path / "first_empty.xlsx", {"Sheet1": [], "predictions": rows})  # the first sheet is empty
+    workbook(tmp_path / "plain.xlsx", {"Sheet1": rows})
     for name in ("first_empty", "plain"):
         res = run_eval("--truth", truth, "--predictions", tmp_path / f"{name}.xlsx", "--out", tmp_path / f"{name}.json",
                        "--bootstrap", 0)
         assert res.exit_code == 0, res.output
     assert (tmp_path / "first_empty.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
     # a class the truth names but the predictions lack: a known class blames the predictions ...
-    book(tmp_path / "no_polyp.xlsx", {"Sheet1": [[c for c in row if c != "Polyp"][:3] for row in rows]})
+    workbook(tmp_path / "no_polyp.xlsx", {"Sheet1": [[c for c in row if c != "Polyp"][:3] for row in rows]})
     res = run_eval("--truth", truth, "--predictions", tmp_path / "no_polyp.xlsx", "--out", tmp_path / "x.json")
     assert res.exit_code == 2 and "no_polyp.xlsx: no probability column for truth class(es) 'Polyp'" in res.stderr
     # ... a label that is no class anywhere blames the truth, naming its row
-    book(tmp_path / "typo.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, [*labels[:4], "Tumour", "Erosion"])]})
+    workbook(tmp_path / "typo.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, [*labels[:4], "Tumour", "Erosion"])]})
     res = run_eval("--truth", tmp_path / "typo.xlsx", "--predictions", tmp_path / "plain.xlsx", "--out", tmp_path / "x.json")
     assert res.exit_code == 2
     assert f"truth {tmp_path / 'typo.xlsx'}: unknown class 'Tumour' in column class_label (rows 6)" in " ".join(res.stderr.split())
