@@ -17,6 +17,7 @@ sibling folder (``staging``) and swapped in with one rename by :func:`endoctl.io
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ def _work(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[
             data = encode(Path(root) / path, size, quality)
             target = Path(out_dir) / cached_name(image_id)  # inside the staging folder: no temp file needed
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            with open(target, "wb") as fh:
+                fh.write(data)
+                os.fsync(fh.fileno())  # here, in the worker processes, rather than all at the swap
             done.append((image_id, None))
         except ImageRejected as exc:
             done.append((image_id, str(exc)))

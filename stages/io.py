@@ -225,16 +225,17 @@ def exchange(a: str | Path, b: str | Path) -> bool:
 
 
 def _sync(folder: Path) -> None:
-    """Make everything written below ``folder`` durable with one ``syncfs`` (fsync of every
-    cached image one by one would cost seconds), then the folder entry itself."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            ctypes.CDLL(None, use_errno=True).syncfs(fd)
-        except (AttributeError, OSError):
-            os.sync()
-    finally:
-        os.close(fd)
+    """Make every file and folder below ``folder`` durable before it is swapped in (files already
+    fsynced by their writer cost next to nothing here); per file, so other processes' unrelated
+    writes on the same file system are never waited for (as ``syncfs`` would)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
 
 
 def _fsync_dir(folder: Path) -> None:
