@@ -16,7 +16,9 @@ Two mechanisms, one per kind of output:
 
 Temporaries are named ``.<name>.<pid>.<8 random chars>.tmp``. A killed run leaves one behind; the
 next run writing the same output deletes every such temporary whose process is gone (a live
-concurrent run's temporary is left alone), and readers of a folder of outputs skip hidden names.
+concurrent run's temporary is left alone; process ids are per machine, so two machines must not
+write one output folder on a shared file system at the same time), and readers of a folder of
+outputs skip hidden names.
 
 A set folder is replaced as a whole, so it must hold nothing but that command's outputs:
 :func:`check_output_dir` refuses (before any work is done) a folder holding anything else, the
