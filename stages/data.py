@@ -82,8 +82,6 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     if str(val_fold) not in folds:
         raise ValueError(f"{file}: val_fold {val_fold} not among the folds {folds}")
     is_val = df["fold"] == str(val_fold)
-    if is_val.all():
-        raise ValueError(f"{file}: every row is in val_fold {val_fold}: no training rows")
     return SplitData(df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True), mapping,
                      display_names(mapping))
 

@@ -115,6 +115,8 @@ def ws(tmp_path_factory) -> Path:
     (root / "hdr_train" / "class_mapping.json").write_text(json.dumps({"a": 0, "b": 1}))
     csv(root / "alien_train" / "train_val.csv", "path,target_class,fold\nraw/A/p0_1.jpg,Tumour,0\nraw/B/p0_2.jpg,a,1\n")
     (root / "alien_train" / "class_mapping.json").write_text(json.dumps({"a": 0, "b": 1}))
+    csv(root / "one_fold" / "train_val.csv", "path,target_class,fold\nraw/A/p0_1.jpg,a,0\nraw/B/p0_2.jpg,b,0\n")
+    (root / "one_fold" / "class_mapping.json").write_text(json.dumps({"a": 0, "b": 1}))
     return root
 
 
@@ -257,6 +259,8 @@ CASES = {
                                          ["hdr_train/train_val.csv: no rows (header only)"]),
     "train: class not in class_mapping": ([*TRAIN, "--split-dir", "alien_train"],
                                           ["alien_train/train_val.csv: target_class value(s) not in class_mapping.json", "tumour"]),
+    "train: every row in the validation fold": ([*TRAIN, "--split-dir", "one_fold", "--val-fold", "0"],
+                                                ["one_fold/train_val.csv: every row is in val_fold 0: no training rows"]),
     "train: --balance unknown": ([*TRAIN, "--split-dir", "split", "--balance", "oversample"], ["balance must be one of"]),
 }
 
