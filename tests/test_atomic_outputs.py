@@ -245,7 +245,7 @@ def test_killed_split_leaves_the_old_or_the_new_split(server: Server, tmp_path: 
     """A rerun with another --test-fraction, killed at 22 points: never a new train_val.csv beside an
     old test.csv (images in both), never a report describing other files, no temporaries kept."""
     (tmp_path / "taxonomy.yaml").write_text(TAXONOMY_YAML)
-    write_csv(tmp_path / "m.csv", make_manifest("alpha", patients=120, per_patient=40, singles=300))
+    write_csv(tmp_path / "m.csv", make_manifest("alpha", patients=80, per_patient=40, singles=200))
     argv = {f: ["split", "--manifest", "m.csv", "--target", "abc", "--taxonomy", "taxonomy.yaml",
                 "--test-fraction", f, "--out"] for f in ("0.2", "0.35")}
     sets = {}
