@@ -71,6 +71,8 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
+    if not len(df):
+        raise ValueError(f"{file}: no rows (header only): nothing to train on")
     mapping = read_class_mapping(split_dir / "class_mapping.json")
     multi = df.loc[df["target_class"].str.contains("|", regex=False), "target_class"]
     if len(multi):  # softmax training needs one class per image; say so instead of "unknown class 'a|b'"

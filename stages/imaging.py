@@ -11,8 +11,10 @@ The thumbnail is a box (area) resample.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,28 +133,44 @@ def _to_luma(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Pillow-open ``data`` (header only), every failure turned into an :class:`ImageRejected` reason."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+@contextlib.contextmanager
+def pillow_limit(max_pixels: int | None) -> Iterator[None]:
+    """Pillow's own decompression-bomb check at ``max_pixels`` (its warning an error) for the block.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by default) and fails above twice
+    that; left alone it would reject images the caller's limit allows (a 169-Mpx PNG under the
+    default 178,956,970). Set per call, so it holds in worker processes too.
+    """
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Pillow-open ``data`` (header only), every failure turned into an :class:`ImageRejected` reason;
+    images above ``max_pixels`` are rejected as decompression bombs."""
+    with pillow_limit(None):  # the size check below gives the reason with the image's size
         try:
-            return Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise ImageRejected("not an image: unrecognised file format") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(f"decompression bomb: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection reason
             raise ImageRejected(f"unreadable image header: {exc}") from None
+    _check_size(im.width, im.height, max_pixels)
+    return im
 
 
 def _pillow(data: bytes, max_pixels: int) -> Thumb:
-    im = open_image(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    im = open_image(data, max_pixels)
+    with pillow_limit(max_pixels):
         if im.format not in SUPPORTED_FORMATS:
             raise ImageRejected(f"unsupported image format {im.format}")
         width, height = im.size
-        _check_size(width, height, max_pixels)
         drafted = im.format in ("JPEG", "MPO") and im.mode != "CMYK"
         if drafted:  # DCT-scaled decode: the same pixels as the simplejpeg path
             im.draft("L", (THUMB, THUMB))

@@ -912,14 +912,17 @@ def report_markdown(report: dict) -> str:
 
 
 def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
-    """Write the six output files atomically (each via a temp file and a rename)."""
-    from endoctl.io import write_csv, write_text
+    """Write the six output files as one set: built in a hidden sibling folder and swapped in with
+    one rename (:func:`endoctl.io.atomic_dir`), so a reader or a killed run never sees a new
+    ``train_val.csv`` beside an old ``test.csv`` (images in both) or a report of other files."""
+    from endoctl.io import atomic_dir, write_csv, write_text
 
     out = Path(out_dir)
-    write_csv(out / "train_val.csv", result.train_val)
-    write_csv(out / "test.csv", result.test)
-    write_text(out / "class_mapping.json", json.dumps(result.class_mapping, indent=2) + "\n")
-    write_csv(out / "excluded.csv", result.excluded[EXCLUDED_COLUMNS])
-    write_text(out / "split_report.json", json.dumps(result.report, indent=2) + "\n")
-    write_text(out / "split_report.md", report_markdown(result.report))
+    with atomic_dir(out, OUTPUT_FILES, what="split outputs") as tmp:
+        write_csv(tmp / "train_val.csv", result.train_val)
+        write_csv(tmp / "test.csv", result.test)
+        write_text(tmp / "class_mapping.json", json.dumps(result.class_mapping, indent=2) + "\n")
+        write_csv(tmp / "excluded.csv", result.excluded[EXCLUDED_COLUMNS])
+        write_text(tmp / "split_report.json", json.dumps(result.report, indent=2) + "\n")
+        write_text(tmp / "split_report.md", report_markdown(result.report))
     return [out / name for name in OUTPUT_FILES]

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import shutil
 import string
 import zipfile
 from collections import Counter
@@ -41,6 +39,8 @@ import numpy as np
 from openpyxl import Workbook
 from openpyxl.writer.excel import ExcelWriter
 from PIL import Image, ImageDraw, ImageFilter
+
+from endoctl.io import atomic_dir
 
 KC_SIZE, KID_SIZE, CE24_SIZE = 336, 360, 224
 KC_QUALITY, KID_QUALITY, CE24_QUALITY = 90, 90, 85
@@ -57,6 +57,7 @@ ERS_SIZE, SEE_AI_SIZE, SEE_AI_QUALITY = 320, 576, 90
 ERS_SAMPLES, ERS_SEQ_FRAMES = 5, 6  # per patient: precise samples, then one sequence of consecutive frames
 SEE_AI_FRAMES = 10  # consecutive frames per SEE-AI-like video
 SEE_AI_IMAGES, SEE_AI_TXT = "SEE_AI_project_all_images", "SEE_AI_project_all_txt"
+SOURCES = ("kvasir_capsule", "kid", "ce24", "ers", "see_ai")  # the folders written into DEST
 
 NORMAL = "Normal clean mucosa"
 WORMS = "Worms"
@@ -769,26 +770,12 @@ def synth(
 
     Counts include the planted corrupt files, i.e. what an ingest of each folder will find (ERS: the
     frames, not the masks).
-    Everything is built in a hidden sibling folder and swapped into place at the end, so an
-    interrupted run leaves ``dest`` as it was.
+    Everything is built in a hidden sibling folder and swapped into place at the end
+    (:func:`endoctl.io.atomic_dir`), so an interrupted run leaves ``dest`` as it was.
     """
     config.validate()
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        counts = _build(tmp, config, on_progress)
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return counts
+    with atomic_dir(dest, SOURCES, "DEST", "demo datasets") as tmp:
+        return _build(tmp, config, on_progress)
 
 
 def _n_copies(config: SynthConfig, pool: int) -> int:

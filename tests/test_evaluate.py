@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score)
 from typer.testing import CliRunner
 
-from conftest import shared_path
+from conftest import shared_path, workbook
 from endoctl.cli import app
 from endoctl.io import write_csv, write_text
 from endoctl.metrics import (EvalData, EvaluationError, _metric_rows, _ranking, bootstrap, ce24_report,
@@ -209,8 +209,11 @@ def test_metrics_file_holds_the_headline_of_the_full_report(tmp_path: Path) -> N
     write_csv(tmp_path / "pred.csv", pred)
     res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
                    "--metrics", tmp_path / "m.json", "--bootstrap", 50)
+    assert res.exit_code == 2 and "holds 'class_mapping.json', 'pred.csv', 'test.csv'" in res.stderr  # not a folder of its own
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "eval" / "r.json",
+                   "--metrics", tmp_path / "eval" / "m.json", "--bootstrap", 50)
     assert res.exit_code == 0, res.output
-    r, m = (json.loads((tmp_path / f).read_text()) for f in ("r.json", "m.json"))
+    r, m = (json.loads((tmp_path / "eval" / f).read_text()) for f in ("r.json", "m.json"))
     for key in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "accuracy", "n_images"):
         assert m[key] == r[key]
     ci = r["bootstrap"]["ci"]["balanced_accuracy"]
@@ -283,6 +286,32 @@ def test_sanity_check_failures_name_the_rows(tmp_path: Path) -> None:
     assert "invalid predicted_class" in error and "row 4 (raw/x/3.jpg): 'Tumor'" in error
     error = failing(tmp_path, pred.drop(columns="image_path"), truth)
     assert "no image_path column" in error
+
+
+def test_workbook_sheet_with_the_predictions_is_found_and_truth_typos_blame_the_truth(tmp_path: Path) -> None:
+    classes = ["Erosion", "Normal", "Polyp"]
+    names = [f"{k}.jpg" for k in range(6)]
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(3), size=6).round(6)
+    labels = ["Erosion", "Normal", "Polyp", "Normal", "Polyp", "Erosion"]
+    truth = workbook(tmp_path / "truth.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, labels)]})
+    rows = [["image_path", *classes], *([n, *p] for n, p in zip(names, proba.tolist()))]
+    workbook(tmp_path / "first_empty.xlsx", {"Sheet1": [], "predictions": rows})  # the first sheet is empty
+    workbook(tmp_path / "plain.xlsx", {"Sheet1": rows})
+    for name in ("first_empty", "plain"):
+        res = run_eval("--truth", truth, "--predictions", tmp_path / f"{name}.xlsx", "--out", tmp_path / f"{name}.json",
+                       "--bootstrap", 0)
+        assert res.exit_code == 0, res.output
+    assert (tmp_path / "first_empty.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
+    # a class the truth names but the predictions lack: a known class blames the predictions ...
+    workbook(tmp_path / "no_polyp.xlsx", {"Sheet1": [[c for c in row if c != "Polyp"][:3] for row in rows]})
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "no_polyp.xlsx", "--out", tmp_path / "x.json")
+    assert res.exit_code == 2 and "no_polyp.xlsx: no probability column for truth class(es) 'Polyp'" in res.stderr
+    # ... a label that is no class anywhere blames the truth, naming its row
+    workbook(tmp_path / "typo.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, [*labels[:4], "Tumour", "Erosion"])]})
+    res = run_eval("--truth", tmp_path / "typo.xlsx", "--predictions", tmp_path / "plain.xlsx", "--out", tmp_path / "x.json")
+    assert res.exit_code == 2
+    assert f"truth {tmp_path / 'typo.xlsx'}: unknown class 'Tumour' in column class_label (rows 6)" in " ".join(res.stderr.split())
 
 
 def test_file_names_are_matched_unless_they_repeat_then_full_paths_are_needed(tmp_path: Path) -> None:
@@ -423,9 +452,9 @@ def test_plots_and_dvc_plot_files(tmp_path: Path) -> None:
     outputs = []
     for run in ("one", "two"):
         res = run_eval("--truth", tmp_path / "truth" / "test.csv", "--predictions", tmp_path / "preds",
-                       "--out", tmp_path / run, "--plots", tmp_path / f"plots_{run}", "--bootstrap", 100)
+                       "--out", tmp_path / run, "--plots", tmp_path / run / "plots", "--bootstrap", 100)
         assert res.exit_code == 0, res.output
-        outputs.append(tmp_path / f"plots_{run}" / "model")
+        outputs.append(tmp_path / run / "plots" / "model")
     assert "bootstrap resamples of groups" in res.stdout
     first, second = outputs
     assert sorted(p.name for p in first.iterdir()) == ["confusion.csv", "confusion_matrix.png", "roc.csv", "roc.png",

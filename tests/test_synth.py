@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import endoctl.synth as synth_mod
+from endoctl.io import OutputError
 from endoctl.synth import CE24_CLASSES, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, SynthConfig, synth
 from endoctl.taxonomy import load_taxonomy, map_labels
 
@@ -268,8 +269,8 @@ def test_xlsx_truth_lists_exactly_the_test_images(demo) -> None:
 
 def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "demo"
-    dest.mkdir()
-    (dest / "old.txt").write_text("previous run")
+    (dest / "kid").mkdir(parents=True)
+    (dest / "kid" / "old.txt").write_text("previous run")
     real, calls = synth_mod._write_file, []
 
     def failing(path: Path, data: bytes) -> None:
@@ -283,12 +284,16 @@ def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pyte
         synth(dest, CONFIG)
     assert all(dest not in p.parents for p in calls), "nothing is written into dest itself"
     assert [p.name for p in tmp_path.iterdir()] == ["demo"], "the temp folder is removed"
-    assert [p.name for p in dest.iterdir()] == ["old.txt"]
+    assert [p.name for p in dest.rglob("*")] == ["kid", "old.txt"]
 
     monkeypatch.setattr(synth_mod, "_write_file", real)
     synth(dest, CONFIG)
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]
     assert sorted(p.name for p in dest.iterdir()) == sorted(FOLDERS)
+    (dest / "notes.txt").write_text("someone else's file")  # the swap would delete it: refused
+    with pytest.raises(OutputError, match="holds 'notes.txt'"):
+        synth(dest, CONFIG)
+    assert (dest / "notes.txt").is_file()
 
 
 def test_invalid_config_writes_nothing(tmp_path: Path) -> None:
