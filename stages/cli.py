@@ -595,6 +595,76 @@ def cache(
     )
 
 
+@app.command()
+def report(
+    manifests: Annotated[list[Path], typer.Option("--manifests", help="Ingest manifests or folders of them (*.csv but *.rejected.csv, which are read as the rejections); repeatable.")],
+    out: Annotated[Path, typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole).")] = Path("manifests/report"),
+    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's duplicates.csv (duplicate_pairs.csv and duplicates_report.json beside it are read too).")] = None,
+    split: Annotated[Optional[list[Path]], typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable.")] = None,
+    audit: Annotated[Optional[list[Path]], typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")] = None,
+    data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),
+    workers: Annotated[int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")] = 0,
+    clusters: Annotated[int, typer.Option(help="Duplicate clusters shown.")] = 20,
+    members: Annotated[int, typer.Option(help="Images shown per cluster.")] = 8,
+    sequences: Annotated[int, typer.Option(help="Frame sequences shown as film strips.")] = 6,
+    frames: Annotated[int, typer.Option(help="Frames per film strip.")] = 10,
+    conflicts: Annotated[int, typer.Option(help="Label conflicts shown.")] = 12,
+    leaks: Annotated[int, typer.Option(help="Leaking groups and pairs shown per check.")] = 12,
+    quality: Annotated[int, typer.Option(help="Images shown per quality flag (a seeded sample).")] = 12,
+    thumb_size: Annotated[int, typer.Option(help="Longer side of the thumbnails in pixels.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled galleries.")] = 0,
+    dark: Annotated[float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")] = 40.0,
+    overexposed: Annotated[float, typer.Option(help="Overexposed: brightness above this.")] = 200.0,
+    low_information: Annotated[float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")] = 6.0,
+    blurry: Annotated[float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")] = 0.9,
+    min_side: Annotated[int, typer.Option(help="Odd size: shorter side below this many pixels ...")] = 128,
+    size_factor: Annotated[float, typer.Option(help="... or size more than this factor off its source's median.")] = 3.0,
+    max_aspect: Annotated[float, typer.Option(help="Odd aspect: longer side above this times the shorter.")] = 2.0,
+) -> None:
+    """Write a static HTML report (no network, no script) of duplicates, frame sequences, label conflicts, leaks and image quality."""
+    import os
+
+    from rich.markup import escape
+
+    from endoctl.quality import QualityParams
+    from endoctl.report import ReportParams, build_report, load_inputs, write_report
+
+    files = _manifest_files(manifests)
+    for path, what in [(duplicates, "--duplicates file"), *[(p, "--audit file") for p in audit or []]]:
+        if path is not None and not path.is_file():
+            _fail(f"{what} not found: {path}")
+    for folder in split or []:
+        if not folder.is_dir():
+            _fail(f"--split folder not found: {folder}")
+    if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
+        _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
+    params = ReportParams(clusters, members, sequences, frames, conflicts, leaks, quality, thumb_size, seed)
+    qparams = QualityParams(dark, overexposed, low_information, blurry, min_side, size_factor, max_aspect)
+    workers = workers or os.cpu_count() or 1
+    error = None
+    try:
+        inputs = load_inputs(files, duplicates, split or [], audit or [])
+    except (ValueError, FileNotFoundError) as exc:
+        error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    with _progress() as progress:
+        tasks = {stage: progress.add_task(stage, total=None, rate="") for stage in ("quality", "thumbnails")}
+        tickers = {stage: _ticker(progress, task) for stage, task in tasks.items()}
+        result = build_report(inputs, params, qparams, data_root, workers,
+                              lambda stage, done, total: tickers[stage](done, total))
+    index = write_report(result, out)
+    s = result.summary
+    flags = ", ".join(f"{f} {s[f]}" for f in ("dark", "overexposed", "low_information", "blurry", "odd_size", "odd_aspect", "unreadable"))
+    typer.echo(
+        f"report: {s['images']:,} images ({s['decoded']:,} decoded, {s['decoded'] / max(result.quality_seconds, 1e-9):,.0f} img/s, "
+        f"{workers} workers); {s['clusters']:,} duplicate clusters ({s['cross_source']:,} across sources, "
+        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, {s['conflicts']:,} label conflicts, "
+        f"{s['leaking_groups']:,} leaking groups in {s['checks']} checks, {s['flagged']:,} images flagged ({flags}); "
+        f"{s['thumbnails']:,} thumbnails; {result.seconds:.1f} s -> {index}"
+    )
+
+
 @app.command("build-splits")
 def build_splits(
     source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc.")],
