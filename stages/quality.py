@@ -49,7 +49,7 @@ class QualityParams:
     dark: float = 40.0  # brightness below: dark
     overexposed: float = 200.0  # brightness above: overexposed
     low_information: float = 6.0  # contrast below: near-uniform
-    blurry: float = 0.95  # sharpness below: blurry
+    blurry: float = 0.9  # sharpness below: blurry
     min_side: int = 128  # shorter side below: odd size
     size_factor: float = 3.0  # size this far from the source's median: odd size
     max_aspect: float = 2.0  # longer / shorter side above: odd aspect
