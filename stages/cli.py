@@ -626,7 +626,7 @@ def report(
 
     from rich.markup import escape
 
-    from endoctl.quality import QualityParams
+    from endoctl.quality import FLAGS, QualityParams
     from endoctl.report import ReportParams, build_report, load_inputs, write_report
 
     files = _manifest_files(manifests)
@@ -655,11 +655,12 @@ def report(
                               lambda stage, done, total: tickers[stage](done, total))
     index = write_report(result, out)
     s = result.summary
-    flags = ", ".join(f"{f} {s[f]}" for f in ("dark", "overexposed", "low_information", "blurry", "odd_size", "odd_aspect", "unreadable"))
+    flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
     typer.echo(
         f"report: {s['images']:,} images ({s['decoded']:,} decoded, {s['decoded'] / max(result.quality_seconds, 1e-9):,.0f} img/s, "
         f"{workers} workers); {s['clusters']:,} duplicate clusters ({s['cross_source']:,} across sources, "
-        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, {s['conflicts']:,} label conflicts, "
+        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, label conflicts in {s['conflict_clusters']:,} clusters "
+        f"(exact copies {s['exact_conflicts']:,}, near pairs {s['conflicts'] - s['exact_conflicts']:,}), "
         f"{s['leaking_groups']:,} leaking groups in {s['checks']} checks, {s['flagged']:,} images flagged ({flags}); "
         f"{s['thumbnails']:,} thumbnails; {result.seconds:.1f} s -> {index}"
     )

@@ -462,7 +462,7 @@ def _fmt(n: int) -> str:
     return f"{n:,}"
 
 
-def overview_section(inputs: Inputs, n_clusters: int, n_cross: int, n_chains: int, n_conflicts: int,
+def overview_section(inputs: Inputs, n_clusters: int, n_cross: int, n_chains: int, conflicts: pd.DataFrame,
                      checks: Sequence[LeakCheck], quality: pd.DataFrame, dark_clusters: int) -> str:
     """Counts: cards, sources, each split folder (by source, by class, exclusions, largest groups), rejections."""
     m = inputs.manifest
@@ -471,7 +471,8 @@ def overview_section(inputs: Inputs, n_clusters: int, n_cross: int, n_chains: in
     leaking = sum(len(c.groups) for c in checks)
     cards = [(_fmt(len(m)), f"images in {m['source'].nunique()} sources"), (_fmt(n_rejected), "rejected files"),
              (_fmt(n_clusters), f"duplicate clusters, {n_cross:,} across sources"),
-             (_fmt(n_chains), "frame sequences"), (_fmt(n_conflicts), "label conflicts"),
+             (_fmt(n_chains), "frame sequences"), (_fmt(conflicts["cluster"].nunique()),
+              f"clusters with label conflicts; exact copies: {int((conflicts['kind'] == 'exact').sum()):,}"),
              (_fmt(leaking), f"leaking groups in {sum(1 for c in checks if len(c.groups))} of {len(checks)} checks"),
              (_fmt(flagged), "images with quality flags")]
     out = ['<section id="overview"><h2>Overview</h2><div class="cards">']
@@ -617,8 +618,8 @@ def conflicts_section(conflicts: pd.DataFrame, gallery: Gallery, params: ReportP
     per_cluster = conflicts.groupby("cluster", sort=False).size()
     first = conflicts.drop_duplicates("cluster")
     out = ['<section id="conflicts"><h2>Label conflicts</h2>',
-           f'<p class="lead">{_fmt(exact)} exact copies (same bytes) and {_fmt(n - exact)} near-duplicate pairs carry '
-           f"different labels, in {_fmt(len(first))} clusters: one source's labels disagreeing with themselves, or "
+           f'<p class="lead">{_fmt(n)} pairs of duplicates carry different labels, in {_fmt(len(first))} clusters '
+           f"(exact copies, the same bytes: {_fmt(exact)}): one source's labels disagreeing with themselves, or "
            "two sources' labels mapping to different target classes. An exact copy under two labels is a "
            "labelling error; near duplicates, typically neighbouring video frames, may differ by a small "
            "finding: look whether it is there. Exact copies first, then the closest pairs; one pair per "
@@ -795,11 +796,11 @@ section>.item{margin:10px 0}
 .tag{background:#fff8c5;color:#7d4e00;border-radius:4px;padding:0 5px;font-size:12px}
 .row{display:flex;gap:10px;overflow-x:auto;padding:2px 0 8px;align-items:flex-start}
 .row.wrap{flex-wrap:wrap}
-figure.thumb{margin:0;flex:0 0 auto;width:var(--thumb);font-size:11.5px;line-height:1.35}
+figure.thumb{margin:0;flex:0 0 auto;width:calc(var(--thumb) + 8px);font-size:11.5px;line-height:1.35}
 figure.thumb img{display:block;max-width:var(--thumb);border-radius:3px;background:#000}
 .missing{display:flex;align-items:center;justify-content:center;text-align:center;background:#eaeef2;color:var(--muted);
 border-radius:3px;font-size:11px;padding:6px;width:var(--thumb)}
-figcaption{margin-top:3px;color:var(--muted);overflow-wrap:anywhere}
+figcaption{margin-top:3px;color:var(--muted);overflow-wrap:break-word}
 figcaption .ln{display:block}
 .cut{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 figcaption b{color:var(--fg)}
@@ -906,7 +907,7 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
     n_clusters = members["cluster"].nunique()
     n_cross = members.loc[members["cross_source"], "cluster"].nunique() if len(members) else 0
     sections = [
-        overview_section(inputs, n_clusters, n_cross, chains["chain"].nunique(), len(conflicts), checks, quality, dark_clusters),
+        overview_section(inputs, n_clusters, n_cross, chains["chain"].nunique(), conflicts, checks, quality, dark_clusters),
         duplicates_section(members, gallery, params, dark_clusters),
         sequences_section(chains, gallery, params),
         conflicts_section(conflicts, gallery, params),
@@ -934,11 +935,12 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
     sections.append(files_section([(name, len(df), what[name]) for name, df in tables.items()], inputs.files))
     summary = {"images": len(m), "clusters": int(n_clusters), "cross_source": int(n_cross),
                "sequences": int(chains["chain"].nunique()), "conflicts": len(conflicts),
+               "conflict_clusters": int(conflicts["cluster"].nunique()), "exact_conflicts": int((conflicts["kind"] == "exact").sum()),
                "leaking_groups": int(sum(len(c.groups) for c in checks)), "checks": len(checks),
                "flagged": len(flagged), "dark_clusters": dark_clusters, "thumbnails": len(thumbnails),
                "decoded": assessed.decoded,
                **{f: int(flagged["flags"].str.contains(rf"(?:^|\|){f}(?:\||$)", regex=True).sum()) for f in FLAGS}}
-    counts = {"duplicates": summary["clusters"], "sequences": summary["sequences"], "conflicts": summary["conflicts"],
+    counts = {"duplicates": summary["clusters"], "sequences": summary["sequences"], "conflicts": summary["conflict_clusters"],
               "leaks": summary["leaking_groups"], "quality": summary["flagged"]}
     sources = ", ".join(sorted(m["source"].unique()))
     subtitle = (f"{len(m):,} images from {sources}; split folders: {', '.join(f.name for f in inputs.splits) or 'none'}. "
