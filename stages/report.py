@@ -8,11 +8,11 @@ that opens from disk in any browser: ``index.html`` (plain HTML and a little CSS
 behind every sampled gallery (clusters, sequences, conflicts, leaks, quality flags).
 
 Flow: :func:`load_inputs` → analysis functions (tables → tables: :func:`cluster_members`,
-:func:`sequence_chains`, :func:`conflict_pairs`, :func:`leak_checks`, ``quality.assess``) →
-galleries pick what to show → :func:`make_thumbnails` for exactly those images → section builders
-(tables → HTML strings, every data string escaped) → :func:`write_report` writes the set into a
-temporary folder beside ``out`` and swaps it in with renames. Same inputs and parameters give
-byte-identical files.
+:func:`sequence_chains`, :func:`conflict_pairs`, :func:`leak_checks`, ``quality.assess``) → section
+builders (tables → HTML strings, every data string escaped; a :class:`Gallery` records the images
+they show) → :func:`make_thumbnails` for exactly those images → :func:`write_report` writes the
+set into a temporary folder beside ``out`` and swaps it in with renames. Same inputs and
+parameters give byte-identical files.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -397,12 +398,14 @@ def make_thumbnails(items: Mapping[str, str], folder: Path, size: int, workers: 
 
 @dataclass
 class Gallery:
-    """What the page shows: image ids per section, and the thumbnails made for them."""
+    """Figures for the sections. A figure's picture is first a placeholder: the page is rendered,
+    thumbnails are made for exactly the images it shows (:attr:`wanted`), then :meth:`fill` puts
+    each ``<img>`` (or the reason there is none) in its place."""
 
-    images: pd.DataFrame  # manifest rows indexed by image_id (+ key)
+    images: pd.DataFrame  # manifest rows indexed by image_id, with the thumbnail ``key``
     placement: pd.DataFrame  # image_id -> one column per split folder
     size: int
-    thumbs: dict[str, tuple[int, int] | str] = field(default_factory=dict)
+    wanted: dict[str, str] = field(default_factory=dict)  # thumbnail key -> image path
 
     def known(self, image_id: str) -> bool:
         return image_id in self.images.index
@@ -415,12 +418,7 @@ class Gallery:
                     f'manifests</div><figcaption><span class="ln">{e(image_id)}</span>'
                     + (f'<span class="ln">{note}</span>' if note else "") + "</figcaption></figure>")
         row = self.images.loc[image_id]
-        got = self.thumbs.get(row["key"], "no thumbnail")
-        if isinstance(got, tuple):
-            pic = (f'<img src="{THUMBS}/{e(row["key"])}.jpg" width="{got[0]}" height="{got[1]}" '
-                   f'alt="{e(image_id)}">')
-        else:
-            pic = f'<div class="missing" style="height:{self.size}px">{e(got)}</div>'
+        self.wanted[row["key"]] = row["path"]
         if lines is None:
             label = e(row["label"]) or "<i>no label</i>"
             lines = [f"<b>{e(row['source'])}</b>", f'<span class="label">{label}</span>' if strong_label else label]
@@ -428,7 +426,19 @@ class Gallery:
                 lines.append(f'<span class="cut">{e(row["patient_id"])}</span>')
         pills = "".join(_pill(name, where) for name, where in self.placement.loc[image_id].items() if where)
         body = "".join(f'<span class="ln">{x}</span>' for x in [*lines, pills, note] if x)
-        return f'<figure class="thumb" title="{e(image_id)}">{pic}<figcaption>{body}</figcaption></figure>'
+        return (f'<figure class="thumb" title="{e(image_id)}"><!--thumb:{e(row["key"])}:{e(image_id)}-->'
+                f"<figcaption>{body}</figcaption></figure>")
+
+    def fill(self, html_text: str, thumbs: Mapping[str, tuple[int, int] | str]) -> str:
+        """Replace every picture placeholder with its ``<img>``, or the reason it has none."""
+        def picture(match: re.Match) -> str:
+            key, alt = match.group(1), match.group(2)
+            got = thumbs.get(html.unescape(key), "no thumbnail")
+            if isinstance(got, tuple):
+                return f'<img src="{THUMBS}/{key}.jpg" width="{got[0]}" height="{got[1]}" alt="{alt}">'
+            return f'<div class="missing" style="height:{self.size}px">{e(got)}</div>'
+
+        return re.sub(r"<!--thumb:([^:>]*):(.*?)-->", picture, html_text)
 
 
 def _pill(split: str, where: str) -> str:
@@ -584,8 +594,8 @@ def sequences_section(chains: pd.DataFrame, gallery: Gallery, params: ReportPara
     out = ['<section id="sequences"><h2>Frame sequences</h2>',
            f'<p class="lead">{_fmt(n)} sequences of video frames ({_fmt(len(chains))} frames) joined by '
            "dedupe's sequence links: frames of one video numbered close together whose pHashes are close. "
-           "Consecutive frames are near-duplicates of each other even when no two are close enough to "
-           "cluster, so a sequence is one group and never straddles a split. Longest first; each strip shows "
+           "Neighbouring frames look alike even where their pHashes are too far apart to count as duplicates; "
+           "linked, a sequence is one group and never straddles a split. Longest first; each strip shows "
            "frames evenly spaced along the sequence, with the frame number and the pHash distance to the "
            "previous frame shown.</p>"]
     shown = list(dict.fromkeys(chains["chain"]))[:params.sequences]
@@ -695,10 +705,15 @@ def quality_rules(q: QualityParams) -> dict[str, str]:
     }
 
 
-def quality_section(quality: pd.DataFrame, gallery: Gallery, params: ReportParams, qparams: QualityParams,
-                    dark_clusters: int, sample: Mapping[str, list[str]]) -> str:
+def has_flag(flags: pd.Series, name: str) -> pd.Series:
+    """Whether each ``|``-joined flags cell holds ``name``."""
+    return flags.str.contains(rf"(?:^|\|){name}(?:\||$)", regex=True)
+
+
+def quality_section(quality: pd.DataFrame, gallery: Gallery, qparams: QualityParams, dark_clusters: int,
+                    sample: Mapping[str, list[str]]) -> str:
     """Flag counts with their rules, measure distributions per source, a sampled gallery per flag."""
-    counts = {f: int(quality["flags"].str.contains(rf"(?:^|\|){f}(?:\||$)", regex=True).sum()) for f in FLAGS}
+    counts = {f: int(has_flag(quality["flags"], f).sum()) for f in FLAGS}
     total = max(len(quality), 1)
     rules = quality_rules(qparams)
     out = ['<section id="quality"><h2>Image quality</h2>',
@@ -876,33 +891,11 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
 
     rng = np.random.default_rng(params.seed)
     flagged = quality[quality["flags"] != ""]
-    sample = {f: _sample(flagged.loc[flagged["flags"].str.contains(rf"(?:^|\|){f}(?:\||$)", regex=True), "image_id"].tolist(),
-                         params.quality, rng) for f in FLAGS}
+    sample = {f: _sample(flagged.loc[has_flag(flagged["flags"], f), "image_id"].tolist(), params.quality, rng) for f in FLAGS}
 
-    # exactly the images the page shows get a thumbnail
-    shown: list[str] = []
-    for cid in list(dict.fromkeys(members["cluster"]))[:params.clusters]:
-        shown += members.loc[members["cluster"] == cid, "image_id"].head(params.members).tolist()
-    for cid in list(dict.fromkeys(chains["chain"]))[:params.sequences]:
-        grp = chains.loc[chains["chain"] == cid, "image_id"].tolist()
-        shown += [grp[k] for k in _spaced(len(grp), params.frames)]
-    for r in conflicts.drop_duplicates("cluster").head(params.conflicts).itertuples():
-        shown += [r.image_id_a, r.image_id_b]
-    for check in checks:
-        for g in check.groups["group"].head(params.leaks):
-            shown += [i for i, _ in _leak_shown(check, g)]
-        shown += check.pairs["image_id_a"].head(params.leaks).tolist() + check.pairs["image_id_b"].head(params.leaks).tolist()
-    for ids in sample.values():
-        shown += ids
     images = m.set_index("image_id")
     images["key"] = [thumb_key(s, i) for s, i in zip(images["sha256"], images.index)]
-    known = [i for i in dict.fromkeys(shown) if i in images.index]
-    items = {images.at[i, "key"]: str(Path(data_root) / images.at[i, "path"]) for i in known}
     gallery = Gallery(images, place, params.thumb_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        gallery.thumbs = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"))
-        thumbnails = {f"{k}.jpg": (Path(tmp) / f"{k}.jpg").read_bytes()
-                      for k, v in sorted(gallery.thumbs.items()) if isinstance(v, tuple)}
 
     n_clusters = members["cluster"].nunique()
     n_cross = members.loc[members["cross_source"], "cluster"].nunique() if len(members) else 0
@@ -912,18 +905,17 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
         sequences_section(chains, gallery, params),
         conflicts_section(conflicts, gallery, params),
         leaks_section(checks, gallery, params),
-        quality_section(quality, gallery, params, qparams, dark_clusters, sample),
+        quality_section(quality, gallery, qparams, dark_clusters, sample),
     ]
-    split_cols = list(place.columns)
-    with_place = lambda df, col="image_id": df.join(place, on=col) if split_cols else df  # noqa: E731
-    leak_groups = pd.concat([c.groups.assign(check=c.name) for c in checks], ignore_index=True) if checks else pd.DataFrame()
-    leak_pairs = pd.concat([c.pairs.assign(check=c.name) for c in checks], ignore_index=True) if checks else pd.DataFrame()
+    by_check = lambda attr: pd.concat(  # noqa: E731
+        [getattr(c, attr).assign(check=c.name) for c in checks], ignore_index=True) if checks else pd.DataFrame(columns=["check"])
+    leak_groups, leak_pairs = by_check("groups"), by_check("pairs")
     tables = {
-        "clusters.csv": with_place(members),
-        "sequences.csv": with_place(chains),
+        "clusters.csv": members.join(place, on="image_id"),  # + where each split folder put the image
+        "sequences.csv": chains.join(place, on="image_id"),
         "conflicts.csv": conflicts,
-        "leaks.csv": leak_groups[["check", *[c for c in leak_groups.columns if c != "check"]]] if len(checks) else leak_groups,
-        "leak_pairs.csv": leak_pairs[["check", *[c for c in leak_pairs.columns if c != "check"]]] if len(checks) else leak_pairs,
+        "leaks.csv": leak_groups[["check", *leak_groups.columns.drop("check")]],
+        "leak_pairs.csv": leak_pairs[["check", *leak_pairs.columns.drop("check")]],
         "quality.csv": flagged.reset_index(drop=True),
     }
     what = {"clusters.csv": "every member of every duplicate cluster, in display order, with its pHash distance to the reference",
@@ -933,19 +925,23 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
             "leak_pairs.csv": "every duplicate pair across splits of every check",
             "quality.csv": "every flagged image with its measures and flags"}
     sections.append(files_section([(name, len(df), what[name]) for name, df in tables.items()], inputs.files))
+    items = {key: str(Path(data_root) / path) for key, path in gallery.wanted.items()}
+    with tempfile.TemporaryDirectory() as tmp:  # thumbnails for exactly the images the page shows
+        made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"))
+        thumbnails = {f"{k}.jpg": (Path(tmp) / f"{k}.jpg").read_bytes() for k, v in sorted(made.items()) if isinstance(v, tuple)}
     summary = {"images": len(m), "clusters": int(n_clusters), "cross_source": int(n_cross),
                "sequences": int(chains["chain"].nunique()), "conflicts": len(conflicts),
                "conflict_clusters": int(conflicts["cluster"].nunique()), "exact_conflicts": int((conflicts["kind"] == "exact").sum()),
                "leaking_groups": int(sum(len(c.groups) for c in checks)), "checks": len(checks),
                "flagged": len(flagged), "dark_clusters": dark_clusters, "thumbnails": len(thumbnails),
                "decoded": assessed.decoded,
-               **{f: int(flagged["flags"].str.contains(rf"(?:^|\|){f}(?:\||$)", regex=True).sum()) for f in FLAGS}}
+               **{f: int(has_flag(flagged["flags"], f).sum()) for f in FLAGS}}
     counts = {"duplicates": summary["clusters"], "sequences": summary["sequences"], "conflicts": summary["conflict_clusters"],
               "leaks": summary["leaking_groups"], "quality": summary["flagged"]}
     sources = ", ".join(sorted(m["source"].unique()))
     subtitle = (f"{len(m):,} images from {sources}; split folders: {', '.join(f.name for f in inputs.splits) or 'none'}. "
                 "Generated by endoctl report.")
-    doc = page("endoctl dataset report", subtitle, sections, counts, params.thumb_size)
+    doc = gallery.fill(page("endoctl dataset report", subtitle, sections, counts, params.thumb_size), made)
     return ReportResult(doc, tables, thumbnails, summary, assessed.seconds, time.perf_counter() - start)
 
 

@@ -168,11 +168,12 @@ def test_section_builders_escape_every_string_from_data() -> None:
                            "path": ["a", "b"], "phash": ["0" * 16] * 2, "key": ["k1", "k2"]},
                           index=pd.Index([f"id{evil}", "id2"], name="image_id"))
     place = pd.DataFrame({evil: ["test", ""]}, index=images.index)
-    gallery = Gallery(images, place, 64, {"k1": (64, 48), "k2": "cannot <read>"})
+    gallery = Gallery(images, place, 64)
     conflicts = pd.DataFrame([{"cluster": evil, "kind": "exact", "distance": 0, "basis": f"label in {evil}",
                                "image_id_a": f"id{evil}", "source_a": evil, "label_a": evil,
                                "image_id_b": "id2", "source_b": "b", "label_b": "<b>"}])
-    html = conflicts_section(conflicts, gallery, ReportParams())
+    html = gallery.fill(conflicts_section(conflicts, gallery, ReportParams()), {"k1": (64, 48), "k2": "cannot <read>"})
+    assert gallery.wanted == {"k1": "a", "k2": "b"}
     assert "<img src=x" not in html and "<b>\"" not in html and "<read>" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;&amp;") >= 5
     assert html.count("<img ") == 1 and "cannot &lt;read&gt;" in html
