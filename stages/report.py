@@ -196,9 +196,9 @@ def cluster_members(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -
     multi = manifest[manifest["cluster_size"] > 1].copy()
     if multi.empty:
         return pd.DataFrame(columns=columns)
-    counts = multi.groupby(["cluster", "source"]).size()
-    names = {c: ", ".join(f"{s} {n}" for (_, s), n in grp.items()) for c, grp in counts.groupby(level=0)}
-    n_sources = counts.groupby(level=0).size()
+    counts = multi.groupby(["cluster", "source"]).size().reset_index(name="n")
+    names = (counts["source"] + " " + counts["n"].astype(str)).groupby(counts["cluster"]).agg(", ".join)
+    n_sources = counts.groupby("cluster").size()
     multi["sources"] = multi["cluster"].map(names)
     multi["cross_source"] = multi["cluster"].map(n_sources > 1)
     reference = multi.groupby("cluster")["image_id"].min()
@@ -543,13 +543,16 @@ def _split_overview(folder: SplitFolder) -> str:
         out.append(_table(["reason", "images"], [[r, _fmt(n)] for r, n in reasons.head(10).items()], [False, True]))
         if len(reasons) > 10:
             out.append(f'<p class="more">{len(reasons) - 10} more reasons in {e(folder.name)}/excluded.csv.</p>')
-    groups = rows.groupby("group").agg(images=("image_id", "size"), sources=("source", lambda s: ", ".join(sorted(set(s)))),
-                                       where=("bin", lambda s: ", ".join(sorted(set(np.where(s == "test", "test", "train_val"))))))
-    groups = groups.reset_index().sort_values(["images", "group"], ascending=[False, True]).head(5)
+    sizes = rows.groupby("group").size().reset_index(name="images")
+    largest = sizes.sort_values(["images", "group"], ascending=[False, True]).head(5)
+    table = []
+    for g in largest.itertuples():
+        part = rows[rows["group"] == g.group]
+        where = sorted(set(np.where(part["bin"] == "test", "test", "train_val")))
+        table.append([g.group, _fmt(g.images), f"{100 * g.images / max(len(rows), 1):.1f}%",
+                      ", ".join(sorted(set(part["source"]))), ", ".join(where)])
     out.append("<h4>Largest groups (patients/videos joined by duplicate and sequence links)</h4>")
-    out.append(_table(["group", "images", "share", "sources", "split"],
-                      [[g.group, _fmt(g.images), f"{100 * g.images / max(len(rows), 1):.1f}%", g.sources, g.where]
-                       for g in groups.itertuples()], [False, True, True, False, False]))
+    out.append(_table(["group", "images", "share", "sources", "split"], table, [False, True, True, False, False]))
     return "".join(out)
 
 
