@@ -231,7 +231,8 @@ def main() -> int:
         print(f"skip: no real images in {REAL}")
         return 0
     lines = [f"# report benchmark ({len(files)} real JPEGs, {os.cpu_count()} cores)", ""]
-    for part in (per_image(files, args.repeats), scale(files, args.images), thresholds(files)):
+    for run in (lambda: per_image(files, args.repeats), lambda: scale(files, args.images), lambda: thresholds(files)):
+        part = run()
         lines += part
         print("\n".join(part), flush=True)
     OUT.write_text("\n".join(lines).rstrip() + "\n")
