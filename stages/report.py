@@ -352,8 +352,11 @@ def leak_checks(inputs: Inputs) -> list[LeakCheck]:
 
 
 def thumb_key(sha256: str, image_id: str) -> str:
-    """Thumbnail file stem: the content hash, so copies share one file and names are stable."""
-    return (sha256 or hashlib.sha256(image_id.encode()).hexdigest())[:20]
+    """Thumbnail file stem: the content hash, so copies share one file and names are stable (a
+    manifest without a proper sha256 gets the hash of the image_id: never a path from the data)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        sha256 = hashlib.sha256(image_id.encode()).hexdigest()
+    return sha256[:20]
 
 
 def thumbnail_bytes(path: Path, size: int) -> tuple[bytes, int, int]:
