@@ -230,7 +230,8 @@ def main() -> int:
     if not files:
         print(f"skip: no real images in {REAL}")
         return 0
-    lines = [f"# report benchmark ({len(files)} real JPEGs, {os.cpu_count()} cores)", ""]
+    load = os.getloadavg()[0]
+    lines = [f"# report benchmark ({len(files)} real JPEGs, {os.cpu_count()} cores, load average {load:.1f} at start)", ""]
     for run in (lambda: per_image(files, args.repeats), lambda: scale(files, args.images), lambda: thresholds(files)):
         part = run()
         lines += part
