@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_split.py
 	$(BIN)/python benchmarks/bench_startup.py
+	$(BIN)/python benchmarks/bench_report.py
 
 # EVA-02-B end to end on one CUDA GPU (exits with a message where there is none).
 bench-gpu: $(STAMP)

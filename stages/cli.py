@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS_FILE, REJECTED_FILE
+
 app = typer.Typer(
     name="endoctl",
     help="Build leak-free GI-endoscopy image datasets and train EVA-02 classifiers on them.",
@@ -77,9 +79,6 @@ def _output_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-# An ingest output folder: the manifest and the rejected list, replaced together.
-MANIFEST_FILE = "manifest.csv"
-REJECTED_FILE = "rejected.csv"
 
 
 def _manifest_files(paths: list[Path]) -> list[Path]:
@@ -110,7 +109,16 @@ def _manifest_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-DEDUPE_FILES = ("duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json")
+DEDUPE_FILES = (DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE)
+
+
+def _duplicates_file(path: Path | None) -> Path | None:
+    """dedupe's output folder (or its clusters CSV named directly) -> the clusters CSV; missing: one line."""
+    if path is not None and path.is_dir():
+        path = path / DUPLICATES_FILE
+    if path is not None and not path.is_file():
+        _fail(f"--duplicates file not found: {path}")
+    return path
 
 
 def _read_manifests(files: list[Path]) -> list:
@@ -290,9 +298,9 @@ def dedupe(
     if error is not None:
         _fail(error)
     with _output_errors(), atomic_dir(out, DEDUPE_FILES, what="dedupe outputs") as tmp:
-        write_csv(tmp / "duplicates.csv", result.clusters)
-        write_csv(tmp / "duplicate_pairs.csv", result.pairs)
-        write_text(tmp / "duplicates_report.json", json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        write_csv(tmp / DUPLICATES_FILE, result.clusters)
+        write_csv(tmp / PAIRS_FILE, result.pairs)
+        write_text(tmp / DEDUPE_REPORT_FILE, json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     rep = result.report
     largest = rep["largest_cluster"] or {"size": 0}
     seconds = time.perf_counter() - start
@@ -376,10 +384,7 @@ def split(
     with _output_errors():
         check_output_dir(out, splitting.OUTPUT_FILES, what="split outputs")
     manifest = _manifest_files(manifest)
-    if duplicates is not None and duplicates.is_dir():
-        duplicates = duplicates / "duplicates.csv"
-    if duplicates is not None and not duplicates.is_file():
-        _fail(f"--duplicates file not found: {duplicates}")
+    duplicates = _duplicates_file(duplicates)
     formats = {}
     for item in format_of or []:
         name, eq, fmt = item.partition("=")
@@ -741,6 +746,78 @@ def cache(
         + (f" (see {out / 'rejected.csv'})" if len(result.rejected) else "")
         + f"; rows {rows}; shorter side <= {size} px, JPEG q{quality}; {result.seconds:.1f} s, "
         f"{total / max(result.seconds, 1e-9):,.0f} img/s, {workers} workers -> {out}"
+    )
+
+
+@app.command()
+def report(
+    manifests: Annotated[list[Path], typer.Option("--manifests", help="Ingest output folders (manifest.csv + rejected.csv), manifest CSVs, or a folder of them (e.g. manifests/ingest); repeatable.")],
+    out: Annotated[Path, typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole).")] = Path("manifests/report"),
+    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's output folder (duplicates.csv, duplicate_pairs.csv, duplicates_report.json), or its duplicates.csv.")] = None,
+    split: Annotated[Optional[list[Path]], typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable.")] = None,
+    audit: Annotated[Optional[list[Path]], typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")] = None,
+    data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),
+    workers: Annotated[int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")] = 0,
+    clusters: Annotated[int, typer.Option(help="Duplicate clusters shown.")] = 20,
+    members: Annotated[int, typer.Option(help="Images shown per cluster.")] = 8,
+    sequences: Annotated[int, typer.Option(help="Frame sequences shown as film strips.")] = 6,
+    frames: Annotated[int, typer.Option(help="Frames per film strip.")] = 10,
+    conflicts: Annotated[int, typer.Option(help="Label conflicts shown.")] = 12,
+    leaks: Annotated[int, typer.Option(help="Leaking groups and pairs shown per check.")] = 12,
+    quality: Annotated[int, typer.Option(help="Images shown per quality flag (a seeded sample).")] = 12,
+    thumb_size: Annotated[int, typer.Option(help="Longer side of the thumbnails in pixels.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled galleries.")] = 0,
+    dark: Annotated[float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")] = 40.0,
+    overexposed: Annotated[float, typer.Option(help="Overexposed: brightness above this.")] = 200.0,
+    low_information: Annotated[float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")] = 6.0,
+    blurry: Annotated[float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")] = 0.9,
+    min_side: Annotated[int, typer.Option(help="Odd size: shorter side below this many pixels ...")] = 128,
+    size_factor: Annotated[float, typer.Option(help="... or size more than this factor off its source's median.")] = 3.0,
+    max_aspect: Annotated[float, typer.Option(help="Odd aspect: longer side above this times the shorter.")] = 2.0,
+) -> None:
+    """Write a static HTML report (no network, no script) of duplicates, frame sequences, label conflicts, leaks and image quality."""
+    import os
+
+    from rich.markup import escape
+
+    from endoctl.quality import FLAGS, QualityParams
+    from endoctl.report import ReportParams, build_report, load_inputs, write_report
+
+    files = _manifest_files(manifests)
+    duplicates = _duplicates_file(duplicates)
+    for path in audit or []:
+        if not path.is_file():
+            _fail(f"--audit file not found: {path}")
+    for folder in split or []:
+        if not folder.is_dir():
+            _fail(f"--split folder not found: {folder}")
+    if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
+        _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
+    params = ReportParams(clusters, members, sequences, frames, conflicts, leaks, quality, thumb_size, seed)
+    qparams = QualityParams(dark, overexposed, low_information, blurry, min_side, size_factor, max_aspect)
+    workers = workers or os.cpu_count() or 1
+    error = None
+    try:
+        inputs = load_inputs(files, duplicates, split or [], audit or [])
+    except (ValueError, FileNotFoundError) as exc:
+        error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    with _progress() as progress:
+        tasks = {stage: progress.add_task(stage, total=None, rate="") for stage in ("quality", "thumbnails")}
+        tickers = {stage: _ticker(progress, task) for stage, task in tasks.items()}
+        result = build_report(inputs, params, qparams, data_root, workers,
+                              lambda stage, done, total: tickers[stage](done, total))
+    index = write_report(result, out)
+    s = result.summary
+    flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
+    typer.echo(
+        f"report: {s['images']:,} images ({s['decoded']:,} decoded, {s['decoded'] / max(result.quality_seconds, 1e-9):,.0f} img/s, "
+        f"{workers} workers); {s['clusters']:,} duplicate clusters ({s['cross_source']:,} across sources, "
+        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, label conflicts in {s['conflict_clusters']:,} clusters "
+        f"(exact copies {s['exact_conflicts']:,}, near pairs {s['conflicts'] - s['exact_conflicts']:,}), "
+        f"{s['leaking_groups']:,} leaking groups in {s['checks']} checks, {s['flagged']:,} images flagged ({flags}); "
+        f"{s['thumbnails']:,} thumbnails; {result.seconds:.1f} s -> {index}"
     )
 
 

@@ -298,6 +298,28 @@ def atomic_dir(path: str | Path, owns: Iterable[str] = ("*",), option: str = "--
 
 # --------------------------------------------------------------------------- reading
 
+# An ingest output folder: the manifest and the rejected list, replaced together.
+MANIFEST_FILE = "manifest.csv"
+REJECTED_FILE = "rejected.csv"
+# A dedupe output folder.
+DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
+
+
+def rejected_file(manifest: Path) -> Path:
+    """The rejected list written with ``manifest`` (``<folder>/rejected.csv``; ``<stem>.rejected.csv``
+    beside a manifest CSV of the older flat layout)."""
+    manifest = Path(manifest)
+    if manifest.name == MANIFEST_FILE:
+        return manifest.with_name(REJECTED_FILE)
+    return manifest.with_name(f"{manifest.stem}.rejected.csv")
+
+
+def source_name(manifest: Path) -> str:
+    """What a manifest file is called in reports: its ingest folder's name, or a flat CSV's stem."""
+    manifest = Path(manifest)
+    return manifest.parent.name if manifest.name == MANIFEST_FILE else manifest.stem
+
+
 
 def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read an endoctl CSV with every column as text, so ids and hashes round-trip unchanged.

@@ -33,13 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_image, pillow_limit
+from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 
-_EXIF_ORIENTATION = 0x0112
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 PATH_COLUMNS = ("path", "image_path")
 
@@ -100,34 +98,6 @@ def list_images(source: str | Path) -> ImageList:
 
 # ---------------------------------------------------------------------------------------------
 # Reading one image
-
-
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
-
-    The file is read in one call (no file handle outlives this function) and decoded once; the
-    image is copied only when it must change (EXIF rotation, another mode).
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageRejected("file not found (or broken symlink)") from None
-    except OSError as exc:
-        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageRejected("empty file (0 bytes)")
-    im = open_image(data, max_pixels)
-    try:
-        with pillow_limit(max_pixels):
-            im.load()
-            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-                im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-        return im if im.mode == "RGB" else im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001
-        raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
 
 
 def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor | None, torch.Tensor | None]:

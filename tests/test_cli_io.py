@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_every_command_has_useful_help() -> None:
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "cache", "train",
+    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "report", "cache", "train",
                 "predict", "evaluate"]
     for command in [*commands, "train pretrain", "train finetune"]:
         assert command.split()[-1] in top.output or command.startswith("train ")

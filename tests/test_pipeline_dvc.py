@@ -1,6 +1,6 @@
 """The whole pipeline through real DVC in a temporary git repo, as a newcomer runs it.
 
-synth -> ingest -> dedupe -> split -> pretrain -> finetune -> predict -> evaluate, then what users do
+synth -> ingest -> dedupe -> split (-> report) -> pretrain -> finetune -> predict -> evaluate, then what users do
 next: repro again (nothing runs), change a parameter (only what depends on it reruns), compare with
 `dvc metrics diff`, run an experiment with `dvc exp run -S`, render `dvc plots show`, and rebuild
 the splits without DVC (`endoctl build-splits`).
@@ -9,6 +9,7 @@ the splits without DVC (`endoctl build-splits`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,19 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
         pinned = set(ce24.loc[ce24["official_split"] == "test", "image_id"])
         assert pinned <= set(test["image_id"]) | set(read_csv(folder / "excluded.csv")["image_id"])
         assert json.loads((folder / "class_mapping.json").read_text())["angioectasia"] == 0
+
+
+def test_repro_writes_the_report_with_the_planted_copies_sequences_and_conflict(repo: Path) -> None:
+    report = repo / "manifests" / "report"
+    html = (report / "index.html").read_text()
+    for heading in ("Overview", "Duplicate clusters", "Frame sequences", "Label conflicts", "Leaks", "Image quality"):
+        assert f"<h2>{heading}</h2>" in html
+    clusters = read_csv(report / "clusters.csv")
+    assert clusters["cross_source"].iloc[0] == "True"  # CE24's copies of Kvasir-Capsule and KID images
+    assert read_csv(report / "sequences.csv")["patient_id"].nunique() >= 6  # the demo's videos as film strips
+    conflict = read_csv(report / "conflicts.csv").iloc[0]  # the CE24 image filed under two classes
+    assert conflict["kind"] == "exact" and conflict["label_a"] != conflict["label_b"]
+    assert len(list((report / "thumbs").glob("*.jpg"))) == len(set(re.findall(r'src="thumbs/([^"]+)"', html)))
 
 
 def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: Path) -> None:
