@@ -126,7 +126,10 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
     columns found when the format is not recognised, FileNotFoundError when the file is missing.
     """
     path = Path(path)
-    df = read_table(path, "split file").reset_index(drop=True)
+    df = read_table(path, "split file", key_columns=("image_id", "image_path", *PATH_COLUMNS)).reset_index(drop=True)
+    if not len(df):
+        raise ValueError(f"{path}: no rows (header only): an empty split cannot be audited"
+                         + (f" (columns {list(df.columns)})" if len(df.columns) else ""))
     fmt = detect_format(df.columns)
     column = {c.lower(): c for c in df.columns}
     split = split if split is not None else path.stem
@@ -206,6 +209,22 @@ class AuditReport:
     def leaks(self) -> bool:
         return bool(len(self.straddling_groups))
 
+    def notes(self) -> list[str]:
+        """Sources whose images carry no patient/video id: what audit can and cannot match there."""
+        nodes = _nodes(self.rows)
+        out = []
+        for source, part in nodes.groupby("source", sort=True):
+            if (part["patient_id"] != "").any() or (part["group"] != "").any():
+                continue
+            key = "path" if source == UNKNOWN else "file name"
+            what = ("no file-name rule recognises these paths (no patient/video id)" if source == UNKNOWN
+                    else "its file names carry no patient/video id")
+            matched = ("identical or near-identical pixels (--images-root)" if self.hashed
+                       else "nothing else; add --images-root to match copies by their pixels")
+            out.append(f"{source}: {len(part):,} images: {what}, so only the same {key} listed in two splits "
+                       f"can be matched, and {matched}")
+        return out
+
     def totals(self) -> dict[str, int]:
         nodes = self.rows.drop_duplicates("image_id")
         straddling = nodes["leak_group"].isin(self.straddling_groups["leak_group"])
@@ -255,6 +274,7 @@ class AuditReport:
         adjacent = self.adjacent_images()
         return {
             "leak": self.leaks,
+            "notes": self.notes(),
             "frame_adjacency": {
                 "frame_gap": self.frame_gap,
                 "adjacent_images": adjacent,

@@ -9,11 +9,15 @@ original). Training reads the cached folder like any split folder, so nothing el
 Cached names follow ``image_id`` (``<source>/<path in the source>``), so two split folders of the
 same images produce identical files (DVC's content-addressed cache stores them once). Images that
 cannot be read go to ``rejected.csv`` with the reason: rows in = cached + rejected.
+
+The whole output folder is one set (CSVs that point at images that exist): it is built in a hidden
+sibling folder (``staging``) and swapped in with one rename by :func:`endoctl.io.atomic_dir`.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from endoctl.predict import open_rgb
 
 SPLIT_FILES = ("train_val.csv", "test.csv")
 COPIED_FILES = ("class_mapping.json",)
+OUTPUTS = ("images", *SPLIT_FILES, *COPIED_FILES, "rejected.csv")  # everything a cache folder holds
 CHUNK = 32  # images per worker task: amortises process hand-off, keeps the progress bar moving
 
 
@@ -73,7 +78,12 @@ def _work(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[
     done = []
     for image_id, path in items:
         try:
-            write_bytes(Path(out_dir) / cached_name(image_id), encode(Path(root) / path, size, quality))
+            data = encode(Path(root) / path, size, quality)
+            target = Path(out_dir) / cached_name(image_id)  # inside the staging folder: no temp file needed
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as fh:
+                fh.write(data)
+                os.fsync(fh.fileno())  # here, in the worker processes, rather than all at the swap
             done.append((image_id, None))
         except ImageRejected as exc:
             done.append((image_id, str(exc)))
@@ -93,16 +103,19 @@ def read_split(split_dir: Path) -> dict[str, pd.DataFrame]:
             tables[name] = df
     if not tables:
         raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in {split_dir} (run `endoctl split` first)")
+    if not any(len(df) for df in tables.values()):
+        raise ValueError(f"{split_dir}: {' and '.join(tables)} {'has' if len(tables) == 1 else 'have'} no rows (header only): nothing to cache")
     return tables
 
 
 def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, quality: int = 95,
                 data_root: str | Path = ".", workers: int = 1,
-                on_progress: Callable[[int, int], None] | None = None) -> CacheResult:
+                on_progress: Callable[[int, int], None] | None = None, staging: str | Path | None = None) -> CacheResult:
     """Cache every image of a split folder under ``out_dir/images`` and return the re-pointed tables.
 
     Paths in the returned tables are ``out_dir/images/<cached name>`` as given (relative when
-    ``out_dir`` is), like the split CSVs' own paths relative to ``data_root``.
+    ``out_dir`` is), like the split CSVs' own paths relative to ``data_root``. The files are
+    written below ``staging`` when given (the folder that will become ``out_dir``).
     """
     if size < 8 or not 1 <= quality <= 100:
         raise ValueError(f"size must be >= 8 and quality in 1..100, got size {size}, quality {quality}")
@@ -116,7 +129,8 @@ def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, qua
     unique = rows.drop_duplicates("image_id").sort_values("image_id", kind="stable")
     items = list(zip(unique["image_id"], unique["path"]))
     images_dir = out_dir / "images"
-    jobs: Iterator = ((items[i:i + CHUNK], str(data_root), str(images_dir), size, quality)
+    write_dir = Path(staging) / "images" if staging is not None else images_dir
+    jobs: Iterator = ((items[i:i + CHUNK], str(data_root), str(write_dir), size, quality)
                       for i in range(0, len(items), CHUNK))
     reasons: dict[str, str] = {}
     done = 0

@@ -5,8 +5,9 @@ Heavy modules are imported inside the commands so ``endoctl --help`` stays insta
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+
+from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS_FILE, REJECTED_FILE
 
 app = typer.Typer(
     name="endoctl",
@@ -45,19 +48,59 @@ def _ticker(progress: Progress, task: TaskID, decimals: int = 0) -> Callable[[in
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr (file contents may look like rich markup: printed as they are), exit 2."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _note(message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[yellow]note:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _output_errors() -> Iterator[None]:
+    """An output that cannot be written (read-only file system, no space, a folder holding other
+    files, ...) ends the command with one line naming it, not a traceback."""
+    from endoctl.io import OutputError
+
+    try:
+        yield
+    except OutputError as exc:
+        _fail(str(exc))
+
+
+
+
 def _manifest_files(paths: list[Path]) -> list[Path]:
-    """Manifest CSVs named directly, or every ``*.csv`` but ``*.rejected.csv`` in a named folder
-    (e.g. ``manifests/ingest``: a source added to params.yaml joins dedupe and split by itself)."""
+    """The manifest CSVs named by ``paths``: the one place that finds manifests.
+
+    A path is a manifest CSV, an ingest output folder (its ``manifest.csv``), or a folder of them
+    (``manifests/ingest``: every ``<source>/manifest.csv``, plus any ``*.csv`` but ``*.rejected.csv``
+    directly in it), so a source added to params.yaml joins dedupe and split by itself. Hidden
+    entries (an ingest in progress, or one that was killed) are never read.
+    """
     files = []
     for path in paths:
         if path.is_dir():
-            found = sorted(f for f in path.glob("*.csv") if not f.name.endswith(".rejected.csv"))
+            if (path / MANIFEST_FILE).is_file():
+                files.append(path / MANIFEST_FILE)
+                continue
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            found = [p / MANIFEST_FILE for p in entries if (p / MANIFEST_FILE).is_file()]
+            found += [p for p in entries if p.suffix == ".csv" and p.is_file() and not p.name.endswith(".rejected.csv")]
             if not found:
-                _fail(f"no manifest CSVs in folder {path}")
+                _fail(f"no manifests in folder {path} (expected <source>/{MANIFEST_FILE} folders written by "
+                      f"`endoctl ingest`, or manifest CSVs)")
             files += found
         elif path.is_file():
             files.append(path)
@@ -66,10 +109,36 @@ def _manifest_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _format_help() -> str:
-    from endoctl.sources import REGISTRY
+DEDUPE_FILES = (DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE)
 
-    return "Source layout: " + ", ".join(sorted(REGISTRY)) + ", or auto: recognise it from the folder (see `endoctl sources`)."
+
+def _duplicates_file(path: Path | None) -> Path | None:
+    """dedupe's output folder (or its clusters CSV named directly) -> the clusters CSV; missing: one line."""
+    if path is not None and path.is_dir():
+        path = path / DUPLICATES_FILE
+    if path is not None and not path.is_file():
+        _fail(f"--duplicates file not found: {path}")
+    return path
+
+
+def _read_manifests(files: list[Path]) -> list:
+    """Each manifest as a text frame; header-only ones are warned about, all of them empty is an error."""
+    from endoctl.io import read_csv
+
+    frames = [read_csv(file) for file in files]
+    empty = [str(f) for f, df in zip(files, frames) if not len(df)]
+    if len(empty) == len(files):
+        raise ValueError(f"{empty[0]}: no rows (header only){f', like the other {len(empty) - 1}' if len(empty) > 1 else ''}: "
+                         "no images to work on")
+    for name in empty:
+        _warn(f"{name}: no rows (header only): that source contributes no images")
+    return frames
+
+
+def _format_help() -> str:
+    from endoctl.sources import FORMATS  # names only: the adapters (and pandas) load when used
+
+    return "Source layout: " + ", ".join(sorted(FORMATS)) + ", or auto: recognise it from the folder (see `endoctl sources`)."
 
 
 @app.command()
@@ -86,7 +155,7 @@ def sources() -> None:
 
 @app.command()
 def synth(
-    dest: Annotated[Path, typer.Argument(help="Folder to write kvasir_capsule/, kid/ and ce24/ into (replaced).")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write kvasir_capsule/, kid/, ce24/, ers/ and see_ai/ into (replaced as a whole; it may hold only those).")],
     seed: Annotated[int, typer.Option(help="Random seed; same seed and sizes give byte-identical files.")] = 0,
     videos: Annotated[int, typer.Option(help="Kvasir-Capsule-like videos (= patients).")] = 6,
     frames_per_video: Annotated[int, typer.Option(help="Consecutive frames per video.")] = 40,
@@ -94,18 +163,26 @@ def synth(
     kid_images_per_patient: Annotated[int, typer.Option(help="Images per KID-like patient.")] = 10,
     ce24_copy_fraction: Annotated[float, typer.Option(help="Share of source images copied (resized, re-encoded) into CE24 training/validation.")] = 0.6,
     ce24_test_videos: Annotated[int, typer.Option(help="Extra videos whose frames appear only in CE24 testing.")] = 2,
-    corrupt: Annotated[bool, typer.Option(help="Plant a few corrupt files (truncated, empty, text-as-JPEG).")] = True,
+    corrupt: Annotated[bool, typer.Option(help="Plant a few corrupt files (truncated, empty, text-as-JPEG, an ERS frame without mask).")] = True,
+    ers_patients: Annotated[int, typer.Option(help="ERS-like patients (multi-label PNG frames, labels in mask file names).")] = 3,
+    see_ai_videos: Annotated[int, typer.Option(help="SEE-AI-like videos (flat imageNNNNN.jpg + YOLO box files).")] = 3,
 ) -> None:
-    """Write small, deterministic demo datasets in the native layouts of Kvasir-Capsule, KID and CE24."""
+    """Write small, deterministic demo datasets in the native layouts of Kvasir-Capsule, KID, CE24, ERS and SEE-AI."""
     from endoctl.synth import SynthConfig
     from endoctl.synth import synth as run_synth
 
     config = SynthConfig(seed, videos, frames_per_video, kid_patients, kid_images_per_patient,
-                         ce24_copy_fraction, ce24_test_videos, corrupt)
+                         ce24_copy_fraction, ce24_test_videos, corrupt, ers_patients, see_ai_videos)
     start = time.perf_counter()
+    error = None
     with _progress() as progress:
         task = progress.add_task("synth", total=None, rate="")
-        counts = run_synth(dest, config, lambda done, total: progress.update(task, completed=done, total=total))
+        try:
+            counts = run_synth(dest, config, lambda done, total: progress.update(task, completed=done, total=total))
+        except ValueError as exc:  # invalid sizes, or a DEST that cannot be replaced
+            error = str(exc)
+    if error is not None:
+        _fail(error)
     seconds = time.perf_counter() - start
     total = sum(counts.values())
     parts = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
@@ -117,24 +194,34 @@ def ingest(
     src: Annotated[Path, typer.Argument(help="Dataset root in its native layout.")],
     format: Annotated[str, typer.Option("--format", "-f", help=_format_help())],
     source: Annotated[str, typer.Option(help="Source name, used in image ids (e.g. kvasir-capsule).")],
-    out: Annotated[Path, typer.Option(help="Manifest CSV; rejections go to <stem>.rejected.csv beside it.")],
+    out: Annotated[Path, typer.Option(help=f"Output folder (e.g. manifests/ingest/NAME): {MANIFEST_FILE} and {REJECTED_FILE} (path, reason), replaced together.")],
     labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs; hyperkvasir: folder of official split files; medfmc-endo: folder of endo_*.csv; crohnipi: CrohnIPI_description.csv; see-ai: label CSV, or a folder of box files).")] = None,
     data_root: Annotated[Path, typer.Option(help="Manifest paths are written relative to this folder.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
     max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = 178_956_970,
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file is rejected.")] = False,
 ) -> None:
-    """Scan one dataset, hash every image (sha256, pHash, dHash) and write its manifest CSV."""
+    """Scan one dataset, hash every image (sha256, pHash, dHash) and write its manifest and rejected list."""
     import os
 
     from rich.markup import escape
 
     from endoctl.ingest import ingest as run_ingest
-    from endoctl.io import write_csv
+    from endoctl.io import atomic_dir, check_output_dir, write_csv
     from endoctl.sources import AUTO, detect_format, get_adapter
 
+    if src.is_file():
+        _fail(f"source {src} is a file, not a folder: give the dataset's root folder")
     if not src.is_dir():
         _fail(f"source folder not found: {src}")
+    if max_pixels < 1:
+        _fail(f"--max-pixels must be >= 1, got {max_pixels}")
+    if out.suffix.lower() == ".csv":
+        _fail(f"--out {out}: ingest writes a folder ({MANIFEST_FILE} + {REJECTED_FILE}, replaced together), "
+              f"e.g. --out {out.with_suffix('')}")
+    owned = (MANIFEST_FILE, REJECTED_FILE)
+    with _output_errors():
+        check_output_dir(out, owned, what="ingest outputs")
     chosen = ""
     try:
         if format == AUTO:
@@ -152,9 +239,13 @@ def ingest(
         result = run_ingest(adapter.scan(), source, data_root, workers, max_pixels, tick)
     if result.found == 0:
         _fail(f"no images found in {src} (layout {format}: {adapter.layout})")
-    rejected_path = out.with_name(f"{out.stem}.rejected.csv")
-    write_csv(out, result.manifest)
-    write_csv(rejected_path, result.rejected)
+    if len(result.manifest) == 0:
+        shown = "; ".join(f"{r.path}: {r.reason}" for r in result.rejected.head(2).itertuples())
+        _fail(f"no image accepted from {src}: {result.found} file(s) found, all rejected (first: {shown})")
+    rejected_path = out / REJECTED_FILE
+    with _output_errors(), atomic_dir(out, owned, what="ingest outputs") as tmp:
+        write_csv(tmp / MANIFEST_FILE, result.manifest)
+        write_csv(tmp / REJECTED_FILE, result.rejected)
     rate = len(result.manifest) / max(result.seconds, 1e-9)
     typer.echo(
         f"ingest {source}: format {format}{chosen}; found {result.found} = accepted {len(result.manifest)} + rejected "
@@ -168,8 +259,8 @@ def ingest(
 
 @app.command()
 def dedupe(
-    manifests: Annotated[list[Path], typer.Argument(help="Ingest manifests (all sources together), or folders of them (*.csv but *.rejected.csv).")],
-    out: Annotated[Path, typer.Option(help="Clusters CSV; duplicate_pairs.csv and duplicates_report.json go beside it.")] = Path("manifests/duplicates.csv"),
+    manifests: Annotated[list[Path], typer.Argument(help="Ingest output folders or manifest CSVs (all sources together), or a folder of them (e.g. manifests/ingest).")],
+    out: Annotated[Path, typer.Option(help="Output folder: duplicates.csv (clusters), duplicate_pairs.csv, duplicates_report.json, replaced together.")] = Path("manifests/duplicates"),
     max_distance: Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")] = 10,
     dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = 16,
     sequence_gap: Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")] = 5,
@@ -183,21 +274,33 @@ def dedupe(
 
     import pandas as pd
 
-    from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN, DedupeParams
+    from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN, DedupeParams, validate_manifest
     from endoctl.dedupe import dedupe as run_dedupe
-    from endoctl.io import read_csv, write_csv, write_text
+    from endoctl.io import atomic_dir, check_output_dir, write_csv, write_text
 
+    if out.suffix.lower() == ".csv":
+        _fail(f"--out {out}: dedupe writes a folder ({', '.join(DEDUPE_FILES)}, replaced together), "
+              f"e.g. --out {out.with_suffix('')}")
+    with _output_errors():
+        check_output_dir(out, DEDUPE_FILES, what="dedupe outputs")
     manifests = _manifest_files(manifests)
     params = DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
                           sequence_pattern or DEFAULT_SEQUENCE_PATTERN, workers or os.cpu_count() or 1)
     start = time.perf_counter()
+    error = None
     try:
-        result = run_dedupe(pd.concat([read_csv(m) for m in manifests], ignore_index=True), params)
+        frames = _read_manifests(manifests)
+        for file, frame in zip(manifests, frames):
+            validate_manifest(frame, str(file))
+        result = run_dedupe(pd.concat(frames, ignore_index=True), params)
     except ValueError as exc:
-        _fail(str(exc))
-    write_csv(out, result.clusters)
-    write_csv(out.with_name("duplicate_pairs.csv"), result.pairs)
-    write_text(out.with_name("duplicates_report.json"), json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        error = str(exc)
+    if error is not None:
+        _fail(error)
+    with _output_errors(), atomic_dir(out, DEDUPE_FILES, what="dedupe outputs") as tmp:
+        write_csv(tmp / DUPLICATES_FILE, result.clusters)
+        write_csv(tmp / PAIRS_FILE, result.pairs)
+        write_text(tmp / DEDUPE_REPORT_FILE, json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     rep = result.report
     largest = rep["largest_cluster"] or {"size": 0}
     seconds = time.perf_counter() - start
@@ -237,7 +340,6 @@ def audit(
 
     from endoctl.audit import audit_files, render_table, summary
     from endoctl.io import write_text
-    from rich.markup import escape
 
     pairs = [item.partition("=") for item in split]
     bad = [item for item, (name, eq, file) in zip(split, pairs) if not (name.strip() and eq and file.strip())]
@@ -260,10 +362,13 @@ def audit(
         except (ValueError, FileNotFoundError) as exc:
             error = str(exc)
     if error is not None:
-        _fail(escape(error))  # file contents may look like rich markup
+        _fail(error)
     console.print(render_table(report))
+    for note in report.notes():
+        _note(note)
     if json_out is not None:
-        write_text(json_out, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        with _output_errors():
+            write_text(json_out, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     typer.echo(summary(report) + (f" -> {json_out}" if json_out is not None else ""))
     if fail_on_leak and report.leaks:
         raise typer.Exit(1)
@@ -274,27 +379,26 @@ def split(
     manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]), or a folder of them; repeat for every source. Groups are built over all of them.")],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
     out: Annotated[Path, typer.Option(help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}.")],
-    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's duplicates.csv (its duplicate_pairs.csv beside it is read too).")] = None,
+    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's output folder, or its duplicates.csv (duplicate_pairs.csv beside it is read too).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")] = 0.2,
     folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
     seed: Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")] = 0,
     pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test.")] = None,
     keep_assignments: Annotated[Optional[Path], typer.Option(help="Previous split folder: groups with images there keep their split and fold; only new groups are assigned.")] = None,
-    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v1.yaml).")] = None,
+    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")] = None,
     max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = 0.25,
     format_of: Annotated[Optional[list[str]], typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format.")] = None,
     nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder (e.g. the pre-training target's): every group keeps its fold/test place there, so no image of this split's fold k or test is trained on upstream when it validates on fold k; groups absent there are assigned freely.")] = None,
 ) -> None:
     """Split manifests into leak-free train_val folds and test: stratified by class, whole groups (patient/video + duplicates) only."""
-    from rich.markup import escape
-
     from endoctl import split as splitting
-    from endoctl.io import read_csv
+    from endoctl.io import check_output_dir
     from endoctl.taxonomy import load_taxonomy
 
+    with _output_errors():
+        check_output_dir(out, splitting.OUTPUT_FILES, what="split outputs")
     manifest = _manifest_files(manifest)
-    if duplicates is not None and not duplicates.is_file():
-        _fail(f"--duplicates file not found: {duplicates}")
+    duplicates = _duplicates_file(duplicates)
     formats = {}
     for item in format_of or []:
         name, eq, fmt = item.partition("=")
@@ -307,14 +411,14 @@ def split(
         pins = [splitting.parse_pin(p) for p in pin or []]
         tax = load_taxonomy(taxonomy)
         tax.target(target)
-        frames = [read_csv(file) for file in manifest]
+        frames = _read_manifests(manifest)
         pairs, dup_info = splitting.load_duplicates(duplicates) if duplicates is not None else (None, None)
         previous = splitting.read_previous(keep_assignments) if keep_assignments is not None else None
         upstream = splitting.read_previous(nest_in, "--nest-in") if nest_in is not None else None
     except (ValueError, FileNotFoundError) as exc:
         error = str(exc)
     if error is not None:
-        _fail(escape(error))
+        _fail(error)
     params = {
         "manifests": [str(f) for f in manifest], "duplicates": str(duplicates) if duplicates else None,
         "duplicate_pairs": dup_info["pairs_file"] if dup_info else None, "target": target,
@@ -337,10 +441,15 @@ def split(
         except ValueError as exc:
             error = str(exc)
     if error is not None:
-        _fail(escape(error))
-    splitting.write_split(result, out)
+        _fail(error)
+    if not len(result.train_val) + len(result.test):
+        reasons = result.excluded["reason"].value_counts()
+        _fail(f"no image maps to a class of target {target!r}: all {len(result.excluded)} excluded "
+              f"(most often: {reasons.index[0]!r}, {reasons.iloc[0]} rows); nothing to split")
+    with _output_errors():
+        splitting.write_split(result, out)
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+        _warn(warning)
     r = result.report
     rows, s = r["rows"], r["straddling"]
     largest = r["groups"]["largest"]["share"] if r["groups"]["largest"] else 0.0
@@ -392,11 +501,14 @@ def evaluate(
     workers: Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")] = 0,
     frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. Default: dedupe's sequence gap (5).")] = None,
 ) -> None:
-    """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots."""
-    from rich.markup import escape
+    """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots.
 
+    Several outputs (report, --metrics, --plots) are replaced together as one folder: --plots when
+    given, else --out's folder; each must lie in it.
+    """
     from endoctl import metrics
-    from endoctl.io import write_text
+    from endoctl.io import atomic_dir, check_output_dir, write_text
+    from endoctl.plots import PLOT_FILES
 
     if report not in metrics.REPORTS:
         _fail(f"--report must be one of {', '.join(metrics.REPORTS)}, got {report!r}")
@@ -422,6 +534,25 @@ def evaluate(
     if images_root is not None and (not train or not images_root.is_dir()):
         _fail(f"--images-root needs --train and an existing folder: {images_root}")
     frame_gap = _frame_gap(frame_gap)
+    into_folder = folder or out.is_dir()
+    reports = {file: out / f"{file.stem}_metrics.json" if into_folder else out for file in files}
+    plot_dirs = {file: plots / file.stem if folder else plots for file in files} if plots is not None else {}
+    leak_csv = (out if into_folder else out.parent) / metrics.LEAK_FREE_FILE if train else None
+    written = [*reports.values(), *([metrics_out] if metrics_out is not None else []), *plot_dirs.values(),
+               *([leak_csv] if leak_csv is not None else [])]
+    home, option = None, "--out"
+    if len(written) > 1:  # one set: the plots folder, or the folder receiving the report(s)
+        home, option = (out, "--out") if into_folder else (plots, "--plots") if plots is not None else (out.parent, "the folder of --out")
+        root = home.resolve()
+        outside = [p for p in written if p.resolve() != root and root not in p.resolve().parents]
+        if outside:
+            _fail(f"{outside[0]} is outside {home}: evaluate replaces its outputs together as one folder ({option} "
+                  f"{home}), so put them all in it (e.g. {home / outside[0].name})")
+        owned = {p.resolve().relative_to(root).parts[0] for p in written if p.resolve() != root}
+        owned |= set(PLOT_FILES) if plots is not None and plots.resolve() == root else set()
+        owned = sorted(owned) + (["*_metrics.json"] if folder else [])
+        with _output_errors():
+            check_output_dir(home, owned, option, "evaluate outputs")
     started = time.perf_counter()
     error, results, unseen = None, [], None
     try:
@@ -441,25 +572,36 @@ def evaluate(
     except (ValueError, FileNotFoundError) as exc:
         error = str(exc)
     if error is not None:
-        _fail(escape(error))
-    into_folder = folder or out.is_dir()
-    if unseen is not None:
-        from endoctl.io import write_csv
+        _fail(error)
 
-        free = unseen[unseen["leak_free"]].drop(columns=["group_trained", "frame_adjacent", "leak_free"])
-        write_csv((out if into_folder else out.parent) / "leak_free_images.csv",
-                  free.assign(label=gt.labels.to_numpy()[unseen["leak_free"].to_numpy()]))
+    def write_all(base: Path | None) -> None:
+        def at(path: Path) -> Path:
+            return path if base is None else base / path.resolve().relative_to(home.resolve())
+
+        for file, data, rep in results:
+            write_text(at(reports[file]), metrics.dumps(rep))
+            if metrics_out is not None:
+                write_text(at(metrics_out), metrics.dumps(metrics.headline(rep)))
+            if plots is not None:
+                from endoctl.plots import write_plots
+
+                write_plots(at(plot_dirs[file]), data.y, data.proba, data.classes, rep if report == "full" else None,
+                            file.stem)
+        if leak_csv is not None:
+            from endoctl.io import write_csv
+
+            free = unseen["leak_free"].to_numpy()
+            write_csv(at(leak_csv), unseen.loc[free, ["image_id", "source", "path", "group"]].assign(label=gt.labels.to_numpy()[free]))
+
+    with _output_errors():
+        if home is None:
+            write_all(None)
+        else:
+            with atomic_dir(home, owned, option, "evaluate outputs") as tmp:
+                write_all(tmp)
     for file, data, rep in results:
-        write_text(out / f"{file.stem}_metrics.json" if into_folder else out, metrics.dumps(rep))
-        if metrics_out is not None:
-            write_text(metrics_out, metrics.dumps(metrics.headline(rep)))
-        if plots is not None:
-            from endoctl.plots import write_plots
-
-            write_plots(plots / file.stem if folder else plots, data.y, data.proba, data.classes,
-                        rep if report == "full" else None, file.stem)
         for note in rep["notes"] if report == "full" else metrics.report_notes(data):
-            console.print(f"[yellow]note:[/yellow] {escape(file.name)}: {escape(note)}", highlight=False, soft_wrap=True)
+            _note(f"{file.name}: {note}")
     first = results[0][1]
     how = (f"ce24 report, {convention or gt.default_convention}" if report == "ce24"
            else "full report" + (f", {bootstrap} bootstrap resamples of {'groups' if first.group is not None else 'images'}" if bootstrap else ""))
@@ -484,8 +626,6 @@ def predict(
     fast: Annotated[bool, typer.Option(help="inference_mode + channels-last + bf16 autocast where supported; --no-fast: fp32 eager.")] = True,
 ) -> None:
     """Predict class probabilities for images with a checkpoint; writes the CE24 submission layout."""
-    from rich.markup import escape
-
     if not checkpoint.is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     if batch_size < 1 or (workers is not None and workers < 0):
@@ -503,22 +643,30 @@ def predict(
     try:
         listed = inference.list_images(images)
         inference.check_output(out, len(listed.paths))
+        inference.check_output_folder(out)
         if not listed.paths:
             raise ValueError(f"no images in {images}" + (f" ({listed.skipped} non-image/hidden files skipped)" if listed.skipped else ""))
         loaded = load_for_inference(checkpoint, class_mapping, model_name)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         error = str(exc)
     if error is not None:
-        _fail(escape(error))
+        _fail(error)
+    if listed.repeated:
+        path, rows = next(iter(listed.repeated.items()))
+        _warn(f"{images}: {len(listed.repeated)} path(s) listed more than once (first {path!r} in rows "
+              f"{', '.join(map(str, rows))}): each image is predicted once")
     with _progress() as progress:
         task = progress.add_task("predict", total=len(listed.paths), rate="")
         tick = _ticker(progress, task, decimals=1)
 
         result = inference.predict_images(loaded, listed, device, batch_size, workers, fast, compile, tick)
-    rejected = inference.write_predictions(out, result)
+    with _output_errors():
+        rejected = inference.write_predictions(out, result)
     n = len(result.table)
     typer.echo(
-        f"predict: {len(listed.paths)} images = predicted {n} + rejected {len(result.rejected)}"
+        f"predict: {len(listed.paths)} images"
+        + (f" (from {listed.rows} rows of {images.name})" if listed.repeated else "")
+        + f" = predicted {n} + rejected {len(result.rejected)}"
         + (f" (see {rejected})" if len(result.rejected) else "")
         + f"; {loaded.model_name} ({loaded.source_format} weights, {len(loaded.class_names)} classes) on {device}, "
         f"{result.path.describe()}, batch {batch_size}; {result.seconds:.1f} s, "
@@ -577,8 +725,6 @@ def _train(
     # Before torch loads OpenMP: idle threads sleep instead of spinning, which on a busy or small CPU
     # machine (data workers, other jobs) measured 5-10x faster training; no effect on GPU compute.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from rich.markup import escape
-
     from endoctl.train import TrainError, load_config, train
 
     stage = ctx.info_name
@@ -589,7 +735,7 @@ def _train(
     except (TrainError, TypeError) as exc:
         error = str(exc)
     if error is not None:
-        _fail(escape(error))
+        _fail(error)
     main = os.environ.get("RANK", "0") == "0"
     with _progress() as progress:
         task = progress.add_task(stage, total=None, rate="", visible=main)
@@ -609,7 +755,7 @@ def _train(
         except (TrainError, FileNotFoundError, ValueError) as exc:
             error = str(exc)
     if error is not None:
-        _fail(escape(error))
+        _fail(error)
     if result.rank == 0:
         typer.echo(
             f"train {stage}: {config.model_name} @{config.img_size}, {result.epochs_run} epoch(s) in "
@@ -634,9 +780,8 @@ def cache(
     """Pre-resize a split folder's images once, so training decodes small JPEGs every epoch."""
     import os
 
-    from rich.markup import escape
-
-    from endoctl.cache import build_cache, write_cache
+    from endoctl.cache import OUTPUTS, build_cache, read_split, write_cache
+    from endoctl.io import atomic_dir, check_output_dir
 
     if not split_dir.is_dir():
         _fail(f"split folder not found: {split_dir}")
@@ -644,17 +789,17 @@ def cache(
         _fail(f"--out must differ from the split folder {split_dir}")
     workers = workers or os.cpu_count() or 1
     error = None
-    with _progress() as progress:
-        task = progress.add_task(f"cache {split_dir.name}", total=None, rate="")
-        tick = _ticker(progress, task)
-
-        try:
-            result = build_cache(split_dir, out, size, quality, data_root, workers, tick)
-        except (ValueError, FileNotFoundError) as exc:
-            error = str(exc)
+    try:
+        read_split(split_dir)  # unusable input: fail before any output is staged
+        check_output_dir(out, OUTPUTS, what="cache outputs")
+        with atomic_dir(out, OUTPUTS, what="cache outputs") as tmp, _progress() as progress:
+            task = progress.add_task(f"cache {split_dir.name}", total=None, rate="")
+            result = build_cache(split_dir, out, size, quality, data_root, workers, _ticker(progress, task), staging=tmp)
+            write_cache(result, split_dir, tmp)
+    except (ValueError, FileNotFoundError) as exc:
+        error = str(exc)
     if error is not None:
-        _fail(escape(error))
-    write_cache(result, split_dir, out)
+        _fail(error)
     total = result.images + len(result.rejected)
     rows = ", ".join(f"{name} {len(df)}" for name, df in result.tables.items())
     typer.echo(
@@ -665,11 +810,83 @@ def cache(
     )
 
 
+@app.command()
+def report(
+    manifests: Annotated[list[Path], typer.Option("--manifests", help="Ingest output folders (manifest.csv + rejected.csv), manifest CSVs, or a folder of them (e.g. manifests/ingest); repeatable.")],
+    out: Annotated[Path, typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole).")] = Path("manifests/report"),
+    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's output folder (duplicates.csv, duplicate_pairs.csv, duplicates_report.json), or its duplicates.csv.")] = None,
+    split: Annotated[Optional[list[Path]], typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable.")] = None,
+    audit: Annotated[Optional[list[Path]], typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")] = None,
+    data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),
+    workers: Annotated[int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")] = 0,
+    clusters: Annotated[int, typer.Option(help="Duplicate clusters shown.")] = 20,
+    members: Annotated[int, typer.Option(help="Images shown per cluster.")] = 8,
+    sequences: Annotated[int, typer.Option(help="Frame sequences shown as film strips.")] = 6,
+    frames: Annotated[int, typer.Option(help="Frames per film strip.")] = 10,
+    conflicts: Annotated[int, typer.Option(help="Label conflicts shown.")] = 12,
+    leaks: Annotated[int, typer.Option(help="Leaking groups and pairs shown per check.")] = 12,
+    quality: Annotated[int, typer.Option(help="Images shown per quality flag (a seeded sample).")] = 12,
+    thumb_size: Annotated[int, typer.Option(help="Longer side of the thumbnails in pixels.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled galleries.")] = 0,
+    dark: Annotated[float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")] = 40.0,
+    overexposed: Annotated[float, typer.Option(help="Overexposed: brightness above this.")] = 200.0,
+    low_information: Annotated[float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")] = 6.0,
+    blurry: Annotated[float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")] = 0.9,
+    min_side: Annotated[int, typer.Option(help="Odd size: shorter side below this many pixels ...")] = 128,
+    size_factor: Annotated[float, typer.Option(help="... or size more than this factor off its source's median.")] = 3.0,
+    max_aspect: Annotated[float, typer.Option(help="Odd aspect: longer side above this times the shorter.")] = 2.0,
+) -> None:
+    """Write a static HTML report (no network, no script) of duplicates, frame sequences, label conflicts, leaks and image quality."""
+    import os
+
+    from rich.markup import escape
+
+    from endoctl.quality import FLAGS, QualityParams
+    from endoctl.report import ReportParams, build_report, load_inputs, write_report
+
+    files = _manifest_files(manifests)
+    duplicates = _duplicates_file(duplicates)
+    for path in audit or []:
+        if not path.is_file():
+            _fail(f"--audit file not found: {path}")
+    for folder in split or []:
+        if not folder.is_dir():
+            _fail(f"--split folder not found: {folder}")
+    if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
+        _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
+    params = ReportParams(clusters, members, sequences, frames, conflicts, leaks, quality, thumb_size, seed)
+    qparams = QualityParams(dark, overexposed, low_information, blurry, min_side, size_factor, max_aspect)
+    workers = workers or os.cpu_count() or 1
+    error = None
+    try:
+        inputs = load_inputs(files, duplicates, split or [], audit or [])
+    except (ValueError, FileNotFoundError) as exc:
+        error = str(exc)
+    if error is not None:
+        _fail(escape(error))
+    with _progress() as progress:
+        tasks = {stage: progress.add_task(stage, total=None, rate="") for stage in ("quality", "thumbnails")}
+        tickers = {stage: _ticker(progress, task) for stage, task in tasks.items()}
+        result = build_report(inputs, params, qparams, data_root, workers,
+                              lambda stage, done, total: tickers[stage](done, total))
+    index = write_report(result, out)
+    s = result.summary
+    flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
+    typer.echo(
+        f"report: {s['images']:,} images ({s['decoded']:,} decoded, {s['decoded'] / max(result.quality_seconds, 1e-9):,.0f} img/s, "
+        f"{workers} workers); {s['clusters']:,} duplicate clusters ({s['cross_source']:,} across sources, "
+        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, label conflicts in {s['conflict_clusters']:,} clusters "
+        f"(exact copies {s['exact_conflicts']:,}, near pairs {s['conflicts'] - s['exact_conflicts']:,}), "
+        f"{s['leaking_groups']:,} leaking groups in {s['checks']} checks, {s['flagged']:,} images flagged ({flags}); "
+        f"{s['thumbnails']:,} thumbnails; {result.seconds:.1f} s -> {index}"
+    )
+
+
 @app.command("build-splits")
 def build_splits(
     source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc (FORMAT may be auto).")],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
-    out: Annotated[Path, typer.Option(help="Folder for ingest/<NAME>.csv, duplicates*.csv and <target>/.")],
+    out: Annotated[Path, typer.Option(help="Folder for ingest/<NAME>/, duplicates/ and <target>/ (each as its command writes it).")],
     pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of labelled images in test.")] = 0.2,
     folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
@@ -701,9 +918,9 @@ def build_splits(
         parsed.append((name, fmt, Path(path)))
     manifests = []
     for name, fmt, path in parsed:
-        manifests.append(out / "ingest" / f"{name}.csv")
+        manifests.append(out / "ingest" / name)
         ingest(path, fmt, name, manifests[-1], None, Path("."), workers, 178_956_970, False)
-    duplicates = out / "duplicates.csv"
+    duplicates = out / "duplicates"
     dedupe(manifests, duplicates, max_distance, dhash_distance, sequence_gap, sequence_distance, None, workers)
     split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, max_group_share,
           [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt], nest_in=nest_in)

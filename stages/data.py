@@ -71,7 +71,14 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
+    if not len(df):
+        raise ValueError(f"{file}: no rows (header only): nothing to train on")
     mapping = read_class_mapping(split_dir / "class_mapping.json")
+    multi = df.loc[df["target_class"].str.contains("|", regex=False), "target_class"]
+    if len(multi):  # softmax training needs one class per image; say so instead of "unknown class 'a|b'"
+        raise ValueError(f"{file}: the split's target is multi-label ({len(multi)} images with several classes, e.g. "
+                         f"{multi.iloc[0]!r}); training takes one class per image: split with a target whose "
+                         "several_classes is priority or exclude")
     unknown = sorted(set(df["target_class"].str.lower()) - set(mapping))
     if unknown:
         raise ValueError(f"{file}: target_class value(s) not in class_mapping.json: {unknown[:5]}")

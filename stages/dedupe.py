@@ -287,9 +287,10 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
     near = pd.DataFrame({"image_id_a": ids[i[confirmed]], "image_id_b": ids[j[confirmed]],
                          "distance": d[confirmed], "kind": "near"})
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
-    pairs = pd.concat([p for p in (exact, near, frames) if p is not None and len(p)], ignore_index=True)
-    if pairs.empty:
+    found = [p for p in (exact, near, frames) if p is not None and len(p)]
+    if not found:  # no duplicates at all (pd.concat of nothing raises)
         return pd.DataFrame(columns=PAIR_COLUMNS)
+    pairs = pd.concat(found, ignore_index=True)
     pairs["rank"] = pairs["kind"].map(KIND_RANK)
     pairs = pairs.sort_values(["image_id_a", "image_id_b", "rank", "distance"], kind="stable")
     pairs = pairs.drop_duplicates(["image_id_a", "image_id_b"]).drop(columns="rank")
@@ -345,6 +346,22 @@ def report(manifest: pd.DataFrame, clusters: pd.DataFrame, pairs: pd.DataFrame, 
         "sequence_linked_images": int(len(set(seq["image_id_a"]) | set(seq["image_id_b"]))),
         "params": {k: v for k, v in params.__dict__.items() if k != "workers"},
     }
+
+
+HASH_COLUMNS = ("phash", "dhash")
+
+
+def validate_manifest(manifest: pd.DataFrame, name: str) -> None:
+    """One-line ``ValueError`` naming ``name``, the column, the row and the value of the first problem."""
+    missing = sorted({"image_id", "source", "path", "label", "sha256", *HASH_COLUMNS} - set(manifest.columns))
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing} (found {list(manifest.columns)}): an `endoctl ingest` manifest is needed")
+    for column in ("image_id", *HASH_COLUMNS):
+        bad = ~manifest[column].str.fullmatch(r"[0-9a-fA-F]{16}") if column != "image_id" else manifest[column] == ""
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ValueError(f"{name}: row {row + 2} column {column}: {manifest[column].iloc[row]!r} "
+                             f"({int(bad.sum())} bad value(s); {'16 hex digits expected' if column != 'image_id' else 'empty'})")
 
 
 def dedupe(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> DedupeResult:

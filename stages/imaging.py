@@ -11,9 +11,12 @@ The thumbnail is a box (area) resample.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import simplejpeg
@@ -38,6 +41,13 @@ class ImageRejected(Exception):
 @dataclass(frozen=True)
 class Thumb:
     luma: np.ndarray  # (32, 32) uint8, upright
+    width: int  # upright size of the full image
+    height: int
+
+
+@dataclass(frozen=True)
+class Gray:
+    pixels: np.ndarray  # upright luma at a reduced scale (uint8, 2-D)
     width: int  # upright size of the full image
     height: int
 
@@ -92,13 +102,13 @@ def _thumb(gray: np.ndarray) -> np.ndarray:
     return np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX, box=content_box(gray)))
 
 
-def _reduce(im: Image.Image) -> Image.Image:
-    """Box-reduce by the largest integer factor <= 8 keeping both sides >= 32, like JPEG DCT scaling."""
-    factor = min(8, im.width // THUMB, im.height // THUMB)
+def _reduce(im: Image.Image, side: int = THUMB) -> Image.Image:
+    """Box-reduce by the largest integer factor <= 8 keeping both sides >= ``side``, like JPEG DCT scaling."""
+    factor = min(8, im.width // side, im.height // side)
     return im.reduce(factor) if factor > 1 else im
 
 
-def _fast_jpeg(data: bytes, max_pixels: int) -> Thumb | None:
+def _fast_jpeg(data: bytes, max_pixels: int, side: int = THUMB) -> Gray | None:
     """libjpeg-turbo DCT-scaled grayscale decode; None when Pillow must handle the file."""
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -108,10 +118,10 @@ def _fast_jpeg(data: bytes, max_pixels: int) -> Thumb | None:
         return None
     _check_size(width, height, max_pixels)
     try:
-        gray = simplejpeg.decode_jpeg(data, "GRAY", min_height=THUMB, min_width=THUMB, strict=True)
+        gray = simplejpeg.decode_jpeg(data, "GRAY", min_height=side, min_width=side, strict=True)
     except ValueError:
         return None  # Pillow re-decodes and names the problem
-    return Thumb(_thumb(gray[:, :, 0]), width, height)
+    return Gray(gray[:, :, 0], width, height)
 
 
 def _to_luma(im: Image.Image) -> Image.Image:
@@ -131,31 +141,47 @@ def _to_luma(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Pillow-open ``data`` (header only), every failure turned into an :class:`ImageRejected` reason."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+@contextlib.contextmanager
+def pillow_limit(max_pixels: int | None) -> Iterator[None]:
+    """Pillow's own decompression-bomb check at ``max_pixels`` (its warning an error) for the block.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by default) and fails above twice
+    that; left alone it would reject images the caller's limit allows (a 169-Mpx PNG under the
+    default 178,956,970). Set per call, so it holds in worker processes too.
+    """
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Pillow-open ``data`` (header only), every failure turned into an :class:`ImageRejected` reason;
+    images above ``max_pixels`` are rejected as decompression bombs."""
+    with pillow_limit(None):  # the size check below gives the reason with the image's size
         try:
-            return Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise ImageRejected("not an image: unrecognised file format") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(f"decompression bomb: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection reason
             raise ImageRejected(f"unreadable image header: {exc}") from None
+    _check_size(im.width, im.height, max_pixels)
+    return im
 
 
-def _pillow(data: bytes, max_pixels: int) -> Thumb:
-    im = open_image(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+def _pillow_gray(data: bytes, max_pixels: int, side: int = THUMB) -> Gray:
+    im = open_image(data, max_pixels)
+    with pillow_limit(max_pixels):
         if im.format not in SUPPORTED_FORMATS:
             raise ImageRejected(f"unsupported image format {im.format}")
         width, height = im.size
-        _check_size(width, height, max_pixels)
         drafted = im.format in ("JPEG", "MPO") and im.mode != "CMYK"
         if drafted:  # DCT-scaled decode: the same pixels as the simplejpeg path
-            im.draft("L", (THUMB, THUMB))
+            im.draft("L", (side, side))
         try:
             im.load()
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
@@ -166,15 +192,60 @@ def _pillow(data: bytes, max_pixels: int) -> Thumb:
             raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
     if orientation in (5, 6, 7, 8):  # 90-degree rotations: report the upright size
         width, height = height, width
-    return Thumb(_thumb(np.asarray(luma if drafted else _reduce(luma))), width, height)
+    return Gray(np.asarray(luma if drafted else _reduce(luma, side)), width, height)
+
+
+def _pillow(data: bytes, max_pixels: int) -> Thumb:
+    """The Pillow path alone (the reference the fast path is checked against)."""
+    gray = _pillow_gray(data, max_pixels)
+    return Thumb(_thumb(gray.pixels), gray.width, gray.height)
+
+
+def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = THUMB) -> Gray:
+    """Decode ``data`` once to upright luma at the smallest scale keeping both sides >= ``side``
+    (JPEG: DCT scaling, 1/1 ... 1/8; other formats: an integer box reduction), or raise
+    :class:`ImageRejected`. Ingest hashes it at ``side`` 32; the report measures quality at 128."""
+    if not data:
+        raise ImageRejected("empty file (0 bytes)")
+    if data[:3] == b"\xff\xd8\xff":
+        gray = _fast_jpeg(data, max_pixels, side)
+        if gray is not None:
+            return gray
+    return _pillow_gray(data, max_pixels, side)
 
 
 def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
     """Decode ``data`` once into a 32x32 upright luma thumbnail, or raise :class:`ImageRejected`."""
+    gray = decode_gray(data, max_pixels)
+    return Thumb(_thumb(gray.pixels), gray.width, gray.height)
+
+
+def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
+
+    The file is read in one call (no file handle outlives this function) and decoded once; the
+    image is copied only when it must change (EXIF rotation, another mode). ``draft``: a JPEG is
+    decoded at the smallest DCT scale keeping both sides >= ``draft`` (for thumbnails).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageRejected("file not found (or broken symlink)") from None
+    except OSError as exc:
+        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageRejected("empty file (0 bytes)")
-    if data[:3] == b"\xff\xd8\xff":
-        thumb = _fast_jpeg(data, max_pixels)
-        if thumb is not None:
-            return thumb
-    return _pillow(data, max_pixels)
+    im = open_image(data, max_pixels)
+    try:
+        with pillow_limit(max_pixels):
+            if draft and im.format == "JPEG":
+                im.draft("RGB", (draft, draft))
+            im.load()
+            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        return im if im.mode == "RGB" else im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001
+        raise ImageRejected(f"truncated or corrupt image data: {exc}") from None

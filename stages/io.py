@@ -1,24 +1,132 @@
-"""Atomic, deterministic file output: an interrupted stage never leaves half-written files."""
+"""Atomic, deterministic output: an interrupted stage leaves its previous outputs or its new ones, never a mix.
+
+Two mechanisms, one per kind of output:
+
+* **One file** (:func:`atomic_open`, :func:`write_text`, :func:`write_csv`, ...): written to a
+  hidden temporary beside it, fsynced, renamed over it.
+* **A set of files that must agree** (a split's ``train_val.csv``/``test.csv``/report, a manifest
+  and its rejected list, predictions and theirs, an evaluation's report, metrics and plots):
+  :func:`atomic_dir` builds the whole folder as a hidden sibling and then *exchanges* it with the
+  old folder in one step (Linux ``renameat2(RENAME_EXCHANGE)``), after which the old folder is
+  deleted. Anyone opening files under the folder's path sees the old complete set up to that
+  instant and the new complete set after it. Renaming one file after another cannot give that
+  (killed in between: a new ``train_val.csv`` beside an old ``test.csv``), nor can moving the old
+  folder aside first (a moment with no folder at all); the latter is only the fallback where the
+  kernel or file system lacks ``RENAME_EXCHANGE`` (checked at run time).
+
+Temporaries are named ``.<name>.<pid>.<8 random chars>.tmp``. A killed run leaves one behind; the
+next run writing the same output deletes every such temporary whose process is gone (a live
+concurrent run's temporary is left alone; process ids are per machine, so two machines must not
+write one output folder on a shared file system at the same time), and readers of a folder of
+outputs skip hidden names.
+
+A set folder is replaced as a whole, so it must hold nothing but that command's outputs:
+:func:`check_output_dir` refuses (before any work is done) a folder holding anything else, the
+current folder or one of its parents, and a file where a folder is expected.
+
+Nothing heavy is imported at module level (pandas only inside the CSV helpers), so the command
+line can use these helpers and still answer ``--help`` instantly.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fnmatch
 import os
+import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_exchange_supported: bool | None = None  # learnt on first use: None = not tried yet
+
+
+class OutputError(ValueError):
+    """An output that cannot be written; the message is one line naming the path and why."""
+
+
+# --------------------------------------------------------------------------- temporaries
+
+
+def _temp_name(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _temp_pattern(name: str) -> re.Pattern:
+    # pid optional: tempfile.mkstemp names of earlier versions (".<name>.<8 chars>.tmp") are stale too
+    return re.compile(rf"\.{re.escape(name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Delete the temporaries of ``path`` left by killed runs (their process is gone); return them."""
+    path = Path(path)
+    pattern = _temp_pattern(path.name)
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and not (match.group(1) and _alive(int(match.group(1)))):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
+def is_temporary(name: str) -> bool:
+    """A hidden ``*.tmp`` name: an output being written (or left by a killed run), never an output."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _why(path: str | Path, exc: OSError) -> str:
+    return f"cannot write {exc.filename or path}: {exc.strerror or exc}"
+
+
+# --------------------------------------------------------------------------- single files
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(_why(path, exc)) from None
     try:
         if "b" not in mode:
             kwargs.setdefault("encoding", "utf-8")
@@ -29,9 +137,11 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -51,36 +161,225 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> None:
         df.to_csv(fh, index=False, lineterminator="\n")
 
 
+# --------------------------------------------------------------------------- sets of files
+
+
+def check_output_dir(path: str | Path, owns: Iterable[str], option: str = "--out", what: str = "the outputs",
+                     hint: str = "") -> Path:
+    """Raise :class:`OutputError` unless ``path`` can be replaced as a whole by :func:`atomic_dir`.
+
+    ``owns``: glob patterns of the entry names this command writes there; anything else in the
+    folder (someone's other files) would be deleted by the swap, so it is refused, as are the
+    current folder, a folder holding it, and an existing file. Hidden ``*.tmp`` leftovers count
+    as the command's own.
+    """
+    path = Path(path)
+    patterns = list(owns)
+    shown = f"{option} {path}" + (" (an empty value names it too)" if str(path) == "." and option.startswith("--") else "")
+    here = Path.cwd().resolve()
+    full = path.resolve()
+    if full == here or full in here.parents:
+        raise OutputError(f"{shown}: that is the current folder (or holds it); {what} are replaced together as one "
+                          f"folder, so give them a folder of their own{hint}")
+    if path.is_symlink() and not path.is_dir() or path.exists() and not path.is_dir():
+        raise OutputError(f"{shown} is a file; {what} are written into a folder (replaced as a whole){hint}")
+    if path.is_dir():
+        try:
+            names = sorted(e.name for e in os.scandir(path))
+        except OSError as exc:
+            raise OutputError(f"{shown}: cannot read the folder: {exc.strerror}") from None
+        foreign = [n for n in names if not is_temporary(n) and not any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise OutputError(
+                f"{shown} holds {', '.join(map(repr, foreign[:3]))}{more}, which {'is' if len(foreign) == 1 else 'are'} "
+                f"not among {what} ({', '.join(patterns)}); the folder is replaced as a whole, so give them a folder "
+                f"of their own{hint}")
+    return path
+
+
+def _libc_renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def exchange(a: str | Path, b: str | Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the kernel/file system cannot."""
+    global _exchange_supported
+    if _exchange_supported is False:
+        return False
+    fn = _libc_renameat2()
+    if fn is None:
+        _exchange_supported = False
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        _exchange_supported = True
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        _exchange_supported = False
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _sync(folder: Path) -> None:
+    """Make every file and folder below ``folder`` durable before it is swapped in (files already
+    fsynced by their writer cost next to nothing here); per file, so other processes' unrelated
+    writes on the same file system are never waited for (as ``syncfs`` would)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished ``tmp`` folder at ``path``: exchange with the old folder, then delete it."""
+    if path.is_dir() or path.is_symlink():
+        if not exchange(tmp, path):  # fallback: a moment without the folder (see the module doc)
+            aside = path.parent / _temp_name(path)
+            os.rename(path, aside)
+            os.rename(tmp, path)
+            tmp = aside
+        _fsync_dir(path.parent)
+        _remove(tmp)  # now the previous set
+    else:
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, owns: Iterable[str] = ("*",), option: str = "--out", what: str = "the outputs",
+               hint: str = "") -> Iterator[Path]:
+    """Yield an empty hidden sibling of ``path`` to write the whole output set into; when the block
+    succeeds it replaces ``path`` in one step (see the module doc), else it is deleted.
+
+    OS errors (read-only file system, permissions, disk full) become one-line :class:`OutputError`
+    messages naming the output path.
+    """
+    path = Path(path)
+    patterns = list(owns)
+    check_output_dir(path, patterns, option, what, hint)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(path)
+        tmp = path.parent / _temp_name(path)
+        os.mkdir(tmp)  # umask applies: the folder ends up with normal permissions
+    except OSError as exc:
+        raise OutputError(_why(path, exc)) from None
+    try:
+        yield tmp
+        check_output_dir(path, patterns, option, what, hint)  # nothing foreign arrived meanwhile
+        _sync(tmp)
+        _swap_in(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        # a system error while writing (not an input's "not found" raised with a message)
+        if isinstance(exc, OSError) and exc.errno is not None and str(exc.filename or tmp).startswith(str(tmp)):
+            name = str(exc.filename or path).replace(str(tmp), str(path))
+            raise OutputError(f"cannot write {name}: {exc.strerror or exc}") from None
+        raise
+
+
+# --------------------------------------------------------------------------- reading
+
+# An ingest output folder: the manifest and the rejected list, replaced together.
+MANIFEST_FILE = "manifest.csv"
+REJECTED_FILE = "rejected.csv"
+# A dedupe output folder.
+DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
+
+
+def rejected_file(manifest: Path) -> Path:
+    """The rejected list written with ``manifest`` (``<folder>/rejected.csv``; ``<stem>.rejected.csv``
+    beside a manifest CSV of the older flat layout)."""
+    manifest = Path(manifest)
+    if manifest.name == MANIFEST_FILE:
+        return manifest.with_name(REJECTED_FILE)
+    return manifest.with_name(f"{manifest.stem}.rejected.csv")
+
+
+def source_name(manifest: Path) -> str:
+    """What a manifest file is called in reports: its ingest folder's name, or a flat CSV's stem."""
+    manifest = Path(manifest)
+    return manifest.parent.name if manifest.name == MANIFEST_FILE else manifest.stem
+
+
+
 def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
-    """Read an endoctl CSV with every column as text, so ids and hashes round-trip unchanged."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+    """Read an endoctl CSV with every column as text, so ids and hashes round-trip unchanged.
+
+    An empty, non-UTF-8 or malformed file raises a one-line ``ValueError`` naming it.
+    """
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file ({Path(path).stat().st_size} bytes), expected a CSV with a header row") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        msg = str(exc).strip().replace("\n", " ")
+        raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
 
 
-def read_table(path: str | Path, what: str = "file", encoding: str = "utf-8-sig") -> pd.DataFrame:
+def _read_workbook(path: Path, key_columns: tuple[str, ...]) -> pd.DataFrame:
+    """The sheet holding the data: the first with one of ``key_columns``, else the first non-empty."""
+    import pandas as pd
+
+    try:
+        sheets = pd.read_excel(path, dtype=str, sheet_name=None)
+    except Exception as exc:  # openpyxl raises many types for broken workbooks
+        raise ValueError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
+    filled = {name: df for name, df in sheets.items() if len(df.columns)}
+    if not filled:
+        raise ValueError(f"{path}: every sheet is empty ({', '.join(map(repr, sheets))})")
+    wanted = {c.lower() for c in key_columns}
+    name = next((n for n, df in filled.items() if wanted & {str(c).strip().lower() for c in df.columns}), next(iter(filled)))
+    df = filled[name].fillna("")
+    df.attrs["sheet"] = name
+    return df
+
+
+def read_table(path: str | Path, what: str = "file", key_columns: tuple[str, ...] = (),
+               encoding: str = "utf-8-sig") -> pd.DataFrame:
     """A CSV (``,``/``;``/tab from the header) or xlsx with every cell as stripped text.
 
     Text keeps float cells exact and lets bad values be reported by row instead of coerced.
     ``encoding`` is for CSVs that are not UTF-8 (CrohnIPI ships ISO-8859-1).
     Fully blank rows are dropped but the index is kept, so ``index + 2`` is the row number in the
-    file (header = 1). Unreadable files raise one-line errors naming the file.
+    file (header = 1). From a workbook, the first sheet with one of ``key_columns`` is read (else
+    the first non-empty one; its name is in ``df.attrs["sheet"]``). Unreadable files raise
+    one-line errors naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-        try:
-            df = pd.read_excel(path, dtype=str).fillna("")
-        except Exception as exc:  # openpyxl raises many types for broken workbooks
-            raise ValueError(f"{path}: cannot read workbook ({type(exc).__name__}: {exc})") from None
+        df = _read_workbook(path, key_columns)
     else:
-        try:
-            with open(path, encoding=encoding, newline="") as fh:
-                header = fh.readline()
-            sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
-            df = read_csv(path, sep=sep, encoding=encoding)
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            msg = str(exc).strip().replace("\n", " ")
-            raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
+        with open(path, encoding=encoding, errors="replace", newline="") as fh:
+            header = fh.readline()
+        sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
+        df = read_csv(path, sep=sep, encoding=encoding)
+    sheet = df.attrs.get("sheet")
     df.columns = [str(c).strip() for c in df.columns]
     df = df.apply(lambda col: col.astype(str).str.strip())
-    return df[(df != "").any(axis=1)]
+    df = df[(df != "").any(axis=1)]
+    if sheet is not None:
+        df.attrs["sheet"] = sheet
+    return df

@@ -44,6 +44,7 @@ CONVENTIONS = ("argmax", "threshold")
 REPORTS = ("full", "ce24")
 CI_LEVEL = 0.95
 SHOWN = 3  # offending rows named in one error message
+PROBA_SLACK = 1e-6  # float32 rounding may put a softmax output a hair outside [0, 1]
 BOOTSTRAP_CELLS = 2_000_000  # replicate rows x images per chunk: bounds memory, not results
 
 _CE24_KEYS = ("precision", "recall", "f1_score", "specificity", "accuracy", "auc")
@@ -56,10 +57,10 @@ class EvaluationError(ValueError):
 # ------------------------------------------------------------------------------- reading tables
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, key_columns: tuple[str, ...] = KEY_COLUMNS) -> pd.DataFrame:
     """:func:`endoctl.io.read_table`, its unreadable-file errors as :class:`EvaluationError`."""
     try:
-        return io_read_table(path)
+        return io_read_table(path, key_columns=key_columns)
     except FileNotFoundError:
         raise
     except ValueError as exc:
@@ -121,6 +122,17 @@ class Truth:
 def _column(df: pd.DataFrame, *names: str) -> str | None:
     lower = {c.lower(): c for c in df.columns}
     return next((lower[n] for n in names if n in lower), None)
+
+
+def _known_classes() -> frozenset[str]:
+    """Every class name (lower-case) of the packaged taxonomy's targets: a truth label outside it
+    is a misspelling in the truth rather than a class the predictions forgot."""
+    try:
+        from endoctl.taxonomy import load_taxonomy
+
+        return frozenset(c.lower() for target in load_taxonomy().targets.values() for c in target.classes)
+    except (ValueError, OSError):
+        return frozenset()
 
 
 def _display_from_taxonomy(keys: list[str]) -> dict[str, str]:
@@ -220,9 +232,13 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
     non-finite probabilities, and ``predicted_class`` values that are no class.
     """
     notes: list[str] = []
+    sheet = pred.attrs.get("sheet")
     path_col = _column(pred, "image_path")
     if path_col is None:
-        raise EvaluationError(f"{name}: no image_path column; found columns {list(pred.columns)}")
+        where = f"no sheet has an image_path column (sheet {sheet!r}" if sheet is not None else "no image_path column (file"
+        raise EvaluationError(f"{name}: {where} has columns {list(pred.columns)})")
+    if not len(pred):
+        raise EvaluationError(f"{name}: no prediction rows (header only{f', sheet {sheet!r}' if sheet is not None else ''})")
     by_lower = {c.lower(): c for c in pred.columns}
     candidates = [c for c in pred.columns if c.lower() not in METADATA_COLUMNS]
     if truth.classes is not None:
@@ -240,6 +256,15 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
         columns = [c for c in candidates if _looks_numeric(pred[c])]
         have = {c.lower() for c in columns}
         lacking = sorted({lab for lab in truth.labels if lab.lower() not in have})
+        known = _known_classes()
+        strangers = [c for c in lacking if known and c.lower() not in known]
+        if strangers and columns:  # not a class anywhere: the truth is wrong, not the predictions
+            rows = _rows(truth.labels.index[truth.labels == strangers[0]])
+            col = _column(truth.frame, "class_label") or "class"
+            raise EvaluationError(
+                f"truth {truth.path}: unknown class {strangers[0]!r} in column {col} (rows {_first([str(r) for r in rows])})"
+                + (f" and {len(strangers) - 1} more unknown class(es)" if len(strangers) > 1 else "")
+                + f": not a class of the predictions ({', '.join(columns)}) nor of any taxonomy target")
         if lacking:
             raise EvaluationError(f"{name}: no probability column for truth class(es) {_first([repr(c) for c in lacking])} "
                                   f"(probability columns: {', '.join(columns) or 'none'})")
@@ -298,13 +323,19 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
         raise EvaluationError(f"{name}: {len(shown)} image(s) predicted more than once, first: {_first(shown)}")
 
     proba = np.column_stack([_numeric(pred[c]) for c in columns]) if columns else np.zeros((len(pred), 0))
-    for problem, bad in (("empty or non-numeric", np.isnan(proba)), ("non-finite", np.isinf(proba))):
+    with np.errstate(invalid="ignore"):
+        outside = (proba < -PROBA_SLACK) | (proba > 1 + PROBA_SLACK)
+    for problem, bad in (("empty or non-numeric", np.isnan(proba)), ("non-finite", np.isinf(proba)),
+                         ("outside [0, 1]", outside)):
         cells = np.argwhere(bad)
         if len(cells):
             shown = [f"row {_rows([pred.index[r]])[0]} ({pk[r]}) column {columns[c]!r}: {pred[columns[c]].iloc[r]!r}"
                      for r, c in cells[:SHOWN]]
+            hint = ""
+            if problem.startswith("outside") and proba.min() >= 0 and np.allclose(proba.sum(axis=1), 100, rtol=1e-3):
+                hint = " (every row sums to 100: percentages? give probabilities, i.e. divide by 100)"
             raise EvaluationError(f"{name}: {len(cells)} {problem} probability value(s), first: "
-                                  f"{_first(shown, len(cells))}")
+                                  f"{_first(shown, len(cells))}{hint}")
     pc_col = _column(pred, "predicted_class")
     if pc_col is not None:
         pc = pred[pc_col].str.lower().to_numpy()
@@ -333,8 +364,9 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
 
 
 def load_predictions(path: str | Path) -> pd.DataFrame:
-    """A prediction table (CE24 submission xlsx/CSV or endoctl predict CSV), as text."""
-    return read_table(path)
+    """A prediction table (CE24 submission xlsx/CSV or endoctl predict CSV), as text; from a
+    workbook, the first sheet with an ``image_path`` column."""
+    return read_table(path, ("image_path",))
 
 
 PREDICTION_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
@@ -669,6 +701,9 @@ def evaluate(data: EvalData, report: str = "full", n_bootstrap: int = 1000, seed
     if report == "ce24":
         return ce24_report(data.y, data.proba, data.classes, convention or _default_convention(data))
     return full_report(data, n_bootstrap, seed, convention)
+
+
+LEAK_FREE_FILE = "leak_free_images.csv"  # beside the report: the truth images leak_free scores
 
 
 def subset(data: EvalData, keep: np.ndarray) -> EvalData:

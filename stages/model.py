@@ -293,6 +293,12 @@ _tolerant_pickle.load = lambda fh, **kw: _TolerantUnpickler(fh, **kw).load()  # 
 _tolerant_pickle.__dict__["UnpicklingError"] = pickle.UnpicklingError
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none (torch.load of an empty file)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__ + (" (empty file)" if isinstance(exc, EOFError) else "")
+
+
 def read_weights(path: str | Path, tolerant: bool = True) -> Any:
     """The raw object in a checkpoint or weights file, on CPU, without running code from it.
 
@@ -309,19 +315,19 @@ def read_weights(path: str | Path, tolerant: bool = True) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - any parse failure is one clear message
-            raise ValueError(f"cannot read {path} as safetensors: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"cannot read {path} as safetensors: {_first_line(exc)}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not tolerant:
-            raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {_first_line(exc)}") from None
         # objects outside torch's allow-list (e.g. Lightning hyper_parameters): placeholders below
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(exc)}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(exc)}") from None
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -20,6 +20,7 @@ import pandas as pd
 from endoctl.io import atomic_open, write_csv
 
 DPI = 120
+PLOT_FILES = ("confusion_matrix.png", "roc.png", "roc.csv", "roc_micro.csv", "confusion.csv")
 DECIMALS = 6  # roc.csv precision: plenty for a curve, keeps the file small and stable
 
 
@@ -194,7 +195,7 @@ def write_plots(out_dir: str | Path, y: np.ndarray, proba: np.ndarray, classes: 
         defined = per[~np.isnan(per)]
         aucs.update(micro=micro_auc(y, proba), macro=float(defined.mean()) if len(defined) else None)
     aucs = {k: (None if v is None or not np.isfinite(v) else v) for k, v in aucs.items()}
-    paths = [out_dir / name for name in ("confusion_matrix.png", "roc.png", "roc.csv", "roc_micro.csv", "confusion.csv")]
+    paths = [out_dir / name for name in PLOT_FILES]
     heading = f"{title}: " if title else ""
     accuracy = f", balanced accuracy {report['balanced_accuracy']:.3f}" if report and "balanced_accuracy" in report else ""
     _save(confusion_figure(cm, classes, f"{heading}confusion matrix, {len(y):,} images{accuracy}"), paths[0])

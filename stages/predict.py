@@ -26,20 +26,18 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_image
-from endoctl.io import atomic_open, read_csv, write_csv
+from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_rgb
+from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 
-_EXIF_ORIENTATION = 0x0112
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 PATH_COLUMNS = ("path", "image_path")
 
@@ -55,6 +53,8 @@ class ImageList:
     paths: list[str]
     root: Path
     skipped: int = 0  # files in a folder that are not images by suffix, or hidden
+    rows: int = 0  # data rows of a CSV (0 for a folder)
+    repeated: dict[str, list[int]] = field(default_factory=dict)  # CSV path listed more than once -> its rows
 
     def files(self) -> list[Path]:
         return [self.root / p for p in self.paths]
@@ -64,8 +64,9 @@ def list_images(source: str | Path) -> ImageList:
     """Images of a folder (recursive; paths relative to it) or of a CSV's ``path`` column.
 
     CSV paths are written as given and opened relative to the current folder, as in endoctl split
-    CSVs. A path listed twice is predicted once (the output has one row per ``image_path``).
-    Hidden files and folders and files without an image suffix are skipped, and counted.
+    CSVs. A path listed twice is predicted once (the output has one row per ``image_path``) and
+    reported in ``repeated``; a row without a path is an error. Hidden files and folders and files
+    without an image suffix are skipped, and counted.
     """
     source = Path(source)
     if source.is_dir():
@@ -86,42 +87,17 @@ def list_images(source: str | Path) -> ImageList:
         column = next((c for c in PATH_COLUMNS if c in table.columns), None)
         if column is None:
             raise ValueError(f"{source} has no path column (columns: {', '.join(map(str, table.columns))})")
-        paths = sorted({p for p in table[column] if p.strip()})
-        return ImageList(paths, Path("."))
+        values = table[column].str.strip()
+        empty = (values == "").to_numpy()
+        if empty.any():
+            raise ValueError(f"{source}: {int(empty.sum())} row(s) without a {column}, first: row {int(empty.argmax()) + 2}")
+        repeated = {p: [i + 2 for i in rows] for p, rows in values.groupby(values).indices.items() if len(rows) > 1}
+        return ImageList(sorted(set(values)), Path("."), rows=len(values), repeated=repeated)
     raise FileNotFoundError(f"images not found: {source} (expected a folder or a .csv)")
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading one image
-
-
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
-
-    The file is read in one call (no file handle outlives this function) and decoded once; the
-    image is copied only when it must change (EXIF rotation, another mode).
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageRejected("file not found (or broken symlink)") from None
-    except OSError as exc:
-        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageRejected("empty file (0 bytes)")
-    im = open_image(data)
-    if im.width * im.height > max_pixels:
-        raise ImageRejected(f"decompression bomb: {im.width}x{im.height} pixels > limit {max_pixels}")
-    try:
-        im.load()
-        if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-            im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-        return im if im.mode == "RGB" else im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001
-        raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
 
 
 def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor | None, torch.Tensor | None]:
@@ -395,17 +371,33 @@ def rejected_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.rejected.csv")
 
 
+def output_names(out: str | Path) -> list[str]:
+    """What predict may have written in ``--out``'s folder: the table in either format, its rejected list."""
+    stem = Path(out).stem
+    return [f"{stem}.csv", f"{stem}.xlsx", rejected_path(out).name]
+
+
+def check_output_folder(out: str | Path) -> None:
+    """``OutputError`` unless ``--out``'s folder holds only predict outputs (it is replaced as a whole)."""
+    out = Path(out)
+    check_output_dir(out.parent, output_names(out), "the folder of --out", "predict outputs",
+                     hint=f" (e.g. --out predictions/{out.name})")
+
+
 def write_predictions(out: str | Path, result: PredictionResult) -> Path:
-    """Write the table (CSV or xlsx by suffix) and ``<stem>.rejected.csv`` beside it, atomically."""
+    """Write the table (CSV or xlsx by suffix) and ``<stem>.rejected.csv`` beside it as one set: their
+    folder is rebuilt and swapped in with one rename (:func:`endoctl.io.atomic_dir`)."""
+    out = Path(out)
     kind = check_output(out, len(result.table))
-    if kind == "csv":
-        write_csv(out, result.table)  # float32 columns print as their shortest round-trip text
-    else:
-        table = result.table.copy()
-        for name in table.columns[1:-1]:  # float32 -> the float64 of its shortest text (0.1, not 0.10000000149)
-            table[name] = table[name].to_numpy().astype(str).astype(np.float64)
-        with atomic_open(out, "wb") as fh:
-            table.to_excel(fh, index=False, engine="openpyxl")
-    path = rejected_path(out)
-    write_csv(path, result.rejected)
-    return path
+    with atomic_dir(out.parent, output_names(out), "the folder of --out", "predict outputs",
+                    hint=f" (e.g. --out predictions/{out.name})") as tmp:
+        if kind == "csv":
+            write_csv(tmp / out.name, result.table)  # float32 columns print as their shortest round-trip text
+        else:
+            table = result.table.copy()
+            for name in table.columns[1:-1]:  # float32 -> the float64 of its shortest text (0.1, not 0.10000000149)
+                table[name] = table[name].to_numpy().astype(str).astype(np.float64)
+            with atomic_open(tmp / out.name, "wb") as fh:
+                table.to_excel(fh, index=False, engine="openpyxl")
+        write_csv(tmp / rejected_path(out).name, result.rejected)
+    return rejected_path(out)

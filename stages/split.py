@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, patient_keys
+from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY
 
 TEST, TRAIN_VAL = "test", "train_val"
 SPLIT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]
@@ -231,8 +232,9 @@ def assign(
 ) -> pd.DataFrame:
     """Place every group wholly in ``test`` or one ``train_val`` fold; one result row per input row.
 
-    ``groups``: group id per row. ``y``: class per row; empty/NaN rows (excluded images) ride along
-    with their group but do not count for sizes or strata. ``pinned``: bool per row; a group with
+    ``groups``: group id per row. ``y``: class per row, or several joined by '|' (a multi-label
+    row counts once for each of its classes and once for the image total); empty/NaN rows
+    (excluded images) ride along with their group but do not count for sizes or strata. ``pinned``: bool per row; a group with
     any pinned row goes to test. ``previous``: per row ``'test'``, a fold number, or empty/NaN;
     a group whose previous rows agree keeps that place. Rows previously in test and train_val
     in one group (a "conflict": the group merged across splits) go to test; rows previously in
@@ -258,10 +260,11 @@ def assign(
        train_val groups into ``folds`` equal folds. Test comes first because its proportions
        matter most; the folds then do what they can (a fold that must hold a video with 60 % of
        a class cannot be balanced: the report says so).
-    3. Each stage is greedy like StratifiedGroupKFold, generalised to bins of unequal weight and
-       to groups fixed in advance (pinned/kept groups are loaded first): a group goes to the bin
-       that minimises the spread (std across bins) of the fill ratios load / target over the
-       group's classes and the image total (:func:`_greedy`).
+    3. Each stage is greedy like StratifiedGroupKFold, generalised to bins of unequal weight, to
+       groups fixed in advance (pinned/kept groups are loaded first) and to multi-label rows (a
+       group's count vector holds, per class, its images carrying that class, as in iterative
+       stratification): a group goes to the bin that minimises the spread (std across bins) of the
+       fill ratios load / target over the group's classes and the image total (:func:`_greedy`).
     4. A local search then moves single groups, or swaps two of the largest, while that lowers
        the sum over bins of squared class-proportion deviations + squared relative size error
        (:func:`_refine`).
@@ -280,13 +283,15 @@ def assign(
            else np.zeros(len(index), dtype=bool))
     uniq, g_of = np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
     n_groups = len(uniq)
-    classes = np.array(sorted({c for c in lab if c}), dtype=object)
     labelled = lab != ""
-    c_of = np.searchsorted(classes, lab[labelled]) if len(classes) else np.zeros(0, dtype=np.int64)
+    # One (row, class) pair per class of a row: multi-label rows weigh in every class they carry.
+    per_class = pd.Series(lab[labelled], index=np.flatnonzero(labelled), dtype=object).str.split(LABEL_SEP).explode()
+    classes = np.array(sorted(set(per_class)), dtype=object)
+    c_of = np.searchsorted(classes, per_class.to_numpy()) if len(classes) else np.zeros(0, dtype=np.int64)
     ncol = len(classes) + 1  # classes + image total
     counts = np.zeros((n_groups, ncol), dtype=np.float64)
-    np.add.at(counts, (g_of[labelled], c_of), 1.0)
-    counts[:, -1] = counts[:, :-1].sum(axis=1)
+    np.add.at(counts, (g_of[per_class.index.to_numpy(dtype=np.int64)], c_of), 1.0)
+    counts[:, -1] = np.bincount(g_of[labelled], minlength=n_groups)
 
     n_bins = folds + 1
     fixed = np.full(n_groups, -1, dtype=np.int64)
@@ -479,7 +484,8 @@ def _default_labeler(manifest: pd.DataFrame, taxonomy, target: str, formats: Map
 
 
 def _aligned_labels(table: pd.DataFrame, mapped: pd.DataFrame) -> pd.DataFrame:
-    """``target_class, excluded`` per row of ``table`` from ``map_labels``' answer."""
+    """``target_class, excluded, candidates`` per row of ``table`` from ``map_labels``' answer
+    (``candidates``: every class the row's findings reach; empty when the labeler gives none)."""
     missing = {"image_id", "target_class", "excluded"} - set(mapped.columns)
     if missing:
         raise ValueError(f"map_labels returned no column(s) {sorted(missing)}")
@@ -491,6 +497,8 @@ def _aligned_labels(table: pd.DataFrame, mapped: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "target_class": mapped["target_class"].astype(object).fillna("").astype(str).to_numpy(),
         "excluded": mapped["excluded"].astype(object).fillna("").astype(str).to_numpy(),
+        "candidates": (mapped["candidates"].astype(object).fillna("").astype(str).to_numpy()
+                       if "candidates" in mapped.columns else ""),
     })
     unexplained = (out["target_class"] == "") & (out["excluded"] == "")
     out.loc[unexplained, "excluded"] = "no target class"
@@ -544,9 +552,10 @@ def split(
     labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
     table["target_class"] = labels["target_class"].to_numpy()
     table["excluded"] = labels["excluded"].to_numpy()
+    table["candidates"] = labels["candidates"].to_numpy()
     keep = table["excluded"] == ""
     known = {k.lower() for k in mapping}
-    unknown = sorted(c for c in set(table.loc[keep, "target_class"]) if c.lower() not in known)
+    unknown = sorted({c for v in set(table.loc[keep, "target_class"]) for c in v.split(LABEL_SEP) if c.lower() not in known})
     if unknown:
         raise ValueError(f"target classes {unknown} are not in target {target!r}'s class mapping {list(mapping)}")
 
@@ -602,6 +611,9 @@ def split(
     used.update(params or {})
     report = _report(table, keep, train_val, test, excluded, all_pairs, len(sha_links), mapping, pins, pin_hits,
                      pinned, previous, prev_bin, test_fraction, folds, max_group_share, used, warnings, nest_in)
+    spec = taxonomy.targets[target]
+    report["several_classes"] = _several_classes_report(table, spec, mapping)
+    report["composition"] = _composition_report(pd.concat([train_val, test], ignore_index=True), spec, formats or {})
     return SplitResult(train_val, test, excluded, mapping, report, warnings)
 
 
@@ -659,6 +671,11 @@ def straddling(train_val: pd.DataFrame, test: pd.DataFrame, key: str = "group") 
     return {"across_splits": len(both), "across_folds": len(multi), "examples": (both + multi)[:5]}
 
 
+def _per_class(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with one row per class of ``target_class`` (multi-label values are '|'-joined)."""
+    return frame.assign(target_class=frame["target_class"].str.split(LABEL_SEP)).explode("target_class")
+
+
 def _pct(x: float) -> float:
     return round(100.0 * x, 3)
 
@@ -668,20 +685,24 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
     kept = table[keep]
     n_kept = len(kept)
     outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
-    classes = _class_order(mapping, outputs["target_class"])
     sources = sorted(set(outputs["source"]))
     bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
     outputs["bin"] = np.where(outputs["split"] == TEST, TEST, "fold " + outputs["fold"].astype(str))
+    # One row per (image, class): a multi-label image counts in each of its classes; shares stay
+    # per image (a class's share of a split = images carrying it / images in the split).
+    per_class = _per_class(outputs)
+    classes = _class_order(mapping, per_class["target_class"])
 
-    per_bin = pd.crosstab(outputs["target_class"], outputs["bin"])
+    per_bin = pd.crosstab(per_class["target_class"], per_class["bin"])
     per_bin[TRAIN_VAL] = per_bin.drop(columns=[TEST], errors="ignore").sum(axis=1)
     per_bin = per_bin.reindex(index=classes, columns=bins, fill_value=0)
-    sizes = per_bin.sum(axis=0)
+    sizes = outputs["bin"].value_counts().reindex(bins, fill_value=0)
+    sizes[TRAIN_VAL] = len(train_val)
     counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
-    for (c, s, src), n in outputs.groupby(["target_class", "split", "source"]).size().items():
+    for (c, s, src), n in per_class.groupby(["target_class", "split", "source"]).size().items():
         counts[c][s][src] = int(n)
-    overall = outputs["target_class"].value_counts()
-    groups_per_class = outputs.groupby("target_class")["group"].nunique()
+    overall = per_class["target_class"].value_counts()
+    groups_per_class = per_class.groupby("target_class")["group"].nunique()
     proportions, max_dev, max_dev_strat = {}, {b: 0.0 for b in bins}, {b: 0.0 for b in bins}
     for c in classes:
         base = overall.get(c, 0) / max(len(outputs), 1)
@@ -813,10 +834,118 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
     return report
 
 
+def _several_classes_report(table: pd.DataFrame, spec, mapping: Mapping[str, int]) -> dict:
+    """What the target's ``several_classes`` rule did to the images whose findings reach several
+    classes (every input row with several ``candidates``), in total and per class."""
+    rows = table[table["candidates"].str.contains(LABEL_SEP, regex=False)]
+    kept = rows["excluded"] == ""
+    rule = spec.several
+    per = _per_class(rows.assign(target_class=rows["candidates"], chosen=rows["target_class"]))
+    per_class = {}
+    for cls in _class_order(mapping, per["target_class"]):
+        among = per[per["target_class"] == cls]
+        entry = {"images": len(among)}
+        if rule == PRIORITY:
+            entry["won"] = int((among["chosen"] == cls).sum())
+            entry["lost"] = len(among) - entry["won"]
+        elif rule == MULTI_LABEL:
+            entry["kept_multi_label"] = int((among["excluded"] == "").sum())
+        else:
+            entry["excluded_as_ambiguous"] = int((among["excluded"] != "").sum())
+        per_class[cls] = entry
+    return {
+        "rule": rule,
+        "priority": [c.lower() for c in spec.priority] if spec.priority else None,
+        "images": len(rows),
+        "resolved_by_priority": int(kept.sum()) if rule == PRIORITY else 0,
+        "kept_multi_label": int(kept.sum()) if rule == MULTI_LABEL else 0,
+        "excluded_as_ambiguous": int((~kept).sum()),
+        "per_class": per_class,
+    }
+
+
+def _composition_report(outputs: pd.DataFrame, spec, formats: Mapping[str, str]) -> dict | None:
+    """Images per taxonomy dataset x target class of this build beside the target's published
+    reference counts (``reference`` in the taxonomy), or None when the target has none."""
+    ref = spec.reference
+    if ref is None:
+        return None
+    outputs = outputs.assign(dataset=outputs["source"].map(lambda s: formats.get(s, s)))
+    build = _per_class(outputs).groupby(["target_class", "dataset"]).size()
+    totals = build.groupby(level=0).sum()
+    classes = [c.lower() for c in spec.classes]
+    datasets = list(ref.datasets) + sorted(set(outputs["dataset"]) - set(ref.datasets))
+    images = outputs["dataset"].value_counts()
+    return {
+        "reference": ref.source,
+        "classes": classes,
+        "class_names": list(spec.classes),
+        "datasets": datasets,
+        "build": {c: {d: int(build.get((c, d), 0)) for d in datasets} for c in classes},
+        "build_totals": {c: int(totals.get(c, 0)) for c in classes},
+        "build_images": {d: int(images.get(d, 0)) for d in datasets},
+        "build_images_total": len(outputs),
+        "paper_totals": {c.lower(): n for c, n in ref.totals.items()},
+        "paper_datasets": {d: {c.lower(): n for c, n in cells.items()} for d, cells in ref.datasets.items()},
+        "paper_images_total": ref.images,
+    }
+
+
 def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _several_classes_md(info: dict | None) -> list[str]:
+    if not info:
+        return []
+    out = [f"## Images whose findings reach several classes (rule: {info['rule']})", ""]
+    if info["priority"]:
+        out.append("- priority (first wins): " + " > ".join(info["priority"]))
+    out += [f"- images: {info['images']} = resolved by priority {info['resolved_by_priority']} + kept multi-label "
+            f"{info['kept_multi_label']} + excluded as ambiguous {info['excluded_as_ambiguous']}", ""]
+    if info["per_class"]:
+        keys = [k for k in next(iter(info["per_class"].values())) if k != "images"]
+        out += [_md_table(["class", "images among"] + [k.replace("_", " ") for k in keys],
+                          [[c, e["images"]] + [e[k] for k in keys] for c, e in info["per_class"].items()]), ""]
+    return out
+
+
+def _composition_md(comp: dict | None) -> list[str]:
+    """Source x class counts in the layout of the publication's table, its numbers beside them."""
+    if not comp:
+        return []
+
+    def num(n: int | None) -> str:
+        return "–" if n is None else f"{n:,}"
+
+    header = ["class"]
+    for d in comp["datasets"]:
+        header += [d] + ([f"{d} (paper)"] if d in comp["paper_datasets"] else [])
+    header += ["total", "total (paper)", "difference"]
+    rows = []
+    for c, name in zip(comp["classes"], comp["class_names"]):
+        cells = [name]
+        for d in comp["datasets"]:
+            cells.append(num(comp["build"][c][d]))
+            if d in comp["paper_datasets"]:
+                cells.append(num(comp["paper_datasets"][d].get(c)))
+        paper = comp["paper_totals"].get(c)
+        total = comp["build_totals"][c]
+        cells += [num(total), num(paper), "–" if paper is None else f"{total - paper:+,}"]
+        rows.append(cells)
+    cells = ["**images**"]
+    for d in comp["datasets"]:
+        cells += [num(comp["build_images"][d])] + (["–"] if d in comp["paper_datasets"] else [])
+    paper = comp["paper_images_total"]
+    cells += [num(comp["build_images_total"]), num(paper),
+              "–" if paper is None else f"{comp['build_images_total'] - paper:+,}"]
+    rows.append(cells)
+    return ["## Composition beside the published numbers", "",
+            f"Reference: {comp['reference']} Images per source dataset and class of this build (train_val + "
+            "test); '(paper)' columns and the paper total where the publication gives them, '–' where it does not.",
+            "", _md_table(header, rows), ""]
 
 
 def report_markdown(report: dict) -> str:
@@ -855,6 +984,7 @@ def report_markdown(report: dict) -> str:
     header = ["class"] + [f"{sp} / {src}" for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
     out += [_md_table(header, [[c] + [r["counts"][c][sp][src] for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
                                for c in r["classes"]]), ""]
+    out += _several_classes_md(r.get("several_classes")) + _composition_md(r.get("composition"))
     pn = r["pinned"]
     out += ["## Pins", "", f"- pins: {', '.join(pn['pins']) or 'none'}",
             f"- pinned images: {pn['images']} ({', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-'})",
@@ -893,14 +1023,17 @@ def _nesting_markdown(n: dict | None) -> list[str]:
 
 
 def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
-    """Write the six output files atomically (each via a temp file and a rename)."""
-    from endoctl.io import write_csv, write_text
+    """Write the six output files as one set: built in a hidden sibling folder and swapped in with
+    one rename (:func:`endoctl.io.atomic_dir`), so a reader or a killed run never sees a new
+    ``train_val.csv`` beside an old ``test.csv`` (images in both) or a report of other files."""
+    from endoctl.io import atomic_dir, write_csv, write_text
 
     out = Path(out_dir)
-    write_csv(out / "train_val.csv", result.train_val)
-    write_csv(out / "test.csv", result.test)
-    write_text(out / "class_mapping.json", json.dumps(result.class_mapping, indent=2) + "\n")
-    write_csv(out / "excluded.csv", result.excluded[EXCLUDED_COLUMNS])
-    write_text(out / "split_report.json", json.dumps(result.report, indent=2) + "\n")
-    write_text(out / "split_report.md", report_markdown(result.report))
+    with atomic_dir(out, OUTPUT_FILES, what="split outputs") as tmp:
+        write_csv(tmp / "train_val.csv", result.train_val)
+        write_csv(tmp / "test.csv", result.test)
+        write_text(tmp / "class_mapping.json", json.dumps(result.class_mapping, indent=2) + "\n")
+        write_csv(tmp / "excluded.csv", result.excluded[EXCLUDED_COLUMNS])
+        write_text(tmp / "split_report.json", json.dumps(result.report, indent=2) + "\n")
+        write_text(tmp / "split_report.md", report_markdown(result.report))
     return [out / name for name in OUTPUT_FILES]

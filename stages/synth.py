@@ -1,4 +1,4 @@
-"""Embedded demo data: small, deterministic raw datasets in the native layouts of three real sources.
+"""Embedded demo data: small, deterministic raw datasets in the native layouts of five real sources.
 
 Everything downstream (ingest -> near-duplicate dedupe -> patient-grouped splits -> training)
 needs data with the same traps as the real thing, and must run offline. So this writes:
@@ -9,7 +9,13 @@ needs data with the same traps as the real thing, and must run offline. So this 
 * ``ce24/``: Capsule-Vision-2024-like training/validation folders that are resized, re-encoded
   *copies* of a random subset of the two sources above, assigned to training/validation per
   image (so videos straddle the split, as in the real CE24), plus a test set from videos that
-  exist nowhere else, a truth xlsx, one image filed under two classes, and corrupt files.
+  exist nowhere else, a truth xlsx, one image filed under two classes, and corrupt files;
+* ``ers/``: ERS-like multi-label PNG frames per patient (``samples/`` and ``seq_NN/`` with
+  consecutive frame numbers), labelled only by the code tokens in the names of their mask files
+  (several per frame, 0-byte masks, several codes in one name, a frame without any mask);
+* ``see_ai/``: SEE-AI-like capsule frames (``SEE_AI_project_all_images/imageNNNNN.jpg``) with
+  YOLO box files (``SEE_AI_project_all_txt/``; several classes in one file; normal frames have
+  no or an empty file), numbered consecutively along each video.
 
 Every class has a distinct, learnable visual pattern on a capsule-endoscopy-like background, so
 a small model trained on the demo data learns something. Output is byte-identical for the same
@@ -21,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import shutil
 import string
 import zipfile
 from collections import Counter
@@ -36,6 +40,8 @@ from openpyxl import Workbook
 from openpyxl.writer.excel import ExcelWriter
 from PIL import Image, ImageDraw, ImageFilter
 
+from endoctl.io import atomic_dir
+
 KC_SIZE, KID_SIZE, CE24_SIZE = 336, 360, 224
 KC_QUALITY, KID_QUALITY, CE24_QUALITY = 90, 90, 85
 PATCH = 288  # lesions are painted into a PATCH x PATCH window centred on their position
@@ -47,6 +53,11 @@ KID_NORMAL_SHARE = 0.4
 KID_EMPTY = "normal-small-bowel/normal-small-bowel-P99-1.jpg"  # hence at most 98 KID patients
 CE24_TEST_PREFIX = "Test set for us, with excel sheet and seperated/"  # sic, as in the real file
 XLSX_TIME = datetime(2024, 1, 1)
+ERS_SIZE, SEE_AI_SIZE, SEE_AI_QUALITY = 320, 576, 90
+ERS_SAMPLES, ERS_SEQ_FRAMES = 5, 6  # per patient: precise samples, then one sequence of consecutive frames
+SEE_AI_FRAMES = 10  # consecutive frames per SEE-AI-like video
+SEE_AI_IMAGES, SEE_AI_TXT = "SEE_AI_project_all_images", "SEE_AI_project_all_txt"
+SOURCES = ("kvasir_capsule", "kid", "ce24", "ers", "see_ai")  # the folders written into DEST
 
 NORMAL = "Normal clean mucosa"
 WORMS = "Worms"
@@ -91,8 +102,32 @@ CE24_CLASSES: dict[str, str] = {
     WORMS: "Worms",
 }
 
+# ERS frame contents: (mask files as code tuples, findings painted; "blur" blurs the frame). Codes
+# are those of the taxonomy's ers vocabulary: c22 polyp, b01 blood, c26 ulcer, c20 the (assumed)
+# worms code, g19 ulcer with bleeding, h01/h02 healthy, q02/q05 blur, c01 an unnamed code.
+ERS_CASES: list[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = [
+    ((("h01",),), ()),
+    ((("c22", "h01"),), ("Polyp",)),
+    ((("b01",), ("c22",)), ("Polyp", "Blood - fresh")),
+    ((("c26",),), ("Ulcer",)),
+    ((("c20",),), (WORMS,)),
+    ((("q02",),), ("blur",)),
+    ((("c01",),), ("Erythema",)),
+    ((("g19",),), ("Ulcer", "Blood - fresh")),
+    ((("c22",), ("q05",)), ("Polyp", "blur")),
+]
+ERS_EMPTY_MASK = {"h01", "h02", "q02", "q05", "b01"}  # written as 0-byte masks: "label present, no mask"
+# SEE-AI YOLO class ids (0 angiodysplasia ... 11 vein) of the lesions the demo paints.
+SEE_AI_NAMES = ["angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like",
+                 "bleeding", "diverticulum", "erythema", "foreign body", "vein"]
+SEE_AI_IDS = {"Angiectasia": 0, "Erosion": 1, "Lymphangiectasia": 3, "Polyp": 6, "Blood - fresh": 7, "Erythema": 9,
+              "Foreign body": 10}
+SEE_AI_CASES: list[tuple[str, ...]] = [("Erosion", "Erythema"), ("Blood - fresh",), ("Blood - fresh", "Polyp"),
+                                       ("Angiectasia",), ("Polyp",), ("Lymphangiectasia",), ("Foreign body",), ("Erosion",)]
+
 # Independent random streams, so e.g. changing the KID size never changes a Kvasir-Capsule pixel.
 _PLAN_KC, _PLAN_TEST, _PLAN_KID, _RENDER_KC, _RENDER_TEST, _RENDER_KID, _RENDER_WORMS, _CE24, _RENDER_AIIMS = range(9)
+_PLAN_ERS, _RENDER_ERS, _PLAN_SEE_AI, _RENDER_SEE_AI = range(9, 13)
 
 
 @dataclass(frozen=True)
@@ -105,6 +140,8 @@ class SynthConfig:
     ce24_copy_fraction: float = 0.6  # share of KC/KID images copied into CE24 training/validation
     ce24_test_videos: int = 2  # extra KC-like videos whose frames are copied ONLY into CE24 testing
     corrupt: bool = True  # plant a truncated JPEG, an empty file and a text file named .jpg
+    ers_patients: int = 3  # ERS-like patients (samples/ + seq_01/ each)
+    see_ai_videos: int = 3  # SEE-AI-like videos of consecutive frames
 
     def validate(self) -> None:
         """Reject sizes the layouts cannot represent, before anything is written."""
@@ -115,6 +152,8 @@ class SynthConfig:
             "kid_images_per_patient >= 1": self.kid_images_per_patient >= 1,
             "0 < ce24_copy_fraction <= 1": 0 < self.ce24_copy_fraction <= 1,
             "ce24_test_videos >= 0": self.ce24_test_videos >= 0,
+            "1 <= ers_patients <= 9999": 1 <= self.ers_patients <= 9999,
+            "see_ai_videos >= 1": self.see_ai_videos >= 1,
         }
         failed = [rule for rule, ok in checks.items() if not ok]
         if failed:
@@ -436,6 +475,76 @@ def _plan_kid(rng: np.random.Generator, config: SynthConfig) -> list[_KidImage]:
     ]
 
 
+@dataclass(frozen=True)
+class _ErsFrame:
+    folder: str  # <patient>/samples or <patient>/seq_NN
+    number: int
+    masks: tuple[tuple[str, ...], ...]  # the code tokens of each mask file; () = no mask at all (planted)
+    paint: tuple[str, ...]  # findings drawn; "blur" blurs the frame
+
+    @property
+    def name(self) -> str:
+        return f"{self.number:06d}"
+
+    @property
+    def label(self) -> str:
+        """What the frame's labels are, read from its mask names (sorted codes joined with '|')."""
+        return "|".join(sorted({code for codes in self.masks for code in codes}))
+
+
+def _plan_ers(rng: np.random.Generator, config: SynthConfig) -> list[list[_ErsFrame]]:
+    """Per patient: precise samples (each frame one of ERS_CASES, every case before any repeats)
+    and one sequence of consecutive frames (healthy, then a polyp coming into view)."""
+    deck = _deck(rng, [str(i) for i in range(len(ERS_CASES))])
+    patients = []
+    for p in range(1, config.ers_patients + 1):
+        pid = f"{p:04d}"
+        frames = []
+        for number in sorted(int(n) for n in rng.choice(np.arange(1, 400), ERS_SAMPLES, replace=False)):
+            masks, paint = ERS_CASES[int(next(deck))]
+            frames.append(_ErsFrame(f"{pid}/samples", number, masks, paint))
+        if p == 1 and config.corrupt:  # a frame whose labels/ folder has no mask: nothing says what it shows
+            frames.append(_ErsFrame(f"{pid}/samples", 400, (), ()))
+        start = int(rng.integers(500, 5000))
+        for i in range(ERS_SEQ_FRAMES):
+            polyp = i >= ERS_SEQ_FRAMES // 2
+            frames.append(_ErsFrame(f"{pid}/seq_01", start + i, (("c22",),) if polyp else (("h02",),),
+                                    ("Polyp",) if polyp else ()))
+        patients.append(frames)
+    return patients
+
+
+@dataclass(frozen=True)
+class _SeeAiRun:
+    case: tuple[str, ...]  # findings drawn (and boxed); () = normal
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class _SeeAiVideo:
+    index: int
+    first: int  # number of its first image (imageNNNNN)
+    runs: tuple[_SeeAiRun, ...]
+
+
+def _plan_see_ai(rng: np.random.Generator, config: SynthConfig) -> list[_SeeAiVideo]:
+    """Videos of SEE_AI_FRAMES consecutive numbers: normal, a lesion run, normal, a lesion run, normal."""
+    cases = iter(SEE_AI_CASES * (2 * config.see_ai_videos // len(SEE_AI_CASES) + 1))
+    videos, number = [], 1
+    for index in range(config.see_ai_videos):
+        lengths = [int(rng.integers(1, 3)), int(rng.integers(2, 4)), int(rng.integers(1, 3)), int(rng.integers(2, 4))]
+        lengths.append(SEE_AI_FRAMES - sum(lengths))
+        runs, start = [], 0
+        for k, length in enumerate(lengths):
+            if length:
+                runs.append(_SeeAiRun(next(cases) if k % 2 else (), start, length))
+                start += length
+        videos.append(_SeeAiVideo(index, number, tuple(runs)))
+        number += SEE_AI_FRAMES + int(rng.integers(0, 6))
+    return videos
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
@@ -497,6 +606,88 @@ def _render_worms(rng: np.random.Generator) -> bytes:
     return _jpeg(canvas * KC_FOV[..., None], KC_QUALITY)
 
 
+ERS_FOV = _fov(ERS_SIZE, 1.25, 0.4)  # a colonoscope's wide view: only the corners are cut
+SEE_AI_FOV = _fov(SEE_AI_SIZE, 0.98, 0.35)
+
+
+def _paint_at(canvas: np.ndarray, findings: tuple[str, ...], cx: int, cy: int,
+              rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Paint each finding (two side by side) around (cx, cy), kept PATCH/2 inside the canvas; their centres."""
+    h, size = PATCH // 2, canvas.shape[0]
+    lesions = [f for f in findings if f != "blur"]
+    centres = []
+    for j, finding in enumerate(lesions):
+        dx = (j - (len(lesions) - 1) / 2) * 120 + rng.uniform(-15, 15)
+        x, y = (int(np.clip(c, h, size - h)) for c in (cx + dx, cy + rng.uniform(-15, 15)))
+        _lesion(canvas, finding, x, y, rng)
+        centres.append((x, y))
+    return centres
+
+
+def _png(pixels: np.ndarray, blur: bool = False) -> bytes:
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    if blur:
+        img = img.filter(ImageFilter.GaussianBlur(4))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1)  # level 6 (the default) took 45 ms a frame on the noisy mucosa
+    return buf.getvalue()
+
+
+def _ers_mask() -> bytes:
+    """A binary mask PNG: an ellipse round the frame centre, where the demo draws its lesions."""
+    img = Image.new("1", (ERS_SIZE, ERS_SIZE), 0)
+    ImageDraw.Draw(img).ellipse((ERS_SIZE // 2 - 110, ERS_SIZE // 2 - 80, ERS_SIZE // 2 + 110, ERS_SIZE // 2 + 80), fill=1)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _render_ers(frames: list[_ErsFrame], rng: np.random.Generator) -> Iterator[bytes]:
+    """PNG per frame of one patient: samples are independent views of the patient's mucosa; a
+    sequence drifts like a video, its polyp painted once so it moves with the mucosa."""
+    n = ERS_SIZE
+    size = n + 2 * DRIFT_PAD
+    texture = _texture(rng, size, (np.array([200, 112, 105]) + rng.normal(0, [10, 8, 8])).astype(np.float32))
+    seq = [f for f in frames if "/seq_" in f.folder]
+    origins = dict(zip((f.number for f in seq), _drift(rng, len(seq), size - n)))
+    polyp = texture.copy()
+    if seq:
+        x, y = origins[seq[len(seq) * 3 // 4].number]
+        _paint_at(polyp, ("Polyp",), x + n // 2, y + n // 2, rng)
+    for frame in frames:
+        if frame.number in origins and "/seq_" in frame.folder:
+            x, y = origins[frame.number]
+            canvas = polyp if frame.paint else texture
+        else:
+            x, y = (int(v) for v in rng.integers(0, size - n + 1, 2))
+            canvas = texture.copy()
+            _paint_at(canvas, frame.paint, x + n // 2, y + n // 2, rng)
+        light = ERS_FOV * rng.normal(1, 0.03)
+        yield _png(canvas[y : y + n, x : x + n] * light[..., None], blur="blur" in frame.paint)
+
+
+def _render_see_ai(video: _SeeAiVideo, rng: np.random.Generator) -> Iterator[tuple[int, bytes, list[str]]]:
+    """(image number, JPEG, YOLO lines) per frame: lesions painted once per run, boxes follow the drift."""
+    n = SEE_AI_SIZE
+    size = n + 2 * DRIFT_PAD
+    texture = _texture(rng, size, _kid_tone(rng))
+    origins = _drift(rng, sum(run.length for run in video.runs), size - n)
+    for run in video.runs:
+        canvas, centres = texture, []
+        if run.case:
+            x, y = origins[run.start + run.length // 2]
+            canvas = texture.copy()
+            centres = _paint_at(canvas, run.case, x + n // 2, y + n // 2, rng)
+        for i in range(run.start, run.start + run.length):
+            x, y = origins[i]
+            lines = []
+            for finding, (cx, cy) in zip(run.case, centres):
+                bx, by = np.clip([(cx - x) / n, (cy - y) / n], 0.0, 1.0)
+                lines.append(f"{SEE_AI_IDS[finding]} {bx:.6f} {by:.6f} {140 / n:.6f} {140 / n:.6f}")
+            light = SEE_AI_FOV * rng.normal(1, 0.03)
+            yield video.first + i, _jpeg(canvas[y : y + n, x : x + n] * light[..., None], SEE_AI_QUALITY), lines
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 
@@ -523,6 +714,10 @@ class _Writer:
 
     def text(self, rel: str, text: str) -> None:
         _write_file(self.root / rel, text.encode("utf-8"))
+
+    def file(self, rel: str, data: bytes) -> None:
+        """A file ingest does not take as an image (ERS masks)."""
+        _write_file(self.root / rel, data)
 
 
 def _xlsx(rows: list[tuple[str, str]]) -> bytes:
@@ -571,29 +766,16 @@ def synth(
     config: SynthConfig = SynthConfig(),
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
-    """Write dest/kvasir_capsule, dest/kid, dest/ce24 (replacing dest); return .jpg counts per folder.
+    """Write dest/kvasir_capsule, kid, ce24, ers and see_ai (replacing dest); return image counts per folder.
 
-    Counts include the planted corrupt files, i.e. what an ingest of each folder will find.
-    Everything is built in a hidden sibling folder and swapped into place at the end, so an
-    interrupted run leaves ``dest`` as it was.
+    Counts include the planted corrupt files, i.e. what an ingest of each folder will find (ERS: the
+    frames, not the masks).
+    Everything is built in a hidden sibling folder and swapped into place at the end
+    (:func:`endoctl.io.atomic_dir`), so an interrupted run leaves ``dest`` as it was.
     """
     config.validate()
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        counts = _build(tmp, config, on_progress)
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return counts
+    with atomic_dir(dest, SOURCES, "DEST", "demo datasets") as tmp:
+        return _build(tmp, config, on_progress)
 
 
 def _n_copies(config: SynthConfig, pool: int) -> int:
@@ -617,10 +799,14 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
         host = int(ce24_rng.integers(len(videos)))
         videos[host] = dataclasses.replace(videos[host], truncated_extra=True)
 
+    ers = _plan_ers(_rng(seed, _PLAN_ERS), config)
+    see_ai = _plan_see_ai(_rng(seed, _PLAN_SEE_AI), config)
+
     n_kc, n_kid = config.videos * config.frames_per_video, len(kid)
     n_copies = _n_copies(config, n_kc) + _n_copies(config, n_kid)
     n_test = config.ce24_test_videos * config.frames_per_video + CE24_WORMS
-    total = n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt
+    n_ers, n_see_ai = sum(len(frames) for frames in ers), config.see_ai_videos * SEE_AI_FRAMES
+    total = n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt + n_ers + n_see_ai + config.corrupt
     out = _Writer(root, total, on_progress)
 
     # Kvasir-Capsule
@@ -706,15 +892,86 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
         note = b"This is not a JPEG: the download was interrupted and the server sent this note.\n"
         out.image(f"ce24/{text_jpg}", note)
 
+    # ERS: PNG frames, labels only in the names of the mask files beside them
+    for p, frames in enumerate(ers, start=1):
+        for frame, data in zip(frames, _render_ers(frames, _rng(seed, _RENDER_ERS, p))):
+            out.image(f"ers/{frame.folder}/frames/{frame.name}.png", data)
+            for codes in frame.masks:
+                mask = b"" if set(codes) <= ERS_EMPTY_MASK else _ers_mask()
+                out.file(f"ers/{frame.folder}/labels/{frame.name}_{'_'.join(codes)}.png", mask)
+
+    # SEE-AI: flat image folder, YOLO boxes in a parallel txt folder (none or empty for normal frames)
+    see_ai_rng = _rng(seed, _PLAN_SEE_AI, 1)
+    no_txt: list[int] = []
+    for video in see_ai:
+        for number, data, lines in _render_see_ai(video, _rng(seed, _RENDER_SEE_AI, video.index)):
+            out.image(f"see_ai/{SEE_AI_IMAGES}/image{number:05d}.jpg", data)
+            if lines or see_ai_rng.random() < 0.5:
+                out.file(f"see_ai/{SEE_AI_TXT}/image{number:05d}.txt", "".join(f"{line}\n" for line in lines).encode())
+            else:
+                no_txt.append(number)
+    see_ai_truncated = ""
+    if config.corrupt:
+        last = see_ai[-1].first + SEE_AI_FRAMES
+        see_ai_truncated = f"{SEE_AI_IMAGES}/image{last:05d}.jpg"
+        data = next(_render_see_ai(see_ai[-1], _rng(seed, _RENDER_SEE_AI, len(see_ai))))[1]
+        out.image(f"see_ai/{see_ai_truncated}", data[: len(data) * 6 // 10])
+
     assert sum(out.counts.values()) == total, (out.counts, total)
     readmes = {
         "kvasir_capsule": _kc_readme(config, videos, out.counts, copied, truncated, root),
         "kid": _kid_readme(config, kid, copied),
         "ce24": _ce24_readme(config, copies, conflict, test_videos, truth, text_jpg),
+        "ers": _ers_readme(config, ers),
+        "see_ai": _see_ai_readme(config, see_ai, no_txt, see_ai_truncated),
     }
     for folder, text in readmes.items():
         out.text(f"{folder}/README.md", text)
     return dict(sorted(out.counts.items()))
+
+
+def _ers_readme(config: SynthConfig, ers: list[list[_ErsFrame]]) -> str:
+    rows = [[f"{frame.folder}/frames/{frame.name}.png",
+             ", ".join(f"`{frame.name}_{'_'.join(codes)}.png`" + (" (0 bytes)" if set(codes) <= ERS_EMPTY_MASK else "")
+                       for codes in frame.masks) or "**none** (planted: a frame nothing labels)",
+             frame.label.replace("|", ", ") or "-"]
+            for frames in ers for frame in frames]
+    return (
+        "# ers/ (synthetic demo data)\n\n"
+        "ERS-like colonoscopy frames written by `endoctl synth`, in the real layout "
+        "`<patient 4 digits>/{samples,seq_NN}/frames/<6-digit frame>.png` with the masks beside them in "
+        "`.../labels/<frame>_<code>[_<code>...].png` (320x320 PNG). A frame's labels are the 3-character code "
+        "tokens of the names of all its mask files; a 0-byte mask means 'label present, no mask'. Codes used: "
+        "c22 polyp, b01 blood, c26 ulcer, g19 ulcer with bleeding, c20 (the taxonomy's assumed worms code), "
+        "h01/h02 healthy, q02/q05 blur (the frame is blurred), c01 (a code without a confirmed name). Each "
+        "`seq_01` holds consecutive frame numbers of a drifting camera (near-duplicates): healthy, then a polyp. "
+        "The patient id is the 4-digit folder.\n\n## Frames\n\n"
+        + _table(["frame", "mask files", "labels"], rows)
+        + "\n## Config\n\n" + _config_block(config)
+    )
+
+
+def _see_ai_readme(config: SynthConfig, videos: list[_SeeAiVideo], no_txt: list[int], truncated: str) -> str:
+    rows = []
+    for video in videos:
+        for run in video.runs:
+            first = video.first + run.start
+            names = ", ".join(f"{SEE_AI_NAMES[SEE_AI_IDS[f]]} ({SEE_AI_IDS[f]})" for f in run.case) or "normal"
+            rows.append([video.index, f"image{first:05d}-image{first + run.length - 1:05d}", names])
+    corrupt = f"- `{truncated}`: cut to 60% of its bytes (a truncated JPEG).\n" if truncated else "- none (corrupt=False)\n"
+    return (
+        "# see_ai/ (synthetic demo data)\n\n"
+        f"SEE-AI-like capsule frames written by `endoctl synth`, in the real layout `{SEE_AI_IMAGES}/imageNNNNN.jpg` "
+        f"(576x576 JPEG) with YOLO boxes in `{SEE_AI_TXT}/imageNNNNN.txt` (one `class cx cy w h` line per box, "
+        "normalised; class ids "
+        + ", ".join(f"{i} {name}" for i, name in enumerate(SEE_AI_NAMES)) + "). Several classes "
+        "may box one frame. Normal frames have an empty box file or none at all "
+        f"({len(no_txt)} without: {', '.join(f'image{n:05d}' for n in no_txt) or '-'}). Numbers run consecutively "
+        "along each video (near-duplicate neighbours); SEE-AI publishes no procedure ids.\n\n## Videos\n\n"
+        + _table(["video", "images", "boxes (class id)"], rows)
+        + f"\n## Corrupt files\n\n{corrupt}"
+        + "\n## Config\n\n" + _config_block(config)
+    )
 
 
 def _class_counts(folder: Path) -> list[list[object]]:

@@ -2,36 +2,61 @@
 
 Datasets name the same thing differently ('Angiectasia', 'Angioectasia', 'angiodysplasia') and at
 different granularity (KID's 'vascular' is angiectasia *or* blood). The taxonomy keeps those three
-layers apart in one versioned YAML file (``taxonomies/taxonomy-v1.yaml``, overridable by a path):
+layers apart in one versioned YAML file (``taxonomies/taxonomy-v2.yaml``, overridable by a path):
 
-* ``findings``: the unified vocabulary, finding -> one-line description;
+* ``findings``: the unified vocabulary, finding -> one-line description; ``quality`` lists the
+  findings that describe the picture (blur, ...) rather than the mucosa;
 * ``sources``: per dataset (the ``endoctl ingest --format`` name), every label -> its findings;
-* ``targets``: named label sets (ordered display classes) and a finding -> class map.
+* ``targets``: named label sets (ordered display classes) and a finding -> class map, plus the rule
+  for an image whose findings reach several classes (``several_classes``: ``exclude``,
+  ``priority`` or ``multi-label``) and optional published reference counts.
 
 :func:`map_labels` applies one target to a manifest. It never drops a row: a row it cannot use
 gets a reason in ``excluded`` instead of a class, so a split report can say why each image is out.
 A source label the taxonomy does not know is an error, never a silent exclusion: a new spelling
-must be added to the YAML deliberately.
+must be added to the YAML deliberately. Quality flags never decide a class: an image whose only
+findings are quality flags is excluded ("quality flag only").
+
+Version 1 files (no ``quality``, no rules: every target excludes ambiguous images) still load.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-DEFAULT_TAXONOMY = Path(__file__).resolve().parent / "taxonomies" / "taxonomy-v1.yaml"
-SUPPORTED_VERSIONS = (1,)
-LABEL_SEP = "|"  # several source labels of one image, as ingest writes them
+DEFAULT_TAXONOMY = Path(__file__).resolve().parent / "taxonomies" / "taxonomy-v2.yaml"
+SUPPORTED_VERSIONS = (1, 2)
+LABEL_SEP = "|"  # several source labels of one image, as ingest writes them; several classes of one image
 FINDING_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 MAX_LISTED = 20  # offending labels named in one error message
 
 UNLABELLED = "unlabelled image"
+QUALITY_ONLY = "quality flag only"
+EXCLUDE, PRIORITY, MULTI_LABEL = "exclude", "priority", "multi-label"
+SEVERAL_RULES = (EXCLUDE, PRIORITY, MULTI_LABEL)
+EVERY_FINDING = "every-finding"  # ``classes: every-finding``: each finding (but quality flags) is a class
+MAPPED_COLUMNS = ("findings", "target_class", "excluded", "candidates")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Published image counts of a target (e.g. a paper's table), to compare a build against.
+
+    ``totals``: class -> images; ``datasets``: taxonomy dataset -> class -> images (only the cells
+    the publication gives); ``images``: the published total, when given.
+    """
+
+    source: str
+    totals: dict[str, int]
+    datasets: dict[str, dict[str, int]]
+    images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +64,9 @@ class Target:
     """A named label set: ordered display ``classes`` and the finding -> class ``map``.
 
     ``sources`` (dataset keys) restricts which datasets may contribute; ``None`` means all.
+    ``several``: what an image whose findings reach several classes becomes: ``exclude`` (an
+    exclusion reason "ambiguous: ..."), ``priority`` (the first of its classes in ``priority``)
+    or ``multi-label`` (all of them, joined with '|' in class order).
     """
 
     name: str
@@ -46,6 +74,13 @@ class Target:
     classes: list[str]
     sources: list[str] | None
     map: dict[str, str]
+    several: str = EXCLUDE
+    priority: list[str] | None = None
+    reference: Reference | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.several == MULTI_LABEL
 
     def class_mapping(self) -> dict[str, int]:
         """``{display_name.lower(): index}`` in ``classes`` order: the split/training contract.
@@ -62,6 +97,7 @@ class Taxonomy:
     findings: dict[str, str]
     sources: dict[str, dict[str, list[str]]]
     targets: dict[str, Target]
+    quality: frozenset[str] = field(default_factory=frozenset)
 
     def target(self, name: str) -> Target:
         """The target called ``name``; an unknown name lists the choices (typos fail loudly)."""
@@ -160,30 +196,119 @@ def _sources(raw: object, findings: dict[str, str], err: _Errors) -> dict[str, d
     return out
 
 
-def _targets(raw: object, findings: dict[str, str], datasets: set[str], err: _Errors) -> dict[str, Target]:
+def _quality(raw: object, findings: dict[str, str], err: _Errors) -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
+        err.add("quality", "must be a list of findings (those describing image quality, not the mucosa)")
+        return frozenset()
+    for name in raw:
+        if name not in findings:
+            err.add(f"quality.{name}", "unknown finding (not under findings:)")
+        elif raw.count(name) > 1:
+            err.add(f"quality.{name}", "listed twice")
+    return frozenset(f for f in raw if f in findings)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _reference(raw: object, where: str, classes: list[str], datasets: set[str], err: _Errors) -> Reference | None:
+    """Published counts: every class and dataset must exist, and the totals must add up."""
+    allowed = {"source", "images", "totals", "datasets"}
+    if not isinstance(raw, dict):
+        err.add(where, f"must be a mapping with {', '.join(sorted(allowed))}")
+        return None
+    for key in sorted(set(raw) - allowed, key=str):
+        err.add(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    ok = True
+
+    def table(value: object, at: str) -> dict[str, int]:
+        nonlocal ok
+        if not isinstance(value, dict) or not value:
+            err.add(at, "must be a non-empty mapping of class -> image count")
+            ok = False
+            return {}
+        for cls, n in value.items():
+            if cls not in classes:
+                err.add(f"{at}.{cls}", "not one of the target's classes")
+                ok = False
+            elif not _count(n):
+                err.add(f"{at}.{cls}", f"must be a whole number >= 0, got {n!r}")
+                ok = False
+        return {str(c): int(n) for c, n in value.items() if c in classes and _count(n)}
+
+    if not _is_text(raw.get("source")):
+        err.add(f"{where}.source", "needs the publication the numbers come from")
+        ok = False
+    totals = table(raw.get("totals"), f"{where}.totals")
+    per_dataset: dict[str, dict[str, int]] = {}
+    raw_datasets = raw.get("datasets", {})
+    if not isinstance(raw_datasets, dict):
+        err.add(f"{where}.datasets", "must be a mapping of dataset -> {class: image count}")
+        ok = False
+        raw_datasets = {}
+    for dataset, cells in raw_datasets.items():
+        if dataset not in datasets:
+            err.add(f"{where}.datasets.{dataset}", "unknown dataset (not under sources:)")
+            ok = False
+            continue
+        per_dataset[str(dataset)] = table(cells, f"{where}.datasets.{dataset}")
+        for cls, n in per_dataset[str(dataset)].items():
+            if cls in totals and n > totals[cls]:
+                err.add(f"{where}.datasets.{dataset}.{cls}", f"{n} is more than the class total {totals[cls]}")
+                ok = False
+    images = raw.get("images")
+    if images is not None:
+        if not _count(images):
+            err.add(f"{where}.images", f"must be a whole number >= 0, got {images!r}")
+            ok = False
+        elif totals and sum(totals.values()) != images:
+            err.add(f"{where}.totals", f"add up to {sum(totals.values())}, not images: {images}")
+            ok = False
+    if not ok:
+        return None
+    return Reference(str(raw["source"]).strip(), totals, per_dataset, images)
+
+
+def _targets(raw: object, findings: dict[str, str], quality: frozenset[str], datasets: set[str], version: object,
+             err: _Errors) -> dict[str, Target]:
     if not isinstance(raw, dict) or not raw:
         err.add("targets", "must be a non-empty mapping of target name -> definition")
         return {}
     out: dict[str, Target] = {}
     allowed = {"description", "classes", "sources", "map"}
+    newer = {"several_classes", "priority", "reference"}  # version 2
     for name, spec in raw.items():
         where = f"targets.{name}"
         if not isinstance(spec, dict):
             err.add(where, "must be a mapping with description, classes, map and optional sources")
             continue
-        for key in sorted(set(spec) - allowed, key=str):
-            err.add(f"{where}.{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        known = allowed | newer if version != 1 else allowed
+        for key in sorted(set(spec) - known, key=str):
+            hint = " (needs version: 2)" if key in newer else ""
+            err.add(f"{where}.{key}", f"unknown key{hint} (allowed: {', '.join(sorted(known))})")
         description = spec.get("description")
         if not _is_text(description):
             err.add(f"{where}.description", "needs a description")
         classes = spec.get("classes")
+        mapping = spec.get("map")
+        if classes == EVERY_FINDING and version != 1:
+            if mapping is not None:
+                err.add(f"{where}.map", f"must be left out with classes: {EVERY_FINDING} (each finding is its own class)")
+            classes = [f for f in findings if f not in quality]
+            mapping = {f: f for f in classes}
         if not isinstance(classes, list) or not classes or not all(_is_text(c) for c in classes):
-            err.add(f"{where}.classes", "must be a non-empty list of class names")
+            err.add(f"{where}.classes", f"must be a non-empty list of class names (or {EVERY_FINDING})")
             continue
         lowered = [c.lower() for c in classes]
         dupes = sorted({c for c in lowered if lowered.count(c) > 1})
         if dupes:
             err.add(f"{where}.classes", f"repeated class(es) (case-insensitive): {', '.join(dupes)}")
+        for cls in classes:
+            if LABEL_SEP in cls:
+                err.add(f"{where}.classes", f"class {cls!r} contains {LABEL_SEP!r} (it joins the classes of multi-label images)")
         sources = spec.get("sources")
         if sources is not None:
             if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
@@ -193,31 +318,56 @@ def _targets(raw: object, findings: dict[str, str], datasets: set[str], err: _Er
                 for dataset in sources:
                     if dataset not in datasets:
                         err.add(f"{where}.sources", f"unknown dataset {dataset!r} (not under sources:)")
-        mapping = spec.get("map")
         if not isinstance(mapping, dict) or not mapping:
             err.add(f"{where}.map", "must be a non-empty mapping of finding -> class")
             continue
         for finding, cls in mapping.items():
             if finding not in findings:
                 err.add(f"{where}.map.{finding}", "unknown finding (not under findings:)")
+            elif finding in quality:
+                err.add(f"{where}.map.{finding}", "is a quality flag: quality flags never decide a class")
             if cls not in classes:
                 err.add(f"{where}.map.{finding}", f"class {cls!r} is not one of the target's classes")
+        several = spec.get("several_classes", EXCLUDE)
+        if several not in SEVERAL_RULES:
+            err.add(f"{where}.several_classes", f"must be one of {', '.join(SEVERAL_RULES)}, got {several!r}")
+            several = EXCLUDE
+        priority = spec.get("priority")
+        if several == PRIORITY:
+            if not isinstance(priority, list) or sorted(map(str, priority)) != sorted(classes) \
+                    or len(set(priority)) != len(priority):
+                err.add(f"{where}.priority", "must list every class of the target exactly once (first wins)")
+                priority = None
+        elif priority is not None:
+            err.add(f"{where}.priority", f"only used with several_classes: {PRIORITY} (here {several})")
+            priority = None
+        reference = None
+        if spec.get("reference") is not None:
+            reference = _reference(spec["reference"], f"{where}.reference", [str(c) for c in classes], datasets, err)
         out[str(name)] = Target(
             name=str(name),
             description=description.strip() if _is_text(description) else "",
             classes=[str(c) for c in classes],
             sources=list(sources) if sources is not None else None,
             map={str(f): str(c) for f, c in mapping.items()},
+            several=str(several),
+            priority=[str(c) for c in priority] if priority is not None else None,
+            reference=reference,
         )
     return out
 
 
+TOP_LEVEL = ("version", "findings", "quality", "sources", "targets")
+
+
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
-    """Read and validate a taxonomy YAML (default: the packaged ``taxonomies/taxonomy-v1.yaml``).
+    """Read and validate a taxonomy YAML (default: the packaged ``taxonomies/taxonomy-v2.yaml``).
 
     Validation happens here, once, so that a typo in the file (a finding that does not exist, a
-    class a target does not have, a key given twice) fails with the file and key named, instead of
-    silently moving images between classes later. Raises ``ValueError``.
+    class a target does not have, a key given twice, a priority list missing a class, reference
+    counts that do not add up) fails with the file and key named, instead of silently moving
+    images between classes later. Version 1 files load unchanged (no quality flags; every target
+    excludes images whose findings reach several classes). Raises ``ValueError``.
     """
     path = Path(path) if path is not None else DEFAULT_TAXONOMY
     try:
@@ -232,16 +382,19 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     if not isinstance(raw, dict):
         err.add("(top level)", "must be a mapping with version, findings, sources, targets")
         err.raise_any()
-    for key in sorted(set(raw) - {"version", "findings", "sources", "targets"}, key=str):
-        err.add(str(key), "unknown top-level key (allowed: version, findings, sources, targets)")
     version = raw.get("version")
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
         err.add("version", f"must be one of {list(SUPPORTED_VERSIONS)}, got {version!r}")
+    allowed = [k for k in TOP_LEVEL if k != "quality" or version != 1]
+    for key in sorted(set(raw) - set(allowed), key=str):
+        hint = " (needs version: 2)" if key == "quality" else ""
+        err.add(str(key), f"unknown top-level key{hint} (allowed: {', '.join(allowed)})")
     findings = _findings(raw.get("findings"), err)
+    quality = _quality(raw.get("quality"), findings, err) if version != 1 else frozenset()
     sources = _sources(raw.get("sources"), findings, err)
-    targets = _targets(raw.get("targets"), findings, set(sources), err)
+    targets = _targets(raw.get("targets"), findings, quality, set(sources), version, err)
     err.raise_any()
-    return Taxonomy(version=int(version), findings=findings, sources=sources, targets=targets)
+    return Taxonomy(version=int(version), findings=findings, sources=sources, targets=targets, quality=quality)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,15 +420,17 @@ def map_labels(
     target: str,
     formats: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """A copy of ``manifest`` with ``findings``, ``target_class`` and ``excluded`` columns.
+    """A copy of ``manifest`` with ``findings``, ``target_class``, ``excluded`` and ``candidates``.
 
     ``manifest`` needs ``source`` and ``label`` (several labels joined by '|', or empty).
     ``formats`` maps manifest source names to taxonomy dataset keys (default and fallback: the
     source name itself). Every input row comes back, in order, with exactly one of
-    ``target_class`` (a key of ``Target.class_mapping()``) or ``excluded`` (why) non-empty, so
-    nothing disappears without a trace. A label the taxonomy does not know raises one
-    ``ValueError`` listing every such ``source: label`` pair: mapping a dataset wrongly must
-    never look like a successful run. Work is done once per unique (source, label) pair.
+    ``target_class`` (a key of ``Target.class_mapping()``, or several joined by '|' for a
+    multi-label target) or ``excluded`` (why) non-empty, so nothing disappears without a trace.
+    ``candidates`` lists every class the row's findings reach ('|'-joined, class order), so a
+    report can count what the target's ``several_classes`` rule did. A label the taxonomy does not
+    know raises one ``ValueError`` listing every such ``source: label`` pair: mapping a dataset
+    wrongly must never look like a successful run. Work is done once per unique (source, label).
     """
     spec = taxonomy.target(target)
     missing = [c for c in ("source", "label") if c not in manifest.columns]
@@ -292,7 +447,9 @@ def map_labels(
     width = max(len(label_values), 1)
     codes, pairs = pd.factorize(source_codes.astype(np.int64) * width + label_codes)
 
-    results: list[tuple[str, str, str]] = []
+    rank = {c: i for i, c in enumerate(spec.priority or spec.classes)}
+    order = {c: i for i, c in enumerate(spec.classes)}
+    results: list[tuple[str, str, str, str]] = []
     unknown: set[str] = set()
     for key in pairs:
         source, label = str(source_values[key // width]), str(label_values[key % width])
@@ -310,32 +467,39 @@ def map_labels(
                 unknown.add(f"{shown}: {part}{note}")
             else:
                 found.update(lookup[part])
-        results.append(_decide(spec, allowed, source, dataset, parts, sorted(found)))
+        results.append(_decide(spec, taxonomy.quality, allowed, order, rank, source, dataset, parts, sorted(found)))
     if unknown:
         raise _unknown_error(sorted(unknown))
 
-    per_pair = np.array(results, dtype=object).reshape(len(results), 3)
+    per_pair = np.array(results, dtype=object).reshape(len(results), len(MAPPED_COLUMNS))
     out = manifest.copy()
-    for i, column in enumerate(("findings", "target_class", "excluded")):
+    for i, column in enumerate(MAPPED_COLUMNS):
         out[column] = per_pair[codes, i]
     return out
 
 
 def _decide(
-    spec: Target, allowed: set[str] | None, source: str, dataset: str, parts: list[str], findings: list[str]
-) -> tuple[str, str, str]:
-    """(findings, target_class, excluded) for one unique (source, label) pair."""
+    spec: Target, quality: frozenset[str], allowed: set[str] | None, order: dict[str, int], rank: dict[str, int],
+    source: str, dataset: str, parts: list[str], findings: list[str],
+) -> tuple[str, str, str, str]:
+    """(findings, target_class, excluded, candidates) for one unique (source, label) pair."""
     joined = LABEL_SEP.join(findings)
     if allowed is not None and dataset not in allowed:
         via = "" if dataset == source else f" (dataset {dataset!r})"
-        return joined, "", f"source {source!r}{via} not used by target {spec.name!r} (uses: {', '.join(spec.sources or [])})"
+        return joined, "", f"source {source!r}{via} not used by target {spec.name!r} (uses: {', '.join(spec.sources or [])})", ""
     if not parts:
-        return joined, "", UNLABELLED
-    classes = {f: spec.map[f] for f in findings if f in spec.map}
+        return joined, "", UNLABELLED, ""
+    content = [f for f in findings if f not in quality]
+    if not content:
+        return joined, "", f"{QUALITY_ONLY}: {', '.join(findings)}", ""
+    classes = {f: spec.map[f] for f in content if f in spec.map}
     if not classes:
-        return joined, "", f"no finding maps into target {spec.name!r}: {', '.join(findings)}"
-    distinct = sorted(set(classes.values()), key=spec.classes.index)
-    if len(distinct) > 1:
-        named = ", ".join(f"{f} -> {c}" for f, c in classes.items())
-        return joined, "", f"ambiguous: findings map to several {spec.name!r} classes ({named})"
-    return joined, distinct[0].lower(), ""
+        return joined, "", f"no finding maps into target {spec.name!r}: {', '.join(findings)}", ""
+    distinct = sorted(set(classes.values()), key=order.__getitem__)
+    candidates = LABEL_SEP.join(c.lower() for c in distinct)
+    if len(distinct) == 1 or spec.several == MULTI_LABEL:
+        return joined, candidates, "", candidates
+    if spec.several == PRIORITY:
+        return joined, min(distinct, key=rank.__getitem__).lower(), "", candidates
+    named = ", ".join(f"{f} -> {c}" for f, c in classes.items())
+    return joined, "", f"ambiguous: findings map to several {spec.name!r} classes ({named})", candidates

@@ -478,6 +478,9 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
     started = time.perf_counter()
     out_dir, metrics_dir = Path(config.out_dir), Path(config.metrics_dir)
     split = datamod.load_split(Path(config.split_dir), config.val_fold)
+    if not len(split.train):
+        raise TrainError(f"{Path(config.split_dir) / 'train_val.csv'}: every row is in val_fold {config.val_fold}: "
+                         "no training rows")
     num_classes = len(split.class_mapping)
     last_file = out_dir / "last.pt"
     state = _load_training_state(last_file, config) if resume and last_file.is_file() else None

@@ -30,3 +30,17 @@ def scene(seed: int = 0, size: tuple[int, int] = (96, 80)) -> Image.Image:
         fx, fy, phase = rng.uniform(1, 4, 3)
         base[..., c] = 0.5 + 0.5 * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
     return Image.fromarray((base * 255).astype(np.uint8))
+
+
+def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
+    """An xlsx with these sheets (name -> rows, the first row being the header; [] = empty sheet)."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(list(row))
+    book.save(path)
+    return path

@@ -195,6 +195,20 @@ def test_same_image_listed_in_two_splits_straddles_on_its_own(tmp_path: Path) ->
     assert report.to_dict()["images"] == {"kvasir-capsule": 1, "unknown": 2}  # x/1.jpg != y/1.jpg
 
 
+def test_a_layout_without_a_naming_rule_is_said_to_match_only_identical_paths(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("path\ncolon/polyp_001.jpg\ncolon/polyp_002.jpg\nkid/angioectasia-P3-1.jpg\n")
+    (tmp_path / "b.csv").write_text("path\ncolon/polyp_003.jpg\nkid/angioectasia-P4-1.jpg\n")
+    res = runner.invoke(app, ["audit", "--split", f"a={tmp_path / 'a.csv'}", "--split", f"b={tmp_path / 'b.csv'}",
+                              "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    note = ("unknown: 3 images: no file-name rule recognises these paths (no patient/video id), so only the same path "
+            "listed in two splits can be matched, and nothing else; add --images-root to match copies by their pixels")
+    kid = ("kid: 2 images: its file names carry no patient/video id, so only the same file name listed in two splits "
+           "can be matched, and nothing else; add --images-root to match copies by their pixels")
+    assert f"note: {note}" in " ".join(res.stderr.split()) and f"note: {kid}" in " ".join(res.stderr.split())
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == [kid, note]  # KID publishes no patient ids
+
+
 def test_unknown_format_and_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "weird.csv").write_text("subject,score\n1,0.5\n")
     (tmp_path / "ok.csv").write_text("path\na.jpg\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -29,27 +28,29 @@ def test_build_splits_equals_the_stages(tmp_path: Path, monkeypatch) -> None:
     assert "straddling groups 0" in out
     manifests = []
     for name, folder in SOURCES:
-        manifests.append(f"staged/ingest/{name}.csv")
+        manifests.append(f"staged/ingest/{name}")
         invoke("ingest", f"raw/{folder}", "-f", name, "--source", name, "--out", manifests[-1])
-    invoke("dedupe", *manifests, "--out", "staged/duplicates.csv")
-    invoke("split", *[f"--manifest={m}" for m in manifests], "--duplicates", "staged/duplicates.csv",
+    invoke("dedupe", *manifests, "--out", "staged/duplicates")
+    invoke("split", *[f"--manifest={m}" for m in manifests], "--duplicates", "staged/duplicates",
            "--target", "ee24-ce24", "--out", "staged/ee24-ce24", "--pin", "test=ce24:test")
-    data_files = [f"ingest/{n}.csv" for n, _ in SOURCES] + [f"ingest/{n}.rejected.csv" for n, _ in SOURCES] + [
-        "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json",
+    data_files = [f"ingest/{n}/{f}" for n, _ in SOURCES for f in ("manifest.csv", "rejected.csv")] + [
+        f"duplicates/{f}" for f in ("duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json")] + [
         *(f"ee24-ce24/{f}" for f in ("train_val.csv", "test.csv", "class_mapping.json", "excluded.csv")),
     ]
     for rel in data_files:
         assert (Path("one") / rel).read_bytes() == (Path("staged") / rel).read_bytes(), rel
-    assert sorted(os.listdir("one/ee24-ce24")) == sorted(os.listdir("staged/ee24-ce24"))
-    # the DVC stages pass the manifests folder: same files as naming each manifest (rejected CSVs skipped)
-    invoke("dedupe", "staged/ingest", "--out", "folder/duplicates.csv")
-    invoke("split", "--manifest", "staged/ingest", "--duplicates", "folder/duplicates.csv",
+    for folder in ("one", "staged"):  # nothing else: no temporaries, no stray files
+        assert sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file()) == sorted(
+            [*data_files, "ee24-ce24/split_report.json", "ee24-ce24/split_report.md"])
+    # the DVC stages pass the manifests folder (and dedupe's output folder): same files as naming each
+    invoke("dedupe", "staged/ingest", "--out", "folder/duplicates")
+    invoke("split", "--manifest", "staged/ingest", "--duplicates", "folder/duplicates/duplicates.csv",
            "--target", "ee24-ce24", "--out", "folder/ee24-ce24", "--pin", "test=ce24:test")
     for rel in data_files[2 * len(SOURCES):]:
         assert (Path("folder") / rel).read_bytes() == (Path("staged") / rel).read_bytes(), rel
     Path("nothing").mkdir()
-    res = runner.invoke(app, ["dedupe", "nothing", "--out", "x.csv"])
-    assert res.exit_code == 2 and "no manifest CSVs in folder nothing" in res.output
+    res = runner.invoke(app, ["dedupe", "nothing", "--out", "x"])
+    assert res.exit_code == 2 and "no manifests in folder nothing" in res.output
 
 
 def test_build_splits_rejects_bad_source_spec(tmp_path: Path) -> None:

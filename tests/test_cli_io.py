@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_every_command_has_useful_help() -> None:
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "cache", "train",
+    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "report", "cache", "train",
                 "predict", "evaluate"]
     for command in [*commands, "train pretrain", "train finetune"]:
         assert command.split()[-1] in top.output or command.startswith("train ")
@@ -28,6 +28,25 @@ def test_every_command_has_useful_help() -> None:
     ingest_help = runner.invoke(app, ["ingest", "--help"]).output
     for option in ("--format", "--source", "--out", "--workers", "--labels", "--strict", "kvasir-capsule", "auto"):
         assert option in ingest_help
+
+
+HEAVY = ("pandas", "numpy", "torch", "timm", "PIL", "sklearn", "numba")
+
+
+@pytest.mark.parametrize("argv", [None, ["--help"], ["ingest", "--help"], ["evaluate", "--help"]])
+def test_import_and_help_load_no_heavy_library(argv: list[str] | None) -> None:
+    """`endoctl --help` answers fast because nothing heavy is imported for it (README: under a second)."""
+    run = "" if argv is None else f"sys.argv = ['endoctl', *{argv!r}]\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+    code = f"import sys\nfrom endoctl.cli import app\n{run}print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", out[-300:]
+
+
+def test_format_names_are_the_registered_adapters() -> None:
+    from endoctl.sources import FORMATS, REGISTRY
+
+    assert sorted(FORMATS) == sorted(REGISTRY)
+    assert all(REGISTRY[name].__module__ == f"endoctl.sources.{module}" for name, module in FORMATS.items())
 
 
 def test_module_entry_point_and_sources_listing() -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from endoctl.cli import app
-from endoctl.dedupe import DedupeParams, brute_force_pairs, find_pairs, layout, near_pairs, synthetic_hashes
+from endoctl.dedupe import DedupeParams, brute_force_pairs, dedupe, find_pairs, layout, near_pairs, synthetic_hashes
 from endoctl.grouping import components
 from endoctl.hashing import from_hex, hamming
 from endoctl.ingest import hash_files, ingest
@@ -152,11 +152,11 @@ def test_sequence_keys_ers_sequence_folders_and_kvasir_video_names(tmp_path: Pat
     manifest = manifest.assign(label="x", sha256=[str(k) for k in range(len(paths))], dhash="f" * 16)
     manifest_csv = tmp_path / "m.csv"
     manifest.to_csv(manifest_csv, index=False)
-    out = tmp_path / "dup" / "duplicates.csv"
+    out = tmp_path / "dup"
     res = runner.invoke(app, ["dedupe", str(manifest_csv), "--out", str(out), "--max-distance", "0",
                               "--sequence-distance", "4", "--workers", "1"])  # the default sequence pattern
     assert res.exit_code == 0, res.output
-    pairs = read_csv(out.with_name("duplicate_pairs.csv"))
+    pairs = read_csv(out / "duplicate_pairs.csv")
     assert sorted(zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"])) == [
         ("ers/0001/seq_01/frames/000010.png", "ers/0001/seq_01/frames/000012.png", "sequence"),
         ("kc/labelled_images/Normal clean mucosa/0728084c8da942d9_100.jpg",
@@ -185,17 +185,17 @@ def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
     scenes[5].save(tmp_path / "b" / "x" / "other.jpg", quality=95)
     manifests = []
     for source in ("a", "b"):
-        out = tmp_path / "m" / f"{source}.csv"
+        out = tmp_path / "m" / source
         res = runner.invoke(app, ["ingest", str(tmp_path / source), "-f", "folder", "--source", source,
                                   "--out", str(out), "--data-root", str(tmp_path)])
         assert res.exit_code == 0, res.output
         manifests.append(str(out))
-    out = tmp_path / "m" / "duplicates.csv"
+    out = tmp_path / "dups"
     res = runner.invoke(app, ["dedupe", *manifests, "--out", str(out)])
     assert res.exit_code == 0, res.output
-    clusters = read_csv(out).set_index("image_id")
-    pairs = read_csv(out.with_name("duplicate_pairs.csv"))
-    report = json.loads(out.with_name("duplicates_report.json").read_text())
+    clusters = read_csv(out / "duplicates.csv").set_index("image_id")
+    pairs = read_csv(out / "duplicate_pairs.csv")
+    report = json.loads((out / "duplicates_report.json").read_text())
     assert len(clusters) == 7
     assert clusters.loc["a/x/img0.jpg", "cluster"] == clusters.loc["b/y/copy.jpg", "cluster"]
     assert clusters.loc["a/x/img1.jpg", "cluster"] == clusters.loc["a/y/img1.jpg", "cluster"]
@@ -205,13 +205,23 @@ def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
     assert report["cross_source_clusters"] == 1 and report["conflicting_label_clusters"] == 1
     assert report["largest_cluster"]["size"] == 2
     assert "2 duplicate clusters" in res.output
-    first = [p.read_bytes() for p in sorted(out.parent.glob("dup*"))]
+    first = [p.read_bytes() for p in sorted(out.iterdir())]
+    assert len(first) == 3
     assert runner.invoke(app, ["dedupe", *reversed(manifests), "--out", str(out), "--workers", "1"]).exit_code == 0
-    assert [p.read_bytes() for p in sorted(out.parent.glob("dup*"))] == first  # order/workers never matter
+    assert [p.read_bytes() for p in sorted(out.iterdir())] == first  # order/workers never matter
 
 
 def test_cli_rejects_manifests_without_hashes(tmp_path: Path) -> None:
     bad = tmp_path / "m.csv"
     bad.write_text("image_id,source,path,label\ns/a.jpg,s,a.jpg,x\n")
-    res = runner.invoke(app, ["dedupe", str(bad), "--out", str(tmp_path / "d.csv")])
-    assert res.exit_code == 2 and "lacks column(s)" in res.output and "phash" in res.output
+    res = runner.invoke(app, ["dedupe", str(bad), "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and f"{bad}: missing column(s)" in res.output and "phash" in res.output
+
+
+def test_no_duplicates_at_all_is_an_empty_pair_list(tmp_path: Path) -> None:
+    manifest = pd.DataFrame({"image_id": ["s/a.jpg", "s/b.jpg"], "source": "s", "path": ["a.jpg", "b.jpg"],
+                             "label": "x", "sha256": ["1", "2"], "phash": ["0000000000000000", "ffffffffffffffff"],
+                             "dhash": ["0000000000000000", "ffffffffffffffff"]})
+    result = dedupe(manifest, DedupeParams(workers=1))
+    assert len(result.pairs) == 0 and list(result.pairs.columns) == ["image_id_a", "image_id_b", "distance", "kind"]
+    assert result.report["duplicate_clusters"] == 0 and len(result.clusters) == 2

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import (average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score)
 from typer.testing import CliRunner
 
-from conftest import shared_path
+from conftest import shared_path, workbook
 from endoctl.cli import app
 from endoctl.io import write_csv, write_text
 from endoctl.metrics import (EvalData, EvaluationError, _metric_rows, _ranking, bootstrap, ce24_report,
@@ -209,8 +209,11 @@ def test_metrics_file_holds_the_headline_of_the_full_report(tmp_path: Path) -> N
     write_csv(tmp_path / "pred.csv", pred)
     res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
                    "--metrics", tmp_path / "m.json", "--bootstrap", 50)
+    assert res.exit_code == 2 and "holds 'class_mapping.json', 'pred.csv', 'test.csv'" in res.stderr  # not a folder of its own
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "eval" / "r.json",
+                   "--metrics", tmp_path / "eval" / "m.json", "--bootstrap", 50)
     assert res.exit_code == 0, res.output
-    r, m = (json.loads((tmp_path / f).read_text()) for f in ("r.json", "m.json"))
+    r, m = (json.loads((tmp_path / "eval" / f).read_text()) for f in ("r.json", "m.json"))
     for key in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "accuracy", "n_images"):
         assert m[key] == r[key]
     ci = r["bootstrap"]["ci"]["balanced_accuracy"]
@@ -283,6 +286,32 @@ def test_sanity_check_failures_name_the_rows(tmp_path: Path) -> None:
     assert "invalid predicted_class" in error and "row 4 (raw/x/3.jpg): 'Tumor'" in error
     error = failing(tmp_path, pred.drop(columns="image_path"), truth)
     assert "no image_path column" in error
+
+
+def test_workbook_sheet_with_the_predictions_is_found_and_truth_typos_blame_the_truth(tmp_path: Path) -> None:
+    classes = ["Erosion", "Normal", "Polyp"]
+    names = [f"{k}.jpg" for k in range(6)]
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(3), size=6).round(6)
+    labels = ["Erosion", "Normal", "Polyp", "Normal", "Polyp", "Erosion"]
+    truth = workbook(tmp_path / "truth.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, labels)]})
+    rows = [["image_path", *classes], *([n, *p] for n, p in zip(names, proba.tolist()))]
+    workbook(tmp_path / "first_empty.xlsx", {"Sheet1": [], "predictions": rows})  # the first sheet is empty
+    workbook(tmp_path / "plain.xlsx", {"Sheet1": rows})
+    for name in ("first_empty", "plain"):
+        res = run_eval("--truth", truth, "--predictions", tmp_path / f"{name}.xlsx", "--out", tmp_path / f"{name}.json",
+                       "--bootstrap", 0)
+        assert res.exit_code == 0, res.output
+    assert (tmp_path / "first_empty.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
+    # a class the truth names but the predictions lack: a known class blames the predictions ...
+    workbook(tmp_path / "no_polyp.xlsx", {"Sheet1": [[c for c in row if c != "Polyp"][:3] for row in rows]})
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "no_polyp.xlsx", "--out", tmp_path / "x.json")
+    assert res.exit_code == 2 and "no_polyp.xlsx: no probability column for truth class(es) 'Polyp'" in res.stderr
+    # ... a label that is no class anywhere blames the truth, naming its row
+    workbook(tmp_path / "typo.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, [*labels[:4], "Tumour", "Erosion"])]})
+    res = run_eval("--truth", tmp_path / "typo.xlsx", "--predictions", tmp_path / "plain.xlsx", "--out", tmp_path / "x.json")
+    assert res.exit_code == 2
+    assert f"truth {tmp_path / 'typo.xlsx'}: unknown class 'Tumour' in column class_label (rows 6)" in " ".join(res.stderr.split())
 
 
 def test_file_names_are_matched_unless_they_repeat_then_full_paths_are_needed(tmp_path: Path) -> None:
@@ -423,9 +452,9 @@ def test_plots_and_dvc_plot_files(tmp_path: Path) -> None:
     outputs = []
     for run in ("one", "two"):
         res = run_eval("--truth", tmp_path / "truth" / "test.csv", "--predictions", tmp_path / "preds",
-                       "--out", tmp_path / run, "--plots", tmp_path / f"plots_{run}", "--bootstrap", 100)
+                       "--out", tmp_path / run, "--plots", tmp_path / run / "plots", "--bootstrap", 100)
         assert res.exit_code == 0, res.output
-        outputs.append(tmp_path / f"plots_{run}" / "model")
+        outputs.append(tmp_path / run / "plots" / "model")
     assert "bootstrap resamples of groups" in res.stdout
     first, second = outputs
     assert sorted(p.name for p in first.iterdir()) == ["confusion.csv", "confusion_matrix.png", "roc.csv", "roc.png",
@@ -496,7 +525,7 @@ def leak_case(folder: Path) -> tuple[Path, Path, Path]:
 def test_leak_free_metrics_on_the_images_no_training_group_holds(tmp_path: Path) -> None:
     truth, pred, train = leak_case(tmp_path)
     res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "out" / "r.json", "--bootstrap", 20,
-                   "--train", train, "--metrics", tmp_path / "m.json")
+                   "--train", train, "--metrics", tmp_path / "out" / "m.json")
     assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / "out" / "r.json").read_text())
     free = r["leak_free"]
@@ -510,27 +539,27 @@ def test_leak_free_metrics_on_the_images_no_training_group_holds(tmp_path: Path)
     listed = read_table(tmp_path / "out" / "leak_free_images.csv")
     assert list(listed.columns) == ["image_id", "source", "path", "group", "label"]
     assert listed["image_id"].tolist() == ["demo/x/1.jpg", "demo/x/4.jpg", "demo/x/5.jpg", "demo/x/7.jpg"]
-    m = json.loads((tmp_path / "m.json").read_text())
+    m = json.loads((tmp_path / "out" / "m.json").read_text())
     assert m["leak_free"] == {k: free[k] for k in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "n_images")}
     assert "(leak-free 4 of 8 images: balanced accuracy 0.8333" in res.stdout
     # groups only; a smaller gap; the organisers' report
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "g.json", "--bootstrap", 0,
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "g" / "r.json", "--bootstrap", 0,
                    "--train", train, "--frame-gap", "0")
-    assert json.loads((tmp_path / "g.json").read_text())["leak_free"]["n_images"] == 5
-    assert len(read_table(tmp_path / "leak_free_images.csv")) == 5  # beside the report
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "c.json", "--report", "ce24",
+    assert json.loads((tmp_path / "g" / "r.json").read_text())["leak_free"]["n_images"] == 5
+    assert len(read_table(tmp_path / "g" / "leak_free_images.csv")) == 5  # beside the report
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "c" / "r.json", "--report", "ce24",
                    "--train", train, "--frame-gap", "2")
-    ce24 = json.loads((tmp_path / "c.json").read_text())
+    ce24 = json.loads((tmp_path / "c" / "r.json").read_text())
     assert ce24["leak_free"]["n_images"] == 5 and set(ce24["leak_free"]) >= {"mean_auc", "balanced_accuracy", "class_wise_metrics"}
     # nothing leak-free: counts, no metrics
     write_csv(tmp_path / "all.csv", read_table(truth))
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "n.json", "--train", tmp_path / "all.csv")
+    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "n" / "r.json", "--train", tmp_path / "all.csv")
     assert res.exit_code == 0 and "(leak-free 0 of 8 images: none)" in res.stdout
-    assert json.loads((tmp_path / "n.json").read_text())["leak_free"]["n_images"] == 0
+    assert json.loads((tmp_path / "n" / "r.json").read_text())["leak_free"]["n_images"] == 0
     for extra, expected in ((["--train", tmp_path / "nope.csv"], "--train file not found"),
                             (["--images-root", tmp_path], "--images-root needs --train"),
                             (["--train", train, "--frame-gap", "-1"], "--frame-gap must be >= 0")):
-        res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "e.json", *extra)
+        res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "e" / "r.json", *extra)
         assert res.exit_code == 2 and expected in res.stderr and "\n" not in res.stderr.strip()
 
 
@@ -549,12 +578,12 @@ def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
         im.resize((240, 210), Image.LANCZOS).save(tmp_path / "raw" / "copy.jpg", quality=70)
     (tmp_path / "train.csv").write_text("path\nraw/copy.jpg\n")
     args = ["--truth", truth, "--predictions", tmp_path / "pred.csv", "--bootstrap", 0, "--train", tmp_path / "train.csv"]
-    assert run_eval(*args, "--out", tmp_path / "names.json").exit_code == 0
-    assert json.loads((tmp_path / "names.json").read_text())["leak_free"]["n_images"] == 4  # names alone: unrelated
-    res = run_eval(*args, "--out", tmp_path / "hashed.json", "--images-root", tmp_path, "--workers", 1)
+    assert run_eval(*args, "--out", tmp_path / "names" / "r.json").exit_code == 0
+    assert json.loads((tmp_path / "names" / "r.json").read_text())["leak_free"]["n_images"] == 4  # names alone: unrelated
+    res = run_eval(*args, "--out", tmp_path / "hashed" / "r.json", "--images-root", tmp_path, "--workers", 1)
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "hashed.json").read_text())["leak_free"]["n_images"] == 3
-    assert "demo/x/2.jpg" not in set(read_table(tmp_path / "leak_free_images.csv")["image_id"])
+    assert json.loads((tmp_path / "hashed" / "r.json").read_text())["leak_free"]["n_images"] == 3
+    assert "demo/x/2.jpg" not in set(read_table(tmp_path / "hashed" / "leak_free_images.csv")["image_id"])
 
 
 # On CE24's official validation, with training_data.xlsx as the training file: how much of each team's

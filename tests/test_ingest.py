@@ -92,12 +92,13 @@ def build_corpus(root: Path) -> dict[str, str]:
 
 def test_bad_input_corpus_every_file_accounted(tmp_path: Path) -> None:
     expected = build_corpus(tmp_path / "src")
-    out = tmp_path / "manifests" / "corpus.csv"
+    out = tmp_path / "manifests" / "corpus"
     result = runner.invoke(app, ["ingest", str(tmp_path / "src"), "--format", "folder", "--source", "corpus",
                                  "--out", str(out), "--data-root", str(tmp_path), "--workers", "1"])
     assert result.exit_code == 0, result.output
-    manifest = read_csv(out)
-    rejected = read_csv(out.with_name("corpus.rejected.csv"))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["corpus"]  # no temporaries left
+    manifest = read_csv(out / "manifest.csv")
+    rejected = read_csv(out / "rejected.csv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
     accepted = {p.removeprefix("src/") for p in manifest["path"]}
     reasons = {p.removeprefix("src/"): r for p, r in zip(rejected["path"], rejected["reason"])}
@@ -143,13 +144,13 @@ def test_output_identical_across_runs_and_workers(tmp_path: Path) -> None:
         scene(i, (64, 48)).save(src / f"c{i % 3}" / f"img{i:03d}.jpg", quality=90)
     outputs = []
     for run, workers in enumerate(["1", "2", "2"]):
-        out = tmp_path / f"run{run}" / "m.csv"
+        out = tmp_path / f"run{run}" / "m"
         res = runner.invoke(app, ["ingest", str(src), "-f", "folder", "--source", "s", "--out", str(out),
                                   "--data-root", str(tmp_path), "--workers", workers])
         assert res.exit_code == 0, res.output
-        outputs.append((out.read_bytes(), out.with_name("m.rejected.csv").read_bytes()))
+        outputs.append(((out / "manifest.csv").read_bytes(), (out / "rejected.csv").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
-    ids = read_csv(tmp_path / "run0" / "m.csv")["image_id"].tolist()
+    ids = read_csv(tmp_path / "run0" / "m" / "manifest.csv")["image_id"].tolist()
     assert ids == sorted(ids) and len(ids) == 300
 
 
@@ -158,12 +159,12 @@ def test_real_layouts_through_the_cli_with_format_auto(tmp_path: Path, name: str
     """Each real layout is recognised, and every file is accepted, rejected with its reason or skipped."""
     root = tmp_path / "src"
     tree = TREES[name](root)
-    out = tmp_path / "m" / f"{name}.csv"
+    out = tmp_path / "m" / name
     res = runner.invoke(app, ["ingest", str(root), "--format", "auto", "--source", name, "--out", str(out),
                               "--data-root", str(root), "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert f"ingest {name}: --format auto chose {name}: found " in res.stderr
-    manifest, rejected = read_csv(out), read_csv(out.with_name(f"{name}.rejected.csv"))
+    manifest, rejected = read_csv(out / "manifest.csv"), read_csv(out / "rejected.csv")
     assert sorted(zip(manifest["path"], manifest["label"], manifest["patient_id"], manifest["official_split"])) == sorted(tree.records)
     assert sorted(zip(rejected["path"], rejected["reason"])) == sorted(tree.rejected)
     assert (manifest["image_id"] == f"{name}/" + manifest["path"]).all() and (manifest["sha256"].str.len() == 64).all()
@@ -176,8 +177,8 @@ def test_real_layouts_through_the_cli_with_format_auto(tmp_path: Path, name: str
 def test_format_auto_on_an_unknown_folder_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     scene(0).save(tmp_path / "photos" / "a.jpg")
-    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "auto", "--source", "s", "--out", str(tmp_path / "m.csv")])
-    assert res.exit_code == 2 and not (tmp_path / "m.csv").exists()
+    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "auto", "--source", "s", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and not (tmp_path / "m").exists()
     message = res.stderr.strip()
     assert "\n" not in message and "--format auto: no known layout in" in message and "ers: 4-digit patient folders" in message
     assert "pass --format NAME" in message
@@ -186,15 +187,15 @@ def test_format_auto_on_an_unknown_folder_is_a_one_line_error(tmp_path: Path) ->
 def test_empty_source_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     res = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "-f", "folder", "--source", "s",
-                              "--out", str(tmp_path / "m.csv")])
+                              "--out", str(tmp_path / "m")])
     assert res.exit_code != 0
-    assert "no images found" in res.output and not (tmp_path / "m.csv").exists()
+    assert "no images found" in res.output and not (tmp_path / "m").exists()
 
 
 def test_unusable_arguments_are_one_line_errors(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "-f", "folder", "--source", "s", "--out", "m.csv"])
+    res = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "-f", "folder", "--source", "s", "--out", "m"])
     assert res.exit_code == 2 and "source folder not found" in res.output
-    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "nonsense", "--source", "s", "--out", "m.csv"])
+    res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "nonsense", "--source", "s", "--out", str(tmp_path / "m")])
     assert res.exit_code == 2 and "unknown --format 'nonsense'" in res.output and "kvasir-capsule" in res.output
 
 
@@ -202,7 +203,7 @@ def test_strict_turns_rejections_into_failure(tmp_path: Path) -> None:
     (tmp_path / "src" / "c").mkdir(parents=True)
     scene(0).save(tmp_path / "src" / "c" / "ok.jpg")
     (tmp_path / "src" / "c" / "zero.jpg").write_bytes(b"")
-    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(tmp_path / "m.csv")]
+    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(tmp_path / "m")]
     assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(app, [*args, "--strict"])
     assert res.exit_code != 0 and "zero.jpg: empty file" in res.output
@@ -260,3 +261,32 @@ def test_real_kvasir_seg_fast_path_matches_pillow_and_survives_reencoding(tmp_pa
     # Distinct real images stay far apart.
     distinct = hamming(original[:, None], original[None, :])[np.triu_indices(len(original), 1)]
     assert np.percentile(distinct, 1) > 10
+
+
+def png_1bit(width: int, height: int) -> bytes:
+    """A real, fully decodable bilevel PNG of any size (compresses to ~100 kB even at 169 Mpx)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = (b"\0" + b"\x55" * ((width + 7) // 8)) * height
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+
+
+def test_max_pixels_is_the_limit_pillow_applies_too(tmp_path: Path) -> None:
+    """A 169-Mpx PNG is above Pillow's own warning limit (89,478,485) but below ingest's default
+    (178,956,970): accepted, in worker processes too; --max-pixels above and below it decides."""
+    src = tmp_path / "src" / "c"
+    src.mkdir(parents=True)
+    (src / "big.png").write_bytes(png_1bit(13_000, 13_000))
+    scene(0).save(src / "small.jpg")
+    out = tmp_path / "m"
+    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(out), "--data-root", str(tmp_path)]
+    res = runner.invoke(app, [*args, "--workers", "2"])
+    assert res.exit_code == 0 and "accepted 2 + rejected 0" in res.output, res.output
+    big = read_csv(out / "manifest.csv").set_index("path").loc["src/c/big.png"]
+    assert (big["width"], big["height"]) == ("13000", "13000")
+    assert isinstance(hash_files([str(src / "big.png")], max_pixels=500_000_000)[0], tuple)
+    res = runner.invoke(app, [*args, "--workers", "1", "--max-pixels", "100000000"])
+    assert res.exit_code == 0
+    assert read_csv(out / "rejected.csv")["reason"].tolist() == [
+        "decompression bomb: 13000x13000 = 169000000 pixels > limit 100000000"]

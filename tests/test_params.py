@@ -84,3 +84,20 @@ def test_paper_model_and_optimizer_build_offline() -> None:
                                     layer_decay=paper["layer_decay"])
     scales = sorted({round(g["lr_scale"], 6) for g in optimizer.param_groups})
     assert scales[-1] == 1.0 and scales[0] == pytest.approx(paper["layer_decay"] ** 13, rel=1e-4)
+
+
+def test_report_section_is_exactly_the_reports_options_with_their_defaults() -> None:
+    """params.yaml `report`, `endoctl report`'s options (and defaults) and the dvc.yaml command agree."""
+    import inspect
+
+    from endoctl.cli import report
+
+    defaults = {name: p.default.default if hasattr(p.default, "default") else p.default
+                for name, p in inspect.signature(report).parameters.items()}
+    section = load("params.yaml")["report"]
+    assert set(section) <= set(defaults), set(section) - set(defaults)
+    tuned = {k: v for k, v in section.items() if k != "workers"}  # workers: the machine's, not a default
+    assert {k: defaults[k] for k in tuned} == tuned  # the demo runs the documented defaults
+    command = load("dvc.yaml")["stages"]["report"]["cmd"]
+    passed = dict(re.findall(r"--([a-z0-9-]+) \$\{report\.([a-z_]+)\}", command))
+    assert passed == {k.replace("_", "-"): k for k in section}

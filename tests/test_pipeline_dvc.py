@@ -1,6 +1,6 @@
 """The whole pipeline through real DVC in a temporary git repo, as a newcomer runs it.
 
-synth -> ingest -> dedupe -> split -> pretrain -> finetune -> predict -> evaluate, then what users do
+synth -> ingest -> dedupe -> split (-> report) -> pretrain -> finetune -> predict -> evaluate, then what users do
 next: repro again (nothing runs), change a parameter (only what depends on it reruns), compare with
 `dvc metrics diff`, run an experiment with `dvc exp run -S`, render `dvc plots show`, and rebuild
 the splits without DVC (`endoctl build-splits`).
@@ -9,6 +9,7 @@ the splits without DVC (`endoctl build-splits`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,16 +60,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_ingests_every_demo_source(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert sorted(p.name for p in (repo / "manifests" / "ingest").iterdir()) == sorted([".gitignore", *params["ingest"]["sources"]])
     for name in params["ingest"]["sources"]:
-        manifest = read_csv(repo / "manifests" / "ingest" / f"{name}.csv")
-        rejected = read_csv(repo / "manifests" / "ingest" / f"{name}.rejected.csv")
+        manifest = read_csv(repo / "manifests" / "ingest" / name / "manifest.csv")
+        rejected = read_csv(repo / "manifests" / "ingest" / name / "rejected.csv")
         assert len(manifest) > 0 and (manifest["source"] == name).all()
         assert manifest["path"].map(lambda p: (repo / p).is_file()).all()
         assert len(rejected) >= 1, f"the demo plants corrupt files in every source ({name})"
-    kc = read_csv(repo / "manifests" / "ingest" / "kvasir-capsule.csv")
+    kc = read_csv(repo / "manifests" / "ingest" / "kvasir-capsule" / "manifest.csv")
     assert (kc["patient_id"].str.len() == 16).all()
     assert kc["patient_id"].nunique() == params["synth"]["videos"]
-    ce24 = read_csv(repo / "manifests" / "ingest" / "ce24.csv")
+    ce24 = read_csv(repo / "manifests" / "ingest" / "ce24" / "manifest.csv")
     assert set(ce24["official_split"]) == {"training", "validation", "test"}
     # CE24 copies are re-encodings: same file names as in the sources, different bytes.
     names = kc["path"].str.rsplit("/", n=1).str[-1]
@@ -80,7 +82,7 @@ def test_repro_ingests_every_demo_source(repo: Path) -> None:
 def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
     import json
 
-    clusters = read_csv(repo / "manifests" / "duplicates.csv")
+    clusters = read_csv(repo / "manifests" / "duplicates" / "duplicates.csv")
     assert (clusters.groupby("cluster")["source"].nunique() > 1).any()  # CE24 copies found in their sources
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert list(params["split"]["targets"]) == ["ee24-ce24"] and params["split"]["nested"]["ce24"]["nest_in"] == "ee24-ce24"
@@ -89,7 +91,7 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
         report = json.loads((folder / "split_report.json").read_text())
         assert all(v == 0 for k, v in report["straddling"].items() if k != "examples"), report["straddling"]
         test = read_csv(folder / "test.csv")
-        ce24 = read_csv(repo / "manifests" / "ingest" / "ce24.csv")
+        ce24 = read_csv(repo / "manifests" / "ingest" / "ce24" / "manifest.csv")
         pinned = set(ce24.loc[ce24["official_split"] == "test", "image_id"])
         assert pinned <= set(test["image_id"]) | set(read_csv(folder / "excluded.csv")["image_id"])
         assert json.loads((folder / "class_mapping.json").read_text())["angioectasia"] == 0
@@ -119,6 +121,19 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
     assert set(spread[spread >= 2].index) <= set(val["target_class"]), spread
 
 
+def test_repro_writes_the_report_with_the_planted_copies_sequences_and_conflict(repo: Path) -> None:
+    report = repo / "manifests" / "report"
+    html = (report / "index.html").read_text()
+    for heading in ("Overview", "Duplicate clusters", "Frame sequences", "Label conflicts", "Leaks", "Image quality"):
+        assert f"<h2>{heading}</h2>" in html
+    clusters = read_csv(report / "clusters.csv")
+    assert clusters["cross_source"].iloc[0] == "True"  # CE24's copies of Kvasir-Capsule and KID images
+    assert read_csv(report / "sequences.csv")["patient_id"].nunique() >= 6  # the demo's videos as film strips
+    conflict = read_csv(report / "conflicts.csv").iloc[0]  # the CE24 image filed under two classes
+    assert conflict["kind"] == "exact" and conflict["label_a"] != conflict["label_b"]
+    assert len(list((report / "thumbs").glob("*.jpg"))) == len(set(re.findall(r'src="thumbs/([^"]+)"', html)))
+
+
 def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: Path) -> None:
     import json
 
@@ -127,7 +142,7 @@ def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: 
         logged = json.loads((repo / "metrics" / stage / "metrics.json").read_text())
         assert {"train", "val", "best"} <= set(logged)
         assert (repo / "metrics" / stage / "plots" / "metrics" / "val" / "balanced_accuracy.tsv").is_file()
-    test = json.loads((repo / "metrics" / "test.json").read_text())
+    test = json.loads((repo / "metrics" / "test" / "metrics.json").read_text())
     report = json.loads((repo / "metrics" / "test" / "report.json").read_text())
     assert test["balanced_accuracy"] == report["balanced_accuracy"]
     assert test["n_images"] == len(read_csv(repo / "manifests" / "ce24" / "test.csv"))
@@ -180,19 +195,19 @@ def test_build_splits_standalone_equals_the_dvc_stages(repo: Path, tmp_path: Pat
         for name in ("train_val.csv", "test.csv", "excluded.csv", "class_mapping.json"):
             assert (out / target / name).read_bytes() == (repo / "manifests" / target / name).read_bytes(), name
     for name in ("duplicates.csv", "duplicate_pairs.csv"):
-        assert (tmp_path / "ce24" / name).read_bytes() == (repo / "manifests" / name).read_bytes(), name
+        assert (tmp_path / "ce24" / "duplicates" / name).read_bytes() == (repo / "manifests" / "duplicates" / name).read_bytes(), name
 
 
 def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Path) -> None:
     assert "up to date" in run(["dvc", "status"], repo)
     out = run(["dvc", "repro"], repo)
     assert "Running stage" not in out
-    before = (repo / "manifests" / "ingest" / "kid.csv").read_bytes()
+    before = (repo / "manifests" / "ingest" / "kid" / "manifest.csv").read_bytes()
     set_param(repo, "ingest", "workers", 1)
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'ingest@kid'" in out and "Running stage 'synth'" not in out
     assert "Running stage 'dedupe'" not in out  # ingest outputs unchanged: nothing downstream reruns
-    assert (repo / "manifests" / "ingest" / "kid.csv").read_bytes() == before  # worker count never changes output
+    assert (repo / "manifests" / "ingest" / "kid" / "manifest.csv").read_bytes() == before  # worker count never changes output
 
 
 def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(repo: Path) -> None:
@@ -204,7 +219,7 @@ def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(r
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"finetune", "predict@test", "predict@ce24-submission", "evaluate"}, ran
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo))
-    changed = diff["metrics/test.json"]
+    changed = diff["metrics/test/metrics.json"]
     assert changed and all(set(v) == {"old", "new", "diff"} for v in changed.values())
     assert any(v["diff"] for v in changed.values())
     assert "metrics/finetune/metrics.json" in diff
@@ -221,7 +236,7 @@ def test_exp_run_with_a_set_param_is_a_comparable_experiment(repo: Path) -> None
     assert named, [e.get("name") for e in exps]
     data = named[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["finetune"]["lr"] == 0.0001
-    test = data["metrics"]["metrics/test.json"]["data"]
+    test = data["metrics"]["metrics/test/metrics.json"]["data"]
     assert 0 <= test["balanced_accuracy"] <= 1
     diff = run(["dvc", "exp", "diff", "HEAD", "low-lr"], repo)
     assert "finetune.lr" in diff and "balanced_accuracy" in diff

@@ -387,11 +387,28 @@ def test_cli_predict_on_split_csv(ckpt, image_dir, tmp_path, monkeypatch) -> Non
     paths = [f"{image_dir.name}/b/v1/frame_01.jpg", f"{image_dir.name}/a/v0/frame_00.jpg"]
     pd.DataFrame({"image_id": ["x", "y"], "source": "ce24", "path": paths, "label": "Normal",
                   "target_class": "normal", "group": "g", "fold": ""}).to_csv(split, index=False)
-    out = tmp_path / "p.csv"
+    out = tmp_path / "predictions" / "p.csv"
     res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
                               "--device", "cpu", "--workers", "0", "--no-fast"])
     assert res.exit_code == 0, res.stderr
     assert pd.read_csv(out)["image_path"].tolist() == sorted(paths)  # written as the CSV gives them
+
+
+def test_cli_predict_counts_a_path_listed_twice(ckpt, image_dir, tmp_path, monkeypatch) -> None:
+    """4 rows, one image listed twice, one broken: 3 images = predicted 2 + rejected 1, and a warning
+    names the repeated path and its rows (before: rows merged without a word)."""
+    monkeypatch.chdir(image_dir.parent)
+    name = image_dir.name
+    paths = [f"{name}/b/v1/frame_01.jpg", f"{name}/a/broken.jpg", f"{name}/a/v0/frame_00.jpg", f"{name}/b/v1/frame_01.jpg"]
+    pd.DataFrame({"path": paths}).to_csv(tmp_path / "list.csv", index=False)
+    out = tmp_path / "predictions" / "p.csv"
+    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(tmp_path / "list.csv"), "--out",
+                              str(out), "--device", "cpu", "--workers", "0"])
+    assert res.exit_code == 0, res.stderr
+    assert "predict: 3 images (from 4 rows of list.csv) = predicted 2 + rejected 1" in res.stdout
+    warning = " ".join(res.stderr.split())
+    assert f"1 path(s) listed more than once (first '{name}/b/v1/frame_01.jpg' in rows 2, 5)" in warning
+    assert len(pd.read_csv(out)) == 2 and len(pd.read_csv(out.with_name("p.rejected.csv"))) == 1
 
 
 def test_cli_predict_errors_are_one_line(ckpt, image_dir, tmp_path) -> None:
@@ -418,7 +435,7 @@ def test_predict_output_round_trips_through_evaluate(ckpt, image_dir, tmp_path, 
         "target_class": [classes[k % 3] for k in range(len(images))], "group": "", "fold": "",
     }).to_csv(split, index=False)
     (tmp_path / "class_mapping.json").write_text(json.dumps(CE24.class_mapping(), indent=2) + "\n")
-    out = tmp_path / "pred.csv"
+    out = tmp_path / "predictions" / "pred.csv"
     res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
                               "--device", "cpu", "--workers", "0"])
     assert res.exit_code == 0, res.stderr

@@ -1,7 +1,10 @@
 """``endoctl split``: leak-free stratified group splits, pins, kept assignments, report.
 
 Synthetic tests use a tiny taxonomy written here (so they do not move when the packaged taxonomy
-grows); the real-data tests use ../shared and the packaged taxonomy's ce24 / ee24-ce24 targets.
+grows), with one target per several-classes rule (exclude, priority, multi-label); multi-label
+stratification; the packaged taxonomy over every label of the adapters' contract (ee24-ce24 and
+its composition table beside the paper's numbers, the multi-label ee24); the real-data tests use
+../shared and the packaged taxonomy's ce24 / ee24-ce24 targets.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from endoctl.split import OUTPUT_FILES, Pin, assign, nesting_check, parse_pin, s
 from endoctl.taxonomy import load_taxonomy
 
 from conftest import shared_path
+from label_contract import every_label
 
 runner = CliRunner()
 
 TAXONOMY_YAML = """\
-version: 1
+version: 2
 findings:
   normal: "Normal mucosa."
   lesion-a: "Lesion A."
@@ -47,6 +51,17 @@ targets:
     description: "Source alpha only."
     classes: [Normal, A, B, C]
     sources: [alpha]
+    map: {normal: Normal, lesion-a: A, lesion-b: B, lesion-c: C}
+  abc-priority:
+    description: "Every source; several classes: the first in the priority list."
+    classes: [Normal, A, B, C]
+    several_classes: priority
+    priority: [C, B, A, Normal]
+    map: {normal: Normal, lesion-a: A, lesion-b: B, lesion-c: C}
+  abc-multi:
+    description: "Every source, multi-label."
+    classes: [Normal, A, B, C]
+    several_classes: multi-label
     map: {normal: Normal, lesion-a: A, lesion-b: B, lesion-c: C}
 """
 LABELS = {"alpha": ["Normal", "A", "B", "C"], "beta": ["normal", "a", "b", "c"]}
@@ -202,6 +217,36 @@ def test_assign_balances_many_small_groups() -> None:
     assert out.groupby(groups)["fold"].nunique().max() == 1
 
 
+def multi_label_population(n: int = 5000, n_groups: int = 1500, seed: int = 2) -> tuple[pd.Series, pd.Series]:
+    """Groups of varying size whose rows carry 1-3 co-occurring labels ('e' only ever beside 'a')."""
+    rng = np.random.default_rng(seed)
+    groups = pd.Series([f"g{i}" for i in rng.zipf(1.6, n) % n_groups])
+    labels = []
+    for _ in range(n):
+        row = {str(rng.choice(["n", "a", "b", "c", "d"], p=[0.5, 0.2, 0.15, 0.1, 0.05]))}
+        if "a" in row and rng.random() < 0.4:
+            row.add("e")
+        if rng.random() < 0.2:
+            row.add(str(rng.choice(["b", "c", "d"])))
+        labels.append("|".join(sorted(row)))
+    return groups, pd.Series(labels)
+
+
+def test_assign_multi_label_rows_count_for_each_class() -> None:
+    groups, y = multi_label_population()
+    out = assign(groups, y, 0.2, 5, 0)
+    assert out.groupby(groups)["fold"].nunique().max() == 1
+    assert abs((out["split"] == "test").mean() - 0.2) < 0.01
+    carries = pd.DataFrame({c: y.str.split("|").map(lambda s, c=c: c in s) for c in "nabcde"})
+    overall = carries.mean()
+    for key, part in [("test", out["split"] == "test")] + [(f, out["fold"] == f) for f in range(5)]:
+        dev = (carries[part].mean() - overall).abs()
+        assert dev.max() < 0.02, (key, dev.round(4).to_dict())  # 'e' never occurs alone, yet is balanced
+    # the count vector of a multi-label row holds each of its classes once and the image once
+    one = assign(pd.Series(["g0", "g1"]), pd.Series(["a|b", "a"]), 0.5, 1, 0)
+    assert sorted(one["split"]) == ["test", "train_val"]
+
+
 # ------------------------------------------------------------------------------------ hypothesis
 
 
@@ -274,7 +319,7 @@ def manifests(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(manifests(), st.sampled_from(["abc", "alpha-only"]), st.integers(1, 3))
+@given(manifests(), st.sampled_from(["abc", "alpha-only", "abc-priority", "abc-multi"]), st.integers(1, 3))
 def test_split_properties(taxonomy, case, target, folds) -> None:
     df, pairs, pins, perm = case
     matching = [p for p in pins if parse_pin(p).matches(df).any()]
@@ -606,6 +651,84 @@ def test_cli_errors(tmp_path: Path, taxonomy_file: Path) -> None:
     res = run_split("--manifest", tmp_path / "bad.csv", "--target", "abc", "--taxonomy", taxonomy_file, "--out",
                     tmp_path / "o", ok=False)
     assert res.exit_code == 2 and "alpha: Mystery" in res.output
+
+
+def test_cli_rules_counted_in_the_report(tmp_path: Path, taxonomy_file: Path) -> None:
+    """The same manifest under each several-classes rule: what each did, per class, in the report."""
+    alpha = make_manifest("alpha", extra=[("ab.jpg", "A|B"), ("bc.jpg", "B|C"), ("abc.jpg", "A|B|C"), ("aa.jpg", "A|A")])
+    write_csv(tmp_path / "alpha.csv", alpha)
+    got = {}
+    for target in ("abc", "abc-priority", "abc-multi"):
+        run_split("--manifest", tmp_path / "alpha.csv", "--target", target, "--taxonomy", taxonomy_file,
+                  "--out", tmp_path / target)
+        o = outputs(tmp_path / target)
+        both = pd.concat([o["train_val"], o["test"]]).set_index("image_id")["target_class"]
+        got[target] = (both, report(tmp_path / target), (tmp_path / target / "split_report.md").read_text())
+    both, r, md = got["abc"]
+    assert "alpha/ab.jpg" not in both and both["alpha/aa.jpg"] == "a"
+    assert r["several_classes"] | {"per_class": None} == {
+        "rule": "exclude", "priority": None, "images": 3, "resolved_by_priority": 0, "kept_multi_label": 0,
+        "excluded_as_ambiguous": 3, "per_class": None}
+    assert r["several_classes"]["per_class"]["b"] == {"images": 3, "excluded_as_ambiguous": 3}
+    assert "rule: exclude" in md and r["composition"] is None
+    both, r, md = got["abc-priority"]
+    assert (both["alpha/ab.jpg"], both["alpha/bc.jpg"], both["alpha/abc.jpg"]) == ("b", "c", "c")
+    s = r["several_classes"]
+    assert (s["rule"], s["priority"], s["resolved_by_priority"], s["excluded_as_ambiguous"]) == ("priority", ["c", "b", "a", "normal"], 3, 0)
+    assert s["per_class"] == {"a": {"images": 2, "won": 0, "lost": 2}, "b": {"images": 3, "won": 1, "lost": 2},
+                              "c": {"images": 2, "won": 2, "lost": 0}}
+    assert "c > b > a > normal" in md
+    both, r, md = got["abc-multi"]
+    assert (both["alpha/ab.jpg"], both["alpha/abc.jpg"], both["alpha/aa.jpg"]) == ("a|b", "a|b|c", "a")
+    assert r["several_classes"]["kept_multi_label"] == 3
+    assert r["several_classes"]["per_class"]["c"] == {"images": 2, "kept_multi_label": 2}
+    # a multi-label image counts once per class in the class tables, once in the split sizes
+    n_images = r["rows"]["train_val"] + r["rows"]["test"]
+    assert sum(p["images"] for p in r["proportions"].values()) == n_images + 1 + 1 + 2
+    assert sum(r["fold_sizes"].values()) == r["rows"]["train_val"]
+
+
+def test_cli_every_contract_label_of_every_source(tmp_path: Path) -> None:
+    """The packaged taxonomy over a manifest holding every label of every EE24 source: no unknown
+    label; ee24-ce24 reports its composition beside the paper's numbers; ee24 splits multi-label."""
+    rows = every_label()
+    rng = np.random.default_rng(0)
+    COPIES = 3  # noqa: N806
+    records = [{"image_id": f"{fmt}/{k}_{i}.png", "source": fmt, "path": f"raw/{fmt}/{k}_{i}.png", "label": label,
+                "patient_id": f"P{rng.integers(30)}" if fmt in ("ers", "limuc", "medfmc-endo") else "",
+                "official_split": ""}
+               for k in range(COPIES) for i, (fmt, label) in enumerate(rows)]
+    manifests = tmp_path / "ingest"
+    for fmt, part in pd.DataFrame(records).groupby("source"):
+        write_csv(manifests / f"{fmt}.csv", part)
+    run_split("--manifest", manifests, "--target", "ee24-ce24", "--out", tmp_path / "ee24-ce24")
+    r = report(tmp_path / "ee24-ce24")
+    ex = outputs(tmp_path / "ee24-ce24")["excluded"]
+    assert ex["reason"].str.startswith("quality flag only").sum() == COPIES * 11  # q01, q03, q04, q06, q08-q10 and blur rows
+    assert r["several_classes"]["rule"] == "priority" and r["several_classes"]["resolved_by_priority"] > 0
+    comp = r["composition"]
+    assert comp["paper_totals"]["worms"] == comp["paper_datasets"]["ers"]["worms"] == 201
+    assert comp["datasets"][:4] == ["ers", "limuc", "crohnipi", "hyperkvasir"]
+    assert comp["build"]["worms"]["ers"] == COPIES * 2  # c20 and c20|q02
+    assert comp["build"]["ulcer"]["limuc"] == COPIES * 3 and comp["build"]["normal"]["limuc"] == 0
+    assert comp["build_totals"] == {c: sum(v.values()) for c, v in comp["build"].items()}
+    assert comp["build_images_total"] == r["rows"]["train_val"] + r["rows"]["test"]
+    md = (tmp_path / "ee24-ce24" / "split_report.md").read_text()
+    table = md[md.index("## Composition beside the published numbers"):]
+    assert "| ers | ers (paper) | limuc | limuc (paper) |" in table
+    assert f"| Worms | {COPIES * 2} | 201 |" in table and "| **images** |" in table and "130,205" in table
+    multi = [manifests / f"{fmt}.csv" for fmt in ("ers", "medfmc-endo", "see-ai")]  # the multi-label sources
+    run_split(*[a for m in multi for a in ("--manifest", m)], "--target", "ee24", "--out", tmp_path / "ee24")
+    o = outputs(tmp_path / "ee24")
+    both = pd.concat([o["train_val"], o["test"]])
+    assert both["target_class"].str.contains("|", regex=False).any()
+    assert report(tmp_path / "ee24")["several_classes"]["kept_multi_label"] > 0
+    assert_no_straddle(o["train_val"], o["test"])
+    # an unknown code is still one clear error naming it
+    bad = pd.DataFrame(records[:3]).assign(label=["c01", "c99", "c35|h01"])
+    write_csv(tmp_path / "bad.csv", bad)
+    res = run_split("--manifest", tmp_path / "bad.csv", "--target", "ee24-ce24", "--out", tmp_path / "bad", ok=False)
+    assert res.exit_code == 2 and "ers: c35" in res.output and "ers: c99" in res.output
 
 
 def test_split_help_lists_options() -> None:

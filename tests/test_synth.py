@@ -1,4 +1,6 @@
-"""The demo-data generator: native layouts, determinism, near-duplicate chains, CE24 copies, traps."""
+"""The demo-data generator: native layouts, determinism, near-duplicate chains, CE24 copies, traps;
+ERS-like multi-label frames (labels in mask names) and SEE-AI-like YOLO boxes whose labels the
+taxonomy maps."""
 
 from __future__ import annotations
 
@@ -11,14 +13,18 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import openpyxl
+import pandas as pd
 import pytest
 from PIL import Image
 
 import endoctl.synth as synth_mod
-from endoctl.synth import CE24_CLASSES, KC_FINDINGS, KID_CLASSES, SynthConfig, synth
+from endoctl.io import OutputError
+from endoctl.synth import CE24_CLASSES, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, SynthConfig, synth
+from endoctl.taxonomy import load_taxonomy, map_labels
 
 CONFIG = SynthConfig(seed=7, videos=3, frames_per_video=12, kid_patients=3, kid_images_per_patient=6,
-                     ce24_copy_fraction=0.6, ce24_test_videos=1)
+                     ce24_copy_fraction=0.6, ce24_test_videos=1, ers_patients=2, see_ai_videos=2)
+FOLDERS = ["kvasir_capsule", "kid", "ce24", "ers", "see_ai"]
 
 
 
@@ -38,6 +44,11 @@ LAYOUT = [
     re.compile(r"ce24/(training|validation)/Worms/AIIMS/worms1_\d+\.jpg"),
     re.compile(r"ce24/testing/Images/[A-Za-z0-9]{10}\.jpg"),
     re.compile(r"ce24/(testing/test_data\.xlsx|README\.md)"),
+    re.compile(r"ers/\d{4}/(samples|seq_\d{2})/frames/\d{6}\.png"),
+    re.compile(r"ers/\d{4}/(samples|seq_\d{2})/labels/\d{6}(_[chgbq]\d{2})+\.png"),
+    re.compile(r"(ers|see_ai)/README\.md"),
+    re.compile(r"see_ai/SEE_AI_project_all_images/image\d{5}\.jpg"),
+    re.compile(r"see_ai/SEE_AI_project_all_txt/image\d{5}\.txt"),
 ]
 TRUTH_PATH = re.compile(  # sic: the real CE24 truth file's folder name and Windows separator
     r"Test set for us, with excel sheet and seperated/"
@@ -47,6 +58,11 @@ TRUTH_PATH = re.compile(  # sic: the real CE24 truth file's folder name and Wind
 
 def files(root: Path) -> dict[str, Path]:
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def is_image(rel: str) -> bool:
+    """What ingest takes as an image: every .jpg and the ERS frames (not their masks)."""
+    return rel.endswith(".jpg") or (rel.endswith(".png") and "/frames/" in rel)
 
 
 def decodes(path: Path) -> bool:
@@ -86,11 +102,11 @@ def test_every_path_follows_its_native_layout(demo) -> None:
         assert match is not None, f"{rel} is in no native layout"
         if "folder" in match.groupdict():  # KID: the file name starts with its class folder
             assert match["folder"] == match["kcls"], rel
-    jpgs = defaultdict(int)
+    images = defaultdict(int)
     for rel in found:
-        if rel.endswith(".jpg"):
-            jpgs[rel.split("/")[0]] += 1
-    assert counts == dict(jpgs)
+        if is_image(rel):
+            images[rel.split("/")[0]] += 1
+    assert counts == dict(images) and set(counts) == set(FOLDERS)
     # Room permitting (videos x 3 lesion runs >= 9), every Kvasir-Capsule finding appears.
     assert {p.name for p in (root / "kvasir_capsule/labelled_images").iterdir()} == set(KC_FINDINGS)
     assert {p.name for p in (root / "kid").iterdir() if p.is_dir()} <= set(KID_CLASSES.values())
@@ -127,9 +143,9 @@ def test_kvasir_capsule_videos_metadata_and_frame_numbers(demo) -> None:
 
 def test_image_sizes(demo) -> None:
     root, _, _ = demo
-    sizes = {"kvasir_capsule": 336, "kid": 360, "ce24": 224}
+    sizes = {"kvasir_capsule": 336, "kid": 360, "ce24": 224, "ers": 320, "see_ai": 576}
     for rel, path in files(root).items():
-        if rel.endswith(".jpg") and decodes(path):
+        if is_image(rel) and decodes(path):
             with Image.open(path) as img:
                 assert img.size == (sizes[rel.split("/")[0]],) * 2 and img.mode == "RGB", rel
 
@@ -208,9 +224,11 @@ def test_ce24_training_validation_are_reencoded_copies(demo) -> None:
 
 def test_corrupt_files_are_planted(demo) -> None:
     root, _, _ = demo
-    broken = [rel for rel, p in files(root).items() if rel.endswith(".jpg") and not decodes(p)]
-    assert len(broken) == 3
-    kc, kid, ce24 = sorted(broken, key=lambda rel: ["kvasir_capsule", "kid", "ce24"].index(rel.split("/")[0]))
+    broken = [rel for rel, p in files(root).items() if is_image(rel) and not decodes(p)]
+    assert len(broken) == 4
+    kc, kid, ce24, see_ai = sorted(broken, key=lambda rel: FOLDERS.index(rel.split("/")[0]))
+    assert see_ai.startswith("see_ai/SEE_AI_project_all_images/") and (root / see_ai).read_bytes()[:2] == b"\xff\xd8"
+    assert not (root / see_ai.replace("images", "txt").replace(".jpg", ".txt")).exists()
     truncated = (root / kc).read_bytes()
     assert kc.startswith("kvasir_capsule/labelled_images/") and re.fullmatch(KC_NAME, kc.rsplit("/", 1)[1])
     assert truncated[:2] == b"\xff\xd8" and not truncated.endswith(b"\xff\xd9")
@@ -223,8 +241,10 @@ def test_corrupt_files_are_planted(demo) -> None:
 
 def test_corrupt_false_plants_nothing(tmp_path: Path) -> None:
     counts = synth(tmp_path / "clean", dataclasses.replace(CONFIG, corrupt=False, ce24_test_videos=0))
-    jpgs = [p for p in (tmp_path / "clean").rglob("*.jpg")]
-    assert len(jpgs) == sum(counts.values()) and all(decodes(p) for p in jpgs)
+    images = [p for rel, p in files(tmp_path / "clean").items() if is_image(rel)]
+    assert len(images) == sum(counts.values()) and all(decodes(p) for p in images)
+    frames = list((tmp_path / "clean/ers").rglob("frames/*.png"))
+    assert all(list(f.parent.parent.glob(f"labels/{f.stem}_*.png")) for f in frames), "every ERS frame has a mask"
     assert len(list((tmp_path / "clean/ce24/testing/Images").iterdir())) == synth_mod.CE24_WORMS
 
 
@@ -249,8 +269,8 @@ def test_xlsx_truth_lists_exactly_the_test_images(demo) -> None:
 
 def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "demo"
-    dest.mkdir()
-    (dest / "old.txt").write_text("previous run")
+    (dest / "kid").mkdir(parents=True)
+    (dest / "kid" / "old.txt").write_text("previous run")
     real, calls = synth_mod._write_file, []
 
     def failing(path: Path, data: bytes) -> None:
@@ -264,12 +284,16 @@ def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pyte
         synth(dest, CONFIG)
     assert all(dest not in p.parents for p in calls), "nothing is written into dest itself"
     assert [p.name for p in tmp_path.iterdir()] == ["demo"], "the temp folder is removed"
-    assert [p.name for p in dest.iterdir()] == ["old.txt"]
+    assert [p.name for p in dest.rglob("*")] == ["kid", "old.txt"]
 
     monkeypatch.setattr(synth_mod, "_write_file", real)
     synth(dest, CONFIG)
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]
-    assert sorted(p.name for p in dest.iterdir()) == ["ce24", "kid", "kvasir_capsule"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(FOLDERS)
+    (dest / "notes.txt").write_text("someone else's file")  # the swap would delete it: refused
+    with pytest.raises(OutputError, match="holds 'notes.txt'"):
+        synth(dest, CONFIG)
+    assert (dest / "notes.txt").is_file()
 
 
 def test_invalid_config_writes_nothing(tmp_path: Path) -> None:
@@ -306,9 +330,103 @@ def test_classes_differ_measurably(demo) -> None:
 
 def test_readmes_describe_what_was_planted(demo) -> None:
     root, _, _ = demo
-    kc, kid, ce24 = ((root / f / "README.md").read_text() for f in ("kvasir_capsule", "kid", "ce24"))
-    assert all("seed = 7" in text and "## Corrupt files" in text for text in (kc, kid, ce24))
+    kc, kid, ce24, ers, see_ai = ((root / f / "README.md").read_text() for f in FOLDERS)
+    assert all("seed = 7" in text and "## Corrupt files" in text for text in (kc, kid, ce24, see_ai))
+    assert "seed = 7" in ers and "**none** (planted: a frame nothing labels)" in ers and "(0 bytes)" in ers
+    assert "erosion (1), erythema (9)" in see_ai
     for video in {p.stem.split("_")[0] for p in (root / "kvasir_capsule").rglob("*.jpg")}:
         assert video in kc
     assert "normal-small-bowel-P99-1.jpg" in kid
     assert "Planted label conflict" in ce24 and "Worms" in ce24
+
+
+# ----------------------------------------------------------------------------- ERS and SEE-AI
+
+
+def ers_labels(root: Path) -> dict[str, str]:
+    """frame rel -> its labels as the ers format reads them: the code tokens of its mask names."""
+    out = {}
+    for frame in sorted((root / "ers").rglob("frames/*.png")):
+        masks = frame.parent.parent.glob(f"labels/{frame.stem}_*.png")
+        codes = {code for m in masks for code in m.stem.split("_")[1:]}
+        out[frame.relative_to(root).as_posix()] = "|".join(sorted(codes))
+    return out
+
+
+def see_ai_labels(root: Path) -> dict[int, str]:
+    """image number -> its labels as the see-ai format reads them: box class names, or 'normal'."""
+    out = {}
+    for image in sorted((root / "see_ai/SEE_AI_project_all_images").glob("*.jpg")):
+        if not decodes(image):
+            continue
+        txt = root / "see_ai/SEE_AI_project_all_txt" / f"{image.stem}.txt"
+        lines = txt.read_text().splitlines() if txt.is_file() else []
+        names = {SEE_AI_NAMES[int(line.split()[0])] for line in lines}
+        out[int(image.stem[5:])] = "|".join(sorted(names)) or "normal"
+    return out
+
+
+def test_ers_layout_masks_and_labels(demo) -> None:
+    root, _, _ = demo
+    labels = ers_labels(root)
+    patients = {rel.split("/")[1] for rel in labels}
+    assert patients == {f"{p:04d}" for p in range(1, CONFIG.ers_patients + 1)}
+    for p in patients:  # each sequence: consecutive frame numbers
+        seq = sorted(int(Path(rel).stem) for rel in labels if rel.startswith(f"ers/{p}/seq_01/"))
+        assert len(seq) >= 2 and seq == list(range(seq[0], seq[0] + len(seq)))
+        assert any(rel.startswith(f"ers/{p}/samples/") for rel in labels)
+    assert [rel for rel, lab in labels.items() if lab == ""] == ["ers/0001/samples/frames/000400.png"]
+    masks = sorted((root / "ers").rglob("labels/*.png"))
+    empty = [m for m in masks if m.stat().st_size == 0]
+    drawn = [m for m in masks if m.stat().st_size > 0]
+    assert empty and drawn and {m.stem.split("_")[1] for m in empty} <= {"h01", "h02", "q02", "q05", "b01"}
+    with Image.open(drawn[0]) as mask:
+        assert mask.size == (320, 320) and mask.mode == "1"
+    assert any(len(m.stem.split("_")) > 2 for m in masks), "one mask name with several codes"
+    per_frame = defaultdict(int)
+    for m in masks:
+        per_frame[(m.parent.parent, m.stem.split("_")[0])] += 1
+    assert max(per_frame.values()) >= 2, "one frame with several mask files"
+    # every case is drawn; the labels map as the ee24-ce24 target intends
+    cases = {"|".join(sorted({c for codes in masks_ for c in codes})) for masks_, _ in ERS_CASES}
+    assert cases <= set(labels.values())
+    tax = load_taxonomy()
+    manifest = pd.DataFrame({"source": "ers", "label": sorted(set(labels.values()) - {""})})
+    out = map_labels(manifest, tax, "ee24-ce24").set_index("label")
+    assert out.loc["b01|c22", "target_class"] == "bleeding" and out.loc["c22|h01", "target_class"] == "polyp"
+    assert out.loc["c20", "target_class"] == "worms" and out.loc["g19", "target_class"] == "bleeding"
+    assert out.loc["q02", "excluded"] == "quality flag only: blur" and out.loc["c22|q05", "target_class"] == "polyp"
+    assert out.loc["c01", "excluded"].startswith("no finding maps")
+    # a blurred frame is blurred: less fine detail than a sharp healthy one
+    def detail(rel: str) -> float:
+        with Image.open(root / rel) as img:
+            return float(np.abs(np.diff(np.asarray(img.convert("L"), np.float32), axis=1)).mean())
+    blurred = [rel for rel, lab in labels.items() if lab == "q02"]
+    sharp = [rel for rel, lab in labels.items() if lab == "h01"]
+    assert max(map(detail, blurred)) < 0.5 * min(map(detail, sharp))
+
+
+def test_see_ai_layout_boxes_and_labels(demo) -> None:
+    root, _, _ = demo
+    images = sorted((root / "see_ai/SEE_AI_project_all_images").glob("*.jpg"))
+    txts = sorted((root / "see_ai/SEE_AI_project_all_txt").glob("*.txt"))
+    assert {t.stem for t in txts} <= {i.stem for i in images}
+    multi = 0
+    for txt in txts:
+        lines = [line.split() for line in txt.read_text().splitlines()]
+        assert all(len(f) == 5 and 0 <= int(f[0]) < 12 and all(0 <= float(v) <= 1 for v in f[1:]) for f in lines), txt
+        multi += len({f[0] for f in lines}) > 1
+    assert multi >= 1, "a box file with several classes"
+    assert any(t.stat().st_size == 0 for t in txts), "a normal frame with an empty box file"
+    labels = see_ai_labels(root)
+    assert set(labels) - {int(t.stem[5:]) for t in txts}, "a normal frame without a box file"
+    numbers = sorted(labels)
+    runs = np.split(numbers, np.flatnonzero(np.diff(numbers) > 1) + 1)
+    assert len(runs) == CONFIG.see_ai_videos and all(len(r) == 10 for r in runs)  # one run of numbers per video
+    for run in runs:  # consecutive numbers are near-duplicates
+        assert np.median([phash(images[0].parent / f"image{a:05d}.jpg") - phash(images[0].parent / f"image{b:05d}.jpg")
+                          for a, b in zip(run, run[1:])]) <= 12
+    out = map_labels(pd.DataFrame({"source": "see-ai", "label": sorted(set(labels.values()))}), load_taxonomy(),
+                     "ee24-ce24").set_index("label")
+    assert out.loc["erosion|erythema", "target_class"] == "erosion" and out.loc["normal", "target_class"] == "normal"
+    assert (out["target_class"] != "").all()

@@ -1,6 +1,8 @@
-"""Class taxonomy: the packaged YAML validates and covers every label of the demo and of the real
-label sets in ../shared; map_labels' exclusion reasons, ambiguity, multi-labels, unknown-label
-errors, custom taxonomies and their validation errors, and (hypothesis) that no row is ever lost."""
+"""Class taxonomy: the packaged YAML validates and covers every label of the demo, of the real
+label sets in ../shared and of the EndoExtend24 adapters' label contract (ERS codes, LIMUC, MedFMC,
+CrohnIPI, KID 1/2, SEE-AI, HyperKvasir); map_labels' exclusion reasons, quality flags, the three
+several-classes rules (exclude, priority, multi-label), unknown-label errors, custom taxonomies
+(version 1 and 2) and their validation errors, and (hypothesis) that no row is ever lost."""
 
 from __future__ import annotations
 
@@ -17,14 +19,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import shared_path
+from label_contract import CONTRACT, ERS_CODES, MULTI, every_label
 from endoctl.ingest import ingest
 from endoctl.sources import REGISTRY, get_adapter
 from endoctl.synth import CE24_CLASSES, KC_FINDINGS, KID_CLASSES, SynthConfig, synth
-from endoctl.taxonomy import DEFAULT_TAXONOMY, FINDING_NAME, UNLABELLED, Taxonomy, load_taxonomy, map_labels
+from endoctl.taxonomy import (DEFAULT_TAXONOMY, FINDING_NAME, QUALITY_ONLY, UNLABELLED, Taxonomy, load_taxonomy,
+                              map_labels)
 
 CE24_ORDER = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal",
               "Polyp", "Ulcer", "Worms"]
-DATASETS = {"ce24", "kvasir-capsule", "kid", "see-ai", "hyperkvasir", "kvasir-v2", "gastrovision"}
+DATASETS = {"ce24", "kvasir-capsule", "kid", "see-ai", "hyperkvasir", "kvasir-v2", "gastrovision", "ers", "limuc",
+            "medfmc-endo", "crohnipi"}
 KC_FOLDERS = ["Ampulla of vater", "Angiectasia", "Blood - fresh", "Blood - hematin", "Erosion", "Erythema",
               "Foreign body", "Ileocecal valve", "Lymphangiectasia", "Normal clean mucosa", "Polyp", "Pylorus",
               "Reduced mucosal view", "Ulcer"]
@@ -32,7 +37,10 @@ HYPERKVASIR = ["barretts", "barretts-short-segment", "bbps-0-1", "bbps-2-3", "ce
                "dyed-resection-margins", "esophagitis-a", "esophagitis-b-d", "hemorrhoids", "ileum", "impacted-stool",
                "polyps", "pylorus", "retroflex-rectum", "retroflex-stomach", "ulcerative-colitis-grade-0-1",
                "ulcerative-colitis-grade-1", "ulcerative-colitis-grade-1-2", "ulcerative-colitis-grade-2",
-               "ulcerative-colitis-grade-2-3", "ulcerative-colitis-grade-3", "z-line"]
+               "ulcerative-colitis-grade-2-3", "ulcerative-colitis-grade-3", "z-line",
+               # official_splits/*_fold_split.csv spellings
+               "hemorroids", "normal-cecum", "normal-pylorus", "normal-z-line", "oesophagitis-a", "oesophagitis-b-d",
+               "polyp", "short-segment-barretts"]
 KVASIR_V2 = ["dyed-lifted-polyps", "dyed-resection-margins", "esophagitis", "normal-cecum", "normal-pylorus",
              "normal-z-line", "polyps", "ulcerative-colitis"]
 SEE_AI = ["angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like",
@@ -73,14 +81,16 @@ def one(tax: Taxonomy, source: str, label: str, target: str, **kw) -> pd.Series:
 
 def test_packaged_taxonomy_loads_and_validates(tax):
     assert DEFAULT_TAXONOMY.is_file()
-    assert importlib.resources.files("endoctl").joinpath("taxonomies/taxonomy-v1.yaml").is_file()
-    assert tax.version == 1
-    assert 50 <= len(tax.findings) <= 123  # EndoExtend24 supports up to 123 findings
+    assert importlib.resources.files("endoctl").joinpath("taxonomies/taxonomy-v2.yaml").is_file()
+    assert tax.version == 2
+    # every ERS code (123) is a finding or maps to one; other datasets add their own
+    assert 123 <= len(tax.findings) <= 200
     assert all(FINDING_NAME.fullmatch(f) and d.strip() for f, d in tax.findings.items())
     assert set(FINDINGS_EXPECTED) <= set(tax.findings)
     assert set(tax.sources) == DATASETS
     assert DATASETS <= set(REGISTRY), "taxonomy dataset keys are ingest --format names"
-    assert {"ce24", "ee24-ce24", "coarse"} <= set(tax.targets)
+    assert {"ce24", "ee24-ce24", "ee24", "coarse"} <= set(tax.targets)
+    assert tax.quality and tax.quality <= set(tax.findings)
     for dataset, table in tax.sources.items():
         for label, findings in table.items():
             assert findings and findings == sorted(set(findings)), (dataset, label)
@@ -107,6 +117,8 @@ def test_targets_ce24_and_ee24(tax):
     ce24, ee24 = tax.targets["ce24"], tax.targets["ee24-ce24"]
     assert ce24.classes == CE24_ORDER == ee24.classes
     assert ce24.sources == ["ce24"] and ee24.sources is None
+    assert (ce24.several, ee24.several) == ("exclude", "priority")
+    assert ee24.priority[-1] == "Normal" and sorted(ee24.priority) == sorted(CE24_ORDER)
     examples = [
         ("hyperkvasir", "polyps", "polyp"),
         ("gastrovision", "Colon polyps", "polyp"),
@@ -220,6 +232,134 @@ def test_kvasir_capsule_metadata_covered(tax):
     map_labels(pd.DataFrame({"source": "kvasir-capsule", "label": splits["label"].unique()}), tax, "coarse")
 
 
+# ----------------------------------------------------------------------------- EndoExtend24 sources
+
+
+def test_every_contract_label_is_mapped(tax):
+    """Every label string the adapters emit is known, under every target (no unknown-label error)."""
+    rows = every_label()
+    df = frame(rows)
+    for dataset, labels in CONTRACT.items():
+        assert set(labels) <= set(tax.sources[dataset]) | {l for l in labels if "|" in l}, dataset
+    for target in tax.targets:
+        out = map_labels(df, tax, target)
+        assert len(out) == len(rows) and ((out.target_class != "") ^ (out.excluded != "")).all()
+
+
+def test_adapter_vocabularies_are_covered(tax):
+    """Every vocabulary an adapter declares (``Adapter.labels``) is covered by the taxonomy."""
+    declared = {name: adapter.labels for name, adapter in REGISTRY.items() if getattr(adapter, "labels", None)}
+    assert {"ers", "limuc", "medfmc-endo", "crohnipi", "kid", "see-ai", "hyperkvasir"} <= set(declared)
+    for name, labels in declared.items():
+        assert name in tax.sources, f"--format {name} declares labels but is not a taxonomy dataset"
+        assert set(labels) <= set(tax.sources[name]), (name, sorted(set(labels) - set(tax.sources[name])))
+
+
+def test_every_ers_code_and_the_quality_flags(tax):
+    ers = tax.sources["ers"]
+    assert sorted(ers) == sorted(ERS_CODES) and len(ers) == 123
+    unnamed = {code for code, findings in ers.items() if findings == [f"ers-{code}"]}
+    assert all(tax.findings[f"ers-{code}"].startswith(f"ERS code {code}:") for code in unnamed)
+    # the official mapper's groups reach their findings
+    groups = {"polyp": ["c22", "g14", "g31", "g45"], "ulcer": ["c26", "c27", "c32", "g18", "g19", "g50", "g51", "g52"],
+              "blood": ["b01", "c02", "c05", "g05", "g08", "g19", "g39", "g51"]}
+    for finding, codes in groups.items():
+        assert all(finding in ers[code] for code in codes), finding
+    assert [ers[f"q{i:02d}"] for i in (2, 5, 7)] == [["blur"]] * 3
+    assert {f for i in range(1, 11) for f in ers[f"q{i:02d}"]} == set(tax.quality)
+    assert all(ers[f"h{i:02d}"] == ["normal"] for i in range(1, 8)) and ers["b02"] == ["normal"]
+    ee24 = map_labels(frame([("ers", code) for code in ERS_CODES]), tax, "ee24-ce24").set_index("label")
+    assert (ee24.loc[[f"h{i:02d}" for i in range(1, 8)] + ["b02"], "target_class"] == "normal").all()
+    assert ee24.loc["b01", "target_class"] == "bleeding" and ee24.loc["c22", "target_class"] == "polyp"
+    quality = ee24.loc[[f"q{i:02d}" for i in range(1, 11)]]
+    assert (quality.target_class == "").all() and quality.excluded.str.startswith(QUALITY_ONLY + ": ").all()
+    assert ee24.loc["q02", "excluded"] == "quality flag only: blur"
+    # a quality flag beside a finding neither decides nor blocks the class, and stays in findings
+    row = one(tax, "ers", "c22|q02", "ee24-ce24")
+    assert (row.findings, row.target_class, row.excluded) == ("blur|polyp", "polyp", "")
+    assert one(tax, "ers", "h01|q07", "ee24").target_class == "normal"
+    assert one(tax, "ers", "q02|q05", "ee24").excluded == "quality flag only: blur"
+
+
+def test_worms_is_one_marked_ers_entry(tax):
+    """Which ERS code is worms is unknown: exactly one code maps to worms, between the marker comments."""
+    assert [code for code, findings in tax.sources["ers"].items() if "worms" in findings] == ["c20"]
+    text = DEFAULT_TAXONOMY.read_text(encoding="utf-8")
+    block = text[text.index("# >>> WORMS"):text.index("# <<< WORMS")]
+    assert "ASSUMPTION" in block and re.findall(r"^\s+(\w+): worms$", block, re.M) == ["c20"]
+    assert one(tax, "ers", "c20", "ee24-ce24").target_class == "worms"
+    assert one(tax, "ers", "c20", "ce24").excluded.startswith("source 'ers' not used")
+
+
+@pytest.mark.parametrize("source, label, expected", [
+    # LIMUC: Mayo >= 1 is Ulcer, Mayo 0 (inactive colitis) is not normal
+    ("limuc", "Mayo 0", "no finding maps"), ("limuc", "Mayo 1", "ulcer"), ("limuc", "Mayo 2", "ulcer"),
+    ("limuc", "Mayo 3", "ulcer"),
+    # CrohnIPI: normal, erythema, the three ulcer codes; oedema and stenosis are outside CE24's classes
+    ("crohnipi", "N", "normal"), ("crohnipi", "E", "erythema"), ("crohnipi", "AU", "ulcer"),
+    ("crohnipi", "U3-10", "ulcer"), ("crohnipi", "U>10", "ulcer"), ("crohnipi", "O", "no finding maps"),
+    ("crohnipi", "S", "no finding maps"),
+    # MedFMC: multi-label columns; tumour is not a CE24 class, the priority list resolves the rest
+    ("medfmc-endo", "normal", "normal"), ("medfmc-endo", "tumor", "no finding maps"),
+    ("medfmc-endo", "tumor|ulcer", "ulcer"), ("medfmc-endo", "erosion|ulcer", "ulcer"),
+    ("medfmc-endo", "erosion|polyp|tumor|ulcer", "polyp"),
+    # HyperKvasir: every ulcerative-colitis grade is Ulcer (the paper's 851), official-split spellings
+    ("hyperkvasir", "ulcerative-colitis-grade-0-1", "ulcer"), ("hyperkvasir", "ulcerative-colitis-grade-3", "ulcer"),
+    ("hyperkvasir", "normal-pylorus", "normal"), ("hyperkvasir", "polyp", "polyp"),
+    ("hyperkvasir", "oesophagitis-a", "no finding maps"),
+    # KID 1 / KID 2
+    ("kid", "Angioectasias", "angioectasia"), ("kid", "active bleeding", "bleeding"), ("kid", "Aphthae", "ulcer"),
+    ("kid", "Nodular lymphangiectasias", "lymphangiectasia"), ("kid", "Polypoid lesions", "polyp"),
+    ("kid", "normalsb", "normal"), ("kid", "Chylous cysts", "no finding maps"), ("kid", "vascular", "no finding maps"),
+    # SEE-AI, single and multi-label (priority: an object in the lumen first, erythema late)
+    ("see-ai", "angiodysplasia", "angioectasia"), ("see-ai", "lymph follicle", "no finding maps"),
+    ("see-ai", "erosion|erythema", "erosion"), ("see-ai", "angiodysplasia|erosion|foreign body", "foreign body"),
+    ("see-ai", "bleeding|polyp-like", "bleeding"),
+    # ERS: a lesion beside healthy mucosa is the lesion; ulcer with bleeding is Bleeding
+    ("ers", "c22|h01", "polyp"), ("ers", "b01|g19", "bleeding"), ("ers", "c01", "no finding maps"),
+])
+def test_ee24_ce24_mappings_of_the_new_sources(tax, source, label, expected):
+    row = one(tax, source, label, "ee24-ce24")
+    if expected == "no finding maps":
+        assert row.target_class == "" and row.excluded.startswith("no finding maps into target 'ee24-ce24'")
+    else:
+        assert (row.target_class, row.excluded) == (expected, "")
+
+
+def test_several_classes_rules(tax):
+    """The same labels under each rule: priority (first in the list wins), multi-label, exclude."""
+    row = one(tax, "ers", "c05|c22|h01", "ee24-ce24")  # c05 -> blood + colorectal-cancer
+    assert (row.target_class, row.candidates) == ("bleeding", "bleeding|normal|polyp")
+    row = one(tax, "ers", "c05|c22|h01", "ee24")
+    assert row.target_class == row.candidates == "normal|blood|polyp|colorectal-cancer"  # findings order
+    row = one(tax, "ers", "c05|c22|h01", "coarse")
+    assert row.target_class == "" and row.excluded.startswith("ambiguous: findings map to several 'coarse' classes")
+    assert row.candidates == "normal|vascular|protruding"
+    # graded labels keep the generic and the specific finding as classes of the multi-label target
+    assert one(tax, "hyperkvasir", "oesophagitis-a", "ee24").target_class == "esophagitis|esophagitis-grade-a"
+    assert one(tax, "ce24", "Polyp", "ee24-ce24").candidates == "polyp"
+
+
+def test_every_finding_target(tax):
+    ee24 = tax.targets["ee24"]
+    assert ee24.multi_label and ee24.sources is None
+    assert ee24.classes == [f for f in tax.findings if f not in tax.quality]
+    assert ee24.map == {f: f for f in ee24.classes}
+    assert not set(ee24.classes) & tax.quality
+    assert ee24.class_mapping() == {f: i for i, f in enumerate(ee24.classes)}
+
+
+def test_paper_reference_counts(tax):
+    ref = tax.targets["ee24-ce24"].reference
+    assert ref is not None and "EndoExtend24" in ref.source
+    assert ref.images == sum(ref.totals.values()) == 130205
+    assert ref.totals["Worms"] == ref.datasets["ers"]["Worms"] == 201  # all worms come from ERS
+    assert ref.datasets["limuc"] == {"Normal": 0, "Ulcer": 5166}
+    assert ref.datasets["crohnipi"] == {"Normal": 2124, "Ulcer": 956, "Erythema": 125}
+    assert ref.datasets["hyperkvasir"] == {"Ulcer": 851}
+    assert [t.name for t in tax.targets.values() if t.reference] == ["ee24-ce24"]
+
+
 # ----------------------------------------------------------------------------- map_labels behaviour
 
 
@@ -239,14 +379,12 @@ def test_exclusion_reasons(tax):
 
 
 def test_ambiguity_and_multi_label(tax):
-    row = one(tax, "see-ai", "bleeding|erosion", "ee24-ce24")
-    assert row.target_class == "" and row.findings == "blood|erosion"
-    assert row.excluded.startswith("ambiguous") and "blood -> Bleeding" in row.excluded and "erosion -> Erosion" in row.excluded
+    row = one(tax, "see-ai", "bleeding|erosion", "coarse")  # coarse: several_classes exclude
+    assert row.target_class == "" and row.findings == "blood|erosion" and row.candidates == "vascular|inflammatory"
+    assert row.excluded.startswith("ambiguous") and "blood -> Vascular" in row.excluded and "erosion -> Inflammatory" in row.excluded
     # findings of one label that land in the same class are not ambiguous
-    row = one(tax, "see-ai", "bleeding|erosion", "coarse")
-    assert row.excluded.startswith("ambiguous")  # Vascular vs Inflammatory
     row = one(tax, "see-ai", " erosion | erythema ", "coarse")
-    assert (row.target_class, row.findings) == ("inflammatory", "erosion|erythema")
+    assert (row.target_class, row.findings, row.candidates) == ("inflammatory", "erosion|erythema", "inflammatory")
     # findings outside the target are ignored when another finding maps
     row = one(tax, "see-ai", "vein|erosion|vein", "ee24-ce24")
     assert (row.target_class, row.findings, row.excluded) == ("erosion", "erosion|vein", "")
@@ -284,7 +422,7 @@ def test_unknown_labels_are_one_error_listing_them(tax):
 
 
 def test_unknown_target_and_missing_columns(tax):
-    with pytest.raises(ValueError, match=r"unknown target 'ce42'; choose one of ce24, coarse, ee24-ce24"):
+    with pytest.raises(ValueError, match=r"unknown target 'ce42'; choose one of ce24, coarse, ee24, ee24-ce24"):
         map_labels(frame([("ce24", "Polyp")]), tax, "ce42")
     with pytest.raises(ValueError, match="no column"):
         map_labels(pd.DataFrame({"source": ["ce24"]}), tax, "ce24")
@@ -299,7 +437,7 @@ def test_rows_kept_in_order_and_input_untouched(tax):
     pd.testing.assert_frame_equal(df, before)
     assert list(out.index) == list(df.index)
     pd.testing.assert_frame_equal(out[df.columns], df)
-    assert list(out.columns[-3:]) == ["findings", "target_class", "excluded"]
+    assert list(out.columns[-4:]) == ["findings", "target_class", "excluded", "candidates"]
 
 
 def test_speed_one_million_rows(tax):
@@ -318,6 +456,8 @@ LABEL_POOL = [
 ] + [("kvasir-capsule", lab) for lab in KC_FOLDERS] + [
     ("kid", "vascular"), ("kid", "normal-small-bowel"), ("see-ai", "bleeding"), ("see-ai", "vein"),
     ("hyperkvasir", "esophagitis-a"), ("gastrovision", "Colon polyps"),
+    ("ers", "c22"), ("ers", "h01"), ("ers", "b01"), ("ers", "q02"), ("ers", "q05"), ("ers", "g19"), ("ers", "c01"),
+    ("crohnipi", "E"), ("crohnipi", "U>10"), ("limuc", "Mayo 0"), ("medfmc-endo", "tumor"), ("medfmc-endo", "ulcer"),
 ]
 
 
@@ -333,13 +473,21 @@ def manifests(draw) -> pd.DataFrame:
 
 
 @settings(max_examples=80, deadline=None)
-@given(manifests(), st.sampled_from(["ce24", "ee24-ce24", "coarse"]))
+@given(manifests(), st.sampled_from(["ce24", "ee24-ce24", "coarse", "ee24"]))
 def test_property_every_row_kept_exactly_one_outcome(df, target):
     tax = PACKAGED
+    spec = tax.targets[target]
     out = map_labels(df, tax, target)
     assert list(out.image_id) == list(df.image_id) and list(out.index) == list(df.index)
     assert ((out.target_class != "") ^ (out.excluded != "")).all()
-    assert set(out.target_class) - {""} <= set(tax.targets[target].class_mapping())
+    kept = out.target_class[out.target_class != ""]
+    parts = kept.str.split("|")
+    assert set(parts.explode()) <= set(spec.class_mapping())
+    assert (parts.str.len() == 1).all() or spec.multi_label
+    # the class always comes from the candidates: all of them (multi-label) or one
+    for cls, cand in zip(kept, out.candidates[kept.index]):
+        assert cls == cand if spec.multi_label else cls in cand.split("|")
+    assert out.excluded[out.excluded.str.startswith("ambiguous")].index.isin(out.index[out.candidates.str.contains("|", regex=False)]).all()
     assert ((out.findings == "") == (df.label == "")).all()
     assert (out.excluded[df.label == ""].isin([UNLABELLED]) | out.excluded[df.label == ""].str.contains("not used")).all()
 
@@ -381,27 +529,101 @@ def test_custom_taxonomy_override(tmp_path):
     assert out.excluded[1].startswith("ambiguous")
 
 
-@pytest.mark.parametrize(
-    "old, new, problem",
-    [
-        ("    Polyp: polyp\n", "    Polyp: polypp\n", "sources.mine.'Polyp': unknown finding(s) 'polypp'"),
-        ("      polyp: Polyp\n", "      polyp: Polyps\n", "targets.two.map.polyp: class 'Polyps' is not one"),
-        ("      polyp: Polyp\n", "      polyp: Polyp\n      ulcer: Polyp\n", "targets.two.map.ulcer: unknown finding"),
-        ("    Normal: normal\n", "    Normal: normal\n    Polyp: normal\n", "duplicate key 'Polyp' at line 10"),
-        ("  normal: Nothing found.\n", "  normal: Nothing found.\n  polyp: Again.\n", "duplicate key 'polyp'"),
-        ("version: 1\n", "version: 2\n", "version: must be one of [1]"),
-        ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    sources: [yours]\n",
-         "targets.two.sources: unknown dataset 'yours'"),
-        ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp, polyp]\n", "repeated class(es)"),
-        ("  polyp: A polyp.\n", "  Polyp Big: A polyp.\n", "findings.Polyp Big: finding names are lower-case"),
-        ("targets:\n", "extras: 1\ntargets:\n", "extras: unknown top-level key"),
-        ("    description: Polyp or not.\n", "    description: Polyp or not.\n    mapp: {}\n",
-         "targets.two.mapp: unknown key"),
-    ],
-)
-def test_validation_errors_name_file_and_key(tmp_path, old, new, problem):
-    assert old in MINIMAL
-    path = write(tmp_path, MINIMAL.replace(old, new, 1))
+MINIMAL_V2 = """\
+version: 2
+findings:
+  polyp: A polyp.
+  normal: Nothing found.
+  blur: Blurred.
+quality: [blur]
+sources:
+  mine:
+    Polyp: polyp
+    Normal: normal
+    Blurry: blur
+targets:
+  two:
+    description: Polyp or not.
+    classes: [Normal, Polyp]
+    several_classes: priority
+    priority: [Polyp, Normal]
+    map:
+      normal: Normal
+      polyp: Polyp
+    reference:
+      source: A paper.
+      images: 5
+      totals: {Normal: 3, Polyp: 2}
+      datasets:
+        mine: {Polyp: 2}
+  all:
+    description: Every finding.
+    classes: every-finding
+    several_classes: multi-label
+"""
+
+
+def test_custom_taxonomy_version_2(tmp_path):
+    tax = load_taxonomy(write(tmp_path, MINIMAL_V2))
+    assert tax.version == 2 and tax.quality == {"blur"}
+    assert tax.targets["all"].classes == ["polyp", "normal"] and tax.targets["two"].priority == ["Polyp", "Normal"]
+    out = map_labels(frame([("mine", "Normal|Polyp"), ("mine", "Blurry"), ("mine", "Blurry|Normal")]), tax, "two")
+    assert list(out.target_class) == ["polyp", "", "normal"] and out.excluded[1] == "quality flag only: blur"
+    out = map_labels(frame([("mine", "Normal|Polyp")]), tax, "all")
+    assert out.target_class[0] == "polyp|normal"
+    assert tax.targets["two"].reference.datasets == {"mine": {"Polyp": 2}}
+
+
+# (text in the minimal file, replacement, expected problem)
+V1_CASES = [
+    ("    Polyp: polyp\n", "    Polyp: polypp\n", "sources.mine.'Polyp': unknown finding(s) 'polypp'"),
+    ("      polyp: Polyp\n", "      polyp: Polyps\n", "targets.two.map.polyp: class 'Polyps' is not one"),
+    ("      polyp: Polyp\n", "      polyp: Polyp\n      ulcer: Polyp\n", "targets.two.map.ulcer: unknown finding"),
+    ("    Normal: normal\n", "    Normal: normal\n    Polyp: normal\n", "duplicate key 'Polyp' at line 10"),
+    ("  normal: Nothing found.\n", "  normal: Nothing found.\n  polyp: Again.\n", "duplicate key 'polyp'"),
+    ("version: 1\n", "version: 3\n", "version: must be one of [1, 2]"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    several_classes: priority\n",
+     "targets.two.several_classes: unknown key (needs version: 2)"),
+    ("findings:\n", "quality: [normal]\nfindings:\n", "quality: unknown top-level key (needs version: 2)"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    sources: [yours]\n",
+     "targets.two.sources: unknown dataset 'yours'"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp, polyp]\n", "repeated class(es)"),
+    ("  polyp: A polyp.\n", "  Polyp Big: A polyp.\n", "findings.Polyp Big: finding names are lower-case"),
+    ("targets:\n", "extras: 1\ntargets:\n", "extras: unknown top-level key"),
+    ("    description: Polyp or not.\n", "    description: Polyp or not.\n    mapp: {}\n",
+     "targets.two.mapp: unknown key"),
+]
+V2_CASES = [
+    ("    several_classes: priority\n", "    several_classes: first\n",
+     "targets.two.several_classes: must be one of exclude, priority, multi-label, got 'first'"),
+    ("    priority: [Polyp, Normal]\n", "    priority: [Polyp]\n", "targets.two.priority: must list every class"),
+    ("    priority: [Polyp, Normal]\n", "    priority: [Polyp, Polyp, Normal]\n", "targets.two.priority: must list every class"),
+    ("    priority: [Polyp, Normal]\n", "", "targets.two.priority: must list every class"),
+    ("    several_classes: multi-label\n", "    several_classes: multi-label\n    priority: [polyp, normal]\n",
+     "targets.all.priority: only used with several_classes: priority (here multi-label)"),
+    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp|Normal]\n", "contains '|'"),
+    ("    classes: every-finding\n", "    classes: every-finding\n    map: {polyp: polyp}\n",
+     "targets.all.map: must be left out with classes: every-finding"),
+    ("quality: [blur]\n", "quality: [blurry]\n", "quality.blurry: unknown finding"),
+    ("      polyp: Polyp\n", "      polyp: Polyp\n      blur: Normal\n",
+     "targets.two.map.blur: is a quality flag: quality flags never decide a class"),
+    ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyp: 1}\n",
+     "targets.two.reference.totals: add up to 4, not images: 5"),
+    ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyps: 2}\n",
+     "targets.two.reference.totals.Polyps: not one of the target's classes"),
+    ("        mine: {Polyp: 2}\n", "        yours: {Polyp: 2}\n", "targets.two.reference.datasets.yours: unknown dataset"),
+    ("        mine: {Polyp: 2}\n", "        mine: {Polyp: 7}\n",
+     "targets.two.reference.datasets.mine.Polyp: 7 is more than the class total 2"),
+    ("      images: 5\n", "      images: -5\n", "targets.two.reference.images: must be a whole number >= 0"),
+    ("      source: A paper.\n", "", "targets.two.reference.source: needs the publication"),
+]
+
+
+@pytest.mark.parametrize("base, old, new, problem",
+                         [(MINIMAL, *case) for case in V1_CASES] + [(MINIMAL_V2, *case) for case in V2_CASES])
+def test_validation_errors_name_file_and_key(tmp_path, base, old, new, problem):
+    assert old in base
+    path = write(tmp_path, base.replace(old, new, 1))
     with pytest.raises(ValueError) as info:
         load_taxonomy(path)
     assert str(path) in str(info.value)

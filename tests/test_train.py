@@ -347,3 +347,16 @@ def test_ce24_classes_get_the_ce24_display_names(tmp_path: Path) -> None:
     names = load_taxonomy().targets["ce24"].classes
     split = make_split(tmp_path, "ce24", [n.lower() for n in names], per_class=1, folds=1)
     assert datamod.load_split(split, val_fold=0).class_names == names  # e.g. 'Foreign Body', the CE24 columns
+
+
+def test_multi_label_split_is_a_clear_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    split = make_split(tmp_path, "multi", ["a", "b"], per_class=2, folds=2)
+    rows = pd.read_csv(split / "train_val.csv", dtype=str, keep_default_na=False)
+    rows.loc[0, "target_class"] = "a|b"
+    rows.to_csv(split / "train_val.csv", index=False)
+    with pytest.raises(ValueError, match=r"target is multi-label \(1 images with several classes, e.g. 'a\|b'\)"):
+        datamod.load_split(split, val_fold=0)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", "pretrain", "--params", "none.yaml", "--split-dir", str(split),
+                                      "--out-dir", "models/x"])
+    assert result.exit_code == 2 and "multi-label" in result.output and "Traceback" not in result.output
