@@ -591,7 +591,8 @@ def evaluate(
             from endoctl.io import write_csv
 
             free = unseen["leak_free"].to_numpy()
-            write_csv(at(leak_csv), unseen.loc[free, ["image_id", "source", "path", "group"]].assign(label=gt.labels.to_numpy()[free]))
+            listed = unseen.loc[free, ["image_id", "source", "path", "group"]]
+            write_csv(at(leak_csv), listed.assign(label=gt.labels.to_numpy()[free]))
 
     with _output_errors():
         if home is None:
