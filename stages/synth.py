@@ -788,6 +788,12 @@ def _aiims_split(k: int) -> str:
     return "validation" if k % 4 == 3 else "training"
 
 
+def _aiims_name(k: int) -> str:
+    """AIIMS frame k as the real CE24 names them, ``worm<video>_<frame>.jpg``: two frames per video, so
+    videos 2 and 4 have a frame in training and one in validation (the real CE24's six all straddle)."""
+    return f"worm{k // 2 + 1}_{100 + 3 * (k % 2)}.jpg"
+
+
 def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], None] | None) -> dict[str, int]:
     seed = config.seed
     taken: set[str] = set()
@@ -865,7 +871,7 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
     for k in range(CE24_AIIMS_WORMS):
         split = _aiims_split(k)
         data = _reencode(_render_worms(_rng(seed, _RENDER_AIIMS, k)))
-        out.image(f"ce24/{split}/{WORMS}/AIIMS/worms1_{k + 1}.jpg", data)
+        out.image(f"ce24/{split}/{WORMS}/AIIMS/{_aiims_name(k)}", data)
         copied[split, "AIIMS"] += 1
 
     # CE24 testing: frames of videos that exist nowhere else, renamed to random ids, plus worms
@@ -1066,9 +1072,9 @@ def _ce24_readme(config: SynthConfig, copies: list[tuple[str, str, _Item]], conf
         "split. 'Ileocecal valve' frames are filed under Normal. The table counts each copy once; the "
         "conflict below adds one more file.\n\n"
         + _table(["split", "class", "source", "files"], rows)
-        + f"\nPlus {CE24_AIIMS_WORMS} 'Worms' frames of a CE24-only source, `*/Worms/AIIMS/worms1_<k>.jpg` "
-        f"({aiims['training']} training, {aiims['validation']} validation), as in the real "
-        "CE24, whose Worms all come from AIIMS.\n"
+        + f"\nPlus {CE24_AIIMS_WORMS} 'Worms' frames of a CE24-only source, `*/Worms/AIIMS/worm<video>_<frame>.jpg` "
+        f"({CE24_AIIMS_WORMS // 2} videos of 2 frames; {aiims['training']} training, {aiims['validation']} validation), "
+        "as in the real CE24, whose Worms all come from AIIMS videos that straddle its split.\n"
         + f"\n### Planted label conflict\n\n`{conflict[0]}` (a copy of `{conflict[2]}`) is also filed, with the "
         f"same bytes, as `{conflict[1]}`: one image under two classes.\n\n"
         f"## Testing: {len(truth)} images\n\n"

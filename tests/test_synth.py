@@ -41,7 +41,7 @@ LAYOUT = [
     re.compile(rf"kid/(?P<folder>{alt(KID_CLASSES.values())})/{KID_NAME}"),
     re.compile(r"kid/README\.md"),
     re.compile(rf"ce24/(training|validation)/({alt(CE24_CLASSES.values())})/(KVASIR/{KC_NAME}|KID/{KID_NAME})"),
-    re.compile(r"ce24/(training|validation)/Worms/AIIMS/worms1_\d+\.jpg"),
+    re.compile(r"ce24/(training|validation)/Worms/AIIMS/worm[1-4]_\d+\.jpg"),
     re.compile(r"ce24/testing/Images/[A-Za-z0-9]{10}\.jpg"),
     re.compile(r"ce24/(testing/test_data\.xlsx|README\.md)"),
     re.compile(r"ers/\d{4}/(samples|seq_\d{2})/frames/\d{6}\.png"),
