@@ -96,6 +96,10 @@ def to_hex(values: np.ndarray) -> list[str]:
 
 
 def from_hex(values) -> np.ndarray:
+    """16-hex-digit strings -> uint64 (one ``bytes.fromhex`` for the batch; raises ValueError on bad input)."""
+    values = list(values)
+    if all(len(v) == 16 for v in values):
+        return np.frombuffer(bytes.fromhex("".join(values)), dtype=">u8").astype(np.uint64)
     return np.array([int(v, 16) for v in values], dtype=np.uint64)
 
 
