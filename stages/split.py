@@ -211,6 +211,29 @@ def _refine(counts: np.ndarray, bins: np.ndarray, movable: np.ndarray, weights: 
     return bins
 
 
+def check_fractions(test_fraction: float, folds: int) -> None:
+    """The split sizes make sense (checked before any work)."""
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+
+def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
+    """Rows each pin holds in test, and the count per pin; a pin matching nothing is an error."""
+    pinned = pd.Series(False, index=table.index)
+    hits = {}
+    for p in pins:
+        hit = p.matches(table)
+        if not hit.any():  # a typo here would silently leak the images it meant to protect
+            splits = sorted(set(table.loc[table["source"] == p.source, "official_split"]))
+            raise ValueError(f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
+                             f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})")
+        hits[str(p)] = int(hit.sum())
+        pinned |= hit
+    return pinned, hits
+
+
 def assign(
     groups: pd.Series,
     y: pd.Series,
@@ -254,10 +277,7 @@ def assign(
     scikit-learn's StratifiedGroupKFold is not used: it cannot keep pinned or previously placed
     groups where they are, and only makes equal folds (no 20 % test + 5 folds of the rest).
     """
-    if folds < 1:
-        raise ValueError(f"folds must be >= 1, got {folds}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    check_fractions(test_fraction, folds)
     index = groups.index
     gid = groups.astype(str).to_numpy(dtype=object)
     lab = y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
@@ -502,11 +522,13 @@ def split(
     file names there).
     """
     pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
+    check_fractions(test_fraction, folds)
     if target not in getattr(taxonomy, "targets", {}):
         known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
         raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
     mapping = {str(k): int(v) for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))}
     table = combine_manifests(manifests, names)
+    pinned, pin_hits = match_pins(pins, table)  # before labels and groups: a bad pin fails in a second
     labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
     table["target_class"] = labels["target_class"].to_numpy()
     table["excluded"] = labels["excluded"].to_numpy()
@@ -523,16 +545,6 @@ def split(
     table["group"] = grouped["group"].to_numpy()
     table["group_size"] = grouped["group_size"].to_numpy()
 
-    pinned = pd.Series(False, index=table.index)
-    pin_hits = {}
-    for p in pins:
-        hit = p.matches(table)
-        if not hit.any():  # a typo here would silently leak the images it meant to protect
-            splits = sorted(set(table.loc[table["source"] == p.source, "official_split"]))
-            raise ValueError(f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
-                             f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})")
-        pin_hits[str(p)] = int(hit.sum())
-        pinned |= hit
     prev_bin = None
     if previous is not None:
         prev = previous.set_index("image_id")
