@@ -23,8 +23,8 @@ import pandas as pd
 from PIL import Image
 
 from endoctl.imaging import ImageRejected
-from endoctl.ingest import imap_chunks
 from endoctl.io import read_csv, write_bytes, write_csv
+from endoctl.parallel import imap_chunks
 from endoctl.predict import open_rgb
 
 SPLIT_FILES = ("train_val.csv", "test.csv")
