@@ -95,11 +95,14 @@ def list_images(source: str | Path) -> ImageList:
 # Reading one image
 
 
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
     """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
 
     The file is read in one call (no file handle outlives this function) and decoded once; the
-    image is copied only when it must change (EXIF rotation, another mode).
+    image is copied only when it must change (EXIF rotation, another mode). With ``at_least``, a
+    JPEG is decoded at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8: libjpeg's scaled integer
+    IDCT, deterministic) that keeps both sides >= ``at_least`` px: a cheaper decode for callers
+    that shrink the image anyway.
     """
     try:
         data = path.read_bytes()
@@ -113,6 +116,8 @@ def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if im.width * im.height > max_pixels:
         raise ImageRejected(f"decompression bomb: {im.width}x{im.height} pixels > limit {max_pixels}")
     try:
+        if at_least is not None and im.format in ("JPEG", "MPO"):
+            im.draft(None, (at_least, at_least))
         im.load()
         if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
             im = ImageOps.exif_transpose(im)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -112,3 +113,23 @@ def test_cli_is_deterministic_and_reports_counts(tmp_path: Path, monkeypatch) ->
     res = runner.invoke(app, ["cache", "empty", "--out", "x"])
     assert res.exit_code == 2 and "train_val.csv or test.csv" in res.stderr
     assert split.is_dir()
+
+
+def test_jpegs_are_decoded_at_the_smallest_dct_scale_that_keeps_the_size(tmp_path: Path) -> None:
+    """The cache decodes a 1000x700 JPEG at 1/2 for 256 px (both sides >= 256) and at 1/4 for 96 px;
+    other formats and small targets are decoded in full. The cached copy stays faithful."""
+    from endoctl.cache import encode
+    from endoctl.predict import open_rgb
+
+    scene(3, (1000, 700)).save(tmp_path / "p.jpg", quality=92)
+    scene(3, (1000, 700)).save(tmp_path / "p.png")
+    assert open_rgb(tmp_path / "p.jpg").size == (1000, 700)
+    assert open_rgb(tmp_path / "p.jpg", at_least=256).size == (500, 350)
+    assert open_rgb(tmp_path / "p.jpg", at_least=96).size == (250, 175)
+    assert open_rgb(tmp_path / "p.png", at_least=96).size == (1000, 700)
+    assert open_rgb(tmp_path / "p.jpg", at_least=700).size == (1000, 700)
+    cached = Image.open(io.BytesIO(encode(tmp_path / "p.jpg", 256, 95)))
+    full = shrink(open_rgb(tmp_path / "p.jpg"), 256)
+    assert cached.size == full.size == (366, 256)
+    assert np.abs(np.asarray(cached, float) - np.asarray(full, float)).mean() < 3
+    assert encode(tmp_path / "p.jpg", 256, 95) == encode(tmp_path / "p.jpg", 256, 95)
