@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from endoctl.grouping import components, stable_ids
+from endoctl.grouping import components, smallest_per_key, stable_ids
 from endoctl.hashing import from_hex
 
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
@@ -234,17 +234,9 @@ def _frame_parts(paths: pd.Series, pattern: str) -> pd.DataFrame:
 
 
 def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Same sha256: every copy linked to the group's smallest image_id.
-
-    Integer codes instead of a string groupby: pandas' groupby-min on text falls back to a Python
-    loop per group (14 s on 226k images; this takes ~0.2 s).
-    """
+    """Same sha256: every copy linked to the group's smallest image_id."""
     ids = manifest["image_id"].to_numpy(dtype=object)
-    order = np.argsort(ids, kind="stable")  # linear when the manifest is already sorted by image_id
-    ids = ids[order]
-    codes, _ = pd.factorize(manifest["sha256"].to_numpy(dtype=object)[order])
-    _, first = np.unique(codes, return_index=True)  # first occurrence = smallest image_id
-    head = ids[first[codes]]
+    head = smallest_per_key(manifest["sha256"], ids)
     dup = head != ids
     return pd.DataFrame({"image_id_a": head[dup], "image_id_b": ids[dup], "distance": 0, "kind": "exact"})
 

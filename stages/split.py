@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from endoctl.grouping import build_groups, patient_keys
+from endoctl.grouping import build_groups, patient_keys, smallest_per_key
 
 TEST, TRAIN_VAL = "test", "train_val"
 SPLIT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]
@@ -175,10 +175,15 @@ def _refine(counts: np.ndarray, bins: np.ndarray, movable: np.ndarray, weights: 
     # of one class): evaluate one per (count vector, bin), the first in group order.
     _, kind = np.unique(v, axis=0, return_inverse=True)
     kind = kind.reshape(-1)
+    position = np.arange(len(v))
     for _ in range(max_steps):
         cur = _bin_cost(load, target_total, overall, lam)
         a = bins[movable]
-        _, cand = np.unique(kind * n_bins + a, return_index=True)
+        # first group of each (kind, bin), in (kind, bin) order: np.unique's return_index without
+        # its sort of every group at every step
+        first = np.full((kind.max() + 1) * n_bins, len(v))
+        np.minimum.at(first, kind * n_bins + a, position)
+        cand = first[first < len(v)]
         vc, ac = v[cand], a[cand]
         cost_a = _bin_cost(load[ac] - vc, target_total[ac], overall, lam) - cur[ac]
         delta = np.full((len(cand), n_bins), np.inf)
@@ -399,8 +404,8 @@ def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)} (expected image_id, source, cluster, cluster_size)")
     dups = dups[dups["cluster"] != ""]
-    head = dups.groupby("cluster")["image_id"].transform("min")
-    cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"]})
+    head = smallest_per_key(dups["cluster"], dups["image_id"])
+    cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"].to_numpy(dtype=object)})
     cluster_pairs = cluster_pairs[cluster_pairs["image_id_a"] != cluster_pairs["image_id_b"]]
     pair_file = path.with_name("duplicate_pairs.csv")
     frames = [cluster_pairs]
@@ -443,8 +448,8 @@ def _sha_pairs(table: pd.DataFrame) -> pd.DataFrame:
     """Byte-identical files (same sha256) are one image: link them even without dedupe output."""
     sha = table["sha256"]
     known = table[sha != ""]
-    head = known.groupby("sha256")["image_id"].transform("min")
-    pairs = pd.DataFrame({"image_id_a": head, "image_id_b": known["image_id"]})
+    head = smallest_per_key(known["sha256"], known["image_id"])
+    pairs = pd.DataFrame({"image_id_a": head, "image_id_b": known["image_id"].to_numpy(dtype=object)})
     return pairs[pairs["image_id_a"] != pairs["image_id_b"]].reset_index(drop=True)
 
 
