@@ -121,22 +121,44 @@ def _greedy(
     free = order[~placed[order]]
     step = max(1, len(free) // 100)
     ranks = np.arange(len(active))
-    for done, g in enumerate(free):
+    n_active = len(active)
+    bumps: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    labelled = np.flatnonzero(counts[free, -1] > 0)
+    done = 0
+    for end in [*labelled, len(free)]:
+        if end > done:  # groups without labelled images change no load: all go where lexsort puts
+            # all-zero costs (least filled bin, then the lowest)
+            bins[free[done:end]] = active[np.argmin(load[active, -1] / fill_target)]
+        if end == len(free):
+            break
+        g = free[end]
         v = counts[g]
-        nz = np.flatnonzero(v)
-        if len(nz):
-            t_nz = t_act[:, nz]
-            fill = load[np.ix_(active, nz)] / t_nz
-            # candidate a: bin a's row gains v / target; std over bins, mean over the group's columns
-            cand = fill[None, :, :] + eye[:, :, None] * (v[nz] / t_nz)[:, None, :]
-            cost = cand.std(axis=1).mean(axis=1)
-        else:
-            cost = np.zeros(len(active))
+        key = v.tobytes()
+        if key not in bumps:  # per distinct count vector: its columns, targets, bin increments
+            nz = np.flatnonzero(v)
+            bumps[key] = (nz, t_act[:, nz], eye[:, :, None] * (v[nz] / t_act[:, nz])[:, None, :])
+        nz, t_nz, bump = bumps[key]
+        # candidate a: bin a's row gains v / target; std over bins, mean over the group's columns.
+        # The std and mean are numpy's own ufunc steps (``_methods._var``), bit for bit, without
+        # their per-call overhead.
+        cand = load[active][:, nz] / t_nz + bump
+        mean = np.add.reduce(cand, axis=1, keepdims=True)
+        np.true_divide(mean, n_active, out=mean)
+        dev = np.subtract(cand, mean)
+        np.square(dev, out=dev)
+        spread = np.add.reduce(dev, axis=1)
+        np.true_divide(spread, n_active, out=spread)
+        np.sqrt(spread, out=spread)
+        cost = np.add.reduce(spread, axis=1)
+        np.true_divide(cost, len(nz), out=cost)
         best = active[np.lexsort((ranks, load[active, -1] / fill_target, cost))[0]]
         bins[g] = best
         load[best] += v
-        if on_progress is not None and (done % step == 0 or done == len(free) - 1):
-            on_progress(offset + done + 1, total or len(free))
+        if on_progress is not None and (end // step != done // step or end == len(free) - 1):
+            on_progress(offset + end + 1, total or len(free))
+        done = end + 1
+    if on_progress is not None and len(free):
+        on_progress(offset + len(free), total or len(free))
     return _refine(counts, bins, free, weights, SIZE_WEIGHT)
 
 
