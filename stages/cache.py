@@ -77,7 +77,7 @@ def _work(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[
     done = []
     for image_id, path in items:
         try:
-            write_bytes(Path(out_dir) / cached_name(image_id), encode(Path(root) / path, size, quality))
+            write_bytes(Path(out_dir) / cached_name(image_id), encode(Path(root) / path, size, quality), sync=False)
             done.append((image_id, None))
         except ImageRejected as exc:
             done.append((image_id, str(exc)))
