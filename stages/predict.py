@@ -95,15 +95,8 @@ def list_images(source: str | Path) -> ImageList:
 # Reading one image
 
 
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
-    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
-
-    The file is read in one call (no file handle outlives this function) and decoded once; the
-    image is copied only when it must change (EXIF rotation, another mode). With ``at_least``, a
-    JPEG is decoded at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8: libjpeg's scaled integer
-    IDCT, deterministic) that keeps both sides >= ``at_least`` px: a cheaper decode for callers
-    that shrink the image anyway.
-    """
+def read_image_file(path: Path) -> bytes:
+    """The file's bytes in one call (no handle outlives it), or :class:`ImageRejected` with why."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -112,6 +105,18 @@ def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | N
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageRejected("empty file (0 bytes)")
+    return data
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
+    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
+
+    Decoded once; the image is copied only when it must change (EXIF rotation, another mode), so
+    ``format`` is still set when the pixels are the file's own. With ``at_least``, a JPEG is
+    decoded at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8: libjpeg's scaled integer IDCT,
+    deterministic) that keeps both sides >= ``at_least`` px: a cheaper decode for callers that
+    shrink the image anyway.
+    """
     im = open_image(data)
     if im.width * im.height > max_pixels:
         raise ImageRejected(f"decompression bomb: {im.width}x{im.height} pixels > limit {max_pixels}")
@@ -127,6 +132,11 @@ def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | N
         return im if im.mode == "RGB" else im.convert("RGB")
     except Exception as exc:  # noqa: BLE001
         raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
+
+
+def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
+    """:func:`decode_rgb` of the file at ``path``."""
+    return decode_rgb(read_image_file(path), max_pixels, at_least)
 
 
 def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor | None, torch.Tensor | None]:

@@ -133,3 +133,23 @@ def test_jpegs_are_decoded_at_the_smallest_dct_scale_that_keeps_the_size(tmp_pat
     assert cached.size == full.size == (366, 256)
     assert np.abs(np.asarray(cached, float) - np.asarray(full, float)).mean() < 3
     assert encode(tmp_path / "p.jpg", 256, 95) == encode(tmp_path / "p.jpg", 256, 95)
+
+
+def test_small_upright_rgb_jpegs_are_cached_as_they_are(tmp_path: Path) -> None:
+    """Within the size, an RGB JPEG is its own cached copy (checked by a full decode); a rotated
+    or grey one is re-encoded upright RGB; a truncated one is rejected with the reason."""
+    from endoctl.cache import encode
+    from endoctl.imaging import ImageRejected
+
+    scene(4, (200, 150)).save(tmp_path / "rgb.jpg", quality=80)
+    assert encode(tmp_path / "rgb.jpg", 256, 95) == (tmp_path / "rgb.jpg").read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    scene(4, (200, 150)).save(tmp_path / "rotated.jpg", quality=80, exif=exif)
+    rotated = Image.open(io.BytesIO(encode(tmp_path / "rotated.jpg", 256, 95)))
+    assert rotated.size == (150, 200) and not rotated.getexif().get(0x0112)
+    scene(4, (200, 150)).convert("L").save(tmp_path / "grey.jpg", quality=80)
+    assert Image.open(io.BytesIO(encode(tmp_path / "grey.jpg", 256, 95))).mode == "RGB"
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "rgb.jpg").read_bytes()[:-400])
+    with pytest.raises(ImageRejected, match="truncated"):
+        encode(tmp_path / "cut.jpg", 256, 95)
