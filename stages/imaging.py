@@ -7,6 +7,9 @@ that keeps both sides >= 32 px, straight to grayscale (the Y channel); this is p
 to Pillow's ``Image.draft("L", (32, 32))`` and ~25% faster. Everything else (PNG, BMP, TIFF,
 WebP, CMYK or EXIF-rotated JPEGs) goes through Pillow and is box-reduced to a similar scale.
 The thumbnail is a box (area) resample.
+
+:func:`open_rgb` / :func:`decode_rgb` give the full upright RGB image instead, the one decoding of
+training, ``endoctl predict`` and ``endoctl cache`` (for JPEGs Pillow must handle).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import simplejpeg
@@ -56,7 +60,7 @@ def _has_exif(data: bytes) -> bool:
     return False
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageRejected(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
@@ -98,15 +102,28 @@ def _reduce(im: Image.Image) -> Image.Image:
     return im.reduce(factor) if factor > 1 else im
 
 
-def _fast_jpeg(data: bytes, max_pixels: int) -> Thumb | None:
-    """libjpeg-turbo DCT-scaled grayscale decode; None when Pillow must handle the file."""
+def plain_jpeg(data: bytes) -> tuple[int, int, str] | None:
+    """``(width, height, colorspace)`` of a JPEG that libjpeg-turbo decodes as it is meant to be seen:
+    grey, YCbCr or RGB, without an Exif segment (which may ask for a rotation); None for anything
+    else, which Pillow decodes."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
     if colorspace not in ("Gray", "YCbCr", "RGB") or _has_exif(data):
         return None
-    _check_size(width, height, max_pixels)
+    return width, height, colorspace
+
+
+def _fast_jpeg(data: bytes, max_pixels: int) -> Thumb | None:
+    """libjpeg-turbo DCT-scaled grayscale decode; None when Pillow must handle the file."""
+    head = plain_jpeg(data)
+    if head is None:
+        return None
+    width, height, _ = head
+    check_size(width, height, max_pixels)
     try:
         gray = simplejpeg.decode_jpeg(data, "GRAY", min_height=THUMB, min_width=THUMB, strict=True)
     except ValueError:
@@ -152,7 +169,7 @@ def _pillow(data: bytes, max_pixels: int) -> Thumb:
         if im.format not in SUPPORTED_FORMATS:
             raise ImageRejected(f"unsupported image format {im.format}")
         width, height = im.size
-        _check_size(width, height, max_pixels)
+        check_size(width, height, max_pixels)
         drafted = im.format in ("JPEG", "MPO") and im.mode != "CMYK"
         if drafted:  # DCT-scaled decode: the same pixels as the simplejpeg path
             im.draft("L", (THUMB, THUMB))
@@ -173,8 +190,43 @@ def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
     """Decode ``data`` once into a 32x32 upright luma thumbnail, or raise :class:`ImageRejected`."""
     if not data:
         raise ImageRejected("empty file (0 bytes)")
-    if data[:3] == b"\xff\xd8\xff":
-        thumb = _fast_jpeg(data, max_pixels)
-        if thumb is not None:
-            return thumb
-    return _pillow(data, max_pixels)
+    thumb = _fast_jpeg(data, max_pixels)
+    return thumb if thumb is not None else _pillow(data, max_pixels)
+
+
+def read_image_file(path: Path) -> bytes:
+    """The file's bytes in one call (no handle outlives it), or :class:`ImageRejected` with why."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageRejected("file not found (or broken symlink)") from None
+    except OSError as exc:
+        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageRejected("empty file (0 bytes)")
+    return data
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
+
+    Decoded once; the image is copied only when it must change (EXIF rotation, another mode).
+    """
+    im = open_image(data)
+    if im.width * im.height > max_pixels:
+        raise ImageRejected(f"decompression bomb: {im.width}x{im.height} pixels > limit {max_pixels}")
+    try:
+        im.load()
+        if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        return im if im.mode == "RGB" else im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001
+        raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
+
+
+def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`decode_rgb` of the file at ``path``."""
+    return decode_rgb(read_image_file(path), max_pixels)

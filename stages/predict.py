@@ -33,13 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_image
+from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.io import atomic_open, read_csv, write_csv
 from endoctl.model import LoadedModel
 
-_EXIF_ORIENTATION = 0x0112
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 PATH_COLUMNS = ("path", "image_path")
 
@@ -93,50 +91,6 @@ def list_images(source: str | Path) -> ImageList:
 
 # ---------------------------------------------------------------------------------------------
 # Reading one image
-
-
-def read_image_file(path: Path) -> bytes:
-    """The file's bytes in one call (no handle outlives it), or :class:`ImageRejected` with why."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageRejected("file not found (or broken symlink)") from None
-    except OSError as exc:
-        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageRejected("empty file (0 bytes)")
-    return data
-
-
-def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
-    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
-
-    Decoded once; the image is copied only when it must change (EXIF rotation, another mode), so
-    ``format`` is still set when the pixels are the file's own. With ``at_least``, a JPEG is
-    decoded at the smallest DCT scale (1/1, 1/2, 1/4 or 1/8: libjpeg's scaled integer IDCT,
-    deterministic) that keeps both sides >= ``at_least`` px: a cheaper decode for callers that
-    shrink the image anyway.
-    """
-    im = open_image(data)
-    if im.width * im.height > max_pixels:
-        raise ImageRejected(f"decompression bomb: {im.width}x{im.height} pixels > limit {max_pixels}")
-    try:
-        if at_least is not None and im.format in ("JPEG", "MPO"):
-            im.draft(None, (at_least, at_least))
-        im.load()
-        if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-            im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-        return im if im.mode == "RGB" else im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001
-        raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
-
-
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
-    """:func:`decode_rgb` of the file at ``path``."""
-    return decode_rgb(read_image_file(path), max_pixels, at_least)
 
 
 def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor | None, torch.Tensor | None]:

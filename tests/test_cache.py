@@ -115,24 +115,31 @@ def test_cli_is_deterministic_and_reports_counts(tmp_path: Path, monkeypatch) ->
     assert split.is_dir()
 
 
-def test_jpegs_are_decoded_at_the_smallest_dct_scale_that_keeps_the_size(tmp_path: Path) -> None:
-    """The cache decodes a 1000x700 JPEG at 1/2 for 256 px (both sides >= 256) and at 1/4 for 96 px;
-    other formats and small targets are decoded in full. The cached copy stays faithful."""
-    from endoctl.cache import encode
-    from endoctl.predict import open_rgb
+def test_large_jpegs_are_decoded_at_a_dct_scale_and_sized_as_from_the_full_image(tmp_path: Path, monkeypatch) -> None:
+    """libjpeg-turbo decodes a 1000x700 JPEG at 3/8 (375x263) for 256 px; the cached size is
+    computed from the full size (366x256, as a full decode gives), and the copy stays faithful and
+    deterministic. An Exif JPEG goes through Pillow with the same result size."""
+    import simplejpeg
+
+    from endoctl import cache
 
     scene(3, (1000, 700)).save(tmp_path / "p.jpg", quality=92)
-    scene(3, (1000, 700)).save(tmp_path / "p.png")
-    assert open_rgb(tmp_path / "p.jpg").size == (1000, 700)
-    assert open_rgb(tmp_path / "p.jpg", at_least=256).size == (500, 350)
-    assert open_rgb(tmp_path / "p.jpg", at_least=96).size == (250, 175)
-    assert open_rgb(tmp_path / "p.png", at_least=96).size == (1000, 700)
-    assert open_rgb(tmp_path / "p.jpg", at_least=700).size == (1000, 700)
-    cached = Image.open(io.BytesIO(encode(tmp_path / "p.jpg", 256, 95)))
-    full = shrink(open_rgb(tmp_path / "p.jpg"), 256)
-    assert cached.size == full.size == (366, 256)
+    decoded = []
+    real = simplejpeg.decode_jpeg
+    monkeypatch.setattr(cache.simplejpeg, "decode_jpeg", lambda *a, **k: decoded.append(real(*a, **k).shape) or real(*a, **k))
+    data = cache.encode(tmp_path / "p.jpg", 256, 95)
+    assert decoded == [(263, 375, 3)]
+    cached = Image.open(io.BytesIO(data))
+    full = shrink(Image.open(tmp_path / "p.jpg").convert("RGB"), 256)
+    assert cached.size == full.size == (366, 256) and cached.mode == "RGB"
     assert np.abs(np.asarray(cached, float) - np.asarray(full, float)).mean() < 3
-    assert encode(tmp_path / "p.jpg", 256, 95) == encode(tmp_path / "p.jpg", 256, 95)
+    assert cache.encode(tmp_path / "p.jpg", 256, 95) == data
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    scene(3, (1000, 700)).save(tmp_path / "e.jpg", quality=92, exif=exif)
+    decoded.clear()
+    assert Image.open(io.BytesIO(cache.encode(tmp_path / "e.jpg", 256, 95))).size == (366, 256)
+    assert decoded == []  # Pillow decoded it
 
 
 def test_small_upright_rgb_jpegs_are_cached_as_they_are(tmp_path: Path) -> None:
