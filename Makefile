@@ -41,7 +41,7 @@ golden: $(STAMP)
 
 # imagededup is a benchmark-only baseline, never a dependency of the package.
 bench: $(STAMP) bench-ee24
-	$(BIN)/pip install --quiet imagededup
+	$(BIN)/pip install --quiet -c $(LOCK) imagededup
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_dedupe.py
 	$(BIN)/python benchmarks/bench_predict.py

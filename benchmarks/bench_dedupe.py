@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench_ee24 import run_stage  # wall time and process-tree RSS of a command
 
 from endoctl import dedupe as dd
 from endoctl.dedupe import brute_force_pairs, layout, near_pairs, synthetic_hashes
@@ -89,10 +88,7 @@ def whole_stage(n: int, workers: int) -> list[str]:
         out = Path(tmp) / "duplicates.csv"
         cmd = [str(Path(sys.executable).with_name("endoctl")), "dedupe", str(folder), "--out", str(out),
                "--workers", str(workers)]
-        start = time.perf_counter()
-        summary = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-        wall = time.perf_counter() - start
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        wall, peak_mb, summary = run_stage(cmd, Path(tmp))
         steps = []
 
         def step(name, fn):
@@ -117,7 +113,8 @@ def whole_stage(n: int, workers: int) -> list[str]:
         "",
         f"## The whole `endoctl dedupe` stage: {n:,} manifest rows in 7 files, {workers} threads",
         "",
-        f"`{' '.join(['endoctl', *cmd[1:3]])} ...`: **{wall:.1f} s** wall, peak RSS {peak_mb:,.0f} MB",
+        f"`endoctl dedupe FOLDER --workers {workers}`: **{wall:.1f} s** wall, peak memory {peak_mb:,.0f} MB (RSS of "
+        "the process tree)",
         "",
         f"> {summary.rsplit(' -> ', 1)[0]}",
         "",

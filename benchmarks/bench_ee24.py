@@ -18,7 +18,9 @@ JPEG q90. The corpus is generated once (both cores) into
 
 Each stage runs as the same ``endoctl`` command as in dvc.yaml (2 workers), timed by wall clock,
 with the peak memory of its process tree (RSS summed over the command and its worker processes,
-sampled every 0.1 s). Targets: <= 5 min wall and <= 4 GB in all on 2 cores.
+sampled every 0.1 s). Targets: <= 5 min wall and <= 4 GB in all on 2 cores. ``--baseline CMD``
+also times another endoctl (e.g. an older checkout) on the same manifests for dedupe, the splits
+and cache, and says whether its outputs are byte-identical.
 Writes benchmarks/results/ee24.md.
 """
 
@@ -29,6 +31,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -334,88 +337,125 @@ def run_stage(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     return wall, peak / 2**20, out.strip().splitlines()[-1] if out.strip() else ""
 
 
-def pipeline(corpus_name: str, workers: int) -> list[tuple[str, list[str]]]:
-    """The dvc.yaml commands with this corpus's sources."""
-    run = "run"
+def pipeline(endoctl: list[str], run: str, workers: int) -> list[tuple[str, list[str]]]:
+    """The dvc.yaml commands for this corpus's sources, writing below ``run``."""
     stages = []
     for s in SOURCES:
-        stages.append((f"ingest {s.name}", [ENDOCTL, "ingest", f"{corpus_name}/{s.name}", "--format", s.format,
-                                            "--source", s.name, "--out", f"{run}/ingest/{s.name}.csv",
-                                            "--workers", str(workers)]))
-    stages.append(("dedupe", [ENDOCTL, "dedupe", f"{run}/ingest", "--out", f"{run}/duplicates.csv", "--workers", str(workers)]))
+        stages.append((f"ingest {s.name}", [*endoctl, "ingest", f"corpus/{s.name}", "--format", s.format, "--source",
+                                            s.name, "--out", f"{run}/ingest/{s.name}.csv", "--workers", str(workers)]))
+    stages.append(("dedupe", [*endoctl, "dedupe", f"{run}/ingest", "--out", f"{run}/duplicates.csv", "--workers", str(workers)]))
     format_of = [arg for s in SOURCES if s.taxonomy for arg in ("--format-of", f"{s.name}={s.taxonomy}")]
     for target in ("ee24-ce24", "ce24"):
-        stages.append((f"split {target}", [ENDOCTL, "split", "--manifest", f"{run}/ingest", "--duplicates",
+        stages.append((f"split {target}", [*endoctl, "split", "--manifest", f"{run}/ingest", "--duplicates",
                                            f"{run}/duplicates.csv", "--target", target, "--out", f"{run}/{target}",
                                            "--pin", "test=ce24:test", *format_of]))
     for target in ("ee24-ce24", "ce24"):
-        stages.append((f"cache {target}", [ENDOCTL, "cache", f"{run}/{target}", "--out", f"{run}/cache/{target}",
+        stages.append((f"cache {target}", [*endoctl, "cache", f"{run}/{target}", "--out", f"{run}/cache/{target}",
                                            "--size", "256", "--quality", "95", "--workers", str(workers)]))
     return stages
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Two output folders/files hold the same bytes (paths inside CSVs are made relative first)."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file()) if a.is_dir() else [Path()]
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) if b.is_dir() else [Path()]
+    if files_a != files_b:
+        return False
+    return all((a / f).read_bytes().replace(b"run-baseline/", b"run/") == (b / f).read_bytes() for f in files_a)
+
+
+STAGE_OUTPUTS = {"dedupe": ["duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"],
+                 "split ee24-ce24": ["ee24-ce24"], "split ce24": ["ce24"],
+                 "cache ee24-ce24": ["cache/ee24-ce24"], "cache ce24": ["cache/ce24"]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--generate-only", action="store_true", help="write the corpus and stop")
-    parser.add_argument("--only", nargs="*", help="run only the stages whose name starts with one of these "
-                        "(the earlier stages' outputs must exist in the run folder)")
+    parser.add_argument("--baseline", help="another endoctl command line (e.g. an older checkout: 'python "
+                        "/path/run_endoctl.py') to time on the same manifests for dedupe, splits and cache")
+    parser.add_argument("--baseline-label", help="what the baseline is, for the table (default: its command)")
     args = parser.parse_args()
     base = Path(os.environ.get("ENDOCTL_BENCH_DIR", "/tmp/endoctl-bench-ee24"))
     corpus = generate(base / "corpus", args.workers)
     if args.generate_only:
         return 0
-    stages = pipeline("corpus", args.workers)
-    if args.only:
-        stages = [(n, c) for n, c in stages if n.startswith(tuple(args.only))]
-    elif (base / "run").exists():
-        shutil.rmtree(base / "run")
+    for folder in ("run", "run-baseline"):
+        shutil.rmtree(base / folder, ignore_errors=True)
+    for file in sorted((base / "corpus").rglob("*.jpg")):  # page cache warm, as in a re-run
+        file.read_bytes()
     load_before = os.getloadavg()
-    rows = []
-    for name, cmd in stages:
-        wall, peak, last = run_stage(cmd, base)
-        rows.append((name, wall, peak, last))
-        print(f"{name:24s} {wall:7.1f} s  {peak:7.0f} MB  {last[:150]}", flush=True)
+    rows = {}
+    for name, cmd in pipeline([ENDOCTL], "run", args.workers):
+        rows[name] = run_stage(cmd, base)
+        print(f"{name:24s} {rows[name][0]:7.1f} s  {rows[name][1]:7.0f} MB  {rows[name][2][:150]}", flush=True)
+    baseline = {}
+    if args.baseline:
+        shutil.copytree(base / "run" / "ingest", base / "run-baseline" / "ingest")
+        for name, cmd in pipeline(shlex.split(args.baseline), "run-baseline", args.workers):
+            if name in STAGE_OUTPUTS:
+                wall, peak, last = run_stage(cmd, base)
+                same = all(_same_files(base / "run-baseline" / o, base / "run" / o) for o in STAGE_OUTPUTS[name])
+                baseline[name] = (wall, peak, same)
+                print(f"baseline {name:15s} {wall:7.1f} s  {peak:7.0f} MB  same outputs: {same}", flush=True)
     load_after = os.getloadavg()
-    if args.only:
-        return 0
+    OUT.write_text(table(rows, baseline, corpus, base, args, load_before, load_after))
+    print(OUT.read_text())
+    return 0
+
+
+def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_before, load_after) -> str:
     report = json.loads((base / "run" / "duplicates_report.json").read_text())
-    total = sum(r[1] for r in rows)
-    ingest = [r for r in rows if r[0].startswith("ingest")]
-    grouped = [("ingest (10 sources)", sum(r[1] for r in ingest), max(r[2] for r in ingest), corpus["images"])]
-    cached = {r[0]: int(r[3].split(" images")[0].rsplit(" ", 1)[-1]) for r in rows if r[0].startswith("cache")}
-    for name, wall, peak, _ in rows[len(ingest):]:
-        grouped.append((name, wall, peak, cached.get(name, corpus["images"])))
+    ingest = [(n, r) for n, r in rows.items() if n.startswith("ingest")]
+    total = sum(r[0] for r in rows.values())
+    counts = {n: int(r[2].split(" images")[0].rsplit(" ", 1)[-1]) for n, r in rows.items() if n.startswith("cache")}
     lines = [
         f"# EE24-scale build: {corpus['images']:,} generated images, {args.workers} workers, {os.cpu_count()} cores",
         "",
         f"Corpus `{CORPUS_VERSION}` ({corpus['bytes'] / 1e9:.1f} GB of JPEGs, 10 sources in native layouts; "
-        f"generated once in {corpus['generation_seconds']:.0f} s, not timed). Load average (1/5/15 min) "
-        f"before {' / '.join(f'{x:.2f}' for x in load_before)}, after {' / '.join(f'{x:.2f}' for x in load_after)}.",
+        f"generated once in {corpus['generation_seconds']:.0f} s, not timed; every file read once before "
+        f"the timings, so the page cache is warm as in a re-run). Load average (1/5/15 min) "
+        f"before {' / '.join(f'{x:.2f}' for x in load_before)}, after {' / '.join(f'{x:.2f}' for x in load_after)}"
+        " (the machine is shared: a load above 2 slows every stage).",
         "",
-        "| stage | images | wall s | img/s | peak memory (process tree RSS) |",
-        "|---|---:|---:|---:|---:|",
-        *[f"| {name} | {n:,} | {wall:.1f} | {n / wall:,.0f} | {peak / 1024:.2f} GB |" for name, wall, peak, n in grouped],
-        f"| **total** | | **{total:.1f}** | | **{max(r[2] for r in rows) / 1024:.2f} GB** (largest stage) |",
+        "| stage | images | wall s | img/s | peak memory (process tree RSS) |"
+        + (" baseline wall s | speed-up | same outputs |" if baseline else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|---:|---|" if baseline else ""),
+    ]
+    ingest_wall = sum(r[0] for _, r in ingest)
+    lines.append(f"| ingest (10 sources) | {corpus['images']:,} | {ingest_wall:.1f} | {corpus['images'] / ingest_wall:,.0f} | "
+                 f"{max(r[1] for _, r in ingest) / 1024:.2f} GB |" + (" | | |" if baseline else ""))
+    for name, (wall, peak, _) in rows.items():
+        if name.startswith("ingest"):
+            continue
+        n = counts.get(name, corpus["images"])
+        row = f"| {name} | {n:,} | {wall:.1f} | {n / wall:,.0f} | {peak / 1024:.2f} GB |"
+        if baseline:
+            b = baseline.get(name)
+            row += f" {b[0]:.1f} | {b[0] / wall:.1f}x | {'yes' if b[2] else 'no (new decoding)'} |" if b else " | | |"
+        lines.append(row)
+    peak_all = max(r[1] for r in rows.values())
+    lines += [
+        f"| **total** | | **{total:.1f}** | | **{peak_all / 1024:.2f} GB** (largest stage) |"
+        + (f" **{ingest_wall + sum(b[0] for b in baseline.values()):.1f}** | | |" if baseline else ""),
         "",
-        f"- targets: <= 300 s wall in all ({'met' if total <= 300 else 'MISSED'}), <= 4 GB per stage "
-        f"({'met' if max(r[2] for r in rows) <= 4096 else 'MISSED'})",
+        f"- targets: <= 300 s wall in all ({'met' if total <= 300 else 'MISSED'}), <= 4 GB "
+        f"({'met' if peak_all <= 4096 else 'MISSED'})",
         f"- dedupe: {report['images']:,} images -> {report['clusters']:,} clusters, {report['duplicate_clusters']:,} "
         f"duplicate clusters holding {report['images_in_duplicate_clusters']:,} images ({report['cross_source_clusters']:,} "
         f"across sources; largest {report['largest_cluster']['size']}); pairs: "
         + ", ".join(f"{k} {v:,}" for k, v in report["pairs"].items()),
         "- planted: " + ", ".join(f"{k} {v:,}" for k, v in corpus["planted"].items()),
+        *([f"- baseline: {args.baseline_label or args.baseline}, run on this run's ingest manifests (its total "
+           "counts this run's ingest)"] if baseline else []),
         "",
-        "Per ingest source:",
-        "",
-        "| source | wall s | peak memory |",
-        "|---|---:|---:|",
-        *[f"| {name.removeprefix('ingest ')} | {wall:.1f} | {peak / 1024:.2f} GB |" for name, wall, peak, _ in ingest],
+        "| ingest source | images | wall s | img/s | peak memory |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {n.removeprefix('ingest ')} | {corpus['per_source'][n.removeprefix('ingest ')]:,} | {r[0]:.1f} | "
+          f"{corpus['per_source'][n.removeprefix('ingest ')] / r[0]:,.0f} | {r[1] / 1024:.2f} GB |" for n, r in ingest],
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    OUT.write_text(text)
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
