@@ -407,8 +407,9 @@ def split(
         formats[name.strip()] = fmt.strip()
     started = time.perf_counter()
     error = None
-    try:
+    try:  # cheap checks first; split() matches the pins before labelling and grouping
         pins = [splitting.parse_pin(p) for p in pin or []]
+        splitting.check_fractions(test_fraction, folds)
         tax = load_taxonomy(taxonomy)
         tax.target(target)
         frames = _read_manifests(manifest)

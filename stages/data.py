@@ -11,7 +11,7 @@ Two choices make training reproducible and exactly resumable whatever the worker
   the inverse-frequency weighted draw (the paper's class balancing), their union is one weighted
   sample of the whole training set.
 
-Images are decoded exactly as ``endoctl predict`` decodes them (:func:`endoctl.predict.open_rgb`)
+Images are decoded exactly as ``endoctl predict`` decodes them (:func:`endoctl.imaging.open_rgb`)
 and class display names come from :func:`endoctl.model.display_names`, so training, validation
 predictions and inference agree.
 """
@@ -31,10 +31,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from endoctl.imaging import ImageRejected
+from endoctl.imaging import ImageRejected, open_rgb
 from endoctl.io import read_csv
 from endoctl.model import display_names, read_class_mapping
-from endoctl.predict import open_rgb
 
 BALANCE_MODES = ("sampler", "loss", "none")
 SPLIT_COLUMNS = ("path", "target_class", "fold")

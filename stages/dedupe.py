@@ -28,7 +28,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from endoctl.grouping import components, stable_ids
+from endoctl.grouping import components, smallest_per_key, stable_ids
 from endoctl.hashing import from_hex
 
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
@@ -242,10 +242,10 @@ def _frame_parts(paths: pd.Series, pattern: str) -> pd.DataFrame:
 
 def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
     """Same sha256: every copy linked to the group's smallest image_id."""
-    first = manifest.groupby("sha256")["image_id"].transform("min")
-    dup = manifest["image_id"] != first
-    return pd.DataFrame({"image_id_a": first[dup], "image_id_b": manifest.loc[dup, "image_id"],
-                         "distance": 0, "kind": "exact"})
+    ids = manifest["image_id"].to_numpy(dtype=object)
+    head = smallest_per_key(manifest["sha256"], ids)
+    dup = head != ids
+    return pd.DataFrame({"image_id_a": head[dup], "image_id_b": ids[dup], "distance": 0, "kind": "exact"})
 
 
 def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame:
@@ -288,8 +288,8 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
                          "distance": d[confirmed], "kind": "near"})
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
     found = [p for p in (exact, near, frames) if p is not None and len(p)]
-    if not found:  # no duplicates at all (pd.concat of nothing raises)
-        return pd.DataFrame(columns=PAIR_COLUMNS)
+    if not found:  # no duplicate and no sequence link at all
+        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "distance" else object) for c in PAIR_COLUMNS})
     pairs = pd.concat(found, ignore_index=True)
     pairs["rank"] = pairs["kind"].map(KIND_RANK)
     pairs = pairs.sort_values(["image_id_a", "image_id_b", "rank", "distance"], kind="stable")
@@ -324,9 +324,12 @@ def report(manifest: pd.DataFrame, clusters: pd.DataFrame, pairs: pd.DataFrame, 
     by_cluster = multi.groupby("cluster")
     sources = by_cluster["source"].nunique()
     labels = multi.assign(key=multi["source"] + ":" + multi["label"]).groupby("cluster")
-    conflicts = by_cluster.apply(lambda g: g.groupby("source")["label"].nunique().max() > 1, include_groups=False)
-    conflict_ids = sorted(conflicts[conflicts].index) if len(conflicts) else []
-    largest = clusters.sort_values(["cluster_size", "cluster"], ascending=[False, True]).iloc[0] if len(clusters) else None
+    per_source = multi.groupby(["cluster", "source"])["label"].nunique()
+    conflict_ids = sorted(per_source[per_source > 1].index.get_level_values("cluster").unique())
+    largest = None
+    if len(clusters):  # the biggest cluster, ties to the smallest id (no sort of every row)
+        top = clusters["cluster_size"] == clusters["cluster_size"].max()
+        largest = clusters[top & (clusters["cluster"] == clusters.loc[top, "cluster"].min())].iloc[0]
     seq = pairs[pairs["kind"] == "sequence"]
     return {
         "images": int(len(clusters)),

@@ -26,11 +26,35 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def stable_ids(keys: Sequence[str], labels: np.ndarray, prefix: str) -> np.ndarray:
-    """Name each component after its smallest member key: ids survive re-ordering of the input."""
-    order = pd.DataFrame({"key": np.asarray(keys, dtype=object), "label": labels})
-    first = order.groupby("label")["key"].min()
-    names = {lab: prefix + hashlib.sha1(key.encode()).hexdigest()[:12] for lab, key in first.items()}
-    return np.array([names[lab] for lab in labels], dtype=object)
+    """Name each component after its smallest member key: ids survive re-ordering of the input.
+
+    Sort-based (keys sorted once, first key per label): a groupby-min over text runs a Python loop
+    per group in pandas, 15 s on 226k single-image components.
+    """
+    keys = np.asarray(keys, dtype=object)
+    labels = np.asarray(labels)
+    if len(keys) == 0:
+        return np.zeros(0, dtype=object)
+    order = np.argsort(keys, kind="stable")  # linear for already sorted keys
+    uniq, first = np.unique(labels[order], return_index=True)
+    names = np.empty(int(uniq.max()) + 1, dtype=object)
+    names[uniq] = [prefix + hashlib.sha1(key.encode()).hexdigest()[:12] for key in keys[order[first]]]
+    return names[labels]
+
+
+def smallest_per_key(keys: Sequence[str], ids: Sequence[str]) -> np.ndarray:
+    """Per row, the smallest of ``ids`` over the rows sharing its ``keys`` value.
+
+    Sorted once, then integer codes: pandas' groupby-min over text runs a Python loop per group
+    (14 s for the sha256 groups of 226k images; this takes ~0.2 s).
+    """
+    ids = np.asarray(ids, dtype=object)
+    order = np.argsort(ids, kind="stable")  # linear when ``ids`` are already sorted
+    codes, _ = pd.factorize(np.asarray(keys, dtype=object)[order])
+    _, first = np.unique(codes, return_index=True)  # first occurrence in id order = smallest id
+    head = np.empty(len(ids), dtype=object)
+    head[order] = ids[order][first[codes]]
+    return head
 
 
 def edges_by_key(keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:

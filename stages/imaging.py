@@ -7,6 +7,9 @@ that keeps both sides >= 32 px, straight to grayscale (the Y channel); this is p
 to Pillow's ``Image.draft("L", (32, 32))`` and ~25% faster. Everything else (PNG, BMP, TIFF,
 WebP, CMYK or EXIF-rotated JPEGs) goes through Pillow and is box-reduced to a similar scale.
 The thumbnail is a box (area) resample.
+
+:func:`open_rgb` / :func:`decode_rgb` give the full upright RGB image instead, the one decoding of
+training, ``endoctl predict`` and ``endoctl cache`` (for JPEGs Pillow must handle).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def _has_exif(data: bytes) -> bool:
     return False
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageRejected(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
@@ -108,15 +111,28 @@ def _reduce(im: Image.Image, side: int = THUMB) -> Image.Image:
     return im.reduce(factor) if factor > 1 else im
 
 
-def _fast_jpeg(data: bytes, max_pixels: int, side: int = THUMB) -> Gray | None:
-    """libjpeg-turbo DCT-scaled grayscale decode; None when Pillow must handle the file."""
+def plain_jpeg(data: bytes) -> tuple[int, int, str] | None:
+    """``(width, height, colorspace)`` of a JPEG that libjpeg-turbo decodes as it is meant to be seen:
+    grey, YCbCr or RGB, without an Exif segment (which may ask for a rotation); None for anything
+    else, which Pillow decodes."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
     if colorspace not in ("Gray", "YCbCr", "RGB") or _has_exif(data):
         return None
-    _check_size(width, height, max_pixels)
+    return width, height, colorspace
+
+
+def _fast_jpeg(data: bytes, max_pixels: int, side: int = THUMB) -> Gray | None:
+    """libjpeg-turbo DCT-scaled grayscale decode; None when Pillow must handle the file."""
+    head = plain_jpeg(data)
+    if head is None:
+        return None
+    width, height, _ = head
+    check_size(width, height, max_pixels)
     try:
         gray = simplejpeg.decode_jpeg(data, "GRAY", min_height=side, min_width=side, strict=True)
     except ValueError:
@@ -143,11 +159,9 @@ def _to_luma(im: Image.Image) -> Image.Image:
 
 @contextlib.contextmanager
 def pillow_limit(max_pixels: int | None) -> Iterator[None]:
-    """Pillow's own decompression-bomb check at ``max_pixels`` (its warning an error) for the block.
-
-    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by default) and fails above twice
-    that; left alone it would reject images the caller's limit allows (a 169-Mpx PNG under the
-    default 178,956,970). Set per call, so it holds in worker processes too.
+    """Pillow's decompression-bomb limit set to ``max_pixels`` (None: off) for the block, so an
+    image the option admits is never refused by Pillow's own default limit (89 Mpx warns, 179 Mpx
+    fails). Set per call, so it holds in worker processes too.
     """
     before = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
@@ -169,7 +183,7 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             raise ImageRejected("not an image: unrecognised file format") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejection reason
             raise ImageRejected(f"unreadable image header: {exc}") from None
-    _check_size(im.width, im.height, max_pixels)
+    check_size(im.width, im.height, max_pixels)
     return im
 
 
@@ -207,11 +221,8 @@ def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = T
     :class:`ImageRejected`. Ingest hashes it at ``side`` 32; the report measures quality at 128."""
     if not data:
         raise ImageRejected("empty file (0 bytes)")
-    if data[:3] == b"\xff\xd8\xff":
-        gray = _fast_jpeg(data, max_pixels, side)
-        if gray is not None:
-            return gray
-    return _pillow_gray(data, max_pixels, side)
+    gray = _fast_jpeg(data, max_pixels, side)
+    return gray if gray is not None else _pillow_gray(data, max_pixels, side)
 
 
 def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
@@ -220,13 +231,8 @@ def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
     return Thumb(_thumb(gray.pixels), gray.width, gray.height)
 
 
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
-    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
-
-    The file is read in one call (no file handle outlives this function) and decoded once; the
-    image is copied only when it must change (EXIF rotation, another mode). ``draft``: a JPEG is
-    decoded at the smallest DCT scale keeping both sides >= ``draft`` (for thumbnails).
-    """
+def read_image_file(path: Path) -> bytes:
+    """The file's bytes in one call (no handle outlives it), or :class:`ImageRejected` with why."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -235,6 +241,15 @@ def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageRejected("empty file (0 bytes)")
+    return data
+
+
+def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
+
+    Decoded once; the image is copied only when it must change (EXIF rotation, another mode).
+    ``draft``: a JPEG is decoded at the smallest DCT scale keeping both sides >= ``draft`` (thumbnails).
+    """
     im = open_image(data, max_pixels)
     try:
         with pillow_limit(max_pixels):
@@ -249,3 +264,8 @@ def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None
         return im if im.mode == "RGB" else im.convert("RGB")
     except Exception as exc:  # noqa: BLE001
         raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
+
+
+def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """:func:`decode_rgb` of the file at ``path``."""
+    return decode_rgb(read_image_file(path), max_pixels, draft)

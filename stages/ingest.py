@@ -8,19 +8,18 @@ for any worker count.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from endoctl.hashing import dhash_batch, phash_batch, to_hex
 from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, thumbnail
+from endoctl.parallel import imap_chunks
 from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
 
 MANIFEST_COLUMNS = [
@@ -28,8 +27,6 @@ MANIFEST_COLUMNS = [
     "width", "height", "bytes", "sha256", "phash", "dhash",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
-T = TypeVar("T")
-R = TypeVar("R")
 CHUNK = 64  # small enough that the last chunk barely delays the others
 
 
@@ -87,15 +84,6 @@ def _work(args: tuple[list[str], int]) -> list[tuple | str]:
 
 def _relative(file: str | Path, data_root: Path) -> str:
     return Path(os.path.relpath(file, data_root)).as_posix()
-
-
-def imap_chunks(fn: Callable[[T], R], jobs: Iterable[T], workers: int) -> Iterator[R]:
-    """``fn`` over ``jobs`` in order: in ``workers`` forked processes, or here when ``workers`` <= 1."""
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            yield from pool.imap(fn, jobs)
-    else:
-        yield from map(fn, jobs)
 
 
 def ingest(

@@ -441,9 +441,12 @@ def _confusions(y: np.ndarray, pred: np.ndarray, n_classes: int, weights: np.nda
 def _confusion_stats(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class counts and rates of (B, C, C) confusion matrices; NaN where a rate is undefined.
 
-    Undefined: recall/F1 of a class absent from the truth (excluded from macro means), precision of
-    a class neither present nor predicted. A present class never predicted has precision 0 (as
-    sklearn's ``zero_division=0``), so it lowers the macro means instead of vanishing.
+    Undefined: recall of a class absent from the truth (excluded from macro means), precision and
+    F1 of a class neither present nor predicted. A present class never predicted has precision 0
+    (as sklearn's ``zero_division=0``), so it lowers the macro means instead of vanishing. F1 is
+    defined for every class in the truth *or* the predictions, as scikit-learn's
+    ``f1_score(average="macro")``: predicting a class the truth lacks is an error that a macro F1
+    over the truth's classes alone would hide (a predicted-but-absent class has F1 0).
     """
     tp = np.diagonal(cm, axis1=1, axis2=2)
     support, predicted = cm.sum(axis=2), cm.sum(axis=1)
@@ -454,10 +457,19 @@ def _confusion_stats(cm: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(present, tp / support, np.nan)
         precision = np.where(predicted > 0, tp / predicted, np.where(present, 0.0, np.nan))
-        f1 = np.where(present, 2 * tp / (2 * tp + fp + fn), np.nan)
+        f1 = np.where(present | (predicted > 0), 2 * tp / (support + predicted), np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
     return {"tp": tp, "support": support, "predicted": predicted, "recall": recall, "precision": precision,
             "f1": f1, "specificity": specificity, "accuracy": np.trace(cm, axis1=1, axis2=2) / total[:, 0]}
+
+
+def f1_macro(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Macro F1 over the classes in the truth or the predictions (scikit-learn's ``average="macro"``).
+
+    The one definition of macro F1: the evaluation report and training's validation metrics both use it.
+    """
+    stats = _confusion_stats(_confusions(np.asarray(y), np.asarray(pred), n_classes, np.ones((len(y), 1))))
+    return float(_nanmean(stats["f1"])[0])
 
 
 def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -642,15 +654,16 @@ def _absent_note(classes: Sequence[str], support: np.ndarray, where: str = "the 
     absent = [c for c, s in zip(classes, support) if s == 0]
     if not absent:
         return []
-    return [f"class(es) {', '.join(absent)} have no images in {where}: their recall, F1, AUC and AP are null "
-            f"and excluded from the macro means"]
+    return [f"class(es) {', '.join(absent)} have no images in {where}: their recall, AUC and AP are null "
+            f"and excluded from the macro means (F1 too, unless predicted: then 0, as in scikit-learn)"]
 
 
 def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, convention: str | None = None) -> dict:
     """Paper metrics + per-class values + confusion matrix + per-source metrics + bootstrap CIs.
 
     Predicted class = argmax. Macro means are over the classes present in the truth (absent
-    classes are null, with a note). ``auc_weighted`` weights class AUCs by support; ``auc_micro``
+    classes are null, with a note); macro F1 also counts classes predicted but absent (F1 0), as
+    scikit-learn's ``f1_score(average="macro")`` (:func:`f1_macro`). ``auc_weighted`` weights class AUCs by support; ``auc_micro``
     pools every (image, class) score. ``ce24`` holds the organisers' report of the same data.
     """
     y, proba, classes = data.y, data.proba, data.classes

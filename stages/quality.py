@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, content_box, decode_gray
-from endoctl.ingest import _read, imap_chunks
+from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, content_box, decode_gray, read_image_file
+from endoctl.parallel import imap_chunks
 
 DECODE_SIDE = 128  # decode scale: 1/4 of a 620x530 frame; blur of 1% of the width stays visible
 REGION = 64  # the measured content region, whatever the image size: measures are scale-free
@@ -91,7 +91,7 @@ def measure_files(files: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> lis
     regions, slots = [], []
     for file in files:
         try:
-            regions.append(region(decode_gray(_read(file), max_pixels, DECODE_SIDE).pixels))
+            regions.append(region(decode_gray(read_image_file(Path(file)), max_pixels, DECODE_SIDE).pixels))
         except ImageRejected as exc:
             out.append(str(exc))
             continue

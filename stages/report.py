@@ -36,7 +36,7 @@ from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN
 from endoctl.grouping import components, stable_ids
 from endoctl.hashing import from_hex, hamming
 from endoctl.imaging import ImageRejected, open_rgb
-from endoctl.ingest import imap_chunks
+from endoctl.parallel import imap_chunks
 from endoctl.io import DEDUPE_REPORT_FILE, PAIRS_FILE, read_csv, rejected_file, source_name
 from endoctl.quality import FLAGS, QualityParams
 

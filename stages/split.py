@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from endoctl.grouping import build_groups, patient_keys
+from endoctl.grouping import build_groups, patient_keys, smallest_per_key
 from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY
 
 TEST, TRAIN_VAL = "test", "train_val"
@@ -128,22 +128,44 @@ def _greedy(
     free = order[~placed[order]]
     step = max(1, len(free) // 100)
     ranks = np.arange(len(active))
-    for done, g in enumerate(free):
+    n_active = len(active)
+    bumps: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    labelled = np.flatnonzero(counts[free, -1] > 0)
+    done = 0
+    for end in [*labelled, len(free)]:
+        if end > done:  # groups without labelled images change no load: all go where lexsort puts
+            # all-zero costs (least filled bin, then the lowest)
+            bins[free[done:end]] = active[np.argmin(load[active, -1] / fill_target)]
+        if end == len(free):
+            break
+        g = free[end]
         v = counts[g]
-        nz = np.flatnonzero(v)
-        if len(nz):
-            t_nz = t_act[:, nz]
-            fill = load[np.ix_(active, nz)] / t_nz
-            # candidate a: bin a's row gains v / target; std over bins, mean over the group's columns
-            cand = fill[None, :, :] + eye[:, :, None] * (v[nz] / t_nz)[:, None, :]
-            cost = cand.std(axis=1).mean(axis=1)
-        else:
-            cost = np.zeros(len(active))
+        key = v.tobytes()
+        if key not in bumps:  # per distinct count vector: its columns, targets, bin increments
+            nz = np.flatnonzero(v)
+            bumps[key] = (nz, t_act[:, nz], eye[:, :, None] * (v[nz] / t_act[:, nz])[:, None, :])
+        nz, t_nz, bump = bumps[key]
+        # candidate a: bin a's row gains v / target; std over bins, mean over the group's columns.
+        # The std and mean are numpy's own ufunc steps (``_methods._var``), bit for bit, without
+        # their per-call overhead.
+        cand = load[active][:, nz] / t_nz + bump
+        mean = np.add.reduce(cand, axis=1, keepdims=True)
+        np.true_divide(mean, n_active, out=mean)
+        dev = np.subtract(cand, mean)
+        np.square(dev, out=dev)
+        spread = np.add.reduce(dev, axis=1)
+        np.true_divide(spread, n_active, out=spread)
+        np.sqrt(spread, out=spread)
+        cost = np.add.reduce(spread, axis=1)
+        np.true_divide(cost, len(nz), out=cost)
         best = active[np.lexsort((ranks, load[active, -1] / fill_target, cost))[0]]
         bins[g] = best
         load[best] += v
-        if on_progress is not None and (done % step == 0 or done == len(free) - 1):
-            on_progress(offset + done + 1, total or len(free))
+        if on_progress is not None and (end // step != done // step or end == len(free) - 1):
+            on_progress(offset + end + 1, total or len(free))
+        done = end + 1
+    if on_progress is not None and len(free):
+        on_progress(offset + len(free), total or len(free))
     return _refine(counts, bins, free, weights, SIZE_WEIGHT)
 
 
@@ -182,10 +204,15 @@ def _refine(counts: np.ndarray, bins: np.ndarray, movable: np.ndarray, weights: 
     # of one class): evaluate one per (count vector, bin), the first in group order.
     _, kind = np.unique(v, axis=0, return_inverse=True)
     kind = kind.reshape(-1)
+    position = np.arange(len(v))
     for _ in range(max_steps):
         cur = _bin_cost(load, target_total, overall, lam)
         a = bins[movable]
-        _, cand = np.unique(kind * n_bins + a, return_index=True)
+        # first group of each (kind, bin), in (kind, bin) order: np.unique's return_index without
+        # its sort of every group at every step
+        first = np.full((kind.max() + 1) * n_bins, len(v))
+        np.minimum.at(first, kind * n_bins + a, position)
+        cand = first[first < len(v)]
         vc, ac = v[cand], a[cand]
         cost_a = _bin_cost(load[ac] - vc, target_total[ac], overall, lam) - cur[ac]
         delta = np.full((len(cand), n_bins), np.inf)
@@ -216,6 +243,29 @@ def _refine(counts: np.ndarray, bins: np.ndarray, movable: np.ndarray, weights: 
         load[bj] += v[gi] - v[gj]
         bins[movable[gi]], bins[movable[gj]] = bj, bi
     return bins
+
+
+def check_fractions(test_fraction: float, folds: int) -> None:
+    """The split sizes make sense (checked before any work)."""
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+
+
+def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
+    """Rows each pin holds in test, and the count per pin; a pin matching nothing is an error."""
+    pinned = pd.Series(False, index=table.index)
+    hits = {}
+    for p in pins:
+        hit = p.matches(table)
+        if not hit.any():  # a typo here would silently leak the images it meant to protect
+            splits = sorted(set(table.loc[table["source"] == p.source, "official_split"]))
+            raise ValueError(f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
+                             f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})")
+        hits[str(p)] = int(hit.sum())
+        pinned |= hit
+    return pinned, hits
 
 
 def assign(
@@ -272,10 +322,7 @@ def assign(
     scikit-learn's StratifiedGroupKFold is not used: it cannot keep pinned or previously placed
     groups where they are, and only makes equal folds (no 20 % test + 5 folds of the rest).
     """
-    if folds < 1:
-        raise ValueError(f"folds must be >= 1, got {folds}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    check_fractions(test_fraction, folds)
     index = groups.index
     gid = groups.astype(str).to_numpy(dtype=object)
     lab = y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
@@ -414,8 +461,8 @@ def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)} (expected image_id, source, cluster, cluster_size)")
     dups = dups[dups["cluster"] != ""]
-    head = dups.groupby("cluster")["image_id"].transform("min")
-    cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"]})
+    head = smallest_per_key(dups["cluster"], dups["image_id"])
+    cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"].to_numpy(dtype=object)})
     cluster_pairs = cluster_pairs[cluster_pairs["image_id_a"] != cluster_pairs["image_id_b"]]
     pair_file = path.with_name("duplicate_pairs.csv")
     frames = [cluster_pairs]
@@ -459,8 +506,8 @@ def _sha_pairs(table: pd.DataFrame) -> pd.DataFrame:
     """Byte-identical files (same sha256) are one image: link them even without dedupe output."""
     sha = table["sha256"]
     known = table[sha != ""]
-    head = known.groupby("sha256")["image_id"].transform("min")
-    pairs = pd.DataFrame({"image_id_a": head, "image_id_b": known["image_id"]})
+    head = smallest_per_key(known["sha256"], known["image_id"])
+    pairs = pd.DataFrame({"image_id_a": head, "image_id_b": known["image_id"].to_numpy(dtype=object)})
     return pairs[pairs["image_id_a"] != pairs["image_id_b"]].reset_index(drop=True)
 
 
@@ -544,11 +591,13 @@ def split(
     file names there).
     """
     pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
+    check_fractions(test_fraction, folds)
     if target not in getattr(taxonomy, "targets", {}):
         known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
         raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
     mapping = {str(k): int(v) for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))}
     table = combine_manifests(manifests, names)
+    pinned, pin_hits = match_pins(pins, table)  # before labels and groups: a bad pin fails in a second
     labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
     table["target_class"] = labels["target_class"].to_numpy()
     table["excluded"] = labels["excluded"].to_numpy()
@@ -566,16 +615,6 @@ def split(
     table["group"] = grouped["group"].to_numpy()
     table["group_size"] = grouped["group_size"].to_numpy()
 
-    pinned = pd.Series(False, index=table.index)
-    pin_hits = {}
-    for p in pins:
-        hit = p.matches(table)
-        if not hit.any():  # a typo here would silently leak the images it meant to protect
-            splits = sorted(set(table.loc[table["source"] == p.source, "official_split"]))
-            raise ValueError(f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
-                             f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})")
-        pin_hits[str(p)] = int(hit.sum())
-        pinned |= hit
     prev_bin = None
     if previous is not None:
         prev_bin = table["image_id"].map(_places(previous)).fillna("")

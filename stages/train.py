@@ -151,8 +151,11 @@ class TrainResult:
 
 
 def val_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Balanced accuracy, macro AUC / mAP (one-vs-rest over the classes present in ``y``), macro F1."""
-    from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+    """Balanced accuracy, macro AUC / mAP (one-vs-rest over the classes present in ``y``), macro F1
+    (:func:`endoctl.metrics.f1_macro`, the evaluation report's own)."""
+    from sklearn.metrics import average_precision_score, balanced_accuracy_score, roc_auc_score
+
+    from endoctl.metrics import f1_macro
 
     pred = proba.argmax(axis=1)
     present = np.unique(y)
@@ -165,7 +168,7 @@ def val_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return {
         "balanced_accuracy": balanced,
         "auc_macro": float(roc_auc_score(onehot, scores, average="macro")) if ranked else float("nan"),
-        "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
+        "f1_macro": f1_macro(y, pred, proba.shape[1]),
         "map_macro": float(average_precision_score(onehot, scores, average="macro")) if ranked else float("nan"),
     }
 

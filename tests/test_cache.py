@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -112,3 +113,50 @@ def test_cli_is_deterministic_and_reports_counts(tmp_path: Path, monkeypatch) ->
     res = runner.invoke(app, ["cache", "empty", "--out", "x"])
     assert res.exit_code == 2 and "train_val.csv or test.csv" in res.stderr
     assert split.is_dir()
+
+
+def test_large_jpegs_are_decoded_at_a_dct_scale_and_sized_as_from_the_full_image(tmp_path: Path, monkeypatch) -> None:
+    """libjpeg-turbo decodes a 1000x700 JPEG at 3/8 (375x263) for 256 px; the cached size is
+    computed from the full size (366x256, as a full decode gives), and the copy stays faithful and
+    deterministic. An Exif JPEG goes through Pillow with the same result size."""
+    import simplejpeg
+
+    from endoctl import cache
+
+    scene(3, (1000, 700)).save(tmp_path / "p.jpg", quality=92)
+    decoded = []
+    real = simplejpeg.decode_jpeg
+    monkeypatch.setattr(cache.simplejpeg, "decode_jpeg", lambda *a, **k: decoded.append(real(*a, **k).shape) or real(*a, **k))
+    data = cache.encode(tmp_path / "p.jpg", 256, 95)
+    assert decoded == [(263, 375, 3)]
+    cached = Image.open(io.BytesIO(data))
+    full = shrink(Image.open(tmp_path / "p.jpg").convert("RGB"), 256)
+    assert cached.size == full.size == (366, 256) and cached.mode == "RGB"
+    assert np.abs(np.asarray(cached, float) - np.asarray(full, float)).mean() < 3
+    assert cache.encode(tmp_path / "p.jpg", 256, 95) == data
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    scene(3, (1000, 700)).save(tmp_path / "e.jpg", quality=92, exif=exif)
+    decoded.clear()
+    assert Image.open(io.BytesIO(cache.encode(tmp_path / "e.jpg", 256, 95))).size == (366, 256)
+    assert decoded == []  # Pillow decoded it
+
+
+def test_small_upright_rgb_jpegs_are_cached_as_they_are(tmp_path: Path) -> None:
+    """Within the size, an RGB JPEG is its own cached copy (checked by a full decode); a rotated
+    or grey one is re-encoded upright RGB; a truncated one is rejected with the reason."""
+    from endoctl.cache import encode
+    from endoctl.imaging import ImageRejected
+
+    scene(4, (200, 150)).save(tmp_path / "rgb.jpg", quality=80)
+    assert encode(tmp_path / "rgb.jpg", 256, 95) == (tmp_path / "rgb.jpg").read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    scene(4, (200, 150)).save(tmp_path / "rotated.jpg", quality=80, exif=exif)
+    rotated = Image.open(io.BytesIO(encode(tmp_path / "rotated.jpg", 256, 95)))
+    assert rotated.size == (150, 200) and not rotated.getexif().get(0x0112)
+    scene(4, (200, 150)).convert("L").save(tmp_path / "grey.jpg", quality=80)
+    assert Image.open(io.BytesIO(encode(tmp_path / "grey.jpg", 256, 95))).mode == "RGB"
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "rgb.jpg").read_bytes()[:-400])
+    with pytest.raises(ImageRejected, match="truncated"):
+        encode(tmp_path / "cut.jpg", 256, 95)

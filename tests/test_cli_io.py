@@ -62,11 +62,13 @@ def test_module_entry_point_and_sources_listing() -> None:
     assert "--format auto tries, in this order: ce24, " in out.stdout
 
 
-def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", [True, False])
+def test_interrupted_write_leaves_nothing(tmp_path: Path, sync: bool) -> None:
+    """With or without fsync (the image cache skips it), a write is all or nothing."""
     target = tmp_path / "out" / "m.csv"
     write_csv(target, pd.DataFrame({"a": ["1"]}))
     with pytest.raises(RuntimeError):
-        with atomic_open(target) as fh:
+        with atomic_open(target, sync=sync) as fh:
             fh.write("half-written")
             raise RuntimeError("killed")
     assert read_csv(target)["a"].tolist() == ["1"]  # the old complete file survives

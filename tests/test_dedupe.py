@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from endoctl.cli import app
-from endoctl.dedupe import DedupeParams, brute_force_pairs, dedupe, find_pairs, layout, near_pairs, synthetic_hashes
+from endoctl.dedupe import (DedupeParams, brute_force_pairs, dedupe, exact_pairs, find_pairs, layout, near_pairs,
+                            synthetic_hashes)
 from endoctl.grouping import components
 from endoctl.hashing import from_hex, hamming
 from endoctl.ingest import hash_files, ingest
@@ -225,3 +226,35 @@ def test_no_duplicates_at_all_is_an_empty_pair_list(tmp_path: Path) -> None:
     result = dedupe(manifest, DedupeParams(workers=1))
     assert len(result.pairs) == 0 and list(result.pairs.columns) == ["image_id_a", "image_id_b", "distance", "kind"]
     assert result.report["duplicate_clusters"] == 0 and len(result.clusters) == 2
+
+
+def test_cli_with_no_duplicate_and_no_sequence_pair(tmp_path: Path) -> None:
+    """Distinct hashes, no frame names: empty pairs file, every image its own cluster, exit 0."""
+    manifest = pd.DataFrame({
+        "image_id": ["s/a.jpg", "s/b.jpg", "t/c.jpg"], "source": ["s", "s", "t"], "path": ["a.jpg", "b.jpg", "c.jpg"],
+        "label": ["x", "y", "x"], "sha256": ["1", "2", "3"],
+        "phash": ["0000000000000000", "00000000ffffffff", "ffffffffffffffff"], "dhash": ["0" * 16] * 3,
+    })
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "d"
+    res = runner.invoke(app, ["dedupe", str(tmp_path / "m.csv"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "duplicate_pairs.csv").read_text() == "image_id_a,image_id_b,distance,kind\n"
+    clusters = read_csv(out / "duplicates.csv")
+    assert clusters["cluster_size"].tolist() == ["1"] * 3 and clusters["cluster"].nunique() == 3
+    report = json.loads((out / "duplicates_report.json").read_text())
+    assert report["pairs"] == {"exact": 0, "near": 0, "sequence": 0} and report["duplicate_clusters"] == 0
+    assert report["largest_cluster"]["size"] == 1 and report["largest_cluster"]["cluster"] == clusters["cluster"].min()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.text("abc/", min_size=1, max_size=4), st.sampled_from("pqrs")), max_size=30, unique_by=lambda r: r[0]))
+def test_exact_pairs_link_every_copy_to_the_smallest_id(rows: list[tuple[str, str]]) -> None:
+    manifest = pd.DataFrame(rows, columns=["image_id", "sha256"]).sample(frac=1, random_state=0)
+    smallest: dict[str, str] = {}
+    for image_id, sha in rows:
+        smallest[sha] = min(smallest.get(sha, image_id), image_id)
+    expected = sorted((smallest[sha], image_id) for image_id, sha in rows if image_id != smallest[sha])
+    got = exact_pairs(manifest)
+    assert sorted(zip(got["image_id_a"], got["image_id_b"])) == expected
+    assert (got["distance"] == 0).all() and (got["kind"] == "exact").all()

@@ -156,6 +156,23 @@ def test_parse_pin() -> None:
             parse_pin(bad)
 
 
+def test_bad_arguments_fail_before_labels_and_groups(taxonomy, monkeypatch) -> None:
+    """A pin matching nothing, or impossible sizes, stop the split before any labelling or grouping
+    (on 226k rows those take most of a minute)."""
+    df = make_manifest("alpha")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("heavy work started before the arguments were checked")
+
+    monkeypatch.setattr("endoctl.split.build_groups", must_not_run)
+    with pytest.raises(ValueError, match=r"--pin test=alpha:testing matches no image .*official splits of 'alpha': 'train'"):
+        split(df, None, taxonomy, "abc", pins=["test=alpha:testing"], labeler=must_not_run)
+    with pytest.raises(ValueError, match="test_fraction must be in"):
+        split(df, None, taxonomy, "abc", test_fraction=1.0, labeler=must_not_run)
+    with pytest.raises(ValueError, match="folds must be >= 1"):
+        split(df, None, taxonomy, "abc", folds=0, labeler=must_not_run)
+
+
 def test_assign_pins_previous_and_conflicts() -> None:
     groups = pd.Series(["g1", "g1", "g2", "g2", "g3", "g3", "g4", "g5", "g6", "g6"], index=list("abcdefghij"))
     y = pd.Series(["x", "y", "x", "x", "y", "", "x", "y", "x", "y"], index=groups.index)

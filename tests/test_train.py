@@ -318,6 +318,24 @@ def test_val_metrics_over_present_classes() -> None:
     assert wrong["balanced_accuracy"] < 0.5 and wrong["auc_macro"] < 1.0
 
 
+
+def test_training_and_evaluate_share_one_macro_f1() -> None:
+    """4 images, class 2 predicted but never true: scikit-learn's macro F1 over the classes in truth
+    or prediction, (1 + 2/3 + 0) / 3 = 0.556, in training's validation metrics and in the report."""
+    from sklearn.metrics import f1_score
+
+    from endoctl.metrics import EvalData, full_report
+
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[.8, .1, .1], [.7, .2, .1], [.1, .8, .1], [.1, .3, .6]])
+    expected = (1 + 2 / 3 + 0) / 3
+    assert f1_score(y, proba.argmax(axis=1), average="macro") == pytest.approx(expected)
+    assert val_metrics(y, proba)["f1_macro"] == pytest.approx(expected)
+    data = EvalData(classes=["a", "b", "c"], y=y, proba=proba, image=np.array([f"i{k}.jpg" for k in range(4)]))
+    report = full_report(data, n_bootstrap=0)
+    assert report["f1_macro"] == pytest.approx(expected)
+    assert report["per_class"]["c"]["f1"] == 0.0 and report["balanced_accuracy"] == pytest.approx(0.75)
+
 # ---------------------------------------------------------------------- weights for training
 
 

@@ -8,7 +8,6 @@ The adapter modules are imported on first use of ``REGISTRY``, :func:`get_adapte
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,8 +40,10 @@ DETECTION_ORDER = ("ce24", "kvasir-capsule", "hyperkvasir", "see-ai", "crohnipi"
 
 
 def _registry() -> dict[str, type[Adapter]]:
-    for module in sorted(set(FORMATS.values())):
-        importlib.import_module(f"endoctl.sources.{module}")
+    # Imported here, on first use, and named one by one so the code a stage runs can be read off the
+    # source (tests/test_dvc_deps.py); importing a module registers its adapter(s).
+    from endoctl.sources import (ce24, crohnipi, csv_labels, ers, folder, gastrovision, hyperkvasir,  # noqa: F401
+                                 kid, kvasir_capsule, limuc, medfmc, see_ai)
     from endoctl.sources.base import REGISTRY
 
     return REGISTRY

@@ -1,0 +1,190 @@
+"""Every dvc.yaml stage depends on exactly the endoctl code its command runs, so DVC reruns what changed.
+
+The code a stage runs is computed statically: the Typer command its ``cmd`` names (in cli.py,
+which is itself a dependency), the endoctl modules that command function and the cli.py helpers it
+calls import, and transitively every endoctl module those modules import anywhere (module level
+or inside a function: a lazy import is still code the stage may run), plus the parent packages
+(``stages/__init__.py``, ``stages/sources/__init__.py``, ...). Standard library and third-party
+imports are not code of this repository (requirements.lock pins them). A data folder under
+``stages/`` (no Python files, e.g. ``taxonomies``) is a dependency of a stage whose code names it.
+Code only evaluated for ``--help`` texts is not counted.
+
+A dvc.yaml ``deps`` entry may name a folder of modules (``stages/sources``); it stands for every
+``.py`` file in it, so it is right only when the stage imports all of them.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import shlex
+import textwrap
+from functools import cache
+from pathlib import Path
+
+import pytest
+import typer.main
+import yaml
+
+from endoctl.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "stages"
+
+
+def _file(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"cannot locate module {module}"
+    return Path(spec.origin).resolve()
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _imports(tree: ast.AST, package: str) -> set[str]:
+    """endoctl modules imported anywhere in ``tree`` (``from endoctl import x`` counts x if a module)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "endoctl"}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            if base.split(".")[0] != "endoctl":
+                continue
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names if _is_module(f"{base}.{a.name}")}
+    return found
+
+
+def _with_parents(modules: set[str]) -> set[str]:
+    return {".".join(m.split(".")[:k]) for m in modules for k in range(1, len(m.split(".")) + 1)}
+
+
+@cache
+def _module_closure(module: str) -> frozenset[str]:
+    """``module`` and every endoctl module it imports, transitively (with parent packages)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        path = _file(mod)
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        todo += sorted(_with_parents(_imports(ast.parse(path.read_text()), package)) - seen)
+    return frozenset(seen)
+
+
+def command_function(words: list[str]):
+    """The Python function behind ``endoctl <words>`` (e.g. ['train', 'pretrain'])."""
+    group, rest = app, list(words)
+    while rest:
+        word = rest.pop(0)
+        for info in group.registered_commands:
+            if (info.name or typer.main.get_command_name(info.callback.__name__)) == word:
+                return info.callback
+        for info in group.registered_groups:
+            if info.name == word:
+                group = info.typer_instance
+                break
+        else:
+            raise AssertionError(f"`endoctl {' '.join(words)}`: no such command")
+    raise AssertionError(f"`endoctl {' '.join(words)}` names a command group, not a command")
+
+
+def command_code(words: list[str]) -> set[Path]:
+    """Files of the code ``endoctl <words>`` runs: cli.py, the modules it imports, their closures."""
+    cli_module = inspect.getmodule(command_function(words))
+    cli_tree = ast.parse(inspect.getsource(cli_module))
+    helpers = {n.name: n for n in cli_tree.body if isinstance(n, ast.FunctionDef)}
+    modules = {"endoctl"}  # cli.py's package; cli.py itself is added as a file, not through its imports
+    todo, done = [command_function(words).__name__], set()
+    while todo:  # the command function and the cli.py functions it calls
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        function = helpers[name]
+        tree = ast.parse(textwrap.dedent(ast.unparse(function)))
+        modules |= _imports(tree, "endoctl")
+        own = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}  # an option named like a command
+        todo += [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in helpers and n.id != name
+                 and n.id not in own]
+    closure = set()
+    for module in _with_parents(modules):
+        closure |= _module_closure(module)
+    files = {_file(m) for m in closure} | {_file(cli_module.__name__)}
+    data = {d for d in PACKAGE.iterdir() if d.is_dir() and not list(d.rglob("*.py")) and d.name != "__pycache__"}
+    for file in list(files):
+        names = {n.value for n in ast.walk(ast.parse(file.read_text())) if isinstance(n, ast.Constant)}
+        files |= {d for d in data if d.name in names}
+    return files
+
+
+def declared_code(deps: list[str]) -> set[Path]:
+    """The ``stages/`` entries of a stage's deps: module folders as their ``.py`` files, data folders as is."""
+    out = set()
+    for dep in deps:
+        path = (ROOT / dep).resolve()
+        if not path.is_relative_to(PACKAGE):
+            continue
+        assert path.exists(), f"dependency {dep} does not exist"
+        py = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        out |= {p.resolve() for p in py} if py else {path}
+    return out
+
+
+def dvc_stages() -> dict[str, tuple[list[str], list[str]]]:
+    """stage name -> (the endoctl command words, deps), foreach stages once (their template)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        words = shlex.split(body["cmd"].replace("${", "").replace("}", ""))
+        assert words[0] == "endoctl", f"stage {name}: cmd does not start with endoctl"
+        options = [k for k, w in enumerate(words) if w.startswith("-")]
+        positional = words[1 : options[0] if options else len(words)]
+        group_words = [w for w in positional if w in {g.name for g in app.registered_groups}]
+        command = positional[: 2 if group_words else 1]
+        out[name] = (command, [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])])
+    return out
+
+
+STAGES = dvc_stages()
+
+
+def _rel(paths: set[Path]) -> list[str]:
+    return sorted(p.relative_to(ROOT).as_posix() for p in paths)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_depends_on_exactly_the_code_it_runs(stage: str) -> None:
+    words, deps = STAGES[stage]
+    runs, declared = command_code(words), declared_code(deps)
+    assert declared == runs, (
+        f"dvc.yaml stage {stage} (endoctl {' '.join(words)}): deps lack {_rel(runs - declared)}, "
+        f"list extra {_rel(declared - runs)}; the code it runs: {_rel(runs)}")
+
+
+def test_closure_sees_lazy_imports_helpers_and_packages() -> None:
+    """Known facts of the code base: the analysis is not vacuous."""
+    cache_code = _rel(command_code(["cache"]))
+    assert cache_code == [f"stages/{m}.py" for m in ("__init__", "cache", "cli", "imaging", "io", "parallel")]
+    predict_code = _rel(command_code(["predict"]))
+    assert "stages/model.py" in predict_code  # imported by predict.py at module level
+    assert "stages/taxonomy.py" in predict_code  # ... which imports it inside a function
+    assert "stages/taxonomy.py" in _rel(command_code(["split"]))  # a lazy import inside split.py
+    assert "stages/taxonomies" in _rel(command_code(["split"]))  # data folder named in taxonomy.py
+    ingest_code = _rel(command_code(["ingest"]))
+    assert "stages/sources/__init__.py" in ingest_code and "stages/sources/see_ai.py" in ingest_code
+    assert "stages/train.py" not in ingest_code
+    assert "stages/predict.py" in _rel(command_code(["train", "pretrain"]))  # train: bf16_supported
