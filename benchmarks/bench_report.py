@@ -29,15 +29,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from endoctl.dedupe import dedupe, synthetic_hashes
+from endoctl.dedupe import dedupe
 from endoctl.grouping import build_groups
 from endoctl.hashing import to_hex
 from endoctl.ingest import hash_files
 from endoctl.io import write_csv, write_text
-from endoctl.quality import FLAGS, QualityParams, assess, degraded_copies, flag, measure_files, region, sums
-from endoctl.report import ReportParams, build_report, load_inputs, write_report
+from endoctl.params import QualityParams, ReportParams
+from endoctl.quality import FLAGS, assess, degraded_copies, flag, measure_files, region, sums
+from endoctl.report import build_report, load_inputs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from oracles import synthetic_hashes  # noqa: E402
 REAL = ROOT.parent / "shared" / "real_images"
 OUT = ROOT / "benchmarks" / "results" / "report.md"
 CLASSES = ["angioectasia", "bleeding", "erosion", "erythema", "foreign body", "lymphangiectasia", "normal", "polyp",

@@ -39,17 +39,18 @@ sequence rule: Kvasir-Capsule ``<video>_<frame>``, SEE-AI ``imageNNNNN``; here a
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, edges_by_key
-from endoctl.io import read_table
+from endoctl.io import PAIR_COLUMNS, read_table
+from endoctl.parallel import imap_chunks
+from endoctl.params import DEDUPE, SEQUENCE_PATTERN
 from endoctl.sources.ce24 import SPLITS as CE24_SPLITS
 from endoctl.sources.ce24 import ce24_patient
 from endoctl.sources.csv_labels import PATH_COLUMNS, PATIENT_COLUMNS
@@ -59,14 +60,13 @@ from endoctl.sources.kvasir_capsule import video_id
 from endoctl.sources.limuc import limuc_patient
 from endoctl.sources.medfmc import MEDFMC_NAME, medfmc_patient
 
-SPLIT_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]
+ROW_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]  # one audited image
 # CE24's AIIMS frames (ulcer1_<frame>, worm2_<frame>), tried after dedupe's sequence pattern.
 AIIMS_SEQUENCE_PATTERN = r"(?:^|/)(?P<prefix>(?:ulcer|worms?)[0-9]+_)(?P<frame>[0-9]+)$"
 ADJACENCY_COLUMNS = ["split", "source", "images", "numbered", "adjacent"]
-PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
 ENDOCTL_COLUMNS = ("image_id", "source", "path", "group")
 UNKNOWN = "unknown"
-CHUNK = 64
+FILES_PER_TASK = 64
 
 
 # --------------------------------------------------------------------------- reading split files
@@ -176,7 +176,7 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
     if empty.any():
         raise ValueError(f"{path}: {int(empty.sum())} row(s) without an image path (first: data row {int(np.argmax(empty)) + 1})")
     out["split"] = split
-    return out[SPLIT_COLUMNS].reset_index(drop=True)
+    return out[ROW_COLUMNS].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- the report
@@ -326,7 +326,7 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
     """
     names = list(splits)
     frames = [df.assign(split=name) for name, df in splits.items()]
-    rows = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SPLIT_COLUMNS)).copy()
+    rows = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS)).copy()
     if "group" not in rows:
         rows["group"] = ""
     rows[["patient_id", "group"]] = rows[["patient_id", "group"]].fillna("").astype(str)
@@ -406,12 +406,12 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
 def frame_numbers(rows: pd.DataFrame) -> pd.DataFrame:
     """``key`` (source + name prefix) and ``frame`` per row, NaN where the file name has no frame
     number: dedupe's sequence pattern first, then :data:`AIIMS_SEQUENCE_PATTERN`."""
-    from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN, _frame_parts
+    from endoctl.dedupe import frame_parts
 
-    parts = _frame_parts(rows["path"].astype(str), DEFAULT_SEQUENCE_PATTERN)
+    parts = frame_parts(rows["path"].astype(str), SEQUENCE_PATTERN)
     missing = parts["frame"].isna()
     if missing.any():
-        parts.loc[missing] = _frame_parts(rows.loc[missing, "path"].astype(str), AIIMS_SEQUENCE_PATTERN)
+        parts.loc[missing] = frame_parts(rows.loc[missing, "path"].astype(str), AIIMS_SEQUENCE_PATTERN)
     return pd.DataFrame({"key": rows["source"].astype(str) + "\0" + parts["prefix"],
                          "frame": pd.to_numeric(parts["frame"])}, index=rows.index)
 
@@ -494,7 +494,7 @@ def hash_images(
     """(manifest of the readable images with ingest's hash columns, ``path, reason`` of the others)."""
     resolved = resolve(nodes["path"].tolist(), root)
     todo = [(i, f) for i, f in enumerate(resolved) if isinstance(f, str)]
-    chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
+    chunks = [todo[k:k + FILES_PER_TASK] for k in range(0, len(todo), FILES_PER_TASK)]
     results: dict[int, tuple | str] = {i: f[1] for i, f in enumerate(resolved) if not isinstance(f, str)}
     done = 0
 
@@ -507,11 +507,7 @@ def hash_images(
                 on_progress(done, len(todo))
 
     jobs = ([f for _, f in chunk] for chunk in chunks)
-    if workers > 1 and len(chunks) > 1:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
-            collect(pool.imap(_hash_chunk, jobs))
-    else:
-        collect(map(_hash_chunk, jobs))
+    collect(imap_chunks(_hash_chunk, jobs, min(workers, len(chunks))))
     good, bad = [], []
     for i, row in enumerate(nodes.itertuples(index=False)):
         result = results[i]
@@ -530,7 +526,7 @@ def hash_images(
 def audit_files(
     split_files: Sequence[tuple[str, str | Path]],
     images_root: Path | None = None,
-    max_distance: int = 10,
+    max_distance: int = DEDUPE.max_distance,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     frame_gap: int = 0,
@@ -547,11 +543,11 @@ def audit_files(
     pairs = None
     unreadable = pd.DataFrame(columns=["path", "reason"])
     if images_root is not None:
-        from endoctl.dedupe import DedupeParams, find_pairs
+        from endoctl.dedupe import find_pairs
 
         rows = pd.concat(list(splits.values()), ignore_index=True)
         manifest, unreadable = hash_images(_nodes(rows), images_root, workers, on_progress)
-        params = DedupeParams(max_distance=max_distance, workers=max(workers, 1))  # the dedupe stage's defaults
+        params = replace(DEDUPE, max_distance=max_distance, workers=workers)  # the dedupe stage's defaults
         pairs = find_pairs(manifest, params) if len(manifest) else pd.DataFrame(columns=PAIR_COLUMNS)
     report = audit(splits, pairs, frame_gap)
     report.files = files
@@ -566,7 +562,7 @@ TRUTH, TRAIN = "evaluated", "trained on"  # split names of :func:`leak_free_rows
 
 def leak_free_rows(
     truth_file: str | Path, train_files: Sequence[str | Path], images_root: Path | None = None,
-    max_distance: int = 10, workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
+    max_distance: int = DEDUPE.max_distance, workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
     frame_gap: int = 0,
 ) -> pd.DataFrame:
     """Per row of ``truth_file`` (file order): ``image_id, source, path, group, group_trained,

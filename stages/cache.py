@@ -26,14 +26,15 @@ import pandas as pd
 import simplejpeg
 from PIL import Image
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, check_size, decode_rgb, plain_jpeg, read_image_file
-from endoctl.io import read_csv, write_bytes, write_csv
+from endoctl.imaging import ImageRejected, check_size, decode_rgb, plain_jpeg, read_image_file
+from endoctl.io import REJECTED_FILE, atomic_dir, check_output_dir, read_csv, write_bytes, write_csv
 from endoctl.parallel import imap_chunks
+from endoctl.params import MAX_PIXELS, CacheParams, resolve_workers
 
 SPLIT_FILES = ("train_val.csv", "test.csv")
 COPIED_FILES = ("class_mapping.json",)
-OUTPUTS = ("images", *SPLIT_FILES, *COPIED_FILES, "rejected.csv")  # everything a cache folder holds
-CHUNK = 32  # images per worker task: amortises process hand-off, keeps the progress bar moving
+OUTPUT_FILES = ("images", *SPLIT_FILES, *COPIED_FILES, REJECTED_FILE)  # everything a cache folder holds
+IMAGES_PER_TASK = 32  # images per worker task: amortises process hand-off, keeps the progress bar moving
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def encode(path: Path, size: int, quality: int) -> bytes:
     pixels = None
     if head is not None:
         width, height, colorspace = head
-        check_size(width, height, DEFAULT_MAX_PIXELS)
+        check_size(width, height, MAX_PIXELS)
         try:
             if colorspace != "Gray" and min(width, height) <= size:
                 simplejpeg.decode_jpeg(data, "GRAY", min_height=1, min_width=1, strict=True)
@@ -104,7 +105,7 @@ def encode(path: Path, size: int, quality: int) -> bytes:
                                   colorsubsampling="444" if quality >= 90 else "420")
 
 
-def _work(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[str, str | None]]:
+def _cache_task(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[str, str | None]]:
     """Cache one chunk of (image_id, path); return (image_id, None) or (image_id, reason)."""
     items, root, out_dir, size, quality = args
     done = []
@@ -160,8 +161,8 @@ def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, qua
     items = list(zip(unique["image_id"], unique["path"]))
     images_dir = out_dir / "images"
     write_dir = Path(staging) / "images" if staging is not None else images_dir
-    jobs: Iterator = ((items[i:i + CHUNK], str(data_root), str(write_dir), size, quality)
-                      for i in range(0, len(items), CHUNK))
+    jobs: Iterator = ((items[i:i + IMAGES_PER_TASK], str(data_root), str(write_dir), size, quality)
+                      for i in range(0, len(items), IMAGES_PER_TASK))
     reasons: dict[str, str] = {}
     done = 0
 
@@ -173,7 +174,7 @@ def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, qua
             if on_progress:
                 on_progress(done, len(items))
 
-    collect(imap_chunks(_work, jobs, workers if len(items) > CHUNK else 1))
+    collect(imap_chunks(_cache_task, jobs, workers if len(items) > IMAGES_PER_TASK else 1))
     out = {}
     for name, df in tables.items():
         keep = ~df["image_id"].isin(reasons)
@@ -193,4 +194,16 @@ def write_cache(result: CacheResult, split_dir: str | Path, out_dir: str | Path)
     for name in COPIED_FILES:
         if (split_dir / name).is_file():
             write_bytes(out_dir / name, (split_dir / name).read_bytes())
-    write_csv(out_dir / "rejected.csv", result.rejected)
+    write_csv(out_dir / REJECTED_FILE, result.rejected)
+
+
+def cache_split(split_dir: str | Path, out: str | Path, params: CacheParams = CacheParams(), data_root: str | Path = ".",
+                on_progress: Callable[[int, int], None] | None = None) -> CacheResult:
+    """The cached copy of a split folder, replaced as a whole; an unusable split fails before anything is staged."""
+    read_split(split_dir)
+    check_output_dir(out, OUTPUT_FILES, what="cache outputs")
+    with atomic_dir(out, OUTPUT_FILES, what="cache outputs") as tmp:
+        result = build_cache(split_dir, out, params.size, params.quality, data_root, resolve_workers(params.workers),
+                             on_progress, staging=tmp)
+        write_cache(result, split_dir, tmp)
+    return result

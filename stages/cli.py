@@ -17,6 +17,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, Text
                            TimeRemainingColumn)
 
 from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS_FILE, REJECTED_FILE
+from endoctl.params import (CACHE, DEDUPE, INGEST, QUALITY, REPORT, SPLIT, CacheParams, DedupeParams, IngestParams,
+                            QualityParams, ReportParams, SplitParams, resolve_workers)
 
 app = typer.Typer(
     name="endoctl",
@@ -80,36 +82,18 @@ def _output_errors() -> Iterator[None]:
 
 
 
+def _manifests(paths: list[Path]) -> tuple[list[Path], list]:
+    """The manifest files named by ``paths`` and their frames; a header-only one is warned about."""
+    from endoctl.io import find_manifests, read_manifests
 
-def _manifest_files(paths: list[Path]) -> list[Path]:
-    """The manifest CSVs named by ``paths``: the one place that finds manifests.
-
-    A path is a manifest CSV, an ingest output folder (its ``manifest.csv``), or a folder of them
-    (``manifests/ingest``: every ``<source>/manifest.csv``, plus any ``*.csv`` but ``*.rejected.csv``
-    directly in it), so a source added to params.yaml joins dedupe and split by itself. Hidden
-    entries (an ingest in progress, or one that was killed) are never read.
-    """
-    files = []
-    for path in paths:
-        if path.is_dir():
-            if (path / MANIFEST_FILE).is_file():
-                files.append(path / MANIFEST_FILE)
-                continue
-            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-            found = [p / MANIFEST_FILE for p in entries if (p / MANIFEST_FILE).is_file()]
-            found += [p for p in entries if p.suffix == ".csv" and p.is_file() and not p.name.endswith(".rejected.csv")]
-            if not found:
-                _fail(f"no manifests in folder {path} (expected <source>/{MANIFEST_FILE} folders written by "
-                      f"`endoctl ingest`, or manifest CSVs)")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            _fail(f"manifest not found: {path}")
-    return files
-
-
-DEDUPE_FILES = (DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE)
+    try:
+        files = find_manifests(paths)
+        frames, empty = read_manifests(files)
+    except ValueError as exc:
+        _fail(str(exc))
+    for name in empty:
+        _warn(f"{name}: no rows (header only): that source contributes no images")
+    return files, frames
 
 
 def _duplicates_file(path: Path | None) -> Path | None:
@@ -119,20 +103,6 @@ def _duplicates_file(path: Path | None) -> Path | None:
     if path is not None and not path.is_file():
         _fail(f"--duplicates file not found: {path}")
     return path
-
-
-def _read_manifests(files: list[Path]) -> list:
-    """Each manifest as a text frame; header-only ones are warned about, all of them empty is an error."""
-    from endoctl.io import read_csv
-
-    frames = [read_csv(file) for file in files]
-    empty = [str(f) for f, df in zip(files, frames) if not len(df)]
-    if len(empty) == len(files):
-        raise ValueError(f"{empty[0]}: no rows (header only){f', like the other {len(empty) - 1}' if len(empty) > 1 else ''}: "
-                         "no images to work on")
-    for name in empty:
-        _warn(f"{name}: no rows (header only): that source contributes no images")
-    return frames
 
 
 def _format_help() -> str:
@@ -197,31 +167,33 @@ def ingest(
     out: Annotated[Path, typer.Option(help=f"Output folder (e.g. manifests/ingest/NAME): {MANIFEST_FILE} and {REJECTED_FILE} (path, reason), replaced together.")],
     labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs; hyperkvasir: folder of official split files; medfmc-endo: folder of endo_*.csv; crohnipi: CrohnIPI_description.csv; see-ai: label CSV, or a folder of box files).")] = None,
     data_root: Annotated[Path, typer.Option(help="Manifest paths are written relative to this folder.")] = Path("."),
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
-    max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = 178_956_970,
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = INGEST.workers,
+    max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = INGEST.max_pixels,
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file is rejected.")] = False,
 ) -> None:
     """Scan one dataset, hash every image (sha256, pHash, dHash) and write its manifest and rejected list."""
-    import os
+    _ingest(src, format, source, out, IngestParams(max_pixels, workers), labels, data_root, strict)
 
+
+def _ingest(src: Path, format: str, source: str, out: Path, params: IngestParams, labels: Optional[Path] = None,
+            data_root: Path = Path("."), strict: bool = False) -> None:
     from rich.markup import escape
 
-    from endoctl.ingest import ingest as run_ingest
-    from endoctl.io import atomic_dir, check_output_dir, write_csv
+    from endoctl.ingest import OUTPUT_FILES, ingest, write_ingest
+    from endoctl.io import check_output_dir
     from endoctl.sources import AUTO, detect_format, get_adapter
 
     if src.is_file():
         _fail(f"source {src} is a file, not a folder: give the dataset's root folder")
     if not src.is_dir():
         _fail(f"source folder not found: {src}")
-    if max_pixels < 1:
-        _fail(f"--max-pixels must be >= 1, got {max_pixels}")
+    if params.max_pixels < 1:
+        _fail(f"--max-pixels must be >= 1, got {params.max_pixels}")
     if out.suffix.lower() == ".csv":
         _fail(f"--out {out}: ingest writes a folder ({MANIFEST_FILE} + {REJECTED_FILE}, replaced together), "
               f"e.g. --out {out.with_suffix('')}")
-    owned = (MANIFEST_FILE, REJECTED_FILE)
     with _output_errors():
-        check_output_dir(out, owned, what="ingest outputs")
+        check_output_dir(out, OUTPUT_FILES, what="ingest outputs")
     chosen = ""
     try:
         if format == AUTO:
@@ -231,21 +203,17 @@ def ingest(
         adapter = get_adapter(format, src, labels)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(escape(str(exc)))
-    workers = workers or os.cpu_count() or 1
+    workers = resolve_workers(params.workers)
     with _progress() as progress:
-        task = progress.add_task(f"ingest {source}", total=None, rate="")
-        tick = _ticker(progress, task)
-
-        result = run_ingest(adapter.scan(), source, data_root, workers, max_pixels, tick)
+        tick = _ticker(progress, progress.add_task(f"ingest {source}", total=None, rate=""))
+        result = ingest(adapter.scan(), source, data_root, workers, params.max_pixels, tick)
     if result.found == 0:
         _fail(f"no images found in {src} (layout {format}: {adapter.layout})")
     if len(result.manifest) == 0:
         shown = "; ".join(f"{r.path}: {r.reason}" for r in result.rejected.head(2).itertuples())
         _fail(f"no image accepted from {src}: {result.found} file(s) found, all rejected (first: {shown})")
-    rejected_path = out / REJECTED_FILE
-    with _output_errors(), atomic_dir(out, owned, what="ingest outputs") as tmp:
-        write_csv(tmp / MANIFEST_FILE, result.manifest)
-        write_csv(tmp / REJECTED_FILE, result.rejected)
+    with _output_errors():
+        write_ingest(result, out)
     rate = len(result.manifest) / max(result.seconds, 1e-9)
     typer.echo(
         f"ingest {source}: format {format}{chosen}; found {result.found} = accepted {len(result.manifest)} + rejected "
@@ -254,53 +222,43 @@ def ingest(
     )
     if strict and len(result.rejected):
         first = result.rejected.iloc[0]
-        _fail(f"--strict: {len(result.rejected)} file(s) rejected, first {first.path}: {first.reason} (see {rejected_path})")
+        _fail(f"--strict: {len(result.rejected)} file(s) rejected, first {first.path}: {first.reason} "
+              f"(see {out / REJECTED_FILE})")
 
 
 @app.command()
 def dedupe(
     manifests: Annotated[list[Path], typer.Argument(help="Ingest output folders or manifest CSVs (all sources together), or a folder of them (e.g. manifests/ingest).")],
-    out: Annotated[Path, typer.Option(help="Output folder: duplicates.csv (clusters), duplicate_pairs.csv, duplicates_report.json, replaced together.")] = Path("manifests/duplicates"),
-    max_distance: Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")] = 10,
-    dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = 16,
-    sequence_gap: Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")] = 5,
-    sequence_distance: Annotated[int, typer.Option(help="... whose pHash distance is at most this.")] = 24,
-    sequence_pattern: Annotated[Optional[str], typer.Option(help="Regex searched in each image path without its extension, groups 'prefix' and 'frame'; frames of one source and prefix are linked (default: endoctl.dedupe.DEFAULT_SEQUENCE_PATTERN: Kvasir-Capsule <video>_<frame>, SEE-AI imageNNNNN, ERS <patient>/seq_NN/frames/NNNNNN).")] = None,
-    workers: Annotated[int, typer.Option(help="Search threads (0 = all cores).")] = 0,
+    out: Annotated[Path, typer.Option(help=f"Output folder: {DUPLICATES_FILE} (clusters), {PAIRS_FILE}, {DEDUPE_REPORT_FILE}, replaced together.")] = Path("manifests/duplicates"),
+    max_distance: Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")] = DEDUPE.max_distance,
+    dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = DEDUPE.dhash_distance,
+    sequence_gap: Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")] = DEDUPE.sequence_gap,
+    sequence_distance: Annotated[int, typer.Option(help="... whose pHash distance is at most this.")] = DEDUPE.sequence_distance,
+    sequence_pattern: Annotated[str, typer.Option(help="Regex searched in each image path without its extension, groups 'prefix' and 'frame'; frames of one source and prefix are linked (default: Kvasir-Capsule <video>_<frame>, SEE-AI imageNNNNN, ERS <patient>/seq_NN/frames/NNNNNN).", show_default=False)] = DEDUPE.sequence_pattern,
+    workers: Annotated[int, typer.Option(help="Search threads (0 = all cores).")] = DEDUPE.workers,
 ) -> None:
     """Find exact and near-duplicate images across all sources (and frame-sequence links); cluster them."""
-    import json
-    import os
+    _dedupe(manifests, out, DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
+                                         sequence_pattern, workers))
 
-    import pandas as pd
 
-    from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN, DedupeParams, validate_manifest
-    from endoctl.dedupe import dedupe as run_dedupe
-    from endoctl.io import atomic_dir, check_output_dir, write_csv, write_text
+def _dedupe(manifests: list[Path], out: Path, params: DedupeParams) -> None:
+    from endoctl.dedupe import OUTPUT_FILES, dedupe_manifests, write_dedupe
+    from endoctl.io import check_output_dir
 
     if out.suffix.lower() == ".csv":
-        _fail(f"--out {out}: dedupe writes a folder ({', '.join(DEDUPE_FILES)}, replaced together), "
+        _fail(f"--out {out}: dedupe writes a folder ({', '.join(OUTPUT_FILES)}, replaced together), "
               f"e.g. --out {out.with_suffix('')}")
     with _output_errors():
-        check_output_dir(out, DEDUPE_FILES, what="dedupe outputs")
-    manifests = _manifest_files(manifests)
-    params = DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
-                          sequence_pattern or DEFAULT_SEQUENCE_PATTERN, workers or os.cpu_count() or 1)
+        check_output_dir(out, OUTPUT_FILES, what="dedupe outputs")
     start = time.perf_counter()
-    error = None
+    files, frames = _manifests(manifests)
     try:
-        frames = _read_manifests(manifests)
-        for file, frame in zip(manifests, frames):
-            validate_manifest(frame, str(file))
-        result = run_dedupe(pd.concat(frames, ignore_index=True), params)
+        result = dedupe_manifests(frames, [str(f) for f in files], params)
     except ValueError as exc:
-        error = str(exc)
-    if error is not None:
-        _fail(error)
-    with _output_errors(), atomic_dir(out, DEDUPE_FILES, what="dedupe outputs") as tmp:
-        write_csv(tmp / DUPLICATES_FILE, result.clusters)
-        write_csv(tmp / PAIRS_FILE, result.pairs)
-        write_text(tmp / DEDUPE_REPORT_FILE, json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        _fail(str(exc))
+    with _output_errors():
+        write_dedupe(result, out)
     rep = result.report
     largest = rep["largest_cluster"] or {"size": 0}
     seconds = time.perf_counter() - start
@@ -316,9 +274,7 @@ def dedupe(
 def _frame_gap(value: Optional[int]) -> int:
     """``--frame-gap`` of audit and evaluate: default dedupe's sequence gap, never negative."""
     if value is None:
-        from endoctl.dedupe import DedupeParams
-
-        return DedupeParams().sequence_gap
+        return DEDUPE.sequence_gap
     if value < 0:
         _fail(f"--frame-gap must be >= 0, got {value}")
     return value
@@ -328,11 +284,11 @@ def _frame_gap(value: Optional[int]) -> int:
 def audit(
     split: Annotated[list[str], typer.Option("--split", help="NAME=FILE, repeated (at least two names; a repeated name joins its files). FILE: endoctl split CSV, CE24 xlsx, Kvasir-Capsule official_split CSV, or any table with a path column.")],
     images_root: Annotated[Optional[Path], typer.Option(help="Folder the split files' paths are relative to: hash the images and report near-duplicates across splits.")] = None,
-    max_distance: Annotated[int, typer.Option(help="Near-duplicate radius in pHash/dHash bits (with --images-root).")] = 10,
+    max_distance: Annotated[int, typer.Option(help="Near-duplicate radius in pHash/dHash bits (with --images-root).")] = DEDUPE.max_distance,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
     fail_on_leak: Annotated[bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")] = False,
     workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help="Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. Default: dedupe's sequence gap (5).")] = None,
+    frame_gap: Annotated[Optional[int], typer.Option(help=f"Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. Default: dedupe's sequence gap ({DEDUPE.sequence_gap}).")] = None,
 ) -> None:
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
@@ -379,63 +335,71 @@ def split(
     manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]), or a folder of them; repeat for every source. Groups are built over all of them.")],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
     out: Annotated[Path, typer.Option(help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}.")],
-    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's output folder, or its duplicates.csv (duplicate_pairs.csv beside it is read too).")] = None,
-    test_fraction: Annotated[float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")] = 0.2,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
-    seed: Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")] = 0,
+    duplicates: Annotated[Optional[Path], typer.Option(help=f"dedupe's output folder, or its {DUPLICATES_FILE} ({PAIRS_FILE} beside it is read too).")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")] = SPLIT.test_fraction,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = SPLIT.folds,
+    seed: Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")] = SPLIT.seed,
     pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test.")] = None,
     keep_assignments: Annotated[Optional[Path], typer.Option(help="Previous split folder: groups with images there keep their split and fold; only new groups are assigned.")] = None,
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")] = None,
-    max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = 0.25,
+    max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = SPLIT.max_group_share,
     format_of: Annotated[Optional[list[str]], typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format.")] = None,
     nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder (e.g. the pre-training target's): every group keeps its fold/test place there, so no image of this split's fold k or test is trained on upstream when it validates on fold k; groups absent there are assigned freely.")] = None,
 ) -> None:
     """Split manifests into leak-free train_val folds and test: stratified by class, whole groups (patient/video + duplicates) only."""
-    from endoctl import split as splitting
-    from endoctl.io import check_output_dir
-    from endoctl.taxonomy import load_taxonomy
-
-    with _output_errors():
-        check_output_dir(out, splitting.OUTPUT_FILES, what="split outputs")
-    manifest = _manifest_files(manifest)
-    duplicates = _duplicates_file(duplicates)
     formats = {}
     for item in format_of or []:
         name, eq, fmt = item.partition("=")
         if not (name.strip() and eq and fmt.strip()):
             _fail(f"--format-of expects NAME=FORMAT, got {item!r}")
         formats[name.strip()] = fmt.strip()
+    _split(manifest, target, out, SplitParams(test_fraction, folds, seed, max_group_share), duplicates, pin or [],
+           formats, taxonomy, keep_assignments, nest_in)
+
+
+def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, duplicates: Optional[Path] = None,
+           pins: list[str] = (), formats: dict[str, str] | None = None, taxonomy: Optional[Path] = None,
+           keep_assignments: Optional[Path] = None, nest_in: Optional[Path] = None) -> None:
+    from endoctl import split as splitting
+    from endoctl.io import check_output_dir, find_manifests
+    from endoctl.taxonomy import load_taxonomy
+
+    with _output_errors():
+        check_output_dir(out, splitting.OUTPUT_FILES, what="split outputs")
     started = time.perf_counter()
-    error = None
     try:  # cheap checks first; split() matches the pins before labelling and grouping
-        pins = [splitting.parse_pin(p) for p in pin or []]
-        splitting.check_fractions(test_fraction, folds)
+        files = find_manifests(manifests)
+        duplicates = _duplicates_file(duplicates)
+        parsed_pins = [splitting.parse_pin(p) for p in pins]
+        splitting.check_fractions(params.test_fraction, params.folds)
         tax = load_taxonomy(taxonomy)
         tax.target(target)
-        frames = _read_manifests(manifest)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    files, frames = _manifests(files)
+    try:
         pairs, dup_info = splitting.load_duplicates(duplicates) if duplicates is not None else (None, None)
         previous = splitting.read_previous(keep_assignments) if keep_assignments is not None else None
         upstream = splitting.read_previous(nest_in, "--nest-in") if nest_in is not None else None
     except (ValueError, FileNotFoundError) as exc:
-        error = str(exc)
-    if error is not None:
-        _fail(error)
-    params = {
-        "manifests": [str(f) for f in manifest], "duplicates": str(duplicates) if duplicates else None,
+        _fail(str(exc))
+    recorded = {
+        "manifests": [str(f) for f in files], "duplicates": str(duplicates) if duplicates else None,
         "duplicate_pairs": dup_info["pairs_file"] if dup_info else None, "target": target,
-        "test_fraction": test_fraction, "folds": folds, "seed": seed, "pins": [str(p) for p in pins],
-        "keep_assignments": str(keep_assignments) if keep_assignments else None,
+        "test_fraction": params.test_fraction, "folds": params.folds, "seed": params.seed,
+        "pins": [str(p) for p in parsed_pins], "keep_assignments": str(keep_assignments) if keep_assignments else None,
         "nest_in": str(nest_in) if nest_in else None,
-        "taxonomy": str(taxonomy) if taxonomy else "(packaged default)", "max_group_share": max_group_share,
-        "formats": formats,
+        "taxonomy": str(taxonomy) if taxonomy else "(packaged default)", "max_group_share": params.max_group_share,
+        "formats": formats or {},
     }
+    error = None
     with _progress() as progress:
         task = progress.add_task(f"split {target}", total=None, rate="")
         try:
             result = splitting.split(
-                frames, pairs, tax, target, formats=formats or None, test_fraction=test_fraction, folds=folds,
-                seed=seed, pins=pins, previous=previous, max_group_share=max_group_share, params=params,
-                names=[str(f) for f in manifest],
+                frames, pairs, tax, target, formats=formats or None, test_fraction=params.test_fraction,
+                folds=params.folds, seed=params.seed, pins=parsed_pins, previous=previous,
+                max_group_share=params.max_group_share, params=recorded, names=[str(f) for f in files],
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total, rate="groups"),
                 nest_in=upstream,
             )
@@ -455,7 +419,7 @@ def split(
     rows, s = r["rows"], r["straddling"]
     largest = r["groups"]["largest"]["share"] if r["groups"]["largest"] else 0.0
     typer.echo(
-        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({folds} folds) + test {rows['test']} "
+        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({params.folds} folds) + test {rows['test']} "
         f"({r['test_fraction']['achieved']:.1%}) + excluded {rows['excluded']}; {r['groups']['total']} groups, "
         f"largest {largest:.1%}; max class deviation in test {r['max_abs_deviation_pp']['test']:.2f} pp; "
         f"straddling groups {s['groups_across_splits'] + s['groups_across_folds']}; pinned {r['pinned']['images']} "
@@ -773,42 +737,36 @@ train_app.command("finetune", help="Fine-tune on CE24 from models/pretrain/best.
 @app.command()
 def cache(
     split_dir: Annotated[Path, typer.Argument(help="Split folder (train_val.csv and/or test.csv, class_mapping.json).")],
-    out: Annotated[Path, typer.Option(help="Cached split folder: images/, the split CSVs pointing at them, class_mapping.json, rejected.csv.")],
-    size: Annotated[int, typer.Option(help="Shorter side of the cached JPEGs in pixels (never enlarged); >= the training img_size.")] = 256,
-    quality: Annotated[int, typer.Option(help="JPEG quality of the cached images.")] = 95,
+    out: Annotated[Path, typer.Option(help=f"Cached split folder: images/, the split CSVs pointing at them, class_mapping.json, {REJECTED_FILE}.")],
+    size: Annotated[int, typer.Option(help="Shorter side of the cached JPEGs in pixels (never enlarged); >= the training img_size.")] = CACHE.size,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the cached images.")] = CACHE.quality,
     data_root: Annotated[Path, typer.Option(help="Folder the split CSV paths are relative to.")] = Path("."),
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = CACHE.workers,
 ) -> None:
     """Pre-resize a split folder's images once, so training decodes small JPEGs every epoch."""
-    import os
-
-    from endoctl.cache import OUTPUTS, build_cache, read_split, write_cache
-    from endoctl.io import atomic_dir, check_output_dir
+    from endoctl.cache import cache_split
 
     if not split_dir.is_dir():
         _fail(f"split folder not found: {split_dir}")
     if out.resolve() == split_dir.resolve():
         _fail(f"--out must differ from the split folder {split_dir}")
-    workers = workers or os.cpu_count() or 1
+    params = CacheParams(size, quality, workers)
     error = None
-    try:
-        read_split(split_dir)  # unusable input: fail before any output is staged
-        check_output_dir(out, OUTPUTS, what="cache outputs")
-        with atomic_dir(out, OUTPUTS, what="cache outputs") as tmp, _progress() as progress:
-            task = progress.add_task(f"cache {split_dir.name}", total=None, rate="")
-            result = build_cache(split_dir, out, size, quality, data_root, workers, _ticker(progress, task), staging=tmp)
-            write_cache(result, split_dir, tmp)
-    except (ValueError, FileNotFoundError) as exc:
-        error = str(exc)
+    with _progress() as progress:
+        tick = _ticker(progress, progress.add_task(f"cache {split_dir.name}", total=None, rate=""))
+        try:
+            result = cache_split(split_dir, out, params, data_root, tick)
+        except (ValueError, FileNotFoundError) as exc:
+            error = str(exc)
     if error is not None:
         _fail(error)
     total = result.images + len(result.rejected)
     rows = ", ".join(f"{name} {len(df)}" for name, df in result.tables.items())
     typer.echo(
         f"cache {split_dir.name}: {total} images = cached {result.images} + rejected {len(result.rejected)}"
-        + (f" (see {out / 'rejected.csv'})" if len(result.rejected) else "")
+        + (f" (see {out / REJECTED_FILE})" if len(result.rejected) else "")
         + f"; rows {rows}; shorter side <= {size} px, JPEG q{quality}; {result.seconds:.1f} s, "
-        f"{total / max(result.seconds, 1e-9):,.0f} img/s, {workers} workers -> {out}"
+        f"{total / max(result.seconds, 1e-9):,.0f} img/s, {resolve_workers(workers)} workers -> {out}"
     )
 
 
@@ -821,32 +779,34 @@ def report(
     audit: Annotated[Optional[list[Path]], typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")] = None,
     data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")] = 0,
-    clusters: Annotated[int, typer.Option(help="Duplicate clusters shown.")] = 20,
-    members: Annotated[int, typer.Option(help="Images shown per cluster.")] = 8,
-    sequences: Annotated[int, typer.Option(help="Frame sequences shown as film strips.")] = 6,
-    frames: Annotated[int, typer.Option(help="Frames per film strip.")] = 10,
-    conflicts: Annotated[int, typer.Option(help="Label conflicts shown.")] = 12,
-    leaks: Annotated[int, typer.Option(help="Leaking groups and pairs shown per check.")] = 12,
-    quality: Annotated[int, typer.Option(help="Images shown per quality flag (a seeded sample).")] = 12,
-    thumb_size: Annotated[int, typer.Option(help="Longer side of the thumbnails in pixels.")] = 120,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled galleries.")] = 0,
-    dark: Annotated[float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")] = 40.0,
-    overexposed: Annotated[float, typer.Option(help="Overexposed: brightness above this.")] = 200.0,
-    low_information: Annotated[float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")] = 6.0,
-    blurry: Annotated[float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")] = 0.9,
-    min_side: Annotated[int, typer.Option(help="Odd size: shorter side below this many pixels ...")] = 128,
-    size_factor: Annotated[float, typer.Option(help="... or size more than this factor off its source's median.")] = 3.0,
-    max_aspect: Annotated[float, typer.Option(help="Odd aspect: longer side above this times the shorter.")] = 2.0,
+    clusters: Annotated[int, typer.Option(help="Duplicate clusters shown.")] = REPORT.clusters,
+    members: Annotated[int, typer.Option(help="Images shown per cluster.")] = REPORT.members,
+    sequences: Annotated[int, typer.Option(help="Frame sequences shown as film strips.")] = REPORT.sequences,
+    frames: Annotated[int, typer.Option(help="Frames per film strip.")] = REPORT.frames,
+    conflicts: Annotated[int, typer.Option(help="Label conflicts shown.")] = REPORT.conflicts,
+    leaks: Annotated[int, typer.Option(help="Leaking groups and pairs shown per check.")] = REPORT.leaks,
+    quality: Annotated[int, typer.Option(help="Images shown per quality flag (a seeded sample).")] = REPORT.quality,
+    thumb_size: Annotated[int, typer.Option(help="Longer side of the thumbnails in pixels.")] = REPORT.thumb_size,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled galleries.")] = REPORT.seed,
+    dark: Annotated[float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")] = QUALITY.dark,
+    overexposed: Annotated[float, typer.Option(help="Overexposed: brightness above this.")] = QUALITY.overexposed,
+    low_information: Annotated[float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")] = QUALITY.low_information,
+    blurry: Annotated[float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")] = QUALITY.blurry,
+    min_side: Annotated[int, typer.Option(help="Odd size: shorter side below this many pixels ...")] = QUALITY.min_side,
+    size_factor: Annotated[float, typer.Option(help="... or size more than this factor off its source's median.")] = QUALITY.size_factor,
+    max_aspect: Annotated[float, typer.Option(help="Odd aspect: longer side above this times the shorter.")] = QUALITY.max_aspect,
 ) -> None:
     """Write a static HTML report (no network, no script) of duplicates, frame sequences, label conflicts, leaks and image quality."""
-    import os
-
     from rich.markup import escape
 
-    from endoctl.quality import FLAGS, QualityParams
-    from endoctl.report import ReportParams, build_report, load_inputs, write_report
+    from endoctl.io import find_manifests
+    from endoctl.quality import FLAGS
+    from endoctl.report import build_report, load_inputs, write_report
 
-    files = _manifest_files(manifests)
+    try:
+        files = find_manifests(manifests)
+    except ValueError as exc:
+        _fail(str(exc))
     duplicates = _duplicates_file(duplicates)
     for path in audit or []:
         if not path.is_file():
@@ -856,9 +816,11 @@ def report(
             _fail(f"--split folder not found: {folder}")
     if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
         _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
-    params = ReportParams(clusters, members, sequences, frames, conflicts, leaks, quality, thumb_size, seed)
-    qparams = QualityParams(dark, overexposed, low_information, blurry, min_side, size_factor, max_aspect)
-    workers = workers or os.cpu_count() or 1
+    params = ReportParams(clusters=clusters, members=members, sequences=sequences, frames=frames, conflicts=conflicts,
+                          leaks=leaks, quality=quality, thumb_size=thumb_size, seed=seed)
+    qparams = QualityParams(dark=dark, overexposed=overexposed, low_information=low_information, blurry=blurry,
+                            min_side=min_side, size_factor=size_factor, max_aspect=max_aspect)
+    workers = resolve_workers(workers)
     error = None
     try:
         inputs = load_inputs(files, duplicates, split or [], audit or [])
@@ -890,16 +852,16 @@ def build_splits(
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
     out: Annotated[Path, typer.Option(help="Folder for ingest/<NAME>/, duplicates/ and <target>/ (each as its command writes it).")],
     pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")] = None,
-    test_fraction: Annotated[float, typer.Option(help="Share of labelled images in test.")] = 0.2,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = 5,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    max_distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")] = 10,
-    dhash_distance: Annotated[int, typer.Option(help="dHash distance confirming a pHash match.")] = 16,
-    sequence_gap: Annotated[int, typer.Option(help="Frame-number gap linking frames of one video.")] = 5,
-    sequence_distance: Annotated[int, typer.Option(help="pHash distance for sequence links.")] = 24,
-    max_group_share: Annotated[float, typer.Option(help="Warn when one group holds more than this share.")] = 0.25,
+    test_fraction: Annotated[float, typer.Option(help="Share of labelled images in test.")] = SPLIT.test_fraction,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = SPLIT.folds,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = SPLIT.seed,
+    max_distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")] = DEDUPE.max_distance,
+    dhash_distance: Annotated[int, typer.Option(help="dHash distance confirming a pHash match.")] = DEDUPE.dhash_distance,
+    sequence_gap: Annotated[int, typer.Option(help="Frame-number gap linking frames of one video.")] = DEDUPE.sequence_gap,
+    sequence_distance: Annotated[int, typer.Option(help="pHash distance for sequence links.")] = DEDUPE.sequence_distance,
+    max_group_share: Annotated[float, typer.Option(help="Warn when one group holds more than this share.")] = SPLIT.max_group_share,
     taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = INGEST.workers,
     nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder this target nests in (see `endoctl split`).")] = None,
 ) -> None:
     """ingest -> dedupe -> split in one command, for use without DVC; the same files as the DVC stages."""
@@ -918,14 +880,14 @@ def build_splits(
                 _fail(str(exc))
             console.print(f"build-splits: {name}: --format auto chose {fmt}: found {evidence}", highlight=False, markup=False)
         parsed.append((name, fmt, Path(path)))
-    manifests = []
-    for name, fmt, path in parsed:
-        manifests.append(out / "ingest" / name)
-        ingest(path, fmt, name, manifests[-1], None, Path("."), workers, 178_956_970, False)
+    manifests = [out / "ingest" / name for name, _, _ in parsed]
+    for manifest, (name, fmt, path) in zip(manifests, parsed):
+        _ingest(path, fmt, name, manifest, IngestParams(workers=workers))
     duplicates = out / "duplicates"
-    dedupe(manifests, duplicates, max_distance, dhash_distance, sequence_gap, sequence_distance, None, workers)
-    split(manifests, target, out / target, duplicates, test_fraction, folds, seed, pin, None, taxonomy, max_group_share,
-          [f"{name}={fmt}" for name, fmt, _ in parsed if name != fmt], nest_in=nest_in)
+    _dedupe(manifests, duplicates, DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
+                                                DEDUPE.sequence_pattern, workers))
+    _split(manifests, target, out / target, SplitParams(test_fraction, folds, seed, max_group_share), duplicates,
+           pin or [], {name: fmt for name, fmt, _ in parsed if name != fmt}, taxonomy, nest_in=nest_in)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from __future__ import annotations
 import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -30,15 +32,11 @@ import pandas as pd
 
 from endoctl.grouping import components, smallest_per_key, stable_ids
 from endoctl.hashing import from_hex
+from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, PAIR_COLUMNS, PAIRS_FILE, atomic_dir, write_csv, write_text
+from endoctl.params import DedupeParams, resolve_workers
 
-PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]
 CLUSTER_COLUMNS = ["image_id", "source", "cluster", "cluster_size"]
-# Video frames, searched in the image path without its extension: Kvasir-Capsule
-# ``<16 hex video id>_<frame>`` and SEE-AI ``image<NNNNN>`` (file name only), ERS
-# ``<patient>/seq_NN/frames/<NNNNNN>`` (the sequence folders key the frames).
-DEFAULT_SEQUENCE_PATTERN = (
-    r"(?:^|/)(?P<prefix>[0-9a-fA-F]{16}_|image|[0-9]{4}/seq_[0-9]+/frames/)(?P<frame>[0-9]+)$"
-)
+OUTPUT_FILES = (DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE)
 KIND_RANK = {"exact": 0, "near": 1, "sequence": 2}
 _PERMUTATION = np.random.default_rng(20240917).permutation(64)
 
@@ -192,50 +190,7 @@ def near_pairs(hashes: np.ndarray, max_distance: int, workers: int = 1) -> tuple
     return i[order], j[order], d[order]
 
 
-def synthetic_hashes(n: int, seed: int = 0, max_flips: int = 8) -> np.ndarray:
-    """Hashes with realistic duplicate structure, like sklearn's make_blobs: for tests and benchmarks.
-
-    A third as many random cluster centres as hashes; each hash is a centre with 0..max_flips
-    random bit flips.
-    """
-    rng = np.random.default_rng(seed)
-    n_centres = max(1, n // 3)
-    centres = rng.integers(0, 2**63, n_centres, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n_centres).astype(np.uint64)
-    out = centres[rng.integers(0, n_centres, n)]
-    flips = rng.integers(0, max_flips + 1, n)
-    for k in range(max_flips):
-        bit = rng.integers(0, 64, n).astype(np.uint64)
-        out = out ^ np.where(flips > k, np.uint64(1) << bit, np.uint64(0))
-    return out
-
-
-def brute_force_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reference all-pairs scan (blocked XOR + popcount), for tests and benchmarks."""
-    values = np.asarray(hashes, dtype=np.uint64)
-    out_i, out_j, out_d = [], [], []
-    for start in range(0, len(values), block):
-        rows = values[start : start + block]
-        d = np.bitwise_count(rows[:, None] ^ values[None, :])
-        ii, jj = np.nonzero(d <= max_distance)
-        ii = ii + start
-        keep = ii < jj
-        out_i.append(ii[keep]), out_j.append(jj[keep]), out_d.append(d[ii[keep] - start, jj[keep]].astype(np.int64))
-    i, j, d = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (out_i, out_j, out_d))
-    order = np.lexsort((j, i))
-    return i[order], j[order], d[order]
-
-
-@dataclass(frozen=True)
-class DedupeParams:
-    max_distance: int = 10
-    dhash_distance: int = 16
-    sequence_gap: int = 5
-    sequence_distance: int = 24
-    sequence_pattern: str = DEFAULT_SEQUENCE_PATTERN
-    workers: int = 1
-
-
-def _frame_parts(paths: pd.Series, pattern: str) -> pd.DataFrame:
+def frame_parts(paths: pd.Series, pattern: str) -> pd.DataFrame:
     """``prefix`` and ``frame`` of each path (without its extension) where ``pattern`` is found, else NaN."""
     return paths.str.replace(r"\.[^./]*$", "", regex=True).str.extract(pattern)
 
@@ -250,7 +205,7 @@ def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame:
     """Frames of one source and prefix numbered within ``sequence_gap`` and pHash-close."""
-    parts = _frame_parts(manifest["path"], params.sequence_pattern)
+    parts = frame_parts(manifest["path"], params.sequence_pattern)
     framed = manifest.assign(prefix=parts["prefix"], frame=pd.to_numeric(parts["frame"])).dropna(subset=["frame"])
     framed = framed.sort_values(["source", "prefix", "frame", "image_id"]).reset_index(drop=True)
     key = (framed["source"] + "\0" + framed["prefix"]).to_numpy()
@@ -280,7 +235,7 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
     manifest = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
     exact = exact_pairs(manifest)
     reps = manifest.drop_duplicates("sha256").reset_index(drop=True)
-    i, j, d = near_pairs(from_hex(reps["phash"]), params.max_distance, params.workers)
+    i, j, d = near_pairs(from_hex(reps["phash"]), params.max_distance, resolve_workers(params.workers))
     dh = from_hex(reps["dhash"])
     confirmed = np.bitwise_count(dh[i] ^ dh[j]) <= params.dhash_distance
     ids = reps["image_id"].to_numpy()
@@ -377,3 +332,18 @@ def dedupe(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> Ded
     pairs = find_pairs(manifest, params)
     clusters = cluster(manifest, pairs)
     return DedupeResult(clusters, pairs, report(manifest, clusters, pairs, params))
+
+
+def dedupe_manifests(frames: list[pd.DataFrame], names: list[str], params: DedupeParams = DedupeParams()) -> DedupeResult:
+    """Every source's manifest (checked each under its own name) deduplicated together."""
+    for name, frame in zip(names, frames):
+        validate_manifest(frame, name)
+    return dedupe(pd.concat(frames, ignore_index=True), params)
+
+
+def write_dedupe(result: DedupeResult, out: str | Path) -> None:
+    """The three files of a dedupe run, replaced together."""
+    with atomic_dir(out, OUTPUT_FILES, what="dedupe outputs") as tmp:
+        write_csv(tmp / DUPLICATES_FILE, result.clusters)
+        write_csv(tmp / PAIRS_FILE, result.pairs)
+        write_text(tmp / DEDUPE_REPORT_FILE, json.dumps(result.report, indent=2, sort_keys=True) + "\n")

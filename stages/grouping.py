@@ -90,8 +90,3 @@ def build_groups(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -> p
     groups = stable_ids(ids.tolist(), labels, "g")
     sizes = np.bincount(labels)[labels] if len(labels) else labels
     return pd.DataFrame({"image_id": ids, "group": groups, "group_size": sizes})
-
-
-def largest_share(groups: pd.DataFrame) -> float:
-    """Share of all images in the largest group: chaining can merge everything into one."""
-    return float(groups["group_size"].max() / len(groups)) if len(groups) else 0.0

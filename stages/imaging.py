@@ -25,6 +25,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from endoctl.params import MAX_PIXELS
+
 THUMB = 32
 DARK_LEVEL = 16  # luma at or below this is border, not content
 CONTENT_FRACTION = 0.1
@@ -32,7 +34,6 @@ MIN_CONTENT = 8  # smaller content regions are treated as "no border found"
 MARGIN = 0.15
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -173,7 +174,7 @@ def pillow_limit(max_pixels: int | None) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = before
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Pillow-open ``data`` (header only), every failure turned into an :class:`ImageRejected` reason;
     images above ``max_pixels`` are rejected as decompression bombs."""
     with pillow_limit(None):  # the size check below gives the reason with the image's size
@@ -215,7 +216,7 @@ def _pillow(data: bytes, max_pixels: int) -> Thumb:
     return Thumb(_thumb(gray.pixels), gray.width, gray.height)
 
 
-def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = THUMB) -> Gray:
+def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS, side: int = THUMB) -> Gray:
     """Decode ``data`` once to upright luma at the smallest scale keeping both sides >= ``side``
     (JPEG: DCT scaling, 1/1 ... 1/8; other formats: an integer box reduction), or raise
     :class:`ImageRejected`. Ingest hashes it at ``side`` 32; the report measures quality at 128."""
@@ -225,7 +226,7 @@ def decode_gray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, side: int = T
     return gray if gray is not None else _pillow_gray(data, max_pixels, side)
 
 
-def thumbnail(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumb:
+def thumbnail(data: bytes, max_pixels: int = MAX_PIXELS) -> Thumb:
     """Decode ``data`` once into a 32x32 upright luma thumbnail, or raise :class:`ImageRejected`."""
     gray = decode_gray(data, max_pixels)
     return Thumb(_thumb(gray.pixels), gray.width, gray.height)
@@ -244,7 +245,7 @@ def read_image_file(path: Path) -> bytes:
     return data
 
 
-def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """The upright RGB image (transparency composited on black), or :class:`ImageRejected` with why.
 
     Decoded once; the image is copied only when it must change (EXIF rotation, another mode).
@@ -266,6 +267,6 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | N
         raise ImageRejected(f"truncated or corrupt image data: {exc}") from None
 
 
-def open_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
+def open_rgb(path: Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """:func:`decode_rgb` of the file at ``path``."""
     return decode_rgb(read_image_file(path), max_pixels, draft)

@@ -18,16 +18,19 @@ import numpy as np
 import pandas as pd
 
 from endoctl.hashing import dhash_batch, phash_batch, to_hex
-from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, thumbnail
+from endoctl.imaging import ImageRejected, thumbnail
+from endoctl.io import MANIFEST_FILE, REJECTED_FILE, atomic_dir, write_csv
 from endoctl.parallel import imap_chunks
 from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
+from endoctl.params import MAX_PIXELS
 
 MANIFEST_COLUMNS = [
     "image_id", "source", "path", "label", "patient_id", "official_split",
     "width", "height", "bytes", "sha256", "phash", "dhash",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
-CHUNK = 64  # small enough that the last chunk barely delays the others
+FILES_PER_TASK = 64  # small enough that the last task barely delays the others
+OUTPUT_FILES = (MANIFEST_FILE, REJECTED_FILE)
 
 
 @dataclass
@@ -57,7 +60,7 @@ def _read(file: str) -> bytes:
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
 
 
-def hash_files(files: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple | str]:
+def hash_files(files: list[str], max_pixels: int = MAX_PIXELS) -> list[tuple | str]:
     """Per file either ``(width, height, bytes, sha256, phash_hex, dhash_hex)`` or a rejection reason."""
     out: list[tuple | str] = []
     thumbs, slots = [], []
@@ -78,7 +81,7 @@ def hash_files(files: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[t
     return out
 
 
-def _work(args: tuple[list[str], int]) -> list[tuple | str]:
+def _hash_task(args: tuple[list[str], int]) -> list[tuple | str]:
     return hash_files(*args)
 
 
@@ -91,7 +94,7 @@ def ingest(
     source: str,
     data_root: Path = Path("."),
     workers: int = 1,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> IngestResult:
     """Hash every :class:`ImageRecord` in ``entries``; ``Rejection`` rows pass through with their reason."""
@@ -109,7 +112,7 @@ def ingest(
             if isinstance(entry, ImageRecord):
                 records.append(entry)
                 chunk.append(str(entry.file))
-                if len(chunk) == CHUNK:
+                if len(chunk) == FILES_PER_TASK:
                     yield chunk, max_pixels
                     chunk = []
             elif isinstance(entry, Rejection):
@@ -128,7 +131,7 @@ def ingest(
             if on_progress:
                 on_progress(len(results), len(records) if scanned else None)
 
-    collect(imap_chunks(_work, jobs(), workers))
+    collect(imap_chunks(_hash_task, jobs(), workers))
     rows = []
     for record, result in zip(records, results):
         path = _relative(record.file, data_root)
@@ -144,3 +147,10 @@ def ingest(
         manifest.reset_index(drop=True), rejects.reset_index(drop=True), dict(sorted(skipped.items())),
         time.perf_counter() - start
     )
+
+
+def write_ingest(result: IngestResult, out: str | Path) -> None:
+    """The manifest and its rejected list, replaced together (found = accepted + rejected holds on disk)."""
+    with atomic_dir(out, OUTPUT_FILES, what="ingest outputs") as tmp:
+        write_csv(tmp / MANIFEST_FILE, result.manifest)
+        write_csv(tmp / REJECTED_FILE, result.rejected)

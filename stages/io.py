@@ -331,6 +331,45 @@ MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
 # A dedupe output folder.
 DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
+PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]  # of PAIRS_FILE
+
+
+def find_manifests(paths: Iterable[str | Path]) -> list[Path]:
+    """The manifest CSVs named by ``paths``: the one place that finds manifests.
+
+    A path is a manifest CSV, an ingest output folder (its ``manifest.csv``), or a folder of them
+    (``manifests/ingest``: every ``<source>/manifest.csv``, plus any ``*.csv`` but ``*.rejected.csv``
+    directly in it), so a source added to params.yaml joins dedupe and split by itself. Hidden
+    entries (an ingest in progress, or one that was killed) are never read.
+    """
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            if (path / MANIFEST_FILE).is_file():
+                files.append(path / MANIFEST_FILE)
+                continue
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            found = [p / MANIFEST_FILE for p in entries if (p / MANIFEST_FILE).is_file()]
+            found += [p for p in entries if p.suffix == ".csv" and p.is_file() and not p.name.endswith(".rejected.csv")]
+            if not found:
+                raise ValueError(f"no manifests in folder {path} (expected <source>/{MANIFEST_FILE} folders written by "
+                                 f"`endoctl ingest`, or manifest CSVs)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"manifest not found: {path}")
+    return files
+
+
+def read_manifests(files: list[Path]) -> tuple[list[pd.DataFrame], list[str]]:
+    """Each manifest as a text frame, and the names of the header-only ones; all of them empty is an error."""
+    frames = [read_csv(file) for file in files]
+    empty = [str(f) for f, df in zip(files, frames) if not len(df)]
+    if len(empty) == len(files):
+        raise ValueError(f"{empty[0]}: no rows (header only){f', like the other {len(empty) - 1}' if len(empty) > 1 else ''}: "
+                         "no images to work on")
+    return frames, empty
 
 
 def rejected_file(manifest: Path) -> Path:

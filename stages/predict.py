@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageRejected, open_rgb
+from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
+from endoctl.params import MAX_PIXELS
 
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 PATH_COLUMNS = ("path", "image_path")
@@ -123,7 +124,7 @@ def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor
 class ImageDataset(torch.utils.data.Dataset):
     """Opens image ``i`` only when asked: ``(i, tensor, "")`` or ``(i, None, reason)``."""
 
-    def __init__(self, files: list[Path], transform: Callable, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, files: list[Path], transform: Callable, max_pixels: int = MAX_PIXELS) -> None:
         self.files, self.transform, self.max_pixels = files, transform, max_pixels
 
     def __len__(self) -> int:

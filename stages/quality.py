@@ -32,28 +32,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from endoctl.imaging import DEFAULT_MAX_PIXELS, ImageRejected, content_box, decode_gray, read_image_file
+from endoctl.imaging import ImageRejected, content_box, decode_gray, read_image_file
+from endoctl.params import MAX_PIXELS, QualityParams
 from endoctl.parallel import imap_chunks
 
 DECODE_SIDE = 128  # decode scale: 1/4 of a 620x530 frame; blur of 1% of the width stays visible
 REGION = 64  # the measured content region, whatever the image size: measures are scale-free
-CHUNK = 64
+IMAGES_PER_TASK = 64
 FLAGS = ("dark", "overexposed", "low_information", "blurry", "odd_size", "odd_aspect", "unreadable")
 MEASURE_COLUMNS = ["brightness", "contrast", "sharpness"]
 QUALITY_COLUMNS = ["image_id", "source", "path", "width", "height", *MEASURE_COLUMNS, "flags", "reason"]
-
-
-@dataclass(frozen=True)
-class QualityParams:
-    """Flag thresholds (params.yaml ``report``; README "Image quality" says why these values)."""
-
-    dark: float = 40.0  # brightness below: dark
-    overexposed: float = 200.0  # brightness above: overexposed
-    low_information: float = 6.0  # contrast below: near-uniform
-    blurry: float = 0.9  # sharpness below: blurry
-    min_side: int = 128  # shorter side below: odd size
-    size_factor: float = 3.0  # size this far from the source's median: odd size
-    max_aspect: float = 2.0  # longer / shorter side above: odd aspect
 
 
 def region(gray: np.ndarray) -> np.ndarray:
@@ -85,7 +73,7 @@ def measures(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return brightness, np.sqrt(variance), sharpness
 
 
-def measure_files(files: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[int, ...] | str]:
+def measure_files(files: list[str], max_pixels: int = MAX_PIXELS) -> list[tuple[int, ...] | str]:
     """Per file the four sums of :func:`sums`, or the reason it cannot be read."""
     out: list[tuple[int, ...] | str] = []
     regions, slots = [], []
@@ -103,7 +91,7 @@ def measure_files(files: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> lis
     return out
 
 
-def _work(args: tuple[list[str], int]) -> list[tuple[int, ...] | str]:
+def _measure_task(args: tuple[list[str], int]) -> list[tuple[int, ...] | str]:
     return measure_files(*args)
 
 
@@ -115,7 +103,7 @@ class QualityResult:
 
 
 def measure_images(manifest: pd.DataFrame, data_root: str | Path = ".", workers: int = 1,
-                   max_pixels: int = DEFAULT_MAX_PIXELS,
+                   max_pixels: int = MAX_PIXELS,
                    on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """The sums of every distinct file (first ``image_id`` per ``sha256``) as columns
     ``s_luma, s_luma2, s_lap, s_grad`` (empty) or ``reason``, one row per manifest image."""
@@ -123,9 +111,9 @@ def measure_images(manifest: pd.DataFrame, data_root: str | Path = ".", workers:
     key = manifest["sha256"].where(manifest["sha256"] != "", manifest["image_id"])
     reps = manifest.assign(key=key).drop_duplicates("key")
     files = [str(Path(data_root) / p) for p in reps["path"]]
-    jobs: Iterator = ((files[i:i + CHUNK], max_pixels) for i in range(0, len(files), CHUNK))
+    jobs: Iterator = ((files[i:i + IMAGES_PER_TASK], max_pixels) for i in range(0, len(files), IMAGES_PER_TASK))
     results: list[tuple[int, ...] | str] = []
-    for part in imap_chunks(_work, jobs, workers if len(files) > CHUNK else 1):
+    for part in imap_chunks(_measure_task, jobs, workers if len(files) > IMAGES_PER_TASK else 1):
         results.extend(part)
         if on_progress:
             on_progress(len(results), len(files))

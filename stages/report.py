@@ -32,37 +32,22 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from endoctl.dedupe import DEFAULT_SEQUENCE_PATTERN
 from endoctl.grouping import components, stable_ids
 from endoctl.hashing import from_hex, hamming
 from endoctl.imaging import ImageRejected, open_rgb
 from endoctl.parallel import imap_chunks
 from endoctl.io import DEDUPE_REPORT_FILE, PAIRS_FILE, read_csv, rejected_file, source_name
-from endoctl.quality import FLAGS, QualityParams
+from endoctl.params import SEQUENCE_PATTERN, QualityParams, ReportParams
+from endoctl.quality import FLAGS
 
 NEEDED_COLUMNS = ["image_id", "source", "path", "label", "patient_id", "official_split", "width", "height",
                   "sha256", "phash"]
 SPLIT_CSVS = ("train_val.csv", "test.csv")
 THUMBS = "thumbs"
 THUMB_QUALITY = 82
-CHUNK = 16
+THUMBS_PER_TASK = 16
 SUSPECT_FLAGS = ("dark", "low_information")  # pHash of such frames is mostly noise: false clusters
 e = html.escape
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    """Gallery sizes and thumbnails (params.yaml ``report``); the full lists are in the CSVs."""
-
-    clusters: int = 20  # duplicate clusters shown
-    members: int = 8  # images shown per cluster
-    sequences: int = 6  # frame sequences shown as film strips
-    frames: int = 10  # frames per film strip (evenly spaced along the sequence)
-    conflicts: int = 12  # label conflicts shown
-    leaks: int = 12  # leaking groups and pairs shown per check
-    quality: int = 12  # images shown per quality flag (a seeded sample)
-    thumb_size: int = 120  # longer side of a thumbnail in pixels
-    seed: int = 0
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -115,7 +100,7 @@ def load_inputs(manifests: Sequence[Path], duplicates: Path | None = None, split
     manifest = manifest.sort_values("image_id", kind="stable", ignore_index=True)
     manifest["cluster"], manifest["cluster_size"] = "", 1
     pairs = pd.DataFrame(columns=["image_id_a", "image_id_b", "distance", "kind"])
-    pattern = DEFAULT_SEQUENCE_PATTERN
+    pattern = SEQUENCE_PATTERN
     if duplicates is not None:
         clusters = read_csv(duplicates)
         _need(clusters, ["image_id", "cluster", "cluster_size"], duplicates, "endoctl dedupe's clusters")
@@ -218,7 +203,7 @@ def cluster_members(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -
     return multi[columns].reset_index(drop=True)
 
 
-def sequence_chains(manifest: pd.DataFrame, pairs: pd.DataFrame, pattern: str = DEFAULT_SEQUENCE_PATTERN) -> pd.DataFrame:
+def sequence_chains(manifest: pd.DataFrame, pairs: pd.DataFrame, pattern: str = SEQUENCE_PATTERN) -> pd.DataFrame:
     """Frames joined by dedupe's sequence links, one chain per connected component, longest first.
 
     Columns: chain, chain_size, position, frame (the number in the file name), image_id, source,
@@ -366,7 +351,7 @@ def thumbnail_bytes(path: Path, size: int) -> tuple[bytes, int, int]:
     return out.getvalue(), im.width, im.height
 
 
-def _thumb_work(args: tuple[list[tuple[str, str]], str, int]) -> list[tuple[str, tuple[int, int] | str]]:
+def _thumb_task(args: tuple[list[tuple[str, str]], str, int]) -> list[tuple[str, tuple[int, int] | str]]:
     items, folder, size = args
     done = []
     for key, path in items:
@@ -385,9 +370,9 @@ def make_thumbnails(items: Mapping[str, str], folder: Path, size: int, workers: 
     """Write ``folder/<key>.jpg`` for each ``key: path``; per key (width, height) or why it failed."""
     folder.mkdir(parents=True, exist_ok=True)
     todo = sorted(items.items())
-    jobs: Iterator = ((todo[i:i + CHUNK], str(folder), size) for i in range(0, len(todo), CHUNK))
+    jobs: Iterator = ((todo[i:i + THUMBS_PER_TASK], str(folder), size) for i in range(0, len(todo), THUMBS_PER_TASK))
     result: dict[str, tuple[int, int] | str] = {}
-    for part in imap_chunks(_thumb_work, jobs, workers if len(todo) > CHUNK else 1):
+    for part in imap_chunks(_thumb_task, jobs, workers if len(todo) > THUMBS_PER_TASK else 1):
         result.update(part)
         if on_progress:
             on_progress(len(result), len(todo))

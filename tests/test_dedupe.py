@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 from conftest import shared_path
 from endoctl.cli import app
-from endoctl.dedupe import (DedupeParams, brute_force_pairs, dedupe, exact_pairs, find_pairs, layout, near_pairs,
-                            synthetic_hashes)
+from oracles import brute_force_pairs, synthetic_hashes
+
+from endoctl.dedupe import dedupe, exact_pairs, find_pairs, layout, near_pairs
+from endoctl.params import DedupeParams
 from endoctl.grouping import components
 from endoctl.hashing import from_hex, hamming
 from endoctl.ingest import hash_files, ingest

@@ -7,7 +7,8 @@ or inside a function: a lazy import is still code the stage may run), plus the p
 (``stages/__init__.py``, ``stages/sources/__init__.py``, ...). Standard library and third-party
 imports are not code of this repository (requirements.lock pins them). A data folder under
 ``stages/`` (no Python files, e.g. ``taxonomies``) is a dependency of a stage whose code names it.
-Code only evaluated for ``--help`` texts is not counted.
+cli.py's module-level imports count for every command (the options' defaults come from
+``endoctl.params``); code only evaluated for ``--help`` texts is not counted.
 
 A dvc.yaml ``deps`` entry may name a folder of modules (``stages/sources``); it stands for every
 ``.py`` file in it, so it is right only when the stage imports all of them.
@@ -107,6 +108,9 @@ def command_code(words: list[str]) -> set[Path]:
     cli_tree = ast.parse(inspect.getsource(cli_module))
     helpers = {n.name: n for n in cli_tree.body if isinstance(n, ast.FunctionDef)}
     modules = {"endoctl"}  # cli.py's package; cli.py itself is added as a file, not through its imports
+    for node in cli_tree.body:  # module-level imports run for every command (option defaults: endoctl.params)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules |= _imports(node, "endoctl")
     todo, done = [command_function(words).__name__], set()
     while todo:  # the command function and the cli.py functions it calls
         name = todo.pop()
@@ -178,7 +182,7 @@ def test_stage_depends_on_exactly_the_code_it_runs(stage: str) -> None:
 def test_closure_sees_lazy_imports_helpers_and_packages() -> None:
     """Known facts of the code base: the analysis is not vacuous."""
     cache_code = _rel(command_code(["cache"]))
-    assert cache_code == [f"stages/{m}.py" for m in ("__init__", "cache", "cli", "imaging", "io", "parallel")]
+    assert cache_code == [f"stages/{m}.py" for m in ("__init__", "cache", "cli", "imaging", "io", "parallel", "params")]
     predict_code = _rel(command_code(["predict"]))
     assert "stages/model.py" in predict_code  # imported by predict.py at module level
     assert "stages/taxonomy.py" in predict_code  # ... which imports it inside a function

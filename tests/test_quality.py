@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from endoctl.quality import REGION, QualityParams, assess, degraded_copies, flag, measures, region, sums
+from endoctl.params import QualityParams
+from endoctl.quality import REGION, assess, degraded_copies, flag, measures, region, sums
 from tests.conftest import scene, shared_path
 
 

@@ -163,7 +163,8 @@ def test_bad_inputs_give_one_line_errors(built, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_section_builders_escape_every_string_from_data() -> None:
-    from endoctl.report import Gallery, ReportParams, conflicts_section, thumb_key
+    from endoctl.params import ReportParams
+    from endoctl.report import Gallery, conflicts_section, thumb_key
 
     assert thumb_key("../../etc/passwd", "a/1.jpg") == thumb_key("", "a/1.jpg") != thumb_key("", "a/2.jpg")
     assert thumb_key("ab" * 32, "a/1.jpg") == "ab" * 10

@@ -1,0 +1,86 @@
+"""Every data stage's parameters and their defaults, in one place.
+
+The stages take these typed objects; the command line takes its option defaults from the same
+instances, and params.yaml gives a DVC run's values section by section. This module imports
+nothing heavy, so ``endoctl --help`` can show the defaults without loading pandas or numpy.
+Training's parameters live in params.yaml alone (``endoctl train`` reads its section).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
+# Video frames, searched in the image path without its extension: Kvasir-Capsule
+# ``<16 hex video id>_<frame>`` and SEE-AI ``image<NNNNN>`` (file name only), ERS
+# ``<patient>/seq_NN/frames/<NNNNNN>`` (the sequence folders key the frames).
+SEQUENCE_PATTERN = r"(?:^|/)(?P<prefix>[0-9a-fA-F]{16}_|image|[0-9]{4}/seq_[0-9]+/frames/)(?P<frame>[0-9]+)$"
+
+
+def resolve_workers(workers: int) -> int:
+    """``0`` (the options' default) means every core."""
+    return workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    max_pixels: int = MAX_PIXELS  # larger images are rejected as decompression bombs
+    workers: int = 0  # hashing processes (0: all cores)
+
+
+@dataclass(frozen=True)
+class DedupeParams:
+    max_distance: int = 10  # near duplicate: pHash Hamming distance at most this ...
+    dhash_distance: int = 16  # ... confirmed by a dHash distance at most this
+    sequence_gap: int = 5  # link frames of one video numbered at most this far apart (0: off) ...
+    sequence_distance: int = 24  # ... whose pHash distance is at most this
+    sequence_pattern: str = SEQUENCE_PATTERN
+    workers: int = 0  # search threads (0: all cores)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    test_fraction: float = 0.2  # share of labelled images in test (pinned groups count towards it)
+    folds: int = 5  # cross-validation folds of train_val
+    seed: int = 0
+    max_group_share: float = 0.25  # warn when the largest group holds more than this share
+
+
+@dataclass(frozen=True)
+class CacheParams:
+    size: int = 256  # shorter side of the cached JPEGs (never enlarged)
+    quality: int = 95  # JPEG quality
+    workers: int = 0  # processes (0: all cores)
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """Gallery sizes and thumbnails; the full lists are in the CSVs."""
+
+    clusters: int = 20  # duplicate clusters shown
+    members: int = 8  # images shown per cluster
+    sequences: int = 6  # frame sequences shown as film strips
+    frames: int = 10  # frames per film strip (evenly spaced along the sequence)
+    conflicts: int = 12  # label conflicts shown
+    leaks: int = 12  # leaking groups and pairs shown per check
+    quality: int = 12  # images shown per quality flag (a seeded sample)
+    thumb_size: int = 120  # longer side of a thumbnail in pixels
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    """Image-quality flag thresholds (README "Image quality" says why these values)."""
+
+    dark: float = 40.0  # brightness below: dark
+    overexposed: float = 200.0  # brightness above: overexposed
+    low_information: float = 6.0  # contrast below: near-uniform
+    blurry: float = 0.9  # sharpness below: blurry
+    min_side: int = 128  # shorter side below: odd size
+    size_factor: float = 3.0  # size this far from the source's median: odd size
+    max_aspect: float = 2.0  # longer / shorter side above: odd aspect
+
+
+INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY = (IngestParams(), DedupeParams(), SplitParams(), CacheParams(),
+                                                 ReportParams(), QualityParams())
