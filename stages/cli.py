@@ -772,9 +772,9 @@ def cache(
 
 @app.command()
 def report(
-    manifests: Annotated[list[Path], typer.Option("--manifests", help="Ingest output folders (manifest.csv + rejected.csv), manifest CSVs, or a folder of them (e.g. manifests/ingest); repeatable.")],
+    manifests: Annotated[list[Path], typer.Option("--manifests", help=f"Ingest output folders ({MANIFEST_FILE} + {REJECTED_FILE}), manifest CSVs, or a folder of them (e.g. manifests/ingest); repeatable.")],
     out: Annotated[Path, typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole).")] = Path("manifests/report"),
-    duplicates: Annotated[Optional[Path], typer.Option(help="dedupe's output folder (duplicates.csv, duplicate_pairs.csv, duplicates_report.json), or its duplicates.csv.")] = None,
+    duplicates: Annotated[Optional[Path], typer.Option(help=f"dedupe's output folder ({DUPLICATES_FILE}, {PAIRS_FILE}, {DEDUPE_REPORT_FILE}), or its {DUPLICATES_FILE}.")] = None,
     split: Annotated[Optional[list[Path]], typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable.")] = None,
     audit: Annotated[Optional[list[Path]], typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")] = None,
     data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),

@@ -9,7 +9,7 @@ from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, chi
 
 # The official k-fold files (file-name;class-name;split-index), 2-fold preferred: (file, split prefix).
 SPLIT_FILES = (("2_fold_split.csv", "split_"), ("5_fold_split.csv", "fold_"))
-SPLIT_COLUMNS = ("file-name", "split-index")
+SPLIT_FILE_COLUMNS = ("file-name", "split-index")
 
 
 def official_splits(folder: Path) -> dict[str, str]:
@@ -18,7 +18,7 @@ def official_splits(folder: Path) -> dict[str, str]:
         file = folder / name
         if file.is_file():
             df = read_table(file, "HyperKvasir split file")
-            missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
+            missing = [c for c in SPLIT_FILE_COLUMNS if c not in df.columns]
             if missing:
                 raise ValueError(f"{file}: missing column(s) {missing} (expected file-name;class-name;split-index)")
             return {f: prefix + k for f, k in zip(df["file-name"], df["split-index"])}
