@@ -1,4 +1,4 @@
-"""Process-pool dispatch shared by the image stages (ingest, cache), kept apart from any one stage
+"""Process-pool dispatch shared by the image stages (ingest, audit, cache, report), kept apart from any one stage
 so that a stage's import closure (its DVC code dependencies) holds only what it runs."""
 
 from __future__ import annotations
