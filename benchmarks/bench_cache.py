@@ -33,7 +33,7 @@ REPEATS = 3
 def loader_rate(split_dir: Path, data_config: dict) -> float:
     split = datamod.load_split(split_dir, 0)
     frame = pd.concat([split.train, split.val], ignore_index=True)
-    dataset = datamod.ImageDataset(frame, datamod.build_transform(data_config, True, datamod.Augment()), Path("."))
+    dataset = datamod.LabelledImages(frame, datamod.build_transform(data_config, True, datamod.Augment()), Path("."))
     best = 0.0
     for _ in range(REPEATS):
         start = time.perf_counter()

@@ -183,7 +183,8 @@ def train_rows(model_name: str, images: ImageList, device: torch.device, batch: 
     from torch import nn
 
     from endoctl import data as datamod
-    from endoctl.train import Dist, _amp_dtype, train_one_epoch
+    from endoctl.devices import amp_dtype
+    from endoctl.train import Dist, train_one_epoch
 
     torch.manual_seed(0)
     model = create_model(model_name, 10, drop_path_rate=0.1).to(device)
@@ -191,12 +192,12 @@ def train_rows(model_name: str, images: ImageList, device: torch.device, batch: 
     optimizer = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, layer_decay=0.7)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=1, warmup_epochs=0,
                                        updates_per_epoch=10 * steps)
-    amp = _amp_dtype("auto", device)
+    amp = amp_dtype("auto", device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.CrossEntropyLoss()
     n = min(len(images.paths), batch * steps)
     frame = pd.DataFrame({"path": images.paths[:n], "label": np.arange(n) % 10})
-    dataset = datamod.ImageDataset(frame, datamod.build_transform(data_config, True, datamod.Augment()), images.root)
+    dataset = datamod.LabelledImages(frame, datamod.build_transform(data_config, True, datamod.Augment()), images.root)
     loader = datamod.make_loader(dataset, batch, datamod.DistributedWeightedSampler(n), workers,
                                  device.type == "cuda", drop_last=True)
     size = data_config["input_size"][-1]

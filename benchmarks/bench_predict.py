@@ -46,7 +46,8 @@ import torch
 from PIL import Image
 
 from endoctl.model import LoadedModel, create_model, data_config_for
-from endoctl.predict import ImageList, Predictor, bf16_supported, predict_images, split_transform
+from endoctl.devices import bf16_supported
+from endoctl.predict import ImageList, Predictor, predict_images, split_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "real_images" / "kvasir_seg"

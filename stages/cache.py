@@ -27,12 +27,12 @@ import simplejpeg
 from PIL import Image
 
 from endoctl.imaging import ImageRejected, check_size, decode_rgb, plain_jpeg, read_image_file
-from endoctl.io import REJECTED_FILE, atomic_dir, check_output_dir, read_csv, write_bytes, write_csv
+from endoctl.io import MAPPING_FILE, REJECTED_FILE, TEST_FILE, TRAIN_VAL_FILE, atomic_dir, check_output_dir, read_csv, write_bytes, write_csv
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS, CacheParams, resolve_workers
 
-SPLIT_FILES = ("train_val.csv", "test.csv")
-COPIED_FILES = ("class_mapping.json",)
+SPLIT_FILES = (TRAIN_VAL_FILE, TEST_FILE)
+COPIED_FILES = (MAPPING_FILE,)
 OUTPUT_FILES = ("images", *SPLIT_FILES, *COPIED_FILES, REJECTED_FILE)  # everything a cache folder holds
 IMAGES_PER_TASK = 32  # images per worker task: amortises process hand-off, keeps the progress bar moving
 

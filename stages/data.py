@@ -32,11 +32,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from endoctl.imaging import ImageRejected, open_rgb
-from endoctl.io import read_csv
+from endoctl.io import MAPPING_FILE, TRAIN_VAL_FILE, read_csv
 from endoctl.model import display_names, read_class_mapping
 
 BALANCE_MODES = ("sampler", "loss", "none")
-SPLIT_COLUMNS = ("path", "target_class", "fold")
+REQUIRED_COLUMNS = ("path", "target_class", "fold")
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,16 @@ class Augment:
 def load_split(split_dir: Path, val_fold: int) -> SplitData:
     """Train = folds other than ``val_fold``, val = ``val_fold``, labels as class indices."""
     split_dir = Path(split_dir)
-    file = split_dir / "train_val.csv"
+    file = split_dir / TRAIN_VAL_FILE
     if not file.is_file():
         raise FileNotFoundError(f"split file not found: {file} (run `endoctl split` or `dvc repro`)")
     df = read_csv(file)
-    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
     if not len(df):
         raise ValueError(f"{file}: no rows (header only): nothing to train on")
-    mapping = read_class_mapping(split_dir / "class_mapping.json")
+    mapping = read_class_mapping(split_dir / MAPPING_FILE)
     multi = df.loc[df["target_class"].str.contains("|", regex=False), "target_class"]
     if len(multi):  # softmax training needs one class per image; say so instead of "unknown class 'a|b'"
         raise ValueError(f"{file}: the split's target is multi-label ({len(multi)} images with several classes, e.g. "
@@ -137,7 +137,7 @@ def _seeded(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(torch_state)
 
 
-class ImageDataset(Dataset):
+class LabelledImages(Dataset):
     """Images of a split table; an item is an index, or ``(index, seed)`` for seeded augmentation."""
 
     def __init__(self, frame: pd.DataFrame, transform: Callable, root: Path = Path(".")) -> None:

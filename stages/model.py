@@ -40,7 +40,7 @@ from endoctl.io import atomic_open
 
 CKPT_FORMAT = "endoctl-ckpt/1"
 CKPT_PREFIX = "endoctl-ckpt/"
-TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "ema", "epoch", "rng", "params")
+LIGHTNING_PREFIX = "backbone."  # the seed paper's Lightning module keeps the timm model under this name
 # Keys of a Lightning ``hyper_parameters`` dict that may name the timm model / the classes.
 MODEL_NAME_KEYS = ("model_name", "timm_model", "backbone_name", "backbone", "arch", "architecture",
                    "model", "encoder_name", "encoder", "name")
@@ -392,7 +392,7 @@ def _timm_name(value: Any) -> bool:
     return timm.is_model(value.removeprefix("timm/").split(".")[0])
 
 
-def _build(model_name: str, num_classes: int, img_size: int | None, state_dict: Mapping[str, torch.Tensor],
+def _create_with_weights(model_name: str, num_classes: int, img_size: int | None, state_dict: Mapping[str, torch.Tensor],
            where: str) -> nn.Module:
     """Create ``model_name`` and load ``state_dict`` strictly, condensing torch's long error."""
     model = create_model(model_name, num_classes, img_size=img_size)
@@ -461,12 +461,12 @@ def load_for_inference(
         config = dict(obj["data_config"])
         if img_size is not None:
             config["input_size"] = (3, int(img_size), int(img_size))
-        model = _build(name, len(mapping), size, _strip_wrappers(obj["state_dict"]), where)
+        model = _create_with_weights(name, len(mapping), size, _strip_wrappers(obj["state_dict"]), where)
         return LoadedModel(model, names, config, name, "endoctl")
 
     # (3) Lightning checkpoint of the seed paper: backbone.* + classifier.linear.*
     inner = obj.get("state_dict") if isinstance(obj, Mapping) else None
-    if _is_state_dict(inner) and any(k.startswith("backbone.") for k in _strip_wrappers(inner)):
+    if _is_state_dict(inner) and lightning_backbone(_strip_wrappers(inner)) is not None:
         return _load_lightning(obj, _strip_wrappers(inner), class_mapping_json, model_name, img_size, where)
 
     # (2) plain timm weights, bare or in a timm train.py checkpoint ({'arch', 'state_dict', ...})
@@ -486,7 +486,7 @@ def load_for_inference(
             raise ValueError(f"{where} holds plain weights without a model name: pass --model-name (e.g. eva02_base_patch14_224)")
         mapping, names = _mapping_for(None, class_mapping_json, None, where)
         size = img_size or _infer_img_size(state_dict)
-        model = _build(name, len(mapping), size, state_dict, where)
+        model = _create_with_weights(name, len(mapping), size, state_dict, where)
         return LoadedModel(model, names, data_config_for(model, size), name, "timm")
 
     keys = ", ".join(sorted(map(str, obj))[:20]) if isinstance(obj, Mapping) else type(obj).__name__
@@ -494,6 +494,13 @@ def load_for_inference(
         f"unrecognised checkpoint layout in {where}: top-level keys {keys or '(none)'} (expected an endoctl "
         f"checkpoint, a timm state dict, or a Lightning checkpoint with backbone.*/classifier.linear.* weights)"
     )
+
+
+def lightning_backbone(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The timm weights inside a seed-paper Lightning state dict (``backbone.<k>`` -> ``<k>``); None without any."""
+    if not any(str(k).startswith(LIGHTNING_PREFIX) for k in state_dict):
+        return None
+    return {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state_dict.items() if k.startswith(LIGHTNING_PREFIX)}
 
 
 def _load_lightning(obj: Mapping[str, Any], state_dict: dict[str, torch.Tensor], class_mapping_json: str | Path | None,
@@ -509,11 +516,10 @@ def _load_lightning(obj: Mapping[str, Any], state_dict: dict[str, torch.Tensor],
     head_w = state_dict.get("classifier.linear.weight", state_dict.get("classifier.weight"))
     head_b = state_dict.get("classifier.linear.bias", state_dict.get("classifier.bias"))
     if head_w is None:
-        heads = sorted({k.rsplit(".", 1)[0] for k in state_dict if not k.startswith("backbone.")})
+        heads = sorted({k.rsplit(".", 1)[0] for k in state_dict if not k.startswith(LIGHTNING_PREFIX)})
         raise ValueError(f"{where}: Lightning checkpoint without classifier.linear.weight (non-backbone "
                          f"modules: {', '.join(heads) or 'none'})")
-    backbone = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
-    backbone = _strip_wrappers(backbone)
+    backbone = _strip_wrappers(lightning_backbone(state_dict) or {})
     cfg = get_pretrained_cfg(name.removeprefix("timm/").split(".")[0])
     classifier = (cfg.classifier if cfg is not None else None) or "head"
     classifier = classifier[0] if isinstance(classifier, (list, tuple)) else classifier
@@ -526,5 +532,5 @@ def _load_lightning(obj: Mapping[str, Any], state_dict: dict[str, torch.Tensor],
                              and all(isinstance(x, str) for x in v))
     mapping, names = _mapping_for(int(head_w.shape[0]), class_mapping_json, found_names, where)
     size = img_size or _infer_img_size(backbone)
-    model = _build(name, len(mapping), size, backbone, where)
+    model = _create_with_weights(name, len(mapping), size, backbone, where)
     return LoadedModel(model, names, data_config_for(model, size), name, "lightning")

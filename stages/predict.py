@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
+from endoctl.devices import autocast, bf16_supported
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 from endoctl.params import MAX_PIXELS
@@ -121,7 +122,7 @@ def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor
     return full, None, None
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class InferenceImages(torch.utils.data.Dataset):
     """Opens image ``i`` only when asked: ``(i, tensor, "")`` or ``(i, None, reason)``."""
 
     def __init__(self, files: list[Path], transform: Callable, max_pixels: int = MAX_PIXELS) -> None:
@@ -150,20 +151,6 @@ def collate_valid(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple[to
 
 # ---------------------------------------------------------------------------------------------
 # Compute
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Native bf16 here? CUDA: the GPU says so; CPU: AVX512-BF16 or AMX (else bf16 is emulated, slower)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-            try:
-                if getattr(torch.cpu, check)():
-                    return True
-            except Exception:  # noqa: BLE001 - private API: absent means unsupported
-                continue
-    return False
 
 
 @dataclass(frozen=True)
@@ -242,8 +229,7 @@ class Predictor:
             x = torch.cat([x, x.new_zeros((self.fixed_batch - n, *x.shape[1:]))])
         if self.path.fast:
             x = x.contiguous(memory_format=torch.channels_last)
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.path.bf16 else nullcontext()
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast(self.device, torch.bfloat16 if self.path.bf16 else None):
                 logits = self.model(x)
         else:
             with torch.no_grad():
@@ -292,7 +278,7 @@ def iter_batches(images: ImageList, transform: Callable, batch_size: int, worker
                  pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
     """Batches in list order from a DataLoader over lazily opened images (see :func:`collate_valid`)."""
     loader = torch.utils.data.DataLoader(
-        ImageDataset(images.files(), transform), batch_size=batch_size, shuffle=False, num_workers=workers,
+        InferenceImages(images.files(), transform), batch_size=batch_size, shuffle=False, num_workers=workers,
         collate_fn=collate_valid, pin_memory=pin_memory, persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
     )

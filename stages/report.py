@@ -36,13 +36,13 @@ from endoctl.grouping import components, stable_ids
 from endoctl.hashing import from_hex, hamming
 from endoctl.imaging import ImageRejected, open_rgb
 from endoctl.parallel import imap_chunks
-from endoctl.io import DEDUPE_REPORT_FILE, PAIRS_FILE, read_csv, rejected_file, source_name
+from endoctl.io import DEDUPE_REPORT_FILE, EXCLUDED_FILE, PAIRS_FILE, TEST_FILE, TRAIN_VAL_FILE, read_csv, rejected_file, source_name
 from endoctl.params import SEQUENCE_PATTERN, QualityParams, ReportParams
 from endoctl.quality import FLAGS
 
 NEEDED_COLUMNS = ["image_id", "source", "path", "label", "patient_id", "official_split", "width", "height",
                   "sha256", "phash"]
-SPLIT_CSVS = ("train_val.csv", "test.csv")
+SPLIT_CSVS = (TRAIN_VAL_FILE, TEST_FILE)
 THUMBS = "thumbs"
 THUMB_QUALITY = 82
 THUMBS_PER_TASK = 16
@@ -132,7 +132,7 @@ def load_inputs(manifests: Sequence[Path], duplicates: Path | None = None, split
             raise FileNotFoundError(f"no {' or '.join(SPLIT_CSVS)} in split folder {folder}")
         rows = pd.concat(parts, ignore_index=True)
         rows["bin"] = np.where(rows["fold"] == "", "test", "fold " + rows["fold"])
-        excluded = read_csv(folder / "excluded.csv") if (folder / "excluded.csv").is_file() \
+        excluded = read_csv(folder / EXCLUDED_FILE) if (folder / EXCLUDED_FILE).is_file() \
             else pd.DataFrame(columns=["image_id", "source", "reason"])
         folders.append(SplitFolder(folder.name, rows.drop(columns=["fold"]), excluded))
     loaded = []

@@ -31,15 +31,17 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, patient_keys, smallest_per_key
+from endoctl.io import (EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE,
+                        TRAIN_VAL_FILE)
 from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY
 
 TEST, TRAIN_VAL = "test", "train_val"
-SPLIT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]
+OUTPUT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]  # train_val/test rows
 EXCLUDED_COLUMNS = ["image_id", "source", "reason"]
 REQUIRED_COLUMNS = ["image_id", "source", "path", "label"]
 OPTIONAL_COLUMNS = ["patient_id", "official_split"]
-PAIR_COLUMNS = ["image_id_a", "image_id_b"]
-OUTPUT_FILES = ("train_val.csv", "test.csv", "class_mapping.json", "excluded.csv", "split_report.json", "split_report.md")
+PAIR_KEY_COLUMNS = ["image_id_a", "image_id_b"]  # the duplicate-pair columns a split reads
+OUTPUT_FILES = (TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE)
 WELL_STRATIFIABLE = 5  # classes spread over at least this many groups can be balanced
 SIZE_WEIGHT = 1.0  # refinement: a 10 % bin-size error costs as much as a 10-point class deviation
 
@@ -305,7 +307,9 @@ def assign(
     How the free groups are placed (deterministic given ``seed``):
 
     1. Groups are enumerated in sorted-id order, shuffled with ``seed``, then stably sorted by
-       descending labelled size (as scikit-learn's StratifiedGroupKFold does with shuffle).
+       descending labelled size: the largest, hardest-to-place groups go first. (scikit-learn's
+       StratifiedGroupKFold shuffles too, but then sorts by the standard deviation of each group's
+       class counts, descending.)
     2. Stage 1 splits them into test (weight ``test_fraction``) vs train_val; stage 2 splits the
        train_val groups into ``folds`` equal folds. Test comes first because its proportions
        matter most; the folds then do what they can (a fold that must hold a video with 60 % of
@@ -453,7 +457,7 @@ def combine_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame], names: S
 def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
     """Pairs from ``duplicates.csv`` (every cluster member linked to its cluster's smallest id)
     plus ``duplicate_pairs.csv`` beside it when present; returns (pairs, info for the report)."""
-    from endoctl.io import read_csv
+    from endoctl.io import PAIRS_FILE, read_csv
 
     path = Path(duplicates_csv)
     dups = read_csv(path)
@@ -464,18 +468,18 @@ def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
     head = smallest_per_key(dups["cluster"], dups["image_id"])
     cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"].to_numpy(dtype=object)})
     cluster_pairs = cluster_pairs[cluster_pairs["image_id_a"] != cluster_pairs["image_id_b"]]
-    pair_file = path.with_name("duplicate_pairs.csv")
+    pair_file = path.with_name(PAIRS_FILE)
     frames = [cluster_pairs]
     info = {"duplicates": str(duplicates_csv), "clusters": int(dups["cluster"].nunique()),
             "cluster_links": len(cluster_pairs), "pairs_file": None, "pairs": 0}
     if pair_file.is_file():
         pairs = read_csv(pair_file)
-        missing = set(PAIR_COLUMNS) - set(pairs.columns)
+        missing = set(PAIR_KEY_COLUMNS) - set(pairs.columns)
         if missing:
             raise ValueError(f"{pair_file}: missing column(s) {sorted(missing)} (expected image_id_a, image_id_b, distance, kind)")
-        frames.append(pairs[PAIR_COLUMNS])
+        frames.append(pairs[PAIR_KEY_COLUMNS])
         info.update(pairs_file=str(pair_file), pairs=len(pairs))
-    return pd.concat(frames, ignore_index=True)[PAIR_COLUMNS], info
+    return pd.concat(frames, ignore_index=True)[PAIR_KEY_COLUMNS], info
 
 
 def read_previous(folder: str | Path, option: str = "--keep-assignments") -> pd.DataFrame:
@@ -485,7 +489,7 @@ def read_previous(folder: str | Path, option: str = "--keep-assignments") -> pd.
 
     folder = Path(folder)
     frames = []
-    for name, split_name in (("train_val.csv", TRAIN_VAL), ("test.csv", TEST)):
+    for name, split_name in ((TRAIN_VAL_FILE, TRAIN_VAL), (TEST_FILE, TEST)):
         file = folder / name
         if not file.is_file():
             raise FileNotFoundError(f"{option}: {file} not found (expected a split folder)")
@@ -608,7 +612,7 @@ def split(
     if unknown:
         raise ValueError(f"target classes {unknown} are not in target {target!r}'s class mapping {list(mapping)}")
 
-    given = pairs[PAIR_COLUMNS].astype(str) if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_COLUMNS)
+    given = pairs[PAIR_KEY_COLUMNS].astype(str) if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
     sha_links = _sha_pairs(table)
     all_pairs = pd.concat([given, sha_links], ignore_index=True)
     grouped = build_groups(table, all_pairs)
@@ -637,8 +641,8 @@ def split(
     train_val["fold"] = train_val["fold"].astype(str)
     test = kept[kept["split"] == TEST].copy()
     test["fold"] = ""
-    train_val = train_val[SPLIT_COLUMNS].reset_index(drop=True)
-    test = test[SPLIT_COLUMNS].reset_index(drop=True)
+    train_val = train_val[OUTPUT_COLUMNS].reset_index(drop=True)
+    test = test[OUTPUT_COLUMNS].reset_index(drop=True)
     excluded = table.loc[~keep, ["image_id", "source", "excluded"]].rename(columns={"excluded": "reason"}).reset_index(drop=True)
     if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
         raise AssertionError("rows in != train_val + test + excluded")
@@ -1069,10 +1073,10 @@ def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     with atomic_dir(out, OUTPUT_FILES, what="split outputs") as tmp:
-        write_csv(tmp / "train_val.csv", result.train_val)
-        write_csv(tmp / "test.csv", result.test)
-        write_text(tmp / "class_mapping.json", json.dumps(result.class_mapping, indent=2) + "\n")
-        write_csv(tmp / "excluded.csv", result.excluded[EXCLUDED_COLUMNS])
-        write_text(tmp / "split_report.json", json.dumps(result.report, indent=2) + "\n")
-        write_text(tmp / "split_report.md", report_markdown(result.report))
+        write_csv(tmp / TRAIN_VAL_FILE, result.train_val)
+        write_csv(tmp / TEST_FILE, result.test)
+        write_text(tmp / MAPPING_FILE, json.dumps(result.class_mapping, indent=2) + "\n")
+        write_csv(tmp / EXCLUDED_FILE, result.excluded[EXCLUDED_COLUMNS])
+        write_text(tmp / SPLIT_REPORT_FILE, json.dumps(result.report, indent=2) + "\n")
+        write_text(tmp / SPLIT_REPORT_MD_FILE, report_markdown(result.report))
     return [out / name for name in OUTPUT_FILES]

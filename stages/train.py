@@ -36,10 +36,11 @@ import yaml
 from torch import nn
 
 from endoctl import data as datamod
+from endoctl import devices
+from endoctl.devices import AMP_MODES, autocast
 from endoctl.io import atomic_open, write_csv
 
 STAGES = ("pretrain", "finetune")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 SCHEDULER_STEPS = ("epoch", "update")
 # monitor name -> whether larger is better
 MONITORS = {"val/balanced_accuracy": True, "val/auc_macro": True, "val/f1_macro": True, "val/map_macro": True,
@@ -266,20 +267,6 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(before)
 
 
-def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype. ``auto``: bf16 where it is native (CUDA; CPUs with AVX512-BF16/AMX, where it
-    measured 1.2-1.3x faster than fp32 for the demo model), fp16 on older GPUs, else off."""
-    from endoctl.predict import bf16_supported
-
-    if mode == "off":
-        return None
-    if mode == "auto":
-        if bf16_supported(device):
-            return torch.bfloat16
-        return torch.float16 if device.type == "cuda" else None
-    return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
 # ---------------------------------------------------------------------------------- model
 
 
@@ -317,7 +304,7 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, crite
     for step, (images, labels) in enumerate(loader):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             loss = criterion(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -342,7 +329,7 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, crite
     return float(loss_sum / seen.clamp_min(1)), local_seen
 
 
-def val_loader(dataset: datamod.ImageDataset, batch_size: int, num_workers: int, device: torch.device,
+def val_loader(dataset: datamod.LabelledImages, batch_size: int, num_workers: int, device: torch.device,
                dist: Dist) -> torch.utils.data.DataLoader:
     """This rank's shard of the val set (positions ``rank::world``, no padding: every image once)."""
     shard = list(range(dist.rank, len(dataset), dist.world))
@@ -356,7 +343,7 @@ def predict_val(model: nn.Module, loader: torch.utils.data.DataLoader, amp_dtype
     model.eval()
     probs, loss_sum = [], 0.0
     for images, labels in loader:
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = model(images.to(device, non_blocking=True)).float()
         loss_sum += float(nn.functional.cross_entropy(logits, labels.to(device), reduction="sum"))
         probs.append(logits.softmax(dim=1).cpu().numpy())
@@ -375,7 +362,7 @@ def predict_val(model: nn.Module, loader: torch.utils.data.DataLoader, amp_dtype
 # ---------------------------------------------------------------------------------- files
 
 
-def write_predictions(path: Path, image_paths: list[str], proba: np.ndarray, class_names: list[str]) -> None:
+def write_val_predictions(path: Path, image_paths: list[str], proba: np.ndarray, class_names: list[str]) -> None:
     """The predictions contract: ``image_path``, one probability column per class, ``predicted_class``."""
     frame = pd.DataFrame(proba, columns=class_names)
     frame.insert(0, "image_path", image_paths)
@@ -437,9 +424,9 @@ def _create_for_training(config: TrainConfig, num_classes: int, weights: bool) -
         return modelmod.create_model(config.model_name, num_classes, **kwargs)
     raw = modelmod.read_weights(file)
     inner = raw.get("state_dict") if isinstance(raw, dict) and "format" not in raw else None
-    if not (isinstance(inner, dict) and any(str(k).startswith("backbone.") for k in inner)):
+    backbone = modelmod.lightning_backbone(inner) if isinstance(inner, dict) else None
+    if backbone is None:
         return modelmod.create_model(config.model_name, num_classes, pretrained_file=file, **kwargs)
-    backbone = {k.removeprefix("backbone."): v for k, v in inner.items() if k.startswith("backbone.")}
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".init-") as tmp:
@@ -503,8 +490,8 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
 
     augment = datamod.Augment(config.hflip, config.vflip, config.rot90, config.color_jitter, config.scale_min)
     root = Path(config.data_root)
-    train_set = datamod.ImageDataset(split.train, datamod.build_transform(data_config, True, augment), root)
-    val_set = datamod.ImageDataset(split.val, datamod.build_transform(data_config, False), root)
+    train_set = datamod.LabelledImages(split.train, datamod.build_transform(data_config, True, augment), root)
+    val_set = datamod.LabelledImages(split.val, datamod.build_transform(data_config, False), root)
     val_batches = val_loader(val_set, config.batch_size, config.num_workers, device, dist)
     class_weights = datamod.inverse_frequency(train_set.labels, num_classes)
     sampler = datamod.DistributedWeightedSampler(
@@ -518,7 +505,7 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
                                        warmup_epochs=config.warmup_epochs, warmup_lr=config.warmup_lr,
                                        min_lr=config.min_lr, step_on_epochs=config.scheduler_step == "epoch",
                                        updates_per_epoch=len(loader))
-    amp_dtype = _amp_dtype(config.amp, device)
+    amp_dtype = devices.amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
 
@@ -586,7 +573,7 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         if improved:
             modelmod.save_checkpoint(out_dir / "best.pt", evaluated, model_name=config.model_name, epoch=epoch,
                                      metrics=last_metrics, **meta)
-            write_predictions(metrics_dir / "val_predictions.csv", list(split.val["path"]), proba, names)
+            write_val_predictions(metrics_dir / "val_predictions.csv", list(split.val["path"]), proba, names)
         modelmod.save_checkpoint(
             last_file, model, model_name=config.model_name, epoch=epoch, metrics=last_metrics, best=best,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),

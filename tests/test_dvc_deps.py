@@ -191,4 +191,4 @@ def test_closure_sees_lazy_imports_helpers_and_packages() -> None:
     ingest_code = _rel(command_code(["ingest"]))
     assert "stages/sources/__init__.py" in ingest_code and "stages/sources/see_ai.py" in ingest_code
     assert "stages/train.py" not in ingest_code
-    assert "stages/predict.py" in _rel(command_code(["train", "pretrain"]))  # train: bf16_supported
+    assert "stages/devices.py" in _rel(command_code(["train", "pretrain"]))  # train: amp_dtype, autocast

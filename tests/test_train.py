@@ -208,7 +208,7 @@ import os
 if os.environ.get("ENDOCTL_TRACE") and "RANK" in os.environ:
     from endoctl import data, model
     rank, trace = os.environ["RANK"], os.environ["ENDOCTL_TRACE"]
-    getitem, save = data.ImageDataset.__getitem__, model.save_checkpoint
+    getitem, save = data.LabelledImages.__getitem__, model.save_checkpoint
 
     def traced_getitem(self, item):
         if isinstance(item, tuple):
@@ -221,7 +221,7 @@ if os.environ.get("ENDOCTL_TRACE") and "RANK" in os.environ:
             fh.write(os.path.basename(str(path)) + "\\n")
         return save(path, *args, **kwargs)
 
-    data.ImageDataset.__getitem__, model.save_checkpoint = traced_getitem, traced_save
+    data.LabelledImages.__getitem__, model.save_checkpoint = traced_getitem, traced_save
 '''
 
 
@@ -298,7 +298,7 @@ def test_augmentation_depends_only_on_the_sample_seed(workspace: Path) -> None:
     split = datamod.load_split(workspace / "manifests" / "merged", val_fold=0)
     model = modelmod.create_model(MODEL, 3, img_size=28)
     cfg = modelmod.data_config_for(model, 28)
-    dataset = datamod.ImageDataset(split.train, datamod.build_transform(cfg, True, datamod.Augment(rot90=1.0)), workspace)
+    dataset = datamod.LabelledImages(split.train, datamod.build_transform(cfg, True, datamod.Augment(rot90=1.0)), workspace)
     first = dataset[(0, 123)][0]
     torch.manual_seed(999)
     state = torch.get_rng_state()
