@@ -320,6 +320,10 @@ def dedupe(
     )
 
 
+# Named, not quoted: dedupe (numba, pandas) stays unimported for --help, and the number cannot go stale.
+_FRAME_GAP_DEFAULT = "Default: dedupe's sequence gap (endoctl.dedupe.DedupeParams.sequence_gap)."
+
+
 def _frame_gap(value: Optional[int]) -> int:
     """``--frame-gap`` of audit and evaluate: default dedupe's sequence gap, never negative."""
     if value is None:
@@ -339,7 +343,7 @@ def audit(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
     fail_on_leak: Annotated[bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")] = False,
     workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help="Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. Default: dedupe's sequence gap (5).")] = None,
+    frame_gap: Annotated[Optional[int], typer.Option(help="Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. " + _FRAME_GAP_DEFAULT)] = None,
 ) -> None:
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
@@ -488,7 +492,7 @@ def evaluate(
     train: Annotated[Optional[list[Path]], typer.Option(help="Split file the model was trained on, repeatable (any format `audit` reads): the report adds `leak_free`, the same metrics on the truth images whose group (patient/video, duplicates) has no image there, and leak_free_images.csv lists them.")] = None,
     images_root: Annotated[Optional[Path], typer.Option(help="With --train: folder the truth and train paths are relative to; hash the images so near-duplicates join groups too.")] = None,
     workers: Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. Default: dedupe's sequence gap (5).")] = None,
+    frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. " + _FRAME_GAP_DEFAULT)] = None,
 ) -> None:
     """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots.
 

@@ -704,3 +704,16 @@ def test_evaluate_stage_scores_a_folder_and_the_command_only_prints_it(tmp_path:
     assert json.loads((tmp_path / "out" / "a_metrics.json").read_text()) == a
     with pytest.raises(ValueError, match="--metrics needs --report full and a single predictions file"):
         input_files(EvaluateRequest(truth, tmp_path / "preds", tmp_path / "o2", metrics_out=tmp_path / "o2" / "m.json"))
+
+
+def test_frame_gap_default_is_named_after_dedupes_sequence_gap() -> None:
+    import typer.main
+
+    from endoctl.cli import _frame_gap
+    from endoctl.dedupe import DedupeParams
+
+    commands = typer.main.get_command(app).commands
+    for command in ("evaluate", "audit"):
+        (help_text,) = [p.help for p in commands[command].params if p.name == "frame_gap"]
+        assert help_text.endswith("Default: dedupe's sequence gap (endoctl.dedupe.DedupeParams.sequence_gap)."), command
+    assert _frame_gap(None) == DedupeParams().sequence_gap
