@@ -49,6 +49,13 @@ def _ticker(progress: Progress, task: TaskID, decimals: int = 0) -> Callable[[in
     return tick
 
 
+@contextlib.contextmanager
+def _hashing_progress(visible: bool) -> Iterator[Callable[[int, int | None], None]]:
+    """A "hash images" progress bar while the block runs, yielding its ``on_progress``."""
+    with _progress() as progress:
+        yield _ticker(progress, progress.add_task("hash images", total=None, rate="", visible=visible))
+
+
 def _fail(message: str) -> None:
     """One line on stderr (file contents may look like rich markup: printed as they are), exit 2."""
     from rich.markup import escape
@@ -271,6 +278,10 @@ def _dedupe(manifests: list[Path], out: Path, params: DedupeParams) -> None:
     )
 
 
+# From endoctl.params (light: --help stays fast), so the number cannot go stale.
+_FRAME_GAP_DEFAULT = f"Default: dedupe's sequence gap ({DEDUPE.sequence_gap})."
+
+
 def _frame_gap(value: Optional[int]) -> int:
     """``--frame-gap`` of audit and evaluate: default dedupe's sequence gap, never negative."""
     if value is None:
@@ -288,7 +299,7 @@ def audit(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
     fail_on_leak: Annotated[bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")] = False,
     workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help=f"Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. Default: dedupe's sequence gap ({DEDUPE.sequence_gap}).")] = None,
+    frame_gap: Annotated[Optional[int], typer.Option(help="Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. " + _FRAME_GAP_DEFAULT)] = None,
 ) -> None:
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
@@ -431,25 +442,6 @@ def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, d
     )
 
 
-def _leak_free_rows(truth: Path, train: list[Path], images_root: Optional[Path], workers: int, frame_gap: int,
-                    n_truth: int):
-    """``leak_free_rows`` of the truth file, checked row for row against the truth evaluate read."""
-    import os
-
-    from endoctl.audit import leak_free_rows
-
-    for file in train:
-        if not file.is_file():
-            raise FileNotFoundError(f"--train file not found: {file}")
-    with _progress() as progress:
-        task = progress.add_task("hash images", total=None, rate="", visible=images_root is not None)
-        rows = leak_free_rows(truth, train, images_root, workers=workers or os.cpu_count() or 1,
-                              on_progress=_ticker(progress, task), frame_gap=frame_gap)
-    if len(rows) != n_truth:  # pragma: no cover - both read the same file with the same reader
-        raise ValueError(f"{truth}: {len(rows)} rows read for the leak check, {n_truth} for evaluation")
-    return rows
-
-
 @app.command()
 def evaluate(
     truth: Annotated[Path, typer.Option(help="Ground truth: endoctl split CSV (target_class; class_mapping.json beside it lists the classes), CE24 one-hot xlsx (validation) or image_path + class_label xlsx (test).")],
@@ -464,118 +456,27 @@ def evaluate(
     train: Annotated[Optional[list[Path]], typer.Option(help="Split file the model was trained on, repeatable (any format `audit` reads): the report adds `leak_free`, the same metrics on the truth images whose group (patient/video, duplicates) has no image there, and leak_free_images.csv lists them.")] = None,
     images_root: Annotated[Optional[Path], typer.Option(help="With --train: folder the truth and train paths are relative to; hash the images so near-duplicates join groups too.")] = None,
     workers: Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. Default: dedupe's sequence gap (5).")] = None,
+    frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. " + _FRAME_GAP_DEFAULT)] = None,
 ) -> None:
     """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots.
 
     Several outputs (report, --metrics, --plots) are replaced together as one folder: --plots when
     given, else --out's folder; each must lie in it.
     """
-    from endoctl import metrics
-    from endoctl.io import atomic_dir, check_output_dir, write_text
-    from endoctl.plots import PLOT_FILES
+    import os
 
-    if report not in metrics.REPORTS:
-        _fail(f"--report must be one of {', '.join(metrics.REPORTS)}, got {report!r}")
-    if convention is not None and convention not in metrics.CONVENTIONS:
-        _fail(f"--convention must be one of {', '.join(metrics.CONVENTIONS)}, got {convention!r}")
-    if bootstrap < 0:
-        _fail(f"--bootstrap must be >= 0, got {bootstrap}")
-    if not truth.is_file():
-        _fail(f"--truth file not found: {truth}")
-    folder = predictions.is_dir()
-    if metrics_out is not None and (report != "full" or folder):
-        _fail("--metrics needs --report full and a single predictions file")
-    if folder:
-        files = metrics.prediction_files(predictions, exclude=[truth])
-        if not files:
-            _fail(f"no prediction files ({', '.join(metrics.PREDICTION_SUFFIXES)}) in {predictions}")
-        if out.is_file():
-            _fail(f"--out must be a folder when --predictions is a folder: {out} is a file")
-    elif not predictions.is_file():
-        _fail(f"--predictions file or folder not found: {predictions}")
-    else:
-        files = [predictions]
-    if images_root is not None and (not train or not images_root.is_dir()):
-        _fail(f"--images-root needs --train and an existing folder: {images_root}")
-    frame_gap = _frame_gap(frame_gap)
-    into_folder = folder or out.is_dir()
-    reports = {file: out / f"{file.stem}_metrics.json" if into_folder else out for file in files}
-    plot_dirs = {file: plots / file.stem if folder else plots for file in files} if plots is not None else {}
-    leak_csv = (out if into_folder else out.parent) / metrics.LEAK_FREE_FILE if train else None
-    written = [*reports.values(), *([metrics_out] if metrics_out is not None else []), *plot_dirs.values(),
-               *([leak_csv] if leak_csv is not None else [])]
-    home, option = None, "--out"
-    if len(written) > 1:  # one set: the plots folder, or the folder receiving the report(s)
-        home, option = (out, "--out") if into_folder else (plots, "--plots") if plots is not None else (out.parent, "the folder of --out")
-        root = home.resolve()
-        outside = [p for p in written if p.resolve() != root and root not in p.resolve().parents]
-        if outside:
-            _fail(f"{outside[0]} is outside {home}: evaluate replaces its outputs together as one folder ({option} "
-                  f"{home}), so put them all in it (e.g. {home / outside[0].name})")
-        owned = {p.resolve().relative_to(root).parts[0] for p in written if p.resolve() != root}
-        owned |= set(PLOT_FILES) if plots is not None and plots.resolve() == root else set()
-        owned = sorted(owned) + (["*_metrics.json"] if folder else [])
-        with _output_errors():
-            check_output_dir(home, owned, option, "evaluate outputs")
-    started = time.perf_counter()
-    error, results, unseen = None, [], None
+    from endoctl.evaluate import EvaluateRequest
+    from endoctl.evaluate import evaluate as run_evaluate
+
+    request = EvaluateRequest(truth, predictions, out, report, plots, bootstrap, seed, convention, metrics_out,
+                              tuple(train or ()), images_root, workers or os.cpu_count() or 1, _frame_gap(frame_gap))
     try:
-        gt = metrics.load_truth(truth)
-        if train:
-            unseen = _leak_free_rows(truth, train, images_root, workers, frame_gap, len(gt.labels))
-            why = {"train": [str(f) for f in train], "frame_gap": frame_gap,
-                   "group_trained": int(unseen["group_trained"].sum()),
-                   "frame_adjacent_only": int((unseen["frame_adjacent"] & ~unseen["group_trained"]).sum())}
-        for file in files:
-            data = metrics.align(gt, metrics.load_predictions(file), file.name)
-            rep = metrics.evaluate(data, report, bootstrap, seed, convention)
-            if unseen is not None:
-                keep = unseen["leak_free"].to_numpy()
-                rep["leak_free"] = {**metrics.leak_free_report(data, keep, report, bootstrap, seed, convention), **why}
-            results.append((file, data, rep))
-    except (ValueError, FileNotFoundError) as exc:
-        error = str(exc)
-    if error is not None:
-        _fail(error)
-
-    def write_all(base: Path | None) -> None:
-        def at(path: Path) -> Path:
-            return path if base is None else base / path.resolve().relative_to(home.resolve())
-
-        for file, data, rep in results:
-            write_text(at(reports[file]), metrics.dumps(rep))
-            if metrics_out is not None:
-                write_text(at(metrics_out), metrics.dumps(metrics.headline(rep)))
-            if plots is not None:
-                from endoctl.plots import write_plots
-
-                write_plots(at(plot_dirs[file]), data.y, data.proba, data.classes, rep if report == "full" else None,
-                            file.stem)
-        if leak_csv is not None:
-            from endoctl.io import write_csv
-
-            free = unseen["leak_free"].to_numpy()
-            listed = unseen.loc[free, ["image_id", "source", "path", "group"]]
-            write_csv(at(leak_csv), listed.assign(label=gt.labels.to_numpy()[free]))
-
-    with _output_errors():
-        if home is None:
-            write_all(None)
-        else:
-            with atomic_dir(home, owned, option, "evaluate outputs") as tmp:
-                write_all(tmp)
-    for file, data, rep in results:
-        for note in rep["notes"] if report == "full" else metrics.report_notes(data):
-            _note(f"{file.name}: {note}")
-    first = results[0][1]
-    how = (f"ce24 report, {convention or gt.default_convention}" if report == "ce24"
-           else "full report" + (f", {bootstrap} bootstrap resamples of {'groups' if first.group is not None else 'images'}" if bootstrap else ""))
-    typer.echo(
-        f"evaluate ({how}): {len(first.y)} images, {len(first.classes)} classes, matched by {first.match}; "
-        + "; ".join(metrics.summary(file.stem, rep) for file, _, rep in results)
-        + f" in {time.perf_counter() - started:.1f} s -> {out}"
-    )
+        result = run_evaluate(request, lambda: _hashing_progress(visible=images_root is not None))
+    except (ValueError, FileNotFoundError) as exc:  # OutputError and EvaluationError are ValueErrors
+        _fail(str(exc))
+    for note in result.notes():
+        _note(note)
+    typer.echo(result.summary())
 
 
 @app.command()

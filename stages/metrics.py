@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from endoctl.io import MAPPING_FILE
 from endoctl.io import read_table as io_read_table
 
 # Columns that are never class columns (lower-case), in truth and prediction files alike.
@@ -165,7 +166,7 @@ def load_truth(path: str | Path) -> Truth:
     display: dict[str, str] = {}
     if (col := _column(df, "target_class")) is not None:
         fmt, labels = "split", df[col]
-        mapping_file = path.parent / "class_mapping.json"
+        mapping_file = path.parent / MAPPING_FILE
         if mapping_file.is_file():
             mapping = json.loads(mapping_file.read_text(encoding="utf-8"))
             classes = [k for k, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
@@ -231,7 +232,30 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
     prediction, predicted images not in the truth, duplicates, empty or non-numeric probabilities,
     non-finite probabilities, and ``predicted_class`` values that are no class.
     """
-    notes: list[str] = []
+    path_col = _image_path_column(pred, name)
+    columns = _class_columns(truth, pred, name)
+    keys_c = [c.lower() for c in columns]
+    classes = _class_names(truth, columns)
+    match, pkeys, tkeys = _match_keys(truth, pred[path_col], name)
+    tk, pk = tkeys.to_numpy(), pkeys.to_numpy()
+    _check_one_prediction_per_image(truth, pkeys, tk, pk, name)
+    proba = _probabilities(pred, columns, pk, name)
+    predicted = _predicted_classes(pred, keys_c, classes, pk, name)
+    order = pd.Series(np.arange(len(pk)), index=pk).loc[tk].to_numpy()
+    proba = proba[order]
+    notes = [] if predicted is None else _argmax_notes(predicted[order], proba, keys_c)
+    index_of = {k: i for i, k in enumerate(keys_c)}
+    y = np.array([index_of[v] for v in truth.labels.str.lower().to_numpy()])
+    return EvalData(
+        classes=classes, y=y, proba=proba, image=tk,
+        source=None if truth.source is None else truth.source.to_numpy(),
+        group=None if truth.group is None else truth.group.to_numpy(),
+        truth_format=truth.format, match=match, notes=notes,
+    )
+
+
+def _image_path_column(pred: pd.DataFrame, name: str) -> str:
+    """The prediction's ``image_path`` column; a table without it, or without rows, cannot be matched."""
     sheet = pred.attrs.get("sheet")
     path_col = _column(pred, "image_path")
     if path_col is None:
@@ -239,50 +263,76 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
         raise EvaluationError(f"{name}: {where} has columns {list(pred.columns)})")
     if not len(pred):
         raise EvaluationError(f"{name}: no prediction rows (header only{f', sheet {sheet!r}' if sheet is not None else ''})")
-    by_lower = {c.lower(): c for c in pred.columns}
+    return path_col
+
+
+def _class_columns(truth: Truth, pred: pd.DataFrame, name: str) -> list[str]:
+    """The prediction's probability columns, in class order: the truth's classes where it declares
+    them, else the prediction's own score columns (which must cover every truth label)."""
     candidates = [c for c in pred.columns if c.lower() not in METADATA_COLUMNS]
     if truth.classes is not None:
-        missing = [c for c in truth.classes if c.lower() not in by_lower]
-        if missing:
-            raise EvaluationError(f"{name}: no probability column for class(es) {_first([repr(c) for c in missing])} "
-                                  f"(truth classes: {', '.join(truth.classes)})")
-        wanted = {c.lower() for c in truth.classes}
-        unknown = [c for c in candidates if c.lower() not in wanted and _looks_numeric(pred[c])]
-        if unknown:
-            raise EvaluationError(f"{name}: unknown class column(s) {_first([repr(c) for c in unknown])} "
-                                  f"(truth classes: {', '.join(truth.classes)})")
-        columns = [by_lower[c.lower()] for c in truth.classes]
-    else:  # class_label truth, or a split CSV without class_mapping.json: the prediction lists the classes
-        columns = [c for c in candidates if _looks_numeric(pred[c])]
-        have = {c.lower() for c in columns}
-        lacking = sorted({lab for lab in truth.labels if lab.lower() not in have})
-        known = _known_classes()
-        strangers = [c for c in lacking if known and c.lower() not in known]
-        if strangers and columns:  # not a class anywhere: the truth is wrong, not the predictions
-            rows = _rows(truth.labels.index[truth.labels == strangers[0]])
-            col = _column(truth.frame, "class_label") or "class"
-            raise EvaluationError(
-                f"truth {truth.path}: unknown class {strangers[0]!r} in column {col} (rows {_first([str(r) for r in rows])})"
-                + (f" and {len(strangers) - 1} more unknown class(es)" if len(strangers) > 1 else "")
-                + f": not a class of the predictions ({', '.join(columns)}) nor of any taxonomy target")
-        if lacking:
-            raise EvaluationError(f"{name}: no probability column for truth class(es) {_first([repr(c) for c in lacking])} "
-                                  f"(probability columns: {', '.join(columns) or 'none'})")
+        return _declared_class_columns(truth.classes, pred, candidates, name)
+    return _offered_class_columns(truth, pred, candidates, name)
+
+
+def _declared_class_columns(declared: list[str], pred: pd.DataFrame, candidates: list[str], name: str) -> list[str]:
+    """One column per declared truth class (any case); a score column for another class is an error."""
+    by_lower = {c.lower(): c for c in pred.columns}
+    missing = [c for c in declared if c.lower() not in by_lower]
+    if missing:
+        raise EvaluationError(f"{name}: no probability column for class(es) {_first([repr(c) for c in missing])} "
+                              f"(truth classes: {', '.join(declared)})")
+    wanted = {c.lower() for c in declared}
+    unknown = [c for c in candidates if c.lower() not in wanted and _looks_numeric(pred[c])]
+    if unknown:
+        raise EvaluationError(f"{name}: unknown class column(s) {_first([repr(c) for c in unknown])} "
+                              f"(truth classes: {', '.join(declared)})")
+    return [by_lower[c.lower()] for c in declared]
+
+
+def _offered_class_columns(truth: Truth, pred: pd.DataFrame, candidates: list[str], name: str) -> list[str]:
+    """The score columns of a prediction for a truth without a class list (``class_label`` truth, or a
+    split CSV without class_mapping.json); a truth label lacking one blames the truth when it is
+    no class of any taxonomy target (a typo there), else the predictions."""
+    columns = [c for c in candidates if _looks_numeric(pred[c])]
+    have = {c.lower() for c in columns}
+    lacking = sorted({lab for lab in truth.labels if lab.lower() not in have})
+    known = _known_classes()
+    strangers = [c for c in lacking if known and c.lower() not in known]
+    if strangers and columns:
+        rows = _rows(truth.labels.index[truth.labels == strangers[0]])
+        col = _column(truth.frame, "class_label") or "class"
+        raise EvaluationError(
+            f"truth {truth.path}: unknown class {strangers[0]!r} in column {col} (rows {_first([str(r) for r in rows])})"
+            + (f" and {len(strangers) - 1} more unknown class(es)" if len(strangers) > 1 else "")
+            + f": not a class of the predictions ({', '.join(columns)}) nor of any taxonomy target")
+    if lacking:
+        raise EvaluationError(f"{name}: no probability column for truth class(es) {_first([repr(c) for c in lacking])} "
+                              f"(probability columns: {', '.join(columns) or 'none'})")
+    return columns
+
+
+def _class_names(truth: Truth, columns: list[str]) -> list[str]:
+    """Display names of the class columns (the truth's spelling where it knows one); every truth
+    label must be one of them."""
     keys_c = [c.lower() for c in columns]
     classes = [truth.display.get(k) or c for k, c in zip(keys_c, columns)]
-    index_of = {k: i for i, k in enumerate(keys_c)}
-    lab = truth.labels.str.lower().to_numpy()
-    unknown = sorted(set(lab) - set(keys_c))
+    unknown = sorted(set(truth.labels.str.lower().to_numpy()) - set(keys_c))
     if unknown:
         raise EvaluationError(f"truth {truth.path}: class(es) {_first([repr(u) for u in unknown])} are not among "
                               f"the classes {', '.join(classes)}")
+    return classes
 
-    # -- keys: full path where the prediction quotes the truth's paths, else file name
-    pkeys = _posix(pred[path_col])
+
+def _match_keys(truth: Truth, paths: pd.Series, name: str) -> tuple[str, pd.Series, pd.Series]:
+    """``(match, prediction keys, truth keys)``: full paths where the prediction quotes the paths of a
+    truth key column, else file names (also when they match more rows: the prediction's folders
+    differ); the truth keys must be unique."""
+    pkeys = _posix(paths)
     empty = np.flatnonzero(pkeys.to_numpy() == "")
     if len(empty):
         raise EvaluationError(f"{name}: {len(empty)} row(s) without image_path, first: rows "
-                              f"{_first([str(r) for r in _rows(pred.index[empty])])}")
+                              f"{_first([str(r) for r in _rows(paths.index[empty])])}")
     match, tkeys, best = "file name", None, 0
     for col in KEY_COLUMNS:
         if (tcol := _column(truth.frame, col)) is not None:
@@ -291,21 +341,32 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
             if hits > best:
                 match, tkeys, best = f"path ({tcol})", candidate, hits
     tcol = _column(truth.frame, "image_path") or _column(truth.frame, "path") or _column(truth.frame, "image_id")
-    by_name = int(_basename(pred[path_col]).isin(set(_basename(truth.frame[tcol]))).sum())
-    if tkeys is None or by_name > best:  # file names match more rows: the prediction's folders differ
-        match, pkeys, tkeys = "file name", _basename(pred[path_col]), _basename(truth.frame[tcol])
+    by_name = int(_basename(paths).isin(set(_basename(truth.frame[tcol]))).sum())
+    if tkeys is None or by_name > best:
+        match, pkeys, tkeys = "file name", _basename(paths), _basename(truth.frame[tcol])
+    _check_unique_truth_keys(truth, tkeys, match, tcol, name)
+    return match, pkeys, tkeys
+
+
+def _check_unique_truth_keys(truth: Truth, tkeys: pd.Series, match: str, tcol: str, name: str) -> None:
+    """A repeated key would match one prediction to several truth rows: by file name the prediction
+    must then quote the full paths, by path the truth lists an image twice."""
     repeated = tkeys[tkeys.duplicated(keep=False)]
-    if len(repeated):
-        first = repeated.iloc[0]
-        rows = ", ".join(map(str, _rows(repeated.index[repeated == first])))
-        if match == "file name":
-            raise EvaluationError(
-                f"{name}: prediction paths are not the truth's paths and truth file names repeat "
-                f"({repeated.nunique()} names, first {first!r} in truth rows {rows}): "
-                f"give image_path as in the truth's {tcol} column")
-        raise EvaluationError(f"truth {truth.path}: {repeated.nunique()} image(s) listed more than once, "
-                              f"first {first!r} in rows {rows}")
-    tk, pk = tkeys.to_numpy(), pkeys.to_numpy()
+    if not len(repeated):
+        return
+    first = repeated.iloc[0]
+    rows = ", ".join(map(str, _rows(repeated.index[repeated == first])))
+    if match == "file name":
+        raise EvaluationError(
+            f"{name}: prediction paths are not the truth's paths and truth file names repeat "
+            f"({repeated.nunique()} names, first {first!r} in truth rows {rows}): "
+            f"give image_path as in the truth's {tcol} column")
+    raise EvaluationError(f"truth {truth.path}: {repeated.nunique()} image(s) listed more than once, "
+                          f"first {first!r} in rows {rows}")
+
+
+def _check_one_prediction_per_image(truth: Truth, pkeys: pd.Series, tk: np.ndarray, pk: np.ndarray, name: str) -> None:
+    """Every truth image predicted, no other image predicted, none predicted twice."""
     tset, pset = set(tk), set(pk)
     miss = [i for i, k in enumerate(tk) if k not in pset]
     if miss:
@@ -314,7 +375,7 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
     extra = [i for i, k in enumerate(pk) if k not in tset]
     if extra:
         raise EvaluationError(f"{name}: {len(extra)} predicted image(s) are not in the truth, first: "
-                              + _first([f"{pk[i]} (row {r})" for i, r in zip(extra, _rows(pred.index[extra]))]))
+                              + _first([f"{pk[i]} (row {r})" for i, r in zip(extra, _rows(pkeys.index[extra]))]))
     dup = pkeys[pkeys.duplicated(keep=False)]
     if len(dup):
         shown = []
@@ -322,6 +383,9 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
             shown.append(f"{key} (rows {', '.join(map(str, _rows(dup.index[dup == key])))})")
         raise EvaluationError(f"{name}: {len(shown)} image(s) predicted more than once, first: {_first(shown)}")
 
+
+def _probabilities(pred: pd.DataFrame, columns: list[str], pk: np.ndarray, name: str) -> np.ndarray:
+    """The class columns as floats (prediction row order); every cell a number in [0, 1]."""
     proba = np.column_stack([_numeric(pred[c]) for c in columns]) if columns else np.zeros((len(pred), 0))
     with np.errstate(invalid="ignore"):
         outside = (proba < -PROBA_SLACK) | (proba > 1 + PROBA_SLACK)
@@ -336,31 +400,31 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
                 hint = " (every row sums to 100: percentages? give probabilities, i.e. divide by 100)"
             raise EvaluationError(f"{name}: {len(cells)} {problem} probability value(s), first: "
                                   f"{_first(shown, len(cells))}{hint}")
-    pc_col = _column(pred, "predicted_class")
-    if pc_col is not None:
-        pc = pred[pc_col].str.lower().to_numpy()
-        bad = np.flatnonzero(~np.isin(pc, keys_c))
-        if len(bad):
-            shown = [f"row {r} ({pk[i]}): {pred[pc_col].iloc[i]!r}" for i, r in zip(bad, _rows(pred.index[bad]))]
-            raise EvaluationError(f"{name}: {len(bad)} invalid predicted_class value(s), first: {_first(shown)} "
-                                  f"(classes: {', '.join(classes)})")
+    return proba
 
-    order = pd.Series(np.arange(len(pk)), index=pk).loc[tk].to_numpy()
-    proba = proba[order]
-    if pc_col is not None:
-        argmax = proba.argmax(axis=1)
-        pc_idx = np.array([index_of[v] for v in pc[order]])
-        differs = np.flatnonzero(pc_idx != argmax)
-        if len(differs):
-            notes.append(f"predicted_class differs from the probabilities' argmax on {len(differs)} row(s); "
-                         f"metrics use the argmax")
-    y = np.array([index_of[v] for v in lab])
-    return EvalData(
-        classes=classes, y=y, proba=proba, image=tk,
-        source=None if truth.source is None else truth.source.to_numpy(),
-        group=None if truth.group is None else truth.group.to_numpy(),
-        truth_format=truth.format, match=match, notes=notes,
-    )
+
+def _predicted_classes(pred: pd.DataFrame, keys_c: list[str], classes: list[str], pk: np.ndarray,
+                       name: str) -> np.ndarray | None:
+    """The ``predicted_class`` column lower-cased (prediction row order), None without one; each a class."""
+    pc_col = _column(pred, "predicted_class")
+    if pc_col is None:
+        return None
+    pc = pred[pc_col].str.lower().to_numpy()
+    bad = np.flatnonzero(~np.isin(pc, keys_c))
+    if len(bad):
+        shown = [f"row {r} ({pk[i]}): {pred[pc_col].iloc[i]!r}" for i, r in zip(bad, _rows(pred.index[bad]))]
+        raise EvaluationError(f"{name}: {len(bad)} invalid predicted_class value(s), first: {_first(shown)} "
+                              f"(classes: {', '.join(classes)})")
+    return pc
+
+
+def _argmax_notes(predicted: np.ndarray, proba: np.ndarray, keys_c: list[str]) -> list[str]:
+    """A note when ``predicted_class`` (truth order) disagrees with the probabilities, which the metrics use."""
+    index_of = {k: i for i, k in enumerate(keys_c)}
+    differs = np.flatnonzero(np.array([index_of[v] for v in predicted]) != proba.argmax(axis=1))
+    if not len(differs):
+        return []
+    return [f"predicted_class differs from the probabilities' argmax on {len(differs)} row(s); metrics use the argmax"]
 
 
 def load_predictions(path: str | Path) -> pd.DataFrame:

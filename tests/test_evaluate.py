@@ -637,3 +637,84 @@ def test_leak_free_scores_of_the_ce24_validation_submissions(ce24_csv: Path, ce2
         assert tuple(round(r[k], 4) for k in keys) == full
         assert tuple(round(r["leak_free"][k], 4) for k in keys) == leak_free[gap], team
         assert r["leak_free"]["n_images"] == len(free) and r["leak_free"]["group_trained"] == 16132 - 4280
+
+
+# ---------------------------------------------------------------- the stage without the command line
+
+
+def test_output_plan_puts_every_output_in_one_folder(tmp_path: Path) -> None:
+    from endoctl.evaluate import EvaluateRequest, plan_outputs
+    from endoctl.plots import PLOT_FILES
+
+    truth, pred = write_case(tmp_path)
+    write_csv(tmp_path / "preds" / "m1.csv", pred)
+    write_csv(tmp_path / "preds" / "m2.csv", pred)
+    one, train = tmp_path / "preds" / "m1.csv", (tmp_path / "train.csv",)
+    alone = plan_outputs(EvaluateRequest(truth, one, tmp_path / "r.json"), [one])
+    assert alone.home is None and alone.reports == {one: tmp_path / "r.json"}
+    d = tmp_path / "d"  # the dvc.yaml form: report, --metrics, --plots and the leak-free list in one folder
+    dvc = plan_outputs(EvaluateRequest(truth, one, d / "report.json", plots=d, metrics_out=d / "metrics.json",
+                                       train=train), [one])
+    assert (dvc.home, dvc.option, dvc.leak_free) == (d, "--plots", d / "leak_free_images.csv")
+    assert dvc.owned == tuple(sorted({"leak_free_images.csv", "metrics.json", "report.json", *PLOT_FILES}))
+    files = [one, tmp_path / "preds" / "m2.csv"]
+    folder = plan_outputs(EvaluateRequest(truth, tmp_path / "preds", tmp_path / "o", plots=tmp_path / "o" / "plots"),
+                          files)
+    assert folder.home == tmp_path / "o" and folder.owned == ("m1_metrics.json", "m2_metrics.json", "plots",
+                                                              "*_metrics.json")
+    assert folder.plot_dirs[files[1]] == tmp_path / "o" / "plots" / "m2"
+    with pytest.raises(ValueError, match=r"m.json is outside .*ev: .*\(--plots .*ev\)"):
+        plan_outputs(EvaluateRequest(truth, one, tmp_path / "ev" / "r.json", plots=tmp_path / "ev",
+                                     metrics_out=tmp_path / "m.json"), [one])
+
+
+def test_evaluate_stage_scores_a_folder_and_the_command_only_prints_it(tmp_path: Path) -> None:
+    import contextlib
+    import re
+
+    from endoctl.evaluate import EvaluateRequest, evaluate, input_files
+
+    truth, pred, train = leak_case(tmp_path)
+    (tmp_path / "preds").mkdir()
+    pred.rename(tmp_path / "preds" / "b.csv")
+    write_csv(tmp_path / "preds" / "a.csv", read_table(tmp_path / "preds" / "b.csv").iloc[::-1])
+    opened = []
+
+    @contextlib.contextmanager
+    def hashing():
+        opened.append(True)
+        yield None
+
+    request = EvaluateRequest(truth, tmp_path / "preds", tmp_path / "out", bootstrap=10, train=(train,), frame_gap=5)
+    result = evaluate(request, hashing)
+    assert opened == [True] and [s.file.name for s in result.scored] == ["a.csv", "b.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_metrics.json", "b_metrics.json",
+                                                                     "leak_free_images.csv"]
+    a, b = (json.loads((tmp_path / "out" / f"{s}_metrics.json").read_text()) for s in "ab")
+    assert a == b == json.loads(dumps(result.scored[0].report))  # row order never matters
+    assert {k: a["leak_free"][k] for k in ("train", "frame_gap", "group_trained", "frame_adjacent_only", "n_images")} \
+        == {"train": [str(train)], "frame_gap": 5, "group_trained": 3, "frame_adjacent_only": 1, "n_images": 4}
+    assert result.notes() == [f"{f}: {n}" for f in ("a.csv", "b.csv") for n in a["notes"]]
+    # the command: the same request parsed from its options, the same summary line
+    res = run_eval("--truth", truth, "--predictions", tmp_path / "preds", "--out", tmp_path / "out", "--bootstrap", 10,
+                   "--train", train, "--frame-gap", 5)
+    assert res.exit_code == 0, res.output
+    timing = re.compile(r" in \d+\.\d s ->")
+    assert timing.sub(" in T s ->", res.stdout) == timing.sub(" in T s ->", result.summary()) + "\n"
+    assert json.loads((tmp_path / "out" / "a_metrics.json").read_text()) == a
+    with pytest.raises(ValueError, match="--metrics needs --report full and a single predictions file"):
+        input_files(EvaluateRequest(truth, tmp_path / "preds", tmp_path / "o2", metrics_out=tmp_path / "o2" / "m.json"))
+
+
+def test_frame_gap_default_is_dedupes_sequence_gap() -> None:
+    import typer.main
+
+    from endoctl.cli import _frame_gap
+    from endoctl.params import DedupeParams
+
+    gap = DedupeParams().sequence_gap
+    commands = typer.main.get_command(app).commands
+    for command in ("evaluate", "audit"):
+        (help_text,) = [p.help for p in commands[command].params if p.name == "frame_gap"]
+        assert help_text.endswith(f"Default: dedupe's sequence gap ({gap})."), command
+    assert _frame_gap(None) == gap
