@@ -28,7 +28,10 @@ lock: | $(BIN)/python
 	  print("".join(f"{n}=={v}\n" for n, v in pins if n != "endoctl"), end="")' $(VENV)/resolved.json > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
+# Lint and format check first (seconds), then the suite.
 test: $(STAMP)
+	$(BIN)/ruff check stages tests benchmarks
+	$(BIN)/ruff format --check stages tests benchmarks
 	$(BIN)/python -m pytest -q
 
 repro: $(STAMP)

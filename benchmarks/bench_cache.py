@@ -52,9 +52,18 @@ def main() -> int:
     data_config = data_config_for(create_model("resnet18", 2, img_size=IMG_SIZE), IMG_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         split = Path(tmp) / "split"
-        rows = [{"image_id": f"kvasir-seg/{f.name}", "source": "kvasir-seg", "path": str(f), "label": "polyp",
-                 "target_class": ["normal", "polyp"][i % 2], "group": f"g{i}", "fold": str(i % 5)}
-                for i, f in enumerate(files)]
+        rows = [
+            {
+                "image_id": f"kvasir-seg/{f.name}",
+                "source": "kvasir-seg",
+                "path": str(f),
+                "label": "polyp",
+                "target_class": ["normal", "polyp"][i % 2],
+                "group": f"g{i}",
+                "fold": str(i % 5),
+            }
+            for i, f in enumerate(files)
+        ]
         write_csv(split / "train_val.csv", pd.DataFrame(rows))
         write_text(split / "class_mapping.json", json.dumps({"normal": 0, "polyp": 1}))
         start = time.perf_counter()
@@ -63,23 +72,27 @@ def main() -> int:
         build = len(files) / (time.perf_counter() - start)
         original = loader_rate(split, data_config)
         cached = loader_rate(Path(tmp) / "cache", data_config)
-        mb = [sum(f.stat().st_size for f in files) / 1e6,
-              sum(f.stat().st_size for f in (Path(tmp) / "cache" / "images").rglob("*.jpg")) / 1e6]
-    table = "\n".join([
-        "# Training loader: original images vs `endoctl cache` (256 px, JPEG q95)",
-        "",
-        f"{len(files)} real Kvasir-SEG JPEGs; endoctl's training dataset at {IMG_SIZE} px (decode + random resized "
-        f"crop + flips/rot90 + colour jitter + normalise), one process, best of {REPEATS}; same run.",
-        "",
-        "| images read | img/s per process | MB on disk |",
-        "|---|---:|---:|",
-        f"| originals | {original:,.0f} | {mb[0]:,.1f} |",
-        f"| cache (shorter side 256) | {cached:,.0f} | {mb[1]:,.1f} |",
-        "",
-        f"Speed-up from the cache: **{cached / original:.2f}x** per loader process. Building the cache once: "
-        f"{build:,.0f} img/s on one worker.",
-        "",
-    ])
+        mb = [
+            sum(f.stat().st_size for f in files) / 1e6,
+            sum(f.stat().st_size for f in (Path(tmp) / "cache" / "images").rglob("*.jpg")) / 1e6,
+        ]
+    table = "\n".join(
+        [
+            "# Training loader: original images vs `endoctl cache` (256 px, JPEG q95)",
+            "",
+            f"{len(files)} real Kvasir-SEG JPEGs; endoctl's training dataset at {IMG_SIZE} px (decode + random resized "
+            f"crop + flips/rot90 + colour jitter + normalise), one process, best of {REPEATS}; same run.",
+            "",
+            "| images read | img/s per process | MB on disk |",
+            "|---|---:|---:|",
+            f"| originals | {original:,.0f} | {mb[0]:,.1f} |",
+            f"| cache (shorter side 256) | {cached:,.0f} | {mb[1]:,.1f} |",
+            "",
+            f"Speed-up from the cache: **{cached / original:.2f}x** per loader process. Building the cache once: "
+            f"{build:,.0f} img/s on one worker.",
+            "",
+        ]
+    )
     write_text(OUT, table)
     print(table)
     return 0

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from bench_ee24 import run_stage  # wall time and process-tree RSS of a command
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -38,6 +37,7 @@ from endoctl.io import read_csv, write_csv, write_text
 from endoctl.params import DedupeParams
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "dedupe.md"
+
 
 def timed(fn):
     start = time.perf_counter()
@@ -52,8 +52,9 @@ def imagededup_seconds(hashes: np.ndarray, distance: int) -> tuple[float, int]:
     encodings = {f"img{k:07d}": f"{int(h):016x}" for k, h in enumerate(hashes)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dups, seconds = timed(lambda: PHash(verbose=False).find_duplicates(
-            encoding_map=encodings, max_distance_threshold=distance))
+        dups, seconds = timed(
+            lambda: PHash(verbose=False).find_duplicates(encoding_map=encodings, max_distance_threshold=distance)
+        )
     return seconds, sum(len(v) for v in dups.values()) // 2
 
 
@@ -67,18 +68,38 @@ def stage_manifests(folder: Path, n: int, seed: int = 0) -> None:
     near = rng.random(n) < 0.15  # near copies share another image's centre
     centre[near] = rng.integers(0, n, int(near.sum()))
     flips = lambda: np.bitwise_or.reduce(  # noqa: E731 - up to 4 random bit flips per hash
-        np.where(rng.random((4, n)) < 0.5, np.uint64(1) << rng.integers(0, 64, (4, n)).astype(np.uint64), np.uint64(0)))
+        np.where(rng.random((4, n)) < 0.5, np.uint64(1) << rng.integers(0, 64, (4, n)).astype(np.uint64), np.uint64(0))
+    )
     ph = rng.integers(0, 2**63, n, dtype=np.uint64)[centre] ^ flips()
     dh = rng.integers(0, 2**63, n, dtype=np.uint64)[centre] ^ flips()
     sha = np.array([hashlib.sha256(b"%d" % i).hexdigest() for i in range(n)], dtype=object)
     copy = rng.random(n) < 0.03
     src = np.array(SOURCES)[rng.integers(0, len(SOURCES), n)]
     sha[copy] = sha[rng.integers(0, n, int(copy.sum()))]
-    names = [f"labelled/{k % 300:016x}_{k}.jpg" if s == "kvasir-capsule" else f"image{k:06d}.jpg" if s == "see-ai"
-             else f"cls/{k}.jpg" for k, s in enumerate(src)]
-    table = pd.DataFrame({"image_id": [f"{s}/{p}" for s, p in zip(src, names)], "source": src, "path": names,
-                          "label": "Normal", "patient_id": "", "official_split": "", "width": "336", "height": "336",
-                          "bytes": "20000", "sha256": sha, "phash": to_hex(ph), "dhash": to_hex(dh)})
+    names = [
+        f"labelled/{k % 300:016x}_{k}.jpg"
+        if s == "kvasir-capsule"
+        else f"image{k:06d}.jpg"
+        if s == "see-ai"
+        else f"cls/{k}.jpg"
+        for k, s in enumerate(src)
+    ]
+    table = pd.DataFrame(
+        {
+            "image_id": [f"{s}/{p}" for s, p in zip(src, names)],
+            "source": src,
+            "path": names,
+            "label": "Normal",
+            "patient_id": "",
+            "official_split": "",
+            "width": "336",
+            "height": "336",
+            "bytes": "20000",
+            "sha256": sha,
+            "phash": to_hex(ph),
+            "dhash": to_hex(dh),
+        }
+    )
     for source in SOURCES:
         write_csv(folder / f"{source}.csv", table[table["source"] == source].sort_values("image_id"))
 
@@ -90,8 +111,15 @@ def whole_stage(n: int, workers: int) -> list[str]:
         folder.mkdir()
         stage_manifests(folder, n)
         out = Path(tmp) / "duplicates.csv"
-        cmd = [str(Path(sys.executable).with_name("endoctl")), "dedupe", str(folder), "--out", str(out),
-               "--workers", str(workers)]
+        cmd = [
+            str(Path(sys.executable).with_name("endoctl")),
+            "dedupe",
+            str(folder),
+            "--out",
+            str(out),
+            "--workers",
+            str(workers),
+        ]
         wall, peak_mb, summary = run_stage(cmd, Path(tmp))
         steps = []
 
@@ -111,8 +139,14 @@ def whole_stage(n: int, workers: int) -> list[str]:
         pairs = step("find_pairs (all of the above)", lambda: dd.find_pairs(manifest, params))
         clusters = step("clusters", lambda: dd.cluster(manifest, pairs))
         rep = step("report", lambda: dd.report(manifest, clusters, pairs, params))
-        step("write 3 files", lambda: (write_csv(out, clusters), write_csv(out.with_name("p.csv"), pairs),
-                                       write_text(out.with_name("r.json"), str(rep))))
+        step(
+            "write 3 files",
+            lambda: (
+                write_csv(out, clusters),
+                write_csv(out.with_name("p.csv"), pairs),
+                write_text(out.with_name("r.json"), str(rep)),
+            ),
+        )
     return [
         "",
         f"## The whole `endoctl dedupe` stage: {n:,} manifest rows in 7 files, {workers} threads",
@@ -149,7 +183,7 @@ def main() -> int:
             continue
         h = synthetic_hashes(n, seed=n)
         for d in (10, 12):
-            pairs, seconds = timed(lambda: near_pairs(h, d, args.workers))
+            pairs, seconds = timed(lambda h=h, d=d: near_pairs(h, d, args.workers))
             rows.append((label, d, seconds, len(pairs[0])))
     lines = [
         f"# dedupe benchmark (clustered 64-bit hashes, {args.workers} threads)",

@@ -61,49 +61,160 @@ class Source:
     taxonomy: str | None = None  # --format-of for sources in the generic folder layout
 
 
-KC_LABELS = {"Normal clean mucosa": 34338, "Ileocecal valve": 4189, "Reduced mucosal view": 2906, "Pylorus": 1529,
-             "Angiectasia": 866, "Ulcer": 854, "Foreign body": 776, "Lymphangiectasia": 592, "Erosion": 506,
-             "Blood - fresh": 446, "Erythema": 159, "Polyp": 55, "Blood - hematin": 12, "Ampulla of vater": 10}
-SEE_AI_LABELS = {"normal": 30, "erosion": 15, "angiodysplasia": 8, "lymph follicle": 10, "SMT": 5, "polyp-like": 6,
-                 "bleeding": 5, "erythema": 6, "lymphangiectasia": 6, "foreign body": 4, "vein": 3, "stenosis": 1,
-                 "diverticulum": 1}
-KID_LABELS = {"normal-small-bowel": 728, "normal-stomach": 560, "normal-colon": 500, "normal-esophagus": 282,
-              "vascular": 303, "inflammatory": 227, "polypoid": 44, "lymphangiectasia": 27}
-GV_LABELS = {"Normal mucosa and vascular pattern in the large bowel": 35, "Colon polyps": 15, "Normal stomach": 15,
-             "Normal esophagus": 5, "Ulcer": 5, "Erythema": 5, "Mucosal inflammation large bowel": 5,
-             "Angiectasia": 3, "Blood in lumen": 3, "Colon diverticula": 4, "Esophagitis": 5}
-HK_LABELS = {"bbps-2-3": 1148, "polyps": 1028, "cecum": 1009, "dyed-lifted-polyps": 1002, "dyed-resection-margins": 989,
-             "z-line": 932, "pylorus": 999, "retroflex-stomach": 764, "ulcerative-colitis-grade-2": 443, "bbps-0-1": 646,
-             "esophagitis-a": 403, "retroflex-rectum": 391, "esophagitis-b-d": 260, "ulcerative-colitis-grade-1": 201,
-             "ulcerative-colitis-grade-3": 133, "impacted-stool": 131, "barretts-short-segment": 53, "barretts": 41,
-             "ulcerative-colitis-grade-0-1": 35, "ulcerative-colitis-grade-2-3": 28, "ulcerative-colitis-grade-1-2": 11,
-             "ileum": 9, "hemorrhoids": 6}
+KC_LABELS = {
+    "Normal clean mucosa": 34338,
+    "Ileocecal valve": 4189,
+    "Reduced mucosal view": 2906,
+    "Pylorus": 1529,
+    "Angiectasia": 866,
+    "Ulcer": 854,
+    "Foreign body": 776,
+    "Lymphangiectasia": 592,
+    "Erosion": 506,
+    "Blood - fresh": 446,
+    "Erythema": 159,
+    "Polyp": 55,
+    "Blood - hematin": 12,
+    "Ampulla of vater": 10,
+}
+SEE_AI_LABELS = {
+    "normal": 30,
+    "erosion": 15,
+    "angiodysplasia": 8,
+    "lymph follicle": 10,
+    "SMT": 5,
+    "polyp-like": 6,
+    "bleeding": 5,
+    "erythema": 6,
+    "lymphangiectasia": 6,
+    "foreign body": 4,
+    "vein": 3,
+    "stenosis": 1,
+    "diverticulum": 1,
+}
+KID_LABELS = {
+    "normal-small-bowel": 728,
+    "normal-stomach": 560,
+    "normal-colon": 500,
+    "normal-esophagus": 282,
+    "vascular": 303,
+    "inflammatory": 227,
+    "polypoid": 44,
+    "lymphangiectasia": 27,
+}
+GV_LABELS = {
+    "Normal mucosa and vascular pattern in the large bowel": 35,
+    "Colon polyps": 15,
+    "Normal stomach": 15,
+    "Normal esophagus": 5,
+    "Ulcer": 5,
+    "Erythema": 5,
+    "Mucosal inflammation large bowel": 5,
+    "Angiectasia": 3,
+    "Blood in lumen": 3,
+    "Colon diverticula": 4,
+    "Esophagitis": 5,
+}
+HK_LABELS = {
+    "bbps-2-3": 1148,
+    "polyps": 1028,
+    "cecum": 1009,
+    "dyed-lifted-polyps": 1002,
+    "dyed-resection-margins": 989,
+    "z-line": 932,
+    "pylorus": 999,
+    "retroflex-stomach": 764,
+    "ulcerative-colitis-grade-2": 443,
+    "bbps-0-1": 646,
+    "esophagitis-a": 403,
+    "retroflex-rectum": 391,
+    "esophagitis-b-d": 260,
+    "ulcerative-colitis-grade-1": 201,
+    "ulcerative-colitis-grade-3": 133,
+    "impacted-stool": 131,
+    "barretts-short-segment": 53,
+    "barretts": 41,
+    "ulcerative-colitis-grade-0-1": 35,
+    "ulcerative-colitis-grade-2-3": 28,
+    "ulcerative-colitis-grade-1-2": 11,
+    "ileum": 9,
+    "hemorrhoids": 6,
+}
 SOURCES = (
     Source("kvasir-capsule", "kvasir-capsule", 47_238, ((336, 336),), KC_LABELS),
     Source("see-ai", "see-ai", 18_481, ((576, 576),), SEE_AI_LABELS),
     Source("kid", "kid", 2_371, ((360, 360),), KID_LABELS),
     Source("ers", "folder", 60_000, ((720, 576),), GV_LABELS, "gastrovision"),
-    Source("limuc", "folder", 11_276, ((352, 288),), {"ulcerative-colitis-grade-0-1": 54, "ulcerative-colitis-grade-1": 27,
-                                                      "ulcerative-colitis-grade-2": 11, "ulcerative-colitis-grade-3": 8},
-           "hyperkvasir"),
-    Source("crohnipi", "folder", 3_498, ((320, 320),), {"normal": 50, "erythema": 15, "erosion": 25, "stenosis": 10}, "see-ai"),
-    Source("medfmc", "folder", 6_000, ((1280, 1024),), {"Ulcer": 30, "Erythema": 20, "Colon polyps": 30,
-                                                        "Colorectal cancer": 20}, "gastrovision"),
+    Source(
+        "limuc",
+        "folder",
+        11_276,
+        ((352, 288),),
+        {
+            "ulcerative-colitis-grade-0-1": 54,
+            "ulcerative-colitis-grade-1": 27,
+            "ulcerative-colitis-grade-2": 11,
+            "ulcerative-colitis-grade-3": 8,
+        },
+        "hyperkvasir",
+    ),
+    Source(
+        "crohnipi",
+        "folder",
+        3_498,
+        ((320, 320),),
+        {"normal": 50, "erythema": 15, "erosion": 25, "stenosis": 10},
+        "see-ai",
+    ),
+    Source(
+        "medfmc",
+        "folder",
+        6_000,
+        ((1280, 1024),),
+        {"Ulcer": 30, "Erythema": 20, "Colon polyps": 30, "Colorectal cancer": 20},
+        "gastrovision",
+    ),
     Source("hyperkvasir", "hyperkvasir", 10_662, ((622, 530), (622, 530), (1280, 1024)), HK_LABELS),
     Source("gastrovision", "gastrovision", 8_000, ((622, 530), (622, 530), (1280, 1024)), GV_LABELS),
     Source("ce24", "ce24", 58_474, ((224, 224),), {}),
 )
 KC_VIDEOS, CE24_TEST_VIDEOS, CE24_TEST, CE24_AIIMS, GV_FROM_HK = 43, 3, 4_385, 2_000, 300
 ERS_AGAIN, CE24_TWICE = 600, 20  # byte-identical copies: ERS frames exported twice, CE24 images in two classes
-CE24_OF_KC = {"Normal clean mucosa": "Normal", "Ileocecal valve": "Normal", "Angiectasia": "Angioectasia",
-              "Ulcer": "Ulcer", "Foreign body": "Foreign Body", "Lymphangiectasia": "Lymphangiectasia",
-              "Erosion": "Erosion", "Blood - fresh": "Bleeding", "Erythema": "Erythema", "Polyp": "Polyp"}
-CE24_OF_SEE_AI = {"normal": "Normal", "erosion": "Erosion", "angiodysplasia": "Angioectasia", "polyp-like": "Polyp",
-                  "bleeding": "Bleeding", "erythema": "Erythema", "lymphangiectasia": "Lymphangiectasia",
-                  "foreign body": "Foreign Body"}
+CE24_OF_KC = {
+    "Normal clean mucosa": "Normal",
+    "Ileocecal valve": "Normal",
+    "Angiectasia": "Angioectasia",
+    "Ulcer": "Ulcer",
+    "Foreign body": "Foreign Body",
+    "Lymphangiectasia": "Lymphangiectasia",
+    "Erosion": "Erosion",
+    "Blood - fresh": "Bleeding",
+    "Erythema": "Erythema",
+    "Polyp": "Polyp",
+}
+CE24_OF_SEE_AI = {
+    "normal": "Normal",
+    "erosion": "Erosion",
+    "angiodysplasia": "Angioectasia",
+    "polyp-like": "Polyp",
+    "bleeding": "Bleeding",
+    "erythema": "Erythema",
+    "lymphangiectasia": "Lymphangiectasia",
+    "foreign body": "Foreign Body",
+}
 CE24_OF_KID = {"normal-small-bowel": "Normal", "lymphangiectasia": "Lymphangiectasia", "polypoid": "Polyp"}
-CE24_CLASSES = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal",
-                "Polyp", "Ulcer", "Worms"]
+CE24_CLASSES = [
+    "Angioectasia",
+    "Bleeding",
+    "Erosion",
+    "Erythema",
+    "Foreign Body",
+    "Lymphangiectasia",
+    "Normal",
+    "Polyp",
+    "Ulcer",
+    "Worms",
+]
 
 
 # ------------------------------------------------------------------------------------- pixels
@@ -115,9 +226,11 @@ SPEED = 0.35  # canvas cells per frame: neighbouring frames 14 pHash bits apart 
 
 def _canvas(scene: int, first: int, last: int) -> np.ndarray:
     """Columns first..last-1 of scene's endless 8-row colour canvas (each block seeded on its own)."""
-    blocks = [np.random.default_rng([scene, 8, b]).standard_normal((8, BLOCK, 3)).astype(np.float32)
-              for b in range(first // BLOCK, (last - 1) // BLOCK + 1)]
-    return np.concatenate(blocks, axis=1)[:, first % BLOCK: first % BLOCK + last - first]
+    blocks = [
+        np.random.default_rng([scene, 8, b]).standard_normal((8, BLOCK, 3)).astype(np.float32)
+        for b in range(first // BLOCK, (last - 1) // BLOCK + 1)
+    ]
+    return np.concatenate(blocks, axis=1)[:, first % BLOCK : first % BLOCK + last - first]
 
 
 def render(scene: int, t: float, width: int, height: int) -> Image.Image:
@@ -172,8 +285,13 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
     byte_copies: list[tuple[str, str]] = []
     next_scene = iter(range(1, 10**9))
     spec = {s.name: s for s in SOURCES}
-    planted = {"ce24 copies of kvasir-capsule": 0, "ce24 copies of see-ai": 0, "ce24 copies of kid": 0,
-               "gastrovision copies of hyperkvasir": GV_FROM_HK, "byte-identical copies": 0}
+    planted = {
+        "ce24 copies of kvasir-capsule": 0,
+        "ce24 copies of see-ai": 0,
+        "ce24 copies of kid": 0,
+        "gastrovision copies of hyperkvasir": GV_FROM_HK,
+        "byte-identical copies": 0,
+    }
 
     # Kvasir-Capsule: 43 videos; runs of consecutive frames with one finding each.
     kc_frames = []  # (video_id, frame, label, scene, t)
@@ -214,18 +332,36 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
         n = s.count - {"gastrovision": GV_FROM_HK, "ers": ERS_AGAIN}.get(source, 0)
         for k, label in enumerate(_draw(rng, s.labels, n)):
             w, h = s.sizes[k % len(s.sizes)]
-            rel = (f"hyperkvasir/labeled-images/lower-gi-tract/findings/{label}/hk{k:06d}.jpg" if source == "hyperkvasir"
-                   else f"{source}/{label}/{source}{k:06d}.jpg")
+            rel = (
+                f"hyperkvasir/labeled-images/lower-gi-tract/findings/{label}/hk{k:06d}.jpg"
+                if source == "hyperkvasir"
+                else f"{source}/{label}/{source}{k:06d}.jpg"
+            )
             scene = next(next_scene)
             jobs.append(("render", rel, scene, 0.0, w, h))
             if source == "hyperkvasir":
                 hk.append((label, scene, w, h))
-    gv_of_hk = {"polyps": "Colon polyps", "pylorus": "Pylorus", "cecum": "Cecum", "z-line":
-                "Gastroesophageal_junction_normal z-line", "ileum": "Small bowel_terminal ileum"}
+    gv_of_hk = {
+        "polyps": "Colon polyps",
+        "pylorus": "Pylorus",
+        "cecum": "Cecum",
+        "z-line": "Gastroesophageal_junction_normal z-line",
+        "ileum": "Small bowel_terminal ileum",
+    }
     for k, i in enumerate(rng.choice(len(hk), GV_FROM_HK, replace=False)):
         label, scene, w, h = hk[i]
-        jobs.append(("copy", f"gastrovision/{gv_of_hk.get(label, 'Colon polyps')}/hkcopy{k:04d}.jpg", scene, 0.0, w, h,
-                     w * 3 // 4, h * 3 // 4))
+        jobs.append(
+            (
+                "copy",
+                f"gastrovision/{gv_of_hk.get(label, 'Colon polyps')}/hkcopy{k:04d}.jpg",
+                scene,
+                0.0,
+                w,
+                h,
+                w * 3 // 4,
+                h * 3 // 4,
+            )
+        )
     ers = [j[1] for j in jobs if j[1].startswith("ers/")]
     for k, i in enumerate(rng.choice(len(ers), ERS_AGAIN, replace=False)):
         byte_copies.append((ers[i], ers[i].rsplit("/", 1)[0] + f"/again{k:04d}.jpg"))
@@ -253,7 +389,17 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
     for label, sub, stem, scene, t, w, h in rows:
         split_name = "training" if rng.random() < 0.7 else "validation"
         kind = "render" if sub == "AIIMS" else "copy"
-        jobs.append((kind, f"ce24/{split_name}/{label}/{sub}/{stem}.jpg", scene, t, w, h, *(() if kind == "render" else (224, 224))))
+        jobs.append(
+            (
+                kind,
+                f"ce24/{split_name}/{label}/{sub}/{stem}.jpg",
+                scene,
+                t,
+                w,
+                h,
+                *(() if kind == "render" else (224, 224)),
+            )
+        )
     trainval = [j[1] for j in jobs if j[1].startswith("ce24/")]
     for i in rng.choice(len(trainval), CE24_TWICE, replace=False):
         other = CE24_CLASSES[(CE24_CLASSES.index(trainval[i].split("/")[2]) + 1) % len(CE24_CLASSES)]
@@ -283,7 +429,7 @@ def generate(corpus: Path, workers: int) -> dict:
     cwd = os.getcwd()
     os.chdir(corpus)
     try:
-        chunks = [jobs[i:i + 256] for i in range(0, len(jobs), 256)]
+        chunks = [jobs[i : i + 256] for i in range(0, len(jobs), 256)]
         done = 0
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for n in pool.imap_unordered(_write_chunk, chunks):
@@ -296,12 +442,19 @@ def generate(corpus: Path, workers: int) -> dict:
     finally:
         os.chdir(cwd)
     files = sum(1 for _ in corpus.rglob("*.jpg"))
-    summary = {"version": CORPUS_VERSION, "images": files, "planted": planted,
-               "per_source": {s.name: sum(1 for _ in (corpus / s.name).rglob("*.jpg")) for s in SOURCES},
-               "bytes": sum(f.stat().st_size for f in corpus.rglob("*.jpg")),
-               "generation_seconds": round(time.perf_counter() - start, 1)}
+    summary = {
+        "version": CORPUS_VERSION,
+        "images": files,
+        "planted": planted,
+        "per_source": {s.name: sum(1 for _ in (corpus / s.name).rglob("*.jpg")) for s in SOURCES},
+        "bytes": sum(f.stat().st_size for f in corpus.rglob("*.jpg")),
+        "generation_seconds": round(time.perf_counter() - start, 1),
+    }
     stamp.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\ncorpus: {files:,} images, {summary['bytes'] / 1e9:.1f} GB in {summary['generation_seconds']:.0f} s -> {corpus}")
+    print(
+        f"\ncorpus: {files:,} images, {summary['bytes'] / 1e9:.1f} GB in {summary['generation_seconds']:.0f} s -> "
+        f"{corpus}"
+    )
     return summary
 
 
@@ -341,17 +494,68 @@ def pipeline(endoctl: list[str], run: str, workers: int) -> list[tuple[str, list
     """The dvc.yaml commands for this corpus's sources, writing below ``run``."""
     stages = []
     for s in SOURCES:
-        stages.append((f"ingest {s.name}", [*endoctl, "ingest", f"corpus/{s.name}", "--format", s.format, "--source",
-                                            s.name, "--out", f"{run}/ingest/{s.name}.csv", "--workers", str(workers)]))
-    stages.append(("dedupe", [*endoctl, "dedupe", f"{run}/ingest", "--out", f"{run}/duplicates.csv", "--workers", str(workers)]))
+        stages.append(
+            (
+                f"ingest {s.name}",
+                [
+                    *endoctl,
+                    "ingest",
+                    f"corpus/{s.name}",
+                    "--format",
+                    s.format,
+                    "--source",
+                    s.name,
+                    "--out",
+                    f"{run}/ingest/{s.name}.csv",
+                    "--workers",
+                    str(workers),
+                ],
+            )
+        )
+    stages.append(
+        ("dedupe", [*endoctl, "dedupe", f"{run}/ingest", "--out", f"{run}/duplicates.csv", "--workers", str(workers)])
+    )
     format_of = [arg for s in SOURCES if s.taxonomy for arg in ("--format-of", f"{s.name}={s.taxonomy}")]
     for target in ("ee24-ce24", "ce24"):
-        stages.append((f"split {target}", [*endoctl, "split", "--manifest", f"{run}/ingest", "--duplicates",
-                                           f"{run}/duplicates.csv", "--target", target, "--out", f"{run}/{target}",
-                                           "--pin", "test=ce24:test", *format_of]))
+        stages.append(
+            (
+                f"split {target}",
+                [
+                    *endoctl,
+                    "split",
+                    "--manifest",
+                    f"{run}/ingest",
+                    "--duplicates",
+                    f"{run}/duplicates.csv",
+                    "--target",
+                    target,
+                    "--out",
+                    f"{run}/{target}",
+                    "--pin",
+                    "test=ce24:test",
+                    *format_of,
+                ],
+            )
+        )
     for target in ("ee24-ce24", "ce24"):
-        stages.append((f"cache {target}", [*endoctl, "cache", f"{run}/{target}", "--out", f"{run}/cache/{target}",
-                                           "--size", "256", "--quality", "95", "--workers", str(workers)]))
+        stages.append(
+            (
+                f"cache {target}",
+                [
+                    *endoctl,
+                    "cache",
+                    f"{run}/{target}",
+                    "--out",
+                    f"{run}/cache/{target}",
+                    "--size",
+                    "256",
+                    "--quality",
+                    "95",
+                    "--workers",
+                    str(workers),
+                ],
+            )
+        )
     return stages
 
 
@@ -364,17 +568,24 @@ def _same_files(a: Path, b: Path) -> bool:
     return all((a / f).read_bytes().replace(b"run-baseline/", b"run/") == (b / f).read_bytes() for f in files_a)
 
 
-STAGE_OUTPUTS = {"dedupe": ["duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"],
-                 "split ee24-ce24": ["ee24-ce24"], "split ce24": ["ce24"],
-                 "cache ee24-ce24": ["cache/ee24-ce24"], "cache ce24": ["cache/ce24"]}
+STAGE_OUTPUTS = {
+    "dedupe": ["duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"],
+    "split ee24-ce24": ["ee24-ce24"],
+    "split ce24": ["ce24"],
+    "cache ee24-ce24": ["cache/ee24-ce24"],
+    "cache ce24": ["cache/ce24"],
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--generate-only", action="store_true", help="write the corpus and stop")
-    parser.add_argument("--baseline", help="another endoctl command line (e.g. an older checkout: 'python "
-                        "/path/run_endoctl.py') to time on the same manifests for dedupe, splits and cache")
+    parser.add_argument(
+        "--baseline",
+        help="another endoctl command line (e.g. an older checkout: 'python "
+        "/path/run_endoctl.py') to time on the same manifests for dedupe, splits and cache",
+    )
     parser.add_argument("--baseline-label", help="what the baseline is, for the table (default: its command)")
     args = parser.parse_args()
     base = Path(os.environ.get("ENDOCTL_BENCH_DIR", "/tmp/endoctl-bench-ee24"))
@@ -424,8 +635,10 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
         "|---|---:|---:|---:|---:|" + ("---:|---:|---|" if baseline else ""),
     ]
     ingest_wall = sum(r[0] for _, r in ingest)
-    lines.append(f"| ingest (10 sources) | {corpus['images']:,} | {ingest_wall:.1f} | {corpus['images'] / ingest_wall:,.0f} | "
-                 f"{max(r[1] for _, r in ingest) / 1024:.2f} GB |" + (" | | |" if baseline else ""))
+    lines.append(
+        f"| ingest (10 sources) | {corpus['images']:,} | {ingest_wall:.1f} | {corpus['images'] / ingest_wall:,.0f} | "
+        f"{max(r[1] for _, r in ingest) / 1024:.2f} GB |" + (" | | |" if baseline else "")
+    )
     for name, (wall, peak, _) in rows.items():
         if name.startswith("ingest"):
             continue
@@ -443,17 +656,27 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
         f"- targets: <= 300 s wall in all ({'met' if total <= 300 else 'MISSED'}), <= 4 GB "
         f"({'met' if peak_all <= 4096 else 'MISSED'})",
         f"- dedupe: {report['images']:,} images -> {report['clusters']:,} clusters, {report['duplicate_clusters']:,} "
-        f"duplicate clusters holding {report['images_in_duplicate_clusters']:,} images ({report['cross_source_clusters']:,} "
+        f"duplicate clusters holding {report['images_in_duplicate_clusters']:,} images "
+        f"({report['cross_source_clusters']:,} "
         f"across sources; largest {report['largest_cluster']['size']}); pairs: "
         + ", ".join(f"{k} {v:,}" for k, v in report["pairs"].items()),
         "- planted: " + ", ".join(f"{k} {v:,}" for k, v in corpus["planted"].items()),
-        *([f"- baseline: {args.baseline_label or args.baseline}, run on this run's ingest manifests (its total "
-           "counts this run's ingest)"] if baseline else []),
+        *(
+            [
+                f"- baseline: {args.baseline_label or args.baseline}, run on this run's ingest manifests (its total "
+                "counts this run's ingest)"
+            ]
+            if baseline
+            else []
+        ),
         "",
         "| ingest source | images | wall s | img/s | peak memory |",
         "|---|---:|---:|---:|---:|",
-        *[f"| {n.removeprefix('ingest ')} | {corpus['per_source'][n.removeprefix('ingest ')]:,} | {r[0]:.1f} | "
-          f"{corpus['per_source'][n.removeprefix('ingest ')] / r[0]:,.0f} | {r[1] / 1024:.2f} GB |" for n, r in ingest],
+        *[
+            f"| {n.removeprefix('ingest ')} | {corpus['per_source'][n.removeprefix('ingest ')]:,} | {r[0]:.1f} | "
+            f"{corpus['per_source'][n.removeprefix('ingest ')] / r[0]:,.0f} | {r[1] / 1024:.2f} GB |"
+            for n, r in ingest
+        ],
     ]
     return "\n".join(lines) + "\n"
 

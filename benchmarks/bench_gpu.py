@@ -52,7 +52,10 @@ STUDY = 1_000_000
 
 def sources(tmp: Path) -> tuple[list[Path], str]:
     """Distinct source JPEGs: real capsule frames, else real Kvasir-SEG, else generated scenes."""
-    for folder, what in ((CAPSULE, "real Kvasir-Capsule frames (336x336)"), (SHARED / "kvasir_seg", "real Kvasir-SEG JPEGs")):
+    for folder, what in (
+        (CAPSULE, "real Kvasir-Capsule frames (336x336)"),
+        (SHARED / "kvasir_seg", "real Kvasir-SEG JPEGs"),
+    ):
         files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
         if len(files) >= 20:
             return files, f"{len(files)} {what}"
@@ -105,7 +108,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_only(loaded: LoadedModel, device: torch.device, batch: int, iters: int, compile: bool) -> list[tuple[str, float, str]]:
+def model_only(
+    loaded: LoadedModel, device: torch.device, batch: int, iters: int, compile: bool
+) -> list[tuple[str, float, str]]:
     """img/s of each compute path on identical uint8 batches already on the host (copy included)."""
     import copy
 
@@ -154,13 +159,28 @@ def decode_only(images: ImageList, data_config: dict, batch: int, workers: int, 
     return (n - n0) / max(end - first, 1e-9) if n > n0 else n / (end - start)
 
 
-def end_to_end(loaded: LoadedModel, images: ImageList, device: torch.device, batch: int, workers: int,
-               compile: bool, skip_batches: int = 5) -> tuple[float, float, float]:
+def end_to_end(
+    loaded: LoadedModel,
+    images: ImageList,
+    device: torch.device,
+    batch: int,
+    workers: int,
+    compile: bool,
+    skip_batches: int = 5,
+) -> tuple[float, float, float]:
     """(steady img/s, start-up seconds, total seconds) of predict_images; start-up = first batches."""
     marks: list[tuple[int, float]] = []
     start = time.perf_counter()
-    result = predict_images(loaded, images, device, batch, workers, fast=True, compile=compile,
-                            on_progress=lambda done, total: marks.append((done, time.perf_counter())))
+    result = predict_images(
+        loaded,
+        images,
+        device,
+        batch,
+        workers,
+        fast=True,
+        compile=compile,
+        on_progress=lambda done, total: marks.append((done, time.perf_counter())),
+    )
     total = time.perf_counter() - start
     if len(result.rejected):
         print(f"  note: {len(result.rejected)} images rejected, first: {result.rejected.iloc[0].tolist()}")
@@ -174,8 +194,9 @@ def end_to_end(loaded: LoadedModel, images: ImageList, device: torch.device, bat
     return steady, max(startup, 0.0), total
 
 
-def train_rows(model_name: str, images: ImageList, device: torch.device, batch: int, workers: int,
-               steps: int) -> list[tuple[str, float, str]]:
+def train_rows(
+    model_name: str, images: ImageList, device: torch.device, batch: int, workers: int, steps: int
+) -> list[tuple[str, float, str]]:
     """img/s of endoctl's training step: synthetic tensors, the training loader alone, and both."""
     import pandas as pd
     from timm.optim import create_optimizer_v2
@@ -190,19 +211,23 @@ def train_rows(model_name: str, images: ImageList, device: torch.device, batch: 
     model = create_model(model_name, 10, drop_path_rate=0.1).to(device)
     data_config = data_config_for(model, 224)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, layer_decay=0.7)
-    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=1, warmup_epochs=0,
-                                       updates_per_epoch=10 * steps)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, sched="cosine", num_epochs=1, warmup_epochs=0, updates_per_epoch=10 * steps
+    )
     amp = amp_dtype("auto", device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.CrossEntropyLoss()
     n = min(len(images.paths), batch * steps)
     frame = pd.DataFrame({"path": images.paths[:n], "label": np.arange(n) % 10})
     dataset = datamod.LabelledImages(frame, datamod.build_transform(data_config, True, datamod.Augment()), images.root)
-    loader = datamod.make_loader(dataset, batch, datamod.DistributedWeightedSampler(n), workers,
-                                 device.type == "cuda", drop_last=True)
+    loader = datamod.make_loader(
+        dataset, batch, datamod.DistributedWeightedSampler(n), workers, device.type == "cuda", drop_last=True
+    )
     size = data_config["input_size"][-1]
-    synthetic = [(torch.randn(batch, 3, size, size, device=device), torch.randint(0, 10, (batch,), device=device))
-                 for _ in range(4)]
+    synthetic = [
+        (torch.randn(batch, 3, size, size, device=device), torch.randint(0, 10, (batch,), device=device))
+        for _ in range(4)
+    ]
     rows = []
 
     def timed(label: str, run, note: str) -> None:
@@ -219,8 +244,9 @@ def train_rows(model_name: str, images: ImageList, device: torch.device, batch: 
         print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
 
     def step(batches) -> int:
-        _, seen = train_one_epoch(model, batches, criterion, optimizer, scheduler, scaler, None, amp, 1.0, 0,
-                                  device, Dist())
+        _, seen = train_one_epoch(
+            model, batches, criterion, optimizer, scheduler, scaler, None, amp, 1.0, 0, device, Dist()
+        )
         return seen
 
     def on_synthetic(k: int) -> int:
@@ -252,10 +278,14 @@ def train_rows(model_name: str, images: ImageList, device: torch.device, batch: 
                 yield item
 
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[amp]
-    timed("train: synthetic tensors (model limit)", on_synthetic, f"batch {batch}, {precision} autocast, AdamW + layer decay")
+    timed(
+        "train: synthetic tensors (model limit)",
+        on_synthetic,
+        f"batch {batch}, {precision} autocast, AdamW + layer decay",
+    )
     timed("train: loader only (decode + augment, pipeline limit)", loader_only, f"{workers} workers, pinned memory")
     timed("train: files through the loader", lambda k: step(Limited(k)), f"batch {batch}, {workers} workers")
-    del model, optimizer, synthetic
+    model = optimizer = synthetic = None  # free the GPU memory before the next measurement
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
@@ -265,19 +295,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=20_000, help="distinct file paths for the end-to-end run")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: predict's, all cores up to 16)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decode processes (default: predict's, all cores up to 16)"
+    )
     parser.add_argument("--model", default="eva02_base_patch14_224")
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only to dry-run this script")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--iters", type=int, default=30, help="batches per model-only row")
-    parser.add_argument("--data-dir", type=Path, default=None, help="build the replicated files here (default: a temp dir)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="build the replicated files here (default: a temp dir)"
+    )
     parser.add_argument("--train-batch-size", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=20, help="measured steps per training row (after 3 warm-up)")
     args = parser.parse_args()
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("bench_gpu: no CUDA device here (torch.cuda.is_available() is False): nothing measured. "
-              "Run `make bench-gpu` on a machine with an NVIDIA GPU.", file=sys.stderr)
+        print(
+            "bench_gpu: no CUDA device here (torch.cuda.is_available() is False): nothing measured. "
+            "Run `make bench-gpu` on a machine with an NVIDIA GPU.",
+            file=sys.stderr,
+        )
         return 1
     device = torch.device(args.device)
     began = time.perf_counter()
@@ -291,7 +328,10 @@ def main() -> int:
     if shm_note:
         print(f"note: {shm_note}", flush=True)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
-    print(f"{gpu}; torch {torch.__version__}; {os.cpu_count()} CPUs; {workers} decode workers; batch {args.batch_size}", flush=True)
+    print(
+        f"{gpu}; torch {torch.__version__}; {os.cpu_count()} CPUs; {workers} decode workers; batch {args.batch_size}",
+        flush=True,
+    )
 
     rows: list[tuple[str, float, str]] = []
     if args.data_dir is not None:
@@ -305,7 +345,13 @@ def main() -> int:
 
         rows += model_only(loaded, device, args.batch_size, args.iters, compile)
         try:
-            ips = decode_only(images, data_config, args.batch_size, workers, min(len(images.paths), 8 * args.batch_size * max(workers, 1)))
+            ips = decode_only(
+                images,
+                data_config,
+                args.batch_size,
+                workers,
+                min(len(images.paths), 8 * args.batch_size * max(workers, 1)),
+            )
             rows.append(("decode only (DataLoader, no model)", ips, f"{workers} workers"))
         except Exception as exc:  # noqa: BLE001
             rows.append(("decode only (DataLoader, no model)", float("nan"), f"failed: {type(exc).__name__}: {exc}"))
@@ -313,7 +359,7 @@ def main() -> int:
         print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
 
         study = []
-        for comp in ([False, True] if compile else [False]):
+        for comp in [False, True] if compile else [False]:
             label = "end to end: predict_images, fast" + (" + compile" if comp else "")
             try:
                 import copy
@@ -350,12 +396,17 @@ def main() -> int:
         lines.append(f"| {label} | {f'{ips:,.0f}' if np.isfinite(ips) else '–'} | {note} |")
     lines.append("")
     for label, minutes, steady in study:
-        lines.append(f"- {STUDY:,}-frame capsule study, {label.split(': ', 1)[1]}: **{minutes:.1f} min** "
-                     f"({steady:,.0f} img/s steady state + start-up)")
+        lines.append(
+            f"- {STUDY:,}-frame capsule study, {label.split(': ', 1)[1]}: **{minutes:.1f} min** "
+            f"({steady:,.0f} img/s steady state + start-up)"
+        )
     if shm_note:
         lines.append(f"- note: {shm_note}")
-    lines += [f"- end to end is bounded by the smaller of the decode-only and model-only rows.",
-              f"- whole benchmark: {seconds:.0f} s", ""]
+    lines += [
+        "- end to end is bounded by the smaller of the decode-only and model-only rows.",
+        f"- whole benchmark: {seconds:.0f} s",
+        "",
+    ]
     print("\n".join(lines))
     if device.type != "cuda":
         print("(dry run on CPU: benchmarks/results/gpu.md left unchanged)")

@@ -27,7 +27,7 @@ import simplejpeg
 from PIL import Image
 
 from endoctl.hashing import dhash_batch, phash_batch
-from endoctl.imaging import thumbnail, _pillow
+from endoctl.imaging import _pillow, thumbnail
 from endoctl.ingest import ingest
 from endoctl.sources import get_adapter
 
@@ -70,7 +70,7 @@ def hash_comparison(repeats: int) -> list[str]:
     """Exact vs float hashes on the real thumbnails: microseconds per image and bits that differ."""
     files = sorted(SHARED.parent.rglob("*.jpg"))
     thumbs = np.stack([thumbnail(f.read_bytes()).luma for f in files])
-    batches = [thumbs[i:i + 64] for i in range(0, len(thumbs), 64)]
+    batches = [thumbs[i : i + 64] for i in range(0, len(thumbs), 64)]
 
     def us_per_image(fn) -> float:
         best = float("inf")
@@ -157,13 +157,23 @@ def main() -> int:
         base = best_of(args.repeats, lambda: rate(lambda f: imagehash.phash(Image.open(f)), files[:1000]))
         rows.append(("imagehash.phash (baseline)", 1, base))
         rows.append(("decode only: Pillow draft L", 1, best_of(args.repeats, lambda: rate(pillow_draft, datas))))
-        rows.append(("decode only: simplejpeg GRAY scaled", 1, best_of(args.repeats, lambda: rate(
-            lambda d: simplejpeg.decode_jpeg(d, "GRAY", min_height=32, min_width=32), datas))))
+        rows.append(
+            (
+                "decode only: simplejpeg GRAY scaled",
+                1,
+                best_of(
+                    args.repeats,
+                    lambda: rate(lambda d: simplejpeg.decode_jpeg(d, "GRAY", min_height=32, min_width=32), datas),
+                ),
+            )
+        )
         for workers in (1, 2):
-            def run() -> float:
+
+            def run(workers: int = workers) -> float:
                 result = ingest(get_adapter("folder", root).scan(), "bench", root, workers)
                 assert len(result.manifest) == n and result.rejected.empty
                 return n / result.seconds
+
             rows.append((f"endoctl ingest, {workers} worker{'s' * (workers > 1)}", workers, best_of(args.repeats, run)))
         ceiling = best_of(args.repeats, lambda: decode_scaling(datas))
         same = sum(np.array_equal(thumbnail(d).luma, _pillow(d, 1 << 40).luma) for d in datas[: len(originals)])

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from endoctl.model import LoadedModel, create_model, data_config_for
 from endoctl.devices import bf16_supported
+from endoctl.model import LoadedModel, create_model, data_config_for
 from endoctl.predict import ImageList, Predictor, predict_images, split_transform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def features(model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, std: t
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            xb = x[i:i + batch].float().div(255).sub(mean).div(std)
+            xb = x[i : i + batch].float().div(255).sub(mean).div(std)
             out.append(model.forward_head(model.forward_features(xb), pre_logits=True))
     return torch.cat(out).numpy()
 
@@ -117,8 +117,9 @@ class PathResult:
     warmup_s: float
 
 
-def run_paths(loaded: LoadedModel, x: torch.Tensor, batch: int, mean: torch.Tensor, std: torch.Tensor,
-              compile: bool) -> list[PathResult]:
+def run_paths(
+    loaded: LoadedModel, x: torch.Tensor, batch: int, mean: torch.Tensor, std: torch.Tensor, compile: bool
+) -> list[PathResult]:
     """Time every path on the same uint8 batches, interleaved; keep each path's probabilities."""
     specs = [("baseline", False, False), ("fast", True, False)] + ([("fast + compile", True, True)] if compile else [])
     predictors, warm, kept = [], [], []
@@ -139,14 +140,16 @@ def run_paths(loaded: LoadedModel, x: torch.Tensor, batch: int, mean: torch.Tens
     per_image: list[list[float]] = [[] for _ in specs]
     probs: list[list[np.ndarray]] = [[] for _ in specs]
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
+        xb = x[i : i + batch]
         for k, predictor in enumerate(predictors):
             start = time.perf_counter()
             out = predictor(xb)
             per_image[k].append((time.perf_counter() - start) / len(xb))
             probs[k].append(out.numpy())
-    return [PathResult(name, p.path.describe(), 1 / float(np.median(t)), np.concatenate(pr), w)
-            for (name, _, _), p, t, pr, w in zip(specs, predictors, per_image, probs, warm)]
+    return [
+        PathResult(name, p.path.describe(), 1 / float(np.median(t)), np.concatenate(pr), w)
+        for (name, _, _), p, t, pr, w in zip(specs, predictors, per_image, probs, warm)
+    ]
 
 
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -155,8 +158,9 @@ def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=list(range(CLASSES))))
 
 
-def bench_model(name: str, raw: torch.Tensor, n_train: int, n_test: int, batch: int, compile: bool,
-                data_config: dict) -> tuple[list[PathResult], dict]:
+def bench_model(
+    name: str, raw: torch.Tensor, n_train: int, n_test: int, batch: int, compile: bool, data_config: dict
+) -> tuple[list[PathResult], dict]:
     torch.manual_seed(0)
     model = create_model(name, CLASSES).eval()
     _, mean, std = split_transform(data_config)
@@ -186,14 +190,16 @@ def end_to_end(files: list[Path], data_config: dict, batch: int, chunk: int = 32
     model = create_model("eva02_tiny_patch14_224", CLASSES).eval()
     root = files[0].parent
     names = sorted({f.name for f in files})
-    paths = {label: LoadedModel(copy.deepcopy(model), [f"c{i}" for i in range(CLASSES)], data_config, "eva02_tiny")
-             for label in ("baseline", "fast")}
+    paths = {
+        label: LoadedModel(copy.deepcopy(model), [f"c{i}" for i in range(CLASSES)], data_config, "eva02_tiny")
+        for label in ("baseline", "fast")
+    }
     rates: dict[str, list[float]] = {label: [] for label in paths}
     for label, loaded in paths.items():  # warm-up (oneDNN primitives for these shapes)
         predict_images(loaded, ImageList(names[:batch], root), "cpu", batch, fast=label == "fast")
     for k, start in enumerate(range(0, len(names), chunk)):
-        images = ImageList(names[start:start + chunk], root)
-        for label in (("baseline", "fast") if k % 2 == 0 else ("fast", "baseline")):
+        images = ImageList(names[start : start + chunk], root)
+        for label in ("baseline", "fast") if k % 2 == 0 else ("fast", "baseline"):
             result = predict_images(paths[label], images, "cpu", batch, fast=label == "fast")
             rates[label].append(len(result.table) / result.seconds)
     return [(label, float(np.median(r))) for label, r in rates.items()]
@@ -227,15 +233,26 @@ def main() -> int:
             results, agreement = bench_model(name, raw, n_train, n_test, batch, not args.no_compile, data_config)
             base = results[0].ips
             for r in results:
-                table.append(f"| {label} | {r.name} ({r.describe}) | {batch} | {r.ips:.1f} | {r.ips / base:.2f}x | {r.warmup_s:.1f} |")
-                print(f"{label:10s} {r.name:15s} {r.ips:7.1f} img/s  {r.ips / base:.2f}x  (warm-up {r.warmup_s:.1f} s)", flush=True)
+                table.append(
+                    f"| {label} | {r.name} ({r.describe}) | {batch} | {r.ips:.1f} | {r.ips / base:.2f}x | "
+                    f"{r.warmup_s:.1f} |"
+                )
+                print(
+                    f"{label:10s} {r.name:15s} {r.ips:7.1f} img/s  {r.ips / base:.2f}x  (warm-up {r.warmup_s:.1f} s)",
+                    flush=True,
+                )
             for path in results[1:]:
                 a = agreement[path.name]
-                agree.append(f"| {label} | {path.name} | {agreement['n']} | {a['max_prob_diff']:.4f} | "
-                             f"{a['argmax_agreement']:.1%} | {agreement['auc_baseline']:.4f} | {a['auc']:.4f} | "
-                             f"{abs(a['auc'] - agreement['auc_baseline']):.4f} |")
-                print(f"{label:10s} {path.name}: max|dp| {a['max_prob_diff']:.4f}, argmax {a['argmax_agreement']:.1%}, "
-                      f"AUC {agreement['auc_baseline']:.4f} -> {a['auc']:.4f}", flush=True)
+                agree.append(
+                    f"| {label} | {path.name} | {agreement['n']} | {a['max_prob_diff']:.4f} | "
+                    f"{a['argmax_agreement']:.1%} | {agreement['auc_baseline']:.4f} | {a['auc']:.4f} | "
+                    f"{abs(a['auc'] - agreement['auc_baseline']):.4f} |"
+                )
+                print(
+                    f"{label:10s} {path.name}: max|dp| {a['max_prob_diff']:.4f}, argmax {a['argmax_agreement']:.1%}, "
+                    f"AUC {agreement['auc_baseline']:.4f} -> {a['auc']:.4f}",
+                    flush=True,
+                )
         e2e_files = [f for f in files[: args.e2e]]
         e2e = end_to_end(e2e_files, data_config, 16) if args.e2e else []
         for label, ips in e2e:
@@ -254,9 +271,12 @@ def main() -> int:
         *table,
     ]
     if e2e:
-        lines += ["", f"End-to-end EVA-02-Ti, `predict_images` on {len(set(e2e_files))} JPEG files (default workers): "
-                  + ", ".join(f"{label} {ips:.1f} img/s" for label, ips in e2e)
-                  + f" ({e2e[1][1] / e2e[0][1]:.2f}x)."]
+        lines += [
+            "",
+            f"End-to-end EVA-02-Ti, `predict_images` on {len(set(e2e_files))} JPEG files (default workers): "
+            + ", ".join(f"{label} {ips:.1f} img/s" for label, ips in e2e)
+            + f" ({e2e[1][1] / e2e[0][1]:.2f}x).",
+        ]
     lines += [
         "",
         "Agreement with the fp32 baseline on held-out images (10 synthetic colour-cast classes, logistic-regression "

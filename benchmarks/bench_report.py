@@ -41,10 +41,21 @@ from endoctl.report import build_report, load_inputs, write_report
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from oracles import synthetic_hashes  # noqa: E402
+
 REAL = ROOT.parent / "shared" / "real_images"
 OUT = ROOT / "benchmarks" / "results" / "report.md"
-CLASSES = ["angioectasia", "bleeding", "erosion", "erythema", "foreign body", "lymphangiectasia", "normal", "polyp",
-           "ulcer", "worms"]
+CLASSES = [
+    "angioectasia",
+    "bleeding",
+    "erosion",
+    "erythema",
+    "foreign body",
+    "lymphangiectasia",
+    "normal",
+    "polyp",
+    "ulcer",
+    "worms",
+]
 
 
 def rate(fn, files: list[str], repeats: int) -> float:
@@ -65,20 +76,37 @@ def per_image(files: list[str], repeats: int) -> list[str]:
     base = rate(baseline, files, 1)
     ours = rate(measure_files, files, repeats)
     hashes = rate(hash_files, files, repeats)
-    manifest = pd.DataFrame({"image_id": [f"{k}/{f}" for k in range(repeats) for f in files], "source": "real",
-                             "path": [f for _ in range(repeats) for f in files], "width": 600, "height": 500})
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"{k}/{f}" for k in range(repeats) for f in files],
+            "source": "real",
+            "path": [f for _ in range(repeats) for f in files],
+            "width": 600,
+            "height": 500,
+        }
+    )
     manifest["sha256"] = manifest["image_id"]  # every row decoded
     start = time.perf_counter()
     assess(manifest, workers=2)
     two = len(manifest) / (time.perf_counter() - start)
-    rows = [("full-size Pillow decode + the same measures (baseline)", 1, base),
-            ("endoctl quality: reduced-scale decode (>= 128 px) + measures", 1, ours),
-            ("endoctl quality, worker processes", 2, two),
-            ("for scale: ingest's hash decode (>= 32 px) + sha256 + pHash/dHash", 1, hashes)]
-    out = [f"## Per image ({len(files)} real JPEGs x {repeats}; baseline once)", "",
-           "| what | workers | img/s | x baseline |", "|---|---:|---:|---:|"]
+    rows = [
+        ("full-size Pillow decode + the same measures (baseline)", 1, base),
+        ("endoctl quality: reduced-scale decode (>= 128 px) + measures", 1, ours),
+        ("endoctl quality, worker processes", 2, two),
+        ("for scale: ingest's hash decode (>= 32 px) + sha256 + pHash/dHash", 1, hashes),
+    ]
+    out = [
+        f"## Per image ({len(files)} real JPEGs x {repeats}; baseline once)",
+        "",
+        "| what | workers | img/s | x baseline |",
+        "|---|---:|---:|---:|",
+    ]
     out += [f"| {what} | {w} | {r:,.0f} | {r / base:.2f} |" for what, w, r in rows]
-    out += ["", f"- reduced-scale decode vs full decode, one core: **{ours / base:.1f}x**; 2 workers vs 1: {two / ours:.2f}x", ""]
+    out += [
+        "",
+        f"- reduced-scale decode vs full decode, one core: **{ours / base:.1f}x**; 2 workers vs 1: {two / ours:.2f}x",
+        "",
+    ]
     return out
 
 
@@ -108,7 +136,8 @@ def generated(root: Path, n: int, files: list[str], sizes: dict[str, tuple[int, 
     targets = [files[k % len(files)] for k in range(n)]
     for name, target in zip(names, targets):
         os.symlink(target, images / name)
-    # pHash: frames drift ~14 bits per frame (sequence links, rarely near duplicates); photos clustered like real duplicates
+    # pHash: frames drift ~14 bits per frame (sequence links, rarely near duplicates);
+    # photos clustered like real duplicates
     walk = np.empty(n_video, np.uint64)
     start = rng.integers(0, 2**63, len(videos), dtype=np.uint64)
     for k in range(n_video):
@@ -122,12 +151,22 @@ def generated(root: Path, n: int, files: list[str], sizes: dict[str, tuple[int, 
     flips = np.uint64(1) << rng.integers(0, 64, len(photos)).astype(np.uint64)
     photos[copied] = walk[rng.integers(0, n_video, copied.sum())] ^ flips[copied]
     phash = np.concatenate([walk, photos])
-    manifest = pd.DataFrame({
-        "image_id": [f"{s}/{nm}" for s, nm in zip(sources, names)], "source": sources,
-        "path": [str(images / nm) for nm in names], "label": "", "patient_id": patients,
-        "official_split": official, "width": [sizes[t][0] for t in targets], "height": [sizes[t][1] for t in targets],
-        "bytes": "0", "sha256": [hashlib.sha256(nm.encode()).hexdigest() for nm in names],
-        "phash": to_hex(phash), "dhash": to_hex(phash)})
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"{s}/{nm}" for s, nm in zip(sources, names)],
+            "source": sources,
+            "path": [str(images / nm) for nm in names],
+            "label": "",
+            "patient_id": patients,
+            "official_split": official,
+            "width": [sizes[t][0] for t in targets],
+            "height": [sizes[t][1] for t in targets],
+            "bytes": "0",
+            "sha256": [hashlib.sha256(nm.encode()).hexdigest() for nm in names],
+            "phash": to_hex(phash),
+            "dhash": to_hex(phash),
+        }
+    )
     result = dedupe(manifest.astype(str))
     # labels as in real data: constant over runs of video frames, shared by a duplicate cluster, 1% noise
     run = [hashlib.sha1(f"{p}{k // 50}".encode()).digest()[0] for k, p in enumerate(patients)]
@@ -141,7 +180,10 @@ def generated(root: Path, n: int, files: list[str], sizes: dict[str, tuple[int, 
     folder.mkdir()
     for source, part in manifest.groupby("source"):
         write_csv(folder / f"{source}.csv", part.astype(str))
-        write_csv(folder / f"{source}.rejected.csv", pd.DataFrame({"path": [f"{source}/broken.jpg"], "reason": ["empty file (0 bytes)"]}))
+        write_csv(
+            folder / f"{source}.rejected.csv",
+            pd.DataFrame({"path": [f"{source}/broken.jpg"], "reason": ["empty file (0 bytes)"]}),
+        )
     write_csv(root / "duplicates.csv", result.clusters)
     write_csv(root / "duplicate_pairs.csv", result.pairs)
     write_text(root / "duplicates_report.json", json.dumps(result.report))
@@ -149,7 +191,9 @@ def generated(root: Path, n: int, files: list[str], sizes: dict[str, tuple[int, 
     key = groups["group"].map(lambda g: int(hashlib.sha1(g.encode()).hexdigest()[:8], 16) % 10)
     split = root / "split"
     split.mkdir()
-    rows = manifest[["image_id", "source", "path", "label"]].assign(target_class=manifest["label"], group=groups["group"])
+    rows = manifest[["image_id", "source", "path", "label"]].assign(
+        target_class=manifest["label"], group=groups["group"]
+    )
     write_csv(split / "train_val.csv", rows[key >= 2].assign(fold=(key[key >= 2] % 5).astype(str)))
     write_csv(split / "test.csv", rows[key < 2].assign(fold=""))
     write_csv(split / "excluded.csv", pd.DataFrame(columns=["image_id", "source", "reason"]))
@@ -176,18 +220,25 @@ def scale(files: list[str], n: int) -> list[str]:
     s = result.summary
     other = result.seconds - result.quality_seconds
     return [
-        f"## Scale: {n:,} images (generated manifest, paths linked to the real JPEGs; 2 workers)", "",
+        f"## Scale: {n:,} images (generated manifest, paths linked to the real JPEGs; 2 workers)",
+        "",
         f"Generated in {made:.0f} s: {s['clusters']:,} duplicate clusters ({s['cross_source']:,} across sources), "
-        f"{s['sequences']:,} frame sequences, {s['conflicts']:,} label conflicts, {s['leaking_groups']:,} leaking groups.", "",
-        "| phase | seconds |", "|---|---:|",
+        f"{s['sequences']:,} frame sequences, {s['conflicts']:,} label conflicts, {s['leaking_groups']:,} leaking "
+        "groups.",
+        "",
+        "| phase | seconds |",
+        "|---|---:|",
         f"| read inputs (manifests, dedupe outputs, split folder) | {loaded:.1f} |",
-        f"| quality measures: {s['decoded']:,} images decoded, {s['decoded'] / result.quality_seconds:,.0f} img/s | {result.quality_seconds:.1f} |",
+        f"| quality measures: {s['decoded']:,} images decoded, {s['decoded'] / result.quality_seconds:,.0f} img/s | "
+        f"{result.quality_seconds:.1f} |",
         f"| analysis, galleries, {s['thumbnails']} thumbnails, page | {other:.1f} |",
         f"| write the folder (temp + rename) | {written:.1f} |",
-        f"| **total** | **{loaded + result.seconds + written:.1f}** |", "",
+        f"| **total** | **{loaded + result.seconds + written:.1f}** |",
+        "",
         f"- index.html: **{len(result.html.encode()) / 1024:,.0f} KiB**; thumbnails: {len(thumbs)} files, "
         f"{sum(thumbs) / 1024:,.0f} KiB",
-        "- CSVs (full lists): " + ", ".join(f"{k} {v / 1024**2:.1f} MiB" for k, v in sorted(csv_bytes.items())), "",
+        "- CSVs (full lists): " + ", ".join(f"{k} {v / 1024**2:.1f} MiB" for k, v in sorted(csv_bytes.items())),
+        "",
     ]
 
 
@@ -204,23 +255,39 @@ def thresholds(files: list[str]) -> list[str]:
     df = pd.DataFrame(rows, columns=["image_id", "source", "variant", "s_luma", "s_luma2", "s_lap", "s_grad"])
     q = flag(df.assign(path="", width=600, height=500, reason=""), QualityParams())
     q["variant"] = df["variant"]
-    out = ["## Quality thresholds on the real images", "",
-           "Measures of the originals (min / 1st pct / median / 99th pct / max):", "",
-           "| images | brightness | contrast | sharpness |", "|---|---|---|---|"]
+    out = [
+        "## Quality thresholds on the real images",
+        "",
+        "Measures of the originals (min / 1st pct / median / 99th pct / max):",
+        "",
+        "| images | brightness | contrast | sharpness |",
+        "|---|---|---|---|",
+    ]
     for kind, part in q[q["variant"] == "original"].groupby("source"):
-        cells = [" / ".join(f"{v:.2f}" for v in np.percentile(part[m].to_numpy(float), [0, 1, 50, 99, 100]))
-                 for m in ("brightness", "contrast", "sharpness")]
+        cells = [
+            " / ".join(f"{v:.2f}" for v in np.percentile(part[m].to_numpy(float), [0, 1, 50, 99, 100]))
+            for m in ("brightness", "contrast", "sharpness")
+        ]
         out.append(f"| {kind} ({len(part)}) | " + " | ".join(cells) + " |")
     p = QualityParams()
-    out += ["", f"Images flagged by the defaults (dark < {p.dark:g}, overexposed > {p.overexposed:g}, low-information "
-            f"< {p.low_information:g}, blurry < {p.blurry:g}), originals and planted degradations of each:", "",
-            "| images | variant | dark | overexposed | low_information | blurry |", "|---|---|---:|---:|---:|---:|"]
+    out += [
+        "",
+        f"Images flagged by the defaults (dark < {p.dark:g}, overexposed > {p.overexposed:g}, low-information "
+        f"< {p.low_information:g}, blurry < {p.blurry:g}), originals and planted degradations of each:",
+        "",
+        "| images | variant | dark | overexposed | low_information | blurry |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for (kind, variant), part in q.groupby(["source", "variant"], sort=False):
         counts = [int(part["flags"].str.split("|").map(lambda fs, f=f: f in fs).sum()) for f in FLAGS[:4]]
         out.append(f"| {kind} | {variant} | " + " | ".join(f"{c}/{len(part)}" for c in counts) + " |")
     blurry = q[(q["variant"] == "original") & q["flags"].str.contains("blurry")]
-    out += ["", "Real images flagged blurry: " + ", ".join(f"{Path(i.split('|')[2]).name} ({s:.3f})"
-                                                        for i, s in zip(blurry["image_id"], blurry["sharpness"])), ""]
+    out += [
+        "",
+        "Real images flagged blurry: "
+        + ", ".join(f"{Path(i.split('|')[2]).name} ({s:.3f})" for i, s in zip(blurry["image_id"], blurry["sharpness"])),
+        "",
+    ]
     return out
 
 
@@ -234,7 +301,10 @@ def main() -> int:
         print(f"skip: no real images in {REAL}")
         return 0
     load = os.getloadavg()[0]
-    lines = [f"# report benchmark ({len(files)} real JPEGs, {os.cpu_count()} cores, load average {load:.1f} at start)", ""]
+    lines = [
+        f"# report benchmark ({len(files)} real JPEGs, {os.cpu_count()} cores, load average {load:.1f} at start)",
+        "",
+    ]
     for run in (lambda: per_image(files, args.repeats), lambda: scale(files, args.images), lambda: thresholds(files)):
         part = run()
         lines += part

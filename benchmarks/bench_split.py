@@ -35,23 +35,53 @@ OUT = ROOT / "benchmarks" / "results" / "split.md"
 SEEDS = (0, 1, 2)
 FOLDS, TEST_FRACTION = 5, 0.2
 # label: share of groups that have it as one of their findings
-LABELS = {"erosion": 0.10, "erythema": 0.07, "ulcer": 0.09, "bleeding": 0.08, "polyp": 0.10, "angiectasia": 0.04,
-          "lymphangiectasia": 0.03, "foreign-body": 0.02, "stenosis": 0.015, "lymphoid-follicle": 0.02, "worms": 0.005}
+LABELS = {
+    "erosion": 0.10,
+    "erythema": 0.07,
+    "ulcer": 0.09,
+    "bleeding": 0.08,
+    "polyp": 0.10,
+    "angiectasia": 0.04,
+    "lymphangiectasia": 0.03,
+    "foreign-body": 0.02,
+    "stenosis": 0.015,
+    "lymphoid-follicle": 0.02,
+    "worms": 0.005,
+}
 # finding -> (companion, probability that a frame with the finding also shows the companion)
-CO_OCCUR = {"erosion": ("erythema", 0.45), "ulcer": ("erythema", 0.3), "bleeding": ("ulcer", 0.25),
-            "angiectasia": ("bleeding", 0.2), "polyp": ("erosion", 0.1)}
-PRIORITY = ["worms", "foreign-body", "bleeding", "polyp", "ulcer", "angiectasia", "lymphangiectasia", "stenosis",
-            "lymphoid-follicle", "erosion", "erythema", "normal"]
+CO_OCCUR = {
+    "erosion": ("erythema", 0.45),
+    "ulcer": ("erythema", 0.3),
+    "bleeding": ("ulcer", 0.25),
+    "angiectasia": ("bleeding", 0.2),
+    "polyp": ("erosion", 0.1),
+}
+PRIORITY = [
+    "worms",
+    "foreign-body",
+    "bleeding",
+    "polyp",
+    "ulcer",
+    "angiectasia",
+    "lymphangiectasia",
+    "stenosis",
+    "lymphoid-follicle",
+    "erosion",
+    "erythema",
+    "normal",
+]
 
 
 def manifest(seed: int) -> pd.DataFrame:
     """``group, labels`` (a sorted tuple of labels per image) for about 25k images."""
     rng = np.random.default_rng(seed)
-    sizes = np.concatenate([
-        np.maximum(50, rng.lognormal(5.5, 0.6, 12)).astype(int),  # capsule videos: hundreds of frames
-        rng.integers(5, 60, 500),  # patients with tens of frames
-        rng.choice([1, 1, 1, 1, 2, 2, 3, 4], 5000),  # singletons and small duplicate clusters
-    ])
+    sizes = np.concatenate(
+        [
+            np.maximum(50, rng.lognormal(5.5, 0.6, 12)).astype(int),  # capsule videos: hundreds of frames
+            rng.integers(5, 60, 500),  # patients with tens of frames
+            rng.choice([1, 1, 1, 1, 2, 2, 3, 4], 5000),  # singletons and small duplicate clusters
+        ]
+    )
     names = list(LABELS)
     share = np.array(list(LABELS.values()))
     rows = []
@@ -103,8 +133,16 @@ def main() -> int:
     for seed in SEEDS:
         df = manifest(seed)
         rarest = min(df["labels"].explode().value_counts().items(), key=lambda kv: kv[1])
-        shape.append((len(df), df["group"].nunique(), (df["labels"].map(len) > 1).mean(), df["labels"].nunique(),
-                      rarest[0], rarest[1] / len(df)))
+        shape.append(
+            (
+                len(df),
+                df["group"].nunique(),
+                (df["labels"].map(len) > 1).mean(),
+                df["labels"].nunique(),
+                rarest[0],
+                rarest[1] / len(df),
+            )
+        )
         for name, y in strata(df).items():
             start = time.perf_counter()
             placed = assign(df["group"], y, TEST_FRACTION, FOLDS, seed)
@@ -117,28 +155,34 @@ def main() -> int:
     rare_name, rare_share = shape[0][4], np.mean([s[5] for s in shape if s[4] == shape[0][4]])
     rows = []
     for name, r in table.iterrows():
-        rows.append(f"| {name} | {r['test max pp']:.2f} | {r['test mean pp']:.3f} | {r['test mean rel %']:.1f} | "
-                    f"{r['folds max pp']:.2f} | {r['folds mean pp']:.3f} | {r['folds mean rel %']:.1f} | "
-                    f"{r['folds mean pp'] / base['folds mean pp']:.2f}x | {r['test size %']:.2f} | {r['time s']:.1f} |")
-    text = "\n".join([
-        "# Split: multi-label stratification vs baselines",
-        "",
-        f"Generated multi-label manifests (seeds {', '.join(map(str, SEEDS))}; mean {images:,.0f} images in "
-        f"{groups:,.0f} groups: 12 capsule videos, 500 patients, singletons and small clusters; {multi:.0%} of images "
-        f"carry several of {len(PRIORITY)} labels, {sets:.0f} distinct label sets). Each strategy is endoctl's "
-        f"`assign` ({TEST_FRACTION:.0%} test + {FOLDS} folds) given different strata; every label's share of images "
-        "in test and in each fold is compared with its overall share. Means over the seeds, same run.",
-        "",
-        "| strata given to `assign` | test: max dev (pp) | test: mean dev (pp) | test: mean rel. dev (%) | "
-        "folds: max dev (pp) | folds: mean dev (pp) | folds: mean rel. dev (%) | folds mean dev vs single label | "
-        "test size (%) | time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        "dev = |share of images carrying the label in the split − overall share|; rel. dev = dev / overall share "
-        f"(weighs rare labels such as {rare_name}, {rare_share:.2%} of images, like common ones).",
-        "",
-    ])
+        rows.append(
+            f"| {name} | {r['test max pp']:.2f} | {r['test mean pp']:.3f} | {r['test mean rel %']:.1f} | "
+            f"{r['folds max pp']:.2f} | {r['folds mean pp']:.3f} | {r['folds mean rel %']:.1f} | "
+            f"{r['folds mean pp'] / base['folds mean pp']:.2f}x | {r['test size %']:.2f} | {r['time s']:.1f} |"
+        )
+    text = "\n".join(
+        [
+            "# Split: multi-label stratification vs baselines",
+            "",
+            f"Generated multi-label manifests (seeds {', '.join(map(str, SEEDS))}; mean {images:,.0f} images in "
+            f"{groups:,.0f} groups: 12 capsule videos, 500 patients, singletons and small clusters; {multi:.0%} of "
+            "images "
+            f"carry several of {len(PRIORITY)} labels, {sets:.0f} distinct label sets). Each strategy is endoctl's "
+            f"`assign` ({TEST_FRACTION:.0%} test + {FOLDS} folds) given different strata; every label's share of "
+            "images "
+            "in test and in each fold is compared with its overall share. Means over the seeds, same run.",
+            "",
+            "| strata given to `assign` | test: max dev (pp) | test: mean dev (pp) | test: mean rel. dev (%) | "
+            "folds: max dev (pp) | folds: mean dev (pp) | folds: mean rel. dev (%) | folds mean dev vs single label | "
+            "test size (%) | time (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "dev = |share of images carrying the label in the split − overall share|; rel. dev = dev / overall share "
+            f"(weighs rare labels such as {rare_name}, {rare_share:.2%} of images, like common ones).",
+            "",
+        ]
+    )
     write_text(OUT, text)
     print(text)
     return 0

@@ -25,8 +25,10 @@ BEFORE = "from endoctl.sources import REGISTRY  # what the --format help used to
 ROWS = [
     ("python -c pass (interpreter)", ["-c", "pass"]),
     ("import typer, rich (CLI framework)", ["-c", "import typer, rich.console, rich.progress"]),
-    ("import typer, rich, pydantic (+ typer's option coercion)",
-     ["-c", "import typer, rich.console, rich.progress, rich.markdown\nfrom pydantic import TypeAdapter"]),
+    (
+        "import typer, rich, pydantic (+ typer's option coercion)",
+        ["-c", "import typer, rich.console, rich.progress, rich.markdown\nfrom pydantic import TypeAdapter"],
+    ),
     ("endoctl --help", ["-c", CLI + "app()", "--help"]),
     ("endoctl ingest --help", ["-c", CLI + "app()", "ingest", "--help"]),
     ("endoctl evaluate --help", ["-c", CLI + "app()", "evaluate", "--help"]),
@@ -45,8 +47,10 @@ def timed(args: list[str]) -> list[float]:
 
 
 def heavy_imports(args: list[str]) -> str:
-    probe = ("import atexit, sys\natexit.register(lambda: print(sorted({m.split('.')[0] for m in sys.modules} & "
-             f"{set(HEAVY)!r}), file=sys.stderr))\n")
+    probe = (
+        "import atexit, sys\natexit.register(lambda: print(sorted({m.split('.')[0] for m in sys.modules} & "
+        f"{set(HEAVY)!r}), file=sys.stderr))\n"
+    )
     code = probe + args[1] if args[0] == "-c" else probe
     err = subprocess.run([sys.executable, "-c", code, *args[2:]], capture_output=True, text=True).stderr
     found = err.strip().splitlines()[-1] if err.strip() else "[]"
@@ -71,9 +75,12 @@ def main() -> int:
     ]
     for label, mean, sd, low, heavy in results:
         lines.append(f"| {label} | {mean:.3f} | {sd:.3f} | {low:.3f} | {mean / before:.2f}x | {heavy} |")
-    lines += ["", "`python -X importtime -m endoctl ingest --help`: what remains is typer itself (rich rendering, "
-              "and pydantic for a sub-command's options); the source adapters, pandas, numpy and Pillow load only "
-              "when a command runs."]
+    lines += [
+        "",
+        "`python -X importtime -m endoctl ingest --help`: what remains is typer itself (rich rendering, "
+        "and pydantic for a sub-command's options); the source adapters, pandas, numpy and Pillow load only "
+        "when a command runs.",
+    ]
     OUT.write_text("\n".join(lines) + "\n")
     print(OUT.read_text())
     return 0

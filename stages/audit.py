@@ -128,8 +128,10 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
     path = Path(path)
     df = read_table(path, "split file", key_columns=("image_id", "image_path", *PATH_COLUMNS)).reset_index(drop=True)
     if not len(df):
-        raise ValueError(f"{path}: no rows (header only): an empty split cannot be audited"
-                         + (f" (columns {list(df.columns)})" if len(df.columns) else ""))
+        raise ValueError(
+            f"{path}: no rows (header only): an empty split cannot be audited"
+            + (f" (columns {list(df.columns)})" if len(df.columns) else "")
+        )
     fmt = detect_format(df.columns)
     column = {c.lower(): c for c in df.columns}
     split = split if split is not None else path.stem
@@ -143,27 +145,41 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
         )
     if fmt == "endoctl":
         paths = _posix(df[column["path"]])
-        out = pd.DataFrame({
-            "image_id": df[column["image_id"]], "source": df[column["source"]],
-            "patient_id": df[column["group"]], "path": paths, "group": df[column["group"]],
-        })
+        out = pd.DataFrame(
+            {
+                "image_id": df[column["image_id"]],
+                "source": df[column["source"]],
+                "patient_id": df[column["group"]],
+                "path": paths,
+                "group": df[column["group"]],
+            }
+        )
     elif fmt == "ce24":
         paths = _posix(df[column["image_path"]])
         inferred = [infer_source(p) for p in paths]
         source = df[column["dataset"]].where(df[column["dataset"]] != "", pd.Series([s for s, _, _ in inferred]))
         names = paths.map(_name)
-        out = pd.DataFrame({
-            "image_id": source + "/" + names, "source": source,
-            "patient_id": [ce24_patient(s, _stem(n)) for s, n in zip(source, names)],
-            "path": paths, "group": "",
-        })
+        out = pd.DataFrame(
+            {
+                "image_id": source + "/" + names,
+                "source": source,
+                "patient_id": [ce24_patient(s, _stem(n)) for s, n in zip(source, names)],
+                "path": paths,
+                "group": "",
+            }
+        )
     elif fmt == "kvasir-capsule":
         paths = _posix(df[column["filename"]])
         names = paths.map(_name)
-        out = pd.DataFrame({
-            "image_id": "kvasir-capsule/" + names, "source": "kvasir-capsule",
-            "patient_id": names.map(lambda n: video_id(_stem(n))), "path": paths, "group": "",
-        })
+        out = pd.DataFrame(
+            {
+                "image_id": "kvasir-capsule/" + names,
+                "source": "kvasir-capsule",
+                "patient_id": names.map(lambda n: video_id(_stem(n))),
+                "path": paths,
+                "group": "",
+            }
+        )
     else:
         path_col = next(column[c] for c in PATH_COLUMNS if c in column)
         paths = _posix(df[path_col])
@@ -174,7 +190,9 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
         out = inferred.assign(path=paths, group="")
     empty = out["path"] == ""
     if empty.any():
-        raise ValueError(f"{path}: {int(empty.sum())} row(s) without an image path (first: data row {int(np.argmax(empty)) + 1})")
+        raise ValueError(
+            f"{path}: {int(empty.sum())} row(s) without an image path (first: data row {int(np.argmax(empty)) + 1})"
+        )
     out["split"] = split
     return out[ROW_COLUMNS].reset_index(drop=True)
 
@@ -217,12 +235,20 @@ class AuditReport:
             if (part["patient_id"] != "").any() or (part["group"] != "").any():
                 continue
             key = "path" if source == UNKNOWN else "file name"
-            what = ("no file-name rule recognises these paths (no patient/video id)" if source == UNKNOWN
-                    else "its file names carry no patient/video id")
-            matched = ("identical or near-identical pixels (--images-root)" if self.hashed
-                       else "nothing else; add --images-root to match copies by their pixels")
-            out.append(f"{source}: {len(part):,} images: {what}, so only the same {key} listed in two splits "
-                       f"can be matched, and {matched}")
+            what = (
+                "no file-name rule recognises these paths (no patient/video id)"
+                if source == UNKNOWN
+                else "its file names carry no patient/video id"
+            )
+            matched = (
+                "identical or near-identical pixels (--images-root)"
+                if self.hashed
+                else "nothing else; add --images-root to match copies by their pixels"
+            )
+            out.append(
+                f"{source}: {len(part):,} images: {what}, so only the same {key} listed in two splits "
+                f"can be matched, and {matched}"
+            )
         return out
 
     def totals(self) -> dict[str, int]:
@@ -256,21 +282,33 @@ class AuditReport:
             }
         groups = [
             {
-                "group": r["leak_group"], "sources": r["sources"], "patients": r["patients"], "images": int(r["images"]),
+                "group": r["leak_group"],
+                "sources": r["sources"],
+                "patients": r["patients"],
+                "images": int(r["images"]),
                 "splits": r["splits"],
             }
             for r in self.straddling_groups.to_dict("records")
         ]
         pairs = [
-            {"a": r.image_id_a, "b": r.image_id_b, "distance": int(r.distance), "kind": r.kind,
-             "splits_a": r.splits_a, "splits_b": r.splits_b}
+            {
+                "a": r.image_id_a,
+                "b": r.image_id_b,
+                "distance": int(r.distance),
+                "kind": r.kind,
+                "splits_a": r.splits_a,
+                "splits_b": r.splits_b,
+            }
             for r in self.cross_pairs.itertuples(index=False)
         ]
         adjacency: dict[str, dict] = {}
         for r in self.adjacency.itertuples(index=False):
             adjacency.setdefault(r.split, {})[r.source] = {
-                "images": int(r.images), "numbered": int(r.numbered), "adjacent": int(r.adjacent),
-                "share": round(r.adjacent / r.images, 6) if r.images else 0.0}
+                "images": int(r.images),
+                "numbered": int(r.numbered),
+                "adjacent": int(r.adjacent),
+                "share": round(r.adjacent / r.images, 6) if r.images else 0.0,
+            }
         adjacent = self.adjacent_images()
         return {
             "leak": self.leaks,
@@ -287,12 +325,16 @@ class AuditReport:
             "straddling": column("straddling"),
             "straddling_images": column("straddling_images"),
             "cross_split_pairs": column("cross_split_pairs") if self.hashed else {},
-            "cross_split_pair_kinds": {str(k): int(n) for k, n in self.cross_pairs["kind"].value_counts().sort_index().items()},
+            "cross_split_pair_kinds": {
+                str(k): int(n) for k, n in self.cross_pairs["kind"].value_counts().sort_index().items()
+            },
             "totals": self.totals(),
             "hashed": self.hashed,
             "max_distance": self.max_distance,
-            "unreadable": {"count": int(len(self.unreadable)),
-                           "files": [f"{p}: {r}" for p, r in self.unreadable.itertuples(index=False)]},
+            "unreadable": {
+                "count": int(len(self.unreadable)),
+                "files": [f"{p}: {r}" for p, r in self.unreadable.itertuples(index=False)],
+            },
             "straddling_groups": groups,
             "cross_split_pair_list": pairs,
         }
@@ -357,29 +399,47 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
     cross = cross.sort_values(["image_id_a", "image_id_b"]).reset_index(drop=True)
 
     sources = sorted(nodes["source"].unique())
-    pair_sources = pd.concat([cross["source_a"], cross["source_b"].where(cross["source_b"] != cross["source_a"])]).dropna()
-    per_source = pd.DataFrame({
-        "source": sources,
-        "images": nodes.groupby("source").size().reindex(sources, fill_value=0).to_numpy(),
-        "groups": nodes.groupby("source")["leak_group"].nunique().reindex(sources, fill_value=0).to_numpy(),
-        "straddling": nodes[nodes["straddles"]].groupby("source")["leak_group"].nunique().reindex(sources, fill_value=0).to_numpy(),
-        "straddling_images": nodes[nodes["straddles"]].groupby("source").size().reindex(sources, fill_value=0).to_numpy(),
-        "cross_split_pairs": pair_sources.value_counts().reindex(sources, fill_value=0).to_numpy(),
-    })
+    pair_sources = pd.concat(
+        [cross["source_a"], cross["source_b"].where(cross["source_b"] != cross["source_a"])]
+    ).dropna()
+    per_source = pd.DataFrame(
+        {
+            "source": sources,
+            "images": nodes.groupby("source").size().reindex(sources, fill_value=0).to_numpy(),
+            "groups": nodes.groupby("source")["leak_group"].nunique().reindex(sources, fill_value=0).to_numpy(),
+            "straddling": nodes[nodes["straddles"]]
+            .groupby("source")["leak_group"]
+            .nunique()
+            .reindex(sources, fill_value=0)
+            .to_numpy(),
+            "straddling_images": nodes[nodes["straddles"]]
+            .groupby("source")
+            .size()
+            .reindex(sources, fill_value=0)
+            .to_numpy(),
+            "cross_split_pairs": pair_sources.value_counts().reindex(sources, fill_value=0).to_numpy(),
+        }
+    )
 
     per_split = (
         rows.groupby(["split", "source"])
         .agg(rows=("image_id", "size"), images=("image_id", "nunique"))
         .join(rows[rows["straddles"]].groupby(["split", "source"])["image_id"].nunique().rename("straddling_images"))
-        .fillna(0).astype(int).reset_index()
+        .fillna(0)
+        .astype(int)
+        .reset_index()
     )
 
     straddling = nodes[nodes["straddles"]]
     patient_key = (straddling["source"] + "|" + straddling["patient_id"]).where(straddling["patient_id"] != "")
-    members = straddling.assign(patient=patient_key).groupby("leak_group").agg(
-        sources=("source", lambda s: sorted(set(s))),
-        patients=("patient", lambda s: sorted(set(s.dropna()))[:10]),
-        images=("image_id", "size"),
+    members = (
+        straddling.assign(patient=patient_key)
+        .groupby("leak_group")
+        .agg(
+            sources=("source", lambda s: sorted(set(s))),
+            patients=("patient", lambda s: sorted(set(s.dropna()))[:10]),
+            images=("image_id", "size"),
+        )
     )
     counts = rows[rows["straddles"]].drop_duplicates(["split", "image_id"]).groupby(["leak_group", "split"]).size()
     per_group: dict[str, dict[str, int]] = {}
@@ -394,9 +454,14 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
         rows["adjacent"] = frame_adjacency(rows, frame_gap)
         numbered = rows["adjacent"].notna()
         rows["adjacent"] = rows["adjacent"].fillna(False).astype(bool)
-        per_image = rows.assign(numbered=numbered).groupby(["split", "source", "image_id"])[["numbered", "adjacent"]].any()
-        adjacency = per_image.groupby(["split", "source"]).agg(
-            images=("numbered", "size"), numbered=("numbered", "sum"), adjacent=("adjacent", "sum")).reset_index()
+        per_image = (
+            rows.assign(numbered=numbered).groupby(["split", "source", "image_id"])[["numbered", "adjacent"]].any()
+        )
+        adjacency = (
+            per_image.groupby(["split", "source"])
+            .agg(images=("numbered", "size"), numbered=("numbered", "sum"), adjacent=("adjacent", "sum"))
+            .reset_index()
+        )
     report = AuditReport(names, rows, per_source, per_split, straddling_groups, cross)
     report.adjacency = adjacency[ADJACENCY_COLUMNS].astype({c: int for c in ADJACENCY_COLUMNS[2:]})
     report.frame_gap = frame_gap
@@ -412,8 +477,10 @@ def frame_numbers(rows: pd.DataFrame) -> pd.DataFrame:
     missing = parts["frame"].isna()
     if missing.any():
         parts.loc[missing] = frame_parts(rows.loc[missing, "path"].astype(str), AIIMS_SEQUENCE_PATTERN)
-    return pd.DataFrame({"key": rows["source"].astype(str) + "\0" + parts["prefix"],
-                         "frame": pd.to_numeric(parts["frame"])}, index=rows.index)
+    return pd.DataFrame(
+        {"key": rows["source"].astype(str) + "\0" + parts["prefix"], "frame": pd.to_numeric(parts["frame"])},
+        index=rows.index,
+    )
 
 
 def frame_adjacency(rows: pd.DataFrame, gap: int) -> pd.Series:
@@ -477,7 +544,14 @@ def resolve(paths: Sequence[str], root: Path) -> list[str | tuple[None, str]]:
         if len(found) == 1:
             out.append(found[0])
         else:
-            out.append((None, f"not found under {root}" if not found else f"ambiguous: {len(found)} files named {_name(path)} under {root}"))
+            out.append(
+                (
+                    None,
+                    f"not found under {root}"
+                    if not found
+                    else f"ambiguous: {len(found)} files named {_name(path)} under {root}",
+                )
+            )
     return out
 
 
@@ -488,13 +562,15 @@ def _hash_chunk(files: list[str]) -> list[tuple | str]:
 
 
 def hash_images(
-    nodes: pd.DataFrame, root: Path, workers: int = 1,
+    nodes: pd.DataFrame,
+    root: Path,
+    workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(manifest of the readable images with ingest's hash columns, ``path, reason`` of the others)."""
     resolved = resolve(nodes["path"].tolist(), root)
     todo = [(i, f) for i, f in enumerate(resolved) if isinstance(f, str)]
-    chunks = [todo[k:k + FILES_PER_TASK] for k in range(0, len(todo), FILES_PER_TASK)]
+    chunks = [todo[k : k + FILES_PER_TASK] for k in range(0, len(todo), FILES_PER_TASK)]
     results: dict[int, tuple | str] = {i: f[1] for i, f in enumerate(resolved) if not isinstance(f, str)}
     done = 0
 
@@ -515,8 +591,9 @@ def hash_images(
             bad.append((row.path, result))
         else:
             width, height, size, sha, ph, dh = result
-            good.append((row.image_id, row.source, row.path, "", row.patient_id, row.split,
-                         width, height, size, sha, ph, dh))
+            good.append(
+                (row.image_id, row.source, row.path, "", row.patient_id, row.split, width, height, size, sha, ph, dh)
+            )
     from endoctl.ingest import MANIFEST_COLUMNS
 
     manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable", ignore_index=True)
@@ -561,8 +638,12 @@ TRUTH, TRAIN = "evaluated", "trained on"  # split names of :func:`leak_free_rows
 
 
 def leak_free_rows(
-    truth_file: str | Path, train_files: Sequence[str | Path], images_root: Path | None = None,
-    max_distance: int = DEDUPE.max_distance, workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
+    truth_file: str | Path,
+    train_files: Sequence[str | Path],
+    images_root: Path | None = None,
+    max_distance: int = DEDUPE.max_distance,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
     frame_gap: int = 0,
 ) -> pd.DataFrame:
     """Per row of ``truth_file`` (file order): ``image_id, source, path, group, group_trained,
@@ -576,9 +657,17 @@ def leak_free_rows(
     truth = rows[rows["split"] == TRUTH]
     trained = truth["leak_group"].isin(set(rows.loc[rows["split"] == TRAIN, "leak_group"]))
     adjacent = truth["adjacent"] if frame_gap > 0 else pd.Series(False, index=truth.index)
-    return pd.DataFrame({"image_id": truth["image_id"], "source": truth["source"], "path": truth["path"],
-                         "group": truth["leak_group"], "group_trained": trained, "frame_adjacent": adjacent,
-                         "leak_free": ~trained & ~adjacent}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "image_id": truth["image_id"],
+            "source": truth["source"],
+            "path": truth["path"],
+            "group": truth["leak_group"],
+            "group_trained": trained,
+            "frame_adjacent": adjacent,
+            "leak_free": ~trained & ~adjacent,
+        }
+    ).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- presentation
@@ -590,7 +679,9 @@ def render_table(report: AuditReport):
     from rich.markup import escape
     from rich.table import Table
 
-    split_images = report.per_split.pivot_table(index="source", columns="split", values="images", aggfunc="sum", fill_value=0)
+    split_images = report.per_split.pivot_table(
+        index="source", columns="split", values="images", aggfunc="sum", fill_value=0
+    )
     headers = [*report.split_names, "images", "groups", "leaking\ngroups", "leaking\nimages"]
     headers += ["x-split\npairs"] if report.hashed else []
     headers += [f"within\n±{report.frame_gap} frames"] if report.frame_gap else []
@@ -610,9 +701,12 @@ def render_table(report: AuditReport):
     rows.append(("[bold]all[/bold]", numbers(by_split, totals, totals["frame_adjacent_images"])))
     leaking = len(report.split_names) + 2  # first red column
 
-    table = Table(title="split audit: images per split; leaking = patient/video/duplicate groups in >1 split"
-                  + ("; within ±k frames = numbered within k frames of another split's image" if report.frame_gap else ""),
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title="split audit: images per split; leaking = patient/video/duplicate groups in >1 split"
+        + ("; within ±k frames = numbered within k frames of another split's image" if report.frame_gap else ""),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     table.add_column("source", no_wrap=True, min_width=max(len(label) for label, _ in rows[:-1] + [("all", [])]))
     for k, header in enumerate(headers):
         width = max([*map(len, header.split("\n")), *(len(f"{values[k]:,}") for _, values in rows)])
@@ -628,13 +722,20 @@ def summary(report: AuditReport) -> str:
     images = report.per_split.groupby("split")["images"].sum()
     splits = ", ".join(f"{n} {int(images.get(n, 0)):,}" for n in report.split_names)
     by_source = ", ".join(f"{s} {n}" for s, n in zip(report.per_source["source"], report.per_source["straddling"]) if n)
-    text = (f"audit: {len(report.split_names)} splits ({splits}), {t['images']:,} images in {t['groups']:,} groups; "
-            f"{t['straddling']:,} groups straddle splits" + (f" ({by_source})" if by_source else "")
-            + f", {t['straddling_images']:,} images in them")
+    text = (
+        f"audit: {len(report.split_names)} splits ({splits}), {t['images']:,} images in {t['groups']:,} groups; "
+        f"{t['straddling']:,} groups straddle splits"
+        + (f" ({by_source})" if by_source else "")
+        + f", {t['straddling_images']:,} images in them"
+    )
     if report.hashed:
-        text += f"; {t['cross_split_pairs']:,} cross-split duplicate pairs (max distance {report.max_distance}), {len(report.unreadable)} unreadable"
+        text += (
+            f"; {t['cross_split_pairs']:,} cross-split duplicate pairs (max distance {report.max_distance}), "
+            f"{len(report.unreadable)} unreadable"
+        )
     if report.frame_gap:
         near = ", ".join(f"{s} {n:,}" for s, n in report.adjacent_images().items() if n)
-        text += (f"; {t['frame_adjacent_images']:,} images within ±{report.frame_gap} frames of another split's"
-                 + (f" ({near})" if near else ""))
+        text += f"; {t['frame_adjacent_images']:,} images within ±{report.frame_gap} frames of another split's" + (
+            f" ({near})" if near else ""
+        )
     return text + ("; LEAK" if report.leaks else "; leak-free")

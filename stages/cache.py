@@ -27,7 +27,17 @@ import simplejpeg
 from PIL import Image
 
 from endoctl.imaging import ImageRejected, check_size, decode_rgb, plain_jpeg, read_image_file
-from endoctl.io import MAPPING_FILE, REJECTED_FILE, TEST_FILE, TRAIN_VAL_FILE, atomic_dir, check_output_dir, read_csv, write_bytes, write_csv
+from endoctl.io import (
+    MAPPING_FILE,
+    REJECTED_FILE,
+    TEST_FILE,
+    TRAIN_VAL_FILE,
+    atomic_dir,
+    check_output_dir,
+    read_csv,
+    write_bytes,
+    write_csv,
+)
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS, CacheParams, resolve_workers
 
@@ -101,8 +111,9 @@ def encode(path: Path, size: int, quality: int) -> bytes:
     else:
         im = Image.fromarray(pixels)
     small = np.asarray(shrink(im, size, (width, height)))
-    return simplejpeg.encode_jpeg(small, quality=quality, colorspace="RGB",
-                                  colorsubsampling="444" if quality >= 90 else "420")
+    return simplejpeg.encode_jpeg(
+        small, quality=quality, colorspace="RGB", colorsubsampling="444" if quality >= 90 else "420"
+    )
 
 
 def _cache_task(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[str, str | None]]:
@@ -135,13 +146,23 @@ def read_split(split_dir: Path) -> dict[str, pd.DataFrame]:
     if not tables:
         raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in {split_dir} (run `endoctl split` first)")
     if not any(len(df) for df in tables.values()):
-        raise ValueError(f"{split_dir}: {' and '.join(tables)} {'has' if len(tables) == 1 else 'have'} no rows (header only): nothing to cache")
+        raise ValueError(
+            f"{split_dir}: {' and '.join(tables)} {'has' if len(tables) == 1 else 'have'} no rows (header only): "
+            "nothing to cache"
+        )
     return tables
 
 
-def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, quality: int = 95,
-                data_root: str | Path = ".", workers: int = 1,
-                on_progress: Callable[[int, int], None] | None = None, staging: str | Path | None = None) -> CacheResult:
+def build_cache(
+    split_dir: str | Path,
+    out_dir: str | Path,
+    size: int = 256,
+    quality: int = 95,
+    data_root: str | Path = ".",
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+    staging: str | Path | None = None,
+) -> CacheResult:
     """Cache every image of a split folder under ``out_dir/images`` and return the re-pointed tables.
 
     Paths in the returned tables are ``out_dir/images/<cached name>`` as given (relative when
@@ -161,8 +182,10 @@ def build_cache(split_dir: str | Path, out_dir: str | Path, size: int = 256, qua
     items = list(zip(unique["image_id"], unique["path"]))
     images_dir = out_dir / "images"
     write_dir = Path(staging) / "images" if staging is not None else images_dir
-    jobs: Iterator = ((items[i:i + IMAGES_PER_TASK], str(data_root), str(write_dir), size, quality)
-                      for i in range(0, len(items), IMAGES_PER_TASK))
+    jobs: Iterator = (
+        (items[i : i + IMAGES_PER_TASK], str(data_root), str(write_dir), size, quality)
+        for i in range(0, len(items), IMAGES_PER_TASK)
+    )
     reasons: dict[str, str] = {}
     done = 0
 
@@ -197,13 +220,26 @@ def write_cache(result: CacheResult, split_dir: str | Path, out_dir: str | Path)
     write_csv(out_dir / REJECTED_FILE, result.rejected)
 
 
-def cache_split(split_dir: str | Path, out: str | Path, params: CacheParams = CacheParams(), data_root: str | Path = ".",
-                on_progress: Callable[[int, int], None] | None = None) -> CacheResult:
+def cache_split(
+    split_dir: str | Path,
+    out: str | Path,
+    params: CacheParams = CacheParams(),
+    data_root: str | Path = ".",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CacheResult:
     """The cached copy of a split folder, replaced as a whole; an unusable split fails before anything is staged."""
     read_split(split_dir)
     check_output_dir(out, OUTPUT_FILES, what="cache outputs")
     with atomic_dir(out, OUTPUT_FILES, what="cache outputs") as tmp:
-        result = build_cache(split_dir, out, params.size, params.quality, data_root, resolve_workers(params.workers),
-                             on_progress, staging=tmp)
+        result = build_cache(
+            split_dir,
+            out,
+            params.size,
+            params.quality,
+            data_root,
+            resolve_workers(params.workers),
+            on_progress,
+            staging=tmp,
+        )
         write_cache(result, split_dir, tmp)
     return result

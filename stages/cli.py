@@ -9,16 +9,36 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS_FILE, REJECTED_FILE
-from endoctl.params import (CACHE, DEDUPE, INGEST, QUALITY, REPORT, SPLIT, CacheParams, DedupeParams, IngestParams,
-                            QualityParams, ReportParams, SplitParams, resolve_workers)
+from endoctl.params import (
+    CACHE,
+    DEDUPE,
+    INGEST,
+    QUALITY,
+    REPORT,
+    SPLIT,
+    CacheParams,
+    DedupeParams,
+    IngestParams,
+    QualityParams,
+    ReportParams,
+    SplitParams,
+    resolve_workers,
+)
 
 app = typer.Typer(
     name="endoctl",
@@ -32,9 +52,14 @@ console = Console(stderr=True)
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )
 
 
@@ -88,7 +113,6 @@ def _output_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-
 def _manifests(paths: list[Path]) -> tuple[list[Path], list]:
     """The manifest files named by ``paths`` and their frames; a header-only one is warned about."""
     from endoctl.io import find_manifests, read_manifests
@@ -115,7 +139,11 @@ def _duplicates_file(path: Path | None) -> Path | None:
 def _format_help() -> str:
     from endoctl.sources import FORMATS  # names only: the adapters (and pandas) load when used
 
-    return "Source layout: " + ", ".join(sorted(FORMATS)) + ", or auto: recognise it from the folder (see `endoctl sources`)."
+    return (
+        "Source layout: "
+        + ", ".join(sorted(FORMATS))
+        + ", or auto: recognise it from the folder (see `endoctl sources`)."
+    )
 
 
 @app.command()
@@ -127,29 +155,54 @@ def sources() -> None:
     typer.echo("How each rule is known: " + "; ".join(f"[{k}] {v}" for k, v in MARKS.items()) + ".\n")
     for name in sorted(REGISTRY):
         typer.echo(REGISTRY[name].describe() + "\n")
-    typer.echo(f"--format {AUTO} tries, in this order: {', '.join(DETECTION_ORDER)} (folder and csv are never guessed).")
+    typer.echo(
+        f"--format {AUTO} tries, in this order: {', '.join(DETECTION_ORDER)} (folder and csv are never guessed)."
+    )
 
 
 @app.command()
 def synth(
-    dest: Annotated[Path, typer.Argument(help="Folder to write kvasir_capsule/, kid/, ce24/, ers/ and see_ai/ into (replaced as a whole; it may hold only those).")],
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write kvasir_capsule/, kid/, ce24/, ers/ and see_ai/ into (replaced as a whole; it may "
+            "hold only those)."
+        ),
+    ],
     seed: Annotated[int, typer.Option(help="Random seed; same seed and sizes give byte-identical files.")] = 0,
     videos: Annotated[int, typer.Option(help="Kvasir-Capsule-like videos (= patients).")] = 6,
     frames_per_video: Annotated[int, typer.Option(help="Consecutive frames per video.")] = 40,
     kid_patients: Annotated[int, typer.Option(help="KID-like patients.")] = 8,
     kid_images_per_patient: Annotated[int, typer.Option(help="Images per KID-like patient.")] = 10,
-    ce24_copy_fraction: Annotated[float, typer.Option(help="Share of source images copied (resized, re-encoded) into CE24 training/validation.")] = 0.6,
+    ce24_copy_fraction: Annotated[
+        float, typer.Option(help="Share of source images copied (resized, re-encoded) into CE24 training/validation.")
+    ] = 0.6,
     ce24_test_videos: Annotated[int, typer.Option(help="Extra videos whose frames appear only in CE24 testing.")] = 2,
-    corrupt: Annotated[bool, typer.Option(help="Plant a few corrupt files (truncated, empty, text-as-JPEG, an ERS frame without mask).")] = True,
-    ers_patients: Annotated[int, typer.Option(help="ERS-like patients (multi-label PNG frames, labels in mask file names).")] = 3,
+    corrupt: Annotated[
+        bool,
+        typer.Option(help="Plant a few corrupt files (truncated, empty, text-as-JPEG, an ERS frame without mask)."),
+    ] = True,
+    ers_patients: Annotated[
+        int, typer.Option(help="ERS-like patients (multi-label PNG frames, labels in mask file names).")
+    ] = 3,
     see_ai_videos: Annotated[int, typer.Option(help="SEE-AI-like videos (flat imageNNNNN.jpg + YOLO box files).")] = 3,
 ) -> None:
     """Write small, deterministic demo datasets in the native layouts of Kvasir-Capsule, KID, CE24, ERS and SEE-AI."""
     from endoctl.synth import SynthConfig
     from endoctl.synth import synth as run_synth
 
-    config = SynthConfig(seed, videos, frames_per_video, kid_patients, kid_images_per_patient,
-                         ce24_copy_fraction, ce24_test_videos, corrupt, ers_patients, see_ai_videos)
+    config = SynthConfig(
+        seed,
+        videos,
+        frames_per_video,
+        kid_patients,
+        kid_images_per_patient,
+        ce24_copy_fraction,
+        ce24_test_videos,
+        corrupt,
+        ers_patients,
+        see_ai_videos,
+    )
     start = time.perf_counter()
     error = None
     with _progress() as progress:
@@ -171,8 +224,22 @@ def ingest(
     src: Annotated[Path, typer.Argument(help="Dataset root in its native layout.")],
     format: Annotated[str, typer.Option("--format", "-f", help=_format_help())],
     source: Annotated[str, typer.Option(help="Source name, used in image ids (e.g. kvasir-capsule).")],
-    out: Annotated[Path, typer.Option(help=f"Output folder (e.g. manifests/ingest/NAME): {MANIFEST_FILE} and {REJECTED_FILE} (path, reason), replaced together.")],
-    labels: Annotated[Optional[Path], typer.Option(help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: metadata.csv; gastrovision: folder of split CSVs; hyperkvasir: folder of official split files; medfmc-endo: folder of endo_*.csv; crohnipi: CrohnIPI_description.csv; see-ai: label CSV, or a folder of box files).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help=f"Output folder (e.g. manifests/ingest/NAME): {MANIFEST_FILE} and {REJECTED_FILE} (path, reason), "
+            "replaced together."
+        ),
+    ],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Label/metadata file the layout reads (csv: required; ce24: test truth xlsx; kvasir-capsule: "
+            "metadata.csv; gastrovision: folder of split CSVs; hyperkvasir: folder of official split files; "
+            "medfmc-endo: folder of endo_*.csv; crohnipi: CrohnIPI_description.csv; see-ai: label CSV, or a "
+            "folder of box files)."
+        ),
+    ] = None,
     data_root: Annotated[Path, typer.Option(help="Manifest paths are written relative to this folder.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = INGEST.workers,
     max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = INGEST.max_pixels,
@@ -182,8 +249,16 @@ def ingest(
     _ingest(src, format, source, out, IngestParams(max_pixels, workers), labels, data_root, strict)
 
 
-def _ingest(src: Path, format: str, source: str, out: Path, params: IngestParams, labels: Optional[Path] = None,
-            data_root: Path = Path("."), strict: bool = False) -> None:
+def _ingest(
+    src: Path,
+    format: str,
+    source: str,
+    out: Path,
+    params: IngestParams,
+    labels: Path | None = None,
+    data_root: Path = Path("."),
+    strict: bool = False,
+) -> None:
     from rich.markup import escape
 
     from endoctl.ingest import OUTPUT_FILES, ingest, write_ingest
@@ -197,8 +272,10 @@ def _ingest(src: Path, format: str, source: str, out: Path, params: IngestParams
     if params.max_pixels < 1:
         _fail(f"--max-pixels must be >= 1, got {params.max_pixels}")
     if out.suffix.lower() == ".csv":
-        _fail(f"--out {out}: ingest writes a folder ({MANIFEST_FILE} + {REJECTED_FILE}, replaced together), "
-              f"e.g. --out {out.with_suffix('')}")
+        _fail(
+            f"--out {out}: ingest writes a folder ({MANIFEST_FILE} + {REJECTED_FILE}, replaced together), "
+            f"e.g. --out {out.with_suffix('')}"
+        )
     with _output_errors():
         check_output_dir(out, OUTPUT_FILES, what="ingest outputs")
     chosen = ""
@@ -206,7 +283,9 @@ def _ingest(src: Path, format: str, source: str, out: Path, params: IngestParams
         if format == AUTO:
             format, evidence = detect_format(src)
             chosen = f" (--format auto: {evidence})"
-            console.print(f"ingest {source}: --format auto chose {format}: found {evidence}", highlight=False, markup=False)
+            console.print(
+                f"ingest {source}: --format auto chose {format}: found {evidence}", highlight=False, markup=False
+            )
         adapter = get_adapter(format, src, labels)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(escape(str(exc)))
@@ -229,24 +308,54 @@ def _ingest(src: Path, format: str, source: str, out: Path, params: IngestParams
     )
     if strict and len(result.rejected):
         first = result.rejected.iloc[0]
-        _fail(f"--strict: {len(result.rejected)} file(s) rejected, first {first.path}: {first.reason} "
-              f"(see {out / REJECTED_FILE})")
+        _fail(
+            f"--strict: {len(result.rejected)} file(s) rejected, first {first.path}: {first.reason} "
+            f"(see {out / REJECTED_FILE})"
+        )
 
 
 @app.command()
 def dedupe(
-    manifests: Annotated[list[Path], typer.Argument(help="Ingest output folders or manifest CSVs (all sources together), or a folder of them (e.g. manifests/ingest).")],
-    out: Annotated[Path, typer.Option(help=f"Output folder: {DUPLICATES_FILE} (clusters), {PAIRS_FILE}, {DEDUPE_REPORT_FILE}, replaced together.")] = Path("manifests/duplicates"),
-    max_distance: Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")] = DEDUPE.max_distance,
+    manifests: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Ingest output folders or manifest CSVs (all sources together), or a folder of them (e.g. "
+            "manifests/ingest)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help=f"Output folder: {DUPLICATES_FILE} (clusters), {PAIRS_FILE}, {DEDUPE_REPORT_FILE}, replaced together."
+        ),
+    ] = Path("manifests/duplicates"),
+    max_distance: Annotated[
+        int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")
+    ] = DEDUPE.max_distance,
     dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = DEDUPE.dhash_distance,
-    sequence_gap: Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")] = DEDUPE.sequence_gap,
-    sequence_distance: Annotated[int, typer.Option(help="... whose pHash distance is at most this.")] = DEDUPE.sequence_distance,
-    sequence_pattern: Annotated[str, typer.Option(help="Regex searched in each image path without its extension, groups 'prefix' and 'frame'; frames of one source and prefix are linked (default: Kvasir-Capsule <video>_<frame>, SEE-AI imageNNNNN, ERS <patient>/seq_NN/frames/NNNNNN).", show_default=False)] = DEDUPE.sequence_pattern,
+    sequence_gap: Annotated[
+        int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")
+    ] = DEDUPE.sequence_gap,
+    sequence_distance: Annotated[
+        int, typer.Option(help="... whose pHash distance is at most this.")
+    ] = DEDUPE.sequence_distance,
+    sequence_pattern: Annotated[
+        str,
+        typer.Option(
+            help="Regex searched in each image path without its extension, groups 'prefix' and 'frame'; frames of one "
+            "source and prefix are linked (default: Kvasir-Capsule <video>_<frame>, SEE-AI imageNNNNN, ERS "
+            "<patient>/seq_NN/frames/NNNNNN).",
+            show_default=False,
+        ),
+    ] = DEDUPE.sequence_pattern,
     workers: Annotated[int, typer.Option(help="Search threads (0 = all cores).")] = DEDUPE.workers,
 ) -> None:
     """Find exact and near-duplicate images across all sources (and frame-sequence links); cluster them."""
-    _dedupe(manifests, out, DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
-                                         sequence_pattern, workers))
+    _dedupe(
+        manifests,
+        out,
+        DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, sequence_pattern, workers),
+    )
 
 
 def _dedupe(manifests: list[Path], out: Path, params: DedupeParams) -> None:
@@ -254,8 +363,10 @@ def _dedupe(manifests: list[Path], out: Path, params: DedupeParams) -> None:
     from endoctl.io import check_output_dir
 
     if out.suffix.lower() == ".csv":
-        _fail(f"--out {out}: dedupe writes a folder ({', '.join(OUTPUT_FILES)}, replaced together), "
-              f"e.g. --out {out.with_suffix('')}")
+        _fail(
+            f"--out {out}: dedupe writes a folder ({', '.join(OUTPUT_FILES)}, replaced together), "
+            f"e.g. --out {out.with_suffix('')}"
+        )
     with _output_errors():
         check_output_dir(out, OUTPUT_FILES, what="dedupe outputs")
     start = time.perf_counter()
@@ -282,7 +393,7 @@ def _dedupe(manifests: list[Path], out: Path, params: DedupeParams) -> None:
 _FRAME_GAP_DEFAULT = f"Default: dedupe's sequence gap ({DEDUPE.sequence_gap})."
 
 
-def _frame_gap(value: Optional[int]) -> int:
+def _frame_gap(value: int | None) -> int:
     """``--frame-gap`` of audit and evaluate: default dedupe's sequence gap, never negative."""
     if value is None:
         return DEDUPE.sequence_gap
@@ -293,13 +404,36 @@ def _frame_gap(value: Optional[int]) -> int:
 
 @app.command()
 def audit(
-    split: Annotated[list[str], typer.Option("--split", help="NAME=FILE, repeated (at least two names; a repeated name joins its files). FILE: endoctl split CSV, CE24 xlsx, Kvasir-Capsule official_split CSV, or any table with a path column.")],
-    images_root: Annotated[Optional[Path], typer.Option(help="Folder the split files' paths are relative to: hash the images and report near-duplicates across splits.")] = None,
-    max_distance: Annotated[int, typer.Option(help="Near-duplicate radius in pHash/dHash bits (with --images-root).")] = DEDUPE.max_distance,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
-    fail_on_leak: Annotated[bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")] = False,
+    split: Annotated[
+        list[str],
+        typer.Option(
+            "--split",
+            help="NAME=FILE, repeated (at least two names; a repeated name joins its files). FILE: endoctl split CSV, "
+            "CE24 xlsx, Kvasir-Capsule official_split CSV, or any table with a path column.",
+        ),
+    ],
+    images_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder the split files' paths are relative to: hash the images and report near-duplicates across "
+            "splits."
+        ),
+    ] = None,
+    max_distance: Annotated[
+        int, typer.Option(help="Near-duplicate radius in pHash/dHash bits (with --images-root).")
+    ] = DEDUPE.max_distance,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON here.")] = None,
+    fail_on_leak: Annotated[
+        bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")
+    ] = False,
     workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help="Count images numbered within this many frames of another split's image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. " + _FRAME_GAP_DEFAULT)] = None,
+    frame_gap: Annotated[
+        int | None,
+        typer.Option(
+            help="Count images numbered within this many frames of another split's image of the same name prefix "
+            "(<video>_<frame>, imageNNNNN, ulcer1_<frame>); 0: off. " + _FRAME_GAP_DEFAULT
+        ),
+    ] = None,
 ) -> None:
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
@@ -324,8 +458,14 @@ def audit(
         tick = _ticker(progress, task)
 
         try:
-            report = audit_files([(name.strip(), Path(file.strip())) for name, _, file in pairs],
-                                 images_root, max_distance, workers, tick, frame_gap)
+            report = audit_files(
+                [(name.strip(), Path(file.strip())) for name, _, file in pairs],
+                images_root,
+                max_distance,
+                workers,
+                tick,
+                frame_gap,
+            )
         except (ValueError, FileNotFoundError) as exc:
             error = str(exc)
     if error is not None:
@@ -343,34 +483,97 @@ def audit(
 
 @app.command()
 def split(
-    manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]), or a folder of them; repeat for every source. Groups are built over all of them.")],
+    manifest: Annotated[
+        list[Path],
+        typer.Option(
+            "--manifest",
+            help="Manifest CSV (ingest output, or just image_id, source, path, label[, patient_id, official_split]), "
+            "or a folder of them; repeat for every source. Groups are built over all of them.",
+        ),
+    ],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
-    out: Annotated[Path, typer.Option(help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}.")],
-    duplicates: Annotated[Optional[Path], typer.Option(help=f"dedupe's output folder, or its {DUPLICATES_FILE} ({PAIRS_FILE} beside it is read too).")] = None,
-    test_fraction: Annotated[float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")] = SPLIT.test_fraction,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}."
+        ),
+    ],
+    duplicates: Annotated[
+        Path | None,
+        typer.Option(help=f"dedupe's output folder, or its {DUPLICATES_FILE} ({PAIRS_FILE} beside it is read too)."),
+    ] = None,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")
+    ] = SPLIT.test_fraction,
     folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = SPLIT.folds,
-    seed: Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")] = SPLIT.seed,
-    pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test.")] = None,
-    keep_assignments: Annotated[Optional[Path], typer.Option(help="Previous split folder: groups with images there keep their split and fold; only new groups are assigned.")] = None,
-    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")] = None,
-    max_group_share: Annotated[float, typer.Option(help="Warn when the largest group holds more than this share of all images.")] = SPLIT.max_group_share,
-    format_of: Annotated[Optional[list[str]], typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format.")] = None,
-    nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder (e.g. the pre-training target's): every group keeps its fold/test place there, so no image of this split's fold k or test is trained on upstream when it validates on fold k; groups absent there are assigned freely.")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")
+    ] = SPLIT.seed,
+    pin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test."
+        ),
+    ] = None,
+    keep_assignments: Annotated[
+        Path | None,
+        typer.Option(
+            help="Previous split folder: groups with images there keep their split and fold; only new groups are "
+            "assigned."
+        ),
+    ] = None,
+    taxonomy: Annotated[
+        Path | None, typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")
+    ] = None,
+    max_group_share: Annotated[
+        float, typer.Option(help="Warn when the largest group holds more than this share of all images.")
+    ] = SPLIT.max_group_share,
+    format_of: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format."),
+    ] = None,
+    nest_in: Annotated[
+        Path | None,
+        typer.Option(
+            help="Upstream split folder (e.g. the pre-training target's): every group keeps its fold/test place "
+            "there, so no image of this split's fold k or test is trained on upstream when it validates on fold "
+            "k; groups absent there are assigned freely."
+        ),
+    ] = None,
 ) -> None:
-    """Split manifests into leak-free train_val folds and test: stratified by class, whole groups (patient/video + duplicates) only."""
+    """Split manifests into leak-free, class-stratified train_val folds and test, moving whole groups only."""
     formats = {}
     for item in format_of or []:
         name, eq, fmt = item.partition("=")
         if not (name.strip() and eq and fmt.strip()):
             _fail(f"--format-of expects NAME=FORMAT, got {item!r}")
         formats[name.strip()] = fmt.strip()
-    _split(manifest, target, out, SplitParams(test_fraction, folds, seed, max_group_share), duplicates, pin or [],
-           formats, taxonomy, keep_assignments, nest_in)
+    _split(
+        manifest,
+        target,
+        out,
+        SplitParams(test_fraction, folds, seed, max_group_share),
+        duplicates,
+        pin or [],
+        formats,
+        taxonomy,
+        keep_assignments,
+        nest_in,
+    )
 
 
-def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, duplicates: Optional[Path] = None,
-           pins: list[str] = (), formats: dict[str, str] | None = None, taxonomy: Optional[Path] = None,
-           keep_assignments: Optional[Path] = None, nest_in: Optional[Path] = None) -> None:
+def _split(
+    manifests: list[Path],
+    target: str,
+    out: Path,
+    params: SplitParams,
+    duplicates: Path | None = None,
+    pins: list[str] = (),
+    formats: dict[str, str] | None = None,
+    taxonomy: Path | None = None,
+    keep_assignments: Path | None = None,
+    nest_in: Path | None = None,
+) -> None:
     from endoctl import split as splitting
     from endoctl.io import check_output_dir, find_manifests
     from endoctl.taxonomy import load_taxonomy
@@ -395,12 +598,18 @@ def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, d
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     recorded = {
-        "manifests": [str(f) for f in files], "duplicates": str(duplicates) if duplicates else None,
-        "duplicate_pairs": dup_info["pairs_file"] if dup_info else None, "target": target,
-        "test_fraction": params.test_fraction, "folds": params.folds, "seed": params.seed,
-        "pins": [str(p) for p in parsed_pins], "keep_assignments": str(keep_assignments) if keep_assignments else None,
+        "manifests": [str(f) for f in files],
+        "duplicates": str(duplicates) if duplicates else None,
+        "duplicate_pairs": dup_info["pairs_file"] if dup_info else None,
+        "target": target,
+        "test_fraction": params.test_fraction,
+        "folds": params.folds,
+        "seed": params.seed,
+        "pins": [str(p) for p in parsed_pins],
+        "keep_assignments": str(keep_assignments) if keep_assignments else None,
         "nest_in": str(nest_in) if nest_in else None,
-        "taxonomy": str(taxonomy) if taxonomy else "(packaged default)", "max_group_share": params.max_group_share,
+        "taxonomy": str(taxonomy) if taxonomy else "(packaged default)",
+        "max_group_share": params.max_group_share,
         "formats": formats or {},
     }
     error = None
@@ -408,9 +617,19 @@ def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, d
         task = progress.add_task(f"split {target}", total=None, rate="")
         try:
             result = splitting.split(
-                frames, pairs, tax, target, formats=formats or None, test_fraction=params.test_fraction,
-                folds=params.folds, seed=params.seed, pins=parsed_pins, previous=previous,
-                max_group_share=params.max_group_share, params=recorded, names=[str(f) for f in files],
+                frames,
+                pairs,
+                tax,
+                target,
+                formats=formats or None,
+                test_fraction=params.test_fraction,
+                folds=params.folds,
+                seed=params.seed,
+                pins=parsed_pins,
+                previous=previous,
+                max_group_share=params.max_group_share,
+                params=recorded,
+                names=[str(f) for f in files],
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total, rate="groups"),
                 nest_in=upstream,
             )
@@ -420,8 +639,10 @@ def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, d
         _fail(error)
     if not len(result.train_val) + len(result.test):
         reasons = result.excluded["reason"].value_counts()
-        _fail(f"no image maps to a class of target {target!r}: all {len(result.excluded)} excluded "
-              f"(most often: {reasons.index[0]!r}, {reasons.iloc[0]} rows); nothing to split")
+        _fail(
+            f"no image maps to a class of target {target!r}: all {len(result.excluded)} excluded "
+            f"(most often: {reasons.index[0]!r}, {reasons.iloc[0]} rows); nothing to split"
+        )
     with _output_errors():
         splitting.write_split(result, out)
     for warning in result.warnings:
@@ -430,35 +651,113 @@ def _split(manifests: list[Path], target: str, out: Path, params: SplitParams, d
     rows, s = r["rows"], r["straddling"]
     largest = r["groups"]["largest"]["share"] if r["groups"]["largest"] else 0.0
     typer.echo(
-        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({params.folds} folds) + test {rows['test']} "
+        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({params.folds} folds) + test "
+        f"{rows['test']} "
         f"({r['test_fraction']['achieved']:.1%}) + excluded {rows['excluded']}; {r['groups']['total']} groups, "
         f"largest {largest:.1%}; max class deviation in test {r['max_abs_deviation_pp']['test']:.2f} pp; "
         f"straddling groups {s['groups_across_splits'] + s['groups_across_folds']}; pinned {r['pinned']['images']} "
         f"images in {r['pinned']['groups']} groups"
-        + (f"; kept {r['keep']['kept_groups']} groups, {r['keep']['conflicting_groups']} conflicts" if r["keep"] else "")
-        + (f"; nested in {nest_in}: {r['nesting']['nested_groups']} groups, validation/test images seen in training "
-           f"upstream {r['nesting']['images_seen_in_training_upstream']}" if r["nesting"] else "")
+        + (
+            f"; kept {r['keep']['kept_groups']} groups, {r['keep']['conflicting_groups']} conflicts"
+            if r["keep"]
+            else ""
+        )
+        + (
+            f"; nested in {nest_in}: {r['nesting']['nested_groups']} groups, validation/test images seen in training "
+            f"upstream {r['nesting']['images_seen_in_training_upstream']}"
+            if r["nesting"]
+            else ""
+        )
         + f" in {time.perf_counter() - started:.1f} s -> {out}"
     )
 
 
 @app.command()
 def evaluate(
-    truth: Annotated[Path, typer.Option(help="Ground truth: endoctl split CSV (target_class; class_mapping.json beside it lists the classes), CE24 one-hot xlsx (validation) or image_path + class_label xlsx (test).")],
-    predictions: Annotated[Path, typer.Option(help="Predictions (CE24 submission xlsx/CSV or `endoctl predict` CSV: image_path + one probability column per class), or a folder of them.")],
-    out: Annotated[Path, typer.Option(help="Report JSON; for a predictions folder (or an existing folder), a folder receiving <file stem>_metrics.json per file.")],
-    report: Annotated[str, typer.Option(help="full: paper metrics, per-class, confusion matrix, per-source, bootstrap CIs (+ the ce24 report); ce24: exactly the CE24 organisers' report.")] = "full",
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for confusion_matrix.png, roc.png, roc.csv, roc_micro.csv, confusion.csv (a sub-folder per file for a predictions folder).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs of the full report (0: none); whole groups when the truth has a group column.")] = 1000,
+    truth: Annotated[
+        Path,
+        typer.Option(
+            help="Ground truth: endoctl split CSV (target_class; class_mapping.json beside it lists the classes), "
+            "CE24 one-hot xlsx (validation) or image_path + class_label xlsx (test)."
+        ),
+    ],
+    predictions: Annotated[
+        Path,
+        typer.Option(
+            help="Predictions (CE24 submission xlsx/CSV or `endoctl predict` CSV: image_path + one probability column "
+            "per class), or a folder of them."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Report JSON; for a predictions folder (or an existing folder), a folder receiving <file "
+            "stem>_metrics.json per file."
+        ),
+    ],
+    report: Annotated[
+        str,
+        typer.Option(
+            help="full: paper metrics, per-class, confusion matrix, per-source, bootstrap CIs (+ the ce24 report); "
+            "ce24: exactly the CE24 organisers' report."
+        ),
+    ] = "full",
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for confusion_matrix.png, roc.png, roc.csv, roc_micro.csv, confusion.csv (a sub-folder per "
+            "file for a predictions folder)."
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            help="Bootstrap resamples for 95% CIs of the full report (0: none); whole groups when the truth has a "
+            "group column."
+        ),
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed; same inputs and seed give identical reports.")] = 0,
-    convention: Annotated[Optional[str], typer.Option(help="CE24 class-wise metrics from argmax or from thresholding each probability at 0.5 (default: threshold for class_label truth, like the organisers' test reports; else argmax).")] = None,
-    metrics_out: Annotated[Optional[Path], typer.Option("--metrics", help="Also write the headline numbers of a full report (paper metrics + CI bounds, CE24 headline, per source) here: the file for `dvc metrics`.")] = None,
-    train: Annotated[Optional[list[Path]], typer.Option(help="Split file the model was trained on, repeatable (any format `audit` reads): the report adds `leak_free`, the same metrics on the truth images whose group (patient/video, duplicates) has no image there, and leak_free_images.csv lists them.")] = None,
-    images_root: Annotated[Optional[Path], typer.Option(help="With --train: folder the truth and train paths are relative to; hash the images so near-duplicates join groups too.")] = None,
+    convention: Annotated[
+        str | None,
+        typer.Option(
+            help="CE24 class-wise metrics from argmax or from thresholding each probability at 0.5 (default: "
+            "threshold for class_label truth, like the organisers' test reports; else argmax)."
+        ),
+    ] = None,
+    metrics_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics",
+            help="Also write the headline numbers of a full report (paper metrics + CI bounds, CE24 headline, per "
+            "source) here: the file for `dvc metrics`.",
+        ),
+    ] = None,
+    train: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Split file the model was trained on, repeatable (any format `audit` reads): the report adds "
+            "`leak_free`, the same metrics on the truth images whose group (patient/video, duplicates) has no "
+            "image there, and leak_free_images.csv lists them."
+        ),
+    ] = None,
+    images_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --train: folder the truth and train paths are relative to; hash the images so near-duplicates "
+            "join groups too."
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")] = 0,
-    frame_gap: Annotated[Optional[int], typer.Option(help="With --train: an image numbered within this many frames of a training image of the same name prefix (<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. " + _FRAME_GAP_DEFAULT)] = None,
+    frame_gap: Annotated[
+        int | None,
+        typer.Option(
+            help="With --train: an image numbered within this many frames of a training image of the same name prefix "
+            "(<video>_<frame>, imageNNNNN, ulcer1_<frame>) is not leak-free either; 0: groups only. "
+            + _FRAME_GAP_DEFAULT
+        ),
+    ] = None,
 ) -> None:
-    """Score predictions against ground truth: the CE24 organisers' report exactly, or the full report with CIs and plots.
+    """Score predictions against ground truth: the CE24 organisers' report exactly, or a full report with CIs and plots.
 
     Several outputs (report, --metrics, --plots) are replaced together as one folder: --plots when
     given, else --out's folder; each must lie in it.
@@ -468,8 +767,21 @@ def evaluate(
     from endoctl.evaluate import EvaluateRequest
     from endoctl.evaluate import evaluate as run_evaluate
 
-    request = EvaluateRequest(truth, predictions, out, report, plots, bootstrap, seed, convention, metrics_out,
-                              tuple(train or ()), images_root, workers or os.cpu_count() or 1, _frame_gap(frame_gap))
+    request = EvaluateRequest(
+        truth,
+        predictions,
+        out,
+        report,
+        plots,
+        bootstrap,
+        seed,
+        convention,
+        metrics_out,
+        tuple(train or ()),
+        images_root,
+        workers or os.cpu_count() or 1,
+        _frame_gap(frame_gap),
+    )
     try:
         result = run_evaluate(request, lambda: _hashing_progress(visible=images_root is not None))
     except (ValueError, FileNotFoundError) as exc:  # OutputError and EvaluationError are ValueErrors
@@ -481,16 +793,55 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Option(help="endoctl checkpoint (.pt), plain timm weights (.safetensors/.pth/.bin; needs --class-mapping and --model-name) or the seed paper's Lightning .ckpt.")],
-    images: Annotated[Path, typer.Option(help="Folder (recursive, sorted) or CSV with a path column (endoctl split CSV; paths relative to the current folder).")],
-    out: Annotated[Path, typer.Option(help="Predictions .csv or .xlsx (CE24 submission columns); unreadable images go to <stem>.rejected.csv beside it.")],
-    class_mapping: Annotated[Optional[Path], typer.Option(help="A split's class_mapping.json: the classes of timm/Lightning weights (checked against an endoctl checkpoint's own).")] = None,
-    model_name: Annotated[Optional[str], typer.Option(help="timm model name, for weights that do not say (e.g. eva02_base_patch14_224).")] = None,
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            help="endoctl checkpoint (.pt), plain timm weights (.safetensors/.pth/.bin; needs --class-mapping and "
+            "--model-name) or the seed paper's Lightning .ckpt."
+        ),
+    ],
+    images: Annotated[
+        Path,
+        typer.Option(
+            help="Folder (recursive, sorted) or CSV with a path column (endoctl split CSV; paths relative to the "
+            "current folder)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Predictions .csv or .xlsx (CE24 submission columns); unreadable images go to <stem>.rejected.csv "
+            "beside it."
+        ),
+    ],
+    class_mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="A split's class_mapping.json: the classes of timm/Lightning weights (checked against an endoctl "
+            "checkpoint's own)."
+        ),
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="timm model name, for weights that do not say (e.g. eva02_base_patch14_224).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda[:N] or auto (the default: cuda when available).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image-decoding processes (0: in the main process; default: all cores up to 16 on cuda; on cpu 0 up to 4 cores, else 2).")] = None,
-    compile: Annotated[bool, typer.Option(help="torch.compile the model (fast path only; pays off on long runs).")] = False,
-    fast: Annotated[bool, typer.Option(help="inference_mode + channels-last + bf16 autocast where supported; --no-fast: fp32 eager.")] = True,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda[:N] or auto (the default: cuda when available).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Image-decoding processes (0: in the main process; default: all cores up to 16 on cuda; on cpu 0 up "
+            "to 4 cores, else 2)."
+        ),
+    ] = None,
+    compile: Annotated[
+        bool, typer.Option(help="torch.compile the model (fast path only; pays off on long runs).")
+    ] = False,
+    fast: Annotated[
+        bool,
+        typer.Option(help="inference_mode + channels-last + bf16 autocast where supported; --no-fast: fp32 eager."),
+    ] = True,
 ) -> None:
     """Predict class probabilities for images with a checkpoint; writes the CE24 submission layout."""
     if not checkpoint.is_file():
@@ -512,7 +863,10 @@ def predict(
         inference.check_output(out, len(listed.paths))
         inference.check_output_folder(out)
         if not listed.paths:
-            raise ValueError(f"no images in {images}" + (f" ({listed.skipped} non-image/hidden files skipped)" if listed.skipped else ""))
+            raise ValueError(
+                f"no images in {images}"
+                + (f" ({listed.skipped} non-image/hidden files skipped)" if listed.skipped else "")
+            )
         loaded = load_for_inference(checkpoint, class_mapping, model_name)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         error = str(exc)
@@ -520,8 +874,10 @@ def predict(
         _fail(error)
     if listed.repeated:
         path, rows = next(iter(listed.repeated.items()))
-        _warn(f"{images}: {len(listed.repeated)} path(s) listed more than once (first {path!r} in rows "
-              f"{', '.join(map(str, rows))}): each image is predicted once")
+        _warn(
+            f"{images}: {len(listed.repeated)} path(s) listed more than once (first {path!r} in rows "
+            f"{', '.join(map(str, rows))}): each image is predicted once"
+        )
     with _progress() as progress:
         task = progress.add_task("predict", total=len(listed.paths), rate="")
         tick = _ticker(progress, task, decimals=1)
@@ -541,50 +897,78 @@ def predict(
     )
 
 
-train_app = typer.Typer(help="Train classifiers: pretrain on the merged dataset, finetune on CE24. Defaults come "
-                        "from the params.yaml section named like the command; every key is also an option.",
-                        no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train classifiers: pretrain on the merged dataset, finetune on CE24. Defaults come "
+    "from the params.yaml section named like the command; every key is also an option.",
+    no_args_is_help=True,
+)
 app.add_typer(train_app, name="train")
 _P = "(default: params.yaml)"
 
 
 def _train(
     ctx: typer.Context,
-    params: Annotated[Path, typer.Option(help="Parameter file; its section named like the command gives the defaults.")] = Path("params.yaml"),
-    resume: Annotated[bool, typer.Option(help="Continue from <out-dir>/last.pt, re-running the interrupted epoch.")] = False,
+    params: Annotated[
+        Path, typer.Option(help="Parameter file; its section named like the command gives the defaults.")
+    ] = Path("params.yaml"),
+    resume: Annotated[
+        bool, typer.Option(help="Continue from <out-dir>/last.pt, re-running the interrupted epoch.")
+    ] = False,
     deterministic: Annotated[bool, typer.Option(help="Deterministic torch algorithms (bit-exact reruns).")] = False,
-    split_dir: Annotated[Optional[str], typer.Option(help=f"Split folder (train_val.csv, class_mapping.json). {_P}")] = None,
-    val_fold: Annotated[Optional[int], typer.Option(help=f"Validation fold; the other folds train. {_P}")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help=f"Folder the CSV paths are relative to. {_P}")] = None,
-    out_dir: Annotated[Optional[str], typer.Option(help="Checkpoints last.pt, best.pt (default: models/<command>).")] = None,
-    metrics_dir: Annotated[Optional[str], typer.Option(help="DVCLive metrics, plots, val_predictions.csv (default: metrics/<command>).")] = None,
-    model_name: Annotated[Optional[str], typer.Option(help=f"timm model name. {_P}")] = None,
-    img_size: Annotated[Optional[int], typer.Option(help=f"Input size (ViTs: a multiple of the patch size). {_P}")] = None,
-    pretrained_file: Annotated[Optional[str], typer.Option(help=f"Backbone weights: timm file, endoctl or Lightning checkpoint; '' = random init. {_P}")] = None,
-    drop_path_rate: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    epochs: Annotated[Optional[int], typer.Option(help=_P)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Per process. {_P}")] = None,
-    opt: Annotated[Optional[str], typer.Option(help=f"timm optimizer name. {_P}")] = None,
-    lr: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    layer_decay: Annotated[Optional[float], typer.Option(help=f"Layer-wise lr decay, 0 = off. {_P}")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option(help=_P)] = None,
-    warmup_lr: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    min_lr: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    scheduler_step: Annotated[Optional[str], typer.Option(help=f"Cosine schedule stepped per 'epoch' or 'update'. {_P}")] = None,
-    clip_grad: Annotated[Optional[float], typer.Option(help=f"Max gradient norm, 0 = off. {_P}")] = None,
-    ema_decay: Annotated[Optional[float], typer.Option(help=f"Model EMA decay, 0 = off. {_P}")] = None,
-    amp: Annotated[Optional[str], typer.Option(help=f"auto (bf16 where native, fp16 on older GPUs, else off) | off | bf16 | fp16. {_P}")] = None,
-    balance: Annotated[Optional[str], typer.Option(help=f"sampler (inverse-frequency) | loss (class weights) | none. {_P}")] = None,
-    freeze_epochs: Annotated[Optional[int], typer.Option(help=f"Train only the head for this many first epochs. {_P}")] = None,
-    monitor: Annotated[Optional[str], typer.Option(help=f"Metric choosing best.pt, e.g. val/balanced_accuracy. {_P}")] = None,
-    hflip: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    vflip: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    rot90: Annotated[Optional[float], typer.Option(help=f"Probability of a random 90/180/270 rotation. {_P}")] = None,
-    color_jitter: Annotated[Optional[float], typer.Option(help=_P)] = None,
-    scale_min: Annotated[Optional[float], typer.Option(help=f"Random resized crop scale range (scale_min, 1). {_P}")] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help=_P)] = None,
-    seed: Annotated[Optional[int], typer.Option(help=_P)] = None,
+    split_dir: Annotated[
+        str | None, typer.Option(help=f"Split folder (train_val.csv, class_mapping.json). {_P}")
+    ] = None,
+    val_fold: Annotated[int | None, typer.Option(help=f"Validation fold; the other folds train. {_P}")] = None,
+    data_root: Annotated[str | None, typer.Option(help=f"Folder the CSV paths are relative to. {_P}")] = None,
+    out_dir: Annotated[
+        str | None, typer.Option(help="Checkpoints last.pt, best.pt (default: models/<command>).")
+    ] = None,
+    metrics_dir: Annotated[
+        str | None, typer.Option(help="DVCLive metrics, plots, val_predictions.csv (default: metrics/<command>).")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help=f"timm model name. {_P}")] = None,
+    img_size: Annotated[int | None, typer.Option(help=f"Input size (ViTs: a multiple of the patch size). {_P}")] = None,
+    pretrained_file: Annotated[
+        str | None,
+        typer.Option(help=f"Backbone weights: timm file, endoctl or Lightning checkpoint; '' = random init. {_P}"),
+    ] = None,
+    drop_path_rate: Annotated[float | None, typer.Option(help=_P)] = None,
+    epochs: Annotated[int | None, typer.Option(help=_P)] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Per process. {_P}")] = None,
+    opt: Annotated[str | None, typer.Option(help=f"timm optimizer name. {_P}")] = None,
+    lr: Annotated[float | None, typer.Option(help=_P)] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=_P)] = None,
+    layer_decay: Annotated[float | None, typer.Option(help=f"Layer-wise lr decay, 0 = off. {_P}")] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help=_P)] = None,
+    warmup_lr: Annotated[float | None, typer.Option(help=_P)] = None,
+    min_lr: Annotated[float | None, typer.Option(help=_P)] = None,
+    scheduler_step: Annotated[
+        str | None, typer.Option(help=f"Cosine schedule stepped per 'epoch' or 'update'. {_P}")
+    ] = None,
+    clip_grad: Annotated[float | None, typer.Option(help=f"Max gradient norm, 0 = off. {_P}")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help=f"Model EMA decay, 0 = off. {_P}")] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(help=f"auto (bf16 where native, fp16 on older GPUs, else off) | off | bf16 | fp16. {_P}"),
+    ] = None,
+    balance: Annotated[
+        str | None, typer.Option(help=f"sampler (inverse-frequency) | loss (class weights) | none. {_P}")
+    ] = None,
+    freeze_epochs: Annotated[
+        int | None, typer.Option(help=f"Train only the head for this many first epochs. {_P}")
+    ] = None,
+    monitor: Annotated[
+        str | None, typer.Option(help=f"Metric choosing best.pt, e.g. val/balanced_accuracy. {_P}")
+    ] = None,
+    hflip: Annotated[float | None, typer.Option(help=_P)] = None,
+    vflip: Annotated[float | None, typer.Option(help=_P)] = None,
+    rot90: Annotated[float | None, typer.Option(help=f"Probability of a random 90/180/270 rotation. {_P}")] = None,
+    color_jitter: Annotated[float | None, typer.Option(help=_P)] = None,
+    scale_min: Annotated[
+        float | None, typer.Option(help=f"Random resized crop scale range (scale_min, 1). {_P}")
+    ] = None,
+    num_workers: Annotated[int | None, typer.Option(help=_P)] = None,
+    seed: Annotated[int | None, typer.Option(help=_P)] = None,
 ) -> None:
     """Shared by `train pretrain` and `train finetune`; the command name picks the params section."""
     import os
@@ -608,14 +992,21 @@ def _train(
         task = progress.add_task(stage, total=None, rate="", visible=main)
 
         def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
-            progress.update(task, description=f"{stage} epoch {epoch + 1}/{config.epochs}", completed=step,
-                            total=steps, rate=f"loss {loss:.3f}")
+            progress.update(
+                task,
+                description=f"{stage} epoch {epoch + 1}/{config.epochs}",
+                completed=step,
+                total=steps,
+                rate=f"loss {loss:.3f}",
+            )
 
         def on_epoch(epoch: int, m: dict[str, float]) -> None:
             progress.console.print(
                 f"{stage} epoch {epoch + 1}/{config.epochs}: train loss {m['train/loss']:.4f}, val loss "
                 f"{m['val/loss']:.4f}, balanced acc {m['val/balanced_accuracy']:.3f}, AUC {m['val/auc_macro']:.3f}, "
-                f"F1 {m['val/f1_macro']:.3f}, mAP {m['val/map_macro']:.3f}, lr {m['lr']:.2e}", highlight=False)
+                f"F1 {m['val/f1_macro']:.3f}, mAP {m['val/map_macro']:.3f}, lr {m['lr']:.2e}",
+                highlight=False,
+            )
 
         try:
             result = train(config, resume, deterministic, on_step, on_epoch)
@@ -627,19 +1018,34 @@ def _train(
         typer.echo(
             f"train {stage}: {config.model_name} @{config.img_size}, {result.epochs_run} epoch(s) in "
             f"{result.seconds:.1f} s ({result.train_images_per_second:,.1f} train img/s); best {config.monitor} "
-            f"{result.best_value:.4f} at epoch {result.best_epoch + 1} -> {config.out_dir}/best.pt, {config.metrics_dir}/"
+            f"{result.best_value:.4f} at epoch {result.best_epoch + 1} -> {config.out_dir}/best.pt, "
+            f"{config.metrics_dir}/"
         )
 
 
-train_app.command("pretrain", help="Pre-train on the merged dataset (params.yaml `pretrain`): models/pretrain, metrics/pretrain.")(_train)
-train_app.command("finetune", help="Fine-tune on CE24 from models/pretrain/best.pt (params.yaml `finetune`): new head, models/finetune.")(_train)
+train_app.command(
+    "pretrain", help="Pre-train on the merged dataset (params.yaml `pretrain`): models/pretrain, metrics/pretrain."
+)(_train)
+train_app.command(
+    "finetune",
+    help="Fine-tune on CE24 from models/pretrain/best.pt (params.yaml `finetune`): new head, models/finetune.",
+)(_train)
 
 
 @app.command()
 def cache(
-    split_dir: Annotated[Path, typer.Argument(help="Split folder (train_val.csv and/or test.csv, class_mapping.json).")],
-    out: Annotated[Path, typer.Option(help=f"Cached split folder: images/, the split CSVs pointing at them, class_mapping.json, {REJECTED_FILE}.")],
-    size: Annotated[int, typer.Option(help="Shorter side of the cached JPEGs in pixels (never enlarged); >= the training img_size.")] = CACHE.size,
+    split_dir: Annotated[
+        Path, typer.Argument(help="Split folder (train_val.csv and/or test.csv, class_mapping.json).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help=f"Cached split folder: images/, the split CSVs pointing at them, class_mapping.json, {REJECTED_FILE}."
+        ),
+    ],
+    size: Annotated[
+        int, typer.Option(help="Shorter side of the cached JPEGs in pixels (never enlarged); >= the training img_size.")
+    ] = CACHE.size,
     quality: Annotated[int, typer.Option(help="JPEG quality of the cached images.")] = CACHE.quality,
     data_root: Annotated[Path, typer.Option(help="Folder the split CSV paths are relative to.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = CACHE.workers,
@@ -673,13 +1079,36 @@ def cache(
 
 @app.command()
 def report(
-    manifests: Annotated[list[Path], typer.Option("--manifests", help=f"Ingest output folders ({MANIFEST_FILE} + {REJECTED_FILE}), manifest CSVs, or a folder of them (e.g. manifests/ingest); repeatable.")],
-    out: Annotated[Path, typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole).")] = Path("manifests/report"),
-    duplicates: Annotated[Optional[Path], typer.Option(help=f"dedupe's output folder ({DUPLICATES_FILE}, {PAIRS_FILE}, {DEDUPE_REPORT_FILE}), or its {DUPLICATES_FILE}.")] = None,
-    split: Annotated[Optional[list[Path]], typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable.")] = None,
-    audit: Annotated[Optional[list[Path]], typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")] = None,
+    manifests: Annotated[
+        list[Path],
+        typer.Option(
+            "--manifests",
+            help=f"Ingest output folders ({MANIFEST_FILE} + {REJECTED_FILE}), manifest CSVs, or a folder of them "
+            "(e.g. manifests/ingest); repeatable.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole)."),
+    ] = Path("manifests/report"),
+    duplicates: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"dedupe's output folder ({DUPLICATES_FILE}, {PAIRS_FILE}, {DEDUPE_REPORT_FILE}), or its "
+            f"{DUPLICATES_FILE}."
+        ),
+    ] = None,
+    split: Annotated[
+        list[Path] | None,
+        typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable."),
+    ] = None,
+    audit: Annotated[
+        list[Path] | None, typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")
+    ] = None,
     data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),
-    workers: Annotated[int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")] = 0,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")
+    ] = 0,
     clusters: Annotated[int, typer.Option(help="Duplicate clusters shown.")] = REPORT.clusters,
     members: Annotated[int, typer.Option(help="Images shown per cluster.")] = REPORT.members,
     sequences: Annotated[int, typer.Option(help="Frame sequences shown as film strips.")] = REPORT.sequences,
@@ -689,15 +1118,25 @@ def report(
     quality: Annotated[int, typer.Option(help="Images shown per quality flag (a seeded sample).")] = REPORT.quality,
     thumb_size: Annotated[int, typer.Option(help="Longer side of the thumbnails in pixels.")] = REPORT.thumb_size,
     seed: Annotated[int, typer.Option(help="Seed of the sampled galleries.")] = REPORT.seed,
-    dark: Annotated[float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")] = QUALITY.dark,
+    dark: Annotated[
+        float, typer.Option(help="Dark: brightness (mean luma of the content region) below this.")
+    ] = QUALITY.dark,
     overexposed: Annotated[float, typer.Option(help="Overexposed: brightness above this.")] = QUALITY.overexposed,
-    low_information: Annotated[float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")] = QUALITY.low_information,
-    blurry: Annotated[float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")] = QUALITY.blurry,
+    low_information: Annotated[
+        float, typer.Option(help="Low-information (near-uniform): luma standard deviation below this.")
+    ] = QUALITY.low_information,
+    blurry: Annotated[
+        float, typer.Option(help="Blurry: sharpness (mean |Laplacian| / mean |gradient|) below this.")
+    ] = QUALITY.blurry,
     min_side: Annotated[int, typer.Option(help="Odd size: shorter side below this many pixels ...")] = QUALITY.min_side,
-    size_factor: Annotated[float, typer.Option(help="... or size more than this factor off its source's median.")] = QUALITY.size_factor,
-    max_aspect: Annotated[float, typer.Option(help="Odd aspect: longer side above this times the shorter.")] = QUALITY.max_aspect,
+    size_factor: Annotated[
+        float, typer.Option(help="... or size more than this factor off its source's median.")
+    ] = QUALITY.size_factor,
+    max_aspect: Annotated[
+        float, typer.Option(help="Odd aspect: longer side above this times the shorter.")
+    ] = QUALITY.max_aspect,
 ) -> None:
-    """Write a static HTML report (no network, no script) of duplicates, frame sequences, label conflicts, leaks and image quality."""
+    """Write a static HTML report (no network, no script): duplicates, sequences, conflicts, leaks, image quality."""
     from rich.markup import escape
 
     from endoctl.io import find_manifests
@@ -717,10 +1156,26 @@ def report(
             _fail(f"--split folder not found: {folder}")
     if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
         _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
-    params = ReportParams(clusters=clusters, members=members, sequences=sequences, frames=frames, conflicts=conflicts,
-                          leaks=leaks, quality=quality, thumb_size=thumb_size, seed=seed)
-    qparams = QualityParams(dark=dark, overexposed=overexposed, low_information=low_information, blurry=blurry,
-                            min_side=min_side, size_factor=size_factor, max_aspect=max_aspect)
+    params = ReportParams(
+        clusters=clusters,
+        members=members,
+        sequences=sequences,
+        frames=frames,
+        conflicts=conflicts,
+        leaks=leaks,
+        quality=quality,
+        thumb_size=thumb_size,
+        seed=seed,
+    )
+    qparams = QualityParams(
+        dark=dark,
+        overexposed=overexposed,
+        low_information=low_information,
+        blurry=blurry,
+        min_side=min_side,
+        size_factor=size_factor,
+        max_aspect=max_aspect,
+    )
     workers = resolve_workers(workers)
     error = None
     try:
@@ -732,15 +1187,18 @@ def report(
     with _progress() as progress:
         tasks = {stage: progress.add_task(stage, total=None, rate="") for stage in ("quality", "thumbnails")}
         tickers = {stage: _ticker(progress, task) for stage, task in tasks.items()}
-        result = build_report(inputs, params, qparams, data_root, workers,
-                              lambda stage, done, total: tickers[stage](done, total))
+        result = build_report(
+            inputs, params, qparams, data_root, workers, lambda stage, done, total: tickers[stage](done, total)
+        )
     index = write_report(result, out)
     s = result.summary
     flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
     typer.echo(
-        f"report: {s['images']:,} images ({s['decoded']:,} decoded, {s['decoded'] / max(result.quality_seconds, 1e-9):,.0f} img/s, "
+        f"report: {s['images']:,} images ({s['decoded']:,} decoded, "
+        f"{s['decoded'] / max(result.quality_seconds, 1e-9):,.0f} img/s, "
         f"{workers} workers); {s['clusters']:,} duplicate clusters ({s['cross_source']:,} across sources, "
-        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, label conflicts in {s['conflict_clusters']:,} clusters "
+        f"{s['dark_clusters']} of dark/uniform frames), {s['sequences']:,} sequences, label conflicts in "
+        f"{s['conflict_clusters']:,} clusters "
         f"(exact copies {s['exact_conflicts']:,}, near pairs {s['conflicts'] - s['exact_conflicts']:,}), "
         f"{s['leaking_groups']:,} leaking groups in {s['checks']} checks, {s['flagged']:,} images flagged ({flags}); "
         f"{s['thumbnails']:,} thumbnails; {result.seconds:.1f} s -> {index}"
@@ -749,21 +1207,42 @@ def report(
 
 @app.command("build-splits")
 def build_splits(
-    source: Annotated[list[str], typer.Option(help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc (FORMAT may be auto).")],
+    source: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc (FORMAT may be auto)."
+        ),
+    ],
     target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
-    out: Annotated[Path, typer.Option(help="Folder for ingest/<NAME>/, duplicates/ and <target>/ (each as its command writes it).")],
-    pin: Annotated[Optional[list[str]], typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for ingest/<NAME>/, duplicates/ and <target>/ (each as its command writes it).")
+    ],
+    pin: Annotated[
+        list[str] | None, typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")
+    ] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of labelled images in test.")] = SPLIT.test_fraction,
     folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = SPLIT.folds,
     seed: Annotated[int, typer.Option(help="Random seed.")] = SPLIT.seed,
-    max_distance: Annotated[int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")] = DEDUPE.max_distance,
-    dhash_distance: Annotated[int, typer.Option(help="dHash distance confirming a pHash match.")] = DEDUPE.dhash_distance,
-    sequence_gap: Annotated[int, typer.Option(help="Frame-number gap linking frames of one video.")] = DEDUPE.sequence_gap,
-    sequence_distance: Annotated[int, typer.Option(help="pHash distance for sequence links.")] = DEDUPE.sequence_distance,
-    max_group_share: Annotated[float, typer.Option(help="Warn when one group holds more than this share.")] = SPLIT.max_group_share,
-    taxonomy: Annotated[Optional[Path], typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
+    max_distance: Annotated[
+        int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")
+    ] = DEDUPE.max_distance,
+    dhash_distance: Annotated[
+        int, typer.Option(help="dHash distance confirming a pHash match.")
+    ] = DEDUPE.dhash_distance,
+    sequence_gap: Annotated[
+        int, typer.Option(help="Frame-number gap linking frames of one video.")
+    ] = DEDUPE.sequence_gap,
+    sequence_distance: Annotated[
+        int, typer.Option(help="pHash distance for sequence links.")
+    ] = DEDUPE.sequence_distance,
+    max_group_share: Annotated[
+        float, typer.Option(help="Warn when one group holds more than this share.")
+    ] = SPLIT.max_group_share,
+    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = INGEST.workers,
-    nest_in: Annotated[Optional[Path], typer.Option(help="Upstream split folder this target nests in (see `endoctl split`).")] = None,
+    nest_in: Annotated[
+        Path | None, typer.Option(help="Upstream split folder this target nests in (see `endoctl split`).")
+    ] = None,
 ) -> None:
     """ingest -> dedupe -> split in one command, for use without DVC; the same files as the DVC stages."""
     from endoctl.sources import AUTO, detect_format
@@ -779,16 +1258,30 @@ def build_splits(
                 fmt, evidence = detect_format(Path(path))
             except ValueError as exc:
                 _fail(str(exc))
-            console.print(f"build-splits: {name}: --format auto chose {fmt}: found {evidence}", highlight=False, markup=False)
+            console.print(
+                f"build-splits: {name}: --format auto chose {fmt}: found {evidence}", highlight=False, markup=False
+            )
         parsed.append((name, fmt, Path(path)))
     manifests = [out / "ingest" / name for name, _, _ in parsed]
     for manifest, (name, fmt, path) in zip(manifests, parsed):
         _ingest(path, fmt, name, manifest, IngestParams(workers=workers))
     duplicates = out / "duplicates"
-    _dedupe(manifests, duplicates, DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance,
-                                                DEDUPE.sequence_pattern, workers))
-    _split(manifests, target, out / target, SplitParams(test_fraction, folds, seed, max_group_share), duplicates,
-           pin or [], {name: fmt for name, fmt, _ in parsed if name != fmt}, taxonomy, nest_in=nest_in)
+    _dedupe(
+        manifests,
+        duplicates,
+        DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, DEDUPE.sequence_pattern, workers),
+    )
+    _split(
+        manifests,
+        target,
+        out / target,
+        SplitParams(test_fraction, folds, seed, max_group_share),
+        duplicates,
+        pin or [],
+        {name: fmt for name, fmt, _ in parsed if name != fmt},
+        taxonomy,
+        nest_in=nest_in,
+    )
 
 
 if __name__ == "__main__":

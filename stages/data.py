@@ -75,9 +75,11 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     mapping = read_class_mapping(split_dir / MAPPING_FILE)
     multi = df.loc[df["target_class"].str.contains("|", regex=False), "target_class"]
     if len(multi):  # softmax training needs one class per image; say so instead of "unknown class 'a|b'"
-        raise ValueError(f"{file}: the split's target is multi-label ({len(multi)} images with several classes, e.g. "
-                         f"{multi.iloc[0]!r}); training takes one class per image: split with a target whose "
-                         "several_classes is priority or exclude")
+        raise ValueError(
+            f"{file}: the split's target is multi-label ({len(multi)} images with several classes, e.g. "
+            f"{multi.iloc[0]!r}); training takes one class per image: split with a target whose "
+            "several_classes is priority or exclude"
+        )
     unknown = sorted(set(df["target_class"].str.lower()) - set(mapping))
     if unknown:
         raise ValueError(f"{file}: target_class value(s) not in class_mapping.json: {unknown[:5]}")
@@ -86,8 +88,9 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     if str(val_fold) not in folds:
         raise ValueError(f"{file}: val_fold {val_fold} not among the folds {folds}")
     is_val = df["fold"] == str(val_fold)
-    return SplitData(df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True), mapping,
-                     display_names(mapping))
+    return SplitData(
+        df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True), mapping, display_names(mapping)
+    )
 
 
 class RandomRot90:
@@ -111,13 +114,22 @@ def build_transform(data_config: dict, training: bool, augment: Augment | None =
     """timm's transform for the model's data config; training adds the endoscopy augmentations."""
     from timm.data import create_transform
 
-    cfg = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-           if k in data_config}
+    cfg = {
+        k: data_config[k]
+        for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+        if k in data_config
+    }
     if not training:
         return create_transform(**cfg, is_training=False)
     augment = augment or Augment()
-    transform = create_transform(**cfg, is_training=True, hflip=augment.hflip, vflip=augment.vflip,
-                                 color_jitter=augment.color_jitter, scale=(augment.scale_min, 1.0))
+    transform = create_transform(
+        **cfg,
+        is_training=True,
+        hflip=augment.hflip,
+        vflip=augment.vflip,
+        color_jitter=augment.color_jitter,
+        scale=(augment.scale_min, 1.0),
+    )
     if augment.rot90 > 0:
         transform.transforms.insert(0, RandomRot90(augment.rot90))
     return transform
@@ -177,8 +189,15 @@ class DistributedWeightedSampler(Sampler[tuple[int, int]]):
     positions ``r::world``: disjoint shards, equal length on every rank (DDP needs equal steps).
     """
 
-    def __init__(self, num_items: int, weights: Sequence[float] | np.ndarray | None = None,
-                 num_samples: int | None = None, rank: int = 0, world: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        weights: Sequence[float] | np.ndarray | None = None,
+        num_samples: int | None = None,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+    ) -> None:
         if num_items <= 0:
             raise ValueError("cannot sample from an empty training set")
         if not 0 <= rank < world:
@@ -221,10 +240,24 @@ class DistributedWeightedSampler(Sampler[tuple[int, int]]):
         return {"seed": self.seed, "epoch": self.epoch, "num_samples": self.num_samples, "world": self.world}
 
 
-def make_loader(dataset: Dataset, batch_size: int, sampler: Sampler | Sequence[int], num_workers: int,
-                pin_memory: bool, drop_last: bool = False, seed: int = 0) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    sampler: Sampler | Sequence[int],
+    num_workers: int,
+    pin_memory: bool,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> DataLoader:
     """A DataLoader with persistent workers (no re-spawn each epoch) and its own generator, so
     creating it never draws from the global torch RNG that dropout and drop-path use."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=pin_memory, drop_last=drop_last, persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

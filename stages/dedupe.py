@@ -20,9 +20,8 @@ loop is compiled with numba and releases the GIL, so worker threads scale across
 from __future__ import annotations
 
 import itertools
-import re
-from concurrent.futures import ThreadPoolExecutor
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +101,26 @@ def _popcount(x: np.uint64) -> np.int64:
 
 
 @numba.njit(cache=True, nogil=True)
-def _probe(sorted_values, sorted_keys, order, starts, start_off, masks, mask_off, shifts, widths, radius,
-           max_distance, c, a_lo, a_hi, out_i, out_j, out_d, count):  # pragma: no cover - compiled
+def _probe(
+    sorted_values,
+    sorted_keys,
+    order,
+    starts,
+    start_off,
+    masks,
+    mask_off,
+    shifts,
+    widths,
+    radius,
+    max_distance,
+    c,
+    a_lo,
+    a_hi,
+    out_i,
+    out_j,
+    out_d,
+    count,
+):  # pragma: no cover - compiled
     """Chunk ``c``, sorted positions a_lo..a_hi; returns (next position, pairs written).
 
     Items are visited in bucket order and each pair (a, p) is taken only with a < p, so every
@@ -150,9 +167,24 @@ def _scan_range(index: dict, c: int, i_lo: int, i_hi: int) -> tuple[np.ndarray, 
     out = [np.empty(cap, np.int64) for _ in range(3)]
     count, i = 0, i_lo
     while True:
-        i, count = _probe(index["sorted_values"], index["sorted_keys"], index["order"], index["starts"],
-                          index["start_off"], index["masks"], index["mask_off"], index["shifts"],
-                          index["widths"], index["radius"], index["max_distance"], c, i, i_hi, *out, count)
+        i, count = _probe(
+            index["sorted_values"],
+            index["sorted_keys"],
+            index["order"],
+            index["starts"],
+            index["start_off"],
+            index["masks"],
+            index["mask_off"],
+            index["shifts"],
+            index["widths"],
+            index["radius"],
+            index["max_distance"],
+            c,
+            i,
+            i_hi,
+            *out,
+            count,
+        )
         if i >= i_hi:
             return tuple(a[:count] for a in out)
         out = [np.concatenate([a, np.empty(len(a), np.int64)]) for a in out]
@@ -172,12 +204,16 @@ def near_pairs(hashes: np.ndarray, max_distance: int, workers: int = 1) -> tuple
     masks = [_masks(w, lay.radius) for _, w in lay.chunks]
     index = {
         "sorted_values": np.take_along_axis(np.broadcast_to(values, keys.shape), order, axis=1),
-        "sorted_keys": np.take_along_axis(keys, order, axis=1), "order": order,
-        "starts": np.concatenate(starts), "start_off": np.cumsum([0, *map(len, starts)]),
-        "masks": np.concatenate(masks), "mask_off": np.cumsum([0, *map(len, masks)]),
+        "sorted_keys": np.take_along_axis(keys, order, axis=1),
+        "order": order,
+        "starts": np.concatenate(starts),
+        "start_off": np.cumsum([0, *map(len, starts)]),
+        "masks": np.concatenate(masks),
+        "mask_off": np.cumsum([0, *map(len, masks)]),
         "shifts": np.array([s for s, _ in lay.chunks], np.int64),
         "widths": np.array([w for _, w in lay.chunks], np.int64),
-        "radius": lay.radius, "max_distance": max_distance,
+        "radius": lay.radius,
+        "max_distance": max_distance,
     }
     bounds = np.linspace(0, n, max(1, workers) * 4 + 1).astype(int)
     ranges = [(c, lo, hi) for c in range(len(lay.chunks)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
@@ -239,8 +275,9 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
     dh = from_hex(reps["dhash"])
     confirmed = np.bitwise_count(dh[i] ^ dh[j]) <= params.dhash_distance
     ids = reps["image_id"].to_numpy()
-    near = pd.DataFrame({"image_id_a": ids[i[confirmed]], "image_id_b": ids[j[confirmed]],
-                         "distance": d[confirmed], "kind": "near"})
+    near = pd.DataFrame(
+        {"image_id_a": ids[i[confirmed]], "image_id_b": ids[j[confirmed]], "distance": d[confirmed], "kind": "near"}
+    )
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
     found = [p for p in (exact, near, frames) if p is not None and len(p)]
     if not found:  # no duplicate and no sequence link at all
@@ -267,9 +304,14 @@ def cluster(manifest: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     dup = pairs[pairs["kind"] != "sequence"]
     labels = components(len(manifest), index[dup["image_id_a"]].to_numpy(), index[dup["image_id_b"]].to_numpy())
     sizes = np.bincount(labels)[labels] if len(labels) else labels
-    return pd.DataFrame({"image_id": manifest["image_id"], "source": manifest["source"],
-                         "cluster": stable_ids(manifest["image_id"].tolist(), labels, "c"),
-                         "cluster_size": sizes})[CLUSTER_COLUMNS]
+    return pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "source": manifest["source"],
+            "cluster": stable_ids(manifest["image_id"].tolist(), labels, "c"),
+            "cluster_size": sizes,
+        }
+    )[CLUSTER_COLUMNS]
 
 
 def report(manifest: pd.DataFrame, clusters: pd.DataFrame, pairs: pd.DataFrame, params: DedupeParams) -> dict:
@@ -297,8 +339,11 @@ def report(manifest: pd.DataFrame, clusters: pd.DataFrame, pairs: pd.DataFrame, 
         "conflicting_label_examples": {
             c: sorted(labels.get_group(c)["key"].unique().tolist()) for c in conflict_ids[:10]
         },
-        "largest_cluster": None if largest is None else {
-            "cluster": largest["cluster"], "size": int(largest["cluster_size"]),
+        "largest_cluster": None
+        if largest is None
+        else {
+            "cluster": largest["cluster"],
+            "size": int(largest["cluster_size"]),
             "sources": sorted(merged.loc[merged["cluster"] == largest["cluster"], "source"].unique().tolist()),
         },
         "sequence_linked_images": int(len(set(seq["image_id_a"]) | set(seq["image_id_b"]))),
@@ -313,13 +358,18 @@ def validate_manifest(manifest: pd.DataFrame, name: str) -> None:
     """One-line ``ValueError`` naming ``name``, the column, the row and the value of the first problem."""
     missing = sorted({"image_id", "source", "path", "label", "sha256", *HASH_COLUMNS} - set(manifest.columns))
     if missing:
-        raise ValueError(f"{name}: missing column(s) {missing} (found {list(manifest.columns)}): an `endoctl ingest` manifest is needed")
+        raise ValueError(
+            f"{name}: missing column(s) {missing} (found {list(manifest.columns)}): an `endoctl ingest` manifest is "
+            "needed"
+        )
     for column in ("image_id", *HASH_COLUMNS):
         bad = ~manifest[column].str.fullmatch(r"[0-9a-fA-F]{16}") if column != "image_id" else manifest[column] == ""
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise ValueError(f"{name}: row {row + 2} column {column}: {manifest[column].iloc[row]!r} "
-                             f"({int(bad.sum())} bad value(s); {'16 hex digits expected' if column != 'image_id' else 'empty'})")
+            raise ValueError(
+                f"{name}: row {row + 2} column {column}: {manifest[column].iloc[row]!r} "
+                f"({int(bad.sum())} bad value(s); {'16 hex digits expected' if column != 'image_id' else 'empty'})"
+            )
 
 
 def dedupe(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> DedupeResult:
@@ -334,7 +384,9 @@ def dedupe(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> Ded
     return DedupeResult(clusters, pairs, report(manifest, clusters, pairs, params))
 
 
-def dedupe_manifests(frames: list[pd.DataFrame], names: list[str], params: DedupeParams = DedupeParams()) -> DedupeResult:
+def dedupe_manifests(
+    frames: list[pd.DataFrame], names: list[str], params: DedupeParams = DedupeParams()
+) -> DedupeResult:
     """Every source's manifest (checked each under its own name) deduplicated together."""
     for name, frame in zip(names, frames):
         validate_manifest(frame, name)

@@ -92,22 +92,31 @@ class EvaluateResult:
     def notes(self) -> list[str]:
         """What the reader of each report should know (absent classes, argmax disagreements), by file."""
         full = self.request.report == "full"
-        return [f"{s.file.name}: {note}" for s in self.scored
-                for note in (s.report["notes"] if full else metrics.report_notes(s.data))]
+        return [
+            f"{s.file.name}: {note}"
+            for s in self.scored
+            for note in (s.report["notes"] if full else metrics.report_notes(s.data))
+        ]
 
     def summary(self) -> str:
         """The command's one line: which report, the images, each file's headline numbers."""
         r, first = self.request, self.scored[0].data
         unit = "groups" if first.group is not None else "images"
-        how = (f"ce24 report, {r.convention or self.truth.default_convention}" if r.report == "ce24"
-               else "full report" + (f", {r.bootstrap} bootstrap resamples of {unit}" if r.bootstrap else ""))
-        return (f"evaluate ({how}): {len(first.y)} images, {len(first.classes)} classes, matched by {first.match}; "
-                + "; ".join(metrics.summary(s.file.stem, s.report) for s in self.scored)
-                + f" in {self.seconds:.1f} s -> {r.out}")
+        how = (
+            f"ce24 report, {r.convention or self.truth.default_convention}"
+            if r.report == "ce24"
+            else "full report" + (f", {r.bootstrap} bootstrap resamples of {unit}" if r.bootstrap else "")
+        )
+        return (
+            f"evaluate ({how}): {len(first.y)} images, {len(first.classes)} classes, matched by {first.match}; "
+            + "; ".join(metrics.summary(s.file.stem, s.report) for s in self.scored)
+            + f" in {self.seconds:.1f} s -> {r.out}"
+        )
 
 
-def evaluate(request: EvaluateRequest,
-             hashing: Callable[[], AbstractContextManager[Tick | None]] = contextlib.nullcontext) -> EvaluateResult:
+def evaluate(
+    request: EvaluateRequest, hashing: Callable[[], AbstractContextManager[Tick | None]] = contextlib.nullcontext
+) -> EvaluateResult:
     """Check the options, score every predictions file and write the output set, all or nothing.
 
     ``hashing`` opens the caller's progress display for the leak check's image hashing (only then)
@@ -176,16 +185,26 @@ def plan_outputs(request: EvaluateRequest, files: list[Path]) -> OutputPlan:
     reports = {file: r.out / f"{file.stem}_metrics.json" if into_folder else r.out for file in files}
     plot_dirs = {file: r.plots / file.stem if folder else r.plots for file in files} if r.plots is not None else {}
     leak_free = (r.out if into_folder else r.out.parent) / metrics.LEAK_FREE_FILE if r.train else None
-    written = [*reports.values(), *([r.metrics_out] if r.metrics_out is not None else []), *plot_dirs.values(),
-               *([leak_free] if leak_free is not None else [])]
+    written = [
+        *reports.values(),
+        *([r.metrics_out] if r.metrics_out is not None else []),
+        *plot_dirs.values(),
+        *([leak_free] if leak_free is not None else []),
+    ]
     if len(written) == 1:
         return OutputPlan(reports, plot_dirs, r.metrics_out, leak_free)
-    home, option = ((r.out, "--out") if into_folder else (r.plots, "--plots") if r.plots is not None
-                    else (r.out.parent, "the folder of --out"))
+    home, option = (
+        (r.out, "--out")
+        if into_folder
+        else (r.plots, "--plots")
+        if r.plots is not None
+        else (r.out.parent, "the folder of --out")
+    )
     plots_at_home = r.plots is not None and r.plots.resolve() == home.resolve()
     owned = _owned_names(home, option, written, plots_at_home)
-    return OutputPlan(reports, plot_dirs, r.metrics_out, leak_free, home, option,
-                      (*owned, *(["*_metrics.json"] if folder else [])))
+    return OutputPlan(
+        reports, plot_dirs, r.metrics_out, leak_free, home, option, (*owned, *(["*_metrics.json"] if folder else []))
+    )
 
 
 def _owned_names(home: Path, option: str, written: list[Path], plots_at_home: bool) -> list[str]:
@@ -194,14 +213,17 @@ def _owned_names(home: Path, option: str, written: list[Path], plots_at_home: bo
     root = home.resolve()
     outside = [p for p in written if p.resolve() != root and root not in p.resolve().parents]
     if outside:
-        raise ValueError(f"{outside[0]} is outside {home}: evaluate replaces its outputs together as one folder "
-                         f"({option} {home}), so put them all in it (e.g. {home / outside[0].name})")
+        raise ValueError(
+            f"{outside[0]} is outside {home}: evaluate replaces its outputs together as one folder "
+            f"({option} {home}), so put them all in it (e.g. {home / outside[0].name})"
+        )
     owned = {p.resolve().relative_to(root).parts[0] for p in written if p.resolve() != root}
     return sorted(owned | (set(PLOT_FILES) if plots_at_home else set()))
 
 
-def write_outputs(plan: OutputPlan, request: EvaluateRequest, truth: metrics.Truth, scored: list[Scored],
-                  unseen: pd.DataFrame | None) -> None:
+def write_outputs(
+    plan: OutputPlan, request: EvaluateRequest, truth: metrics.Truth, scored: list[Scored], unseen: pd.DataFrame | None
+) -> None:
     """Write every output: a lone report directly, a set through a staging folder swapped in at once."""
     if plan.home is None:
         _write(plan, request, truth, scored, unseen, None)
@@ -210,16 +232,28 @@ def write_outputs(plan: OutputPlan, request: EvaluateRequest, truth: metrics.Tru
         _write(plan, request, truth, scored, unseen, staging)
 
 
-def _write(plan: OutputPlan, request: EvaluateRequest, truth: metrics.Truth, scored: list[Scored],
-           unseen: pd.DataFrame | None, staging: Path | None) -> None:
+def _write(
+    plan: OutputPlan,
+    request: EvaluateRequest,
+    truth: metrics.Truth,
+    scored: list[Scored],
+    unseen: pd.DataFrame | None,
+    staging: Path | None,
+) -> None:
     """The outputs of :func:`write_outputs`, each at its place in ``staging`` when one is given."""
     for s in scored:
         write_text(plan.staged(plan.reports[s.file], staging), metrics.dumps(s.report))
         if plan.metrics_out is not None:
             write_text(plan.staged(plan.metrics_out, staging), metrics.dumps(metrics.headline(s.report)))
         if s.file in plan.plot_dirs:
-            write_plots(plan.staged(plan.plot_dirs[s.file], staging), s.data.y, s.data.proba, s.data.classes,
-                        s.report if request.report == "full" else None, s.file.stem)
+            write_plots(
+                plan.staged(plan.plot_dirs[s.file], staging),
+                s.data.y,
+                s.data.proba,
+                s.data.classes,
+                s.report if request.report == "full" else None,
+                s.file.stem,
+            )
     if plan.leak_free is not None and unseen is not None:
         write_csv(plan.staged(plan.leak_free, staging), leak_free_images(truth, unseen))
 
@@ -227,15 +261,24 @@ def _write(plan: OutputPlan, request: EvaluateRequest, truth: metrics.Truth, sco
 # ------------------------------------------------------------------------------ scoring, leak-free
 
 
-def training_leaks(request: EvaluateRequest, n_truth: int,
-                   hashing: Callable[[], AbstractContextManager[Tick | None]] = contextlib.nullcontext) -> pd.DataFrame:
+def training_leaks(
+    request: EvaluateRequest,
+    n_truth: int,
+    hashing: Callable[[], AbstractContextManager[Tick | None]] = contextlib.nullcontext,
+) -> pd.DataFrame:
     """:func:`endoctl.audit.leak_free_rows` of the truth file, one row per truth row evaluate read."""
     for file in request.train:
         if not file.is_file():
             raise FileNotFoundError(f"--train file not found: {file}")
     with hashing() as tick:
-        rows = leak_free_rows(request.truth, request.train, request.images_root, workers=request.workers,
-                              on_progress=tick, frame_gap=request.frame_gap)
+        rows = leak_free_rows(
+            request.truth,
+            request.train,
+            request.images_root,
+            workers=request.workers,
+            on_progress=tick,
+            frame_gap=request.frame_gap,
+        )
     if len(rows) != n_truth:  # pragma: no cover - both read the same file with the same reader
         raise ValueError(f"{request.truth}: {len(rows)} rows read for the leak check, {n_truth} for evaluation")
     return rows
@@ -244,9 +287,12 @@ def training_leaks(request: EvaluateRequest, n_truth: int,
 def leak_free_provenance(request: EvaluateRequest, unseen: pd.DataFrame) -> dict:
     """How the leak-free subset was chosen, stored beside its metrics: the training files, the
     frame gap, and how many images each rule removed."""
-    return {"train": [str(f) for f in request.train], "frame_gap": request.frame_gap,
-            "group_trained": int(unseen["group_trained"].sum()),
-            "frame_adjacent_only": int((unseen["frame_adjacent"] & ~unseen["group_trained"]).sum())}
+    return {
+        "train": [str(f) for f in request.train],
+        "frame_gap": request.frame_gap,
+        "group_trained": int(unseen["group_trained"].sum()),
+        "frame_adjacent_only": int((unseen["frame_adjacent"] & ~unseen["group_trained"]).sum()),
+    }
 
 
 def leak_free_images(truth: metrics.Truth, unseen: pd.DataFrame) -> pd.DataFrame:
@@ -263,6 +309,8 @@ def score_file(request: EvaluateRequest, truth: metrics.Truth, file: Path, unsee
     report = metrics.evaluate(data, r.report, r.bootstrap, r.seed, r.convention)
     if unseen is not None:
         keep = unseen["leak_free"].to_numpy()
-        report["leak_free"] = {**metrics.leak_free_report(data, keep, r.report, r.bootstrap, r.seed, r.convention),
-                               **leak_free_provenance(r, unseen)}
+        report["leak_free"] = {
+            **metrics.leak_free_report(data, keep, r.report, r.bootstrap, r.seed, r.convention),
+            **leak_free_provenance(r, unseen),
+        }
     return Scored(file, data, report)

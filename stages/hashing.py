@@ -37,8 +37,13 @@ def _dct_matrix(n: int, keep: int, bits: int) -> np.ndarray:
     ``math.cos`` may differ between C libraries in the last ulp; no entry lies within 1e-6 of a
     rounding boundary, so the integers cannot.
     """
-    scaled = [[2**bits * math.sqrt((1 if k else 0.5) * 2 / n) * math.cos(math.pi * (2 * x + 1) * k / (2 * n))
-               for x in range(n)] for k in range(keep)]
+    scaled = [
+        [
+            2**bits * math.sqrt((1 if k else 0.5) * 2 / n) * math.cos(math.pi * (2 * x + 1) * k / (2 * n))
+            for x in range(n)
+        ]
+        for k in range(keep)
+    ]
     margin = min(abs(abs(v - math.floor(v)) - 0.5) for row in scaled for v in row)
     assert margin > 1e-6, "integer DCT entry too close to a rounding boundary"
     return np.array([[math.floor(v + 0.5) for v in row] for row in scaled], dtype=np.float64)

@@ -74,9 +74,7 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageRejected(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
-        raise ImageRejected(
-            f"decompression bomb: {width}x{height} = {width * height} pixels > limit {max_pixels}"
-        )
+        raise ImageRejected(f"decompression bomb: {width}x{height} = {width * height} pixels > limit {max_pixels}")
 
 
 def content_box(gray: np.ndarray) -> tuple[float, float, float, float]:

@@ -21,12 +21,22 @@ from endoctl.hashing import dhash_batch, phash_batch, to_hex
 from endoctl.imaging import ImageRejected, thumbnail
 from endoctl.io import MANIFEST_FILE, REJECTED_FILE, atomic_dir, write_csv
 from endoctl.parallel import imap_chunks
-from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
 from endoctl.params import MAX_PIXELS
+from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
 
 MANIFEST_COLUMNS = [
-    "image_id", "source", "path", "label", "patient_id", "official_split",
-    "width", "height", "bytes", "sha256", "phash", "dhash",
+    "image_id",
+    "source",
+    "path",
+    "label",
+    "patient_id",
+    "official_split",
+    "width",
+    "height",
+    "bytes",
+    "sha256",
+    "phash",
+    "dhash",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
 FILES_PER_TASK = 64  # small enough that the last task barely delays the others
@@ -139,13 +149,29 @@ def ingest(
             rejected.append((path, result))
             continue
         width, height, size, sha, ph, dh = result
-        rows.append((f"{source}/{record.rel}", source, path, record.label, record.patient_id,
-                     record.official_split, width, height, size, sha, ph, dh))
+        rows.append(
+            (
+                f"{source}/{record.rel}",
+                source,
+                path,
+                record.label,
+                record.patient_id,
+                record.official_split,
+                width,
+                height,
+                size,
+                sha,
+                ph,
+                dh,
+            )
+        )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable")
     rejects = pd.DataFrame(rejected, columns=REJECTED_COLUMNS).sort_values(["path", "reason"])
     return IngestResult(
-        manifest.reset_index(drop=True), rejects.reset_index(drop=True), dict(sorted(skipped.items())),
-        time.perf_counter() - start
+        manifest.reset_index(drop=True),
+        rejects.reset_index(drop=True),
+        dict(sorted(skipped.items())),
+        time.perf_counter() - start,
     )
 
 

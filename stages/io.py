@@ -170,8 +170,9 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> None:
 # --------------------------------------------------------------------------- sets of files
 
 
-def check_output_dir(path: str | Path, owns: Iterable[str], option: str = "--out", what: str = "the outputs",
-                     hint: str = "") -> Path:
+def check_output_dir(
+    path: str | Path, owns: Iterable[str], option: str = "--out", what: str = "the outputs", hint: str = ""
+) -> Path:
     """Raise :class:`OutputError` unless ``path`` can be replaced as a whole by :func:`atomic_dir`.
 
     ``owns``: glob patterns of the entry names this command writes there; anything else in the
@@ -181,12 +182,16 @@ def check_output_dir(path: str | Path, owns: Iterable[str], option: str = "--out
     """
     path = Path(path)
     patterns = list(owns)
-    shown = f"{option} {path}" + (" (an empty value names it too)" if str(path) == "." and option.startswith("--") else "")
+    shown = f"{option} {path}" + (
+        " (an empty value names it too)" if str(path) == "." and option.startswith("--") else ""
+    )
     here = Path.cwd().resolve()
     full = path.resolve()
     if full == here or full in here.parents:
-        raise OutputError(f"{shown}: that is the current folder (or holds it); {what} are replaced together as one "
-                          f"folder, so give them a folder of their own{hint}")
+        raise OutputError(
+            f"{shown}: that is the current folder (or holds it); {what} are replaced together as one "
+            f"folder, so give them a folder of their own{hint}"
+        )
     if path.is_symlink() and not path.is_dir() or path.exists() and not path.is_dir():
         raise OutputError(f"{shown} is a file; {what} are written into a folder (replaced as a whole){hint}")
     if path.is_dir():
@@ -198,9 +203,11 @@ def check_output_dir(path: str | Path, owns: Iterable[str], option: str = "--out
         if foreign:
             more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
             raise OutputError(
-                f"{shown} holds {', '.join(map(repr, foreign[:3]))}{more}, which {'is' if len(foreign) == 1 else 'are'} "
+                f"{shown} holds {', '.join(map(repr, foreign[:3]))}{more}, which "
+                f"{'is' if len(foreign) == 1 else 'are'} "
                 f"not among {what} ({', '.join(patterns)}); the folder is replaced as a whole, so give them a folder "
-                f"of their own{hint}")
+                f"of their own{hint}"
+            )
     return path
 
 
@@ -292,8 +299,9 @@ def _swap_in(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, owns: Iterable[str] = ("*",), option: str = "--out", what: str = "the outputs",
-               hint: str = "") -> Iterator[Path]:
+def atomic_dir(
+    path: str | Path, owns: Iterable[str] = ("*",), option: str = "--out", what: str = "the outputs", hint: str = ""
+) -> Iterator[Path]:
     """Yield an empty hidden sibling of ``path`` to write the whole output set into; when the block
     succeeds it replaces ``path`` in one step (see the module doc), else it is deleted.
 
@@ -333,7 +341,12 @@ REJECTED_FILE = "rejected.csv"
 DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]  # of PAIRS_FILE
 # A split folder (cache keeps the same names for its re-pointed copy).
-TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE = "train_val.csv", "test.csv", "class_mapping.json", "excluded.csv"
+TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE = (
+    "train_val.csv",
+    "test.csv",
+    "class_mapping.json",
+    "excluded.csv",
+)
 SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE = "split_report.json", "split_report.md"
 
 
@@ -355,8 +368,10 @@ def find_manifests(paths: Iterable[str | Path]) -> list[Path]:
             found = [p / MANIFEST_FILE for p in entries if (p / MANIFEST_FILE).is_file()]
             found += [p for p in entries if p.suffix == ".csv" and p.is_file() and not p.name.endswith(".rejected.csv")]
             if not found:
-                raise ValueError(f"no manifests in folder {path} (expected <source>/{MANIFEST_FILE} folders written by "
-                                 f"`endoctl ingest`, or manifest CSVs)")
+                raise ValueError(
+                    f"no manifests in folder {path} (expected <source>/{MANIFEST_FILE} folders written by "
+                    f"`endoctl ingest`, or manifest CSVs)"
+                )
             files += found
         elif path.is_file():
             files.append(path)
@@ -370,8 +385,10 @@ def read_manifests(files: list[Path]) -> tuple[list[pd.DataFrame], list[str]]:
     frames = [read_csv(file) for file in files]
     empty = [str(f) for f, df in zip(files, frames) if not len(df)]
     if len(empty) == len(files):
-        raise ValueError(f"{empty[0]}: no rows (header only){f', like the other {len(empty) - 1}' if len(empty) > 1 else ''}: "
-                         "no images to work on")
+        raise ValueError(
+            f"{empty[0]}: no rows (header only){f', like the other {len(empty) - 1}' if len(empty) > 1 else ''}: "
+            "no images to work on"
+        )
     return frames, empty
 
 
@@ -390,7 +407,6 @@ def source_name(manifest: Path) -> str:
     return manifest.parent.name if manifest.name == MANIFEST_FILE else manifest.stem
 
 
-
 def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read an endoctl CSV with every column as text, so ids and hashes round-trip unchanged.
 
@@ -401,7 +417,9 @@ def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file ({Path(path).stat().st_size} bytes), expected a CSV with a header row") from None
+        raise ValueError(
+            f"{path}: empty file ({Path(path).stat().st_size} bytes), expected a CSV with a header row"
+        ) from None
     except (UnicodeDecodeError, pd.errors.ParserError) as exc:
         msg = str(exc).strip().replace("\n", " ")
         raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
@@ -419,14 +437,17 @@ def _read_workbook(path: Path, key_columns: tuple[str, ...]) -> pd.DataFrame:
     if not filled:
         raise ValueError(f"{path}: every sheet is empty ({', '.join(map(repr, sheets))})")
     wanted = {c.lower() for c in key_columns}
-    name = next((n for n, df in filled.items() if wanted & {str(c).strip().lower() for c in df.columns}), next(iter(filled)))
+    name = next(
+        (n for n, df in filled.items() if wanted & {str(c).strip().lower() for c in df.columns}), next(iter(filled))
+    )
     df = filled[name].fillna("")
     df.attrs["sheet"] = name
     return df
 
 
-def read_table(path: str | Path, what: str = "file", key_columns: tuple[str, ...] = (),
-               encoding: str = "utf-8-sig") -> pd.DataFrame:
+def read_table(
+    path: str | Path, what: str = "file", key_columns: tuple[str, ...] = (), encoding: str = "utf-8-sig"
+) -> pd.DataFrame:
     """A CSV (``,``/``;``/tab from the header) or xlsx with every cell as stripped text.
 
     Text keeps float cells exact and lets bad values be reported by row instead of coerced.

@@ -35,11 +35,30 @@ from endoctl.io import MAPPING_FILE
 from endoctl.io import read_table as io_read_table
 
 # Columns that are never class columns (lower-case), in truth and prediction files alike.
-METADATA_COLUMNS = frozenset({
-    "image_path", "predicted_class", "dataset", "source", "image_id", "path", "label", "target_class",
-    "class_label", "group", "fold", "patient_id", "official_split", "split", "width", "height", "bytes",
-    "sha256", "phash", "dhash",
-})
+METADATA_COLUMNS = frozenset(
+    {
+        "image_path",
+        "predicted_class",
+        "dataset",
+        "source",
+        "image_id",
+        "path",
+        "label",
+        "target_class",
+        "class_label",
+        "group",
+        "fold",
+        "patient_id",
+        "official_split",
+        "split",
+        "width",
+        "height",
+        "bytes",
+        "sha256",
+        "phash",
+        "dhash",
+    }
+)
 KEY_COLUMNS = ("path", "image_path", "image_id")  # truth columns a prediction may quote in full
 CONVENTIONS = ("argmax", "threshold")
 REPORTS = ("full", "ce24")
@@ -161,7 +180,9 @@ def load_truth(path: str | Path) -> Truth:
     if not len(df):
         raise EvaluationError(f"truth {path}: no rows")
     if not any(_column(df, k) for k in KEY_COLUMNS):
-        raise EvaluationError(f"truth {path}: no image column (path, image_path or image_id); found columns {list(df.columns)}")
+        raise EvaluationError(
+            f"truth {path}: no image column (path, image_path or image_id); found columns {list(df.columns)}"
+        )
     classes: list[str] | None = None
     display: dict[str, str] = {}
     if (col := _column(df, "target_class")) is not None:
@@ -174,27 +195,45 @@ def load_truth(path: str | Path) -> Truth:
     elif (col := _column(df, "class_label")) is not None:
         fmt, labels = "class_label", df[col]
     else:
-        onehot = [c for c in df.columns if c.lower() not in METADATA_COLUMNS and _looks_numeric(df[c])
-                  and set(np.unique(_numeric(df[c]))) <= {0.0, 1.0}]
+        onehot = [
+            c
+            for c in df.columns
+            if c.lower() not in METADATA_COLUMNS
+            and _looks_numeric(df[c])
+            and set(np.unique(_numeric(df[c]))) <= {0.0, 1.0}
+        ]
         if len(onehot) < 2:
             raise EvaluationError(
                 f"truth {path}: no class information: expected target_class (endoctl split), class_label "
-                f"(CE24 test) or one-hot class columns (CE24 validation); found columns {list(df.columns)}")
+                f"(CE24 test) or one-hot class columns (CE24 validation); found columns {list(df.columns)}"
+            )
         values = np.nan_to_num(np.column_stack([_numeric(df[c]) for c in onehot]), nan=0.0)
         bad = np.flatnonzero(values.sum(axis=1) != 1)
         if len(bad):
-            raise EvaluationError(f"truth {path}: {len(bad)} row(s) without exactly one class set to 1, "
-                                  f"first: rows {_first([str(r) for r in _rows(df.index[bad])])}")
+            raise EvaluationError(
+                f"truth {path}: {len(bad)} row(s) without exactly one class set to 1, "
+                f"first: rows {_first([str(r) for r in _rows(df.index[bad])])}"
+            )
         fmt, classes = "onehot", onehot
         labels = pd.Series(np.asarray(onehot, dtype=object)[values.argmax(axis=1)], index=df.index)
         display = {c.lower(): c for c in onehot}
     empty = np.flatnonzero(labels.to_numpy() == "")
     if len(empty):
-        raise EvaluationError(f"truth {path}: {len(empty)} row(s) without a class, first: rows "
-                              f"{_first([str(r) for r in _rows(df.index[empty])])}")
+        raise EvaluationError(
+            f"truth {path}: {len(empty)} row(s) without a class, first: rows "
+            f"{_first([str(r) for r in _rows(df.index[empty])])}"
+        )
     source_col, group_col = _column(df, "source", "dataset"), _column(df, "group")
-    return Truth(path, fmt, df, labels, classes, display,
-                 df[source_col] if source_col else None, df[group_col] if group_col else None)
+    return Truth(
+        path,
+        fmt,
+        df,
+        labels,
+        classes,
+        display,
+        df[source_col] if source_col else None,
+        df[group_col] if group_col else None,
+    )
 
 
 # ---------------------------------------------------------------------------------- alignment
@@ -247,10 +286,15 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
     index_of = {k: i for i, k in enumerate(keys_c)}
     y = np.array([index_of[v] for v in truth.labels.str.lower().to_numpy()])
     return EvalData(
-        classes=classes, y=y, proba=proba, image=tk,
+        classes=classes,
+        y=y,
+        proba=proba,
+        image=tk,
         source=None if truth.source is None else truth.source.to_numpy(),
         group=None if truth.group is None else truth.group.to_numpy(),
-        truth_format=truth.format, match=match, notes=notes,
+        truth_format=truth.format,
+        match=match,
+        notes=notes,
     )
 
 
@@ -259,10 +303,14 @@ def _image_path_column(pred: pd.DataFrame, name: str) -> str:
     sheet = pred.attrs.get("sheet")
     path_col = _column(pred, "image_path")
     if path_col is None:
-        where = f"no sheet has an image_path column (sheet {sheet!r}" if sheet is not None else "no image_path column (file"
+        where = (
+            f"no sheet has an image_path column (sheet {sheet!r}" if sheet is not None else "no image_path column (file"
+        )
         raise EvaluationError(f"{name}: {where} has columns {list(pred.columns)})")
     if not len(pred):
-        raise EvaluationError(f"{name}: no prediction rows (header only{f', sheet {sheet!r}' if sheet is not None else ''})")
+        raise EvaluationError(
+            f"{name}: no prediction rows (header only{f', sheet {sheet!r}' if sheet is not None else ''})"
+        )
     return path_col
 
 
@@ -280,13 +328,17 @@ def _declared_class_columns(declared: list[str], pred: pd.DataFrame, candidates:
     by_lower = {c.lower(): c for c in pred.columns}
     missing = [c for c in declared if c.lower() not in by_lower]
     if missing:
-        raise EvaluationError(f"{name}: no probability column for class(es) {_first([repr(c) for c in missing])} "
-                              f"(truth classes: {', '.join(declared)})")
+        raise EvaluationError(
+            f"{name}: no probability column for class(es) {_first([repr(c) for c in missing])} "
+            f"(truth classes: {', '.join(declared)})"
+        )
     wanted = {c.lower() for c in declared}
     unknown = [c for c in candidates if c.lower() not in wanted and _looks_numeric(pred[c])]
     if unknown:
-        raise EvaluationError(f"{name}: unknown class column(s) {_first([repr(c) for c in unknown])} "
-                              f"(truth classes: {', '.join(declared)})")
+        raise EvaluationError(
+            f"{name}: unknown class column(s) {_first([repr(c) for c in unknown])} "
+            f"(truth classes: {', '.join(declared)})"
+        )
     return [by_lower[c.lower()] for c in declared]
 
 
@@ -303,12 +355,16 @@ def _offered_class_columns(truth: Truth, pred: pd.DataFrame, candidates: list[st
         rows = _rows(truth.labels.index[truth.labels == strangers[0]])
         col = _column(truth.frame, "class_label") or "class"
         raise EvaluationError(
-            f"truth {truth.path}: unknown class {strangers[0]!r} in column {col} (rows {_first([str(r) for r in rows])})"
+            f"truth {truth.path}: unknown class {strangers[0]!r} in column {col} (rows "
+            f"{_first([str(r) for r in rows])})"
             + (f" and {len(strangers) - 1} more unknown class(es)" if len(strangers) > 1 else "")
-            + f": not a class of the predictions ({', '.join(columns)}) nor of any taxonomy target")
+            + f": not a class of the predictions ({', '.join(columns)}) nor of any taxonomy target"
+        )
     if lacking:
-        raise EvaluationError(f"{name}: no probability column for truth class(es) {_first([repr(c) for c in lacking])} "
-                              f"(probability columns: {', '.join(columns) or 'none'})")
+        raise EvaluationError(
+            f"{name}: no probability column for truth class(es) {_first([repr(c) for c in lacking])} "
+            f"(probability columns: {', '.join(columns) or 'none'})"
+        )
     return columns
 
 
@@ -319,8 +375,10 @@ def _class_names(truth: Truth, columns: list[str]) -> list[str]:
     classes = [truth.display.get(k) or c for k, c in zip(keys_c, columns)]
     unknown = sorted(set(truth.labels.str.lower().to_numpy()) - set(keys_c))
     if unknown:
-        raise EvaluationError(f"truth {truth.path}: class(es) {_first([repr(u) for u in unknown])} are not among "
-                              f"the classes {', '.join(classes)}")
+        raise EvaluationError(
+            f"truth {truth.path}: class(es) {_first([repr(u) for u in unknown])} are not among "
+            f"the classes {', '.join(classes)}"
+        )
     return classes
 
 
@@ -331,8 +389,10 @@ def _match_keys(truth: Truth, paths: pd.Series, name: str) -> tuple[str, pd.Seri
     pkeys = _posix(paths)
     empty = np.flatnonzero(pkeys.to_numpy() == "")
     if len(empty):
-        raise EvaluationError(f"{name}: {len(empty)} row(s) without image_path, first: rows "
-                              f"{_first([str(r) for r in _rows(paths.index[empty])])}")
+        raise EvaluationError(
+            f"{name}: {len(empty)} row(s) without image_path, first: rows "
+            f"{_first([str(r) for r in _rows(paths.index[empty])])}"
+        )
     match, tkeys, best = "file name", None, 0
     for col in KEY_COLUMNS:
         if (tcol := _column(truth.frame, col)) is not None:
@@ -360,9 +420,11 @@ def _check_unique_truth_keys(truth: Truth, tkeys: pd.Series, match: str, tcol: s
         raise EvaluationError(
             f"{name}: prediction paths are not the truth's paths and truth file names repeat "
             f"({repeated.nunique()} names, first {first!r} in truth rows {rows}): "
-            f"give image_path as in the truth's {tcol} column")
-    raise EvaluationError(f"truth {truth.path}: {repeated.nunique()} image(s) listed more than once, "
-                          f"first {first!r} in rows {rows}")
+            f"give image_path as in the truth's {tcol} column"
+        )
+    raise EvaluationError(
+        f"truth {truth.path}: {repeated.nunique()} image(s) listed more than once, first {first!r} in rows {rows}"
+    )
 
 
 def _check_one_prediction_per_image(truth: Truth, pkeys: pd.Series, tk: np.ndarray, pk: np.ndarray, name: str) -> None:
@@ -370,12 +432,16 @@ def _check_one_prediction_per_image(truth: Truth, pkeys: pd.Series, tk: np.ndarr
     tset, pset = set(tk), set(pk)
     miss = [i for i, k in enumerate(tk) if k not in pset]
     if miss:
-        raise EvaluationError(f"{name}: {len(miss)} truth image(s) have no prediction, first: "
-                              + _first([f"{tk[i]} (truth row {r})" for i, r in zip(miss, _rows(truth.frame.index[miss]))]))
+        raise EvaluationError(
+            f"{name}: {len(miss)} truth image(s) have no prediction, first: "
+            + _first([f"{tk[i]} (truth row {r})" for i, r in zip(miss, _rows(truth.frame.index[miss]))])
+        )
     extra = [i for i, k in enumerate(pk) if k not in tset]
     if extra:
-        raise EvaluationError(f"{name}: {len(extra)} predicted image(s) are not in the truth, first: "
-                              + _first([f"{pk[i]} (row {r})" for i, r in zip(extra, _rows(pkeys.index[extra]))]))
+        raise EvaluationError(
+            f"{name}: {len(extra)} predicted image(s) are not in the truth, first: "
+            + _first([f"{pk[i]} (row {r})" for i, r in zip(extra, _rows(pkeys.index[extra]))])
+        )
     dup = pkeys[pkeys.duplicated(keep=False)]
     if len(dup):
         shown = []
@@ -389,22 +455,29 @@ def _probabilities(pred: pd.DataFrame, columns: list[str], pk: np.ndarray, name:
     proba = np.column_stack([_numeric(pred[c]) for c in columns]) if columns else np.zeros((len(pred), 0))
     with np.errstate(invalid="ignore"):
         outside = (proba < -PROBA_SLACK) | (proba > 1 + PROBA_SLACK)
-    for problem, bad in (("empty or non-numeric", np.isnan(proba)), ("non-finite", np.isinf(proba)),
-                         ("outside [0, 1]", outside)):
+    for problem, bad in (
+        ("empty or non-numeric", np.isnan(proba)),
+        ("non-finite", np.isinf(proba)),
+        ("outside [0, 1]", outside),
+    ):
         cells = np.argwhere(bad)
         if len(cells):
-            shown = [f"row {_rows([pred.index[r]])[0]} ({pk[r]}) column {columns[c]!r}: {pred[columns[c]].iloc[r]!r}"
-                     for r, c in cells[:SHOWN]]
+            shown = [
+                f"row {_rows([pred.index[r]])[0]} ({pk[r]}) column {columns[c]!r}: {pred[columns[c]].iloc[r]!r}"
+                for r, c in cells[:SHOWN]
+            ]
             hint = ""
             if problem.startswith("outside") and proba.min() >= 0 and np.allclose(proba.sum(axis=1), 100, rtol=1e-3):
                 hint = " (every row sums to 100: percentages? give probabilities, i.e. divide by 100)"
-            raise EvaluationError(f"{name}: {len(cells)} {problem} probability value(s), first: "
-                                  f"{_first(shown, len(cells))}{hint}")
+            raise EvaluationError(
+                f"{name}: {len(cells)} {problem} probability value(s), first: {_first(shown, len(cells))}{hint}"
+            )
     return proba
 
 
-def _predicted_classes(pred: pd.DataFrame, keys_c: list[str], classes: list[str], pk: np.ndarray,
-                       name: str) -> np.ndarray | None:
+def _predicted_classes(
+    pred: pd.DataFrame, keys_c: list[str], classes: list[str], pk: np.ndarray, name: str
+) -> np.ndarray | None:
     """The ``predicted_class`` column lower-cased (prediction row order), None without one; each a class."""
     pc_col = _column(pred, "predicted_class")
     if pc_col is None:
@@ -413,8 +486,10 @@ def _predicted_classes(pred: pd.DataFrame, keys_c: list[str], classes: list[str]
     bad = np.flatnonzero(~np.isin(pc, keys_c))
     if len(bad):
         shown = [f"row {r} ({pk[i]}): {pred[pc_col].iloc[i]!r}" for i, r in zip(bad, _rows(pred.index[bad]))]
-        raise EvaluationError(f"{name}: {len(bad)} invalid predicted_class value(s), first: {_first(shown)} "
-                              f"(classes: {', '.join(classes)})")
+        raise EvaluationError(
+            f"{name}: {len(bad)} invalid predicted_class value(s), first: {_first(shown)} "
+            f"(classes: {', '.join(classes)})"
+        )
     return pc
 
 
@@ -439,9 +514,14 @@ PREDICTION_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
 def prediction_files(folder: str | Path, exclude: Sequence[str | Path] = ()) -> list[Path]:
     """Prediction tables in ``folder``, sorted by name (hidden and Excel lock files skipped)."""
     skip = {Path(p).resolve() for p in exclude}
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES and not p.name.startswith((".", "~$"))
-                  and p.resolve() not in skip)
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file()
+        and p.suffix.lower() in PREDICTION_SUFFIXES
+        and not p.name.startswith((".", "~$"))
+        and p.resolve() not in skip
+    )
 
 
 # ------------------------------------------------------------------------ vectorised metric cores
@@ -523,8 +603,16 @@ def _confusion_stats(cm: np.ndarray) -> dict[str, np.ndarray]:
         precision = np.where(predicted > 0, tp / predicted, np.where(present, 0.0, np.nan))
         f1 = np.where(present | (predicted > 0), 2 * tp / (support + predicted), np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
-    return {"tp": tp, "support": support, "predicted": predicted, "recall": recall, "precision": precision,
-            "f1": f1, "specificity": specificity, "accuracy": np.trace(cm, axis1=1, axis2=2) / total[:, 0]}
+    return {
+        "tp": tp,
+        "support": support,
+        "predicted": predicted,
+        "recall": recall,
+        "precision": precision,
+        "f1": f1,
+        "specificity": specificity,
+        "accuracy": np.trace(cm, axis1=1, axis2=2) / total[:, 0],
+    }
 
 
 def f1_macro(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -563,9 +651,14 @@ def _metric_rows(y: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> dict[
         "auc_macro": _nanmean(auc),
         "auc_weighted": weighted,
         "map_macro": _nanmean(ap),
-        "class_precision": stats["precision"], "class_recall": stats["recall"], "class_f1": stats["f1"],
-        "class_specificity": stats["specificity"], "class_auc": auc, "class_average_precision": ap,
-        "class_support": support, "class_predicted": stats["predicted"],
+        "class_precision": stats["precision"],
+        "class_recall": stats["recall"],
+        "class_f1": stats["f1"],
+        "class_specificity": stats["specificity"],
+        "class_auc": auc,
+        "class_average_precision": ap,
+        "class_support": support,
+        "class_predicted": stats["predicted"],
     }
 
 
@@ -621,12 +714,14 @@ def ce24_report(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], conven
     b_tn = len(y) - b_tp - b_fp - b_fn
     class_wise = {}
     for c, name in enumerate(classes):
-        values = (ratio(b_tp[c:c + 1], b_tp[c:c + 1] + b_fp[c:c + 1])[0],
-                  ratio(b_tp[c:c + 1], b_tp[c:c + 1] + b_fn[c:c + 1])[0],
-                  ratio(2 * b_tp[c:c + 1], 2 * b_tp[c:c + 1] + b_fp[c:c + 1] + b_fn[c:c + 1])[0],
-                  ratio(b_tn[c:c + 1], b_tn[c:c + 1] + b_fp[c:c + 1])[0],
-                  (b_tp[c] + b_tn[c]) / len(y),
-                  None if np.isnan(auc[c]) else auc[c])
+        values = (
+            ratio(b_tp[c : c + 1], b_tp[c : c + 1] + b_fp[c : c + 1])[0],
+            ratio(b_tp[c : c + 1], b_tp[c : c + 1] + b_fn[c : c + 1])[0],
+            ratio(2 * b_tp[c : c + 1], 2 * b_tp[c : c + 1] + b_fp[c : c + 1] + b_fn[c : c + 1])[0],
+            ratio(b_tn[c : c + 1], b_tn[c : c + 1] + b_fp[c : c + 1])[0],
+            (b_tp[c] + b_tn[c]) / len(y),
+            None if np.isnan(auc[c]) else auc[c],
+        )
         class_wise[name] = dict(zip(_CE24_KEYS, values))
     return {
         "mean_auc": float(np.nan_to_num(auc, nan=0.0).mean()),
@@ -673,8 +768,14 @@ def _resample_weights(units: np.ndarray, n_units: int, rng: np.random.Generator,
     return per_unit[units].astype(np.float64)
 
 
-def bootstrap(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], n: int = 1000, seed: int = 0,
-              groups: np.ndarray | None = None) -> dict:
+def bootstrap(
+    y: np.ndarray,
+    proba: np.ndarray,
+    classes: Sequence[str],
+    n: int = 1000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> dict:
     """Percentile 95% CIs of every full-report metric from ``n`` seeded resamples.
 
     With ``groups`` whole groups (patients/videos and their duplicates) are resampled, since
@@ -704,22 +805,46 @@ def bootstrap(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], n: int =
         if not len(valid):
             return {"low": None, "high": None, "std": None, "valid": 0}
         low, high = np.percentile(valid, [lo, hi])
-        return {"low": float(low), "high": float(high), "std": float(valid.std(ddof=1)) if len(valid) > 1 else 0.0,
-                "valid": int(len(valid))}
+        return {
+            "low": float(low),
+            "high": float(high),
+            "std": float(valid.std(ddof=1)) if len(valid) > 1 else 0.0,
+            "valid": int(len(valid)),
+        }
 
-    headline = ("balanced_accuracy", "accuracy", "precision_macro", "f1_macro", "auc_macro", "auc_weighted", "map_macro")
-    per_class = {name: {k: ci(rows[f"class_{k}"][:, c]) for k in ("precision", "recall", "f1", "auc", "average_precision")}
-                 for c, name in enumerate(classes)}
-    return {"n": n, "seed": seed, "unit": unit, "units": int(len(unit_names)), "level": CI_LEVEL,
-            "method": "percentile", "ci": {k: ci(rows[k]) for k in headline}, "per_class": per_class}
+    headline = (
+        "balanced_accuracy",
+        "accuracy",
+        "precision_macro",
+        "f1_macro",
+        "auc_macro",
+        "auc_weighted",
+        "map_macro",
+    )
+    per_class = {
+        name: {k: ci(rows[f"class_{k}"][:, c]) for k in ("precision", "recall", "f1", "auc", "average_precision")}
+        for c, name in enumerate(classes)
+    }
+    return {
+        "n": n,
+        "seed": seed,
+        "unit": unit,
+        "units": int(len(unit_names)),
+        "level": CI_LEVEL,
+        "method": "percentile",
+        "ci": {k: ci(rows[k]) for k in headline},
+        "per_class": per_class,
+    }
 
 
 def _absent_note(classes: Sequence[str], support: np.ndarray, where: str = "the truth") -> list[str]:
     absent = [c for c, s in zip(classes, support) if s == 0]
     if not absent:
         return []
-    return [f"class(es) {', '.join(absent)} have no images in {where}: their recall, AUC and AP are null "
-            f"and excluded from the macro means (F1 too, unless predicted: then 0, as in scikit-learn)"]
+    return [
+        f"class(es) {', '.join(absent)} have no images in {where}: their recall, AUC and AP are null "
+        f"and excluded from the macro means (F1 too, unless predicted: then 0, as in scikit-learn)"
+    ]
 
 
 def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, convention: str | None = None) -> dict:
@@ -727,8 +852,9 @@ def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, conventi
 
     Predicted class = argmax. Macro means are over the classes present in the truth (absent
     classes are null, with a note); macro F1 also counts classes predicted but absent (F1 0), as
-    scikit-learn's ``f1_score(average="macro")`` (:func:`f1_macro`). ``auc_weighted`` weights class AUCs by support; ``auc_micro``
-    pools every (image, class) score. ``ce24`` holds the organisers' report of the same data.
+    scikit-learn's ``f1_score(average="macro")`` (:func:`f1_macro`). ``auc_weighted`` weights class
+    AUCs by support; ``auc_micro`` pools every (image, class) score. ``ce24`` holds the organisers'
+    report of the same data.
     """
     y, proba, classes = data.y, data.proba, data.classes
     ones = np.ones((len(y), 1))
@@ -737,14 +863,20 @@ def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, conventi
     per_class = {}
     for c, name in enumerate(classes):
         per_class[name] = {
-            "support": int(rows["class_support"][0, c]), "predicted": int(rows["class_predicted"][0, c]),
-            **{k: float(rows[f"class_{k}"][0, c])
-               for k in ("precision", "recall", "f1", "specificity", "auc", "average_precision")},
+            "support": int(rows["class_support"][0, c]),
+            "predicted": int(rows["class_predicted"][0, c]),
+            **{
+                k: float(rows[f"class_{k}"][0, c])
+                for k in ("precision", "recall", "f1", "specificity", "auc", "average_precision")
+            },
         }
     cm = confusion_matrix(y, data.pred, len(classes))
     report = {
-        **_headline(rows), "auc_micro": micro_auc(y, proba),
-        "n_images": int(len(y)), "classes": list(classes), "per_class": per_class,
+        **_headline(rows),
+        "auc_micro": micro_auc(y, proba),
+        "n_images": int(len(y)),
+        "classes": list(classes),
+        "per_class": per_class,
         "confusion_matrix": {"labels": list(classes), "rows": "truth", "columns": "prediction", "matrix": cm.tolist()},
         "match": data.match,
         "ce24": ce24_report(y, proba, classes, convention or _default_convention(data)),
@@ -756,10 +888,14 @@ def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, conventi
             mask = data.source.astype(str) == name
             sub = _metric_rows(y[mask], proba[mask], np.ones((int(mask.sum()), 1)))
             present = [classes[c] for c in np.flatnonzero(sub["class_support"][0] > 0)]
-            per_source[name] = {**_headline(sub), "n_images": int(mask.sum()), "classes_present": present,
-                                "recall": {classes[c]: float(sub["class_recall"][0, c]) for c in range(len(classes))}}
+            per_source[name] = {
+                **_headline(sub),
+                "n_images": int(mask.sum()),
+                "classes_present": present,
+                "recall": {classes[c]: float(sub["class_recall"][0, c]) for c in range(len(classes))},
+            }
         report["per_source"] = per_source
-    report["bootstrap"] = (bootstrap(y, proba, classes, n_bootstrap, seed, data.group) if n_bootstrap > 0 else None)
+    report["bootstrap"] = bootstrap(y, proba, classes, n_bootstrap, seed, data.group) if n_bootstrap > 0 else None
     report["notes"] = notes
     return report
 
@@ -768,8 +904,9 @@ def _default_convention(data: EvalData) -> str:
     return "threshold" if data.truth_format == "class_label" else "argmax"
 
 
-def evaluate(data: EvalData, report: str = "full", n_bootstrap: int = 1000, seed: int = 0,
-             convention: str | None = None) -> dict:
+def evaluate(
+    data: EvalData, report: str = "full", n_bootstrap: int = 1000, seed: int = 0, convention: str | None = None
+) -> dict:
     """The report named ``report`` (``full`` or ``ce24``) of aligned data."""
     if report not in REPORTS:
         raise ValueError(f"unknown report {report!r}; choose one of {', '.join(REPORTS)}")
@@ -786,13 +923,24 @@ LEAK_FREE_FILE = "leak_free_images.csv"  # beside the report: the truth images l
 def subset(data: EvalData, keep: np.ndarray) -> EvalData:
     """The rows of ``data`` where ``keep`` (a bool per row, truth order)."""
     pick = np.asarray(keep, dtype=bool)
-    return replace(data, y=data.y[pick], proba=data.proba[pick], image=data.image[pick],
-                   source=None if data.source is None else data.source[pick],
-                   group=None if data.group is None else data.group[pick])
+    return replace(
+        data,
+        y=data.y[pick],
+        proba=data.proba[pick],
+        image=data.image[pick],
+        source=None if data.source is None else data.source[pick],
+        group=None if data.group is None else data.group[pick],
+    )
 
 
-def leak_free_report(data: EvalData, keep: np.ndarray, report: str = "full", n_bootstrap: int = 1000, seed: int = 0,
-                     convention: str | None = None) -> dict:
+def leak_free_report(
+    data: EvalData,
+    keep: np.ndarray,
+    report: str = "full",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    convention: str | None = None,
+) -> dict:
     """The same report on the leak-free rows only (``keep``: no group member in the training files),
     with their count; no metrics when there are none."""
     n = int(np.count_nonzero(keep))
@@ -802,12 +950,16 @@ def leak_free_report(data: EvalData, keep: np.ndarray, report: str = "full", n_b
 
 def _plain_summary(name: str, report: Mapping) -> str:
     if "class_wise_metrics" in report:
-        return (f"{name} balanced accuracy {report['balanced_accuracy']:.4f}, mean AUC {report['mean_auc']:.4f}, "
-                f"avg F1 {report['avg_f1']:.4f}")
+        return (
+            f"{name} balanced accuracy {report['balanced_accuracy']:.4f}, mean AUC {report['mean_auc']:.4f}, "
+            f"avg F1 {report['avg_f1']:.4f}"
+        )
     ci = (report.get("bootstrap") or {}).get("ci", {}).get("balanced_accuracy")
     interval = f" [{ci['low']:.4f}, {ci['high']:.4f}]" if ci and ci["low"] is not None else ""
-    return (f"{name} balanced accuracy {report['balanced_accuracy']:.4f}{interval}, macro AUC {report['auc_macro']:.4f}, "
-            f"macro F1 {report['f1_macro']:.4f}, mAP {report['map_macro']:.4f}")
+    return (
+        f"{name} balanced accuracy {report['balanced_accuracy']:.4f}{interval}, macro AUC {report['auc_macro']:.4f}, "
+        f"macro F1 {report['f1_macro']:.4f}, mAP {report['map_macro']:.4f}"
+    )
 
 
 def summary(name: str, report: Mapping) -> str:
@@ -815,8 +967,11 @@ def summary(name: str, report: Mapping) -> str:
     text = _plain_summary(name, report)
     free = report.get("leak_free")
     if free is not None:
-        text += (f" (leak-free {free['n_images']} of {free['of_images']} images: "
-                 + (_plain_summary("", free).strip() if free["n_images"] else "none") + ")")
+        text += (
+            f" (leak-free {free['n_images']} of {free['of_images']} images: "
+            + (_plain_summary("", free).strip() if free["n_images"] else "none")
+            + ")"
+        )
     return text
 
 
@@ -837,8 +992,10 @@ def headline(report: Mapping) -> dict:
             out[f"{k}_ci_low"], out[f"{k}_ci_high"] = ci[k]["low"], ci[k]["high"]
     out["ce24"] = {k: v for k, v in report["ce24"].items() if k != "class_wise_metrics"}
     if "per_source" in report:
-        out["per_source"] = {name: {k: src[k] for k in ("balanced_accuracy", "auc_macro", "n_images")}
-                             for name, src in report["per_source"].items()}
+        out["per_source"] = {
+            name: {k: src[k] for k in ("balanced_accuracy", "auc_macro", "n_images")}
+            for name, src in report["per_source"].items()
+        }
     if "leak_free" in report:
         free = report["leak_free"]
         out["leak_free"] = {**{k: free.get(k) for k in HEADLINE}, "n_images": free["n_images"]}
@@ -851,8 +1008,10 @@ def report_notes(data: EvalData) -> list[str]:
     notes = list(data.notes)
     absent = [c for c, s in zip(data.classes, support) if s == 0]
     if absent:
-        notes.append(f"class(es) {', '.join(absent)} have no images in the truth: class-wise auc null, "
-                     f"counted as 0.0 in mean_auc (as the organisers' script does)")
+        notes.append(
+            f"class(es) {', '.join(absent)} have no images in the truth: class-wise auc null, "
+            f"counted as 0.0 in mean_auc (as the organisers' script does)"
+        )
     return notes
 
 

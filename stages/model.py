@@ -42,8 +42,18 @@ CKPT_FORMAT = "endoctl-ckpt/1"
 CKPT_PREFIX = "endoctl-ckpt/"
 LIGHTNING_PREFIX = "backbone."  # the seed paper's Lightning module keeps the timm model under this name
 # Keys of a Lightning ``hyper_parameters`` dict that may name the timm model / the classes.
-MODEL_NAME_KEYS = ("model_name", "timm_model", "backbone_name", "backbone", "arch", "architecture",
-                   "model", "encoder_name", "encoder", "name")
+MODEL_NAME_KEYS = (
+    "model_name",
+    "timm_model",
+    "backbone_name",
+    "backbone",
+    "arch",
+    "architecture",
+    "model",
+    "encoder_name",
+    "encoder",
+    "name",
+)
 CLASS_NAME_KEYS = ("class_names", "classes", "class_labels", "labels")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
@@ -178,8 +188,9 @@ def num_outputs(model: nn.Module) -> int | None:
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under ``torch.compile`` / DDP wrappers (their state-dict keys differ)."""
     while True:
-        inner = getattr(model, "_orig_mod", None) or (getattr(model, "module", None)
-                                                      if type(model).__name__ == "DistributedDataParallel" else None)
+        inner = getattr(model, "_orig_mod", None) or (
+            getattr(model, "module", None) if type(model).__name__ == "DistributedDataParallel" else None
+        )
         if inner is None:
             return model
         model = inner
@@ -244,7 +255,7 @@ class _Placeholder(dict):
     constructor arguments and pickled state are kept in ``args`` / ``state`` for inspection.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "_Placeholder":
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
         return dict.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -331,8 +342,11 @@ def read_weights(path: str | Path, tolerant: bool = True) -> Any:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -343,7 +357,7 @@ def _strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in out):
-                out = {k[len(prefix):]: v for k, v in out.items()}
+                out = {k[len(prefix) :]: v for k, v in out.items()}
                 changed = True
     return out
 
@@ -353,7 +367,9 @@ def _infer_img_size(state_dict: Mapping[str, torch.Tensor]) -> int | None:
     pos, proj = state_dict.get("pos_embed"), state_dict.get("patch_embed.proj.weight")
     if pos is None or proj is None or pos.ndim != 3 or proj.ndim != 4:
         return None
-    prefix = int("cls_token" in state_dict) + (int(state_dict["reg_token"].shape[1]) if "reg_token" in state_dict else 0)
+    prefix = int("cls_token" in state_dict) + (
+        int(state_dict["reg_token"].shape[1]) if "reg_token" in state_dict else 0
+    )
     for tokens in (pos.shape[1] - prefix, pos.shape[1]):  # with / without embedded prefix tokens
         side = math.isqrt(max(tokens, 0))
         if tokens > 0 and side * side == tokens:
@@ -392,15 +408,18 @@ def _timm_name(value: Any) -> bool:
     return timm.is_model(value.removeprefix("timm/").split(".")[0])
 
 
-def _create_with_weights(model_name: str, num_classes: int, img_size: int | None, state_dict: Mapping[str, torch.Tensor],
-           where: str) -> nn.Module:
+def _create_with_weights(
+    model_name: str, num_classes: int, img_size: int | None, state_dict: Mapping[str, torch.Tensor], where: str
+) -> nn.Module:
     """Create ``model_name`` and load ``state_dict`` strictly, condensing torch's long error."""
     model = create_model(model_name, num_classes, img_size=img_size)
     own = model.state_dict()
     shapes = [k for k, v in state_dict.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if shapes:
-        raise ValueError(f"weights in {where} do not fit {model_name} ({num_classes} classes, img_size {img_size}): "
-                         f"shape mismatch for {', '.join(shapes[:3])}")
+        raise ValueError(
+            f"weights in {where} do not fit {model_name} ({num_classes} classes, img_size {img_size}): "
+            f"shape mismatch for {', '.join(shapes[:3])}"
+        )
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         parts = []
@@ -412,8 +431,9 @@ def _create_with_weights(model_name: str, num_classes: int, img_size: int | None
     return model.eval()
 
 
-def _mapping_for(num_classes: int | None, class_mapping_json: str | Path | None, found_names: Any,
-                 where: str) -> tuple[dict[str, int], list[str]]:
+def _mapping_for(
+    num_classes: int | None, class_mapping_json: str | Path | None, found_names: Any, where: str
+) -> tuple[dict[str, int], list[str]]:
     if class_mapping_json is not None:
         mapping = read_class_mapping(class_mapping_json)
     elif found_names is not None:
@@ -453,8 +473,9 @@ def load_for_inference(
             raise ValueError(f"{where}: endoctl checkpoint lacks {', '.join(missing)}")
         mapping = validate_class_mapping(obj["class_mapping"], f"{where} class_mapping")
         if class_mapping_json is not None and read_class_mapping(class_mapping_json) != mapping:
-            raise ValueError(f"{where}: its classes differ from {class_mapping_json} "
-                             f"(checkpoint: {', '.join(mapping)})")
+            raise ValueError(
+                f"{where}: its classes differ from {class_mapping_json} (checkpoint: {', '.join(mapping)})"
+            )
         names = list(obj.get("class_names") or display_names(mapping))
         name = model_name or obj["model_name"]
         size = img_size or obj.get("img_size")
@@ -483,7 +504,9 @@ def load_for_inference(
         arch = obj.get("arch") if isinstance(obj, Mapping) and not _is_state_dict(obj) else None
         name = model_name or (arch if _timm_name(arch) else None)
         if name is None:
-            raise ValueError(f"{where} holds plain weights without a model name: pass --model-name (e.g. eva02_base_patch14_224)")
+            raise ValueError(
+                f"{where} holds plain weights without a model name: pass --model-name (e.g. eva02_base_patch14_224)"
+            )
         mapping, names = _mapping_for(None, class_mapping_json, None, where)
         size = img_size or _infer_img_size(state_dict)
         model = _create_with_weights(name, len(mapping), size, state_dict, where)
@@ -503,8 +526,14 @@ def lightning_backbone(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     return {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state_dict.items() if k.startswith(LIGHTNING_PREFIX)}
 
 
-def _load_lightning(obj: Mapping[str, Any], state_dict: dict[str, torch.Tensor], class_mapping_json: str | Path | None,
-                    model_name: str | None, img_size: int | None, where: str) -> LoadedModel:
+def _load_lightning(
+    obj: Mapping[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    class_mapping_json: str | Path | None,
+    model_name: str | None,
+    img_size: int | None,
+    where: str,
+) -> LoadedModel:
     """Map ``backbone.<k>`` -> ``<k>`` and ``classifier.linear.*`` -> the timm model's classifier."""
     from timm.models import get_pretrained_cfg
 
@@ -517,8 +546,10 @@ def _load_lightning(obj: Mapping[str, Any], state_dict: dict[str, torch.Tensor],
     head_b = state_dict.get("classifier.linear.bias", state_dict.get("classifier.bias"))
     if head_w is None:
         heads = sorted({k.rsplit(".", 1)[0] for k in state_dict if not k.startswith(LIGHTNING_PREFIX)})
-        raise ValueError(f"{where}: Lightning checkpoint without classifier.linear.weight (non-backbone "
-                         f"modules: {', '.join(heads) or 'none'})")
+        raise ValueError(
+            f"{where}: Lightning checkpoint without classifier.linear.weight (non-backbone "
+            f"modules: {', '.join(heads) or 'none'})"
+        )
     backbone = _strip_wrappers(lightning_backbone(state_dict) or {})
     cfg = get_pretrained_cfg(name.removeprefix("timm/").split(".")[0])
     classifier = (cfg.classifier if cfg is not None else None) or "head"
@@ -528,8 +559,11 @@ def _load_lightning(obj: Mapping[str, Any], state_dict: dict[str, torch.Tensor],
     backbone[f"{classifier}.weight"] = head_w
     if head_b is not None:
         backbone[f"{classifier}.bias"] = head_b
-    found_names = _find_text(hparams, CLASS_NAME_KEYS, lambda v: isinstance(v, (list, tuple)) and len(v) == head_w.shape[0]
-                             and all(isinstance(x, str) for x in v))
+    found_names = _find_text(
+        hparams,
+        CLASS_NAME_KEYS,
+        lambda v: isinstance(v, (list, tuple)) and len(v) == head_w.shape[0] and all(isinstance(x, str) for x in v),
+    )
     mapping, names = _mapping_for(int(head_w.shape[0]), class_mapping_json, found_names, where)
     size = img_size or _infer_img_size(backbone)
     model = _create_with_weights(name, len(mapping), size, backbone, where)

@@ -82,5 +82,11 @@ class QualityParams:
     max_aspect: float = 2.0  # longer / shorter side above: odd aspect
 
 
-INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY = (IngestParams(), DedupeParams(), SplitParams(), CacheParams(),
-                                                 ReportParams(), QualityParams())
+INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY = (
+    IngestParams(),
+    DedupeParams(),
+    SplitParams(),
+    CacheParams(),
+    ReportParams(),
+    QualityParams(),
+)

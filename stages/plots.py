@@ -112,14 +112,28 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str = ""):
         for j in range(k):
             count = int(cm[i, j])
             dark = count > 0 and float(norm(count)) > 0.6
-            left.text(j, i, f"{count:,}", ha="center", va="center", fontsize=font,
-                      color="white" if dark else ("#aaaaaa" if count == 0 else "black"))
+            left.text(
+                j,
+                i,
+                f"{count:,}",
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if dark else ("#aaaaaa" if count == 0 else "black"),
+            )
             rate = rates[i, j]
             if np.isnan(rate):
                 continue
             label = "0" if rate == 0 else ("<1%" if rate < 0.005 else f"{rate:.0%}")
-            right.text(j, i, label, ha="center", va="center", fontsize=font,
-                       color="white" if rate > 0.6 else ("#aaaaaa" if rate == 0 else "black"))
+            right.text(
+                j,
+                i,
+                label,
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if rate > 0.6 else ("#aaaaaa" if rate == 0 else "black"),
+            )
     plain = FuncFormatter(lambda v, _: f"{v:,.0f}")
     bar = fig.colorbar(counts_img, ax=left, fraction=0.046, pad=0.02, format=plain)
     bar.ax.tick_params(labelsize=font)
@@ -128,8 +142,9 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str = ""):
     else:
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    fig.colorbar(rates_img, ax=right, fraction=0.046, pad=0.02, format=FuncFormatter(lambda v, _: f"{v:.0%}")
-                 ).ax.tick_params(labelsize=font)
+    fig.colorbar(
+        rates_img, ax=right, fraction=0.046, pad=0.02, format=FuncFormatter(lambda v, _: f"{v:.0%}")
+    ).ax.tick_params(labelsize=font)
     if title:
         fig.suptitle(title, fontsize=font + 4)
     return fig
@@ -148,15 +163,26 @@ def roc_figure(table: pd.DataFrame, aucs: dict[str, float | None], title: str = 
     for i, name in enumerate(names):
         part = table[table["class"] == name]
         auc = aucs.get(name)
-        ax.plot(part["fpr"], part["tpr"], color=colours(i % colours.N), linewidth=1.5,
-                label=f"{name} (AUC {auc:.3f})" if auc is not None else name)
+        ax.plot(
+            part["fpr"],
+            part["tpr"],
+            color=colours(i % colours.N),
+            linewidth=1.5,
+            label=f"{name} (AUC {auc:.3f})" if auc is not None else name,
+        )
     styles = {"micro": ("black", "--", "micro average"), "macro": ("#555555", "-.", "macro average")}
     for name, (colour, style, text) in styles.items():
         part = table[table["class"] == name]
         if len(part):
             auc = aucs.get(name)
-            ax.plot(part["fpr"], part["tpr"], color=colour, linestyle=style, linewidth=2.2,
-                    label=f"{text} (AUC {auc:.3f})" if auc is not None else text)
+            ax.plot(
+                part["fpr"],
+                part["tpr"],
+                color=colour,
+                linestyle=style,
+                linewidth=2.2,
+                label=f"{text} (AUC {auc:.3f})" if auc is not None else text,
+            )
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -173,8 +199,14 @@ def _save(fig, path: Path) -> None:
         fig.savefig(fh, format="png", dpi=DPI, metadata={"Software": None})
 
 
-def write_plots(out_dir: str | Path, y: np.ndarray, proba: np.ndarray, classes: Sequence[str],
-                report: dict | None = None, title: str = "") -> list[Path]:
+def write_plots(
+    out_dir: str | Path,
+    y: np.ndarray,
+    proba: np.ndarray,
+    classes: Sequence[str],
+    report: dict | None = None,
+    title: str = "",
+) -> list[Path]:
     """Write confusion_matrix.png, roc.png, roc.csv, roc_micro.csv and confusion.csv into ``out_dir``.
 
     AUCs in the ROC legend come from ``report`` (a full report) when given, so the figure shows
@@ -197,7 +229,9 @@ def write_plots(out_dir: str | Path, y: np.ndarray, proba: np.ndarray, classes: 
     aucs = {k: (None if v is None or not np.isfinite(v) else v) for k, v in aucs.items()}
     paths = [out_dir / name for name in PLOT_FILES]
     heading = f"{title}: " if title else ""
-    accuracy = f", balanced accuracy {report['balanced_accuracy']:.3f}" if report and "balanced_accuracy" in report else ""
+    accuracy = (
+        f", balanced accuracy {report['balanced_accuracy']:.3f}" if report and "balanced_accuracy" in report else ""
+    )
     _save(confusion_figure(cm, classes, f"{heading}confusion matrix, {len(y):,} images{accuracy}"), paths[0])
     _save(roc_figure(table, aucs, f"{heading}ROC curves (one class vs rest)"), paths[1])
     write_csv(paths[2], table)

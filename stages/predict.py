@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.devices import autocast, bf16_supported
+from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 from endoctl.params import MAX_PIXELS
@@ -92,7 +92,9 @@ def list_images(source: str | Path) -> ImageList:
         values = table[column].str.strip()
         empty = (values == "").to_numpy()
         if empty.any():
-            raise ValueError(f"{source}: {int(empty.sum())} row(s) without a {column}, first: row {int(empty.argmax()) + 2}")
+            raise ValueError(
+                f"{source}: {int(empty.sum())} row(s) without a {column}, first: row {int(empty.argmax()) + 2}"
+            )
         repeated = {p: [i + 2 for i in rows] for p, rows in values.groupby(values).indices.items() if len(rows) > 1}
         return ImageList(sorted(set(values)), Path("."), rows=len(values), repeated=repeated)
     raise FileNotFoundError(f"images not found: {source} (expected a folder or a .csv)")
@@ -111,8 +113,11 @@ def split_transform(data_config: dict[str, Any]) -> tuple[Callable, torch.Tensor
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    config = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-              if k in data_config}
+    config = {
+        k: data_config[k]
+        for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+        if k in data_config
+    }
     full = create_transform(**config, is_training=False)
     steps = list(getattr(full, "transforms", []))
     if len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
@@ -140,7 +145,9 @@ class InferenceImages(torch.utils.data.Dataset):
             return i, None, f"transform failed: {type(exc).__name__}: {exc}"
 
 
-def collate_valid(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]:
+def collate_valid(
+    items: list[tuple[int, torch.Tensor | None, str]],
+) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]:
     """(indices of readable images, their stacked tensors or None, [(index, reason)] of the others)."""
     good = [(i, x) for i, x, _ in items if x is not None]
     failed = [(i, reason) for i, x, reason in items if x is None]
@@ -190,9 +197,16 @@ def use_matmul_attention(model: torch.nn.Module) -> bool:
 class Predictor:
     """A model prepared for one compute path: ``predictor(uint8 or float batch) -> fp32 probabilities``."""
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu", fast: bool = True,
-                 compile: bool = False, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 fixed_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: str | torch.device = "cpu",
+        fast: bool = True,
+        compile: bool = False,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        fixed_batch: int | None = None,
+    ) -> None:
         self.device = torch.device(device)
         bf16 = fast and bf16_supported(self.device)
         # Prepares ``loaded.model`` in place (device, memory format): one Predictor per model copy.
@@ -274,12 +288,18 @@ def _threads_beside(workers: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def iter_batches(images: ImageList, transform: Callable, batch_size: int, workers: int,
-                 pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
+def iter_batches(
+    images: ImageList, transform: Callable, batch_size: int, workers: int, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
     """Batches in list order from a DataLoader over lazily opened images (see :func:`collate_valid`)."""
     loader = torch.utils.data.DataLoader(
-        InferenceImages(images.files(), transform), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=collate_valid, pin_memory=pin_memory, persistent_workers=False,
+        InferenceImages(images.files(), transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_valid,
+        pin_memory=pin_memory,
+        persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
     )
     yield from loader
@@ -319,9 +339,12 @@ def predict_images(
             if on_progress is not None:
                 on_progress(done, n)
     seconds = time.perf_counter() - started
-    return PredictionResult(prediction_table([p for p, good in zip(images.paths, ok) if good], probs[ok],
-                                             loaded.class_names),
-                            pd.DataFrame(sorted(rejected), columns=["path", "reason"]), seconds, predictor.path)
+    return PredictionResult(
+        prediction_table([p for p, good in zip(images.paths, ok) if good], probs[ok], loaded.class_names),
+        pd.DataFrame(sorted(rejected), columns=["path", "reason"]),
+        seconds,
+        predictor.path,
+    )
 
 
 def prediction_table(paths: list[str], probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
@@ -348,8 +371,10 @@ def check_output(out: str | Path, rows: int) -> str:
     if suffix not in (".csv", ".xlsx"):
         raise ValueError(f"--out must end in .csv or .xlsx, got {Path(out).name}")
     if suffix == ".xlsx" and rows > MAX_XLSX_ROWS:
-        raise ValueError(f"{rows:,} images do not fit an Excel sheet (at most {MAX_XLSX_ROWS:,} data rows): "
-                         f"write {Path(out).with_suffix('.csv').name} instead")
+        raise ValueError(
+            f"{rows:,} images do not fit an Excel sheet (at most {MAX_XLSX_ROWS:,} data rows): "
+            f"write {Path(out).with_suffix('.csv').name} instead"
+        )
     return suffix[1:]
 
 
@@ -367,8 +392,13 @@ def output_names(out: str | Path) -> list[str]:
 def check_output_folder(out: str | Path) -> None:
     """``OutputError`` unless ``--out``'s folder holds only predict outputs (it is replaced as a whole)."""
     out = Path(out)
-    check_output_dir(out.parent, output_names(out), "the folder of --out", "predict outputs",
-                     hint=f" (e.g. --out predictions/{out.name})")
+    check_output_dir(
+        out.parent,
+        output_names(out),
+        "the folder of --out",
+        "predict outputs",
+        hint=f" (e.g. --out predictions/{out.name})",
+    )
 
 
 def write_predictions(out: str | Path, result: PredictionResult) -> Path:
@@ -376,8 +406,13 @@ def write_predictions(out: str | Path, result: PredictionResult) -> Path:
     folder is rebuilt and swapped in with one rename (:func:`endoctl.io.atomic_dir`)."""
     out = Path(out)
     kind = check_output(out, len(result.table))
-    with atomic_dir(out.parent, output_names(out), "the folder of --out", "predict outputs",
-                    hint=f" (e.g. --out predictions/{out.name})") as tmp:
+    with atomic_dir(
+        out.parent,
+        output_names(out),
+        "the folder of --out",
+        "predict outputs",
+        hint=f" (e.g. --out predictions/{out.name})",
+    ) as tmp:
         if kind == "csv":
             write_csv(tmp / out.name, result.table)  # float32 columns print as their shortest round-trip text
         else:

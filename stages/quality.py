@@ -33,8 +33,8 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 from endoctl.imaging import ImageRejected, content_box, decode_gray, read_image_file
-from endoctl.params import MAX_PIXELS, QualityParams
 from endoctl.parallel import imap_chunks
+from endoctl.params import MAX_PIXELS, QualityParams
 
 DECODE_SIDE = 128  # decode scale: 1/4 of a 620x530 frame; blur of 1% of the width stays visible
 REGION = 64  # the measured content region, whatever the image size: measures are scale-free
@@ -60,8 +60,9 @@ def sums(regions: np.ndarray) -> np.ndarray:
     inner = r[:, 1:-1, 1:-1]
     lap = r[:, 1:-1, :-2] + r[:, 1:-1, 2:] + r[:, :-2, 1:-1] + r[:, 2:, 1:-1] - 4 * inner
     grad = np.abs(r[:, 1:-1, 2:] - r[:, 1:-1, :-2]) + np.abs(r[:, 2:, 1:-1] - r[:, :-2, 1:-1])
-    return np.stack([r.sum(axis=(1, 2)), (r * r).sum(axis=(1, 2)), np.abs(lap).sum(axis=(1, 2)),
-                     grad.sum(axis=(1, 2))], axis=1)
+    return np.stack(
+        [r.sum(axis=(1, 2)), (r * r).sum(axis=(1, 2)), np.abs(lap).sum(axis=(1, 2)), grad.sum(axis=(1, 2))], axis=1
+    )
 
 
 def measures(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,23 +103,29 @@ class QualityResult:
     seconds: float
 
 
-def measure_images(manifest: pd.DataFrame, data_root: str | Path = ".", workers: int = 1,
-                   max_pixels: int = MAX_PIXELS,
-                   on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+def measure_images(
+    manifest: pd.DataFrame,
+    data_root: str | Path = ".",
+    workers: int = 1,
+    max_pixels: int = MAX_PIXELS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
     """The sums of every distinct file (first ``image_id`` per ``sha256``) as columns
     ``s_luma, s_luma2, s_lap, s_grad`` (empty) or ``reason``, one row per manifest image."""
     manifest = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
     key = manifest["sha256"].where(manifest["sha256"] != "", manifest["image_id"])
     reps = manifest.assign(key=key).drop_duplicates("key")
     files = [str(Path(data_root) / p) for p in reps["path"]]
-    jobs: Iterator = ((files[i:i + IMAGES_PER_TASK], max_pixels) for i in range(0, len(files), IMAGES_PER_TASK))
+    jobs: Iterator = ((files[i : i + IMAGES_PER_TASK], max_pixels) for i in range(0, len(files), IMAGES_PER_TASK))
     results: list[tuple[int, ...] | str] = []
     for part in imap_chunks(_measure_task, jobs, workers if len(files) > IMAGES_PER_TASK else 1):
         results.extend(part)
         if on_progress:
             on_progress(len(results), len(files))
-    rows = {k: (r if isinstance(r, tuple) else (None,) * 4) + ("" if isinstance(r, tuple) else r,)
-            for k, r in zip(reps["key"], results)}
+    rows = {
+        k: (r if isinstance(r, tuple) else (None,) * 4) + ("" if isinstance(r, tuple) else r,)
+        for k, r in zip(reps["key"], results)
+    }
     table = pd.DataFrame([rows[k] for k in key], columns=["s_luma", "s_luma2", "s_lap", "s_grad", "reason"])
     return pd.concat([manifest[["image_id", "source", "path", "width", "height"]], table], axis=1)
 
@@ -145,11 +152,14 @@ def flag(measured: pd.DataFrame, params: QualityParams = QualityParams()) -> pd.
     short, long_ = np.minimum(width, height), np.maximum(width, height)
     area = width * height
     median = pd.Series(area).groupby(df["source"].to_numpy()).transform("median").to_numpy()
-    f2 = params.size_factor ** 2
+    f2 = params.size_factor**2
     hits["odd_size"] = (short < params.min_side) | (area * f2 < median) | (area > median * f2)
     hits["odd_aspect"] = long_ > params.max_aspect * np.maximum(short, 1)
-    flags = np.array([[name if hits[name][i] else "" for name in FLAGS] for i in range(len(df))], dtype=object) \
-        if len(df) else np.zeros((0, len(FLAGS)), dtype=object)
+    flags = (
+        np.array([[name if hits[name][i] else "" for name in FLAGS] for i in range(len(df))], dtype=object)
+        if len(df)
+        else np.zeros((0, len(FLAGS)), dtype=object)
+    )
     out = df[["image_id", "source", "path", "width", "height"]].copy()
     out["brightness"] = np.round(raw["brightness"], 2)
     out["contrast"] = np.round(raw["contrast"], 2)
@@ -159,8 +169,13 @@ def flag(measured: pd.DataFrame, params: QualityParams = QualityParams()) -> pd.
     return out[QUALITY_COLUMNS]
 
 
-def assess(manifest: pd.DataFrame, params: QualityParams = QualityParams(), data_root: str | Path = ".",
-           workers: int = 1, on_progress: Callable[[int, int], None] | None = None) -> QualityResult:
+def assess(
+    manifest: pd.DataFrame,
+    params: QualityParams = QualityParams(),
+    data_root: str | Path = ".",
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
     """Measure and flag every image of ``manifest`` (needs image_id, source, path, width, height, sha256)."""
     start = time.perf_counter()
     measured = measure_images(manifest, data_root, workers, on_progress=on_progress)
@@ -183,8 +198,14 @@ def degraded_copies(path: str | Path) -> dict[str, bytes]:
     def blur(share: float) -> bytes:
         return _jpeg(np.asarray(im.filter(ImageFilter.GaussianBlur(share * w)), dtype=np.float64))
 
-    return {"original": Path(path).read_bytes(), "dark x0.25": _jpeg(a * 0.25), "dark x0.15": _jpeg(a * 0.15),
-            "whiteout 70%": _jpeg(a * 0.3 + 255 * 0.7), "brightened x2.5": _jpeg(a * 2.5),
-            "blur 0.5% of width": blur(0.005), "blur 1% of width": blur(0.01),
-            "uniform (mean colour)": _jpeg(np.broadcast_to(a.mean(axis=(0, 1)), a.shape)),
-            "dark uniform + noise": _jpeg(12 + np.random.default_rng(0).normal(0, 2, a.shape))}
+    return {
+        "original": Path(path).read_bytes(),
+        "dark x0.25": _jpeg(a * 0.25),
+        "dark x0.15": _jpeg(a * 0.15),
+        "whiteout 70%": _jpeg(a * 0.3 + 255 * 0.7),
+        "brightened x2.5": _jpeg(a * 2.5),
+        "blur 0.5% of width": blur(0.005),
+        "blur 1% of width": blur(0.01),
+        "uniform (mean colour)": _jpeg(np.broadcast_to(a.mean(axis=(0, 1)), a.shape)),
+        "dark uniform + noise": _jpeg(12 + np.random.default_rng(0).normal(0, 2, a.shape)),
+    }

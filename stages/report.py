@@ -35,13 +35,32 @@ from PIL import Image
 from endoctl.grouping import components, stable_ids
 from endoctl.hashing import from_hex, hamming
 from endoctl.imaging import ImageRejected, open_rgb
+from endoctl.io import (
+    DEDUPE_REPORT_FILE,
+    EXCLUDED_FILE,
+    PAIRS_FILE,
+    TEST_FILE,
+    TRAIN_VAL_FILE,
+    read_csv,
+    rejected_file,
+    source_name,
+)
 from endoctl.parallel import imap_chunks
-from endoctl.io import DEDUPE_REPORT_FILE, EXCLUDED_FILE, PAIRS_FILE, TEST_FILE, TRAIN_VAL_FILE, read_csv, rejected_file, source_name
 from endoctl.params import SEQUENCE_PATTERN, QualityParams, ReportParams
 from endoctl.quality import FLAGS
 
-NEEDED_COLUMNS = ["image_id", "source", "path", "label", "patient_id", "official_split", "width", "height",
-                  "sha256", "phash"]
+NEEDED_COLUMNS = [
+    "image_id",
+    "source",
+    "path",
+    "label",
+    "patient_id",
+    "official_split",
+    "width",
+    "height",
+    "sha256",
+    "phash",
+]
 SPLIT_CSVS = (TRAIN_VAL_FILE, TEST_FILE)
 THUMBS = "thumbs"
 THUMB_QUALITY = 82
@@ -77,8 +96,9 @@ def _need(df: pd.DataFrame, columns: Sequence[str], file: Path, hint: str) -> No
         raise ValueError(f"{file}: missing column(s) {missing} ({hint}); found {list(df.columns)}")
 
 
-def load_inputs(manifests: Sequence[Path], duplicates: Path | None = None, splits: Sequence[Path] = (),
-                audits: Sequence[Path] = ()) -> Inputs:
+def load_inputs(
+    manifests: Sequence[Path], duplicates: Path | None = None, splits: Sequence[Path] = (), audits: Sequence[Path] = ()
+) -> Inputs:
     """Read and check every input; one-line ValueError/FileNotFoundError naming the file otherwise."""
     frames, rejected, files = [], {}, []
     for file in manifests:
@@ -124,16 +144,23 @@ def load_inputs(manifests: Sequence[Path], duplicates: Path | None = None, split
         for name in SPLIT_CSVS:
             if (folder / name).is_file():
                 df = read_csv(folder / name)
-                _need(df, ["image_id", "source", "label", "target_class", "group", "fold"], folder / name,
-                      "an endoctl split CSV")
+                _need(
+                    df,
+                    ["image_id", "source", "label", "target_class", "group", "fold"],
+                    folder / name,
+                    "an endoctl split CSV",
+                )
                 parts.append(df)
                 files.append(str(folder / name))
         if not parts:
             raise FileNotFoundError(f"no {' or '.join(SPLIT_CSVS)} in split folder {folder}")
         rows = pd.concat(parts, ignore_index=True)
         rows["bin"] = np.where(rows["fold"] == "", "test", "fold " + rows["fold"])
-        excluded = read_csv(folder / EXCLUDED_FILE) if (folder / EXCLUDED_FILE).is_file() \
+        excluded = (
+            read_csv(folder / EXCLUDED_FILE)
+            if (folder / EXCLUDED_FILE).is_file()
             else pd.DataFrame(columns=["image_id", "source", "reason"])
+        )
         folders.append(SplitFolder(folder.name, rows.drop(columns=["fold"]), excluded))
     loaded = []
     for file in audits:
@@ -142,7 +169,9 @@ def load_inputs(manifests: Sequence[Path], duplicates: Path | None = None, split
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{file}: not an `endoctl audit --json` file ({exc})") from None
         if not {"straddling_groups", "cross_split_pair_list"} <= set(content):
-            raise ValueError(f"{file}: not an `endoctl audit --json` file (no straddling_groups / cross_split_pair_list)")
+            raise ValueError(
+                f"{file}: not an `endoctl audit --json` file (no straddling_groups / cross_split_pair_list)"
+            )
         loaded.append((Path(file).stem, content))
         files.append(str(file))
     return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files)
@@ -155,8 +184,9 @@ def placements(inputs: Inputs) -> pd.DataFrame:
     """Per image (index image_id) one column per split folder: ``fold k``, ``test``, ``excluded`` or ''."""
     out = pd.DataFrame(index=inputs.manifest["image_id"])
     for folder in inputs.splits:
-        where = pd.concat([folder.rows.set_index("image_id")["bin"],
-                           pd.Series("excluded", index=folder.excluded["image_id"])])
+        where = pd.concat(
+            [folder.rows.set_index("image_id")["bin"], pd.Series("excluded", index=folder.excluded["image_id"])]
+        )
         out[folder.name] = out.index.map(where[~where.index.duplicated()]).fillna("")
     return out
 
@@ -175,7 +205,17 @@ def cluster_members(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -
     Columns: cluster, cluster_size, sources (``name n`` joined with ``, ``), cross_source,
     image_id, source, label, patient_id, distance (pHash bits to the reference).
     """
-    columns = ["cluster", "cluster_size", "sources", "cross_source", "image_id", "source", "label", "patient_id", "distance"]
+    columns = [
+        "cluster",
+        "cluster_size",
+        "sources",
+        "cross_source",
+        "image_id",
+        "source",
+        "label",
+        "patient_id",
+        "distance",
+    ]
     multi = manifest[manifest["cluster_size"] > 1].copy()
     if multi.empty:
         return pd.DataFrame(columns=columns)
@@ -188,18 +228,28 @@ def cluster_members(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -
     partner = pd.Series(dtype=object)
     if pairs is not None and len(pairs):
         info = multi.set_index("image_id")[["cluster", "source"]]
-        links = pairs[pairs["kind"].isin(["exact", "near"]) & pairs["image_id_a"].isin(info.index)
-                      & pairs["image_id_b"].isin(info.index)]
+        links = pairs[
+            pairs["kind"].isin(["exact", "near"])
+            & pairs["image_id_a"].isin(info.index)
+            & pairs["image_id_b"].isin(info.index)
+        ]
         links = links.assign(cluster=links["image_id_a"].map(info["cluster"]))
         links = links[links["image_id_a"].map(info["source"]) != links["image_id_b"].map(info["source"])]
-        closest = links.sort_values(["distance", "image_id_a", "image_id_b"]).drop_duplicates("cluster").set_index("cluster")
+        closest = (
+            links.sort_values(["distance", "image_id_a", "image_id_b"]).drop_duplicates("cluster").set_index("cluster")
+        )
         reference.update(closest["image_id_a"])
         partner = closest["image_id_b"]
     ref = multi["cluster"].map(reference)
-    multi["rank"] = np.where(multi["image_id"] == ref, 0, np.where(multi["image_id"] == multi["cluster"].map(partner), 1, 2))
+    multi["rank"] = np.where(
+        multi["image_id"] == ref, 0, np.where(multi["image_id"] == multi["cluster"].map(partner), 1, 2)
+    )
     multi["distance"] = _distances(multi["phash"], ref.map(multi.set_index("image_id")["phash"]))
-    multi = multi.sort_values(["cross_source", "cluster_size", "cluster", "rank", "distance", "image_id"],
-                              ascending=[False, False, True, True, True, True], kind="stable")
+    multi = multi.sort_values(
+        ["cross_source", "cluster_size", "cluster", "rank", "distance", "image_id"],
+        ascending=[False, False, True, True, True, True],
+        kind="stable",
+    )
     return multi[columns].reset_index(drop=True)
 
 
@@ -220,8 +270,12 @@ def sequence_chains(manifest: pd.DataFrame, pairs: pd.DataFrame, pattern: str = 
     frames["chain_size"] = np.bincount(labels)[labels]
     stems = frames["path"].str.rsplit("/", n=1).str[-1].str.rsplit(".", n=1).str[0]
     frames["frame"] = pd.to_numeric(stems.str.extract(pattern)["frame"], errors="coerce").fillna(-1).astype(np.int64)
-    frames = frames.sort_values(["chain_size", "chain", "frame", "image_id"], ascending=[False, True, True, True],
-                                kind="stable", ignore_index=True)
+    frames = frames.sort_values(
+        ["chain_size", "chain", "frame", "image_id"],
+        ascending=[False, True, True, True],
+        kind="stable",
+        ignore_index=True,
+    )
     frames["position"] = frames.groupby("chain").cumcount()
     previous = frames.groupby("chain")["phash"].shift(1)
     first = previous.isna()
@@ -237,16 +291,36 @@ def conflict_pairs(manifest: pd.DataFrame, pairs: pd.DataFrame, splits: Sequence
     Columns: cluster, kind, distance, basis, image_id_a, source_a, label_a, image_id_b, source_b,
     label_b; exact copies first, then by distance.
     """
-    columns = ["cluster", "kind", "distance", "basis", "image_id_a", "source_a", "label_a", "image_id_b",
-               "source_b", "label_b"]
+    columns = [
+        "cluster",
+        "kind",
+        "distance",
+        "basis",
+        "image_id_a",
+        "source_a",
+        "label_a",
+        "image_id_b",
+        "source_b",
+        "label_b",
+    ]
     links = pairs[pairs["kind"].isin(["exact", "near"])]
     info = manifest.set_index("image_id")[["source", "label", "cluster"]]
     links = links[links["image_id_a"].isin(info.index) & links["image_id_b"].isin(info.index)]
     a, b = info.loc[links["image_id_a"]].to_numpy(), info.loc[links["image_id_b"]].to_numpy()
-    out = pd.DataFrame({"cluster": a[:, 2], "kind": links["kind"].to_numpy(), "distance": links["distance"].to_numpy(),
-                        "basis": "", "image_id_a": links["image_id_a"].to_numpy(), "source_a": a[:, 0],
-                        "label_a": a[:, 1], "image_id_b": links["image_id_b"].to_numpy(), "source_b": b[:, 0],
-                        "label_b": b[:, 1]})
+    out = pd.DataFrame(
+        {
+            "cluster": a[:, 2],
+            "kind": links["kind"].to_numpy(),
+            "distance": links["distance"].to_numpy(),
+            "basis": "",
+            "image_id_a": links["image_id_a"].to_numpy(),
+            "source_a": a[:, 0],
+            "label_a": a[:, 1],
+            "image_id_b": links["image_id_b"].to_numpy(),
+            "source_b": b[:, 0],
+            "label_b": b[:, 1],
+        }
+    )
     same = (out["source_a"] == out["source_b"]) & (out["label_a"] != out["label_b"])
     out.loc[same, "basis"] = "label in " + out.loc[same, "source_a"]
     for folder in splits:
@@ -278,19 +352,36 @@ def _joined(d: Mapping[str, int]) -> str:
 def _from_audit(name: str, what: str, report) -> LeakCheck:
     """A :class:`LeakCheck` from an ``audit.AuditReport``."""
     g = report.straddling_groups
-    groups = pd.DataFrame({"group": g["leak_group"], "images": g["images"].astype(int),
-                           "sources": g["sources"].map(", ".join), "patients": g["patients"].map(", ".join),
-                           "splits": g["splits"].map(_joined)})
+    groups = pd.DataFrame(
+        {
+            "group": g["leak_group"],
+            "images": g["images"].astype(int),
+            "sources": g["sources"].map(", ".join),
+            "patients": g["patients"].map(", ".join),
+            "splits": g["splits"].map(_joined),
+        }
+    )
     p = report.cross_pairs
-    pairs = pd.DataFrame({"image_id_a": p["image_id_a"], "image_id_b": p["image_id_b"],
-                          "distance": p["distance"].astype(int), "kind": p["kind"],
-                          "split_a": p["splits_a"].map(", ".join), "split_b": p["splits_b"].map(", ".join)})
+    pairs = pd.DataFrame(
+        {
+            "image_id_a": p["image_id_a"],
+            "image_id_b": p["image_id_b"],
+            "distance": p["distance"].astype(int),
+            "kind": p["kind"],
+            "split_a": p["splits_a"].map(", ".join),
+            "split_b": p["splits_b"].map(", ".join),
+        }
+    )
     rows = report.rows
     members = rows[rows["leak_group"].isin(set(g["leak_group"]))][["image_id", "split", "leak_group"]]
     members = members.rename(columns={"leak_group": "group"}).drop_duplicates(["image_id", "split"])
-    return LeakCheck(name, what, groups.sort_values(["images", "group"], ascending=[False, True], ignore_index=True),
-                     pairs.sort_values(["distance", "image_id_a", "image_id_b"], ignore_index=True),
-                     members.sort_values(["group", "split", "image_id"], ignore_index=True))
+    return LeakCheck(
+        name,
+        what,
+        groups.sort_values(["images", "group"], ascending=[False, True], ignore_index=True),
+        pairs.sort_values(["distance", "image_id_a", "image_id_b"], ignore_index=True),
+        members.sort_values(["group", "split", "image_id"], ignore_index=True),
+    )
 
 
 def leak_checks(inputs: Inputs) -> list[LeakCheck]:
@@ -303,29 +394,59 @@ def leak_checks(inputs: Inputs) -> list[LeakCheck]:
     checks = []
     for folder in inputs.splits:
         rows = folder.rows.assign(patient_id=folder.rows["image_id"].map(patient).fillna(""), path="")
-        parts = {name: rows[rows["bin"] == name][["image_id", "source", "patient_id", "path", "group"]]
-                 for name in sorted(set(rows["bin"]))}
+        parts = {
+            name: rows[rows["bin"] == name][["image_id", "source", "patient_id", "path", "group"]]
+            for name in sorted(set(rows["bin"]))
+        }
         if len(parts) > 1:
             what = f"split {folder.name}: {', '.join(parts)} against each other (patients, groups, duplicate pairs)"
             checks.append(_from_audit(folder.name, what, audit(parts, inputs.pairs)))
     for name, content in inputs.audits:
-        groups = pd.DataFrame([{"group": g["group"], "images": int(g["images"]), "sources": ", ".join(g["sources"]),
-                                "patients": ", ".join(g["patients"]), "splits": _joined(g["splits"])}
-                               for g in content["straddling_groups"]], columns=["group", "images", "sources", "patients", "splits"])
-        pairs = pd.DataFrame([{"image_id_a": p["a"], "image_id_b": p["b"], "distance": int(p["distance"]),
-                               "kind": p["kind"], "split_a": ", ".join(p["splits_a"]), "split_b": ", ".join(p["splits_b"])}
-                              for p in content["cross_split_pair_list"]],
-                             columns=["image_id_a", "image_id_b", "distance", "kind", "split_a", "split_b"])
-        checks.append(LeakCheck(name, f"endoctl audit report {name}.json: {', '.join(content.get('splits', {}))}",
-                                groups.sort_values(["images", "group"], ascending=[False, True], ignore_index=True),
-                                pairs, pd.DataFrame(columns=["image_id", "split", "group"])))
+        groups = pd.DataFrame(
+            [
+                {
+                    "group": g["group"],
+                    "images": int(g["images"]),
+                    "sources": ", ".join(g["sources"]),
+                    "patients": ", ".join(g["patients"]),
+                    "splits": _joined(g["splits"]),
+                }
+                for g in content["straddling_groups"]
+            ],
+            columns=["group", "images", "sources", "patients", "splits"],
+        )
+        pairs = pd.DataFrame(
+            [
+                {
+                    "image_id_a": p["a"],
+                    "image_id_b": p["b"],
+                    "distance": int(p["distance"]),
+                    "kind": p["kind"],
+                    "split_a": ", ".join(p["splits_a"]),
+                    "split_b": ", ".join(p["splits_b"]),
+                }
+                for p in content["cross_split_pair_list"]
+            ],
+            columns=["image_id_a", "image_id_b", "distance", "kind", "split_a", "split_b"],
+        )
+        checks.append(
+            LeakCheck(
+                name,
+                f"endoctl audit report {name}.json: {', '.join(content.get('splits', {}))}",
+                groups.sort_values(["images", "group"], ascending=[False, True], ignore_index=True),
+                pairs,
+                pd.DataFrame(columns=["image_id", "split", "group"]),
+            )
+        )
     official = manifest[manifest["official_split"] != ""]
     for source, rows in official.groupby("source", sort=True):
         names = sorted(set(rows["official_split"]))
         if len(names) < 2:
             continue
         rows = rows.assign(group="")
-        parts = {n: rows[rows["official_split"] == n][["image_id", "source", "patient_id", "path", "group"]] for n in names}
+        parts = {
+            n: rows[rows["official_split"] == n][["image_id", "source", "patient_id", "path", "group"]] for n in names
+        }
         what = f"official split of {source} ({', '.join(names)}), as published"
         checks.append(_from_audit(f"{source} (official)", what, audit(parts, inputs.pairs)))
     return checks
@@ -365,12 +486,17 @@ def _thumb_task(args: tuple[list[tuple[str, str]], str, int]) -> list[tuple[str,
     return done
 
 
-def make_thumbnails(items: Mapping[str, str], folder: Path, size: int, workers: int = 1,
-                    on_progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[int, int] | str]:
+def make_thumbnails(
+    items: Mapping[str, str],
+    folder: Path,
+    size: int,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, tuple[int, int] | str]:
     """Write ``folder/<key>.jpg`` for each ``key: path``; per key (width, height) or why it failed."""
     folder.mkdir(parents=True, exist_ok=True)
     todo = sorted(items.items())
-    jobs: Iterator = ((todo[i:i + THUMBS_PER_TASK], str(folder), size) for i in range(0, len(todo), THUMBS_PER_TASK))
+    jobs: Iterator = ((todo[i : i + THUMBS_PER_TASK], str(folder), size) for i in range(0, len(todo), THUMBS_PER_TASK))
     result: dict[str, tuple[int, int] | str] = {}
     for part in imap_chunks(_thumb_task, jobs, workers if len(todo) > THUMBS_PER_TASK else 1):
         result.update(part)
@@ -396,13 +522,18 @@ class Gallery:
     def known(self, image_id: str) -> bool:
         return image_id in self.images.index
 
-    def figure(self, image_id: str, note: str = "", lines: Sequence[str] | None = None, strong_label: bool = False) -> str:
+    def figure(
+        self, image_id: str, note: str = "", lines: Sequence[str] | None = None, strong_label: bool = False
+    ) -> str:
         """One thumbnail with its caption: source, label, patient/video, where each split folder put
         it (``lines`` replaces the first three; all strings given are HTML already)."""
         if not self.known(image_id):
-            return (f'<figure class="thumb"><div class="missing" style="height:{self.size}px">not in the '
-                    f'manifests</div><figcaption><span class="ln">{e(image_id)}</span>'
-                    + (f'<span class="ln">{note}</span>' if note else "") + "</figcaption></figure>")
+            return (
+                f'<figure class="thumb"><div class="missing" style="height:{self.size}px">not in the '
+                f'manifests</div><figcaption><span class="ln">{e(image_id)}</span>'
+                + (f'<span class="ln">{note}</span>' if note else "")
+                + "</figcaption></figure>"
+            )
         row = self.images.loc[image_id]
         self.wanted[row["key"]] = row["path"]
         if lines is None:
@@ -412,11 +543,14 @@ class Gallery:
                 lines.append(f'<span class="cut">{e(row["patient_id"])}</span>')
         pills = "".join(_pill(name, where) for name, where in self.placement.loc[image_id].items() if where)
         body = "".join(f'<span class="ln">{x}</span>' for x in [*lines, pills, note] if x)
-        return (f'<figure class="thumb" title="{e(image_id)}"><!--thumb:{e(row["key"])}:{e(image_id)}-->'
-                f"<figcaption>{body}</figcaption></figure>")
+        return (
+            f'<figure class="thumb" title="{e(image_id)}"><!--thumb:{e(row["key"])}:{e(image_id)}-->'
+            f"<figcaption>{body}</figcaption></figure>"
+        )
 
     def fill(self, html_text: str, thumbs: Mapping[str, tuple[int, int] | str]) -> str:
         """Replace every picture placeholder with its ``<img>``, or the reason it has none."""
+
         def picture(match: re.Match) -> str:
             key, alt = match.group(1), match.group(2)
             got = thumbs.get(html.unescape(key), "no thumbnail")
@@ -432,14 +566,16 @@ def _pill(split: str, where: str) -> str:
     return f'<span class="pill {kind}">{e(split)}: {e(where)}</span>'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[bool] | None = None,
-           raw: bool = False) -> str:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[bool] | None = None, raw: bool = False
+) -> str:
     """An HTML table; cells escaped unless ``raw`` (then the caller escaped them)."""
     numeric = numeric or [False] * len(header)
     cls = lambda i: ' class="n"' if numeric[i] else ""  # noqa: E731
     head = "".join(f"<th{cls(i)}>{e(h)}</th>" for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{c if raw else e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls(i)}>{c if raw else e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -458,30 +594,57 @@ def _fmt(n: int) -> str:
     return f"{n:,}"
 
 
-def overview_section(inputs: Inputs, n_clusters: int, n_cross: int, n_chains: int, conflicts: pd.DataFrame,
-                     checks: Sequence[LeakCheck], quality: pd.DataFrame, dark_clusters: int) -> str:
+def overview_section(
+    inputs: Inputs,
+    n_clusters: int,
+    n_cross: int,
+    n_chains: int,
+    conflicts: pd.DataFrame,
+    checks: Sequence[LeakCheck],
+    quality: pd.DataFrame,
+    dark_clusters: int,
+) -> str:
     """Counts: cards, sources, each split folder (by source, by class, exclusions, largest groups), rejections."""
     m = inputs.manifest
     n_rejected = sum(len(r) for r in inputs.rejected.values())
     flagged = int((quality["flags"] != "").sum()) if len(quality) else 0
     leaking = sum(len(c.groups) for c in checks)
-    cards = [(_fmt(len(m)), f"images in {m['source'].nunique()} sources"), (_fmt(n_rejected), "rejected files"),
-             (_fmt(n_clusters), f"duplicate clusters, {n_cross:,} across sources"),
-             (_fmt(n_chains), "frame sequences"), (_fmt(conflicts["cluster"].nunique()),
-              f"clusters with label conflicts; exact copies: {int((conflicts['kind'] == 'exact').sum()):,}"),
-             (_fmt(leaking), f"leaking groups in {sum(1 for c in checks if len(c.groups))} of {len(checks)} checks"),
-             (_fmt(flagged), "images with quality flags")]
+    cards = [
+        (_fmt(len(m)), f"images in {m['source'].nunique()} sources"),
+        (_fmt(n_rejected), "rejected files"),
+        (_fmt(n_clusters), f"duplicate clusters, {n_cross:,} across sources"),
+        (_fmt(n_chains), "frame sequences"),
+        (
+            _fmt(conflicts["cluster"].nunique()),
+            f"clusters with label conflicts; exact copies: {int((conflicts['kind'] == 'exact').sum()):,}",
+        ),
+        (_fmt(leaking), f"leaking groups in {sum(1 for c in checks if len(c.groups))} of {len(checks)} checks"),
+        (_fmt(flagged), "images with quality flags"),
+    ]
     out = ['<section id="overview"><h2>Overview</h2><div class="cards">']
     out += [f'<div class="card"><b>{v}</b><span>{e(t)}</span></div>' for v, t in cards]
     out.append("</div><h3>Sources</h3>")
     rows = []
     for source, grp in m.groupby("source", sort=True):
         official = grp["official_split"].value_counts()
-        rows.append([e(source), _fmt(len(grp)), _fmt(len(inputs.rejected.get(source, ()))),
-                     _fmt(int((grp["cluster_size"] > 1).sum())), _fmt(grp.loc[grp["patient_id"] != "", "patient_id"].nunique()),
-                     e(", ".join(f"{k} {v:,}" for k, v in sorted(official.items()) if k)) or "–"])
-    out.append(_table(["source", "images", "rejected", "in duplicate clusters", "patients/videos", "official split"],
-                      rows, [False, True, True, True, True, False], raw=True))
+        rows.append(
+            [
+                e(source),
+                _fmt(len(grp)),
+                _fmt(len(inputs.rejected.get(source, ()))),
+                _fmt(int((grp["cluster_size"] > 1).sum())),
+                _fmt(grp.loc[grp["patient_id"] != "", "patient_id"].nunique()),
+                e(", ".join(f"{k} {v:,}" for k, v in sorted(official.items()) if k)) or "–",
+            ]
+        )
+    out.append(
+        _table(
+            ["source", "images", "rejected", "in duplicate clusters", "patients/videos", "official split"],
+            rows,
+            [False, True, True, True, True, False],
+            raw=True,
+        )
+    )
     for folder in inputs.splits:
         out.append(_split_overview(folder))
     out.append("<h3>Rejected files by reason</h3>")
@@ -490,11 +653,16 @@ def overview_section(inputs: Inputs, n_clusters: int, n_cross: int, n_chains: in
         kinds = rej["reason"].str.split(":", n=1).str[0]
         for kind, grp in rej.groupby(kinds, sort=True):
             rej_rows.append([source, kind, len(grp), f"{grp['path'].iloc[0]}: {grp['reason'].iloc[0]}"])
-    out.append(_table(["source", "reason", "files", "first file"], rej_rows, [False, False, True, False])
-               if rej_rows else "<p>No file was rejected.</p>")
+    out.append(
+        _table(["source", "reason", "files", "first file"], rej_rows, [False, False, True, False])
+        if rej_rows
+        else "<p>No file was rejected.</p>"
+    )
     if dark_clusters:
-        out.append(f'<p class="warn">{dark_clusters} duplicate cluster(s) consist only of dark or near-uniform '
-                   f'frames: see <a href="#quality">Image quality</a>.</p>')
+        out.append(
+            f'<p class="warn">{dark_clusters} duplicate cluster(s) consist only of dark or near-uniform '
+            f'frames: see <a href="#quality">Image quality</a>.</p>'
+        )
     out.append("</section>")
     return "".join(out)
 
@@ -508,20 +676,49 @@ def _split_overview(folder: SplitFolder) -> str:
         by_source.loc[source] = [0, 0, int((exc["source"] == source).sum())]
     by_source = by_source.sort_index()
     top = int(by_source.sum(axis=1).max()) if len(by_source) else 0
-    legend = ('<p class="legend"><i class="train"></i>train_val <i class="test"></i>test '
-              '<i class="excluded"></i>excluded</p>')
-    src_rows = [[e(s), _fmt(r.train_val), _fmt(r.test), _fmt(r.excluded), _fmt(r.train_val + r.test + r.excluded),
-                 _bar([("train", r.train_val), ("test", r.test), ("excluded", r.excluded)], top)]
-                for s, r in by_source.iterrows()]
+    legend = (
+        '<p class="legend"><i class="train"></i>train_val <i class="test"></i>test <i class="excluded"></i>excluded</p>'
+    )
+    src_rows = [
+        [
+            e(s),
+            _fmt(r.train_val),
+            _fmt(r.test),
+            _fmt(r.excluded),
+            _fmt(r.train_val + r.test + r.excluded),
+            _bar([("train", r.train_val), ("test", r.test), ("excluded", r.excluded)], top),
+        ]
+        for s, r in by_source.iterrows()
+    ]
     by_class = pd.crosstab(rows["target_class"], split).reindex(columns=["train_val", "test"], fill_value=0)
     top_c = int(by_class.sum(axis=1).max()) if len(by_class) else 0
-    cls_rows = [[e(c), _fmt(r.train_val), _fmt(r.test), f"{100 * r.test / max(r.train_val + r.test, 1):.1f}%",
-                 _bar([("train", r.train_val), ("test", r.test)], top_c)] for c, r in by_class.iterrows()]
-    out = [f'<h3>Split {e(folder.name)}</h3>{legend}<div class="cols"><div>',
-           _table(["source", "train_val", "test", "excluded", "total", ""], src_rows, [False, True, True, True, True, False], raw=True),
-           "</div><div>",
-           _table(["target class", "train_val", "test", "test share", ""], cls_rows, [False, True, True, True, False], raw=True),
-           "</div></div>"]
+    cls_rows = [
+        [
+            e(c),
+            _fmt(r.train_val),
+            _fmt(r.test),
+            f"{100 * r.test / max(r.train_val + r.test, 1):.1f}%",
+            _bar([("train", r.train_val), ("test", r.test)], top_c),
+        ]
+        for c, r in by_class.iterrows()
+    ]
+    out = [
+        f'<h3>Split {e(folder.name)}</h3>{legend}<div class="cols"><div>',
+        _table(
+            ["source", "train_val", "test", "excluded", "total", ""],
+            src_rows,
+            [False, True, True, True, True, False],
+            raw=True,
+        ),
+        "</div><div>",
+        _table(
+            ["target class", "train_val", "test", "test share", ""],
+            cls_rows,
+            [False, True, True, True, False],
+            raw=True,
+        ),
+        "</div></div>",
+    ]
     reasons = exc["reason"].value_counts()
     reasons = reasons.sort_index().sort_values(ascending=False, kind="stable")
     if len(reasons):
@@ -535,8 +732,15 @@ def _split_overview(folder: SplitFolder) -> str:
     for g in largest.itertuples():
         part = rows[rows["group"] == g.group]
         where = sorted(set(np.where(part["bin"] == "test", "test", "train_val")))
-        table.append([g.group, _fmt(g.images), f"{100 * g.images / max(len(rows), 1):.1f}%",
-                      ", ".join(sorted(set(part["source"]))), ", ".join(where)])
+        table.append(
+            [
+                g.group,
+                _fmt(g.images),
+                f"{100 * g.images / max(len(rows), 1):.1f}%",
+                ", ".join(sorted(set(part["source"]))),
+                ", ".join(where),
+            ]
+        )
     out.append("<h4>Largest groups (patients/videos joined by duplicate and sequence links)</h4>")
     out.append(_table(["group", "images", "share", "sources", "split"], table, [False, True, True, False, False]))
     return "".join(out)
@@ -546,26 +750,34 @@ def duplicates_section(members: pd.DataFrame, gallery: Gallery, params: ReportPa
     """Clusters across sources first, then the largest: a row of thumbnails each, pHash distances."""
     n = members["cluster"].nunique()
     cross = members.loc[members["cross_source"], "cluster"].nunique()
-    out = ['<section id="duplicates"><h2>Duplicate clusters</h2>',
-           f'<p class="lead">{_fmt(n)} clusters of exact or near-duplicate images ({_fmt(len(members))} images), '
-           f"{_fmt(cross)} of them spanning sources. Clusters across sources come first, then the largest. "
-           "Under each image: source, label, patient/video, where each split put it, and its pHash distance "
-           "(bits of 64) to the first image of the row. Copies can only be kept out of leaks if they are "
-           "found; a label that differs inside a cluster is listed under Label conflicts.</p>"]
+    out = [
+        '<section id="duplicates"><h2>Duplicate clusters</h2>',
+        f'<p class="lead">{_fmt(n)} clusters of exact or near-duplicate images ({_fmt(len(members))} images), '
+        f"{_fmt(cross)} of them spanning sources. Clusters across sources come first, then the largest. "
+        "Under each image: source, label, patient/video, where each split put it, and its pHash distance "
+        "(bits of 64) to the first image of the row. Copies can only be kept out of leaks if they are "
+        "found; a label that differs inside a cluster is listed under Label conflicts.</p>",
+    ]
     if dark_clusters:
-        out.append(f'<p class="warn">{dark_clusters} of these clusters consist only of dark or near-uniform frames, '
-                   "whose pHash is mostly noise: check them before trusting their links.</p>")
-    shown = list(dict.fromkeys(members["cluster"]))[:params.clusters]
+        out.append(
+            f'<p class="warn">{dark_clusters} of these clusters consist only of dark or near-uniform frames, '
+            "whose pHash is mostly noise: check them before trusting their links.</p>"
+        )
+    shown = list(dict.fromkeys(members["cluster"]))[: params.clusters]
     out.append('<div class="items">')
     for cid in shown:
         grp = members[members["cluster"] == cid]
         head = grp.iloc[0]
-        figs = "".join(gallery.figure(r.image_id, f"pHash d={r.distance}" if k else "<i>reference</i>")
-                       for k, r in enumerate(grp.head(params.members).itertuples()))
+        figs = "".join(
+            gallery.figure(r.image_id, f"pHash d={r.distance}" if k else "<i>reference</i>")
+            for k, r in enumerate(grp.head(params.members).itertuples())
+        )
         extra = f" · {len(grp) - params.members} more in clusters.csv" if len(grp) > params.members else ""
         tag = '<span class="tag">across sources</span> ' if head["cross_source"] else ""
-        out.append(f'<div class="item"><h4>{tag}cluster {e(cid)}: {len(grp)} images ({e(head["sources"])}){extra}</h4>'
-                   f'<div class="row">{figs}</div></div>')
+        out.append(
+            f'<div class="item"><h4>{tag}cluster {e(cid)}: {len(grp)} images ({e(head["sources"])}){extra}</h4>'
+            f'<div class="row">{figs}</div></div>'
+        )
     out.append("</div>")
     out.append(_more(len(shown), n, "clusters.csv") if n else "<p>No duplicate clusters.</p>")
     out.append("</section>")
@@ -580,14 +792,16 @@ def _spaced(n: int, k: int) -> list[int]:
 def sequences_section(chains: pd.DataFrame, gallery: Gallery, params: ReportParams) -> str:
     """The longest frame sequences as film strips, frames evenly spaced along each."""
     n = chains["chain"].nunique()
-    out = ['<section id="sequences"><h2>Frame sequences</h2>',
-           f'<p class="lead">{_fmt(n)} sequences of video frames ({_fmt(len(chains))} frames) joined by '
-           "dedupe's sequence links: frames of one video numbered close together whose pHashes are close. "
-           "Neighbouring frames look alike even where their pHashes are too far apart to count as duplicates; "
-           "linked, a sequence is one group and never straddles a split. Longest first; each strip shows "
-           "frames evenly spaced along the sequence, with the frame number and the pHash distance to the "
-           "previous frame shown.</p>"]
-    shown = list(dict.fromkeys(chains["chain"]))[:params.sequences]
+    out = [
+        '<section id="sequences"><h2>Frame sequences</h2>',
+        f'<p class="lead">{_fmt(n)} sequences of video frames ({_fmt(len(chains))} frames) joined by '
+        "dedupe's sequence links: frames of one video numbered close together whose pHashes are close. "
+        "Neighbouring frames look alike even where their pHashes are too far apart to count as duplicates; "
+        "linked, a sequence is one group and never straddles a split. Longest first; each strip shows "
+        "frames evenly spaced along the sequence, with the frame number and the pHash distance to the "
+        "previous frame shown.</p>",
+    ]
+    shown = list(dict.fromkeys(chains["chain"]))[: params.sequences]
     for cid in shown:
         grp = chains[chains["chain"] == cid].reset_index(drop=True)
         picks = _spaced(len(grp), params.frames)
@@ -596,15 +810,21 @@ def sequences_section(chains: pd.DataFrame, gallery: Gallery, params: ReportPara
         for k in picks:
             r = grp.iloc[k]
             jump = "" if prev is None else f" · Δ{int(hamming(from_hex([ph[prev]]), from_hex([ph[r['image_id']]]))[0])}"
-            figs.append(gallery.figure(r["image_id"], lines=[f"<b>frame {r['frame']}</b>{jump}", e(r["label"]) or "<i>no label</i>"]))
+            figs.append(
+                gallery.figure(
+                    r["image_id"], lines=[f"<b>frame {r['frame']}</b>{jump}", e(r["label"]) or "<i>no label</i>"]
+                )
+            )
             prev = r["image_id"]
         labels = grp["label"].value_counts().sort_index()
         first = grp.iloc[0]
         video = f"video {first['patient_id']}" if first["patient_id"] else "sequence"
-        out.append(f'<div class="item"><h4>{e(video)} ({e(first["source"])}): {len(grp)} frames '
-                   f'{grp["frame"].min()}–{grp["frame"].max()}; labels '
-                   f'{e(", ".join(f"{k} {v}" for k, v in labels.items()))}</h4>'
-                   f'<div class="strip">{"".join(figs)}</div></div>')
+        out.append(
+            f'<div class="item"><h4>{e(video)} ({e(first["source"])}): {len(grp)} frames '
+            f"{grp['frame'].min()}–{grp['frame'].max()}; labels "
+            f"{e(', '.join(f'{k} {v}' for k, v in labels.items()))}</h4>"
+            f'<div class="strip">{"".join(figs)}</div></div>'
+        )
     out.append(_more(len(shown), n, "sequences.csv") if n else "<p>No frame sequences.</p>")
     out.append("</section>")
     return "".join(out)
@@ -616,13 +836,15 @@ def conflicts_section(conflicts: pd.DataFrame, gallery: Gallery, params: ReportP
     exact = int((conflicts["kind"] == "exact").sum())
     per_cluster = conflicts.groupby("cluster", sort=False).size()
     first = conflicts.drop_duplicates("cluster")
-    out = ['<section id="conflicts"><h2>Label conflicts</h2>',
-           f'<p class="lead">{_fmt(n)} pairs of duplicates carry different labels, in {_fmt(len(first))} clusters '
-           f"(exact copies, the same bytes: {_fmt(exact)}): one source's labels disagreeing with themselves, or "
-           "two sources' labels mapping to different target classes. An exact copy under two labels is a "
-           "labelling error; near duplicates, typically neighbouring video frames, may differ by a small "
-           "finding: look whether it is there. Exact copies first, then the closest pairs; one pair per "
-           "cluster.</p><div class=\"items\">"]
+    out = [
+        '<section id="conflicts"><h2>Label conflicts</h2>',
+        f'<p class="lead">{_fmt(n)} pairs of duplicates carry different labels, in {_fmt(len(first))} clusters '
+        f"(exact copies, the same bytes: {_fmt(exact)}): one source's labels disagreeing with themselves, or "
+        "two sources' labels mapping to different target classes. An exact copy under two labels is a "
+        "labelling error; near duplicates, typically neighbouring video frames, may differ by a small "
+        "finding: look whether it is there. Exact copies first, then the closest pairs; one pair per "
+        'cluster.</p><div class="items">',
+    ]
     for r in first.head(params.conflicts).itertuples():
         what = "same bytes (exact copy)" if r.kind == "exact" else f"near duplicates, pHash d={r.distance}"
         more = per_cluster[r.cluster] - 1
@@ -630,7 +852,9 @@ def conflicts_section(conflicts: pd.DataFrame, gallery: Gallery, params: ReportP
         figs = "".join(gallery.figure(i, strong_label=True) for i in (r.image_id_a, r.image_id_b))
         out.append(f'<div class="item"><h4>{e(what)}: {e(r.basis)}</h4><div class="row">{figs}</div>{note}</div>')
     out.append("</div>")
-    out.append(_more(min(params.conflicts, len(first)), len(first), "conflicts.csv") if n else "<p>No label conflicts.</p>")
+    out.append(
+        _more(min(params.conflicts, len(first)), len(first), "conflicts.csv") if n else "<p>No label conflicts.</p>"
+    )
     out.append("</section>")
     return "".join(out)
 
@@ -641,41 +865,62 @@ LEAK_PER_SPLIT = 2  # images shown per split of a leaking group
 def _leak_shown(check: LeakCheck, group: str) -> list[tuple[str, str]]:
     """(image_id, split) shown for a leaking group: the first few of each split it is in."""
     mem = check.members[check.members["group"] == group]
-    return [(i, split) for split, part in mem.groupby("split", sort=True) for i in part["image_id"].head(LEAK_PER_SPLIT)]
+    return [
+        (i, split) for split, part in mem.groupby("split", sort=True) for i in part["image_id"].head(LEAK_PER_SPLIT)
+    ]
 
 
 def leaks_section(checks: Sequence[LeakCheck], gallery: Gallery, params: ReportParams) -> str:
     """Per check: leaking groups (images per split side by side) and cross-split pairs (paired)."""
-    out = ['<section id="leaks"><h2>Leaks</h2>',
-           '<p class="lead">A leak is a group (a patient or video, joined with every duplicate and sequence '
-           "link) with images in more than one split, or a duplicate pair whose two images sit in different "
-           "splits. Checked here: each split folder (its folds and test against each other), each "
-           "<code>endoctl audit --json</code> file given, and each source's official split as published.</p>"]
+    out = [
+        '<section id="leaks"><h2>Leaks</h2>',
+        '<p class="lead">A leak is a group (a patient or video, joined with every duplicate and sequence '
+        "link) with images in more than one split, or a duplicate pair whose two images sit in different "
+        "splits. Checked here: each split folder (its folds and test against each other), each "
+        "<code>endoctl audit --json</code> file given, and each source's official split as published.</p>",
+    ]
     if not checks:
         out.append("<p>No split to check: give <code>--split</code> or <code>--audit</code>.</p>")
     for check in checks:
         ok = check.groups.empty and check.pairs.empty
-        verdict = '<span class="ok">no leak</span>' if ok else (
-            f'<span class="bad">{len(check.groups):,} leaking groups, {len(check.pairs):,} pairs across splits</span>')
+        verdict = (
+            '<span class="ok">no leak</span>'
+            if ok
+            else (
+                f'<span class="bad">{len(check.groups):,} leaking groups, '
+                f"{len(check.pairs):,} pairs across splits</span>"
+            )
+        )
         out.append(f"<h3>{e(check.name)}: {verdict}</h3><p>{e(check.what)}.</p>")
         if ok:
             continue
         out.append('<div class="items">')
         for g in check.groups.head(params.leaks).itertuples():
-            figs = [gallery.figure(i, f'<span class="pill where">{e(split)}</span>') for i, split in _leak_shown(check, g.group)]
+            figs = [
+                gallery.figure(i, f'<span class="pill where">{e(split)}</span>')
+                for i, split in _leak_shown(check, g.group)
+            ]
             row = f'<div class="row">{"".join(figs)}</div>' if figs else ""
             patients = f"; {e(g.patients)}" if g.patients else ""
-            out.append(f'<div class="item"><h4>group {e(g.group)}: {g.images:,} images ({e(g.splits)})</h4>'
-                       f'<p class="more">{e(g.sources)}{patients}</p>{row}</div>')
+            out.append(
+                f'<div class="item"><h4>group {e(g.group)}: {g.images:,} images ({e(g.splits)})</h4>'
+                f'<p class="more">{e(g.sources)}{patients}</p>{row}</div>'
+            )
         out.append("</div>")
         if len(check.groups) > params.leaks:
             out.append(_more(params.leaks, len(check.groups), "leaks.csv"))
         if len(check.pairs):
-            out.append(f"<h4>Duplicate pairs across splits ({len(check.pairs):,}, closest first)</h4><div class=\"items\">")
+            out.append(
+                f'<h4>Duplicate pairs across splits ({len(check.pairs):,}, closest first)</h4><div class="items">'
+            )
             for p in check.pairs.head(params.leaks).itertuples():
-                figs = "".join(gallery.figure(i, f'<span class="pill where">{e(s)}</span>')
-                               for i, s in ((p.image_id_a, p.split_a), (p.image_id_b, p.split_b)))
-                out.append(f'<div class="item"><h4>{e(p.kind)}, pHash d={p.distance}</h4><div class="row">{figs}</div></div>')
+                figs = "".join(
+                    gallery.figure(i, f'<span class="pill where">{e(s)}</span>')
+                    for i, s in ((p.image_id_a, p.split_a), (p.image_id_b, p.split_b))
+                )
+                out.append(
+                    f'<div class="item"><h4>{e(p.kind)}, pHash d={p.distance}</h4><div class="row">{figs}</div></div>'
+                )
             out.append("</div>")
             out.append(_more(min(params.leaks, len(check.pairs)), len(check.pairs), "leak_pairs.csv"))
     out.append("</section>")
@@ -699,22 +944,27 @@ def has_flag(flags: pd.Series, name: str) -> pd.Series:
     return flags.str.contains(rf"(?:^|\|){name}(?:\||$)", regex=True)
 
 
-def quality_section(quality: pd.DataFrame, gallery: Gallery, qparams: QualityParams, dark_clusters: int,
-                    sample: Mapping[str, list[str]]) -> str:
+def quality_section(
+    quality: pd.DataFrame, gallery: Gallery, qparams: QualityParams, dark_clusters: int, sample: Mapping[str, list[str]]
+) -> str:
     """Flag counts with their rules, measure distributions per source, a sampled gallery per flag."""
     counts = {f: int(has_flag(quality["flags"], f).sum()) for f in FLAGS}
     total = max(len(quality), 1)
     rules = quality_rules(qparams)
-    out = ['<section id="quality"><h2>Image quality</h2>',
-           '<p class="lead">Every image is decoded once at a reduced scale and measured on its content region '
-           "(black borders removed). Flags and measures of every flagged image are in "
-           '<a href="quality.csv">quality.csv</a>, so they can be excluded (e.g. with pandas: rows whose '
-           "<code>flags</code> is not empty). Thresholds are in params.yaml <code>report</code>.</p>",
-           _table(["flag", "rule", "images", "share"],
-                  [[f, rules[f], _fmt(counts[f]), f"{100 * counts[f] / total:.2f}%"] for f in FLAGS],
-                  [False, False, True, True]),
-           f"<p>{dark_clusters} duplicate cluster(s) consist only of dark or near-uniform frames (a known source "
-           "of false pHash clusters).</p>"]
+    out = [
+        '<section id="quality"><h2>Image quality</h2>',
+        '<p class="lead">Every image is decoded once at a reduced scale and measured on its content region '
+        "(black borders removed). Flags and measures of every flagged image are in "
+        '<a href="quality.csv">quality.csv</a>, so they can be excluded (e.g. with pandas: rows whose '
+        "<code>flags</code> is not empty). Thresholds are in params.yaml <code>report</code>.</p>",
+        _table(
+            ["flag", "rule", "images", "share"],
+            [[f, rules[f], _fmt(counts[f]), f"{100 * counts[f] / total:.2f}%"] for f in FLAGS],
+            [False, False, True, True],
+        ),
+        f"<p>{dark_clusters} duplicate cluster(s) consist only of dark or near-uniform frames (a known source "
+        "of false pHash clusters).</p>",
+    ]
     ok = quality[quality["reason"] == ""]
     if len(ok):
         rows = []
@@ -725,20 +975,35 @@ def quality_section(quality: pd.DataFrame, gallery: Gallery, qparams: QualityPar
                 cells.append(" / ".join(f"{v:.2f}" for v in p))
             rows.append(cells)
         out.append("<h3>Measures per source (1st percentile / median / 99th percentile)</h3>")
-        out.append(_table(["source", "images", "brightness", "contrast", "sharpness"], rows,
-                          [False, True, True, True, True], raw=True))
+        out.append(
+            _table(
+                ["source", "images", "brightness", "contrast", "sharpness"],
+                rows,
+                [False, True, True, True, True],
+                raw=True,
+            )
+        )
     by_id = quality.set_index("image_id")
     for f in FLAGS:
         ids = sample.get(f, [])
         if not ids:
             continue
-        measure = {"dark": "brightness", "overexposed": "brightness", "low_information": "contrast",
-                   "blurry": "sharpness"}.get(f)
+        measure = {
+            "dark": "brightness",
+            "overexposed": "brightness",
+            "low_information": "contrast",
+            "blurry": "sharpness",
+        }.get(f)
         figs = []
         for i in ids:
             r = by_id.loc[i]
-            note = (f"{measure} {r[measure]:g}" if measure else
-                    f"{r['width']}x{r['height']}" if f != "unreadable" else e(r["reason"]))
+            note = (
+                f"{measure} {r[measure]:g}"
+                if measure
+                else f"{r['width']}x{r['height']}"
+                if f != "unreadable"
+                else e(r["reason"])
+            )
             figs.append(gallery.figure(i, e(note)))
         out.append(f'<h3>{e(f)} ({_fmt(counts[f])})</h3><div class="row wrap">{"".join(figs)}</div>')
         out.append(_more(len(ids), counts[f], "quality.csv"))
@@ -748,13 +1013,24 @@ def quality_section(quality: pd.DataFrame, gallery: Gallery, qparams: QualityPar
 
 def files_section(files: Sequence[tuple[str, int, str]], inputs: Sequence[str]) -> str:
     rows = [[f'<a href="{e(name)}">{e(name)}</a>', _fmt(n), e(what)] for name, n, what in files]
-    return ('<section id="files"><h2>Files</h2><p class="lead">The full lists behind every gallery, as CSV.</p>'
-            + _table(["file", "rows", "what"], rows, [False, True, False], raw=True)
-            + "<h3>Inputs</h3><ul>" + "".join(f"<li><code>{e(f)}</code></li>" for f in inputs) + "</ul></section>")
+    return (
+        '<section id="files"><h2>Files</h2><p class="lead">The full lists behind every gallery, as CSV.</p>'
+        + _table(["file", "rows", "what"], rows, [False, True, False], raw=True)
+        + "<h3>Inputs</h3><ul>"
+        + "".join(f"<li><code>{e(f)}</code></li>" for f in inputs)
+        + "</ul></section>"
+    )
 
 
-NAV = [("overview", "Overview"), ("duplicates", "Duplicates"), ("sequences", "Frame sequences"),
-       ("conflicts", "Label conflicts"), ("leaks", "Leaks"), ("quality", "Image quality"), ("files", "Files")]
+NAV = [
+    ("overview", "Overview"),
+    ("duplicates", "Duplicates"),
+    ("sequences", "Frame sequences"),
+    ("conflicts", "Label conflicts"),
+    ("leaks", "Leaks"),
+    ("quality", "Image quality"),
+    ("files", "Files"),
+]
 
 CSS = """
 :root{--fg:#1f2328;--muted:#59636e;--line:#d8dee4;--soft:#f6f8fa;--accent:#0969da;--train:#2da44e;--test:#cf222e;
@@ -821,19 +1097,24 @@ border-top:7px dotted #555;border-bottom:7px dotted #555;margin-bottom:8px}
 .warn{background:#fff8c5;border:1px solid #eac54f;border-radius:6px;padding:6px 10px;max-width:88ch}
 .more{color:var(--muted);font-size:13px}
 ul{padding-left:20px;font-size:13px}
-"""
+"""  # noqa: E501 - one CSS rule per line, as the page carries it
 
 
 def page(title: str, subtitle: str, sections: Sequence[str], counts: Mapping[str, int], thumb_size: int) -> str:
     """The whole document: sticky nav (section counts beside the names), sections, no script."""
-    nav = "".join(f'<a href="#{sid}">{e(name)}' + (f"<span>{counts[sid]:,}</span>" if sid in counts else "") + "</a>"
-                  for sid, name in NAV)
+    nav = "".join(
+        f'<a href="#{sid}">{e(name)}' + (f"<span>{counts[sid]:,}</span>" if sid in counts else "") + "</a>"
+        for sid, name in NAV
+    )
     css = CSS.replace("THUMBpx", f"{thumb_size}px")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
-            f"<style>{css}</style></head><body>"
-            f"<header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header><nav>{nav}</nav><main>"
-            + "".join(sections) + "</main></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
+        f"<style>{css}</style></head><body>"
+        f"<header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header><nav>{nav}</nav><main>"
+        + "".join(sections)
+        + "</main></body></html>\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------- core
@@ -856,14 +1137,19 @@ def _sample(ids: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
     return [ids[i] for i in sorted(rng.choice(len(ids), size=k, replace=False))]
 
 
-def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams: QualityParams = QualityParams(),
-                 data_root: str | Path = ".", workers: int = 1,
-                 on_progress: Callable[[str, int, int], None] | None = None) -> ReportResult:
+def build_report(
+    inputs: Inputs,
+    params: ReportParams = ReportParams(),
+    qparams: QualityParams = QualityParams(),
+    data_root: str | Path = ".",
+    workers: int = 1,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ReportResult:
     """Analyse, measure quality, pick the galleries, make their thumbnails and render the page."""
     from endoctl.quality import assess
 
     start = time.perf_counter()
-    tick = (lambda stage: (lambda done, total: on_progress(stage, done, total))) if on_progress else (lambda stage: None)
+    tick = (lambda stage: lambda done, total: on_progress(stage, done, total)) if on_progress else (lambda stage: None)
     m = inputs.manifest
     assessed = assess(m, qparams, data_root, workers, tick("quality"))
     quality = assessed.table
@@ -875,12 +1161,18 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
 
     flags = quality.set_index("image_id")["flags"]
     suspect = flags.str.contains("|".join(SUSPECT_FLAGS), regex=True)
-    dark = members.assign(s=members["image_id"].map(suspect)).groupby("cluster")["s"].all() if len(members) else pd.Series(dtype=bool)
+    dark = (
+        members.assign(s=members["image_id"].map(suspect)).groupby("cluster")["s"].all()
+        if len(members)
+        else pd.Series(dtype=bool)
+    )
     dark_clusters = int(dark.sum())
 
     rng = np.random.default_rng(params.seed)
     flagged = quality[quality["flags"] != ""]
-    sample = {f: _sample(flagged.loc[has_flag(flagged["flags"], f), "image_id"].tolist(), params.quality, rng) for f in FLAGS}
+    sample = {
+        f: _sample(flagged.loc[has_flag(flagged["flags"], f), "image_id"].tolist(), params.quality, rng) for f in FLAGS
+    }
 
     images = m.set_index("image_id")
     images["key"] = [thumb_key(s, i) for s, i in zip(images["sha256"], images.index)]
@@ -889,15 +1181,21 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
     n_clusters = members["cluster"].nunique()
     n_cross = members.loc[members["cross_source"], "cluster"].nunique() if len(members) else 0
     sections = [
-        overview_section(inputs, n_clusters, n_cross, chains["chain"].nunique(), conflicts, checks, quality, dark_clusters),
+        overview_section(
+            inputs, n_clusters, n_cross, chains["chain"].nunique(), conflicts, checks, quality, dark_clusters
+        ),
         duplicates_section(members, gallery, params, dark_clusters),
         sequences_section(chains, gallery, params),
         conflicts_section(conflicts, gallery, params),
         leaks_section(checks, gallery, params),
         quality_section(quality, gallery, qparams, dark_clusters, sample),
     ]
-    by_check = lambda attr: pd.concat(  # noqa: E731
-        [getattr(c, attr).assign(check=c.name) for c in checks], ignore_index=True) if checks else pd.DataFrame(columns=["check"])
+
+    def by_check(attr: str) -> pd.DataFrame:
+        if not checks:
+            return pd.DataFrame(columns=["check"])
+        return pd.concat([getattr(c, attr).assign(check=c.name) for c in checks], ignore_index=True)
+
     leak_groups, leak_pairs = by_check("groups"), by_check("pairs")
     tables = {
         "clusters.csv": members.join(place, on="image_id"),  # + where each split folder put the image
@@ -907,29 +1205,50 @@ def build_report(inputs: Inputs, params: ReportParams = ReportParams(), qparams:
         "leak_pairs.csv": leak_pairs[["check", *leak_pairs.columns.drop("check")]],
         "quality.csv": flagged.reset_index(drop=True),
     }
-    what = {"clusters.csv": "every member of every duplicate cluster, in display order, with its pHash distance to the reference",
-            "sequences.csv": "every frame of every sequence, in order, with the distance to the previous frame",
-            "conflicts.csv": "every duplicate pair with conflicting labels",
-            "leaks.csv": "every leaking group of every check",
-            "leak_pairs.csv": "every duplicate pair across splits of every check",
-            "quality.csv": "every flagged image with its measures and flags"}
+    what = {
+        "clusters.csv": "every member of every duplicate cluster, in display order, with its pHash distance to the "
+        "reference",
+        "sequences.csv": "every frame of every sequence, in order, with the distance to the previous frame",
+        "conflicts.csv": "every duplicate pair with conflicting labels",
+        "leaks.csv": "every leaking group of every check",
+        "leak_pairs.csv": "every duplicate pair across splits of every check",
+        "quality.csv": "every flagged image with its measures and flags",
+    }
     sections.append(files_section([(name, len(df), what[name]) for name, df in tables.items()], inputs.files))
     items = {key: str(Path(data_root) / path) for key, path in gallery.wanted.items()}
     with tempfile.TemporaryDirectory() as tmp:  # thumbnails for exactly the images the page shows
         made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"))
-        thumbnails = {f"{k}.jpg": (Path(tmp) / f"{k}.jpg").read_bytes() for k, v in sorted(made.items()) if isinstance(v, tuple)}
-    summary = {"images": len(m), "clusters": int(n_clusters), "cross_source": int(n_cross),
-               "sequences": int(chains["chain"].nunique()), "conflicts": len(conflicts),
-               "conflict_clusters": int(conflicts["cluster"].nunique()), "exact_conflicts": int((conflicts["kind"] == "exact").sum()),
-               "leaking_groups": int(sum(len(c.groups) for c in checks)), "checks": len(checks),
-               "flagged": len(flagged), "dark_clusters": dark_clusters, "thumbnails": len(thumbnails),
-               "decoded": assessed.decoded,
-               **{f: int(has_flag(flagged["flags"], f).sum()) for f in FLAGS}}
-    counts = {"duplicates": summary["clusters"], "sequences": summary["sequences"], "conflicts": summary["conflict_clusters"],
-              "leaks": summary["leaking_groups"], "quality": summary["flagged"]}
+        thumbnails = {
+            f"{k}.jpg": (Path(tmp) / f"{k}.jpg").read_bytes() for k, v in sorted(made.items()) if isinstance(v, tuple)
+        }
+    summary = {
+        "images": len(m),
+        "clusters": int(n_clusters),
+        "cross_source": int(n_cross),
+        "sequences": int(chains["chain"].nunique()),
+        "conflicts": len(conflicts),
+        "conflict_clusters": int(conflicts["cluster"].nunique()),
+        "exact_conflicts": int((conflicts["kind"] == "exact").sum()),
+        "leaking_groups": int(sum(len(c.groups) for c in checks)),
+        "checks": len(checks),
+        "flagged": len(flagged),
+        "dark_clusters": dark_clusters,
+        "thumbnails": len(thumbnails),
+        "decoded": assessed.decoded,
+        **{f: int(has_flag(flagged["flags"], f).sum()) for f in FLAGS},
+    }
+    counts = {
+        "duplicates": summary["clusters"],
+        "sequences": summary["sequences"],
+        "conflicts": summary["conflict_clusters"],
+        "leaks": summary["leaking_groups"],
+        "quality": summary["flagged"],
+    }
     sources = ", ".join(sorted(m["source"].unique()))
-    subtitle = (f"{len(m):,} images from {sources}; split folders: {', '.join(f.name for f in inputs.splits) or 'none'}. "
-                "Generated by endoctl report.")
+    subtitle = (
+        f"{len(m):,} images from {sources}; split folders: {', '.join(f.name for f in inputs.splits) or 'none'}. "
+        "Generated by endoctl report."
+    )
     doc = gallery.fill(page("endoctl dataset report", subtitle, sections, counts, params.thumb_size), made)
     return ReportResult(doc, tables, thumbnails, summary, assessed.seconds, time.perf_counter() - start)
 

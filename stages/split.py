@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, patient_keys, smallest_per_key
-from endoctl.io import (EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE,
-                        TRAIN_VAL_FILE)
+from endoctl.io import EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE, TRAIN_VAL_FILE
 from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY
 
 TEST, TRAIN_VAL = "test", "train_val"
@@ -72,7 +71,9 @@ def parse_pin(text: str) -> Pin:
     """Parse ``test=ce24:test`` or ``test=ce24`` (a whole source); anything else is a ValueError."""
     where, sep, what = text.partition("=")
     if not sep or where.strip() != TEST or not what.strip():
-        raise ValueError(f"--pin {text!r}: expected test=SOURCE or test=SOURCE:OFFICIAL_SPLIT (only test can be pinned)")
+        raise ValueError(
+            f"--pin {text!r}: expected test=SOURCE or test=SOURCE:OFFICIAL_SPLIT (only test can be pinned)"
+        )
     source, colon, official = what.strip().partition(":")
     if not source:
         raise ValueError(f"--pin {text!r}: empty source name")
@@ -103,8 +104,13 @@ def _previous_bin(value, folds: int) -> int:
 
 
 def _greedy(
-    counts: np.ndarray, fixed: np.ndarray, weights: np.ndarray, order: np.ndarray,
-    on_progress: Progress | None = None, offset: int = 0, total: int = 0,
+    counts: np.ndarray,
+    fixed: np.ndarray,
+    weights: np.ndarray,
+    order: np.ndarray,
+    on_progress: Progress | None = None,
+    offset: int = 0,
+    total: int = 0,
 ) -> np.ndarray:
     """Bin per group: ``fixed`` groups (>= 0) stay, the others are placed in ``order``, then
     polished by :func:`_refine`.
@@ -181,8 +187,15 @@ def _bin_cost(load: np.ndarray, target_total: np.ndarray, overall: np.ndarray, l
     return np.square(dev).sum(axis=-1) + lam * np.square(size)
 
 
-def _refine(counts: np.ndarray, bins: np.ndarray, movable: np.ndarray, weights: np.ndarray, lam: float,
-            max_steps: int = 2000, swap_pool: int = 256) -> np.ndarray:
+def _refine(
+    counts: np.ndarray,
+    bins: np.ndarray,
+    movable: np.ndarray,
+    weights: np.ndarray,
+    lam: float,
+    max_steps: int = 2000,
+    swap_pool: int = 256,
+) -> np.ndarray:
     """Local search after the greedy pass: while it lowers the summed per-bin cost (``_bin_cost``),
     apply the best single-group move, or when no move helps, the best swap of two groups between
     bins among the ``swap_pool`` largest movable groups (a swap keeps bin sizes, which a lone
@@ -263,8 +276,10 @@ def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dic
         hit = p.matches(table)
         if not hit.any():  # a typo here would silently leak the images it meant to protect
             splits = sorted(set(table.loc[table["source"] == p.source, "official_split"]))
-            raise ValueError(f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
-                             f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})")
+            raise ValueError(
+                f"--pin {p} matches no image (sources: {', '.join(sorted(set(table['source'])))}; "
+                f"official splits of {p.source!r}: {', '.join(map(repr, splits)) or 'none'})"
+            )
         hits[str(p)] = int(hit.sum())
         pinned |= hit
     return pinned, hits
@@ -286,8 +301,9 @@ def assign(
 
     ``groups``: group id per row. ``y``: class per row, or several joined by '|' (a multi-label
     row counts once for each of its classes and once for the image total); empty/NaN rows
-    (excluded images) ride along with their group but do not count for sizes or strata. ``pinned``: bool per row; a group with
-    any pinned row goes to test. ``previous``: per row ``'test'``, a fold number, or empty/NaN;
+    (excluded images) ride along with their group but do not count for sizes or strata.
+    ``pinned``: bool per row; a group with any pinned row goes to test. ``previous``: per row
+    ``'test'``, a fold number, or empty/NaN;
     a group whose previous rows agree keeps that place. Rows previously in test and train_val
     in one group (a "conflict": the group merged across splits) go to test; rows previously in
     several folds (and never in test) go to the fold holding most of them. A pin beats a previous
@@ -330,9 +346,14 @@ def assign(
     index = groups.index
     gid = groups.astype(str).to_numpy(dtype=object)
     lab = y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
-    pin = (pinned.reindex(index).fillna(False).astype(bool).to_numpy() if pinned is not None
-           else np.zeros(len(index), dtype=bool))
-    uniq, g_of = np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    pin = (
+        pinned.reindex(index).fillna(False).astype(bool).to_numpy()
+        if pinned is not None
+        else np.zeros(len(index), dtype=bool)
+    )
+    uniq, g_of = (
+        np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    )
     n_groups = len(uniq)
     labelled = lab != ""
     # One (row, class) pair per class of a row: multi-label rows weigh in every class they carry.
@@ -380,8 +401,10 @@ def assign(
         trained = np.flatnonzero(pinned_groups & nested_groups & (fixed > 0))
         if len(trained):
             g = trained[0]
-            raise ValueError(f"group {uniq[g]} holds a pinned image but the split it nests in has it in fold "
-                             f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there")
+            raise ValueError(
+                f"group {uniq[g]} holds a pinned image but the split it nests in has it in fold "
+                f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there"
+            )
         moved = pinned_groups & (fixed > 0)
         how[moved] = "conflict-pin"
         how[pinned_groups & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
@@ -401,8 +424,15 @@ def assign(
     remap = np.full(n_groups, -1, dtype=np.int64)
     remap[sub] = np.arange(len(sub))
     sub_order = remap[order[in_tv[order]]]
-    fold_sub = _greedy(counts[sub], fold[sub], np.full(folds, 1.0 / folds), sub_order, on_progress,
-                       n_free, n_free + int((fold[sub] < 0).sum()))
+    fold_sub = _greedy(
+        counts[sub],
+        fold[sub],
+        np.full(folds, 1.0 / folds),
+        sub_order,
+        on_progress,
+        n_free,
+        n_free + int((fold[sub] < 0).sum()),
+    )
     fixed = np.zeros(n_groups, dtype=np.int64)
     fixed[sub] = fold_sub + 1
 
@@ -420,7 +450,9 @@ def assign(
 # --------------------------------------------------------------------------------------- inputs
 
 
-def combine_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame], names: Sequence[str] | None = None) -> pd.DataFrame:
+def combine_manifests(
+    manifests: pd.DataFrame | Sequence[pd.DataFrame], names: Sequence[str] | None = None
+) -> pd.DataFrame:
     """One table of every input row (``image_id, source, path, label, patient_id, official_split``
     plus ``sha256`` when present), sorted by ``image_id``; ids must be unique across manifests."""
     frames = [manifests] if isinstance(manifests, pd.DataFrame) else list(manifests)
@@ -429,7 +461,9 @@ def combine_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame], names: S
     for name, df in zip(names, frames):
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"{name}: missing column(s) {missing} (need {REQUIRED_COLUMNS}, optional {OPTIONAL_COLUMNS})")
+            raise ValueError(
+                f"{name}: missing column(s) {missing} (need {REQUIRED_COLUMNS}, optional {OPTIONAL_COLUMNS})"
+            )
         cols = REQUIRED_COLUMNS + [c for c in OPTIONAL_COLUMNS + ["sha256"] if c in df.columns]
         part = df[cols].copy()
         for col in OPTIONAL_COLUMNS + ["sha256"]:
@@ -463,20 +497,29 @@ def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
     dups = read_csv(path)
     missing = {"image_id", "cluster"} - set(dups.columns)
     if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)} (expected image_id, source, cluster, cluster_size)")
+        raise ValueError(
+            f"{path}: missing column(s) {sorted(missing)} (expected image_id, source, cluster, cluster_size)"
+        )
     dups = dups[dups["cluster"] != ""]
     head = smallest_per_key(dups["cluster"], dups["image_id"])
     cluster_pairs = pd.DataFrame({"image_id_a": head, "image_id_b": dups["image_id"].to_numpy(dtype=object)})
     cluster_pairs = cluster_pairs[cluster_pairs["image_id_a"] != cluster_pairs["image_id_b"]]
     pair_file = path.with_name(PAIRS_FILE)
     frames = [cluster_pairs]
-    info = {"duplicates": str(duplicates_csv), "clusters": int(dups["cluster"].nunique()),
-            "cluster_links": len(cluster_pairs), "pairs_file": None, "pairs": 0}
+    info = {
+        "duplicates": str(duplicates_csv),
+        "clusters": int(dups["cluster"].nunique()),
+        "cluster_links": len(cluster_pairs),
+        "pairs_file": None,
+        "pairs": 0,
+    }
     if pair_file.is_file():
         pairs = read_csv(pair_file)
         missing = set(PAIR_KEY_COLUMNS) - set(pairs.columns)
         if missing:
-            raise ValueError(f"{pair_file}: missing column(s) {sorted(missing)} (expected image_id_a, image_id_b, distance, kind)")
+            raise ValueError(
+                f"{pair_file}: missing column(s) {sorted(missing)} (expected image_id_a, image_id_b, distance, kind)"
+            )
         frames.append(pairs[PAIR_KEY_COLUMNS])
         info.update(pairs_file=str(pair_file), pairs=len(pairs))
     return pd.concat(frames, ignore_index=True)[PAIR_KEY_COLUMNS], info
@@ -497,12 +540,17 @@ def read_previous(folder: str | Path, option: str = "--keep-assignments") -> pd.
         missing = {"image_id", "fold"} - set(df.columns)
         if missing:
             raise ValueError(f"{file}: missing column(s) {sorted(missing)}")
-        frames.append(pd.DataFrame({"image_id": df["image_id"], "split": split_name,
-                                    "fold": df["fold"] if split_name == TRAIN_VAL else ""}))
+        frames.append(
+            pd.DataFrame(
+                {"image_id": df["image_id"], "split": split_name, "fold": df["fold"] if split_name == TRAIN_VAL else ""}
+            )
+        )
     prev = pd.concat(frames, ignore_index=True)
     dup = prev["image_id"].duplicated(keep=False)
     if dup.any():
-        raise ValueError(f"{folder}: image_id {prev.loc[dup, 'image_id'].min()!r} is listed more than once in the previous split")
+        raise ValueError(
+            f"{folder}: image_id {prev.loc[dup, 'image_id'].min()!r} is listed more than once in the previous split"
+        )
     return prev
 
 
@@ -543,14 +591,21 @@ def _aligned_labels(table: pd.DataFrame, mapped: pd.DataFrame) -> pd.DataFrame:
     mapped = mapped.reset_index(drop=True)
     if len(mapped) != len(table) or not (mapped["image_id"].to_numpy() == table["image_id"].to_numpy()).all():
         if len(mapped) != len(table) or set(mapped["image_id"]) != set(table["image_id"]):
-            raise ValueError(f"map_labels returned {len(mapped)} rows for {len(table)} input rows (rows must not be dropped)")
+            raise ValueError(
+                f"map_labels returned {len(mapped)} rows for {len(table)} input rows (rows must not be dropped)"
+            )
         mapped = mapped.set_index("image_id").loc[table["image_id"]].reset_index()
-    out = pd.DataFrame({
-        "target_class": mapped["target_class"].astype(object).fillna("").astype(str).to_numpy(),
-        "excluded": mapped["excluded"].astype(object).fillna("").astype(str).to_numpy(),
-        "candidates": (mapped["candidates"].astype(object).fillna("").astype(str).to_numpy()
-                       if "candidates" in mapped.columns else ""),
-    })
+    out = pd.DataFrame(
+        {
+            "target_class": mapped["target_class"].astype(object).fillna("").astype(str).to_numpy(),
+            "excluded": mapped["excluded"].astype(object).fillna("").astype(str).to_numpy(),
+            "candidates": (
+                mapped["candidates"].astype(object).fillna("").astype(str).to_numpy()
+                if "candidates" in mapped.columns
+                else ""
+            ),
+        }
+    )
     unexplained = (out["target_class"] == "") & (out["excluded"] == "")
     out.loc[unexplained, "excluded"] = "no target class"
     out.loc[out["excluded"] != "", "target_class"] = ""
@@ -599,7 +654,10 @@ def split(
     if target not in getattr(taxonomy, "targets", {}):
         known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
         raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
-    mapping = {str(k): int(v) for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))}
+    mapping = {
+        str(k): int(v)
+        for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))
+    }
     table = combine_manifests(manifests, names)
     pinned, pin_hits = match_pins(pins, table)  # before labels and groups: a bad pin fails in a second
     labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
@@ -608,11 +666,17 @@ def split(
     table["candidates"] = labels["candidates"].to_numpy()
     keep = table["excluded"] == ""
     known = {k.lower() for k in mapping}
-    unknown = sorted({c for v in set(table.loc[keep, "target_class"]) for c in v.split(LABEL_SEP) if c.lower() not in known})
+    unknown = sorted(
+        {c for v in set(table.loc[keep, "target_class"]) for c in v.split(LABEL_SEP) if c.lower() not in known}
+    )
     if unknown:
         raise ValueError(f"target classes {unknown} are not in target {target!r}'s class mapping {list(mapping)}")
 
-    given = pairs[PAIR_KEY_COLUMNS].astype(str) if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
+    given = (
+        pairs[PAIR_KEY_COLUMNS].astype(str)
+        if pairs is not None and len(pairs)
+        else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
+    )
     sha_links = _sha_pairs(table)
     all_pairs = pd.concat([given, sha_links], ignore_index=True)
     grouped = build_groups(table, all_pairs)
@@ -628,10 +692,21 @@ def split(
         up_bin = table["image_id"].map(_places(nest_in)).fillna("")
         up_folds = sorted({int(f) for f in nest_in.loc[nest_in["split"] == TRAIN_VAL, "fold"]})
         if up_folds and up_folds[-1] >= folds:
-            raise ValueError(f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
-                             f"nest with the upstream split's --folds")
-    placed = assign(table["group"], table["target_class"].where(keep, ""), test_fraction, folds, seed,
-                    pinned, prev_bin, on_progress, nested=up_bin)
+            raise ValueError(
+                f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
+                f"nest with the upstream split's --folds"
+            )
+    placed = assign(
+        table["group"],
+        table["target_class"].where(keep, ""),
+        test_fraction,
+        folds,
+        seed,
+        pinned,
+        prev_bin,
+        on_progress,
+        nested=up_bin,
+    )
     table["split"] = placed["split"].to_numpy()
     table["fold"] = placed["fold"].to_numpy()
     table["how"] = placed["how"].to_numpy()
@@ -643,17 +718,48 @@ def split(
     test["fold"] = ""
     train_val = train_val[OUTPUT_COLUMNS].reset_index(drop=True)
     test = test[OUTPUT_COLUMNS].reset_index(drop=True)
-    excluded = table.loc[~keep, ["image_id", "source", "excluded"]].rename(columns={"excluded": "reason"}).reset_index(drop=True)
+    excluded = (
+        table.loc[~keep, ["image_id", "source", "excluded"]]
+        .rename(columns={"excluded": "reason"})
+        .reset_index(drop=True)
+    )
     if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
         raise AssertionError("rows in != train_val + test + excluded")
 
     warnings: list[str] = []
-    used = {"target": target, "test_fraction": test_fraction, "folds": folds, "seed": seed,
-            "pins": [str(p) for p in pins], "max_group_share": max_group_share, "formats": dict(formats or {}),
-            "keep_assignments": previous is not None, "nest_in": nest_in is not None}
+    used = {
+        "target": target,
+        "test_fraction": test_fraction,
+        "folds": folds,
+        "seed": seed,
+        "pins": [str(p) for p in pins],
+        "max_group_share": max_group_share,
+        "formats": dict(formats or {}),
+        "keep_assignments": previous is not None,
+        "nest_in": nest_in is not None,
+    }
     used.update(params or {})
-    report = _report(table, keep, train_val, test, excluded, all_pairs, len(sha_links), mapping, pins, pin_hits,
-                     pinned, previous, prev_bin, test_fraction, folds, max_group_share, used, warnings, nest_in)
+    report = _report(
+        table,
+        keep,
+        train_val,
+        test,
+        excluded,
+        all_pairs,
+        len(sha_links),
+        mapping,
+        pins,
+        pin_hits,
+        pinned,
+        previous,
+        prev_bin,
+        test_fraction,
+        folds,
+        max_group_share,
+        used,
+        warnings,
+        nest_in,
+    )
     spec = taxonomy.targets[target]
     report["several_classes"] = _several_classes_report(table, spec, mapping)
     report["composition"] = _composition_report(pd.concat([train_val, test], ignore_index=True), spec, formats or {})
@@ -669,8 +775,9 @@ def _places(split_table: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(prev["split"] == TEST, TEST, prev["fold"].astype(str)), index=prev.index)
 
 
-def nesting_check(train_val: pd.DataFrame, test: pd.DataFrame, upstream: pd.DataFrame, folds: int,
-                  group_of: pd.Series | None = None) -> dict:
+def nesting_check(
+    train_val: pd.DataFrame, test: pd.DataFrame, upstream: pd.DataFrame, folds: int, group_of: pd.Series | None = None
+) -> dict:
     """Per fold k: images of this split's fold k or test that the upstream split trains on when it
     validates on fold k (all its folds but k), from the tables alone; 0 everywhere = nested.
 
@@ -679,8 +786,10 @@ def nesting_check(train_val: pd.DataFrame, test: pd.DataFrame, upstream: pd.Data
     group (patient/video, duplicates) has an image the upstream split trains on.
     """
     where = _places(upstream)
-    held_out = {str(k): pd.concat([train_val.loc[train_val["fold"] == str(k), "image_id"], test["image_id"]])
-                for k in range(folds)}
+    held_out = {
+        str(k): pd.concat([train_val.loc[train_val["fold"] == str(k), "image_id"], test["image_id"]])
+        for k in range(folds)
+    }
     every = pd.concat([train_val["image_id"], test["image_id"]])
     seen: set[str] = set()
     seen_group: set[str] = set()
@@ -697,9 +806,11 @@ def nesting_check(train_val: pd.DataFrame, test: pd.DataFrame, upstream: pd.Data
             row["group_seen_in_training_upstream"] = int(shared.sum())
             seen_group |= set(ids[shared])
         per_fold[k] = row
-    out = {"images_seen_in_training_upstream": len(seen),
-           "images_absent_upstream": int((~every.isin(where.index)).sum()),
-           "folds": per_fold}
+    out = {
+        "images_seen_in_training_upstream": len(seen),
+        "images_absent_upstream": int((~every.isin(where.index)).sum()),
+        "folds": per_fold,
+    }
     if group_of is not None:
         out["images_whose_group_is_seen_in_training_upstream"] = len(seen_group)
     return out
@@ -723,8 +834,27 @@ def _pct(x: float) -> float:
     return round(100.0 * x, 3)
 
 
-def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapping, pins, pin_hits, pinned,
-            previous, prev_bin, test_fraction, folds, max_group_share, params, warnings, nest_in=None) -> dict:
+def _report(
+    table,
+    keep,
+    train_val,
+    test,
+    excluded,
+    all_pairs,
+    n_sha_links,
+    mapping,
+    pins,
+    pin_hits,
+    pinned,
+    previous,
+    prev_bin,
+    test_fraction,
+    folds,
+    max_group_share,
+    params,
+    warnings,
+    nest_in=None,
+) -> dict:
     kept = table[keep]
     n_kept = len(kept)
     outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
@@ -749,7 +879,12 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
     proportions, max_dev, max_dev_strat = {}, {b: 0.0 for b in bins}, {b: 0.0 for b in bins}
     for c in classes:
         base = overall.get(c, 0) / max(len(outputs), 1)
-        row = {"overall_pct": _pct(base), "images": int(overall.get(c, 0)), "groups": int(groups_per_class.get(c, 0)), "splits": {}}
+        row = {
+            "overall_pct": _pct(base),
+            "images": int(overall.get(c, 0)),
+            "groups": int(groups_per_class.get(c, 0)),
+            "splits": {},
+        }
         for b in bins:
             n, size = int(per_bin.at[c, b]), int(sizes[b])
             share = n / size if size else 0.0
@@ -765,9 +900,13 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
     largest_info = None
     if largest is not None:
         gid = largest["group"]
-        largest_info = {"group": gid, "images": int(largest["group_size"]), "share": round(share, 6),
-                        "labelled_images": int((kept["group"] == gid).sum()),
-                        "split": str(table.loc[table["group"] == gid, "split"].iloc[0])}
+        largest_info = {
+            "group": gid,
+            "images": int(largest["group_size"]),
+            "share": round(share, 6),
+            "labelled_images": int((kept["group"] == gid).sum()),
+            "split": str(table.loc[table["group"] == gid, "split"].iloc[0]),
+        }
     if share > max_group_share:
         warnings.append(
             f"largest group {largest_info['group']} holds {share:.1%} of all images (> --max-group-share "
@@ -775,7 +914,10 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
             f"the split cannot be balanced around it"
         )
     if test_fraction > 0 and n_kept and len(test) / n_kept > test_fraction + 0.05:
-        warnings.append(f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned, kept or nested groups exceed the target")
+        warnings.append(
+            f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned, kept or nested "
+            "groups exceed the target"
+        )
 
     straddle = straddling(train_val, test, "group")
     pat = kept.set_index("image_id")["patient_id"]
@@ -787,8 +929,13 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
     both_in = pa.notna() & pb.notna()
     cross = both_in & (pa != pb)
     cross_split = both_in & ((pa == TEST) != (pb == TEST))
-    if straddle["across_splits"] or straddle["across_folds"] or straddle_patients["across_splits"] \
-            or straddle_patients["across_folds"] or cross.any():
+    if (
+        straddle["across_splits"]
+        or straddle["across_folds"]
+        or straddle_patients["across_splits"]
+        or straddle_patients["across_folds"]
+        or cross.any()
+    ):
         warnings.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
 
     pinned_groups = set(table.loc[pinned, "group"])
@@ -800,9 +947,17 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
         for gid in sorted(hows[hows.str.startswith("conflict")].index):
             rows = table[(table["group"] == gid) & present]
             before = prev_bin[rows.index].value_counts()
-            conflicts.append({"group": gid, "kind": hows[gid], "previous": {str(k): int(v) for k, v in sorted(before.items())},
-                              "now": str(rows["split"].iloc[0]) if rows["split"].iloc[0] == TEST else f"fold {rows['fold'].iloc[0]}",
-                              "images": int((table["group"] == gid).sum())})
+            conflicts.append(
+                {
+                    "group": gid,
+                    "kind": hows[gid],
+                    "previous": {str(k): int(v) for k, v in sorted(before.items())},
+                    "now": str(rows["split"].iloc[0])
+                    if rows["split"].iloc[0] == TEST
+                    else f"fold {rows['fold'].iloc[0]}",
+                    "images": int((table["group"] == gid).sum()),
+                }
+            )
         previous_ids = set(previous["image_id"])
         keep_info = {
             "previous_images": len(previous_ids),
@@ -814,7 +969,10 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
             "conflicts": conflicts,
         }
         if conflicts:
-            warnings.append(f"{len(conflicts)} group(s) merged images previously in different splits/folds (see report 'keep.conflicts')")
+            warnings.append(
+                f"{len(conflicts)} group(s) merged images previously in different splits/folds (see report "
+                "'keep.conflicts')"
+            )
 
     nesting = None
     if nest_in is not None:
@@ -824,9 +982,11 @@ def _report(table, keep, train_val, test, excluded, all_pairs, n_sha_links, mapp
         nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
         nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
         if nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]:
-            warnings.append(f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
-                            f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
-                            f"upstream folds: re-split upstream with the same manifests and duplicates)")
+            warnings.append(
+                f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
+                f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
+                f"upstream folds: re-split upstream with the same manifests and duplicates)"
+            )
 
     reasons = excluded["reason"].value_counts()
     report = {
@@ -946,12 +1106,20 @@ def _several_classes_md(info: dict | None) -> list[str]:
     out = [f"## Images whose findings reach several classes (rule: {info['rule']})", ""]
     if info["priority"]:
         out.append("- priority (first wins): " + " > ".join(info["priority"]))
-    out += [f"- images: {info['images']} = resolved by priority {info['resolved_by_priority']} + kept multi-label "
-            f"{info['kept_multi_label']} + excluded as ambiguous {info['excluded_as_ambiguous']}", ""]
+    out += [
+        f"- images: {info['images']} = resolved by priority {info['resolved_by_priority']} + kept multi-label "
+        f"{info['kept_multi_label']} + excluded as ambiguous {info['excluded_as_ambiguous']}",
+        "",
+    ]
     if info["per_class"]:
         keys = [k for k in next(iter(info["per_class"].values())) if k != "images"]
-        out += [_md_table(["class", "images among"] + [k.replace("_", " ") for k in keys],
-                          [[c, e["images"]] + [e[k] for k in keys] for c, e in info["per_class"].items()]), ""]
+        out += [
+            _md_table(
+                ["class", "images among"] + [k.replace("_", " ") for k in keys],
+                [[c, e["images"]] + [e[k] for k in keys] for c, e in info["per_class"].items()],
+            ),
+            "",
+        ]
     return out
 
 
@@ -982,13 +1150,21 @@ def _composition_md(comp: dict | None) -> list[str]:
     for d in comp["datasets"]:
         cells += [num(comp["build_images"][d])] + (["–"] if d in comp["paper_datasets"] else [])
     paper = comp["paper_images_total"]
-    cells += [num(comp["build_images_total"]), num(paper),
-              "–" if paper is None else f"{comp['build_images_total'] - paper:+,}"]
+    cells += [
+        num(comp["build_images_total"]),
+        num(paper),
+        "–" if paper is None else f"{comp['build_images_total'] - paper:+,}",
+    ]
     rows.append(cells)
-    return ["## Composition beside the published numbers", "",
-            f"Reference: {comp['reference']} Images per source dataset and class of this build (train_val + "
-            "test); '(paper)' columns and the paper total where the publication gives them, '–' where it does not.",
-            "", _md_table(header, rows), ""]
+    return [
+        "## Composition beside the published numbers",
+        "",
+        f"Reference: {comp['reference']} Images per source dataset and class of this build (train_val + "
+        "test); '(paper)' columns and the paper total where the publication gives them, '–' where it does not.",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
 
 
 def report_markdown(report: dict) -> str:
@@ -997,19 +1173,31 @@ def report_markdown(report: dict) -> str:
     p = r["params"]
     out = [f"# Split report: {p.get('target', '')}", ""]
     rows = r["rows"]
-    out += [f"- rows in: {rows['in']} = train_val {rows['train_val']} + test {rows['test']} + excluded {rows['excluded']}",
-            f"- test fraction: {r['test_fraction']['achieved']:.2%} (asked {r['test_fraction']['asked']:.0%})",
-            "- fold sizes: " + ", ".join(f"{k}: {v}" for k, v in r["fold_sizes"].items())]
+    out += [
+        f"- rows in: {rows['in']} = train_val {rows['train_val']} + test {rows['test']} + excluded {rows['excluded']}",
+        f"- test fraction: {r['test_fraction']['achieved']:.2%} (asked {r['test_fraction']['asked']:.0%})",
+        "- fold sizes: " + ", ".join(f"{k}: {v}" for k, v in r["fold_sizes"].items()),
+    ]
     g = r["groups"]
     largest = g["largest"]
-    out += [f"- groups: {g['total']} ({g['with_labelled_images']} with labelled images; train_val {g['train_val']}, test {g['test']}); "
-            f"{g['duplicate_links']} duplicate links ({g['sha256_links']} from equal sha256)"]
+    out += [
+        f"- groups: {g['total']} ({g['with_labelled_images']} with labelled images; train_val {g['train_val']}, test "
+        f"{g['test']}); "
+        f"{g['duplicate_links']} duplicate links ({g['sha256_links']} from equal sha256)"
+    ]
     if largest:
-        out.append(f"- largest group: {largest['group']}, {largest['images']} images ({largest['share']:.1%} of all; "
-                   f"limit {g['max_group_share']:.0%}), {largest['labelled_images']} labelled, in {largest['split']}")
+        out.append(
+            f"- largest group: {largest['group']}, {largest['images']} images ({largest['share']:.1%} of all; "
+            f"limit {g['max_group_share']:.0%}), {largest['labelled_images']} labelled, in {largest['split']}"
+        )
     s = r["straddling"]
-    out += ["", "## Straddling (recomputed from the outputs; must all be 0)", "",
-            _md_table(["check", "count"], [[k, v] for k, v in s.items() if k != "examples"]), ""]
+    out += [
+        "",
+        "## Straddling (recomputed from the outputs; must all be 0)",
+        "",
+        _md_table(["check", "count"], [[k, v] for k, v in s.items() if k != "examples"]),
+        "",
+    ]
     if r["warnings"]:
         out += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
     bins = list(r["max_abs_deviation_pp"])
@@ -1020,27 +1208,43 @@ def report_markdown(report: dict) -> str:
         cells += [f"{row['splits'][b]['pct']:.2f} ({row['splits'][b]['deviation_pp']:+.2f})" for b in bins]
         prop_rows.append(cells)
     prop_rows.append(["**max abs dev**", "", "", ""] + [f"{r['max_abs_deviation_pp'][b]:.2f}" for b in bins])
-    prop_rows.append([f"**max abs dev, classes with ≥{WELL_STRATIFIABLE} groups**", "", "", ""]
-                     + [f"{r['max_abs_deviation_pp_classes_with_5_groups'][b]:.2f}" for b in bins])
+    prop_rows.append(
+        [f"**max abs dev, classes with ≥{WELL_STRATIFIABLE} groups**", "", "", ""]
+        + [f"{r['max_abs_deviation_pp_classes_with_5_groups'][b]:.2f}" for b in bins]
+    )
     out += [_md_table(["class", "images", "groups", "overall %"] + bins, prop_rows), ""]
     out += ["## Counts per class × split × source", ""]
     header = ["class"] + [f"{sp} / {src}" for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
-    out += [_md_table(header, [[c] + [r["counts"][c][sp][src] for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
-                               for c in r["classes"]]), ""]
+    out += [
+        _md_table(
+            header,
+            [[c] + [r["counts"][c][sp][src] for sp in (TRAIN_VAL, TEST) for src in r["sources"]] for c in r["classes"]],
+        ),
+        "",
+    ]
     out += _several_classes_md(r.get("several_classes")) + _composition_md(r.get("composition"))
     pn = r["pinned"]
-    out += ["## Pins", "", f"- pins: {', '.join(pn['pins']) or 'none'}",
-            f"- pinned images: {pn['images']} ({', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-'})",
-            f"- pinned groups: {pn['groups']} holding {pn['images_in_pinned_groups']} images "
-            f"({pn['labelled_images_in_pinned_groups']} labelled), all in test: {pn['pinned_groups_not_in_test'] == 0}", ""]
+    out += [
+        "## Pins",
+        "",
+        f"- pins: {', '.join(pn['pins']) or 'none'}",
+        f"- pinned images: {pn['images']} ({', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-'})",
+        f"- pinned groups: {pn['groups']} holding {pn['images_in_pinned_groups']} images "
+        f"({pn['labelled_images_in_pinned_groups']} labelled), all in test: {pn['pinned_groups_not_in_test'] == 0}",
+        "",
+    ]
     out += _nesting_markdown(r.get("nesting"))
     k = r["keep"]
     out += ["## Kept assignments", ""]
     if k is None:
         out += ["- none (no --keep-assignments)", ""]
     else:
-        out += [f"- previous images: {k['previous_images']} ({k['previous_images_present']} present, {k['previous_images_missing']} missing)",
-                f"- kept groups: {k['kept_groups']}, newly assigned groups: {k['new_groups']}, conflicts: {k['conflicting_groups']}"]
+        out += [
+            f"- previous images: {k['previous_images']} ({k['previous_images_present']} present, "
+            f"{k['previous_images_missing']} missing)",
+            f"- kept groups: {k['kept_groups']}, newly assigned groups: {k['new_groups']}, conflicts: "
+            f"{k['conflicting_groups']}",
+        ]
         out += [f"  - {c['group']} ({c['kind']}): previously {c['previous']}, now {c['now']}" for c in k["conflicts"]]
         out.append("")
     out += ["## Excluded images by reason", ""]
@@ -1053,15 +1257,28 @@ def _nesting_markdown(n: dict | None) -> list[str]:
     out = ["## Nesting in the upstream split (recomputed from the outputs and its files; must be 0)", ""]
     if n is None:
         return out + ["- none (no --nest-in)", ""]
-    out += [f"- images of this split's validation/test seen in training upstream: {n['images_seen_in_training_upstream']}",
-            f"- ... whose group (patient/video, duplicates) has an image trained upstream: "
-            f"{n['images_whose_group_is_seen_in_training_upstream']}",
-            f"- groups nested: {n['nested_groups']} ({n['nest_conflicts']} in several upstream folds); absent upstream "
-            f"(assigned here): {n['groups_absent_upstream']} groups, {n['images_absent_upstream']} images", "",
-            _md_table(["validation fold k (upstream trains on all other folds)", "images in fold k + test", "in upstream",
-                       "seen in training upstream", "group seen in training upstream"],
-                      [[k, f["images"], f["in_upstream"], f["seen_in_training_upstream"], f["group_seen_in_training_upstream"]]
-                       for k, f in n["folds"].items()]), ""]
+    out += [
+        f"- images of this split's validation/test seen in training upstream: {n['images_seen_in_training_upstream']}",
+        f"- ... whose group (patient/video, duplicates) has an image trained upstream: "
+        f"{n['images_whose_group_is_seen_in_training_upstream']}",
+        f"- groups nested: {n['nested_groups']} ({n['nest_conflicts']} in several upstream folds); absent upstream "
+        f"(assigned here): {n['groups_absent_upstream']} groups, {n['images_absent_upstream']} images",
+        "",
+        _md_table(
+            [
+                "validation fold k (upstream trains on all other folds)",
+                "images in fold k + test",
+                "in upstream",
+                "seen in training upstream",
+                "group seen in training upstream",
+            ],
+            [
+                [k, f["images"], f["in_upstream"], f["seen_in_training_upstream"], f["group_seen_in_training_upstream"]]
+                for k, f in n["folds"].items()
+            ],
+        ),
+        "",
+    ]
     return out
 
 

@@ -118,12 +118,39 @@ ERS_CASES: list[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = [
 ]
 ERS_EMPTY_MASK = {"h01", "h02", "q02", "q05", "b01"}  # written as 0-byte masks: "label present, no mask"
 # SEE-AI YOLO class ids (0 angiodysplasia ... 11 vein) of the lesions the demo paints.
-SEE_AI_NAMES = ["angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like",
-                 "bleeding", "diverticulum", "erythema", "foreign body", "vein"]
-SEE_AI_IDS = {"Angiectasia": 0, "Erosion": 1, "Lymphangiectasia": 3, "Polyp": 6, "Blood - fresh": 7, "Erythema": 9,
-              "Foreign body": 10}
-SEE_AI_CASES: list[tuple[str, ...]] = [("Erosion", "Erythema"), ("Blood - fresh",), ("Blood - fresh", "Polyp"),
-                                       ("Angiectasia",), ("Polyp",), ("Lymphangiectasia",), ("Foreign body",), ("Erosion",)]
+SEE_AI_NAMES = [
+    "angiodysplasia",
+    "erosion",
+    "stenosis",
+    "lymphangiectasia",
+    "lymph follicle",
+    "SMT",
+    "polyp-like",
+    "bleeding",
+    "diverticulum",
+    "erythema",
+    "foreign body",
+    "vein",
+]
+SEE_AI_IDS = {
+    "Angiectasia": 0,
+    "Erosion": 1,
+    "Lymphangiectasia": 3,
+    "Polyp": 6,
+    "Blood - fresh": 7,
+    "Erythema": 9,
+    "Foreign body": 10,
+}
+SEE_AI_CASES: list[tuple[str, ...]] = [
+    ("Erosion", "Erythema"),
+    ("Blood - fresh",),
+    ("Blood - fresh", "Polyp"),
+    ("Angiectasia",),
+    ("Polyp",),
+    ("Lymphangiectasia",),
+    ("Foreign body",),
+    ("Erosion",),
+]
 
 # Independent random streams, so e.g. changing the KID size never changes a Kvasir-Capsule pixel.
 _PLAN_KC, _PLAN_TEST, _PLAN_KID, _RENDER_KC, _RENDER_TEST, _RENDER_KID, _RENDER_WORMS, _CE24, _RENDER_AIIMS = range(9)
@@ -226,9 +253,11 @@ def _blob(rng: np.random.Generator, cx: float, cy: float, r: float, points: int 
 
 def _discs(spots: list[tuple[float, float, float]], grow: float = 0.0) -> Callable[[ImageDraw.ImageDraw], None]:
     """Draw filled circles (x, y, radius + grow)."""
+
     def draw(d: ImageDraw.ImageDraw) -> None:
         for x, y, r in spots:
             d.ellipse((x - r - grow, y - r - grow, x + r + grow, y + r + grow), fill=255)
+
     return draw
 
 
@@ -239,6 +268,7 @@ def _centre(rng: np.random.Generator, spread: float) -> tuple[float, float]:
 
 def _angiectasia(patch: np.ndarray, rng: np.random.Generator) -> None:
     """A few small bright-red spidery blobs."""
+
     def draw(d: ImageDraw.ImageDraw) -> None:
         for _ in range(rng.integers(2, 6)):
             cx, cy = _centre(rng, 55)
@@ -247,6 +277,7 @@ def _angiectasia(patch: np.ndarray, rng: np.random.Generator) -> None:
             for a in rng.uniform(0, 2 * np.pi, rng.integers(4, 8)):
                 length = r + rng.uniform(4, 14)
                 d.line((cx, cy, cx + length * np.cos(a), cy + length * np.sin(a)), fill=255, width=2)
+
     _paint(patch, _mask(draw, 0.8), (235, 25, 35))
 
 
@@ -298,7 +329,7 @@ def _polyp(patch: np.ndarray, rng: np.random.Generator) -> None:
     y, x = np.mgrid[0:PATCH, 0:PATCH].astype(np.float32)
     d = np.hypot(x - cx, y - cy) / r
     inside = np.clip((1 - d) * r / 2, 0, 1)
-    highlight = np.exp(-(np.hypot(x - cx + 0.35 * r, y - cy + 0.35 * r) / (0.5 * r)) ** 2)
+    highlight = np.exp(-((np.hypot(x - cx + 0.35 * r, y - cy + 0.35 * r) / (0.5 * r)) ** 2))
     lower_right = np.clip((x - cx + y - cy) / (1.4 * r * np.maximum(d, 0.1)), 0, 1)  # cos to the shadow side
     rim = np.exp(-(((d - 1) * r / 9) ** 2))
     shade = 1 + inside * (0.4 * highlight - 0.2 * d**2) - 0.4 * rim * lower_right
@@ -318,6 +349,7 @@ def _foreign_body(patch: np.ndarray, rng: np.random.Generator) -> None:
 
 def _worms(patch: np.ndarray, rng: np.random.Generator) -> None:
     """One or two long, curvy, pale threads."""
+
     def draw(d: ImageDraw.ImageDraw) -> None:
         for _ in range(rng.integers(1, 3)):
             cx, cy = _centre(rng, 20)
@@ -328,6 +360,7 @@ def _worms(patch: np.ndarray, rng: np.random.Generator) -> None:
             xs = cx + along * np.cos(angle) - across * np.sin(angle)
             ys = cy + along * np.sin(angle) + across * np.cos(angle)
             d.line(list(zip(xs.tolist(), ys.tolist())), fill=255, width=int(rng.integers(6, 11)), joint="curve")
+
     _paint(patch, _mask(draw, 1), (238, 228, 200))
 
 
@@ -416,6 +449,7 @@ class _Video:
 @dataclass(frozen=True)
 class _Item:
     """One written source image, kept in memory so CE24 can copy it."""
+
     source: str  # the CE24 sub-source folder: KVASIR or KID
     rel: str  # path below the source root
     name: str
@@ -508,8 +542,11 @@ def _plan_ers(rng: np.random.Generator, config: SynthConfig) -> list[list[_ErsFr
         start = int(rng.integers(500, 5000))
         for i in range(ERS_SEQ_FRAMES):
             polyp = i >= ERS_SEQ_FRAMES // 2
-            frames.append(_ErsFrame(f"{pid}/seq_01", start + i, (("c22",),) if polyp else (("h02",),),
-                                    ("Polyp",) if polyp else ()))
+            frames.append(
+                _ErsFrame(
+                    f"{pid}/seq_01", start + i, (("c22",),) if polyp else (("h02",),), ("Polyp",) if polyp else ()
+                )
+            )
         patients.append(frames)
     return patients
 
@@ -610,8 +647,9 @@ ERS_FOV = _fov(ERS_SIZE, 1.25, 0.4)  # a colonoscope's wide view: only the corne
 SEE_AI_FOV = _fov(SEE_AI_SIZE, 0.98, 0.35)
 
 
-def _paint_at(canvas: np.ndarray, findings: tuple[str, ...], cx: int, cy: int,
-              rng: np.random.Generator) -> list[tuple[int, int]]:
+def _paint_at(
+    canvas: np.ndarray, findings: tuple[str, ...], cx: int, cy: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """Paint each finding (two side by side) around (cx, cy), kept PATCH/2 inside the canvas; their centres."""
     h, size = PATCH // 2, canvas.shape[0]
     lesions = [f for f in findings if f != "blur"]
@@ -636,7 +674,9 @@ def _png(pixels: np.ndarray, blur: bool = False) -> bytes:
 def _ers_mask() -> bytes:
     """A binary mask PNG: an ellipse round the frame centre, where the demo draws its lesions."""
     img = Image.new("1", (ERS_SIZE, ERS_SIZE), 0)
-    ImageDraw.Draw(img).ellipse((ERS_SIZE // 2 - 110, ERS_SIZE // 2 - 80, ERS_SIZE // 2 + 110, ERS_SIZE // 2 + 80), fill=1)
+    ImageDraw.Draw(img).ellipse(
+        (ERS_SIZE // 2 - 110, ERS_SIZE // 2 - 80, ERS_SIZE // 2 + 110, ERS_SIZE // 2 + 80), fill=1
+    )
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
@@ -812,7 +852,9 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
     n_copies = _n_copies(config, n_kc) + _n_copies(config, n_kid)
     n_test = config.ce24_test_videos * config.frames_per_video + CE24_WORMS
     n_ers, n_see_ai = sum(len(frames) for frames in ers), config.see_ai_videos * SEE_AI_FRAMES
-    total = n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt + n_ers + n_see_ai + config.corrupt
+    total = (
+        n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt + n_ers + n_see_ai + config.corrupt
+    )
     out = _Writer(root, total, on_progress)
 
     # Kvasir-Capsule
@@ -937,11 +979,19 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
 
 
 def _ers_readme(config: SynthConfig, ers: list[list[_ErsFrame]]) -> str:
-    rows = [[f"{frame.folder}/frames/{frame.name}.png",
-             ", ".join(f"`{frame.name}_{'_'.join(codes)}.png`" + (" (0 bytes)" if set(codes) <= ERS_EMPTY_MASK else "")
-                       for codes in frame.masks) or "**none** (planted: a frame nothing labels)",
-             frame.label.replace("|", ", ") or "-"]
-            for frames in ers for frame in frames]
+    rows = [
+        [
+            f"{frame.folder}/frames/{frame.name}.png",
+            ", ".join(
+                f"`{frame.name}_{'_'.join(codes)}.png`" + (" (0 bytes)" if set(codes) <= ERS_EMPTY_MASK else "")
+                for codes in frame.masks
+            )
+            or "**none** (planted: a frame nothing labels)",
+            frame.label.replace("|", ", ") or "-",
+        ]
+        for frames in ers
+        for frame in frames
+    ]
     return (
         "# ers/ (synthetic demo data)\n\n"
         "ERS-like colonoscopy frames written by `endoctl synth`, in the real layout "
@@ -953,7 +1003,8 @@ def _ers_readme(config: SynthConfig, ers: list[list[_ErsFrame]]) -> str:
         "`seq_01` holds consecutive frame numbers of a drifting camera (near-duplicates): healthy, then a polyp. "
         "The patient id is the 4-digit folder.\n\n## Frames\n\n"
         + _table(["frame", "mask files", "labels"], rows)
-        + "\n## Config\n\n" + _config_block(config)
+        + "\n## Config\n\n"
+        + _config_block(config)
     )
 
 
@@ -964,19 +1015,23 @@ def _see_ai_readme(config: SynthConfig, videos: list[_SeeAiVideo], no_txt: list[
             first = video.first + run.start
             names = ", ".join(f"{SEE_AI_NAMES[SEE_AI_IDS[f]]} ({SEE_AI_IDS[f]})" for f in run.case) or "normal"
             rows.append([video.index, f"image{first:05d}-image{first + run.length - 1:05d}", names])
-    corrupt = f"- `{truncated}`: cut to 60% of its bytes (a truncated JPEG).\n" if truncated else "- none (corrupt=False)\n"
+    corrupt = (
+        f"- `{truncated}`: cut to 60% of its bytes (a truncated JPEG).\n" if truncated else "- none (corrupt=False)\n"
+    )
     return (
         "# see_ai/ (synthetic demo data)\n\n"
         f"SEE-AI-like capsule frames written by `endoctl synth`, in the real layout `{SEE_AI_IMAGES}/imageNNNNN.jpg` "
         f"(576x576 JPEG) with YOLO boxes in `{SEE_AI_TXT}/imageNNNNN.txt` (one `class cx cy w h` line per box, "
         "normalised; class ids "
-        + ", ".join(f"{i} {name}" for i, name in enumerate(SEE_AI_NAMES)) + "). Several classes "
+        + ", ".join(f"{i} {name}" for i, name in enumerate(SEE_AI_NAMES))
+        + "). Several classes "
         "may box one frame. Normal frames have an empty box file or none at all "
         f"({len(no_txt)} without: {', '.join(f'image{n:05d}' for n in no_txt) or '-'}). Numbers run consecutively "
         "along each video (near-duplicate neighbours); SEE-AI publishes no procedure ids.\n\n## Videos\n\n"
         + _table(["video", "images", "boxes (class id)"], rows)
         + f"\n## Corrupt files\n\n{corrupt}"
-        + "\n## Config\n\n" + _config_block(config)
+        + "\n## Config\n\n"
+        + _config_block(config)
     )
 
 
@@ -984,13 +1039,21 @@ def _class_counts(folder: Path) -> list[list[object]]:
     return [[p.name, sum(1 for _ in p.glob("*.jpg"))] for p in sorted(folder.iterdir()) if p.is_dir()]
 
 
-def _kc_readme(config: SynthConfig, videos: list[_Video], counts: Counter[str], copied: dict[tuple[str, str], int],
-               truncated: str, root: Path) -> str:
+def _kc_readme(
+    config: SynthConfig,
+    videos: list[_Video],
+    counts: Counter[str],
+    copied: dict[tuple[str, str], int],
+    truncated: str,
+    root: Path,
+) -> str:
     rows = [[v.vid, v.first_frame, v.first_frame + v.frames - 1, _frame_ranges(v)] for v in videos]
     corrupt = (
         f"- `labelled_images/{truncated.split('/', 1)[1]}`: a real frame (the frame after its video's last one) "
         "cut to 60% of its bytes, i.e. a truncated JPEG that must be rejected. It is listed in metadata.csv "
-        "and never copied into CE24.\n" if truncated else "- none (corrupt=False)\n"
+        "and never copied into CE24.\n"
+        if truncated
+        else "- none (corrupt=False)\n"
     )
     return (
         "# kvasir_capsule/ (synthetic demo data)\n\n"
@@ -1023,7 +1086,8 @@ def _kid_readme(config: SynthConfig, kid: list[_KidImage], copied: dict[tuple[st
         patients.append([f"P{p}", f"1-{config.kid_images_per_patient}", findings])
     corrupt = (
         f"- `{KID_EMPTY}`: a zero-byte file (patient P99 does not otherwise exist).\n"
-        if config.corrupt else "- none (corrupt=False)\n"
+        if config.corrupt
+        else "- none (corrupt=False)\n"
     )
     return (
         "# kid/ (synthetic demo data)\n\n"
@@ -1046,8 +1110,14 @@ def _kid_readme(config: SynthConfig, kid: list[_KidImage], copied: dict[tuple[st
     )
 
 
-def _ce24_readme(config: SynthConfig, copies: list[tuple[str, str, _Item]], conflict: tuple[str, str, str],
-                 test_videos: list[_Video], truth: list[tuple[str, str]], text_jpg: str) -> str:
+def _ce24_readme(
+    config: SynthConfig,
+    copies: list[tuple[str, str, _Item]],
+    conflict: tuple[str, str, str],
+    test_videos: list[_Video],
+    truth: list[tuple[str, str]],
+    text_jpg: str,
+) -> str:
     per = Counter((split, cls, item.source) for split, cls, item in copies)
     rows = [[split, cls, src, n] for (split, cls, src), n in sorted(per.items())]
     test_counts = Counter(label for _, label in truth)
@@ -1073,7 +1143,8 @@ def _ce24_readme(config: SynthConfig, copies: list[tuple[str, str, _Item]], conf
         "conflict below adds one more file.\n\n"
         + _table(["split", "class", "source", "files"], rows)
         + f"\nPlus {CE24_AIIMS_WORMS} 'Worms' frames of a CE24-only source, `*/Worms/AIIMS/worm<video>_<frame>.jpg` "
-        f"({CE24_AIIMS_WORMS // 2} videos of 2 frames; {aiims['training']} training, {aiims['validation']} validation), "
+        f"({CE24_AIIMS_WORMS // 2} videos of 2 frames; {aiims['training']} training, {aiims['validation']} "
+        "validation), "
         "as in the real CE24, whose Worms all come from AIIMS videos that straddle its split.\n"
         + f"\n### Planted label conflict\n\n`{conflict[0]}` (a copy of `{conflict[2]}`) is also filed, with the "
         f"same bytes, as `{conflict[1]}`: one image under two classes.\n\n"
@@ -1081,7 +1152,9 @@ def _ce24_readme(config: SynthConfig, copies: list[tuple[str, str, _Item]], conf
         "Frames of these videos, which are in no other folder, renamed to random ids, plus "
         f"{CE24_WORMS} 'Worms' images (a class only CE24 has):\n\n"
         + videos
-        + "\n" + _table(["class_label", "images"], [[c, n] for c, n in sorted(test_counts.items())])
+        + "\n"
+        + _table(["class_label", "images"], [[c, n] for c, n in sorted(test_counts.items())])
         + f"\n## Corrupt files\n\n{corrupt}"
-        + "\n## Config\n\n" + _config_block(config)
+        + "\n## Config\n\n"
+        + _config_block(config)
     )

@@ -121,8 +121,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise ValueError(
-                f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
-                f"(first at line {seen[key] + 1})"
+                f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line {seen[key] + 1})"
             )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
@@ -272,8 +271,9 @@ def _reference(raw: object, where: str, classes: list[str], datasets: set[str], 
     return Reference(str(raw["source"]).strip(), totals, per_dataset, images)
 
 
-def _targets(raw: object, findings: dict[str, str], quality: frozenset[str], datasets: set[str], version: object,
-             err: _Errors) -> dict[str, Target]:
+def _targets(
+    raw: object, findings: dict[str, str], quality: frozenset[str], datasets: set[str], version: object, err: _Errors
+) -> dict[str, Target]:
     if not isinstance(raw, dict) or not raw:
         err.add("targets", "must be a non-empty mapping of target name -> definition")
         return {}
@@ -296,7 +296,9 @@ def _targets(raw: object, findings: dict[str, str], quality: frozenset[str], dat
         mapping = spec.get("map")
         if classes == EVERY_FINDING and version != 1:
             if mapping is not None:
-                err.add(f"{where}.map", f"must be left out with classes: {EVERY_FINDING} (each finding is its own class)")
+                err.add(
+                    f"{where}.map", f"must be left out with classes: {EVERY_FINDING} (each finding is its own class)"
+                )
             classes = [f for f in findings if f not in quality]
             mapping = {f: f for f in classes}
         if not isinstance(classes, list) or not classes or not all(_is_text(c) for c in classes):
@@ -308,7 +310,10 @@ def _targets(raw: object, findings: dict[str, str], quality: frozenset[str], dat
             err.add(f"{where}.classes", f"repeated class(es) (case-insensitive): {', '.join(dupes)}")
         for cls in classes:
             if LABEL_SEP in cls:
-                err.add(f"{where}.classes", f"class {cls!r} contains {LABEL_SEP!r} (it joins the classes of multi-label images)")
+                err.add(
+                    f"{where}.classes",
+                    f"class {cls!r} contains {LABEL_SEP!r} (it joins the classes of multi-label images)",
+                )
         sources = spec.get("sources")
         if sources is not None:
             if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
@@ -334,8 +339,11 @@ def _targets(raw: object, findings: dict[str, str], quality: frozenset[str], dat
             several = EXCLUDE
         priority = spec.get("priority")
         if several == PRIORITY:
-            if not isinstance(priority, list) or sorted(map(str, priority)) != sorted(classes) \
-                    or len(set(priority)) != len(priority):
+            if (
+                not isinstance(priority, list)
+                or sorted(map(str, priority)) != sorted(classes)
+                or len(set(priority)) != len(priority)
+            ):
                 err.add(f"{where}.priority", "must list every class of the target exactly once (first wins)")
                 priority = None
         elif priority is not None:
@@ -479,14 +487,26 @@ def map_labels(
 
 
 def _decide(
-    spec: Target, quality: frozenset[str], allowed: set[str] | None, order: dict[str, int], rank: dict[str, int],
-    source: str, dataset: str, parts: list[str], findings: list[str],
+    spec: Target,
+    quality: frozenset[str],
+    allowed: set[str] | None,
+    order: dict[str, int],
+    rank: dict[str, int],
+    source: str,
+    dataset: str,
+    parts: list[str],
+    findings: list[str],
 ) -> tuple[str, str, str, str]:
     """(findings, target_class, excluded, candidates) for one unique (source, label) pair."""
     joined = LABEL_SEP.join(findings)
     if allowed is not None and dataset not in allowed:
         via = "" if dataset == source else f" (dataset {dataset!r})"
-        return joined, "", f"source {source!r}{via} not used by target {spec.name!r} (uses: {', '.join(spec.sources or [])})", ""
+        return (
+            joined,
+            "",
+            f"source {source!r}{via} not used by target {spec.name!r} (uses: {', '.join(spec.sources or [])})",
+            "",
+        )
     if not parts:
         return joined, "", UNLABELLED, ""
     content = [f for f in findings if f not in quality]

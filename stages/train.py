@@ -43,8 +43,13 @@ from endoctl.io import atomic_open, write_csv
 STAGES = ("pretrain", "finetune")
 SCHEDULER_STEPS = ("epoch", "update")
 # monitor name -> whether larger is better
-MONITORS = {"val/balanced_accuracy": True, "val/auc_macro": True, "val/f1_macro": True, "val/map_macro": True,
-            "val/loss": False}
+MONITORS = {
+    "val/balanced_accuracy": True,
+    "val/auc_macro": True,
+    "val/f1_macro": True,
+    "val/map_macro": True,
+    "val/loss": False,
+}
 
 
 class TrainError(ValueError):
@@ -92,10 +97,19 @@ class TrainConfig:
         """Fail before any work with one message per wrong value."""
         checks = [
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
-            (self.balance in datamod.BALANCE_MODES, f"balance must be one of {datamod.BALANCE_MODES}, got {self.balance!r}"),
-            (self.scheduler_step in SCHEDULER_STEPS, f"scheduler_step must be one of {SCHEDULER_STEPS}, got {self.scheduler_step!r}"),
+            (
+                self.balance in datamod.BALANCE_MODES,
+                f"balance must be one of {datamod.BALANCE_MODES}, got {self.balance!r}",
+            ),
+            (
+                self.scheduler_step in SCHEDULER_STEPS,
+                f"scheduler_step must be one of {SCHEDULER_STEPS}, got {self.scheduler_step!r}",
+            ),
             (self.monitor in MONITORS, f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}"),
-            (self.epochs >= 1 and self.batch_size >= 1 and self.img_size >= 1, "epochs, batch_size and img_size must be >= 1"),
+            (
+                self.epochs >= 1 and self.batch_size >= 1 and self.img_size >= 1,
+                "epochs, batch_size and img_size must be >= 1",
+            ),
             (0 <= self.freeze_epochs <= self.epochs, "freeze_epochs must be between 0 and epochs"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (0.0 < self.scale_min <= 1.0, "scale_min must be in (0, 1]"),
@@ -229,9 +243,11 @@ def _seed_all(seed: int) -> None:
 
 def _rng_state() -> dict:
     """This process's RNG streams (dropout, drop-path, ...) in a ``weights_only``-loadable form."""
-    state = {"python": random.getstate(), "numpy": [x.tolist() if isinstance(x, np.ndarray) else x
-                                                    for x in np.random.get_state()],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -292,10 +308,21 @@ def _wrap(model: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
 # ------------------------------------------------------------------------------- epochs
 
 
-def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, criterion: nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-                    ema, amp_dtype: torch.dtype | None, clip_grad: float, epoch: int, device: torch.device,
-                    dist: Dist, on_step: Callable[[int, int, int, float], None] | None = None) -> tuple[float, int]:
+def train_one_epoch(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    ema,
+    amp_dtype: torch.dtype | None,
+    clip_grad: float,
+    epoch: int,
+    device: torch.device,
+    dist: Dist,
+    on_step: Callable[[int, int, int, float], None] | None = None,
+) -> tuple[float, int]:
     """One pass over the loader; returns (mean loss over all ranks' samples, samples seen on this rank)."""
     model.train()
     steps = len(loader)
@@ -329,16 +356,22 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, crite
     return float(loss_sum / seen.clamp_min(1)), local_seen
 
 
-def val_loader(dataset: datamod.LabelledImages, batch_size: int, num_workers: int, device: torch.device,
-               dist: Dist) -> torch.utils.data.DataLoader:
+def val_loader(
+    dataset: datamod.LabelledImages, batch_size: int, num_workers: int, device: torch.device, dist: Dist
+) -> torch.utils.data.DataLoader:
     """This rank's shard of the val set (positions ``rank::world``, no padding: every image once)."""
     shard = list(range(dist.rank, len(dataset), dist.world))
     return datamod.make_loader(dataset, batch_size, shard, num_workers, device.type == "cuda")
 
 
 @torch.inference_mode()
-def predict_val(model: nn.Module, loader: torch.utils.data.DataLoader, amp_dtype: torch.dtype | None,
-                device: torch.device, dist: Dist) -> tuple[np.ndarray, float] | None:
+def predict_val(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    amp_dtype: torch.dtype | None,
+    device: torch.device,
+    dist: Dist,
+) -> tuple[np.ndarray, float] | None:
     """Class probabilities for the whole val set and its mean loss, on rank 0 (None elsewhere)."""
     model.eval()
     probs, loss_sum = [], 0.0
@@ -382,9 +415,13 @@ def _truncate_history(metrics_dir: Path, start_step: int) -> None:
 # ------------------------------------------------------------------------------------ run
 
 
-def train(config: TrainConfig, resume: bool = False, deterministic: bool = False,
-          on_step: Callable[[int, int, int, float], None] | None = None,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    deterministic: bool = False,
+    on_step: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
     """Train one stage end to end (or continue it from ``out_dir/last.pt`` with ``resume``)."""
     config.validate()
     dist, device = _init_distributed()
@@ -440,25 +477,39 @@ def _load_training_state(path: Path, config: TrainConfig) -> dict:
     from endoctl import model as modelmod
 
     state = modelmod.read_weights(path, tolerant=False)  # every object must come back as saved
-    missing = [k for k in ("format", "state_dict", "optimizer", "scheduler", "epoch", "rng", "best")
-               if not isinstance(state, dict) or k not in state]
+    missing = [
+        k
+        for k in ("format", "state_dict", "optimizer", "scheduler", "epoch", "rng", "best")
+        if not isinstance(state, dict) or k not in state
+    ]
     if missing:
-        raise TrainError(f"{path} is not an endoctl training checkpoint (lacks {', '.join(missing)}); "
-                         "delete it or train without --resume")
+        raise TrainError(
+            f"{path} is not an endoctl training checkpoint (lacks {', '.join(missing)}); "
+            "delete it or train without --resume"
+        )
     if state["model_name"] != config.model_name:
-        raise TrainError(f"{path} holds {state['model_name']}, not {config.model_name}: "
-                         "resume with the same model_name or train without --resume")
+        raise TrainError(
+            f"{path} holds {state['model_name']}, not {config.model_name}: "
+            "resume with the same model_name or train without --resume"
+        )
     fixed = ("split_dir", "val_fold", "img_size", "balance", "seed", "batch_size", "opt")
     changed = [k for k in fixed if state.get("params", {}).get(k) != getattr(config, k)]
     if changed:
-        warnings.warn(f"resuming {path} with changed parameter(s) {changed}: "
-                      "the run will not match an uninterrupted one")
+        warnings.warn(
+            f"resuming {path} with changed parameter(s) {changed}: the run will not match an uninterrupted one",
+            stacklevel=2,
+        )
     return state
 
 
-def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
-         on_step: Callable[[int, int, int, float], None] | None,
-         on_epoch: Callable[[int, dict[str, float]], None] | None) -> TrainResult:
+def _run(
+    config: TrainConfig,
+    resume: bool,
+    dist: Dist,
+    device: torch.device,
+    on_step: Callable[[int, int, int, float], None] | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
@@ -469,13 +520,14 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
     out_dir, metrics_dir = Path(config.out_dir), Path(config.metrics_dir)
     split = datamod.load_split(Path(config.split_dir), config.val_fold)
     if not len(split.train):
-        raise TrainError(f"{Path(config.split_dir) / 'train_val.csv'}: every row is in val_fold {config.val_fold}: "
-                         "no training rows")
+        raise TrainError(
+            f"{Path(config.split_dir) / 'train_val.csv'}: every row is in val_fold {config.val_fold}: no training rows"
+        )
     num_classes = len(split.class_mapping)
     last_file = out_dir / "last.pt"
     state = _load_training_state(last_file, config) if resume and last_file.is_file() else None
     if resume and state is None:
-        warnings.warn(f"--resume: no {last_file} yet, training from the first epoch")
+        warnings.warn(f"--resume: no {last_file} yet, training from the first epoch", stacklevel=2)
     if state is None and config.pretrained_file and not Path(config.pretrained_file).is_file():
         raise TrainError(_missing_weights_message(config.pretrained_file, config.model_name))
 
@@ -485,8 +537,9 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
     if state is not None:
         model.load_state_dict(state["state_dict"])
     model.to(device)
-    optimizer = create_optimizer_v2(model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay,
-                                    layer_decay=config.layer_decay or None)
+    optimizer = create_optimizer_v2(
+        model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay, layer_decay=config.layer_decay or None
+    )
 
     augment = datamod.Augment(config.hflip, config.vflip, config.rot90, config.color_jitter, config.scale_min)
     root = Path(config.data_root)
@@ -495,16 +548,34 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
     val_batches = val_loader(val_set, config.batch_size, config.num_workers, device, dist)
     class_weights = datamod.inverse_frequency(train_set.labels, num_classes)
     sampler = datamod.DistributedWeightedSampler(
-        len(train_set), class_weights[train_set.labels] if config.balance == "sampler" else None,
-        rank=dist.rank, world=dist.world, seed=config.seed)
-    loader = datamod.make_loader(train_set, config.batch_size, sampler, config.num_workers, device.type == "cuda",
-                                 drop_last=len(sampler) > config.batch_size, seed=config.seed)
+        len(train_set),
+        class_weights[train_set.labels] if config.balance == "sampler" else None,
+        rank=dist.rank,
+        world=dist.world,
+        seed=config.seed,
+    )
+    loader = datamod.make_loader(
+        train_set,
+        config.batch_size,
+        sampler,
+        config.num_workers,
+        device.type == "cuda",
+        drop_last=len(sampler) > config.batch_size,
+        seed=config.seed,
+    )
     criterion = nn.CrossEntropyLoss(
-        weight=torch.as_tensor(class_weights, dtype=torch.float32, device=device) if config.balance == "loss" else None)
-    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=config.epochs,
-                                       warmup_epochs=config.warmup_epochs, warmup_lr=config.warmup_lr,
-                                       min_lr=config.min_lr, step_on_epochs=config.scheduler_step == "epoch",
-                                       updates_per_epoch=len(loader))
+        weight=torch.as_tensor(class_weights, dtype=torch.float32, device=device) if config.balance == "loss" else None
+    )
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.warmup_lr,
+        min_lr=config.min_lr,
+        step_on_epochs=config.scheduler_step == "epoch",
+        updates_per_epoch=len(loader),
+    )
     amp_dtype = devices.amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
@@ -521,8 +592,11 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         if len(ranks) == dist.world:
             _set_rng_state(ranks[dist.rank])
         else:  # another world size: reproducible, but not the uninterrupted run's streams
-            warnings.warn(f"resuming {len(ranks)}-process training with {dist.world} processes: "
-                          "the RNG streams are reseeded, so the run will not match an uninterrupted one")
+            warnings.warn(
+                f"resuming {len(ranks)}-process training with {dist.world} processes: "
+                "the RNG streams are reseeded, so the run will not match an uninterrupted one",
+                stacklevel=2,
+            )
             _seed_all(config.seed + 7919 * start_epoch + dist.rank)
 
     live = None
@@ -535,8 +609,13 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         live.step = start_epoch
 
     names = list(split.class_names)
-    meta = {"class_mapping": split.class_mapping, "class_names": names, "data_config": data_config,
-            "img_size": config.img_size, "params": dataclasses.asdict(config)}
+    meta = {
+        "class_mapping": split.class_mapping,
+        "class_names": names,
+        "data_config": data_config,
+        "img_size": config.img_size,
+        "params": dataclasses.asdict(config),
+    }
     net, phase, last_metrics = model, None, {}
     train_seconds, train_images = 0.0, 0
     for epoch in range(start_epoch, config.epochs):
@@ -547,8 +626,21 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         sampler.set_epoch(epoch)
         lr = max(group["lr"] for group in optimizer.param_groups)
         began = time.perf_counter()
-        train_loss, seen = train_one_epoch(net, loader, criterion, optimizer, scheduler, scaler, ema, amp_dtype,
-                                           config.clip_grad, epoch, device, dist, on_step)
+        train_loss, seen = train_one_epoch(
+            net,
+            loader,
+            criterion,
+            optimizer,
+            scheduler,
+            scaler,
+            ema,
+            amp_dtype,
+            config.clip_grad,
+            epoch,
+            device,
+            dist,
+            on_step,
+        )
         train_seconds += time.perf_counter() - began
         train_images += seen * dist.world
         scheduler.step(epoch + 1)
@@ -558,8 +650,12 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         if not dist.is_main:
             continue
         proba, val_loss = scored
-        last_metrics = {"train/loss": train_loss, "val/loss": val_loss,
-                        **{f"val/{k}": v for k, v in val_metrics(val_set.labels, proba).items()}, "lr": lr}
+        last_metrics = {
+            "train/loss": train_loss,
+            "val/loss": val_loss,
+            **{f"val/{k}": v for k, v in val_metrics(val_set.labels, proba).items()},
+            "lr": lr,
+        }
         value = last_metrics[config.monitor]
         improved = _improved(value, best["value"], MONITORS[config.monitor])
         if improved:
@@ -571,21 +667,37 @@ def _run(config: TrainConfig, resume: bool, dist: Dist, device: torch.device,
         live.summary["best"] = {"epoch": best["epoch"], config.monitor.split("/")[-1]: shown}
         live.next_step()
         if improved:
-            modelmod.save_checkpoint(out_dir / "best.pt", evaluated, model_name=config.model_name, epoch=epoch,
-                                     metrics=last_metrics, **meta)
+            modelmod.save_checkpoint(
+                out_dir / "best.pt", evaluated, model_name=config.model_name, epoch=epoch, metrics=last_metrics, **meta
+            )
             write_val_predictions(metrics_dir / "val_predictions.csv", list(split.val["path"]), proba, names)
         modelmod.save_checkpoint(
-            last_file, model, model_name=config.model_name, epoch=epoch, metrics=last_metrics, best=best,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+            last_file,
+            model,
+            model_name=config.model_name,
+            epoch=epoch,
+            metrics=last_metrics,
+            best=best,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
             ema=ema.module.state_dict() if ema is not None else None,
-            rng={"ranks": rng, "sampler": sampler.state_dict()}, **meta)
+            rng={"ranks": rng, "sampler": sampler.state_dict()},
+            **meta,
+        )
         if on_epoch is not None:
             on_epoch(epoch, last_metrics)
     if live is not None:
         live.end()
-    return TrainResult(best["epoch"], float("nan") if best["value"] is None else float(best["value"]), last_metrics,
-                       config.epochs - start_epoch, train_images / max(train_seconds, 1e-9),
-                       time.perf_counter() - started, dist.rank)
+    return TrainResult(
+        best["epoch"],
+        float("nan") if best["value"] is None else float(best["value"]),
+        last_metrics,
+        config.epochs - start_epoch,
+        train_images / max(train_seconds, 1e-9),
+        time.perf_counter() - started,
+        dist.rank,
+    )
 
 
 def _improved(value: float, best: float | None, larger_is_better: bool) -> bool:

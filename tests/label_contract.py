@@ -10,8 +10,11 @@ from __future__ import annotations
 from itertools import combinations
 
 ERS_CODES = (
-    [f"c{i:02d}" for i in range(1, 35)] + [f"g{i:02d}" for i in range(1, 71)] + [f"h{i:02d}" for i in range(1, 8)]
-    + ["b01", "b02"] + [f"q{i:02d}" for i in range(1, 11)]
+    [f"c{i:02d}" for i in range(1, 35)]
+    + [f"g{i:02d}" for i in range(1, 71)]
+    + [f"h{i:02d}" for i in range(1, 8)]
+    + ["b01", "b02"]
+    + [f"q{i:02d}" for i in range(1, 11)]
 )
 MEDFMC_FINDINGS = ["erosion", "polyp", "tumor", "ulcer"]
 
@@ -22,28 +25,90 @@ CONTRACT: dict[str, list[str]] = {
     "crohnipi": ["N", "E", "O", "AU", "U3-10", "U>10", "S"],
     "kid": [
         # KID 2 class folders
-        "vascular", "inflammatory", "polypoid", "normal-esophagus", "normal-small-bowel", "normal-colon",
-        "normal-stomach", "ampulla-of-vater",
+        "vascular",
+        "inflammatory",
+        "polypoid",
+        "normal-esophagus",
+        "normal-small-bowel",
+        "normal-colon",
+        "normal-stomach",
+        "ampulla-of-vater",
         # KID 1 class folders, as spelled in the copies seen
-        "Angioectasias", "active bleeding", "Lymphangiectasias", "Aphthae", "Chylous cysts",
-        "Nodular lymphangiectasias", "Polypoid lesions", "Stenoses", "Ulcers", "Villous oedemas",
-        "angioectasias", "aphthae", "chylous-cysts", "lymphangiectasias", "polypoid-lesions", "stenoses", "ulcers",
-        "villous-oedemas", "bleeding",
+        "Angioectasias",
+        "active bleeding",
+        "Lymphangiectasias",
+        "Aphthae",
+        "Chylous cysts",
+        "Nodular lymphangiectasias",
+        "Polypoid lesions",
+        "Stenoses",
+        "Ulcers",
+        "Villous oedemas",
+        "angioectasias",
+        "aphthae",
+        "chylous-cysts",
+        "lymphangiectasias",
+        "polypoid-lesions",
+        "stenoses",
+        "ulcers",
+        "villous-oedemas",
+        "bleeding",
         # flat file-name stems (CE24's KID copies)
-        "normaleso", "normalcolon", "normalsb", "angioectasia", "lymphangiectasia",
+        "normaleso",
+        "normalcolon",
+        "normalsb",
+        "angioectasia",
+        "lymphangiectasia",
     ],
-    "see-ai": ["angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like",
-               "bleeding", "diverticulum", "erythema", "foreign body", "vein", "normal"],
+    "see-ai": [
+        "angiodysplasia",
+        "erosion",
+        "stenosis",
+        "lymphangiectasia",
+        "lymph follicle",
+        "SMT",
+        "polyp-like",
+        "bleeding",
+        "diverticulum",
+        "erythema",
+        "foreign body",
+        "vein",
+        "normal",
+    ],
     "hyperkvasir": [
         # labeled-images/<tract>/<category>/<finding>/ folders
-        "barretts", "barretts-short-segment", "bbps-0-1", "bbps-2-3", "cecum", "dyed-lifted-polyps",
-        "dyed-resection-margins", "esophagitis-a", "esophagitis-b-d", "hemorrhoids", "ileum", "impacted-stool",
-        "polyps", "pylorus", "retroflex-rectum", "retroflex-stomach", "ulcerative-colitis-grade-0-1",
-        "ulcerative-colitis-grade-1", "ulcerative-colitis-grade-1-2", "ulcerative-colitis-grade-2",
-        "ulcerative-colitis-grade-2-3", "ulcerative-colitis-grade-3", "z-line",
+        "barretts",
+        "barretts-short-segment",
+        "bbps-0-1",
+        "bbps-2-3",
+        "cecum",
+        "dyed-lifted-polyps",
+        "dyed-resection-margins",
+        "esophagitis-a",
+        "esophagitis-b-d",
+        "hemorrhoids",
+        "ileum",
+        "impacted-stool",
+        "polyps",
+        "pylorus",
+        "retroflex-rectum",
+        "retroflex-stomach",
+        "ulcerative-colitis-grade-0-1",
+        "ulcerative-colitis-grade-1",
+        "ulcerative-colitis-grade-1-2",
+        "ulcerative-colitis-grade-2",
+        "ulcerative-colitis-grade-2-3",
+        "ulcerative-colitis-grade-3",
+        "z-line",
         # official_splits/{2,5}_fold_split.csv class names where they differ
-        "hemorroids", "normal-cecum", "normal-pylorus", "normal-z-line", "oesophagitis-a", "oesophagitis-b-d",
-        "polyp", "short-segment-barretts",
+        "hemorroids",
+        "normal-cecum",
+        "normal-pylorus",
+        "normal-z-line",
+        "oesophagitis-a",
+        "oesophagitis-b-d",
+        "polyp",
+        "short-segment-barretts",
     ],
 }
 

@@ -13,7 +13,9 @@ def synthetic_hashes(n: int, seed: int = 0, max_flips: int = 8) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     n_centres = max(1, n // 3)
-    centres = rng.integers(0, 2**63, n_centres, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n_centres).astype(np.uint64)
+    centres = rng.integers(0, 2**63, n_centres, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n_centres).astype(
+        np.uint64
+    )
     out = centres[rng.integers(0, n_centres, n)]
     flips = rng.integers(0, max_flips + 1, n)
     for k in range(max_flips):
@@ -22,7 +24,9 @@ def synthetic_hashes(n: int, seed: int = 0, max_flips: int = 8) -> np.ndarray:
     return out
 
 
-def brute_force_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def brute_force_pairs(
+    hashes: np.ndarray, max_distance: int, block: int = 2048
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference all-pairs scan (blocked XOR + popcount): what the fast search must equal."""
     values = np.asarray(hashes, dtype=np.uint64)
     out_i, out_j, out_d = [], [], []

@@ -76,8 +76,13 @@ def ers_tree(root: Path, prefix: str = "") -> Tree:
             put(root, f"{p}{frame.rsplit('/', 2)[0]}/labels/{name}", data=b"" if empty else PNG)
             masks += 1
     put(root, f"{p}0001/samples/labels/000009_b01.png", data=PNG)  # a mask without its frame
-    put(root, f"{p}0003/samples/frames/000001.png", f"{p}abc/samples/frames/000001.png",
-        f"{p}0001/samples/other/000001.png", data=PNG)
+    put(
+        root,
+        f"{p}0003/samples/frames/000001.png",
+        f"{p}abc/samples/frames/000001.png",
+        f"{p}0001/samples/other/000001.png",
+        data=PNG,
+    )
     put(root, f"{p}0002/seq_03/notes.txt", data=b"x")
     return Tree(
         "ers",
@@ -92,10 +97,18 @@ def ers_tree(root: Path, prefix: str = "") -> Tree:
             (f"{p}0002/seq_03/frames/000001.png", "c22", "0002", ""),
         ],
         rejected=[
-            (f"{p}0001/samples/frames/000006.png", "no mask in ../labels/ names this frame (expected 000006_<code>….png)"),
-            (f"{p}0001/samples/frames/000007.png", "mask 000007_c1x.png: 'c1x' is not an ERS code (a letter and 2 digits)"),
-            (f"{p}0001/samples/frames/000008.png", "mask 000008_x01.png: unknown ERS code 'x01' (known: b01-b02, "
-             "c01-c34, g01-g70, h01-h07, q01-q10)"),
+            (
+                f"{p}0001/samples/frames/000006.png",
+                "no mask in ../labels/ names this frame (expected 000006_<code>….png)",
+            ),
+            (
+                f"{p}0001/samples/frames/000007.png",
+                "mask 000007_c1x.png: 'c1x' is not an ERS code (a letter and 2 digits)",
+            ),
+            (
+                f"{p}0001/samples/frames/000008.png",
+                "mask 000008_x01.png: unknown ERS code 'x01' (known: b01-b02, c01-c34, g01-g70, h01-h07, q01-q10)",
+            ),
             (f"{p}0001/samples/labels/000009_b01.png", "annotation mask for frame 000009, which is not in ../frames/"),
             (f"{p}0003/samples/frames/000001.png", "no labels/ folder beside this frames/ folder"),
             (f"{p}0001/samples/other/000001.png", misplaced("ers")),
@@ -110,10 +123,19 @@ def ers_tree(root: Path, prefix: str = "") -> Tree:
 
 def limuc_tree(root: Path) -> Tree:
     tree = "patient_based_classified_images"
-    put(root, f"{tree}/11/Mayo 0/UC_patient_11_1.bmp", f"{tree}/11/Mayo 2/UC_patient_11_2.bmp",
-        f"{tree}/11/Mayo 3/extra.bmp", f"{tree}/11/Mayo 1/UC_patient_12_3.bmp", f"{tree}/11/Mayo 4/UC_patient_11_4.bmp",
-        "train_and_validation_sets/Mayo 2/UC_patient_11_2.bmp", "test_set/Mayo 0/UC_patient_11_1.bmp",
-        "test_set/Mayo 3/oops.bmp", "test_set/UC_patient_5_1.bmp", data=BMP)
+    put(
+        root,
+        f"{tree}/11/Mayo 0/UC_patient_11_1.bmp",
+        f"{tree}/11/Mayo 2/UC_patient_11_2.bmp",
+        f"{tree}/11/Mayo 3/extra.bmp",
+        f"{tree}/11/Mayo 1/UC_patient_12_3.bmp",
+        f"{tree}/11/Mayo 4/UC_patient_11_4.bmp",
+        "train_and_validation_sets/Mayo 2/UC_patient_11_2.bmp",
+        "test_set/Mayo 0/UC_patient_11_1.bmp",
+        "test_set/Mayo 3/oops.bmp",
+        "test_set/UC_patient_5_1.bmp",
+        data=BMP,
+    )
     put(root, "cross_validation_folds_train_val_info/fold_0/val.json", data=b'{"Mayo 0": ["UC_patient_11_1.bmp"]}')
     return Tree(
         "limuc",
@@ -144,19 +166,27 @@ MEDFMC_TRAIN = (  # the real columns plus an unnamed extra one; 0/1 findings in 
     "13333_2021.09_0001_99999999.png,13333_2021.09_0001,r,1,0,0,0\n"
 )
 MEDFMC_VAL = (  # columns in another order: found by name
-    "tumor,img_id,polyp,erosion,ulcer,extra\n"
-    "1,14000_2022.01_0007_1.png,0,0,1,x\n"
+    "tumor,img_id,polyp,erosion,ulcer,extra\n1,14000_2022.01_0007_1.png,0,0,1,x\n"
 )
 
 
 def medfmc_tree(root: Path) -> Tree:
     train, val = "MedFMC_train/endo", "MedFMC_val/endo"
-    put(root, f"{train}/images/13333_2021.11_0003_55200215.png", f"{train}/images/13333_2021.09_0001_51688669.png",
-        f"{train}/images/13333_2021.09_0001_51688670.png", f"{train}/images/13333_2021.09_0001_51688671.png",
-        f"{val}/image/14000_2022.01_0007_1.png", f"{val}/image/14000_2022.01_0007_2.png", data=PNG)
+    put(
+        root,
+        f"{train}/images/13333_2021.11_0003_55200215.png",
+        f"{train}/images/13333_2021.09_0001_51688669.png",
+        f"{train}/images/13333_2021.09_0001_51688670.png",
+        f"{train}/images/13333_2021.09_0001_51688671.png",
+        f"{val}/image/14000_2022.01_0007_1.png",
+        f"{val}/image/14000_2022.01_0007_2.png",
+        data=PNG,
+    )
     (root / train / "endo_train.csv").write_text(MEDFMC_TRAIN)
     (root / val / "endo_val.csv").write_text(MEDFMC_VAL)
-    (root / val / "test_WithLabel.txt").write_text("14000_2022.01_0007_1.png 0 0 0 0\n14000_2022.01_0007_2.png 1 0 0 0\n")
+    (root / val / "test_WithLabel.txt").write_text(
+        "14000_2022.01_0007_1.png 0 0 0 0\n14000_2022.01_0007_2.png 1 0 0 0\n"
+    )
     return Tree(
         "medfmc-endo",
         records=[
@@ -197,8 +227,10 @@ def crohnipi_tree(root: Path) -> Tree:
             ("imgs/00009.jpg", "CrohnIPI_description.csv row 10: fold '7' is not 1-5"),
             ("imgs/00010.jpg", "not listed in CrohnIPI_description.csv"),
             ("imgs/00099.jpg", "listed in CrohnIPI_description.csv but not found"),
-            ("imgs/00098.jpg", "CrohnIPI_description.csv row 12: label 'Z' is not one of N, E, O, AU, U3-10, U>10, S; "
-             "image not found"),
+            (
+                "imgs/00098.jpg",
+                "CrohnIPI_description.csv row 12: label 'Z' is not one of N, E, O, AU, U3-10, U>10, S; image not found",
+            ),
             ("stray.jpg", misplaced("crohnipi")),
         ],
         skipped={"metadata/hidden files": 1},
@@ -211,15 +243,26 @@ def crohnipi_tree(root: Path) -> Tree:
 def kid_tree(root: Path) -> Tree:
     """KID 2 and KID 1 folders as the archives spell them, their masks, and a misplaced file."""
     images = {
-        "vascular/vascular001.png": "vascular", "inflammatory/inflammatory5.png": "inflammatory",
-        "polypoid/polypoid37.png": "polypoid", "polypoid/polypoid5~0.png": "polypoid",
-        "normal-esophagus/normaleso1.png": "normal-esophagus", "normal-small-bowel/normalsb1.png": "normal-small-bowel",
-        "normal-colon/normalcolon3.png": "normal-colon", "normal-stomach/normalstomach2.png": "normal-stomach",
+        "vascular/vascular001.png": "vascular",
+        "inflammatory/inflammatory5.png": "inflammatory",
+        "polypoid/polypoid37.png": "polypoid",
+        "polypoid/polypoid5~0.png": "polypoid",
+        "normal-esophagus/normaleso1.png": "normal-esophagus",
+        "normal-small-bowel/normalsb1.png": "normal-small-bowel",
+        "normal-colon/normalcolon3.png": "normal-colon",
+        "normal-stomach/normalstomach2.png": "normal-stomach",
         "ampulla-of-vater/ampulla1.png": "ampulla-of-vater",
-        "Angioectasias/angioectasia-P0-2.png": "Angioectasias", "active bleeding/bleeding3.png": "active bleeding",
+        "Angioectasias/angioectasia-P0-2.png": "Angioectasias",
+        "active bleeding/bleeding3.png": "active bleeding",
     }
-    put(root, *images, "vascular-annotations/vascular001m.png", "inflammatory/inflammatory5m.png",
-        "polypoid/deeper/x/polypoid1.png", data=PNG)
+    put(
+        root,
+        *images,
+        "vascular-annotations/vascular001m.png",
+        "inflammatory/inflammatory5m.png",
+        "polypoid/deeper/x/polypoid1.png",
+        data=PNG,
+    )
     return Tree(
         "kid",
         records=sorted((rel, label, "", "") for rel, label in images.items()),
@@ -230,8 +273,14 @@ def kid_tree(root: Path) -> Tree:
 
 def kid_flat_tree(root: Path) -> Tree:
     """KID images as CE24 ships them: flat, re-saved as .jpg, names kept."""
-    stems = {"angioectasia-P0-1": "angioectasia", "normaleso53": "normaleso", "polypoid5~0": "polypoid",
-             "normalcolon7": "normalcolon", "lymphangiectasia1": "lymphangiectasia", "bleeding2": "bleeding"}
+    stems = {
+        "angioectasia-P0-1": "angioectasia",
+        "normaleso53": "normaleso",
+        "polypoid5~0": "polypoid",
+        "normalcolon7": "normalcolon",
+        "lymphangiectasia1": "lymphangiectasia",
+        "bleeding2": "bleeding",
+    }
     put(root, *(f"{s}.jpg" for s in stems), "1234.jpg")
     return Tree(
         "kid",
@@ -244,7 +293,7 @@ def kid_flat_tree(root: Path) -> Tree:
 
 SEE_AI_BOXES = {
     "image00001": "1 0.497552 0.364138 0.230455 0.214136\n9 0.531747 0.498954 0.876187 0.889307\n"
-                  "1 0.693717 0.293715 0.236420 0.224914\n",
+    "1 0.693717 0.293715 0.236420 0.224914\n",
     "image00003": "",
     "image00004": "5 0.5 0.5 0.1 0.1\n4 0.5 0.5 0.1 0.1\n\n10 0.5 0.5 0.1 0.1\n6 0.5 0.5 0.1 0.1\n",
     "image00005": "1 0.5 0.5 0.1 0.1\n12 0.5 0.5 0.1 0.1\n",
@@ -276,8 +325,14 @@ def see_ai_tree(root: Path, nested: bool = False) -> Tree:
         ],
         rejected=[
             (f"{images}/image00005.jpg", f"{boxes}/image00005.txt line 2: unknown class id '12' (0-11)"),
-            (f"{images}/image00006.jpg", f"{boxes}/image00006.txt line 1: expected 'cls cx cy w h', got '3 0.5 0.5 0.1'"),
-            (f"{images}/image00007.jpg", f"{boxes}/image00007.txt line 1: box values '0.5 abc 0.1 0.1' are not numbers"),
+            (
+                f"{images}/image00006.jpg",
+                f"{boxes}/image00006.txt line 1: expected 'cls cx cy w h', got '3 0.5 0.5 0.1'",
+            ),
+            (
+                f"{images}/image00007.jpg",
+                f"{boxes}/image00007.txt line 1: box values '0.5 abc 0.1 0.1' are not numbers",
+            ),
             (f"{boxes}/image09999.txt", "box file without an image image09999.* in SEE_AI_project_all_images/"),
             ("detected_samplevideo_short/frame1.jpg", misplaced("see-ai")),
         ],
@@ -291,8 +346,13 @@ def see_ai_tree(root: Path, nested: bool = False) -> Tree:
 def kvasir_capsule_tree(root: Path) -> Tree:
     """The official split files as simula/kvasir-capsule spells and places them (official_splits/split_k.csv)."""
     ncm = "labelled_images/Normal clean mucosa"
-    put(root, f"{ncm}/0728084c8da942d9_22803.jpg", f"{ncm}/0728084c8da942d9_22804.jpg",
-        "labelled_images/Blood - fresh/renamed.jpg", "labelled_images/stray.jpg")
+    put(
+        root,
+        f"{ncm}/0728084c8da942d9_22803.jpg",
+        f"{ncm}/0728084c8da942d9_22804.jpg",
+        "labelled_images/Blood - fresh/renamed.jpg",
+        "labelled_images/stray.jpg",
+    )
     (root / "metadata.csv").write_text(
         "filename;video_id;frame_number;finding_category;finding_class;x1;y1;x2;y2;x3;y3;x4;y4\n"
         "renamed.jpg;feedfacefeedface;7;Luminal;Blood - fresh;1;2;3;4;5;6;7;8\n"
@@ -317,13 +377,21 @@ HK_ZLINE = "labeled-images/upper-gi-tract/anatomical-landmarks/z-line/9c3e5380-9
 
 def hyperkvasir_tree(root: Path) -> Tree:
     put(root, HK_POLYP, HK_ZLINE, "unlabeled-images/images/1f4a.jpg", "segmented-images/images/7777.jpg")
-    put(root, "official_splits/2_fold_split.csv", data=(
-        "file-name;class-name;split-index\n4bf58f1c-8233-41fc-9614-344e6d0fc351.jpg;polyp;1\n"
-        "9c3e5380-9621-4e74-b937-0c46f37e7ef3.jpg;z-line;0\n").encode())
+    put(
+        root,
+        "official_splits/2_fold_split.csv",
+        data=(
+            b"file-name;class-name;split-index\n4bf58f1c-8233-41fc-9614-344e6d0fc351.jpg;polyp;1\n"
+            b"9c3e5380-9621-4e74-b937-0c46f37e7ef3.jpg;z-line;0\n"
+        ),
+    )
     return Tree(
         "hyperkvasir",
-        records=[(HK_POLYP, "polyps", "", "split_1"), (HK_ZLINE, "z-line", "", "split_0"),
-                 ("unlabeled-images/images/1f4a.jpg", "", "", "")],
+        records=[
+            (HK_POLYP, "polyps", "", "split_1"),
+            (HK_ZLINE, "z-line", "", "split_0"),
+            ("unlabeled-images/images/1f4a.jpg", "", "", ""),
+        ],
         rejected=[("segmented-images/images/7777.jpg", misplaced("hyperkvasir"))],
         skipped={"metadata/hidden files": 1},
     )
@@ -340,11 +408,19 @@ def ce24_aiims_tree(root: Path) -> Tree:
         "training/Normal/KVASIR/3ada4222967f421d_30.jpg": ("Normal", "KVASIR/3ada4222967f421d"),
     }
     put(root, *rels)
-    return Tree("ce24", records=sorted((rel, label, patient, rel.split("/")[0]) for rel, (label, patient) in rels.items()))
+    return Tree(
+        "ce24", records=sorted((rel, label, patient, rel.split("/")[0]) for rel, (label, patient) in rels.items())
+    )
 
 
 TREES = {
-    "ers": ers_tree, "limuc": limuc_tree, "medfmc-endo": medfmc_tree, "crohnipi": crohnipi_tree, "kid": kid_tree,
-    "see-ai": see_ai_tree, "kvasir-capsule": kvasir_capsule_tree, "hyperkvasir": hyperkvasir_tree,
+    "ers": ers_tree,
+    "limuc": limuc_tree,
+    "medfmc-endo": medfmc_tree,
+    "crohnipi": crohnipi_tree,
+    "kid": kid_tree,
+    "see-ai": see_ai_tree,
+    "kvasir-capsule": kvasir_capsule_tree,
+    "hyperkvasir": hyperkvasir_tree,
     "ce24": ce24_aiims_tree,
 }

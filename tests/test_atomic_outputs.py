@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import scene
-from endoctl.io import OutputError, atomic_dir, clean_stale, write_csv, write_text
 from test_split import TAXONOMY_YAML, make_manifest
+
+from endoctl.io import OutputError, atomic_dir, clean_stale, write_csv, write_text
 
 SERVER = r"""
 import json, os, sys
@@ -64,8 +63,9 @@ class Server:
     """Runs ``endoctl`` command lines in forked processes, one at a time; the test may kill them."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     bufsize=0)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+        )
         self.pending = b""
         self.done = True
 
@@ -170,13 +170,18 @@ def classify(state: dict[str, bytes], sets: dict[str, dict[str, bytes]], bad: li
     for name, files in sets.items():
         if state == files:
             return name
-    bad.append(f"{sorted(state)}: " + ", ".join(
-        f"{f}={'/'.join(n for n, s in sets.items() if s.get(f) == b) or '?'}" for f, b in sorted(state.items())))
+    bad.append(
+        f"{sorted(state)}: "
+        + ", ".join(
+            f"{f}={'/'.join(n for n, s in sets.items() if s.get(f) == b) or '?'}" for f, b in sorted(state.items())
+        )
+    )
     return "inconsistent"
 
 
-def kill_runs(server: Server, folder: Path, argv: dict[str, list[str]], sets: dict[str, dict[str, bytes]],
-              cwd: Path, kills: int) -> tuple[Counter, Counter, list[str]]:
+def kill_runs(
+    server: Server, folder: Path, argv: dict[str, list[str]], sets: dict[str, dict[str, bytes]], cwd: Path, kills: int
+) -> tuple[Counter, Counter, list[str]]:
     """Rerun ``folder``'s command with the other of two argument sets, over and over, killing it at
     ``kills`` points spread over its write phase (so every run would change the folder).
 
@@ -246,8 +251,21 @@ def test_killed_split_leaves_the_old_or_the_new_split(server: Server, tmp_path: 
     old test.csv (images in both), never a report describing other files, no temporaries kept."""
     (tmp_path / "taxonomy.yaml").write_text(TAXONOMY_YAML)
     write_csv(tmp_path / "m.csv", make_manifest("alpha", patients=80, per_patient=40, singles=200))
-    argv = {f: ["split", "--manifest", "m.csv", "--target", "abc", "--taxonomy", "taxonomy.yaml",
-                "--test-fraction", f, "--out"] for f in ("0.2", "0.35")}
+    argv = {
+        f: [
+            "split",
+            "--manifest",
+            "m.csv",
+            "--target",
+            "abc",
+            "--taxonomy",
+            "taxonomy.yaml",
+            "--test-fraction",
+            f,
+            "--out",
+        ]
+        for f in ("0.2", "0.35")
+    }
     sets = {}
     for f, args in argv.items():  # the two complete sets, and what makes each one consistent
         assert server.run([*args, f"ref{f}"], tmp_path) == 0
@@ -289,7 +307,9 @@ def test_killed_ingest_keeps_manifest_and_rejected_list_together(server: Server,
         assert server.run([*args, f"ref-{name}"], tmp_path) == 0
         sets[name] = read_set(tmp_path / f"ref-{name}")
         manifest, rejected = (pd.read_csv(tmp_path / f"ref-{name}" / n) for n in ("manifest.csv", "rejected.csv"))
-        assert len(manifest) + len(rejected) == found[name] and len(rejected) == found[name] - (300 if name == "small" else 450)
+        assert len(manifest) + len(rejected) == found[name] and len(rejected) == found[name] - (
+            300 if name == "small" else 450
+        )
 
     out = tmp_path / "manifests" / "s"
     assert server.run([*argv["large"], "manifests/s"], tmp_path) == 0

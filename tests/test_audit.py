@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import scene, shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import scene, shared_path
 from endoctl.audit import audit, frame_adjacency, hash_images, read_split_file
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
@@ -70,7 +70,11 @@ def test_ce24_official_train_val_leaks(tmp_path: Path) -> None:
     assert adjacency["frame_gap"] == 5
     val_adj = adjacency["splits"]["val"]
     assert {s: (v["adjacent"], v["images"]) for s, v in val_adj.items()} == {
-        "AIIMS": (12, 97), "KID": (0, 165), "KVASIR": (11559, 11581), "SEE-AI": (4218, 4244)}
+        "AIIMS": (12, 97),
+        "KID": (0, 165),
+        "KVASIR": (11559, 11581),
+        "SEE-AI": (4218, 4244),
+    }
     assert val_adj["KID"]["numbered"] == 0 and val_adj["AIIMS"]["numbered"] == 97  # ulcer1_<frame>, worm2_<frame>
     assert adjacency["adjacent_images"] == {"AIIMS": 23, "KID": 0, "KVASIR": 37635, "SEE-AI": 13295}
     assert report["totals"]["frame_adjacent_images"] == 50953
@@ -121,14 +125,22 @@ def endoctl_split(rows: list[tuple[str, str, str]], fold: str) -> pd.DataFrame:
 
 
 def test_endoctl_split_csvs_use_their_groups_across_sources(tmp_path: Path) -> None:
-    write_csv(tmp_path / "train_val.csv", endoctl_split(
-        [("kvasir-capsule/v1_1", "kvasir-capsule", "g1"), ("kvasir-capsule/v1_2", "kvasir-capsule", "g1"),
-         ("kid/k1", "kid", "g2")], "0"))
-    write_csv(tmp_path / "test.csv", endoctl_split(
-        [("ce24/KVASIR/v1_9", "ce24", "g1"), ("kid/k2", "kid", "g3")], ""))
+    write_csv(
+        tmp_path / "train_val.csv",
+        endoctl_split(
+            [
+                ("kvasir-capsule/v1_1", "kvasir-capsule", "g1"),
+                ("kvasir-capsule/v1_2", "kvasir-capsule", "g1"),
+                ("kid/k1", "kid", "g2"),
+            ],
+            "0",
+        ),
+    )
+    write_csv(tmp_path / "test.csv", endoctl_split([("ce24/KVASIR/v1_9", "ce24", "g1"), ("kid/k2", "kid", "g3")], ""))
     out = tmp_path / "r.json"
-    res = run_audit(*splits_args(train_val=tmp_path / "train_val.csv", test=tmp_path / "test.csv"),
-                    "--json", out, "--fail-on-leak")
+    res = run_audit(
+        *splits_args(train_val=tmp_path / "train_val.csv", test=tmp_path / "test.csv"), "--json", out, "--fail-on-leak"
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(out.read_text())
     # group g1 holds a Kvasir-Capsule frame and its CE24 copy: it straddles for both sources
@@ -167,22 +179,50 @@ def test_plain_csv_sources_and_patients_from_file_names(tmp_path: Path) -> None:
     train = read_split_file(tmp_path / "train.csv", "train")
     assert list(train.columns[:5]) == ["image_id", "source", "patient_id", "path", "split"]
     assert train[["source", "patient_id"]].values.tolist() == [
-        ["kvasir-capsule", "0728084c8da942d9"], ["kid", ""], ["KVASIR", "KVASIR/fb86bc87d3874cd7"], ["unknown", ""],
-        ["ers", "0001"], ["limuc", "11"], ["medfmc-endo", "13333_2021.11_0003"], ["AIIMS", "AIIMS/worm1"], ["kid", ""]]
+        ["kvasir-capsule", "0728084c8da942d9"],
+        ["kid", ""],
+        ["KVASIR", "KVASIR/fb86bc87d3874cd7"],
+        ["unknown", ""],
+        ["ers", "0001"],
+        ["limuc", "11"],
+        ["medfmc-endo", "13333_2021.11_0003"],
+        ["AIIMS", "AIIMS/worm1"],
+        ["kid", ""],
+    ]
     assert train["image_id"].tolist()[:5] == [
-        "kvasir-capsule/0728084c8da942d9_5302.jpg", "kid/angioectasia-P3-12.jpg", "KVASIR/fb86bc87d3874cd7_10578.jpg",
-        "colon/polyp_001.jpg", "ers/0001/seq_01/frames/000120.png"]
+        "kvasir-capsule/0728084c8da942d9_5302.jpg",
+        "kid/angioectasia-P3-12.jpg",
+        "KVASIR/fb86bc87d3874cd7_10578.jpg",
+        "colon/polyp_001.jpg",
+        "ers/0001/seq_01/frames/000120.png",
+    ]
     assert (train["split"] == "train").all()
     test = read_split_file(tmp_path / "test.csv")
     assert test["split"].tolist() == ["test"] * 6  # default split name: the file's stem
     assert test["patient_id"].tolist() == ["0728084c8da942d9", "", "0728084c8da942d9", "0001", "11", "AIIMS/worm1"]
     report = audit({"train": train, "test": test}).to_dict()
-    assert report["straddling"] == {"AIIMS": 1, "KVASIR": 0, "ers": 1, "kid": 0, "kvasir-capsule": 1, "limuc": 1,
-                                    "medfmc-endo": 0, "unknown": 0}
+    assert report["straddling"] == {
+        "AIIMS": 1,
+        "KVASIR": 0,
+        "ers": 1,
+        "kid": 0,
+        "kvasir-capsule": 1,
+        "limuc": 1,
+        "medfmc-endo": 0,
+        "unknown": 0,
+    }
     assert report["straddling_images"]["kvasir-capsule"] == 2  # both listed frames of that video
     # patients are per source (as in build_groups): "other.jpg" (source unknown) is not that video
-    assert report["groups"] == {"AIIMS": 1, "KVASIR": 1, "ers": 1, "kid": 3, "kvasir-capsule": 1, "limuc": 1,
-                                "medfmc-endo": 1, "unknown": 2}
+    assert report["groups"] == {
+        "AIIMS": 1,
+        "KVASIR": 1,
+        "ers": 1,
+        "kid": 3,
+        "kvasir-capsule": 1,
+        "limuc": 1,
+        "medfmc-endo": 1,
+        "unknown": 2,
+    }
 
 
 def test_same_image_listed_in_two_splits_straddles_on_its_own(tmp_path: Path) -> None:
@@ -198,13 +238,27 @@ def test_same_image_listed_in_two_splits_straddles_on_its_own(tmp_path: Path) ->
 def test_a_layout_without_a_naming_rule_is_said_to_match_only_identical_paths(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("path\ncolon/polyp_001.jpg\ncolon/polyp_002.jpg\nkid/angioectasia-P3-1.jpg\n")
     (tmp_path / "b.csv").write_text("path\ncolon/polyp_003.jpg\nkid/angioectasia-P4-1.jpg\n")
-    res = runner.invoke(app, ["audit", "--split", f"a={tmp_path / 'a.csv'}", "--split", f"b={tmp_path / 'b.csv'}",
-                              "--json", str(tmp_path / "r.json")])
+    res = runner.invoke(
+        app,
+        [
+            "audit",
+            "--split",
+            f"a={tmp_path / 'a.csv'}",
+            "--split",
+            f"b={tmp_path / 'b.csv'}",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    note = ("unknown: 3 images: no file-name rule recognises these paths (no patient/video id), so only the same path "
-            "listed in two splits can be matched, and nothing else; add --images-root to match copies by their pixels")
-    kid = ("kid: 2 images: its file names carry no patient/video id, so only the same file name listed in two splits "
-           "can be matched, and nothing else; add --images-root to match copies by their pixels")
+    note = (
+        "unknown: 3 images: no file-name rule recognises these paths (no patient/video id), so only the same path "
+        "listed in two splits can be matched, and nothing else; add --images-root to match copies by their pixels"
+    )
+    kid = (
+        "kid: 2 images: its file names carry no patient/video id, so only the same file name listed in two splits "
+        "can be matched, and nothing else; add --images-root to match copies by their pixels"
+    )
     assert f"note: {note}" in " ".join(res.stderr.split()) and f"note: {kid}" in " ".join(res.stderr.split())
     assert json.loads((tmp_path / "r.json").read_text())["notes"] == [kid, note]  # KID publishes no patient ids
 
@@ -230,20 +284,23 @@ def test_unknown_format_and_bad_arguments_are_one_line_errors(tmp_path: Path) ->
 
 
 def test_frame_adjacency_known_cases(tmp_path: Path) -> None:
-    rows = pd.DataFrame([  # source, path, split
-        ("KVASIR", "a/0728084c8da942d9_100.jpg", "train"),
-        ("KVASIR", "b/0728084c8da942d9_105.jpg", "val"),    # 5 from a training frame: adjacent (gap 5)
-        ("KVASIR", "b/0728084c8da942d9_106.jpg", "val"),    # 6: not
-        ("KVASIR", "b/1111111111111111_101.jpg", "val"),    # another video: not
-        ("SEE-AI", "x/image00100.jpg", "val"),              # another source, same number: not
-        ("SEE-AI", "x/image00097.jpg", "test"),             # 3 from the val SEE-AI image: adjacent (any other split)
-        ("AIIMS", "t/ulcer1_1024.jpg", "train"),
-        ("AIIMS", "v/ulcer1_1029.jpg", "val"),              # AIIMS frames parse too
-        ("AIIMS", "v/worm1_1029.jpg", "val"),               # another prefix: not
-        ("KID", "k/angioectasia-P0-3.jpg", "val"),          # no frame number: NaN
-        ("SEE-AI", "x/image00500.jpg", "val"),
-        ("SEE-AI", "y/image00500.jpg", "train"),            # the same number listed in two splits: adjacent (0)
-    ], columns=["source", "path", "split"])
+    rows = pd.DataFrame(
+        [  # source, path, split
+            ("KVASIR", "a/0728084c8da942d9_100.jpg", "train"),
+            ("KVASIR", "b/0728084c8da942d9_105.jpg", "val"),  # 5 from a training frame: adjacent (gap 5)
+            ("KVASIR", "b/0728084c8da942d9_106.jpg", "val"),  # 6: not
+            ("KVASIR", "b/1111111111111111_101.jpg", "val"),  # another video: not
+            ("SEE-AI", "x/image00100.jpg", "val"),  # another source, same number: not
+            ("SEE-AI", "x/image00097.jpg", "test"),  # 3 from the val SEE-AI image: adjacent (any other split)
+            ("AIIMS", "t/ulcer1_1024.jpg", "train"),
+            ("AIIMS", "v/ulcer1_1029.jpg", "val"),  # AIIMS frames parse too
+            ("AIIMS", "v/worm1_1029.jpg", "val"),  # another prefix: not
+            ("KID", "k/angioectasia-P0-3.jpg", "val"),  # no frame number: NaN
+            ("SEE-AI", "x/image00500.jpg", "val"),
+            ("SEE-AI", "y/image00500.jpg", "train"),  # the same number listed in two splits: adjacent (0)
+        ],
+        columns=["source", "path", "split"],
+    )
     got = frame_adjacency(rows, 5)
     assert pd.isna(got.iloc[9])
     assert got.drop(9).tolist() == [True, True, False, False, True, True, True, True, False, True, True]
@@ -254,10 +311,18 @@ def test_frame_adjacency_known_cases(tmp_path: Path) -> None:
     splits = {name: df for name, df in rows.groupby("split")}
     rep = audit(splits, frame_gap=5)
     assert rep.adjacent_images() == {"AIIMS": 2, "KID": 0, "KVASIR": 2, "SEE-AI": 4}
-    assert rep.to_dict()["frame_adjacency"]["splits"]["val"]["SEE-AI"] == {"images": 2, "numbered": 2, "adjacent": 2, "share": 1.0}
-    assert audit(splits).to_dict()["frame_adjacency"] == {"frame_gap": 0, "adjacent_images": {"AIIMS": 0, "KID": 0, "KVASIR": 0, "SEE-AI": 0},
-                                                          "share": {"AIIMS": 0.0, "KID": 0.0, "KVASIR": 0.0, "SEE-AI": 0.0},
-                                                          "splits": {"test": {}, "train": {}, "val": {}}}
+    assert rep.to_dict()["frame_adjacency"]["splits"]["val"]["SEE-AI"] == {
+        "images": 2,
+        "numbered": 2,
+        "adjacent": 2,
+        "share": 1.0,
+    }
+    assert audit(splits).to_dict()["frame_adjacency"] == {
+        "frame_gap": 0,
+        "adjacent_images": {"AIIMS": 0, "KID": 0, "KVASIR": 0, "SEE-AI": 0},
+        "share": {"AIIMS": 0.0, "KID": 0.0, "KVASIR": 0.0, "SEE-AI": 0.0},
+        "splits": {"test": {}, "train": {}, "val": {}},
+    }
     for name, df in splits.items():
         write_csv(tmp_path / f"{name}.csv", df[["path"]])
     args = splits_args(**{name: tmp_path / f"{name}.csv" for name in splits})
@@ -269,11 +334,26 @@ def test_frame_adjacency_known_cases(tmp_path: Path) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["s", "t"]), st.sampled_from(["image", "ulcer1_", "nonum"]),
-                          st.integers(0, 40), st.sampled_from(["a", "b", "c"])), max_size=40), st.integers(1, 6))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["s", "t"]),
+            st.sampled_from(["image", "ulcer1_", "nonum"]),
+            st.integers(0, 40),
+            st.sampled_from(["a", "b", "c"]),
+        ),
+        max_size=40,
+    ),
+    st.integers(1, 6),
+)
 def test_frame_adjacency_equals_brute_force(rows, gap) -> None:
-    df = pd.DataFrame([(src, f"d/{prefix}{frame:05d}.jpg" if prefix != "nonum" else f"d/x{frame}.jpg", split)
-                       for src, prefix, frame, split in rows], columns=["source", "path", "split"])
+    df = pd.DataFrame(
+        [
+            (src, f"d/{prefix}{frame:05d}.jpg" if prefix != "nonum" else f"d/x{frame}.jpg", split)
+            for src, prefix, frame, split in rows
+        ],
+        columns=["source", "path", "split"],
+    )
     got = frame_adjacency(df, gap)
     for i, (src, prefix, frame, split) in enumerate(rows):
         if prefix == "nonum":
@@ -291,15 +371,22 @@ def test_core_audit_pairs_join_groups_and_cross_split_pairs() -> None:
     test = frame(["s/d", "s/e"], "s", ["p2", ""])
     clean = audit({"train": train, "test": test})
     assert not clean.leaks and clean.totals()["groups"] == 4
-    pairs = pd.DataFrame({"image_id_a": ["s/b", "s/c", "s/x"], "image_id_b": ["s/d", "s/a", "s/e"],
-                          "distance": [3, 0, 1], "kind": ["near", "exact", "near"]})
+    pairs = pd.DataFrame(
+        {
+            "image_id_a": ["s/b", "s/c", "s/x"],
+            "image_id_b": ["s/d", "s/a", "s/e"],
+            "distance": [3, 0, 1],
+            "kind": ["near", "exact", "near"],
+        }
+    )
     report = audit({"train": train, "test": test}, pairs)
     assert report.leaks
     d = report.to_dict()
     # b~d joins patient p1 (a, b) + c (exact copy of a) + patient p2 (d): one group in both splits
     assert d["straddling"] == {"s": 1} and d["straddling_images"] == {"s": 4} and d["groups"] == {"s": 2}
     assert [(p["a"], p["b"], p["splits_a"], p["splits_b"]) for p in d["cross_split_pair_list"]] == [
-        ("s/b", "s/d", ["train"], ["test"])]  # s/x is not listed: its pair is ignored
+        ("s/b", "s/d", ["train"], ["test"])
+    ]  # s/x is not listed: its pair is ignored
     assert d["straddling_groups"][0]["splits"] == {"test": 1, "train": 3}
 
 
@@ -333,10 +420,15 @@ def recompress(src: Path, dst: Path) -> None:
 def test_hash_images_lists_unreadable_files(tmp_path: Path) -> None:
     files = real_jpegs(tmp_path, 2)
     (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
-    nodes = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d"], "source": "s", "patient_id": "", "split": "train",
-        "path": [files[0].name, f"elsewhere/{files[1].name}", "broken.jpg", "gone.jpg"],
-    })
+    nodes = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "source": "s",
+            "patient_id": "",
+            "split": "train",
+            "path": [files[0].name, f"elsewhere/{files[1].name}", "broken.jpg", "gone.jpg"],
+        }
+    )
     manifest, unreadable = hash_images(nodes, tmp_path / "images", workers=2)
     assert manifest["image_id"].tolist() == ["a", "b"]  # b found by its unique file name
     assert manifest["phash"].str.fullmatch("[0-9a-f]{16}").all() and manifest["sha256"].str.len().eq(64).all()
@@ -351,8 +443,16 @@ def test_cli_with_images_reports_a_cross_split_near_duplicate(tmp_path: Path) ->
     (tmp_path / "train.csv").write_text("path\n" + "".join(f"{f.name}\n" for f in files[:3]))
     (tmp_path / "test.csv").write_text(f"path\n{files[3].name}\ncopy_of_a.jpg\nmissing.jpg\n")
     out = tmp_path / "r.json"
-    res = run_audit(*splits_args(train=tmp_path / "train.csv", test=tmp_path / "test.csv"),
-                    "--images-root", tmp_path / "images", "--json", out, "--fail-on-leak", "--workers", "1")
+    res = run_audit(
+        *splits_args(train=tmp_path / "train.csv", test=tmp_path / "test.csv"),
+        "--images-root",
+        tmp_path / "images",
+        "--json",
+        out,
+        "--fail-on-leak",
+        "--workers",
+        "1",
+    )
     assert res.exit_code == 1, res.output
     report = json.loads(out.read_text())
     assert report["hashed"] is True and report["max_distance"] == 10

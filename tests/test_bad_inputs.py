@@ -17,16 +17,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import scene, workbook
+from test_split import TAXONOMY_YAML
 from typer.testing import CliRunner
 
-from conftest import scene, workbook
 from endoctl.cli import app
-from test_split import TAXONOMY_YAML
 
 runner = CliRunner()
 CLASSES = ["Normal", "A", "B", "C"]
-CE24_CLASSES = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal",
-                "Polyp", "Ulcer", "Worms"]
+CE24_CLASSES = [
+    "Angioectasia",
+    "Bleeding",
+    "Erosion",
+    "Erythema",
+    "Foreign Body",
+    "Lymphangiectasia",
+    "Normal",
+    "Polyp",
+    "Ulcer",
+    "Worms",
+]
 
 
 def csv(path: Path, text: str) -> Path:
@@ -47,10 +57,27 @@ def ws(tmp_path_factory) -> Path:
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        for args in (["ingest", "raw", "-f", "folder", "--source", "alpha", "--out", "m/alpha", "--workers", "1"],
-                     ["dedupe", "m", "--out", "dups", "--workers", "1"],
-                     ["split", "--manifest", "m", "--duplicates", "dups", "--target", "abc", "--taxonomy",
-                      "taxonomy.yaml", "--out", "split", "--folds", "2", "--test-fraction", "0.25"]):
+        for args in (
+            ["ingest", "raw", "-f", "folder", "--source", "alpha", "--out", "m/alpha", "--workers", "1"],
+            ["dedupe", "m", "--out", "dups", "--workers", "1"],
+            [
+                "split",
+                "--manifest",
+                "m",
+                "--duplicates",
+                "dups",
+                "--target",
+                "abc",
+                "--taxonomy",
+                "taxonomy.yaml",
+                "--out",
+                "split",
+                "--folds",
+                "2",
+                "--test-fraction",
+                "0.25",
+            ],
+        ):
             res = runner.invoke(app, args)
             assert res.exit_code == 0, res.output
     finally:
@@ -90,19 +117,24 @@ def ws(tmp_path_factory) -> Path:
 
     n = len(paths)
     predictions("pred_range.csv", [[0.25] * 4] * n).write_text(  # the first row: -3, 7, 0, 0
-        (root / "pred_range.csv").read_text().replace("0.25,0.25,0.25,0.25", "-3,7,0,0", 1))
+        (root / "pred_range.csv").read_text().replace("0.25,0.25,0.25,0.25", "-3,7,0,0", 1)
+    )
     predictions("pred_percent.csv", [[70, 10, 10, 10]] * n)
     predictions("pred_text.csv", [[0.25] * 4] * n).write_text(
-        (root / "pred_text.csv").read_text().replace("0.25", "high", 1))
+        (root / "pred_text.csv").read_text().replace("0.25", "high", 1)
+    )
     dup = pd.read_csv(predictions("pred_dup.csv", [[0.25] * 4] * n))
     pd.concat([dup, dup.iloc[:1]]).to_csv(root / "pred_dup.csv", index=False)
     csv(root / "pred_header.csv", "image_path," + ",".join(CLASSES) + "\n")
     workbook(root / "empty.xlsx", {"Sheet1": [], "Sheet2": []})
     workbook(root / "nocol.xlsx", {"Sheet1": [], "Notes": [["comment"], ["made by hand"]]})
-    workbook(root / "ce24_truth.xlsx", {"Sheet1": [["image_path", "class_label"], ["a.jpg", "Polyp"],
-                                                   ["b.jpg", "Tumour"]]})
-    workbook(root / "ce24_pred.xlsx", {"Sheet1": [["image_path", *CE24_CLASSES],
-                                                  *([name, *[0.1] * 10] for name in ("a.jpg", "b.jpg"))]})
+    workbook(
+        root / "ce24_truth.xlsx", {"Sheet1": [["image_path", "class_label"], ["a.jpg", "Polyp"], ["b.jpg", "Tumour"]]}
+    )
+    workbook(
+        root / "ce24_pred.xlsx",
+        {"Sheet1": [["image_path", *CE24_CLASSES], *([name, *[0.1] * 10] for name in ("a.jpg", "b.jpg"))]},
+    )
     # predict
     csv(root / "images_nopath.csv", "file_name\na.jpg\n")
     csv(root / "images_blank.csv", "path\nraw/A/p0_1.jpg\n\n \nraw/B/p0_2.jpg\n")
@@ -120,148 +152,316 @@ def ws(tmp_path_factory) -> Path:
     return root
 
 
-TRAIN = ["train", "pretrain", "--params", "none.yaml", "--model-name", "resnet10t", "--img-size", "32",
-         "--pretrained-file", "", "--epochs", "1"]
+TRAIN = [
+    "train",
+    "pretrain",
+    "--params",
+    "none.yaml",
+    "--model-name",
+    "resnet10t",
+    "--img-size",
+    "32",
+    "--pretrained-file",
+    "",
+    "--epochs",
+    "1",
+]
 
 CASES = {
     # ingest
-    "ingest: SRC is a file": (["ingest", "file.txt", "-f", "folder", "--source", "s", "--out", "o/s"],
-                              ["file.txt is a file, not a folder"]),
-    "ingest: SRC missing": (["ingest", "gone", "-f", "folder", "--source", "s", "--out", "o/s"],
-                            ["source folder not found: gone"]),
-    "ingest: empty folder": (["ingest", "nothing", "-f", "folder", "--source", "s", "--out", "o/s"],
-                             ["no images found in nothing"]),
-    "ingest: only non-images": (["ingest", "nonimages", "-f", "folder", "--source", "s", "--out", "o/s"],
-                                ["no image accepted from nonimages", "2 file(s) found, all rejected",
-                                 "data.bin: unsupported file type '.bin'"]),
-    "ingest: --out is a file": (["ingest", "raw", "-f", "folder", "--source", "s", "--out", "file.txt"],
-                                ["--out file.txt is a file"]),
-    "ingest: --out holds other files": (["ingest", "raw", "-f", "folder", "--source", "s", "--out", "busy"],
-                                        ["--out busy holds 'mine.txt'", "not among ingest outputs"]),
-    "ingest: --out a CSV name": (["ingest", "raw", "-f", "folder", "--source", "s", "--out", "m/s.csv"],
-                                 ["ingest writes a folder", "--out m/s"]),
-    "ingest: unknown format": (["ingest", "raw", "-f", "nonsense", "--source", "s", "--out", "o/s"],
-                               ["unknown --format 'nonsense'"]),
-    "ingest: --max-pixels 0": (["ingest", "raw", "-f", "folder", "--source", "s", "--out", "o/s", "--max-pixels", "0"],
-                               ["--max-pixels must be >= 1, got 0"]),
-    "ingest: csv layout without labels": (["ingest", "raw", "-f", "csv", "--source", "s", "--out", "o/s"],
-                                          ["--labels"]),
+    "ingest: SRC is a file": (
+        ["ingest", "file.txt", "-f", "folder", "--source", "s", "--out", "o/s"],
+        ["file.txt is a file, not a folder"],
+    ),
+    "ingest: SRC missing": (
+        ["ingest", "gone", "-f", "folder", "--source", "s", "--out", "o/s"],
+        ["source folder not found: gone"],
+    ),
+    "ingest: empty folder": (
+        ["ingest", "nothing", "-f", "folder", "--source", "s", "--out", "o/s"],
+        ["no images found in nothing"],
+    ),
+    "ingest: only non-images": (
+        ["ingest", "nonimages", "-f", "folder", "--source", "s", "--out", "o/s"],
+        ["no image accepted from nonimages", "2 file(s) found, all rejected", "data.bin: unsupported file type '.bin'"],
+    ),
+    "ingest: --out is a file": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "file.txt"],
+        ["--out file.txt is a file"],
+    ),
+    "ingest: --out holds other files": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "busy"],
+        ["--out busy holds 'mine.txt'", "not among ingest outputs"],
+    ),
+    "ingest: --out a CSV name": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "m/s.csv"],
+        ["ingest writes a folder", "--out m/s"],
+    ),
+    "ingest: unknown format": (
+        ["ingest", "raw", "-f", "nonsense", "--source", "s", "--out", "o/s"],
+        ["unknown --format 'nonsense'"],
+    ),
+    "ingest: --max-pixels 0": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "o/s", "--max-pixels", "0"],
+        ["--max-pixels must be >= 1, got 0"],
+    ),
+    "ingest: csv layout without labels": (
+        ["ingest", "raw", "-f", "csv", "--source", "s", "--out", "o/s"],
+        ["--labels"],
+    ),
     # dedupe
     "dedupe: 0-byte manifest": (["dedupe", "empty.csv", "--out", "d"], ["empty.csv: empty file (0 bytes)"]),
-    "dedupe: header-only manifest": (["dedupe", "header_only", "--out", "d"],
-                                     ["header_only/manifest.csv: no rows (header only)"]),
-    "dedupe: no hash columns": (["dedupe", "no_hash.csv", "--out", "d"],
-                                ["no_hash.csv: missing column(s) ['dhash', 'phash', 'sha256']"]),
-    "dedupe: bad hash value": (["dedupe", "bad_hash.csv", "--out", "d"],
-                               ["bad_hash.csv: row 2 column phash: 'zz'", "16 hex digits"]),
+    "dedupe: header-only manifest": (
+        ["dedupe", "header_only", "--out", "d"],
+        ["header_only/manifest.csv: no rows (header only)"],
+    ),
+    "dedupe: no hash columns": (
+        ["dedupe", "no_hash.csv", "--out", "d"],
+        ["no_hash.csv: missing column(s) ['dhash', 'phash', 'sha256']"],
+    ),
+    "dedupe: bad hash value": (
+        ["dedupe", "bad_hash.csv", "--out", "d"],
+        ["bad_hash.csv: row 2 column phash: 'zz'", "16 hex digits"],
+    ),
     "dedupe: empty folder": (["dedupe", "nothing", "--out", "d"], ["no manifests in folder nothing"]),
     "dedupe: missing manifest": (["dedupe", "gone.csv", "--out", "d"], ["manifest not found: gone.csv"]),
     "dedupe: --out a CSV name": (["dedupe", "m", "--out", "dups.csv"], ["dedupe writes a folder"]),
     "dedupe: --out holds other files": (["dedupe", "m", "--out", "busy"], ["--out busy holds 'mine.txt'"]),
     # split
-    "split: 0-byte manifest": (["split", "--manifest", "empty.csv", "--target", "abc", "--taxonomy", "taxonomy.yaml",
-                                "--out", "s"], ["empty.csv: empty file (0 bytes)"]),
-    "split: header-only manifest": (["split", "--manifest", "header_only", "--target", "abc", "--taxonomy",
-                                     "taxonomy.yaml", "--out", "s"], ["header_only/manifest.csv: no rows (header only)"]),
-    "split: missing columns": (["split", "--manifest", "weird.csv", "--target", "abc", "--taxonomy", "taxonomy.yaml",
-                                "--out", "s"], ["weird.csv: missing column(s)"]),
-    "split: duplicates not found": (["split", "--manifest", "m", "--duplicates", "gone", "--target", "abc",
-                                     "--taxonomy", "taxonomy.yaml", "--out", "s"], ["--duplicates file not found: gone"]),
-    "split: unknown target": (["split", "--manifest", "m", "--target", "nope", "--taxonomy", "taxonomy.yaml",
-                               "--out", "s"], ["unknown target 'nope'"]),
-    "split: bad pin": (["split", "--manifest", "m", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", "s",
-                        "--pin", "train=alpha"], ["--pin 'train=alpha'"]),
-    "split: nothing maps to the target": (["split", "--manifest", "beta.csv", "--target", "alpha-only", "--taxonomy",
-                                           "taxonomy.yaml", "--out", "s"],
-                                          ["no image maps to a class of target 'alpha-only'", "all 1 excluded"]),
-    "split: --out holds other files": (["split", "--manifest", "m", "--target", "abc", "--taxonomy", "taxonomy.yaml",
-                                        "--out", "busy"], ["--out busy holds 'mine.txt'", "split outputs"]),
-    "split: --out is the current folder": (["split", "--manifest", "m", "--target", "abc", "--taxonomy",
-                                            "taxonomy.yaml", "--out", "."], ["--out .", "that is the current folder"]),
-    "split: one source given twice": (["split", "--manifest", "m", "--manifest", "m/alpha/manifest.csv", "--target",
-                                       "abc", "--taxonomy", "taxonomy.yaml", "--out", "s"], ["occurs 2 times"]),
+    "split: 0-byte manifest": (
+        ["split", "--manifest", "empty.csv", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", "s"],
+        ["empty.csv: empty file (0 bytes)"],
+    ),
+    "split: header-only manifest": (
+        ["split", "--manifest", "header_only", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", "s"],
+        ["header_only/manifest.csv: no rows (header only)"],
+    ),
+    "split: missing columns": (
+        ["split", "--manifest", "weird.csv", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", "s"],
+        ["weird.csv: missing column(s)"],
+    ),
+    "split: duplicates not found": (
+        [
+            "split",
+            "--manifest",
+            "m",
+            "--duplicates",
+            "gone",
+            "--target",
+            "abc",
+            "--taxonomy",
+            "taxonomy.yaml",
+            "--out",
+            "s",
+        ],
+        ["--duplicates file not found: gone"],
+    ),
+    "split: unknown target": (
+        ["split", "--manifest", "m", "--target", "nope", "--taxonomy", "taxonomy.yaml", "--out", "s"],
+        ["unknown target 'nope'"],
+    ),
+    "split: bad pin": (
+        [
+            "split",
+            "--manifest",
+            "m",
+            "--target",
+            "abc",
+            "--taxonomy",
+            "taxonomy.yaml",
+            "--out",
+            "s",
+            "--pin",
+            "train=alpha",
+        ],
+        ["--pin 'train=alpha'"],
+    ),
+    "split: nothing maps to the target": (
+        ["split", "--manifest", "beta.csv", "--target", "alpha-only", "--taxonomy", "taxonomy.yaml", "--out", "s"],
+        ["no image maps to a class of target 'alpha-only'", "all 1 excluded"],
+    ),
+    "split: --out holds other files": (
+        ["split", "--manifest", "m", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", "busy"],
+        ["--out busy holds 'mine.txt'", "split outputs"],
+    ),
+    "split: --out is the current folder": (
+        ["split", "--manifest", "m", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", "."],
+        ["--out .", "that is the current folder"],
+    ),
+    "split: one source given twice": (
+        [
+            "split",
+            "--manifest",
+            "m",
+            "--manifest",
+            "m/alpha/manifest.csv",
+            "--target",
+            "abc",
+            "--taxonomy",
+            "taxonomy.yaml",
+            "--out",
+            "s",
+        ],
+        ["occurs 2 times"],
+    ),
     # audit
-    "audit: header-only split file": (["audit", "--split", "a=hdr_split.csv", "--split", "b=split/test.csv"],
-                                      ["hdr_split.csv: no rows (header only)"]),
-    "audit: unknown format": (["audit", "--split", "a=weird.csv", "--split", "b=split/test.csv"],
-                              ["weird.csv: unknown split file format", "['foo', 'bar']"]),
+    "audit: header-only split file": (
+        ["audit", "--split", "a=hdr_split.csv", "--split", "b=split/test.csv"],
+        ["hdr_split.csv: no rows (header only)"],
+    ),
+    "audit: unknown format": (
+        ["audit", "--split", "a=weird.csv", "--split", "b=split/test.csv"],
+        ["weird.csv: unknown split file format", "['foo', 'bar']"],
+    ),
     "audit: one split name": (["audit", "--split", "a=split/test.csv"], ["at least two split names"]),
-    "audit: missing file": (["audit", "--split", "a=gone.csv", "--split", "b=split/test.csv"],
-                            ["split file not found: gone.csv"]),
-    "audit: no NAME=": (["audit", "--split", "split/test.csv", "--split", "b=split/test.csv"],
-                        ["--split expects NAME=FILE, got 'split/test.csv'"]),
-    "audit: row without a path": (["audit", "--split", "a=nopath.csv", "--split", "b=split/test.csv"],
-                                  ["nopath.csv: 1 row(s) without an image path"]),
+    "audit: missing file": (
+        ["audit", "--split", "a=gone.csv", "--split", "b=split/test.csv"],
+        ["split file not found: gone.csv"],
+    ),
+    "audit: no NAME=": (
+        ["audit", "--split", "split/test.csv", "--split", "b=split/test.csv"],
+        ["--split expects NAME=FILE, got 'split/test.csv'"],
+    ),
+    "audit: row without a path": (
+        ["audit", "--split", "a=nopath.csv", "--split", "b=split/test.csv"],
+        ["nopath.csv: 1 row(s) without an image path"],
+    ),
     # evaluate
-    "evaluate: header-only predictions": (["evaluate", "--truth", "split/test.csv", "--predictions", "pred_header.csv",
-                                           "--out", "r.json"], ["pred_header.csv: no prediction rows (header only)"]),
-    "evaluate: workbook of empty sheets": (["evaluate", "--truth", "split/test.csv", "--predictions", "empty.xlsx",
-                                            "--out", "r.json"], ["empty.xlsx: every sheet is empty ('Sheet1', 'Sheet2')"]),
-    "evaluate: no sheet has image_path": (["evaluate", "--truth", "split/test.csv", "--predictions", "nocol.xlsx",
-                                           "--out", "r.json"],
-                                          ["nocol.xlsx: no sheet has an image_path column (sheet 'Notes' has columns ['comment']"]),
-    "evaluate: probabilities outside [0, 1]": (["evaluate", "--truth", "split/test.csv", "--predictions",
-                                                "pred_range.csv", "--out", "r.json"],
-                                               ["pred_range.csv: 2 outside [0, 1] probability value(s)",
-                                                "row 2", "column 'Normal': '-3'", "column 'A': '7'"]),
-    "evaluate: percentages": (["evaluate", "--truth", "split/test.csv", "--predictions", "pred_percent.csv",
-                               "--out", "r.json"], ["outside [0, 1]", "column 'Normal': '70'", "percentages?"]),
-    "evaluate: non-numeric probability": (["evaluate", "--truth", "split/test.csv", "--predictions", "pred_text.csv",
-                                           "--out", "r.json"], ["1 empty or non-numeric", "column 'Normal': 'high'"]),
-    "evaluate: image predicted twice": (["evaluate", "--truth", "split/test.csv", "--predictions", "pred_dup.csv",
-                                         "--out", "r.json"], ["predicted more than once"]),
-    "evaluate: unknown truth class": (["evaluate", "--truth", "ce24_truth.xlsx", "--predictions", "ce24_pred.xlsx",
-                                       "--out", "r.json"],
-                                      ["truth ce24_truth.xlsx: unknown class 'Tumour' in column class_label (rows 3)"]),
-    "evaluate: --plots empty": (["evaluate", "--truth", "split/test.csv", "--predictions", "pred_range.csv",
-                                 "--out", "r.json", "--plots", ""], ["--plots .", "that is the current folder"]),
-    "evaluate: --metrics outside the plots folder": (["evaluate", "--truth", "split/test.csv", "--predictions",
-                                                      "pred_range.csv", "--out", "ev/r.json", "--metrics", "m.json",
-                                                      "--plots", "ev"], ["m.json is outside ev"]),
-    "evaluate: truth missing": (["evaluate", "--truth", "gone.csv", "--predictions", "pred_range.csv", "--out",
-                                 "r.json"], ["--truth file not found: gone.csv"]),
+    "evaluate: header-only predictions": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_header.csv", "--out", "r.json"],
+        ["pred_header.csv: no prediction rows (header only)"],
+    ),
+    "evaluate: workbook of empty sheets": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "empty.xlsx", "--out", "r.json"],
+        ["empty.xlsx: every sheet is empty ('Sheet1', 'Sheet2')"],
+    ),
+    "evaluate: no sheet has image_path": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "nocol.xlsx", "--out", "r.json"],
+        ["nocol.xlsx: no sheet has an image_path column (sheet 'Notes' has columns ['comment']"],
+    ),
+    "evaluate: probabilities outside [0, 1]": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_range.csv", "--out", "r.json"],
+        ["pred_range.csv: 2 outside [0, 1] probability value(s)", "row 2", "column 'Normal': '-3'", "column 'A': '7'"],
+    ),
+    "evaluate: percentages": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_percent.csv", "--out", "r.json"],
+        ["outside [0, 1]", "column 'Normal': '70'", "percentages?"],
+    ),
+    "evaluate: non-numeric probability": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_text.csv", "--out", "r.json"],
+        ["1 empty or non-numeric", "column 'Normal': 'high'"],
+    ),
+    "evaluate: image predicted twice": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_dup.csv", "--out", "r.json"],
+        ["predicted more than once"],
+    ),
+    "evaluate: unknown truth class": (
+        ["evaluate", "--truth", "ce24_truth.xlsx", "--predictions", "ce24_pred.xlsx", "--out", "r.json"],
+        ["truth ce24_truth.xlsx: unknown class 'Tumour' in column class_label (rows 3)"],
+    ),
+    "evaluate: --plots empty": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_range.csv", "--out", "r.json", "--plots", ""],
+        ["--plots .", "that is the current folder"],
+    ),
+    "evaluate: --metrics outside the plots folder": (
+        [
+            "evaluate",
+            "--truth",
+            "split/test.csv",
+            "--predictions",
+            "pred_range.csv",
+            "--out",
+            "ev/r.json",
+            "--metrics",
+            "m.json",
+            "--plots",
+            "ev",
+        ],
+        ["m.json is outside ev"],
+    ),
+    "evaluate: truth missing": (
+        ["evaluate", "--truth", "gone.csv", "--predictions", "pred_range.csv", "--out", "r.json"],
+        ["--truth file not found: gone.csv"],
+    ),
     # predict (fails on its inputs before a model is loaded)
-    "predict: images CSV without a path column": (["predict", "--checkpoint", "zero.pt", "--images", "images_nopath.csv",
-                                                   "--out", "p/p.csv"], ["images_nopath.csv has no path column"]),
-    "predict: images CSV row without a path": (["predict", "--checkpoint", "zero.pt", "--images", "images_blank.csv",
-                                                "--out", "p/p.csv"], ["images_blank.csv: 1 row(s) without a path, first: row 3"]),
-    "predict: header-only images CSV": (["predict", "--checkpoint", "zero.pt", "--images", "images_header.csv",
-                                         "--out", "p/p.csv"], ["no images in images_header.csv"]),
-    "predict: --out suffix": (["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "p/p.json"],
-                              [".csv or .xlsx"]),
-    "predict: --out folder holds other files": (["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out",
-                                                 "busy/p.csv"], ["the folder of --out busy holds 'mine.txt'"]),
-    "predict: 0-byte checkpoint": (["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "p/p.csv"],
-                                   ["cannot read zero.pt as a PyTorch checkpoint: EOFError (empty file)"]),
-    "predict: checkpoint missing": (["predict", "--checkpoint", "gone.pt", "--images", "raw", "--out", "p/p.csv"],
-                                    ["checkpoint not found: gone.pt"]),
-    "predict: --batch-size 0": (["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "p/p.csv",
-                                 "--batch-size", "0"], ["--batch-size must be >= 1"]),
+    "predict: images CSV without a path column": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "images_nopath.csv", "--out", "p/p.csv"],
+        ["images_nopath.csv has no path column"],
+    ),
+    "predict: images CSV row without a path": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "images_blank.csv", "--out", "p/p.csv"],
+        ["images_blank.csv: 1 row(s) without a path, first: row 3"],
+    ),
+    "predict: header-only images CSV": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "images_header.csv", "--out", "p/p.csv"],
+        ["no images in images_header.csv"],
+    ),
+    "predict: --out suffix": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "p/p.json"],
+        [".csv or .xlsx"],
+    ),
+    "predict: --out folder holds other files": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "busy/p.csv"],
+        ["the folder of --out busy holds 'mine.txt'"],
+    ),
+    "predict: 0-byte checkpoint": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "p/p.csv"],
+        ["cannot read zero.pt as a PyTorch checkpoint: EOFError (empty file)"],
+    ),
+    "predict: checkpoint missing": (
+        ["predict", "--checkpoint", "gone.pt", "--images", "raw", "--out", "p/p.csv"],
+        ["checkpoint not found: gone.pt"],
+    ),
+    "predict: --batch-size 0": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "raw", "--out", "p/p.csv", "--batch-size", "0"],
+        ["--batch-size must be >= 1"],
+    ),
     # cache
     "cache: split folder missing": (["cache", "gone", "--out", "c"], ["split folder not found: gone"]),
     "cache: no split CSVs": (["cache", "nocsv", "--out", "c"], ["no train_val.csv or test.csv in nocsv"]),
-    "cache: header-only split CSV": (["cache", "hdr_cache", "--out", "c"], ["hdr_cache: test.csv has no rows (header only)"]),
+    "cache: header-only split CSV": (
+        ["cache", "hdr_cache", "--out", "c"],
+        ["hdr_cache: test.csv has no rows (header only)"],
+    ),
     "cache: no path column": (["cache", "nopathcol", "--out", "c"], ["nopathcol/test.csv: missing column(s) ['path']"]),
-    "cache: --out is the split folder": (["cache", "split", "--out", "split"], ["--out must differ from the split folder"]),
+    "cache: --out is the split folder": (
+        ["cache", "split", "--out", "split"],
+        ["--out must differ from the split folder"],
+    ),
     "cache: --size 2": (["cache", "split", "--out", "c", "--size", "2"], ["size must be >= 8"]),
     "cache: --out holds other files": (["cache", "split", "--out", "busy"], ["--out busy holds 'mine.txt'"]),
     # build-splits
-    "build-splits: bad --source": (["build-splits", "--source", "kid", "--target", "abc", "--out", "b"],
-                                   ["--source 'kid': expected NAME=FORMAT:PATH"]),
-    "build-splits: source is a file": (["build-splits", "--source", "s=folder:file.txt", "--target", "abc", "--out", "b"],
-                                       ["file.txt is a file, not a folder"]),
-    "build-splits: unknown format": (["build-splits", "--source", "s=nonsense:raw", "--target", "abc", "--out", "b"],
-                                     ["unknown --format 'nonsense'"]),
+    "build-splits: bad --source": (
+        ["build-splits", "--source", "kid", "--target", "abc", "--out", "b"],
+        ["--source 'kid': expected NAME=FORMAT:PATH"],
+    ),
+    "build-splits: source is a file": (
+        ["build-splits", "--source", "s=folder:file.txt", "--target", "abc", "--out", "b"],
+        ["file.txt is a file, not a folder"],
+    ),
+    "build-splits: unknown format": (
+        ["build-splits", "--source", "s=nonsense:raw", "--target", "abc", "--out", "b"],
+        ["unknown --format 'nonsense'"],
+    ),
     # train (fails on its inputs before a model is built)
     "train: unknown params key": (["train", "pretrain", "--params", "params.yaml"], ["params.yaml", "learning_rate"]),
     "train: split folder missing": ([*TRAIN, "--split-dir", "gone"], ["split file not found: gone/train_val.csv"]),
-    "train: header-only train_val.csv": ([*TRAIN, "--split-dir", "hdr_train"],
-                                         ["hdr_train/train_val.csv: no rows (header only)"]),
-    "train: class not in class_mapping": ([*TRAIN, "--split-dir", "alien_train"],
-                                          ["alien_train/train_val.csv: target_class value(s) not in class_mapping.json", "tumour"]),
-    "train: every row in the validation fold": ([*TRAIN, "--split-dir", "one_fold", "--val-fold", "0"],
-                                                ["one_fold/train_val.csv: every row is in val_fold 0: no training rows"]),
-    "train: --balance unknown": ([*TRAIN, "--split-dir", "split", "--balance", "oversample"], ["balance must be one of"]),
+    "train: header-only train_val.csv": (
+        [*TRAIN, "--split-dir", "hdr_train"],
+        ["hdr_train/train_val.csv: no rows (header only)"],
+    ),
+    "train: class not in class_mapping": (
+        [*TRAIN, "--split-dir", "alien_train"],
+        ["alien_train/train_val.csv: target_class value(s) not in class_mapping.json", "tumour"],
+    ),
+    "train: every row in the validation fold": (
+        [*TRAIN, "--split-dir", "one_fold", "--val-fold", "0"],
+        ["one_fold/train_val.csv: every row is in val_fold 0: no training rows"],
+    ),
+    "train: --balance unknown": (
+        [*TRAIN, "--split-dir", "split", "--balance", "oversample"],
+        ["balance must be one of"],
+    ),
 }
 
 
@@ -292,18 +492,42 @@ def test_read_only_output_is_one_line(ws: Path, tmp_path: Path) -> None:
     shutil.copytree(ws / "split", ro / "split")
     commands = {
         "ingest": ["ingest", "raw", "-f", "folder", "--source", "alpha", "--out", f"{ro}/alpha", "--workers", "1"],
-        "split": ["split", "--manifest", "m", "--target", "abc", "--taxonomy", "taxonomy.yaml", "--out", f"{ro}/split",
-                  "--folds", "2"],
-        "evaluate": ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_percent.csv", "--out",
-                     f"{ro}/ev/r.json", "--metrics", f"{ro}/ev/m.json", "--bootstrap", "0"],
+        "split": [
+            "split",
+            "--manifest",
+            "m",
+            "--target",
+            "abc",
+            "--taxonomy",
+            "taxonomy.yaml",
+            "--out",
+            f"{ro}/split",
+            "--folds",
+            "2",
+        ],
+        "evaluate": [
+            "evaluate",
+            "--truth",
+            "split/test.csv",
+            "--predictions",
+            "pred_percent.csv",
+            "--out",
+            f"{ro}/ev/r.json",
+            "--metrics",
+            f"{ro}/ev/m.json",
+            "--bootstrap",
+            "0",
+        ],
     }
     (ws / "pred_ok.csv").write_text((ws / "pred_percent.csv").read_text().replace("70", "0.7").replace("10", "0.1"))
     commands["evaluate"][4] = "pred_ok.csv"
     script = [f"mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} || exit 90"]
     for name, argv in commands.items():
         line = " ".join(f"'{a}'" for a in argv)
-        script.append(f"{sys.executable} -m endoctl {line} > {tmp_path}/{name}.out 2> {tmp_path}/{name}.err; "
-                      f"echo $? > {tmp_path}/{name}.rc")
+        script.append(
+            f"{sys.executable} -m endoctl {line} > {tmp_path}/{name}.out 2> {tmp_path}/{name}.err; "
+            f"echo $? > {tmp_path}/{name}.rc"
+        )
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", "\n".join(script)], cwd=ws, capture_output=True, text=True)
     if proc.returncode == 90 or "unshare" in proc.stderr:
         pytest.skip(f"no private read-only mount here: {proc.stderr.strip()[:200]}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import scene
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,16 +18,19 @@ from endoctl.cache import build_cache, cached_name, shrink, write_cache
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
 
-from conftest import scene
-
 runner = CliRunner()
 
 
 def make_split(root: Path) -> Path:
     """A split folder over large JPEG/PNG images, one small image and one corrupt file."""
     rows = []
-    images = [("a/big.jpg", (640, 480)), ("a/tall.png", (300, 900)), ("b/small.jpg", (90, 70)),
-              ("b/photo.JPEG", (1000, 700)), ("b/broken.jpg", None)]
+    images = [
+        ("a/big.jpg", (640, 480)),
+        ("a/tall.png", (300, 900)),
+        ("b/small.jpg", (90, 70)),
+        ("b/photo.JPEG", (1000, 700)),
+        ("b/broken.jpg", None),
+    ]
     for i, (name, size) in enumerate(images):
         path = root / "raw" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +38,17 @@ def make_split(root: Path) -> Path:
             path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
         else:
             scene(i, size).save(path, quality=92) if path.suffix.lower() != ".png" else scene(i, size).save(path)
-        rows.append({"image_id": f"demo/{name}", "source": "demo", "path": f"raw/{name}", "label": "x",
-                     "target_class": ["normal", "polyp"][i % 2], "group": f"g{i}", "fold": "" if i == 4 else str(i % 2)})
+        rows.append(
+            {
+                "image_id": f"demo/{name}",
+                "source": "demo",
+                "path": f"raw/{name}",
+                "label": "x",
+                "target_class": ["normal", "polyp"][i % 2],
+                "group": f"g{i}",
+                "fold": "" if i == 4 else str(i % 2),
+            }
+        )
     split = root / "manifests" / "demo"
     df = pd.DataFrame(rows)
     write_csv(split / "train_val.csv", df[df["fold"] != ""])
@@ -66,12 +79,28 @@ def test_cache_accounts_for_every_image_and_training_reads_it(tmp_path: Path, mo
     result = build_cache(split.relative_to(tmp_path), "cache/demo", size=96, workers=workers)
     write_cache(result, split, "cache/demo")
     assert result.images + len(result.rejected) == 5  # images in = cached + rejected
-    assert result.rejected["image_id"].tolist() == ["demo/b/broken.jpg"] and result.rejected["reason"].str.len().min() > 5
+    assert (
+        result.rejected["image_id"].tolist() == ["demo/b/broken.jpg"] and result.rejected["reason"].str.len().min() > 5
+    )
     test = read_csv("cache/demo/test.csv")
     assert len(test) == 0  # the broken test image is reported in rejected.csv, not silently lost
     train_val = read_csv("cache/demo/train_val.csv")
-    assert list(train_val.columns) == ["image_id", "source", "path", "source_path", "label", "target_class", "group", "fold"]
-    assert train_val["source_path"].tolist() == ["raw/a/big.jpg", "raw/a/tall.png", "raw/b/small.jpg", "raw/b/photo.JPEG"]
+    assert list(train_val.columns) == [
+        "image_id",
+        "source",
+        "path",
+        "source_path",
+        "label",
+        "target_class",
+        "group",
+        "fold",
+    ]
+    assert train_val["source_path"].tolist() == [
+        "raw/a/big.jpg",
+        "raw/a/tall.png",
+        "raw/b/small.jpg",
+        "raw/b/photo.JPEG",
+    ]
     sizes = {}
     for path in train_val["path"]:
         assert path.startswith("cache/demo/images/demo/")
@@ -96,8 +125,13 @@ def test_cli_is_deterministic_and_reports_counts(tmp_path: Path, monkeypatch) ->
         res = runner.invoke(app, ["cache", "manifests/demo", "--out", run, "--size", "64", "--workers", workers])
         assert res.exit_code == 0, res.output
         assert "5 images = cached 4 + rejected 1" in res.stdout and "img/s" in res.stdout
-        outputs.append({p.relative_to(tmp_path / run).as_posix(): p.read_bytes()
-                        for p in sorted((tmp_path / run).rglob("*")) if p.is_file()})
+        outputs.append(
+            {
+                p.relative_to(tmp_path / run).as_posix(): p.read_bytes()
+                for p in sorted((tmp_path / run).rglob("*"))
+                if p.is_file()
+            }
+        )
     one, two = outputs
     assert set(one) == set(two) and len(one) == 4 + 4  # 4 images + train_val, test, class_mapping, rejected
     for name in one:
@@ -126,7 +160,9 @@ def test_large_jpegs_are_decoded_at_a_dct_scale_and_sized_as_from_the_full_image
     scene(3, (1000, 700)).save(tmp_path / "p.jpg", quality=92)
     decoded = []
     real = simplejpeg.decode_jpeg
-    monkeypatch.setattr(cache.simplejpeg, "decode_jpeg", lambda *a, **k: decoded.append(real(*a, **k).shape) or real(*a, **k))
+    monkeypatch.setattr(
+        cache.simplejpeg, "decode_jpeg", lambda *a, **k: decoded.append(real(*a, **k).shape) or real(*a, **k)
+    )
     data = cache.encode(tmp_path / "p.jpg", 256, 95)
     assert decoded == [(263, 375, 3)]
     cached = Image.open(io.BytesIO(data))

@@ -19,8 +19,20 @@ runner = CliRunner()
 def test_every_command_has_useful_help() -> None:
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = ["sources", "synth", "ingest", "dedupe", "split", "build-splits", "audit", "report", "cache", "train",
-                "predict", "evaluate"]
+    commands = [
+        "sources",
+        "synth",
+        "ingest",
+        "dedupe",
+        "split",
+        "build-splits",
+        "audit",
+        "report",
+        "cache",
+        "train",
+        "predict",
+        "evaluate",
+    ]
     for command in [*commands, "train pretrain", "train finetune"]:
         assert command.split()[-1] in top.output or command.startswith("train ")
         res = runner.invoke(app, [*command.split(), "--help"])
@@ -37,7 +49,8 @@ HEAVY = ("pandas", "numpy", "torch", "timm", "PIL", "sklearn", "numba")
 def test_import_and_help_load_no_heavy_library(argv: list[str] | None) -> None:
     """`endoctl --help` answers fast because nothing heavy is imported for it (README: under a second)."""
     run = "" if argv is None else f"sys.argv = ['endoctl', *{argv!r}]\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
-    code = f"import sys\nfrom endoctl.cli import app\n{run}print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    loaded = f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    code = f"import sys\nfrom endoctl.cli import app\n{run}{loaded}"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]", out[-300:]
 
@@ -51,8 +64,21 @@ def test_format_names_are_the_registered_adapters() -> None:
 
 def test_module_entry_point_and_sources_listing() -> None:
     out = subprocess.run([sys.executable, "-m", "endoctl", "sources"], capture_output=True, text=True, check=True)
-    for name in ("ce24", "kvasir-capsule", "kid", "see-ai", "hyperkvasir", "kvasir-v2", "gastrovision", "folder", "csv",
-                 "ers", "limuc", "medfmc-endo", "crohnipi"):
+    for name in (
+        "ce24",
+        "kvasir-capsule",
+        "kid",
+        "see-ai",
+        "hyperkvasir",
+        "kvasir-v2",
+        "gastrovision",
+        "folder",
+        "csv",
+        "ers",
+        "limuc",
+        "medfmc-endo",
+        "crohnipi",
+    ):
         assert f"\n{name}: " in out.stdout
     assert "patient:" in out.stdout and "official split:" in out.stdout
     # how each rule is known, the label vocabulary, and what --format auto looks for

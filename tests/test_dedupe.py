@@ -8,25 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles import brute_force_pairs, synthetic_hashes
 from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
-from conftest import shared_path
 from endoctl.cli import app
-from oracles import brute_force_pairs, synthetic_hashes
-
 from endoctl.dedupe import dedupe, exact_pairs, find_pairs, layout, near_pairs
-from endoctl.params import DedupeParams
 from endoctl.grouping import components
-from endoctl.hashing import from_hex, hamming
 from endoctl.ingest import hash_files, ingest
 from endoctl.io import read_csv
+from endoctl.params import DedupeParams
 from endoctl.sources import get_adapter
 
 runner = CliRunner()
-
 
 
 @pytest.mark.parametrize("n,distance", [(20_000, 10), (20_000, 12), (3_000, 4), (3_000, 16)])
@@ -62,8 +59,18 @@ TRANSFORMS = {
     "resized 0.5x": lambda im: (im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS), "JPEG", 90),
     "resized 224 px": lambda im: (im.resize((224, 224), Image.Resampling.LANCZOS), "JPEG", 90),
     "re-encoded q70": lambda im: (im, "JPEG", 70),
-    "cropped 3%": lambda im: (im.crop((round(im.width * 0.03), round(im.height * 0.03),
-                                       im.width - round(im.width * 0.03), im.height - round(im.height * 0.03))), "JPEG", 90),
+    "cropped 3%": lambda im: (
+        im.crop(
+            (
+                round(im.width * 0.03),
+                round(im.height * 0.03),
+                im.width - round(im.width * 0.03),
+                im.height - round(im.height * 0.03),
+            )
+        ),
+        "JPEG",
+        90,
+    ),
     "brightened": lambda im: (ImageEnhance.Brightness(im).enhance(1.3), "JPEG", 90),
     "PNG": lambda im: (im, "PNG", None),
 }
@@ -75,7 +82,7 @@ def test_planted_copies_of_real_images_are_found(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "original").mkdir(parents=True)
     planted = []
-    for k, f in enumerate(originals):
+    for f in originals:
         (src / "original" / f.name).write_bytes(f.read_bytes())
         im = Image.open(f).convert("RGB")
         for t, (name, fn) in enumerate(TRANSFORMS.items()):
@@ -105,28 +112,45 @@ def test_sequence_links_group_a_real_capsule_video(tmp_path: Path) -> None:
     chain = shared_path("real_images", "kvasir_capsule_video_131368cc17e44240")
     frames = sorted(chain.glob("*.jpg"))
     rows = hash_files([str(f) for f in frames])
-    manifest = pd.DataFrame({
-        "image_id": [f"kc/{f.name}" for f in frames], "source": "kc", "path": [f"kc/{f.name}" for f in frames],
-        "label": "", "sha256": [r[3] for r in rows], "phash": [r[4] for r in rows], "dhash": [r[5] for r in rows],
-    })
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"kc/{f.name}" for f in frames],
+            "source": "kc",
+            "path": [f"kc/{f.name}" for f in frames],
+            "label": "",
+            "sha256": [r[3] for r in rows],
+            "phash": [r[4] for r in rows],
+            "dhash": [r[5] for r in rows],
+        }
+    )
     counts = {}
     for gap in (0, DedupeParams().sequence_gap):
         pairs = find_pairs(manifest, DedupeParams(sequence_gap=gap))
         index = {iid: k for k, iid in enumerate(manifest["image_id"])}
-        labels = components(len(manifest), pairs["image_id_a"].map(index).to_numpy(), pairs["image_id_b"].map(index).to_numpy())
+        labels = components(
+            len(manifest), pairs["image_id_a"].map(index).to_numpy(), pairs["image_id_b"].map(index).to_numpy()
+        )
         counts[gap] = labels.max() + 1
-    print(f"\n{len(frames)} consecutive real frames form {counts[0]} groups by hashes alone, "
-          f"{counts[DedupeParams().sequence_gap]} with sequence links")
+    print(
+        f"\n{len(frames)} consecutive real frames form {counts[0]} groups by hashes alone, "
+        f"{counts[DedupeParams().sequence_gap]} with sequence links"
+    )
     assert counts[0] >= 30  # hashes alone cannot group a moving capsule
     assert counts[DedupeParams().sequence_gap] <= 5
 
 
 def test_sequence_pattern_only_links_named_frames() -> None:
     ph = ["0000000000000000", "0000000000000003", "00000000000000ff", "0000000000000001"]
-    manifest = pd.DataFrame({
-        "image_id": ["s/a/image00010.jpg", "s/b/image00012.jpg", "s/a/image00030.jpg", "s/c/photo_11.jpg"],
-        "source": "s", "label": "", "sha256": ["1", "2", "3", "4"], "phash": ph, "dhash": ["f" * 16] * 4,
-    })
+    manifest = pd.DataFrame(
+        {
+            "image_id": ["s/a/image00010.jpg", "s/b/image00012.jpg", "s/a/image00030.jpg", "s/c/photo_11.jpg"],
+            "source": "s",
+            "label": "",
+            "sha256": ["1", "2", "3", "4"],
+            "phash": ph,
+            "dhash": ["f" * 16] * 4,
+        }
+    )
     manifest["path"] = manifest["image_id"]
     pairs = find_pairs(manifest, DedupeParams(max_distance=0, sequence_gap=5, sequence_distance=4))
     assert pairs[["image_id_a", "image_id_b", "kind"]].values.tolist() == [
@@ -156,16 +180,35 @@ def test_sequence_keys_ers_sequence_folders_and_kvasir_video_names(tmp_path: Pat
     manifest_csv = tmp_path / "m.csv"
     manifest.to_csv(manifest_csv, index=False)
     out = tmp_path / "dup"
-    res = runner.invoke(app, ["dedupe", str(manifest_csv), "--out", str(out), "--max-distance", "0",
-                              "--sequence-distance", "4", "--workers", "1"])  # the default sequence pattern
+    res = runner.invoke(
+        app,
+        [
+            "dedupe",
+            str(manifest_csv),
+            "--out",
+            str(out),
+            "--max-distance",
+            "0",
+            "--sequence-distance",
+            "4",
+            "--workers",
+            "1",
+        ],
+    )  # the default sequence pattern
     assert res.exit_code == 0, res.output
     pairs = read_csv(out / "duplicate_pairs.csv")
     assert sorted(zip(pairs["image_id_a"], pairs["image_id_b"], pairs["kind"])) == [
         ("ers/0001/seq_01/frames/000010.png", "ers/0001/seq_01/frames/000012.png", "sequence"),
-        ("kc/labelled_images/Normal clean mucosa/0728084c8da942d9_100.jpg",
-         "kc/labelled_images/Ulcer/0728084c8da942d9_102.jpg", "sequence"),
-        ("see-ai/SEE_AI_project_all_images/image00010.jpg", "see-ai/SEE_AI_project_all_images/image00013.jpg",
-         "sequence"),
+        (
+            "kc/labelled_images/Normal clean mucosa/0728084c8da942d9_100.jpg",
+            "kc/labelled_images/Ulcer/0728084c8da942d9_102.jpg",
+            "sequence",
+        ),
+        (
+            "see-ai/SEE_AI_project_all_images/image00010.jpg",
+            "see-ai/SEE_AI_project_all_images/image00013.jpg",
+            "sequence",
+        ),
     ]
 
 
@@ -176,7 +219,7 @@ def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
         (tmp_path / source / "x").mkdir(parents=True)
         (tmp_path / source / "y").mkdir()
     scenes = []
-    for k in range(6):
+    for _ in range(6):
         yy, xx = np.mgrid[0:200, 0:240] / 240
         f = rng.uniform(1, 5, 4)
         arr = np.stack([np.sin(f[0] * xx * 6 + f[1] * yy * 4), np.cos(f[2] * yy * 5), np.sin(f[3] * (xx + yy) * 3)], -1)
@@ -189,8 +232,21 @@ def test_cli_writes_clusters_pairs_and_report(tmp_path: Path) -> None:
     manifests = []
     for source in ("a", "b"):
         out = tmp_path / "m" / source
-        res = runner.invoke(app, ["ingest", str(tmp_path / source), "-f", "folder", "--source", source,
-                                  "--out", str(out), "--data-root", str(tmp_path)])
+        res = runner.invoke(
+            app,
+            [
+                "ingest",
+                str(tmp_path / source),
+                "-f",
+                "folder",
+                "--source",
+                source,
+                "--out",
+                str(out),
+                "--data-root",
+                str(tmp_path),
+            ],
+        )
         assert res.exit_code == 0, res.output
         manifests.append(str(out))
     out = tmp_path / "dups"
@@ -222,9 +278,17 @@ def test_cli_rejects_manifests_without_hashes(tmp_path: Path) -> None:
 
 
 def test_no_duplicates_at_all_is_an_empty_pair_list(tmp_path: Path) -> None:
-    manifest = pd.DataFrame({"image_id": ["s/a.jpg", "s/b.jpg"], "source": "s", "path": ["a.jpg", "b.jpg"],
-                             "label": "x", "sha256": ["1", "2"], "phash": ["0000000000000000", "ffffffffffffffff"],
-                             "dhash": ["0000000000000000", "ffffffffffffffff"]})
+    manifest = pd.DataFrame(
+        {
+            "image_id": ["s/a.jpg", "s/b.jpg"],
+            "source": "s",
+            "path": ["a.jpg", "b.jpg"],
+            "label": "x",
+            "sha256": ["1", "2"],
+            "phash": ["0000000000000000", "ffffffffffffffff"],
+            "dhash": ["0000000000000000", "ffffffffffffffff"],
+        }
+    )
     result = dedupe(manifest, DedupeParams(workers=1))
     assert len(result.pairs) == 0 and list(result.pairs.columns) == ["image_id_a", "image_id_b", "distance", "kind"]
     assert result.report["duplicate_clusters"] == 0 and len(result.clusters) == 2
@@ -232,11 +296,17 @@ def test_no_duplicates_at_all_is_an_empty_pair_list(tmp_path: Path) -> None:
 
 def test_cli_with_no_duplicate_and_no_sequence_pair(tmp_path: Path) -> None:
     """Distinct hashes, no frame names: empty pairs file, every image its own cluster, exit 0."""
-    manifest = pd.DataFrame({
-        "image_id": ["s/a.jpg", "s/b.jpg", "t/c.jpg"], "source": ["s", "s", "t"], "path": ["a.jpg", "b.jpg", "c.jpg"],
-        "label": ["x", "y", "x"], "sha256": ["1", "2", "3"],
-        "phash": ["0000000000000000", "00000000ffffffff", "ffffffffffffffff"], "dhash": ["0" * 16] * 3,
-    })
+    manifest = pd.DataFrame(
+        {
+            "image_id": ["s/a.jpg", "s/b.jpg", "t/c.jpg"],
+            "source": ["s", "s", "t"],
+            "path": ["a.jpg", "b.jpg", "c.jpg"],
+            "label": ["x", "y", "x"],
+            "sha256": ["1", "2", "3"],
+            "phash": ["0000000000000000", "00000000ffffffff", "ffffffffffffffff"],
+            "dhash": ["0" * 16] * 3,
+        }
+    )
     manifest.to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "d"
     res = runner.invoke(app, ["dedupe", str(tmp_path / "m.csv"), "--out", str(out)])
@@ -250,7 +320,13 @@ def test_cli_with_no_duplicate_and_no_sequence_pair(tmp_path: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.text("abc/", min_size=1, max_size=4), st.sampled_from("pqrs")), max_size=30, unique_by=lambda r: r[0]))
+@given(
+    st.lists(
+        st.tuples(st.text("abc/", min_size=1, max_size=4), st.sampled_from("pqrs")),
+        max_size=30,
+        unique_by=lambda r: r[0],
+    )
+)
 def test_exact_pairs_link_every_copy_to_the_smallest_id(rows: list[tuple[str, str]]) -> None:
     manifest = pd.DataFrame(rows, columns=["image_id", "sha256"]).sample(frac=1, random_state=0)
     smallest: dict[str, str] = {}

@@ -121,8 +121,11 @@ def command_code(words: list[str]) -> set[Path]:
         tree = ast.parse(textwrap.dedent(ast.unparse(function)))
         modules |= _imports(tree, "endoctl")
         own = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}  # an option named like a command
-        todo += [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in helpers and n.id != name
-                 and n.id not in own]
+        todo += [
+            n.id
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and n.id in helpers and n.id != name and n.id not in own
+        ]
     closure = set()
     for module in _with_parents(modules):
         closure |= _module_closure(module)
@@ -176,7 +179,8 @@ def test_stage_depends_on_exactly_the_code_it_runs(stage: str) -> None:
     runs, declared = command_code(words), declared_code(deps)
     assert declared == runs, (
         f"dvc.yaml stage {stage} (endoctl {' '.join(words)}): deps lack {_rel(runs - declared)}, "
-        f"list extra {_rel(declared - runs)}; the code it runs: {_rel(runs)}")
+        f"list extra {_rel(declared - runs)}; the code it runs: {_rel(runs)}"
+    )
 
 
 def test_closure_sees_lazy_imports_helpers_and_packages() -> None:

@@ -9,14 +9,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import (average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score)
+from conftest import shared_path, workbook
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 from typer.testing import CliRunner
 
-from conftest import shared_path, workbook
 from endoctl.cli import app
 from endoctl.io import write_csv, write_text
-from endoctl.metrics import (EvalData, EvaluationError, _metric_rows, _ranking, bootstrap, ce24_report,
-                             dumps, full_report, load_truth, read_table)
+from endoctl.metrics import (
+    EvalData,
+    EvaluationError,
+    _metric_rows,
+    _ranking,
+    bootstrap,
+    ce24_report,
+    dumps,
+    full_report,
+    load_truth,
+    read_table,
+)
 from endoctl.plots import roc_table
 
 runner = CliRunner()
@@ -59,11 +69,21 @@ def official(split: str, stem: str) -> dict:
 @pytest.mark.parametrize("split", list(SPLITS))
 def test_ce24_report_equals_the_official_reports_in_folder_mode(ce24_csv: Path, tmp_path: Path, split: str) -> None:
     preds = ce24_csv / split / "predictions"
-    res = run_eval("--truth", ce24_csv / split / "truth.csv", "--predictions", preds, "--out", tmp_path / "reports",
-                   "--report", "ce24")
+    res = run_eval(
+        "--truth",
+        ce24_csv / split / "truth.csv",
+        "--predictions",
+        preds,
+        "--out",
+        tmp_path / "reports",
+        "--report",
+        "ce24",
+    )
     assert res.exit_code == 0, res.output
     stems = sorted(p.stem for p in preds.glob("*.csv"))
-    assert len(stems) == 3 and sorted(p.name for p in (tmp_path / "reports").iterdir()) == [f"{s}_metrics.json" for s in stems]
+    assert len(stems) == 3 and sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        f"{s}_metrics.json" for s in stems
+    ]
     convention = "threshold" if split == "testing" else "argmax"
     assert f"ce24 report, {convention}" in res.stdout and res.stdout.count("\n") == 1
     for stem in stems:
@@ -76,7 +96,9 @@ def test_ce24_report_equals_the_official_reports_file_by_file(ce24_csv: Path, tm
     for split in SPLITS:
         for pred in sorted((ce24_csv / split / "predictions").glob("*.csv")):
             out = tmp_path / f"{pred.stem}.json"
-            res = run_eval("--truth", ce24_csv / split / "truth.csv", "--predictions", pred, "--out", out, "--report", "ce24")
+            res = run_eval(
+                "--truth", ce24_csv / split / "truth.csv", "--predictions", pred, "--out", out, "--report", "ce24"
+            )
             assert res.exit_code == 0, res.output
             text = out.read_text()
             assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
@@ -86,8 +108,16 @@ def test_ce24_report_equals_the_official_reports_file_by_file(ce24_csv: Path, tm
 
 def test_ce24_report_from_the_real_xlsx_files(tmp_path: Path) -> None:
     root = shared_path("ce24")
-    res = run_eval("--truth", root / "test_data.xlsx", "--predictions", root / "submissions" / "testing",
-                   "--out", tmp_path, "--report", "ce24")
+    res = run_eval(
+        "--truth",
+        root / "test_data.xlsx",
+        "--predictions",
+        root / "submissions" / "testing",
+        "--out",
+        tmp_path,
+        "--report",
+        "ce24",
+    )
     assert res.exit_code == 0, res.output
     assert "matched by file name" in res.stdout  # test predictions give bare file names
     for file in sorted((root / "submissions" / "testing").glob("*.xlsx")):
@@ -97,25 +127,45 @@ def test_ce24_report_from_the_real_xlsx_files(tmp_path: Path) -> None:
 
 def test_convention_follows_the_truth_format_and_can_be_overridden(ce24_csv: Path, tmp_path: Path) -> None:
     stem = "WueVision_predicted_test_dataset"
-    args = ["--truth", ce24_csv / "testing" / "truth.csv", "--predictions",
-            ce24_csv / "testing" / "predictions" / f"{stem}.csv", "--report", "ce24"]
+    args = [
+        "--truth",
+        ce24_csv / "testing" / "truth.csv",
+        "--predictions",
+        ce24_csv / "testing" / "predictions" / f"{stem}.csv",
+        "--report",
+        "ce24",
+    ]
     assert run_eval(*args, "--out", tmp_path / "a.json", "--convention", "argmax").exit_code == 0
     argmax = json.loads((tmp_path / "a.json").read_text())
     reference = official("testing", stem)
     for key in ("mean_auc", "balanced_accuracy", "avg_f1", "avg_specificity"):  # never thresholded
         assert argmax[key] == pytest.approx(reference[key], abs=1e-12)
-    differs = [c for c in reference["class_wise_metrics"]
-               if abs(argmax["class_wise_metrics"][c]["precision"] - reference["class_wise_metrics"][c]["precision"]) > 1e-9]
+    differs = [
+        c
+        for c in reference["class_wise_metrics"]
+        if abs(argmax["class_wise_metrics"][c]["precision"] - reference["class_wise_metrics"][c]["precision"]) > 1e-9
+    ]
     assert differs  # class-wise numbers depend on the convention
 
 
 def test_full_report_on_the_paper_team_submissions(ce24_csv: Path, tmp_path: Path) -> None:
     """WueVision (EndoExtend24): balanced accuracy 0.916 on validation, 0.371 on test, as published."""
-    expected = {"validation": ("WueVision_predicted_val_dataset", 0.916), "testing": ("WueVision_predicted_test_dataset", 0.371)}
+    expected = {
+        "validation": ("WueVision_predicted_val_dataset", 0.916),
+        "testing": ("WueVision_predicted_test_dataset", 0.371),
+    }
     for split, (stem, bacc) in expected.items():
         out = tmp_path / f"{split}.json"
-        res = run_eval("--truth", ce24_csv / split / "truth.csv", "--predictions",
-                       ce24_csv / split / "predictions" / f"{stem}.csv", "--out", out, "--bootstrap", 200)
+        res = run_eval(
+            "--truth",
+            ce24_csv / split / "truth.csv",
+            "--predictions",
+            ce24_csv / split / "predictions" / f"{stem}.csv",
+            "--out",
+            out,
+            "--bootstrap",
+            200,
+        )
         assert res.exit_code == 0, res.output
         report = json.loads(out.read_text())
         assert round(report["balanced_accuracy"], 3) == bacc
@@ -146,28 +196,41 @@ ROWS = [  # image, truth, source, P(A), P(B), P(C), P(D)
 # fmt: on
 
 
-def write_case(folder: Path, rows: list[tuple] = ROWS, classes: list[str] = CLASSES,
-               mapping: bool = True) -> tuple[Path, pd.DataFrame]:
+def write_case(
+    folder: Path, rows: list[tuple] = ROWS, classes: list[str] = CLASSES, mapping: bool = True
+) -> tuple[Path, pd.DataFrame]:
     """An endoctl split CSV (+ class_mapping.json) and the matching prediction frame."""
-    truth = pd.DataFrame({
-        "image_id": [f"demo/{r[0]}" for r in rows], "source": [r[2] for r in rows],
-        "path": [f"raw/{r[0]}" for r in rows], "label": [r[1] for r in rows], "target_class": [r[1] for r in rows],
-        "group": [f"g{i}" for i in range(len(rows))], "fold": "",
-    })
+    truth = pd.DataFrame(
+        {
+            "image_id": [f"demo/{r[0]}" for r in rows],
+            "source": [r[2] for r in rows],
+            "path": [f"raw/{r[0]}" for r in rows],
+            "label": [r[1] for r in rows],
+            "target_class": [r[1] for r in rows],
+            "group": [f"g{i}" for i in range(len(rows))],
+            "fold": "",
+        }
+    )
     write_csv(folder / "test.csv", truth)
     if mapping:
         write_text(folder / "class_mapping.json", json.dumps({c.lower(): i for i, c in enumerate(classes)}))
     proba = np.array([r[3:] for r in rows], dtype=float)
-    pred = pd.DataFrame({"image_path": [f"raw/{r[0]}" for r in rows],
-                         **{c: proba[:, i] for i, c in enumerate(classes)},
-                         "predicted_class": [classes[i] for i in proba.argmax(axis=1)]})
+    pred = pd.DataFrame(
+        {
+            "image_path": [f"raw/{r[0]}" for r in rows],
+            **{c: proba[:, i] for i, c in enumerate(classes)},
+            "predicted_class": [classes[i] for i in proba.argmax(axis=1)],
+        }
+    )
     return folder / "test.csv", pred
 
 
 def test_full_report_known_answers(tmp_path: Path) -> None:
     truth, pred = write_case(tmp_path)
     write_csv(tmp_path / "pred.csv", pred)
-    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json", "--bootstrap", 0)
+    res = run_eval(
+        "--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json", "--bootstrap", 0
+    )
     assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / "r.json").read_text())
     # confusion (rows truth A,B,C): A [2,1,0], B [1,1,0], C [0,0,3]; D never true, never predicted
@@ -207,11 +270,33 @@ def test_full_report_known_answers(tmp_path: Path) -> None:
 def test_metrics_file_holds_the_headline_of_the_full_report(tmp_path: Path) -> None:
     truth, pred = write_case(tmp_path)
     write_csv(tmp_path / "pred.csv", pred)
-    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
-                   "--metrics", tmp_path / "m.json", "--bootstrap", 50)
-    assert res.exit_code == 2 and "holds 'class_mapping.json', 'pred.csv', 'test.csv'" in res.stderr  # not a folder of its own
-    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "eval" / "r.json",
-                   "--metrics", tmp_path / "eval" / "m.json", "--bootstrap", 50)
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        tmp_path / "pred.csv",
+        "--out",
+        tmp_path / "r.json",
+        "--metrics",
+        tmp_path / "m.json",
+        "--bootstrap",
+        50,
+    )
+    assert (
+        res.exit_code == 2 and "holds 'class_mapping.json', 'pred.csv', 'test.csv'" in res.stderr
+    )  # not a folder of its own
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        tmp_path / "pred.csv",
+        "--out",
+        tmp_path / "eval" / "r.json",
+        "--metrics",
+        tmp_path / "eval" / "m.json",
+        "--bootstrap",
+        50,
+    )
     assert res.exit_code == 0, res.output
     r, m = (json.loads((tmp_path / "eval" / f).read_text()) for f in ("r.json", "m.json"))
     for key in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "accuracy", "n_images"):
@@ -219,10 +304,22 @@ def test_metrics_file_holds_the_headline_of_the_full_report(tmp_path: Path) -> N
     ci = r["bootstrap"]["ci"]["balanced_accuracy"]
     assert (m["balanced_accuracy_ci_low"], m["balanced_accuracy_ci_high"]) == (ci["low"], ci["high"])
     assert m["ce24"]["mean_auc"] == r["ce24"]["mean_auc"] and "class_wise_metrics" not in m["ce24"]
-    assert m["per_source"]["s2"] == {k: r["per_source"]["s2"][k] for k in ("balanced_accuracy", "auc_macro", "n_images")}
+    assert m["per_source"]["s2"] == {
+        k: r["per_source"]["s2"][k] for k in ("balanced_accuracy", "auc_macro", "n_images")
+    }
     assert "per_class" not in m and "confusion_matrix" not in m  # small enough for `dvc metrics show`
-    res = run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "c.json",
-                   "--report", "ce24", "--metrics", tmp_path / "m2.json")
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        tmp_path / "pred.csv",
+        "--out",
+        tmp_path / "c.json",
+        "--report",
+        "ce24",
+        "--metrics",
+        tmp_path / "m2.json",
+    )
     assert res.exit_code == 2 and "--metrics needs --report full" in res.stderr
     assert not (tmp_path / "m2.json").exists()
 
@@ -232,8 +329,19 @@ def test_rows_in_any_order_give_the_same_report(tmp_path: Path) -> None:
     write_csv(tmp_path / "pred.csv", pred)
     write_csv(tmp_path / "shuffled.csv", pred.iloc[[5, 2, 7, 0, 3, 1, 6, 4]])
     for name in ("pred", "shuffled"):
-        assert run_eval("--truth", truth, "--predictions", tmp_path / f"{name}.csv", "--out",
-                        tmp_path / f"{name}.json", "--bootstrap", 50).exit_code == 0
+        assert (
+            run_eval(
+                "--truth",
+                truth,
+                "--predictions",
+                tmp_path / f"{name}.csv",
+                "--out",
+                tmp_path / f"{name}.json",
+                "--bootstrap",
+                50,
+            ).exit_code
+            == 0
+        )
     assert (tmp_path / "pred.json").read_bytes() == (tmp_path / "shuffled.json").read_bytes()
 
 
@@ -242,8 +350,12 @@ def test_classes_match_case_insensitively_and_without_mapping(tmp_path: Path) ->
     pred = pred.drop(columns="D").rename(columns={"A": "a", "C": " c "})
     pred["predicted_class"] = pred["predicted_class"].str.lower()
     write_csv(tmp_path / "pred.csv", pred)
-    assert run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
-                    "--bootstrap", 0).exit_code == 0
+    assert (
+        run_eval(
+            "--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json", "--bootstrap", 0
+        ).exit_code
+        == 0
+    )
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["classes"] == ["a", "B", "c"] and r["balanced_accuracy"] == pytest.approx(13 / 18)
 
@@ -299,8 +411,16 @@ def test_workbook_sheet_with_the_predictions_is_found_and_truth_typos_blame_the_
     workbook(tmp_path / "first_empty.xlsx", {"Sheet1": [], "predictions": rows})  # the first sheet is empty
     workbook(tmp_path / "plain.xlsx", {"Sheet1": rows})
     for name in ("first_empty", "plain"):
-        res = run_eval("--truth", truth, "--predictions", tmp_path / f"{name}.xlsx", "--out", tmp_path / f"{name}.json",
-                       "--bootstrap", 0)
+        res = run_eval(
+            "--truth",
+            truth,
+            "--predictions",
+            tmp_path / f"{name}.xlsx",
+            "--out",
+            tmp_path / f"{name}.json",
+            "--bootstrap",
+            0,
+        )
         assert res.exit_code == 0, res.output
     assert (tmp_path / "first_empty.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
     # a class the truth names but the predictions lack: a known class blames the predictions ...
@@ -308,25 +428,45 @@ def test_workbook_sheet_with_the_predictions_is_found_and_truth_typos_blame_the_
     res = run_eval("--truth", truth, "--predictions", tmp_path / "no_polyp.xlsx", "--out", tmp_path / "x.json")
     assert res.exit_code == 2 and "no_polyp.xlsx: no probability column for truth class(es) 'Polyp'" in res.stderr
     # ... a label that is no class anywhere blames the truth, naming its row
-    workbook(tmp_path / "typo.xlsx", {"Sheet1": [["image_path", "class_label"], *zip(names, [*labels[:4], "Tumour", "Erosion"])]})
-    res = run_eval("--truth", tmp_path / "typo.xlsx", "--predictions", tmp_path / "plain.xlsx", "--out", tmp_path / "x.json")
+    workbook(
+        tmp_path / "typo.xlsx",
+        {"Sheet1": [["image_path", "class_label"], *zip(names, [*labels[:4], "Tumour", "Erosion"])]},
+    )
+    res = run_eval(
+        "--truth", tmp_path / "typo.xlsx", "--predictions", tmp_path / "plain.xlsx", "--out", tmp_path / "x.json"
+    )
     assert res.exit_code == 2
-    assert f"truth {tmp_path / 'typo.xlsx'}: unknown class 'Tumour' in column class_label (rows 6)" in " ".join(res.stderr.split())
+    assert f"truth {tmp_path / 'typo.xlsx'}: unknown class 'Tumour' in column class_label (rows 6)" in " ".join(
+        res.stderr.split()
+    )
 
 
 def test_file_names_are_matched_unless_they_repeat_then_full_paths_are_needed(tmp_path: Path) -> None:
-    rows = [(f"{folder}/{i}.jpg", cls, "s", .8, .1, .1, 0.0) if cls == "a" else (f"{folder}/{i}.jpg", cls, "s", .1, .8, .1, 0.0)
-            for folder, cls in (("f1", "a"), ("f2", "b")) for i in range(3)]
+    rows = [
+        (f"{folder}/{i}.jpg", cls, "s", 0.8, 0.1, 0.1, 0.0)
+        if cls == "a"
+        else (f"{folder}/{i}.jpg", cls, "s", 0.1, 0.8, 0.1, 0.0)
+        for folder, cls in (("f1", "a"), ("f2", "b"))
+        for i in range(3)
+    ]
     truth, pred = write_case(tmp_path, rows)
     write_csv(tmp_path / "full.csv", pred)
-    res = run_eval("--truth", truth, "--predictions", tmp_path / "full.csv", "--out", tmp_path / "r.json", "--bootstrap", 0)
+    res = run_eval(
+        "--truth", truth, "--predictions", tmp_path / "full.csv", "--out", tmp_path / "r.json", "--bootstrap", 0
+    )
     assert res.exit_code == 0 and "matched by path (path)" in res.stdout  # same names in two folders: fine by path
-    error = failing(tmp_path, pred.assign(image_path=pred["image_path"].str.replace("raw/", "elsewhere\\", regex=False)), truth)
+    error = failing(
+        tmp_path, pred.assign(image_path=pred["image_path"].str.replace("raw/", "elsewhere\\", regex=False)), truth
+    )
     assert "truth file names repeat" in error and "'0.jpg' in truth rows 2, 5" in error
 
     unique_truth, unique_pred = write_case(tmp_path / "u")
-    write_csv(tmp_path / "names.csv", unique_pred.assign(image_path=unique_pred["image_path"].str.rsplit("/", n=1).str[-1]))
-    res = run_eval("--truth", unique_truth, "--predictions", tmp_path / "names.csv", "--out", tmp_path / "n.json", "--bootstrap", 0)
+    write_csv(
+        tmp_path / "names.csv", unique_pred.assign(image_path=unique_pred["image_path"].str.rsplit("/", n=1).str[-1])
+    )
+    res = run_eval(
+        "--truth", unique_truth, "--predictions", tmp_path / "names.csv", "--out", tmp_path / "n.json", "--bootstrap", 0
+    )
     assert res.exit_code == 0 and "matched by file name" in res.stdout
 
 
@@ -334,11 +474,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path) -> None:
     truth, pred = write_case(tmp_path)
     write_csv(tmp_path / "pred.csv", pred)
     base = ["--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json"]
-    for extra, expected in ((["--report", "short"], "--report"), (["--convention", "vote"], "--convention"),
-                            (["--bootstrap", "-1"], "--bootstrap")):
+    for extra, expected in (
+        (["--report", "short"], "--report"),
+        (["--convention", "vote"], "--convention"),
+        (["--bootstrap", "-1"], "--bootstrap"),
+    ):
         res = run_eval(*base, *extra)
         assert res.exit_code == 2 and expected in res.stderr and "\n" not in res.stderr.strip()
-    res = run_eval("--truth", tmp_path / "nope.csv", "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json")
+    res = run_eval(
+        "--truth", tmp_path / "nope.csv", "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json"
+    )
     assert res.exit_code == 2 and "nope.csv" in res.stderr
     (tmp_path / "empty").mkdir()
     res = run_eval("--truth", truth, "--predictions", tmp_path / "empty", "--out", tmp_path / "o")
@@ -376,18 +521,26 @@ def test_weighted_ranking_and_confusion_metrics_equal_sklearn_with_sample_weight
 
 def test_ce24_report_handles_a_class_absent_from_truth_and_predictions() -> None:
     y = np.array([0, 0, 1, 1])
-    proba = np.array([[.9, .1, 0], [.6, .4, 0], [.3, .7, 0], [.2, .8, 0]])
+    proba = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0.2, 0.8, 0]])
     r = ce24_report(y, proba, ["a", "b", "c"])
     assert r["balanced_accuracy"] == 1.0 and r["avg_precision"] == 1.0  # macro over classes seen (sklearn labels)
     assert r["mean_auc"] == pytest.approx(2 / 3)  # c: undefined AUC counted 0.0, as the organisers do
-    assert r["class_wise_metrics"]["c"] == {"precision": 0.0, "recall": 0.0, "f1_score": 0.0, "specificity": 1.0,
-                                           "accuracy": 1.0, "auc": None}
+    assert r["class_wise_metrics"]["c"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1_score": 0.0,
+        "specificity": 1.0,
+        "accuracy": 1.0,
+        "auc": None,
+    }
 
 
 # ---------------------------------------------------------------- bootstrap confidence intervals
 
 
-def synthetic(n_groups: int = 40, per_group: int = 25, classes: int = 4, seed: int = 0, shared: bool = True) -> EvalData:
+def synthetic(
+    n_groups: int = 40, per_group: int = 25, classes: int = 4, seed: int = 0, shared: bool = True
+) -> EvalData:
     """Images in groups; with ``shared`` every image of a group is right or wrong together (like video frames)."""
     rng = np.random.default_rng(seed)
     y = np.repeat(rng.integers(0, classes, n_groups), per_group)
@@ -397,8 +550,9 @@ def synthetic(n_groups: int = 40, per_group: int = 25, classes: int = 4, seed: i
     target = np.where(right, y, (y + 1) % classes)
     proba = 0.5 * noise + 0.5 * np.eye(classes)[target]
     group = np.repeat([f"g{i}" for i in range(n_groups)], per_group)
-    return EvalData(classes=[f"k{i}" for i in range(classes)], y=y, proba=proba, image=np.arange(n).astype(str),
-                    group=group)
+    return EvalData(
+        classes=[f"k{i}" for i in range(classes)], y=y, proba=proba, image=np.arange(n).astype(str), group=group
+    )
 
 
 def test_bootstrap_cis_contain_the_estimate_and_are_seeded() -> None:
@@ -444,27 +598,53 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_plots_and_dvc_plot_files(tmp_path: Path) -> None:
     data = synthetic(n_groups=60, per_group=5, classes=4, shared=False)
-    truth = pd.DataFrame({"image_id": data.image, "source": "demo", "path": [f"i/{k}.jpg" for k in data.image],
-                          "label": "", "target_class": [data.classes[k] for k in data.y], "group": data.group, "fold": ""})
+    truth = pd.DataFrame(
+        {
+            "image_id": data.image,
+            "source": "demo",
+            "path": [f"i/{k}.jpg" for k in data.image],
+            "label": "",
+            "target_class": [data.classes[k] for k in data.y],
+            "group": data.group,
+            "fold": "",
+        }
+    )
     write_csv(tmp_path / "truth" / "test.csv", truth)
     pred = pd.DataFrame({"image_path": truth["path"], **{c: data.proba[:, i] for i, c in enumerate(data.classes)}})
     write_csv(tmp_path / "preds" / "model.csv", pred)
     outputs = []
     for run in ("one", "two"):
-        res = run_eval("--truth", tmp_path / "truth" / "test.csv", "--predictions", tmp_path / "preds",
-                       "--out", tmp_path / run, "--plots", tmp_path / run / "plots", "--bootstrap", 100)
+        res = run_eval(
+            "--truth",
+            tmp_path / "truth" / "test.csv",
+            "--predictions",
+            tmp_path / "preds",
+            "--out",
+            tmp_path / run,
+            "--plots",
+            tmp_path / run / "plots",
+            "--bootstrap",
+            100,
+        )
         assert res.exit_code == 0, res.output
         outputs.append(tmp_path / run / "plots" / "model")
     assert "bootstrap resamples of groups" in res.stdout
     first, second = outputs
-    assert sorted(p.name for p in first.iterdir()) == ["confusion.csv", "confusion_matrix.png", "roc.csv", "roc.png",
-                                                       "roc_micro.csv"]
+    assert sorted(p.name for p in first.iterdir()) == [
+        "confusion.csv",
+        "confusion_matrix.png",
+        "roc.csv",
+        "roc.png",
+        "roc_micro.csv",
+    ]
     for name in ("confusion_matrix.png", "roc.png"):
         width, height = png_size(first / name)
         assert width >= 800 and height >= 500 and (first / name).stat().st_size > 30_000
     for name in ("confusion_matrix.png", "roc.png", "roc.csv", "roc_micro.csv", "confusion.csv"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name  # deterministic
-    assert (tmp_path / "one" / "model_metrics.json").read_bytes() == (tmp_path / "two" / "model_metrics.json").read_bytes()
+    assert (tmp_path / "one" / "model_metrics.json").read_bytes() == (
+        tmp_path / "two" / "model_metrics.json"
+    ).read_bytes()
     roc = pd.read_csv(first / "roc.csv")
     assert list(roc.columns) == ["fpr", "tpr", "class"]
     assert set(roc["class"]) == {*data.classes, "micro", "macro"}
@@ -480,20 +660,34 @@ def test_plots_and_dvc_plot_files(tmp_path: Path) -> None:
 
 def test_roc_table_skips_classes_without_images() -> None:
     y = np.array([0, 0, 1, 1])
-    proba = np.array([[.9, .1, 0], [.6, .4, 0], [.3, .7, 0], [.2, .8, 0]])
+    proba = np.array([[0.9, 0.1, 0], [0.6, 0.4, 0], [0.3, 0.7, 0], [0.2, 0.8, 0]])
     table = roc_table(y, proba, ["a", "b", "c"])
     assert set(table["class"]) == {"a", "b", "micro", "macro"}
 
 
 def test_split_truth_problems_and_taxonomy_display_names(tmp_path: Path) -> None:
-    ce24 = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal", "Polyp",
-            "Ulcer", "Worms"]
+    ce24 = [
+        "Angioectasia",
+        "Bleeding",
+        "Erosion",
+        "Erythema",
+        "Foreign Body",
+        "Lymphangiectasia",
+        "Normal",
+        "Polyp",
+        "Ulcer",
+        "Worms",
+    ]
     rows = [(f"x/{i}.jpg", ce24[i].lower(), "s", *np.eye(10)[i]) for i in range(10)]
     truth, pred = write_case(tmp_path, rows, ce24)
     pred.columns = [c.lower() if c in ce24 else c for c in pred.columns]  # class columns in any case
     write_csv(tmp_path / "pred.csv", pred)
-    assert run_eval("--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json",
-                    "--bootstrap", 0).exit_code == 0
+    assert (
+        run_eval(
+            "--truth", truth, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "r.json", "--bootstrap", 0
+        ).exit_code
+        == 0
+    )
     assert json.loads((tmp_path / "r.json").read_text())["classes"] == ce24  # display names from the taxonomy
     frame = read_table(truth)
     write_csv(truth, pd.concat([frame, frame.iloc[[0]]], ignore_index=True))
@@ -514,18 +708,37 @@ def leak_case(folder: Path) -> tuple[Path, Path, Path]:
     rows = [r if i != 7 else ("x/image00100.jpg", *r[1:]) for i, r in enumerate(ROWS)]
     truth, pred = write_case(folder, rows)
     write_csv(folder / "pred.csv", pred)
-    train = pd.DataFrame({"image_id": ["other/1.jpg", "demo/x/3.jpg", "other/2.jpg", "other/image00103.jpg"],
-                          "source": ["s1", "s1", "s2", "s2"],
-                          "path": ["raw/o/1.jpg", "raw/x/3.jpg", "raw/o/2.jpg", "raw/o/image00103.jpg"],
-                          "label": "a", "target_class": "a", "group": ["g1", "g99", "g5", "g98"], "fold": "0"})
+    train = pd.DataFrame(
+        {
+            "image_id": ["other/1.jpg", "demo/x/3.jpg", "other/2.jpg", "other/image00103.jpg"],
+            "source": ["s1", "s1", "s2", "s2"],
+            "path": ["raw/o/1.jpg", "raw/x/3.jpg", "raw/o/2.jpg", "raw/o/image00103.jpg"],
+            "label": "a",
+            "target_class": "a",
+            "group": ["g1", "g99", "g5", "g98"],
+            "fold": "0",
+        }
+    )
     write_csv(folder / "train_val.csv", train)
     return truth, folder / "pred.csv", folder / "train_val.csv"
 
 
 def test_leak_free_metrics_on_the_images_no_training_group_holds(tmp_path: Path) -> None:
     truth, pred, train = leak_case(tmp_path)
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "out" / "r.json", "--bootstrap", 20,
-                   "--train", train, "--metrics", tmp_path / "out" / "m.json")
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        pred,
+        "--out",
+        tmp_path / "out" / "r.json",
+        "--bootstrap",
+        20,
+        "--train",
+        train,
+        "--metrics",
+        tmp_path / "out" / "m.json",
+    )
     assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / "out" / "r.json").read_text())
     free = r["leak_free"]
@@ -540,35 +753,68 @@ def test_leak_free_metrics_on_the_images_no_training_group_holds(tmp_path: Path)
     assert list(listed.columns) == ["image_id", "source", "path", "group", "label"]
     assert listed["image_id"].tolist() == ["demo/x/1.jpg", "demo/x/4.jpg", "demo/x/5.jpg", "demo/x/7.jpg"]
     m = json.loads((tmp_path / "out" / "m.json").read_text())
-    assert m["leak_free"] == {k: free[k] for k in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "n_images")}
+    assert m["leak_free"] == {
+        k: free[k] for k in ("balanced_accuracy", "auc_macro", "f1_macro", "map_macro", "n_images")
+    }
     assert "(leak-free 4 of 8 images: balanced accuracy 0.8333" in res.stdout
     # groups only; a smaller gap; the organisers' report
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "g" / "r.json", "--bootstrap", 0,
-                   "--train", train, "--frame-gap", "0")
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        pred,
+        "--out",
+        tmp_path / "g" / "r.json",
+        "--bootstrap",
+        0,
+        "--train",
+        train,
+        "--frame-gap",
+        "0",
+    )
     assert json.loads((tmp_path / "g" / "r.json").read_text())["leak_free"]["n_images"] == 5
     assert len(read_table(tmp_path / "g" / "leak_free_images.csv")) == 5  # beside the report
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "c" / "r.json", "--report", "ce24",
-                   "--train", train, "--frame-gap", "2")
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        pred,
+        "--out",
+        tmp_path / "c" / "r.json",
+        "--report",
+        "ce24",
+        "--train",
+        train,
+        "--frame-gap",
+        "2",
+    )
     ce24 = json.loads((tmp_path / "c" / "r.json").read_text())
-    assert ce24["leak_free"]["n_images"] == 5 and set(ce24["leak_free"]) >= {"mean_auc", "balanced_accuracy", "class_wise_metrics"}
+    assert ce24["leak_free"]["n_images"] == 5 and set(ce24["leak_free"]) >= {
+        "mean_auc",
+        "balanced_accuracy",
+        "class_wise_metrics",
+    }
     # nothing leak-free: counts, no metrics
     write_csv(tmp_path / "all.csv", read_table(truth))
-    res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "n" / "r.json", "--train", tmp_path / "all.csv")
+    res = run_eval(
+        "--truth", truth, "--predictions", pred, "--out", tmp_path / "n" / "r.json", "--train", tmp_path / "all.csv"
+    )
     assert res.exit_code == 0 and "(leak-free 0 of 8 images: none)" in res.stdout
     assert json.loads((tmp_path / "n" / "r.json").read_text())["leak_free"]["n_images"] == 0
-    for extra, expected in ((["--train", tmp_path / "nope.csv"], "--train file not found"),
-                            (["--images-root", tmp_path], "--images-root needs --train"),
-                            (["--train", train, "--frame-gap", "-1"], "--frame-gap must be >= 0")):
+    for extra, expected in (
+        (["--train", tmp_path / "nope.csv"], "--train file not found"),
+        (["--images-root", tmp_path], "--images-root needs --train"),
+        (["--train", train, "--frame-gap", "-1"], "--frame-gap must be >= 0"),
+    ):
         res = run_eval("--truth", truth, "--predictions", pred, "--out", tmp_path / "e" / "r.json", *extra)
         assert res.exit_code == 2 and expected in res.stderr and "\n" not in res.stderr.strip()
 
 
 def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
+    from conftest import scene
     from PIL import Image
 
-    from conftest import scene
-
-    rows = [(f"x/{k}.jpg", "a" if k % 2 else "b", "s", .7, .3) for k in range(4)]
+    rows = [(f"x/{k}.jpg", "a" if k % 2 else "b", "s", 0.7, 0.3) for k in range(4)]
     truth, pred = write_case(tmp_path, rows, ["A", "B"])
     write_csv(tmp_path / "pred.csv", pred)
     (tmp_path / "raw" / "x").mkdir(parents=True)
@@ -577,9 +823,20 @@ def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
     with Image.open(tmp_path / "raw" / "x" / "2.jpg") as im:  # a resized, re-encoded copy in training
         im.resize((240, 210), Image.LANCZOS).save(tmp_path / "raw" / "copy.jpg", quality=70)
     (tmp_path / "train.csv").write_text("path\nraw/copy.jpg\n")
-    args = ["--truth", truth, "--predictions", tmp_path / "pred.csv", "--bootstrap", 0, "--train", tmp_path / "train.csv"]
+    args = [
+        "--truth",
+        truth,
+        "--predictions",
+        tmp_path / "pred.csv",
+        "--bootstrap",
+        0,
+        "--train",
+        tmp_path / "train.csv",
+    ]
     assert run_eval(*args, "--out", tmp_path / "names" / "r.json").exit_code == 0
-    assert json.loads((tmp_path / "names" / "r.json").read_text())["leak_free"]["n_images"] == 4  # names alone: unrelated
+    assert (
+        json.loads((tmp_path / "names" / "r.json").read_text())["leak_free"]["n_images"] == 4
+    )  # names alone: unrelated
     res = run_eval(*args, "--out", tmp_path / "hashed" / "r.json", "--images-root", tmp_path, "--workers", 1)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "hashed" / "r.json").read_text())["leak_free"]["n_images"] == 3
@@ -591,12 +848,18 @@ def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
 # with no training frame within ±5 numbers either (the default). (balanced accuracy, macro AUC, macro F1,
 # mAP) on all 16,132 images, then leak-free.
 CE24_LEAK_FREE = {
-    "PuppyOps": ((0.785, 0.9915, 0.8149, 0.8772),
-                 {0: (0.7131, 0.9641, 0.6558, 0.8089), 5: (0.6304, 0.9745, 0.6129, 0.7654)}),
-    "Seq2Cure": ((0.8634, 0.9896, 0.8645, 0.9038),
-                 {0: (0.8059, 0.9685, 0.718, 0.8674), 5: (0.74, 0.9642, 0.6457, 0.7584)}),
-    "WueVision": ((0.9159, 0.9918, 0.9061, 0.9305),
-                  {0: (0.8776, 0.9826, 0.7693, 0.9187), 5: (0.7451, 0.9484, 0.7423, 0.7883)}),
+    "PuppyOps": (
+        (0.785, 0.9915, 0.8149, 0.8772),
+        {0: (0.7131, 0.9641, 0.6558, 0.8089), 5: (0.6304, 0.9745, 0.6129, 0.7654)},
+    ),
+    "Seq2Cure": (
+        (0.8634, 0.9896, 0.8645, 0.9038),
+        {0: (0.8059, 0.9685, 0.718, 0.8674), 5: (0.74, 0.9642, 0.6457, 0.7584)},
+    ),
+    "WueVision": (
+        (0.9159, 0.9918, 0.9061, 0.9305),
+        {0: (0.8776, 0.9826, 0.7693, 0.9187), 5: (0.7451, 0.9484, 0.7423, 0.7883)},
+    ),
 }
 CE24_LEAK_FREE_IMAGES = {0: {"KID": 165, "SEE-AI": 4115}, 5: {"KID": 165, "SEE-AI": 26}}
 
@@ -609,17 +872,32 @@ def ce24_training_csv(ce24_csv: Path) -> Path:
 
 
 @pytest.mark.parametrize("gap", [0, 5])
-def test_leak_free_scores_of_the_ce24_validation_submissions(ce24_csv: Path, ce24_training_csv: Path, tmp_path: Path,
-                                                            gap: int) -> None:
+def test_leak_free_scores_of_the_ce24_validation_submissions(
+    ce24_csv: Path, ce24_training_csv: Path, tmp_path: Path, gap: int
+) -> None:
     training = read_table(ce24_training_csv)
-    res = run_eval("--truth", ce24_csv / "validation" / "truth.csv", "--predictions", ce24_csv / "validation" / "predictions",
-                   "--out", tmp_path / "reports", "--bootstrap", 0, "--train", ce24_training_csv, "--frame-gap", gap)
+    res = run_eval(
+        "--truth",
+        ce24_csv / "validation" / "truth.csv",
+        "--predictions",
+        ce24_csv / "validation" / "predictions",
+        "--out",
+        tmp_path / "reports",
+        "--bootstrap",
+        0,
+        "--train",
+        ce24_training_csv,
+        "--frame-gap",
+        gap,
+    )
     assert res.exit_code == 0, res.output
     free = read_table(tmp_path / "reports" / "leak_free_images.csv")
     # facts from the files alone: no leak-free image shares a Kvasir-Capsule or AIIMS video or a file
     # with a training image, or (gap 5) lies within 5 frame numbers of one of the same prefix
     name = lambda paths: paths.str.replace("\\", "/", regex=False).str.rsplit("/", n=1).str[-1]  # noqa: E731
-    assert not set(free["source"] + "/" + name(free["path"])) & set(training["Dataset"] + "/" + name(training["image_path"]))
+    assert not set(free["source"] + "/" + name(free["path"])) & set(
+        training["Dataset"] + "/" + name(training["image_path"])
+    )
     video = r"^((?:[0-9a-f]{16}|ulcer[0-9]+|worm[0-9]+))_[0-9]+\.jpg$"
     train_videos = set(name(training["image_path"]).str.extract(video)[0].dropna())
     assert len(train_videos) == 41 + 6 and not set(name(free["path"]).str.extract(video)[0].dropna()) & train_videos
@@ -653,19 +931,29 @@ def test_output_plan_puts_every_output_in_one_folder(tmp_path: Path) -> None:
     alone = plan_outputs(EvaluateRequest(truth, one, tmp_path / "r.json"), [one])
     assert alone.home is None and alone.reports == {one: tmp_path / "r.json"}
     d = tmp_path / "d"  # the dvc.yaml form: report, --metrics, --plots and the leak-free list in one folder
-    dvc = plan_outputs(EvaluateRequest(truth, one, d / "report.json", plots=d, metrics_out=d / "metrics.json",
-                                       train=train), [one])
+    dvc = plan_outputs(
+        EvaluateRequest(truth, one, d / "report.json", plots=d, metrics_out=d / "metrics.json", train=train), [one]
+    )
     assert (dvc.home, dvc.option, dvc.leak_free) == (d, "--plots", d / "leak_free_images.csv")
     assert dvc.owned == tuple(sorted({"leak_free_images.csv", "metrics.json", "report.json", *PLOT_FILES}))
     files = [one, tmp_path / "preds" / "m2.csv"]
-    folder = plan_outputs(EvaluateRequest(truth, tmp_path / "preds", tmp_path / "o", plots=tmp_path / "o" / "plots"),
-                          files)
-    assert folder.home == tmp_path / "o" and folder.owned == ("m1_metrics.json", "m2_metrics.json", "plots",
-                                                              "*_metrics.json")
+    folder = plan_outputs(
+        EvaluateRequest(truth, tmp_path / "preds", tmp_path / "o", plots=tmp_path / "o" / "plots"), files
+    )
+    assert folder.home == tmp_path / "o" and folder.owned == (
+        "m1_metrics.json",
+        "m2_metrics.json",
+        "plots",
+        "*_metrics.json",
+    )
     assert folder.plot_dirs[files[1]] == tmp_path / "o" / "plots" / "m2"
     with pytest.raises(ValueError, match=r"m.json is outside .*ev: .*\(--plots .*ev\)"):
-        plan_outputs(EvaluateRequest(truth, one, tmp_path / "ev" / "r.json", plots=tmp_path / "ev",
-                                     metrics_out=tmp_path / "m.json"), [one])
+        plan_outputs(
+            EvaluateRequest(
+                truth, one, tmp_path / "ev" / "r.json", plots=tmp_path / "ev", metrics_out=tmp_path / "m.json"
+            ),
+            [one],
+        )
 
 
 def test_evaluate_stage_scores_a_folder_and_the_command_only_prints_it(tmp_path: Path) -> None:
@@ -688,16 +976,32 @@ def test_evaluate_stage_scores_a_folder_and_the_command_only_prints_it(tmp_path:
     request = EvaluateRequest(truth, tmp_path / "preds", tmp_path / "out", bootstrap=10, train=(train,), frame_gap=5)
     result = evaluate(request, hashing)
     assert opened == [True] and [s.file.name for s in result.scored] == ["a.csv", "b.csv"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_metrics.json", "b_metrics.json",
-                                                                     "leak_free_images.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_metrics.json",
+        "b_metrics.json",
+        "leak_free_images.csv",
+    ]
     a, b = (json.loads((tmp_path / "out" / f"{s}_metrics.json").read_text()) for s in "ab")
     assert a == b == json.loads(dumps(result.scored[0].report))  # row order never matters
-    assert {k: a["leak_free"][k] for k in ("train", "frame_gap", "group_trained", "frame_adjacent_only", "n_images")} \
-        == {"train": [str(train)], "frame_gap": 5, "group_trained": 3, "frame_adjacent_only": 1, "n_images": 4}
+    assert {
+        k: a["leak_free"][k] for k in ("train", "frame_gap", "group_trained", "frame_adjacent_only", "n_images")
+    } == {"train": [str(train)], "frame_gap": 5, "group_trained": 3, "frame_adjacent_only": 1, "n_images": 4}
     assert result.notes() == [f"{f}: {n}" for f in ("a.csv", "b.csv") for n in a["notes"]]
     # the command: the same request parsed from its options, the same summary line
-    res = run_eval("--truth", truth, "--predictions", tmp_path / "preds", "--out", tmp_path / "out", "--bootstrap", 10,
-                   "--train", train, "--frame-gap", 5)
+    res = run_eval(
+        "--truth",
+        truth,
+        "--predictions",
+        tmp_path / "preds",
+        "--out",
+        tmp_path / "out",
+        "--bootstrap",
+        10,
+        "--train",
+        train,
+        "--frame-gap",
+        5,
+    )
     assert res.exit_code == 0, res.output
     timing = re.compile(r" in \d+\.\d s ->")
     assert timing.sub(" in T s ->", res.stdout) == timing.sub(" in T s ->", result.summary()) + "\n"

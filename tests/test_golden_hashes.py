@@ -36,12 +36,15 @@ def test_real_image_hashes_match_the_golden_file() -> None:
     golden = read_csv(GOLDEN)
     now = current_hashes(root)
     assert len(golden) == 555 and set(golden["path"].str.split("/").str[0]) == {
-        "kvasir_seg", "kvasir_capsule_video_131368cc17e44240"}
+        "kvasir_seg",
+        "kvasir_capsule_video_131368cc17e44240",
+    }
     assert now["path"].tolist() == golden["path"].tolist()
     changed = now[(now != golden).any(axis=1)]
     assert changed.empty, (
         f"{len(changed)} of {len(now)} real images changed hashes (first: {changed.iloc[0].to_dict()}); "
-        f"if deliberate, regenerate with `make golden`")
+        f"if deliberate, regenerate with `make golden`"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def integer_phash(thumb: np.ndarray) -> int:
     d = [[int(v) for v in row] for row in _DCT8]
     x = thumb.astype(int).tolist()
     dx = [[sum(d[k][i] * x[i][j] for i in range(32)) for j in range(32)] for k in range(8)]
-    c = [sum(dx[k][j] * d[l][j] for j in range(32)) for k in range(8) for l in range(8)]
+    c = [sum(dx[k][j] * d[m][j] for j in range(32)) for k in range(8) for m in range(8)]
     mid = sorted(c)[31] + sorted(c)[32]
     return int("".join("1" if 2 * v > mid else "0" for v in c), 2)
 
@@ -27,14 +27,17 @@ def integer_dhash(thumb: np.ndarray) -> int:
     """The dHash definition in Python integers: 8x9 box sums, bit = sum > left neighbour's."""
     rows, cols = _ROWS8.astype(int).tolist(), _COLS9.astype(int).tolist()
     x = thumb.astype(int).tolist()
-    grid = [[sum(rows[r][i] * cols[q][j] * x[i][j] for i in range(32) for j in range(32)) for q in range(9)]
-            for r in range(8)]
+    grid = [
+        [sum(rows[r][i] * cols[q][j] * x[i][j] for i in range(32) for j in range(32)) for q in range(9)]
+        for r in range(8)
+    ]
     return int("".join("1" if grid[r][q + 1] > grid[r][q] else "0" for r in range(8) for q in range(8)), 2)
 
 
 # Blocky thumbnails: equal 4x4 blocks make equal box sums and equal DCT coefficients (ties).
 blocky = arrays(np.uint8, (8, 8), elements=st.sampled_from([0, 16, 17, 128, 255])).map(
-    lambda b: np.kron(b, np.ones((4, 4), dtype=np.uint8)))
+    lambda b: np.kron(b, np.ones((4, 4), dtype=np.uint8))
+)
 
 
 @settings(max_examples=25, deadline=None)

@@ -11,19 +11,18 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import scene, shared_path
 from PIL import Image
+from source_trees import TREES
 from typer.testing import CliRunner
 
-from conftest import scene, shared_path
 from endoctl.cli import app
 from endoctl.hashing import from_hex, hamming
 from endoctl.imaging import _pillow, thumbnail
 from endoctl.ingest import MANIFEST_COLUMNS, hash_files, ingest
 from endoctl.io import read_csv
 from endoctl.sources import get_adapter
-from source_trees import TREES
 
 runner = CliRunner()
 
@@ -36,8 +35,10 @@ def jpeg_bytes(im: Image.Image, **kwargs) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature + IHDR claiming a huge size, with a tiny IDAT (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -59,7 +60,7 @@ def build_corpus(root: Path) -> dict[str, str]:
     scene(3, (32, 32)).save(ico, "ICO")
     (a / "icon.png").write_bytes(ico.getvalue())
     scene(4).convert("CMYK").save(a / "cmyk.jpg", "JPEG", quality=92)
-    arr16 = (np.asarray(scene(5).convert("L"), dtype=np.uint16) * 257)
+    arr16 = np.asarray(scene(5).convert("L"), dtype=np.uint16) * 257
     Image.fromarray(arr16).save(a / "deep16.png")
     scene(6).convert("P", palette=Image.Palette.ADAPTIVE).save(a / "palette.png")
     rgba = scene(7).convert("RGBA")
@@ -79,22 +80,47 @@ def build_corpus(root: Path) -> dict[str, str]:
     (a / ".DS_Store").write_bytes(b"\0")
     (root / "README.md").write_text("about this dataset\n")
     return {
-        "class_a/good.jpg": "ok", "class_b/good.jpg": "ok", "class_a/cmyk.jpg": "ok",
-        "class_a/deep16.png": "ok", "class_a/palette.png": "ok", "class_a/rgba.png": "ok",
-        "class_a/gray.jpg": "ok", "class_a/rotated.jpg": "ok",
-        "class_a/truncated.jpg": "truncated", "class_a/zero.jpg": "empty file",
-        "class_a/text.jpg": "not an image", "class_a/notes.xyz": "unsupported file type",
-        "class_a/icon.png": "unsupported image format ICO", "class_a/bomb.png": "decompression bomb",
-        "class_a/loop.jpg": "symlink loop", "class_a/up": "symlink loop",
-        "class_a/dangling.jpg": "broken symlink", "class_a/bad\\xff.jpg": "not valid UTF-8",
+        "class_a/good.jpg": "ok",
+        "class_b/good.jpg": "ok",
+        "class_a/cmyk.jpg": "ok",
+        "class_a/deep16.png": "ok",
+        "class_a/palette.png": "ok",
+        "class_a/rgba.png": "ok",
+        "class_a/gray.jpg": "ok",
+        "class_a/rotated.jpg": "ok",
+        "class_a/truncated.jpg": "truncated",
+        "class_a/zero.jpg": "empty file",
+        "class_a/text.jpg": "not an image",
+        "class_a/notes.xyz": "unsupported file type",
+        "class_a/icon.png": "unsupported image format ICO",
+        "class_a/bomb.png": "decompression bomb",
+        "class_a/loop.jpg": "symlink loop",
+        "class_a/up": "symlink loop",
+        "class_a/dangling.jpg": "broken symlink",
+        "class_a/bad\\xff.jpg": "not valid UTF-8",
     }
 
 
 def test_bad_input_corpus_every_file_accounted(tmp_path: Path) -> None:
     expected = build_corpus(tmp_path / "src")
     out = tmp_path / "manifests" / "corpus"
-    result = runner.invoke(app, ["ingest", str(tmp_path / "src"), "--format", "folder", "--source", "corpus",
-                                 "--out", str(out), "--data-root", str(tmp_path), "--workers", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(tmp_path / "src"),
+            "--format",
+            "folder",
+            "--source",
+            "corpus",
+            "--out",
+            str(out),
+            "--data-root",
+            str(tmp_path),
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.parent.iterdir()) == ["corpus"]  # no temporaries left
     manifest = read_csv(out / "manifest.csv")
@@ -145,8 +171,23 @@ def test_output_identical_across_runs_and_workers(tmp_path: Path) -> None:
     outputs = []
     for run, workers in enumerate(["1", "2", "2"]):
         out = tmp_path / f"run{run}" / "m"
-        res = runner.invoke(app, ["ingest", str(src), "-f", "folder", "--source", "s", "--out", str(out),
-                                  "--data-root", str(tmp_path), "--workers", workers])
+        res = runner.invoke(
+            app,
+            [
+                "ingest",
+                str(src),
+                "-f",
+                "folder",
+                "--source",
+                "s",
+                "--out",
+                str(out),
+                "--data-root",
+                str(tmp_path),
+                "--workers",
+                workers,
+            ],
+        )
         assert res.exit_code == 0, res.output
         outputs.append(((out / "manifest.csv").read_bytes(), (out / "rejected.csv").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
@@ -160,18 +201,38 @@ def test_real_layouts_through_the_cli_with_format_auto(tmp_path: Path, name: str
     root = tmp_path / "src"
     tree = TREES[name](root)
     out = tmp_path / "m" / name
-    res = runner.invoke(app, ["ingest", str(root), "--format", "auto", "--source", name, "--out", str(out),
-                              "--data-root", str(root), "--workers", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(root),
+            "--format",
+            "auto",
+            "--source",
+            name,
+            "--out",
+            str(out),
+            "--data-root",
+            str(root),
+            "--workers",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert f"ingest {name}: --format auto chose {name}: found " in res.stderr
     manifest, rejected = read_csv(out / "manifest.csv"), read_csv(out / "rejected.csv")
-    assert sorted(zip(manifest["path"], manifest["label"], manifest["patient_id"], manifest["official_split"])) == sorted(tree.records)
+    assert sorted(
+        zip(manifest["path"], manifest["label"], manifest["patient_id"], manifest["official_split"])
+    ) == sorted(tree.records)
     assert sorted(zip(rejected["path"], rejected["reason"])) == sorted(tree.rejected)
     assert (manifest["image_id"] == f"{name}/" + manifest["path"]).all() and (manifest["sha256"].str.len() == 64).all()
     kinds = ", ".join(f"{n} {why}" for why, n in sorted(tree.skipped.items()))
-    assert (f"ingest {name}: format {name} (--format auto: " in res.stdout
-            and f"; found {tree.found} = accepted {len(tree.records)} + rejected {len(tree.rejected)} "
-                f"(skipped {sum(tree.skipped.values())}{': ' + kinds if kinds else ''}) in " in res.stdout), res.stdout
+    assert (
+        f"ingest {name}: format {name} (--format auto: " in res.stdout
+        and f"; found {tree.found} = accepted {len(tree.records)} + rejected {len(tree.rejected)} "
+        f"(skipped {sum(tree.skipped.values())}{': ' + kinds if kinds else ''}) in "
+        in res.stdout
+    ), res.stdout
 
 
 def test_format_auto_on_an_unknown_folder_is_a_one_line_error(tmp_path: Path) -> None:
@@ -180,14 +241,19 @@ def test_format_auto_on_an_unknown_folder_is_a_one_line_error(tmp_path: Path) ->
     res = runner.invoke(app, ["ingest", str(tmp_path), "-f", "auto", "--source", "s", "--out", str(tmp_path / "m")])
     assert res.exit_code == 2 and not (tmp_path / "m").exists()
     message = res.stderr.strip()
-    assert "\n" not in message and "--format auto: no known layout in" in message and "ers: 4-digit patient folders" in message
+    assert (
+        "\n" not in message
+        and "--format auto: no known layout in" in message
+        and "ers: 4-digit patient folders" in message
+    )
     assert "pass --format NAME" in message
 
 
 def test_empty_source_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    res = runner.invoke(app, ["ingest", str(tmp_path / "empty"), "-f", "folder", "--source", "s",
-                              "--out", str(tmp_path / "m")])
+    res = runner.invoke(
+        app, ["ingest", str(tmp_path / "empty"), "-f", "folder", "--source", "s", "--out", str(tmp_path / "m")]
+    )
     assert res.exit_code != 0
     assert "no images found" in res.output and not (tmp_path / "m").exists()
 
@@ -265,8 +331,10 @@ def test_real_kvasir_seg_fast_path_matches_pillow_and_survives_reencoding(tmp_pa
 
 def png_1bit(width: int, height: int) -> bytes:
     """A real, fully decodable bilevel PNG of any size (compresses to ~100 kB even at 169 Mpx)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     rows = (b"\0" + b"\x55" * ((width + 7) // 8)) * height
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
@@ -280,7 +348,18 @@ def test_max_pixels_is_the_limit_pillow_applies_too(tmp_path: Path) -> None:
     (src / "big.png").write_bytes(png_1bit(13_000, 13_000))
     scene(0).save(src / "small.jpg")
     out = tmp_path / "m"
-    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(out), "--data-root", str(tmp_path)]
+    args = [
+        "ingest",
+        str(tmp_path / "src"),
+        "-f",
+        "folder",
+        "--source",
+        "s",
+        "--out",
+        str(out),
+        "--data-root",
+        str(tmp_path),
+    ]
     res = runner.invoke(app, [*args, "--workers", "2"])
     assert res.exit_code == 0 and "accepted 2 + rejected 0" in res.output, res.output
     big = read_csv(out / "manifest.csv").set_index("path").loc["src/c/big.png"]
@@ -289,4 +368,5 @@ def test_max_pixels_is_the_limit_pillow_applies_too(tmp_path: Path) -> None:
     res = runner.invoke(app, [*args, "--workers", "1", "--max-pixels", "100000000"])
     assert res.exit_code == 0
     assert read_csv(out / "rejected.csv")["reason"].tolist() == [
-        "decompression bomb: 13000x13000 = 169000000 pixels > limit 100000000"]
+        "decompression bomb: 13000x13000 = 169000000 pixels > limit 100000000"
+    ]

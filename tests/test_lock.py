@@ -35,16 +35,23 @@ def test_every_pyproject_dependency_is_pinned_within_its_range() -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} (pyproject.toml) is not in requirements.lock: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {text!r}: run `make lock`")
+            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {text!r}: run `make lock`"
+        )
 
 
 def test_this_environment_was_installed_from_the_lock() -> None:
     """What `make` installed is what the lock says (a local build tag like +cpu matches, as in pip)."""
     pins = locked()
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    wrong = {n: (v, installed[n]) for n, v in pins.items() if n in installed
-             and not SpecifierSet(f"=={v}").contains(installed[n], prereleases=True)}
+    wrong = {
+        n: (v, installed[n])
+        for n, v in pins.items()
+        if n in installed and not SpecifierSet(f"=={v}").contains(installed[n], prereleases=True)
+    }
     assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}"
-    missing = sorted(canonicalize_name(Requirement(r).name) for r in metadata.requires("endoctl") or []
-                     if "extra ==" not in r and canonicalize_name(Requirement(r).name) not in installed)
+    missing = sorted(
+        canonicalize_name(Requirement(r).name)
+        for r in metadata.requires("endoctl") or []
+        if "extra ==" not in r and canonicalize_name(Requirement(r).name) not in installed
+    )
     assert not missing, f"dependencies not installed: {missing}"

@@ -80,8 +80,9 @@ def test_paper_model_and_optimizer_build_offline() -> None:
     model = _create_for_training(config, num_classes=10, weights=False)
     assert sum(p.numel() for p in model.parameters()) > 85_000_000
     assert model.patch_embed.img_size == (224, 224) and model.head.out_features == 10
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=paper["lr"], weight_decay=0.05,
-                                    layer_decay=paper["layer_decay"])
+    optimizer = create_optimizer_v2(
+        model, opt="adamw", lr=paper["lr"], weight_decay=0.05, layer_decay=paper["layer_decay"]
+    )
     scales = sorted({round(g["lr_scale"], 6) for g in optimizer.param_groups})
     assert scales[-1] == 1.0 and scales[0] == pytest.approx(paper["layer_decay"] ** 13, rel=1e-4)
 
@@ -92,8 +93,10 @@ def test_report_section_is_exactly_the_reports_options_with_their_defaults() -> 
 
     from endoctl.cli import report
 
-    defaults = {name: p.default.default if hasattr(p.default, "default") else p.default
-                for name, p in inspect.signature(report).parameters.items()}
+    defaults = {
+        name: p.default.default if hasattr(p.default, "default") else p.default
+        for name, p in inspect.signature(report).parameters.items()
+    }
     section = load("params.yaml")["report"]
     assert set(section) <= set(defaults), set(section) - set(defaults)
     tuned = {k: v for k, v in section.items() if k != "workers"}  # workers: the machine's, not a default

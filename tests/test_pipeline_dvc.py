@@ -60,7 +60,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_ingests_every_demo_source(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert sorted(p.name for p in (repo / "manifests" / "ingest").iterdir()) == sorted([".gitignore", *params["ingest"]["sources"]])
+    assert sorted(p.name for p in (repo / "manifests" / "ingest").iterdir()) == sorted(
+        [".gitignore", *params["ingest"]["sources"]]
+    )
     for name in params["ingest"]["sources"]:
         manifest = read_csv(repo / "manifests" / "ingest" / name / "manifest.csv")
         rejected = read_csv(repo / "manifests" / "ingest" / name / "rejected.csv")
@@ -85,7 +87,10 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
     clusters = read_csv(repo / "manifests" / "duplicates" / "duplicates.csv")
     assert (clusters.groupby("cluster")["source"].nunique() > 1).any()  # CE24 copies found in their sources
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert list(params["split"]["targets"]) == ["ee24-ce24"] and params["split"]["nested"]["ce24"]["nest_in"] == "ee24-ce24"
+    assert (
+        list(params["split"]["targets"]) == ["ee24-ce24"]
+        and params["split"]["nested"]["ce24"]["nest_in"] == "ee24-ce24"
+    )
     for target in ("ee24-ce24", "ce24"):
         folder = repo / "manifests" / target
         report = json.loads((folder / "split_report.json").read_text())
@@ -100,9 +105,13 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
     nesting = json.loads((repo / "manifests" / "ce24" / "split_report.json").read_text())["nesting"]
     folds = params["split"]["folds"]
     assert nesting["images_seen_in_training_upstream"] == 0 and set(nesting["folds"]) == {str(k) for k in range(folds)}
-    assert all(f["seen_in_training_upstream"] == f["group_seen_in_training_upstream"] == 0 for f in nesting["folds"].values())
-    assert "images of this split's validation/test seen in training upstream: 0" in (
-        repo / "manifests" / "ce24" / "split_report.md").read_text()
+    assert all(
+        f["seen_in_training_upstream"] == f["group_seen_in_training_upstream"] == 0 for f in nesting["folds"].values()
+    )
+    assert (
+        "images of this split's validation/test seen in training upstream: 0"
+        in (repo / "manifests" / "ce24" / "split_report.md").read_text()
+    )
     up = {name: read_csv(repo / "manifests" / "ee24-ce24" / f"{name}.csv") for name in ("train_val", "test")}
     down = {name: read_csv(repo / "manifests" / "ce24" / f"{name}.csv") for name in ("train_val", "test")}
     where = pd.concat([up["train_val"], up["test"].assign(fold="test")]).set_index("image_id")["fold"]
@@ -111,7 +120,7 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
         held = pd.concat([down["train_val"][down["train_val"]["fold"] == k], down["test"]])
         assert held["image_id"].map(where).isin([k, "test"]).all(), k
         assert held["group"].isin(group_where.index).all()  # same manifests, same groups: every one nested
-        assert held["group"].map(group_where).map(lambda s: s <= {k, "test"}).all(), k
+        assert held["group"].map(group_where).map(lambda s, k=k: s <= {k, "test"}).all(), k
     # the demo's fine-tuning validation fold is big enough to mean something: every class spread over
     # two or more groups of train_val is in it (today all ten)
     tv = down["train_val"]
@@ -164,8 +173,21 @@ def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: 
         assert (repo / "metrics" / "test" / name).stat().st_size > 0
     # the submission file passes evaluate's sanity check against CE24's own test truth
     submission = repo / "metrics" / "predictions" / "ce24-submission" / "submission.xlsx"
-    out = run(["endoctl", "evaluate", "--truth", "raw/demo/ce24/testing/test_data.xlsx", "--predictions",
-               str(submission), "--report", "ce24", "--out", str(tmp_path / "ce24.json")], repo)
+    out = run(
+        [
+            "endoctl",
+            "evaluate",
+            "--truth",
+            "raw/demo/ce24/testing/test_data.xlsx",
+            "--predictions",
+            str(submission),
+            "--report",
+            "ce24",
+            "--out",
+            str(tmp_path / "ce24.json"),
+        ],
+        repo,
+    )
     assert "evaluate (ce24 report" in out
     assert json.loads((tmp_path / "ce24.json").read_text())["mean_auc"] > 0.5
 
@@ -173,8 +195,12 @@ def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: 
 def test_dvc_plots_show_renders_training_curves_roc_and_confusion(repo: Path, tmp_path: Path) -> None:
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo)
     html = (tmp_path / "plots" / "index.html").read_text()
-    for title in ("ROC (held-out test, micro average)", "Confusion matrix (held-out test)",
-                  "metrics/finetune/plots/metrics/val/balanced_accuracy", "metrics/pretrain/plots/metrics/train/loss"):
+    for title in (
+        "ROC (held-out test, micro average)",
+        "Confusion matrix (held-out test)",
+        "metrics/finetune/plots/metrics/val/balanced_accuracy",
+        "metrics/pretrain/plots/metrics/train/loss",
+    ):
         assert title in html, title
     assert {p.name.rsplit("_", 1)[-1] for p in (tmp_path / "plots" / "static").iterdir()} >= {"roc.png", "matrix.png"}
 
@@ -183,19 +209,44 @@ def test_build_splits_standalone_equals_the_dvc_stages(repo: Path, tmp_path: Pat
     params = yaml.safe_load((repo / "params.yaml").read_text())
     sources = [f"--source={name}={spec['format']}:{spec['path']}" for name, spec in params["ingest"]["sources"].items()]
     split = params["split"]
-    nested = {target: ["--nest-in", str(tmp_path / spec["nest_in"] / spec["nest_in"])] for target, spec in split["nested"].items()}
+    nested = {
+        target: ["--nest-in", str(tmp_path / spec["nest_in"] / spec["nest_in"])]
+        for target, spec in split["nested"].items()
+    }
     for target, spec in {**split["targets"], **split["nested"]}.items():  # upstream targets first
         out = tmp_path / target
-        run(["endoctl", "build-splits", *sources, "--target", target, "--out", str(out), *spec["args"].split(),
-             *nested.get(target, []),
-             "--test-fraction", str(split["test_fraction"]), "--folds", str(split["folds"]),
-             "--seed", str(split["seed"]), "--max-group-share", str(split["max_group_share"]),
-             *(f"--{key.replace('_', '-')}={params['dedupe'][key]}"
-               for key in ("max_distance", "dhash_distance", "sequence_gap", "sequence_distance"))], repo)
+        run(
+            [
+                "endoctl",
+                "build-splits",
+                *sources,
+                "--target",
+                target,
+                "--out",
+                str(out),
+                *spec["args"].split(),
+                *nested.get(target, []),
+                "--test-fraction",
+                str(split["test_fraction"]),
+                "--folds",
+                str(split["folds"]),
+                "--seed",
+                str(split["seed"]),
+                "--max-group-share",
+                str(split["max_group_share"]),
+                *(
+                    f"--{key.replace('_', '-')}={params['dedupe'][key]}"
+                    for key in ("max_distance", "dhash_distance", "sequence_gap", "sequence_distance")
+                ),
+            ],
+            repo,
+        )
         for name in ("train_val.csv", "test.csv", "excluded.csv", "class_mapping.json"):
             assert (out / target / name).read_bytes() == (repo / "manifests" / target / name).read_bytes(), name
     for name in ("duplicates.csv", "duplicate_pairs.csv"):
-        assert (tmp_path / "ce24" / "duplicates" / name).read_bytes() == (repo / "manifests" / "duplicates" / name).read_bytes(), name
+        assert (tmp_path / "ce24" / "duplicates" / name).read_bytes() == (
+            repo / "manifests" / "duplicates" / name
+        ).read_bytes(), name
 
 
 def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Path) -> None:
@@ -207,7 +258,9 @@ def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Pat
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'ingest@kid'" in out and "Running stage 'synth'" not in out
     assert "Running stage 'dedupe'" not in out  # ingest outputs unchanged: nothing downstream reruns
-    assert (repo / "manifests" / "ingest" / "kid" / "manifest.csv").read_bytes() == before  # worker count never changes output
+    assert (
+        repo / "manifests" / "ingest" / "kid" / "manifest.csv"
+    ).read_bytes() == before  # worker count never changes output
 
 
 def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(repo: Path) -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import scene
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import scene
 from endoctl.cli import app
 from endoctl.io import read_csv
 from endoctl.model import (
@@ -65,9 +65,15 @@ def _probe_head(model: torch.nn.Module, images: list[Image.Image], seed: int = 0
 
     transform = create_transform(**data_config_for(model, SIZE), is_training=False)
     with torch.no_grad():
-        feats = model.forward_head(model.forward_features(torch.stack([transform(im) for im in images])), pre_logits=True)
+        feats = model.forward_head(
+            model.forward_features(torch.stack([transform(im) for im in images])), pre_logits=True
+        )
         mean, std = feats.mean(0), feats.std(0) + 1e-6
-        w = torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(seed)) * 3 / feats.shape[1] ** 0.5
+        w = (
+            torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(seed))
+            * 3
+            / feats.shape[1] ** 0.5
+        )
         model.head.weight.copy_(w / std)
         model.head.bias.copy_(-(w / std) @ mean)
     return model
@@ -101,8 +107,16 @@ def x() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, reference) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, reference, NAME, CE24.class_mapping(), img_size=SIZE, epoch=3,
-                    optimizer={"state": {}}, params={"lr": 1e-4})
+    save_checkpoint(
+        path,
+        reference,
+        NAME,
+        CE24.class_mapping(),
+        img_size=SIZE,
+        epoch=3,
+        optimizer={"state": {}},
+        params={"lr": 1e-4},
+    )
     return path
 
 
@@ -209,8 +223,18 @@ def test_seed_paper_lightning_checkpoint(tmp_path, reference, x, mapping_json) -
     path = tmp_path / "epoch=9-step=100.ckpt"
     hparams = _fake_lightning_hparams()
     try:
-        torch.save({"epoch": 9, "global_step": 100, "pytorch-lightning_version": "2.4.0", "state_dict": sd,
-                    "hyper_parameters": hparams, "optimizer_states": [], "lr_schedulers": []}, path)
+        torch.save(
+            {
+                "epoch": 9,
+                "global_step": 100,
+                "pytorch-lightning_version": "2.4.0",
+                "state_dict": sd,
+                "hyper_parameters": hparams,
+                "optimizer_states": [],
+                "lr_schedulers": [],
+            },
+            path,
+        )
     finally:
         sys.modules.pop("fake_lightning.utilities")
         sys.modules.pop("fake_lightning")
@@ -240,7 +264,9 @@ def test_create_model_from_local_file_only(tmp_path) -> None:
     path = tmp_path / "pretrain.pth"
     torch.save(backbone.state_dict(), path)
     model = create_model(NAME, 10, img_size=SIZE, pretrained_file=path)
-    assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], backbone.state_dict()["blocks.0.attn.qkv.weight"])
+    assert torch.equal(
+        model.state_dict()["blocks.0.attn.qkv.weight"], backbone.state_dict()["blocks.0.attn.qkv.weight"]
+    )
     assert model.head.weight.shape == (10, 192)
     bigger = create_model(NAME, 10, img_size=84, pretrained_file=path)  # timm resamples the pos-embed
     assert bigger.pos_embed.shape[1] == 1 + 6 * 6
@@ -357,8 +383,19 @@ def test_predictor_pads_fixed_batches(ckpt) -> None:
 
 def test_cli_predict_folder_csv_and_xlsx(ckpt, image_dir, tmp_path) -> None:
     out = tmp_path / "pred" / "p.csv"
-    args = ["predict", "--checkpoint", str(ckpt), "--images", str(image_dir), "--out", str(out),
-            "--device", "cpu", "--batch-size", "4"]
+    args = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        "--images",
+        str(image_dir),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+    ]
     res = runner.invoke(app, args + ["--workers", "2"])
     assert res.exit_code == 0, res.output + res.stderr
     assert "13 images = predicted 12 + rejected 1" in res.stdout and "img/s" in res.stdout
@@ -375,8 +412,7 @@ def test_cli_predict_folder_csv_and_xlsx(ckpt, image_dir, tmp_path) -> None:
 
     xlsx = tmp_path / "pred" / "p.xlsx"
     # Same batch size as the CSV run: CPU kernels may round differently for another batch shape.
-    res = runner.invoke(app, args[:-6] + ["--out", str(xlsx), "--device", "cpu", "--batch-size", "4",
-                                          "--workers", "0"])
+    res = runner.invoke(app, args[:-6] + ["--out", str(xlsx), "--device", "cpu", "--batch-size", "4", "--workers", "0"])
     assert res.exit_code == 0, res.stderr
     sheet = pd.read_excel(xlsx)
     assert list(sheet.columns) == ["image_path", *CE24.classes, "predicted_class"] and len(sheet) == 12
@@ -387,11 +423,35 @@ def test_cli_predict_on_split_csv(ckpt, image_dir, tmp_path, monkeypatch) -> Non
     monkeypatch.chdir(image_dir.parent)
     split = tmp_path / "test.csv"
     paths = [f"{image_dir.name}/b/v1/frame_01.jpg", f"{image_dir.name}/a/v0/frame_00.jpg"]
-    pd.DataFrame({"image_id": ["x", "y"], "source": "ce24", "path": paths, "label": "Normal",
-                  "target_class": "normal", "group": "g", "fold": ""}).to_csv(split, index=False)
+    pd.DataFrame(
+        {
+            "image_id": ["x", "y"],
+            "source": "ce24",
+            "path": paths,
+            "label": "Normal",
+            "target_class": "normal",
+            "group": "g",
+            "fold": "",
+        }
+    ).to_csv(split, index=False)
     out = tmp_path / "predictions" / "p.csv"
-    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
-                              "--device", "cpu", "--workers", "0", "--no-fast"])
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(split),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--no-fast",
+        ],
+    )
     assert res.exit_code == 0, res.stderr
     assert pd.read_csv(out)["image_path"].tolist() == sorted(paths)  # written as the CSV gives them
 
@@ -401,11 +461,30 @@ def test_cli_predict_counts_a_path_listed_twice(ckpt, image_dir, tmp_path, monke
     names the repeated path and its rows (before: rows merged without a word)."""
     monkeypatch.chdir(image_dir.parent)
     name = image_dir.name
-    paths = [f"{name}/b/v1/frame_01.jpg", f"{name}/a/broken.jpg", f"{name}/a/v0/frame_00.jpg", f"{name}/b/v1/frame_01.jpg"]
+    paths = [
+        f"{name}/b/v1/frame_01.jpg",
+        f"{name}/a/broken.jpg",
+        f"{name}/a/v0/frame_00.jpg",
+        f"{name}/b/v1/frame_01.jpg",
+    ]
     pd.DataFrame({"path": paths}).to_csv(tmp_path / "list.csv", index=False)
     out = tmp_path / "predictions" / "p.csv"
-    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(tmp_path / "list.csv"), "--out",
-                              str(out), "--device", "cpu", "--workers", "0"])
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(tmp_path / "list.csv"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.stderr
     assert "predict: 3 images (from 4 rows of list.csv) = predicted 2 + rejected 1" in res.stdout
     warning = " ".join(res.stderr.split())
@@ -431,19 +510,41 @@ def test_predict_output_round_trips_through_evaluate(ckpt, image_dir, tmp_path, 
     images = sorted(p for p in image_dir.rglob("frame_*.*"))
     classes = [c.lower() for c in CE24.classes]
     split = tmp_path / "test.csv"
-    pd.DataFrame({
-        "image_id": [f"s/{p.name}" for p in images], "source": "ce24",
-        "path": [p.relative_to(image_dir.parent).as_posix() for p in images], "label": "",
-        "target_class": [classes[k % 3] for k in range(len(images))], "group": "", "fold": "",
-    }).to_csv(split, index=False)
+    pd.DataFrame(
+        {
+            "image_id": [f"s/{p.name}" for p in images],
+            "source": "ce24",
+            "path": [p.relative_to(image_dir.parent).as_posix() for p in images],
+            "label": "",
+            "target_class": [classes[k % 3] for k in range(len(images))],
+            "group": "",
+            "fold": "",
+        }
+    ).to_csv(split, index=False)
     (tmp_path / "class_mapping.json").write_text(json.dumps(CE24.class_mapping(), indent=2) + "\n")
     out = tmp_path / "predictions" / "pred.csv"
-    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(split), "--out", str(out),
-                              "--device", "cpu", "--workers", "0"])
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--images",
+            str(split),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.stderr
     report_path = tmp_path / "report.json"
-    res = runner.invoke(app, ["evaluate", "--truth", str(split), "--predictions", str(out),
-                              "--out", str(report_path), "--bootstrap", "20"])
+    res = runner.invoke(
+        app,
+        ["evaluate", "--truth", str(split), "--predictions", str(out), "--out", str(report_path), "--bootstrap", "20"],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(report_path.read_text())
     assert 0.0 <= report["balanced_accuracy"] <= 1.0

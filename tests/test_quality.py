@@ -17,9 +17,20 @@ from tests.conftest import scene, shared_path
 def _rows(regions: list[np.ndarray], sizes: list[tuple[int, int]] | None = None, source: str = "s") -> pd.DataFrame:
     s = sums(np.stack(regions))
     sizes = sizes or [(600, 500)] * len(regions)
-    return pd.DataFrame({"image_id": [f"{source}/{k}" for k in range(len(regions))], "source": source, "path": "",
-                         "width": [w for w, _ in sizes], "height": [h for _, h in sizes],
-                         "s_luma": s[:, 0], "s_luma2": s[:, 1], "s_lap": s[:, 2], "s_grad": s[:, 3], "reason": ""})
+    return pd.DataFrame(
+        {
+            "image_id": [f"{source}/{k}" for k in range(len(regions))],
+            "source": source,
+            "path": "",
+            "width": [w for w, _ in sizes],
+            "height": [h for _, h in sizes],
+            "s_luma": s[:, 0],
+            "s_luma2": s[:, 1],
+            "s_lap": s[:, 2],
+            "s_grad": s[:, 3],
+            "reason": "",
+        }
+    )
 
 
 def test_flags_are_decided_exactly_at_the_thresholds() -> None:
@@ -39,7 +50,11 @@ def test_flags_are_decided_exactly_at_the_thresholds() -> None:
 def test_sharpness_drops_with_blur_and_ignores_brightness_and_contrast() -> None:
     image = scene(3, (400, 400)).convert("L")
     sharp_edges = Image.fromarray(np.where(np.asarray(image) > 128, 200, 40).astype(np.uint8))
-    versions = [sharp_edges, sharp_edges.filter(ImageFilter.GaussianBlur(3)), sharp_edges.filter(ImageFilter.GaussianBlur(8))]
+    versions = [
+        sharp_edges,
+        sharp_edges.filter(ImageFilter.GaussianBlur(3)),
+        sharp_edges.filter(ImageFilter.GaussianBlur(8)),
+    ]
     regions = [region(np.asarray(v)) for v in versions]
     regions.append((regions[0] // 2).astype(np.uint8))  # darker, less contrast, same edges
     _, _, sharpness = measures(sums(np.stack(regions)))
@@ -54,8 +69,10 @@ def test_size_flags_use_each_sources_median() -> None:
     size_flags = [set(f.split("|")) & {"odd_size", "odd_aspect"} for f in q["flags"]]
     assert size_flags == [set()] * 4 + [{"odd_size"}, {"odd_size"}, {"odd_aspect"}, set()]
     # a source of small images is judged against the absolute minimum, not against the other sources
-    q = flag(pd.concat([_rows([flat], [(150, 150)], "big"), _rows([flat], [(200, 200)], "small")], ignore_index=True),
-             QualityParams(min_side=160))
+    q = flag(
+        pd.concat([_rows([flat], [(150, 150)], "big"), _rows([flat], [(200, 200)], "small")], ignore_index=True),
+        QualityParams(min_side=160),
+    )
     assert q["flags"].str.contains("odd_size").tolist() == [True, False]
 
 
@@ -65,15 +82,25 @@ def test_unreadable_files_are_rows_with_a_reason(tmp_path: Path) -> None:
     (tmp_path / "copy.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes())
     (tmp_path / "text.jpg").write_bytes(b"not an image")
     names = ["ok.jpg", "copy.jpg", "text.jpg", "missing.jpg"]
-    manifest = pd.DataFrame({"image_id": [f"a/{n}" for n in names], "source": "a",
-                             "path": [str(tmp_path / n) for n in names], "width": 600, "height": 500,
-                             "sha256": ["x", "x", "y", "z"]})
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"a/{n}" for n in names],
+            "source": "a",
+            "path": [str(tmp_path / n) for n in names],
+            "width": 600,
+            "height": 500,
+            "sha256": ["x", "x", "y", "z"],
+        }
+    )
     result = assess(manifest)
     q = result.table.set_index("image_id")
     assert sorted(q.index) == sorted(manifest["image_id"]) and result.decoded == 3  # one decode per content
     assert q.at["a/ok.jpg", "flags"] == q.at["a/copy.jpg", "flags"] == "" and q.at["a/ok.jpg", "reason"] == ""
     assert q.at["a/text.jpg", "flags"] == "unreadable" and "not an image" in q.at["a/text.jpg", "reason"]
-    assert q.at["a/missing.jpg", "flags"] == "unreadable" and q.at["a/missing.jpg", "reason"] == "file not found (or broken symlink)"
+    assert (
+        q.at["a/missing.jpg", "flags"] == "unreadable"
+        and q.at["a/missing.jpg", "reason"] == "file not found (or broken symlink)"
+    )
 
 
 PLANTED = ("dark x0.15", "whiteout 70%", "blur 1% of width", "uniform (mean colour)", "dark uniform + noise")
@@ -81,9 +108,16 @@ PLANTED = ("dark x0.15", "whiteout 70%", "blur 1% of width", "uniform (mean colo
 
 def _assess_files(files: list[Path]) -> pd.DataFrame:
     sizes = [Image.open(f).size for f in files]
-    manifest = pd.DataFrame({"image_id": [str(f) for f in files], "source": [f.parent.name for f in files],
-                             "path": [str(f) for f in files], "width": [w for w, _ in sizes],
-                             "height": [h for _, h in sizes], "sha256": [str(f) for f in files]})
+    manifest = pd.DataFrame(
+        {
+            "image_id": [str(f) for f in files],
+            "source": [f.parent.name for f in files],
+            "path": [str(f) for f in files],
+            "width": [w for w, _ in sizes],
+            "height": [h for _, h in sizes],
+            "sha256": [str(f) for f in files],
+        }
+    )
     return assess(manifest, workers=2).table
 
 
@@ -125,7 +159,15 @@ def test_measures_are_identical_for_any_worker_count(tmp_path: Path, workers: in
     for k in range(70):  # more than one chunk
         files.append(tmp_path / f"{k}.jpg")
         scene(k, (120, 100)).save(files[-1], quality=90)
-    manifest = pd.DataFrame({"image_id": [f.name for f in files], "source": "a", "path": [str(f) for f in files],
-                             "width": 120, "height": 100, "sha256": [f.name for f in files]})
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f.name for f in files],
+            "source": "a",
+            "path": [str(f) for f in files],
+            "width": 120,
+            "height": 100,
+            "sha256": [f.name for f in files],
+        }
+    )
     reference = assess(manifest, workers=1).table
     pd.testing.assert_frame_equal(assess(manifest, workers=workers).table, reference)

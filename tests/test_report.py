@@ -38,15 +38,20 @@ def _plant_quality_problems() -> dict[str, str]:
     y, x = np.mgrid[0:size, 0:size] / size
     for k in range(2):  # two unlit frames with the same faint vignette: one pHash, a false cluster
         dark = (6 + 8 * (1 - np.hypot(x - 0.5, y - 0.5)))[..., None].repeat(3, axis=2).astype(np.uint8)
-        dark[4 * k:4 * k + 8, 4:12] = 30  # differing bytes, in the border the hash ignores
+        dark[4 * k : 4 * k + 8, 4:12] = 30  # differing bytes, in the border the hash ignores
         Image.fromarray(dark).save(KID_NORMAL / f"normal-small-bowel-P1-9{k}.jpg", quality=90)
     source = Image.open(sorted(KID_NORMAL.glob("normal-small-bowel-P1-*.jpg"))[0]).convert("RGB")
     source.filter(ImageFilter.GaussianBlur(8)).save(KID_NORMAL / "normal-small-bowel-P1-92.jpg", quality=90)
     white = np.asarray(source, dtype=np.float64) * 0.3 + 255 * 0.7
     Image.fromarray(white.astype(np.uint8)).save(KID_NORMAL / "normal-small-bowel-P1-93.jpg", quality=90)
     source.crop((0, 120, 360, 240)).save(KID_NORMAL / "normal-small-bowel-P1-94.jpg", quality=90)
-    return {"normal-small-bowel-P1-90": "dark", "normal-small-bowel-P1-91": "dark", "normal-small-bowel-P1-92": "blurry",
-            "normal-small-bowel-P1-93": "overexposed", "normal-small-bowel-P1-94": "odd_aspect"}
+    return {
+        "normal-small-bowel-P1-90": "dark",
+        "normal-small-bowel-P1-91": "dark",
+        "normal-small-bowel-P1-92": "blurry",
+        "normal-small-bowel-P1-93": "overexposed",
+        "normal-small-bowel-P1-94": "odd_aspect",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +60,61 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     root = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        synth(Path("raw"), SynthConfig(seed=3, videos=2, frames_per_video=16, kid_patients=3,
-                                       kid_images_per_patient=6, ce24_test_videos=1))
+        synth(
+            Path("raw"),
+            SynthConfig(
+                seed=3, videos=2, frames_per_video=16, kid_patients=3, kid_images_per_patient=6, ce24_test_videos=1
+            ),
+        )
         planted = _plant_quality_problems()
         for name, folder in SOURCES:
-            invoke("ingest", f"raw/{folder}", "-f", name, "--source", name, "--out", f"manifests/ingest/{name}",
-                   "--workers", "1")
+            invoke(
+                "ingest",
+                f"raw/{folder}",
+                "-f",
+                name,
+                "--source",
+                name,
+                "--out",
+                f"manifests/ingest/{name}",
+                "--workers",
+                "1",
+            )
         invoke("dedupe", "manifests/ingest", "--out", "manifests/duplicates", "--workers", "1")
-        invoke("split", "--manifest", "manifests/ingest", "--duplicates", "manifests/duplicates",
-               "--target", "ee24-ce24", "--out", "manifests/ee24-ce24", "--pin", "test=ce24:test")
+        invoke(
+            "split",
+            "--manifest",
+            "manifests/ingest",
+            "--duplicates",
+            "manifests/duplicates",
+            "--target",
+            "ee24-ce24",
+            "--out",
+            "manifests/ee24-ce24",
+            "--pin",
+            "test=ce24:test",
+        )
         ce24 = read_csv("manifests/ingest/ce24/manifest.csv")
         for split in ("training", "validation"):  # CE24's official split, audited from its file lists
             ce24.loc[ce24["official_split"] == split, ["path"]].to_csv(f"{split}.csv", index=False)
-        runner.invoke(app, ["audit", "--split", "train=training.csv", "--split", "val=validation.csv", "--json", "audit.json"])
-        out = invoke("report", "--manifests", "manifests/ingest", "--duplicates", "manifests/duplicates",
-                     "--split", "manifests/ee24-ce24", "--audit", "audit.json", "--out", "manifests/report", "--workers", "2")
+        runner.invoke(
+            app, ["audit", "--split", "train=training.csv", "--split", "val=validation.csv", "--json", "audit.json"]
+        )
+        out = invoke(
+            "report",
+            "--manifests",
+            "manifests/ingest",
+            "--duplicates",
+            "manifests/duplicates",
+            "--split",
+            "manifests/ee24-ce24",
+            "--audit",
+            "audit.json",
+            "--out",
+            "manifests/report",
+            "--workers",
+            "2",
+        )
     return root, planted, out
 
 
@@ -77,13 +122,15 @@ def test_report_shows_the_planted_copies_sequences_conflicts_and_quality_problem
     root, planted, out = built
     report = root / "manifests" / "report"
     assert re.search(r"report: \d+ images .* -> manifests/report/index\.html", out), out
-    manifest = pd.concat([read_csv(root / "manifests" / "ingest" / n / "manifest.csv") for n, _ in SOURCES]).set_index("image_id")
+    manifest = pd.concat([read_csv(root / "manifests" / "ingest" / n / "manifest.csv") for n, _ in SOURCES]).set_index(
+        "image_id"
+    )
     name = lambda i: manifest.at[i, "path"].rsplit("/", 1)[-1]  # noqa: E731
 
     clusters = read_csv(report / "clusters.csv")
     heads = clusters.groupby("cluster", sort=False).head(2).groupby("cluster", sort=False)["image_id"].agg(list)
     cross = clusters.drop_duplicates("cluster").set_index("cluster")["cross_source"] == "True"
-    assert cross.iloc[0] and not cross[cross.to_numpy().argmin():].any()  # clusters across sources first
+    assert cross.iloc[0] and not cross[cross.to_numpy().argmin() :].any()  # clusters across sources first
     assert all(manifest.at[a, "source"] != manifest.at[b, "source"] for a, b in heads[cross[cross].index])
     copies = [(a, b) for a, b in heads[cross[cross].index].head(20) if name(a) == name(b)]  # CE24 keeps file names
     assert len(copies) >= 5, copies  # the planted copies, each next to its original
@@ -112,19 +159,31 @@ def test_report_shows_the_planted_copies_sequences_conflicts_and_quality_problem
     assert "1 of these clusters consist only of dark or near-uniform frames" in html  # the planted pair
     leaks = read_csv(report / "leaks.csv")
     assert set(leaks["check"]) == {"audit", "ce24 (official)"}  # the split itself: no leak
-    assert "ee24-ce24: <span class=\"ok\">no leak</span>" in html
+    assert 'ee24-ce24: <span class="ok">no leak</span>' in html
     for src in re.findall(r'<img src="([^"]+)"', html):
         assert (report / src).is_file(), src
     assert sorted(p.name for p in (report / "thumbs").iterdir()) == sorted(
-        {Path(s).name for s in re.findall(r'<img src="([^"]+)"', html)})  # thumbnails only for what is shown
+        {Path(s).name for s in re.findall(r'<img src="([^"]+)"', html)}
+    )  # thumbnails only for what is shown
     assert "<script" not in html and not re.search(r"(src|href)=\"(https?:)?//", html)  # offline, no script
 
 
 def test_report_is_deterministic_and_replaced_as_a_whole(built, monkeypatch: pytest.MonkeyPatch) -> None:
     root, _, _ = built
     monkeypatch.chdir(root)
-    args = ["report", "--manifests", "manifests/ingest", "--duplicates", "manifests/duplicates",
-            "--split", "manifests/ee24-ce24", "--audit", "audit.json", "--workers", "1"]
+    args = [
+        "report",
+        "--manifests",
+        "manifests/ingest",
+        "--duplicates",
+        "manifests/duplicates",
+        "--split",
+        "manifests/ee24-ce24",
+        "--audit",
+        "audit.json",
+        "--workers",
+        "1",
+    ]
     Path("again").mkdir()
     (Path("again") / "index.html").write_text("from an older report")
     (Path("again") / "thumbs").mkdir()
@@ -170,17 +229,38 @@ def test_section_builders_escape_every_string_from_data() -> None:
     assert thumb_key("ab" * 32, "a/1.jpg") == "ab" * 10
 
     evil = "<img src=x onerror=alert(1)>&"
-    images = pd.DataFrame({"source": [evil, "b"], "label": [evil, "<b>"], "patient_id": [evil, ""],
-                           "path": ["a", "b"], "phash": ["0" * 16] * 2, "key": ["k1", "k2"]},
-                          index=pd.Index([f"id{evil}", "id2"], name="image_id"))
+    images = pd.DataFrame(
+        {
+            "source": [evil, "b"],
+            "label": [evil, "<b>"],
+            "patient_id": [evil, ""],
+            "path": ["a", "b"],
+            "phash": ["0" * 16] * 2,
+            "key": ["k1", "k2"],
+        },
+        index=pd.Index([f"id{evil}", "id2"], name="image_id"),
+    )
     place = pd.DataFrame({evil: ["test", ""]}, index=images.index)
     gallery = Gallery(images, place, 64)
-    conflicts = pd.DataFrame([{"cluster": evil, "kind": "exact", "distance": 0, "basis": f"label in {evil}",
-                               "image_id_a": f"id{evil}", "source_a": evil, "label_a": evil,
-                               "image_id_b": "id2", "source_b": "b", "label_b": "<b>"}])
+    conflicts = pd.DataFrame(
+        [
+            {
+                "cluster": evil,
+                "kind": "exact",
+                "distance": 0,
+                "basis": f"label in {evil}",
+                "image_id_a": f"id{evil}",
+                "source_a": evil,
+                "label_a": evil,
+                "image_id_b": "id2",
+                "source_b": "b",
+                "label_b": "<b>",
+            }
+        ]
+    )
     html = gallery.fill(conflicts_section(conflicts, gallery, ReportParams()), {"k1": (64, 48), "k2": "cannot <read>"})
     assert gallery.wanted == {"k1": "a", "k2": "b"}
-    assert "<img src=x" not in html and "<b>\"" not in html and "<read>" not in html
+    assert "<img src=x" not in html and '<b>"' not in html and "<read>" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;&amp;") >= 5
     assert html.count("<img ") == 1 and "cannot &lt;read&gt;" in html
 
@@ -203,9 +283,18 @@ def _chromium(user_data_dir: Path):
         pytest.skip(reason)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1400,1000",
-                f"--user-data-dir={user_data_dir}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1400,1000",
+        f"--user-data-dir={user_data_dir}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -227,18 +316,28 @@ def page_problems(driver, url: str) -> tuple[list[str], Image.Image]:
     if headings != HEADINGS:
         problems.append(f"section headings {headings}")
     broken = driver.execute_script(
-        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+    )
     problems += [f"image not loaded: {src}" for src in broken]
     if driver.execute_script("return document.images.length") == 0:
         problems.append("no images")
-    problems += [f"console {e['level']}: {e['message']}" for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    problems += [
+        f"console {e['level']}: {e['message']}"
+        for e in driver.get_log("browser")
+        if e["level"] in ("SEVERE", "WARNING")
+    ]
     driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     if driver.execute_script("return document.querySelector('nav').getBoundingClientRect().top") != 0:
         problems.append("the section nav does not stay at the top")
     width, height = driver.execute_script("return [document.body.scrollWidth, document.body.scrollHeight]")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {  # the whole page at half scale
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 0.5}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {  # the whole page at half scale
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 0.5},
+        },
+    )
     image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
     pixels = np.asarray(image, dtype=np.uint32)
     colours = np.unique((pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2])

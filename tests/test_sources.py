@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from source_trees import JPEG, PNG, TREES, Tree, ers_tree, kid_flat_tree, misplaced, put, see_ai_tree
 
 from endoctl.sources import DETECTION_ORDER, REGISTRY, ImageRecord, Rejection, Skipped, detect_format, get_adapter
 from endoctl.sources.base import MARKS, RULES, compact, walk
 from endoctl.sources.ce24 import aiims_video
 from endoctl.sources.kid import is_kid_name
 from endoctl.sources.kvasir_capsule import video_id
-from source_trees import JPEG, PNG, TREES, Tree, ers_tree, kid_flat_tree, misplaced, put, see_ai_tree
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -59,8 +59,19 @@ def assert_tree(root: Path, tree: Tree) -> None:
 
 def test_registry_has_every_adapter_with_its_rules():
     assert sorted(REGISTRY) == [
-        "ce24", "crohnipi", "csv", "ers", "folder", "gastrovision", "hyperkvasir", "kid", "kvasir-capsule",
-        "kvasir-v2", "limuc", "medfmc-endo", "see-ai",
+        "ce24",
+        "crohnipi",
+        "csv",
+        "ers",
+        "folder",
+        "gastrovision",
+        "hyperkvasir",
+        "kid",
+        "kvasir-capsule",
+        "kvasir-v2",
+        "limuc",
+        "medfmc-endo",
+        "see-ai",
     ]
     for name, cls in REGISTRY.items():
         assert cls.name == name
@@ -81,19 +92,46 @@ def test_registry_has_every_adapter_with_its_rules():
 def test_label_vocabularies_are_the_contract():
     """The exact label strings the taxonomy must map (one per label a multi-label image joins with '|')."""
     assert REGISTRY["ers"].labels == tuple(
-        f"{letter}{k:02d}" for letter, n in (("b", 2), ("c", 34), ("g", 70), ("h", 7), ("q", 10)) for k in range(1, n + 1))
+        f"{letter}{k:02d}"
+        for letter, n in (("b", 2), ("c", 34), ("g", 70), ("h", 7), ("q", 10))
+        for k in range(1, n + 1)
+    )
     assert len(REGISTRY["ers"].labels) == 123  # the ERS paper's 123 labels
     assert compact(REGISTRY["ers"].labels) == "b01-b02, c01-c34, g01-g70, h01-h07, q01-q10"
     assert REGISTRY["limuc"].labels == ("Mayo 0", "Mayo 1", "Mayo 2", "Mayo 3")
     assert REGISTRY["medfmc-endo"].labels == ("erosion", "normal", "polyp", "tumor", "ulcer")
     assert REGISTRY["crohnipi"].labels == ("N", "E", "O", "AU", "U3-10", "U>10", "S")
     assert REGISTRY["see-ai"].labels == (
-        "angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like", "bleeding",
-        "diverticulum", "erythema", "foreign body", "vein", "normal")
+        "angiodysplasia",
+        "erosion",
+        "stenosis",
+        "lymphangiectasia",
+        "lymph follicle",
+        "SMT",
+        "polyp-like",
+        "bleeding",
+        "diverticulum",
+        "erythema",
+        "foreign body",
+        "vein",
+        "normal",
+    )
     assert set(REGISTRY["kid"].labels) >= {
-        "vascular", "inflammatory", "polypoid", "normal-esophagus", "normal-small-bowel", "normal-colon",
-        "normal-stomach", "Angioectasias", "active bleeding", "angioectasia", "normaleso", "normalcolon", "bleeding",
-        "lymphangiectasia"}
+        "vascular",
+        "inflammatory",
+        "polypoid",
+        "normal-esophagus",
+        "normal-small-bowel",
+        "normal-colon",
+        "normal-stomach",
+        "Angioectasias",
+        "active bleeding",
+        "angioectasia",
+        "normaleso",
+        "normalcolon",
+        "bleeding",
+        "lymphangiectasia",
+    }
 
 
 def test_every_emitted_label_is_declared(tmp_path):
@@ -340,15 +378,19 @@ def test_medfmc_labels_folder_and_bad_tables(tmp_path):
     assert records == [("images/13333_2021.11_0003_55200215.png", "erosion|ulcer", "13333_2021.11_0003", "val")]
     assert rejections == [("images/13333_2021.09_0001_51688669.png", "not listed in endo_val.csv")]
     (labels / "endo_val.csv").write_text("img_id,ulcer,erosion,polyp\nx.png,1,1,0\n")
-    with pytest.raises(ValueError, match=r"endo_val.csv: expected columns img_id and ulcer, erosion, polyp, tumor; "
-                                         r"missing \['tumor'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"endo_val.csv: expected columns img_id and ulcer, erosion, polyp, tumor; "
+        r"missing \['tumor'\]",
+    ):
         get_adapter("medfmc-endo", root, labels)
     (labels / "endo_val.csv").unlink()
     with pytest.raises(FileNotFoundError, match="no endo_train.csv"):
         get_adapter("medfmc-endo", root, labels)
     records, rejections, _ = scan("medfmc-endo", root)  # no label file anywhere: every image says so
     assert records == [] and {r for _, r in rejections} == {
-        "no endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt beside this images folder"}
+        "no endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt beside this images folder"
+    }
 
 
 def test_medfmc_image_in_two_split_files_is_rejected(tmp_path):
@@ -359,7 +401,8 @@ def test_medfmc_image_in_two_split_files_is_rejected(tmp_path):
         (tmp_path / "lists" / name).write_text("13333_2021.11_0003_2.png 0 0 1 0\n")
     assert sorted(scan("medfmc-endo", tmp_path)[1]) == [
         ("csvs/images/13333_2021.11_0003_1.png", "listed in both endo_train.csv and endo_val.csv"),
-        ("lists/images/13333_2021.11_0003_2.png", "listed in both trainval.txt and test_WithLabel.txt")]
+        ("lists/images/13333_2021.11_0003_2.png", "listed in both trainval.txt and test_WithLabel.txt"),
+    ]
 
 
 def test_crohnipi_description_elsewhere_missing_or_wrong(tmp_path):
@@ -403,8 +446,11 @@ def test_hyperkvasir_split_files_five_fold_and_labels_folder(tmp_path):
 
     hyperkvasir_tree(tmp_path)
     (tmp_path / "official_splits" / "2_fold_split.csv").rename(tmp_path / "elsewhere.csv")
-    put(tmp_path, "official_splits/5_fold_split.csv", data=(
-        "file-name;class-name;split-index\n4bf58f1c-8233-41fc-9614-344e6d0fc351.jpg;polyp;4\n").encode())
+    put(
+        tmp_path,
+        "official_splits/5_fold_split.csv",
+        data=(b"file-name;class-name;split-index\n4bf58f1c-8233-41fc-9614-344e6d0fc351.jpg;polyp;4\n"),
+    )
     splits = {rel: split for rel, _, _, split in scan("hyperkvasir", tmp_path)[0]}
     assert splits[HK_POLYP] == "fold_4" and splits[HK_ZLINE] == ""
     folder = tmp_path / "splits"
@@ -564,10 +610,18 @@ def _gv_splits(folder: Path) -> None:
 GV_RECORDS = [
     ("Colon polyps/0f886d51-8576-4208-a850-98aefb696241.jpg", "Colon polyps", "", "train"),
     ("Esophagitis/3c4d.jpg", "Esophagitis", "", ""),
-    ("Normal mucosa and vascular pattern in the large bowel/2b3c.jpg",
-     "Normal mucosa and vascular pattern in the large bowel", "", "test"),
-    ("Small bowel_terminal ileum/142df188-9742-4bce-a38a-792d312c65bf.jpg",
-     "Small bowel_terminal ileum", "", "validate"),
+    (
+        "Normal mucosa and vascular pattern in the large bowel/2b3c.jpg",
+        "Normal mucosa and vascular pattern in the large bowel",
+        "",
+        "test",
+    ),
+    (
+        "Small bowel_terminal ileum/142df188-9742-4bce-a38a-792d312c65bf.jpg",
+        "Small bowel_terminal ileum",
+        "",
+        "validate",
+    ),
 ]
 
 
@@ -799,8 +853,12 @@ def test_aiims_video_is_empty_for_other_names(stem):
     assert aiims_video(stem) == (stem.rsplit("_", 1)[0] if AIIMS_RULE.fullmatch(stem) else "")
 
 
-@given(grade=st.integers(0, 2), k=st.integers(1, 99), stem=st.sampled_from(["normaleso", "normalcolon", "polypoid"]),
-       n=st.integers(1, 999))
+@given(
+    grade=st.integers(0, 2),
+    k=st.integers(1, 99),
+    stem=st.sampled_from(["normaleso", "normalcolon", "polypoid"]),
+    n=st.integers(1, 999),
+)
 def test_kid_names_are_recognised(grade, k, stem, n):
     assert is_kid_name(f"angioectasia-P{grade}-{k}") and is_kid_name(f"{stem}{n}") and is_kid_name(f"polypoid{n}~0")
     for other in (f"{stem}", f"image{n:05d}", f"{n}", f"{stem}-{n}", f"UC_patient_{n}_{k}", f"ulcer{grade}_{n}"):
@@ -817,9 +875,7 @@ def test_kid_names_are_recognised(grade, k, stem, n):
 def test_kvasir_capsule_real_names_metadata_and_official_split(tmp_path):
     kc = SHARED / "kvasir_capsule"
     meta = pd.read_csv(kc / "metadata.csv", sep=";", dtype=str, keep_default_na=False)
-    folds = {
-        f"split_{i}": set(pd.read_csv(kc / f"official_split_{i}.csv", dtype=str)["filename"]) for i in (0, 1)
-    }
+    folds = {f"split_{i}": set(pd.read_csv(kc / f"official_split_{i}.csv", dtype=str)["filename"]) for i in (0, 1)}
     # the first 20 rows (one video, fold 0), plus the first frames of split_1 and of frames in no fold
     rows = pd.concat(
         [
@@ -831,9 +887,7 @@ def test_kvasir_capsule_real_names_metadata_and_official_split(tmp_path):
     for filename, finding in zip(rows["filename"], rows["finding_class"]):
         put(tmp_path, f"labelled_images/{finding}/{filename}")
 
-    official = {
-        name: next((fold for fold, names in folds.items() if name in names), "") for name in rows["filename"]
-    }
+    official = {name: next((fold for fold, names in folds.items() if name in names), "") for name in rows["filename"]}
     assert set(official.values()) == {"split_0", "split_1", ""}
     # with --labels the real metadata.csv (split files beside it); without, only the file names
     for labels in (kc / "metadata.csv", None):

@@ -17,17 +17,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from label_contract import every_label
 from typer.testing import CliRunner
 
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
-from endoctl.split import OUTPUT_FILES, Pin, assign, nesting_check, parse_pin, split
+from endoctl.split import OUTPUT_FILES, Pin, assign, parse_pin, split
 from endoctl.taxonomy import load_taxonomy
-
-from conftest import shared_path
-from label_contract import every_label
 
 runner = CliRunner()
 
@@ -80,8 +79,16 @@ def taxonomy(taxonomy_file):
     return load_taxonomy(taxonomy_file)
 
 
-def make_manifest(source: str, patients: int = 12, per_patient: int = 8, singles: int = 30, seed: int = 0,
-                  hashes: bool = True, test_patients: int = 0, extra: list[tuple[str, str]] = ()) -> pd.DataFrame:
+def make_manifest(
+    source: str,
+    patients: int = 12,
+    per_patient: int = 8,
+    singles: int = 30,
+    seed: int = 0,
+    hashes: bool = True,
+    test_patients: int = 0,
+    extra: list[tuple[str, str]] = (),
+) -> pd.DataFrame:
     """Rows like ingest writes: patients with several frames, singletons without a patient id."""
     rng = np.random.default_rng(seed)
     names = LABELS[source]
@@ -116,11 +123,21 @@ def write_duplicates(folder: Path, pairs: list[tuple[str, str]], source_of) -> P
     pos = {i: k for k, i in enumerate(ids)}
     labels = components(len(ids), np.array([pos[a] for a, _ in pairs]), np.array([pos[b] for _, b in pairs]))
     sizes = np.bincount(labels)
-    write_csv(folder / "duplicates.csv", pd.DataFrame({
-        "image_id": ids, "source": [source_of(i) for i in ids], "cluster": [f"c{x}" for x in labels],
-        "cluster_size": sizes[labels]}))
-    write_csv(folder / "duplicate_pairs.csv", pd.DataFrame(
-        [(a, b, 3, "near") for a, b in pairs], columns=["image_id_a", "image_id_b", "distance", "kind"]))
+    write_csv(
+        folder / "duplicates.csv",
+        pd.DataFrame(
+            {
+                "image_id": ids,
+                "source": [source_of(i) for i in ids],
+                "cluster": [f"c{x}" for x in labels],
+                "cluster_size": sizes[labels],
+            }
+        ),
+    )
+    write_csv(
+        folder / "duplicate_pairs.csv",
+        pd.DataFrame([(a, b, 3, "near") for a, b in pairs], columns=["image_id_a", "image_id_b", "distance", "kind"]),
+    )
     return folder / "duplicates.csv"
 
 
@@ -165,7 +182,9 @@ def test_bad_arguments_fail_before_labels_and_groups(taxonomy, monkeypatch) -> N
         raise AssertionError("heavy work started before the arguments were checked")
 
     monkeypatch.setattr("endoctl.split.build_groups", must_not_run)
-    with pytest.raises(ValueError, match=r"--pin test=alpha:testing matches no image .*official splits of 'alpha': 'train'"):
+    with pytest.raises(
+        ValueError, match=r"--pin test=alpha:testing matches no image .*official splits of 'alpha': 'train'"
+    ):
         split(df, None, taxonomy, "abc", pins=["test=alpha:testing"], labeler=must_not_run)
     with pytest.raises(ValueError, match="test_fraction must be in"):
         split(df, None, taxonomy, "abc", test_fraction=1.0, labeler=must_not_run)
@@ -179,16 +198,24 @@ def test_assign_pins_previous_and_conflicts() -> None:
     previous = pd.Series(["test", "", "1", "1", "0", "test", "2", "", "0", "2"], index=groups.index)
     pinned = pd.Series([False] * 6 + [True, False, False, False], index=groups.index)
     out = assign(groups, y, 0.2, 3, 0, pinned, previous)
-    place = {g: (out.loc[groups == g, "split"].unique().tolist(), out.loc[groups == g, "fold"].unique().tolist())
-             for g in groups.unique()}
-    assert place["g1"] == (["test"], [-1])                   # kept in test
-    assert place["g2"] == (["train_val"], [1])               # kept in fold 1
-    assert place["g3"] == (["test"], [-1])                   # was in fold 0 and test: split conflict -> test
-    assert place["g4"] == (["test"], [-1])                   # pinned beats previous fold 2
-    assert place["g6"] == (["train_val"], [0])               # folds 0 and 2 (one each): lower fold
+    place = {
+        g: (out.loc[groups == g, "split"].unique().tolist(), out.loc[groups == g, "fold"].unique().tolist())
+        for g in groups.unique()
+    }
+    assert place["g1"] == (["test"], [-1])  # kept in test
+    assert place["g2"] == (["train_val"], [1])  # kept in fold 1
+    assert place["g3"] == (["test"], [-1])  # was in fold 0 and test: split conflict -> test
+    assert place["g4"] == (["test"], [-1])  # pinned beats previous fold 2
+    assert place["g6"] == (["train_val"], [0])  # folds 0 and 2 (one each): lower fold
     how = out.groupby(groups)["how"].first()
-    assert how.to_dict() == {"g1": "kept", "g2": "kept", "g3": "conflict-split", "g4": "conflict-pin",
-                             "g5": "assigned", "g6": "conflict-fold"}
+    assert how.to_dict() == {
+        "g1": "kept",
+        "g2": "kept",
+        "g3": "conflict-split",
+        "g4": "conflict-pin",
+        "g5": "assigned",
+        "g6": "conflict-fold",
+    }
     with pytest.raises(ValueError, match="fold 2, but --folds is 2"):
         assign(groups, y, 0.2, 2, 0, pinned, previous)
 
@@ -200,16 +227,17 @@ def test_assign_nested_groups_keep_their_upstream_place() -> None:
     previous = pd.Series(["", "", "0", "", "", "", "", "", ""], index=groups.index)
     out = assign(groups, y, 0.2, 3, 0, None, previous, nested=nested)
     place = out.groupby(groups)[["split", "fold"]].first().apply(tuple, axis=1).to_dict()
-    assert place["g1"] == ("test", -1)         # upstream test (the row absent upstream follows its group)
-    assert place["g2"] == ("train_val", 2)     # nesting beats a previous place (fold 0)
-    assert place["g3"] == ("train_val", 1)     # upstream fold 1 + test: fold 1 (test rows were never trained on)
+    assert place["g1"] == ("test", -1)  # upstream test (the row absent upstream follows its group)
+    assert place["g2"] == ("train_val", 2)  # nesting beats a previous place (fold 0)
+    assert place["g3"] == ("train_val", 1)  # upstream fold 1 + test: fold 1 (test rows were never trained on)
     assert place["g5"] == ("train_val", 0)
     how = out.groupby(groups)["how"].first().to_dict()
     assert how == {"g1": "nested", "g2": "nested", "g3": "nested", "g4": "assigned", "g5": "nested", "g6": "nested"}
     # a group spread over two upstream folds (upstream was grouped differently): the fold holding most
     spread = pd.Series(["1", "2", "2"], index=["a", "b", "c"])
-    out = assign(pd.Series(["g"] * 3, index=spread.index), pd.Series(["x"] * 3, index=spread.index), 0.2, 3, 0,
-                 nested=spread)
+    out = assign(
+        pd.Series(["g"] * 3, index=spread.index), pd.Series(["x"] * 3, index=spread.index), 0.2, 3, 0, nested=spread
+    )
     assert out["fold"].tolist() == [2, 2, 2] and set(out["how"]) == {"nest-conflict"}
     # a pinned group that upstream trains on cannot be a clean test: an error naming the group
     pinned = pd.Series([False, False, True] + [False] * 6, index=groups.index)
@@ -280,8 +308,10 @@ def populations(draw):
     seed = draw(st.integers(0, 3))
     perm = draw(st.permutations(list(range(n))))
     use_previous = draw(st.booleans())
-    frame = pd.DataFrame({"group": [f"g{g}" for g in groups], "y": y, "pinned": pinned, "previous": previous},
-                         index=[f"r{i}" for i in range(n)])
+    frame = pd.DataFrame(
+        {"group": [f"g{g}" for g in groups], "y": y, "pinned": pinned, "previous": previous},
+        index=[f"r{i}" for i in range(n)],
+    )
     return frame, folds, fraction, seed, perm, use_previous
 
 
@@ -312,8 +342,15 @@ def test_assign_properties(case) -> None:
     again = assign(df["group"], df["y"], fraction, folds, seed, df["pinned"], prev)
     pd.testing.assert_frame_equal(out, again)
     shuffled = df.iloc[perm]
-    other = assign(shuffled["group"], shuffled["y"], fraction, folds, seed, shuffled["pinned"],
-                   shuffled["previous"] if prev is not None else None)
+    other = assign(
+        shuffled["group"],
+        shuffled["y"],
+        fraction,
+        folds,
+        seed,
+        shuffled["pinned"],
+        shuffled["previous"] if prev is not None else None,
+    )
     pd.testing.assert_frame_equal(out, other.loc[df.index])
 
 
@@ -349,7 +386,9 @@ def test_split_properties(taxonomy, case, target, folds) -> None:
     ids = list(tv["image_id"]) + list(te["image_id"]) + list(ex["image_id"])
     assert sorted(ids) == sorted(df["image_id"])  # every row exactly once
     assert (ex["reason"] != "").all() and (tv["target_class"] != "").all() and (te["target_class"] != "").all()
-    assert list(tv.columns) == list(te.columns) == ["image_id", "source", "path", "label", "target_class", "group", "fold"]
+    assert (
+        list(tv.columns) == list(te.columns) == ["image_id", "source", "path", "label", "target_class", "group", "fold"]
+    )
     assert tv["image_id"].is_monotonic_increasing and te["image_id"].is_monotonic_increasing
     assert_no_straddle(tv, te)
     s = res.report["straddling"]
@@ -375,8 +414,13 @@ def test_split_properties(taxonomy, case, target, folds) -> None:
 
 def as_upstream(result) -> pd.DataFrame:
     """A split result as :func:`endoctl.split.read_previous` reads its folder."""
-    return pd.concat([result.train_val.assign(split="train_val")[["image_id", "split", "fold"]],
-                      result.test.assign(split="test", fold="")[["image_id", "split", "fold"]]], ignore_index=True)
+    return pd.concat(
+        [
+            result.train_val.assign(split="train_val")[["image_id", "split", "fold"]],
+            result.test.assign(split="test", fold="")[["image_id", "split", "fold"]],
+        ],
+        ignore_index=True,
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -440,12 +484,30 @@ def test_cli_outputs_contract(tmp_path: Path, taxonomy_file: Path) -> None:
     gamma.loc[0, "label"] = ""
     write_csv(tmp_path / "alpha.csv", alpha)
     write_csv(tmp_path / "gamma.csv", gamma)
-    link = (alpha["image_id"][alpha["patient_id"] == "P0"].iloc[0], gamma["image_id"][gamma["patient_id"] == "P1"].iloc[0])
+    link = (
+        alpha["image_id"][alpha["patient_id"] == "P0"].iloc[0],
+        gamma["image_id"][gamma["patient_id"] == "P1"].iloc[0],
+    )
     dups = write_duplicates(tmp_path / "dedupe", [link], lambda i: i.split("/")[0])
     out = tmp_path / "split"
-    res = run_split("--manifest", tmp_path / "alpha.csv", "--manifest", tmp_path / "gamma.csv", "--duplicates", dups,
-                    "--target", "abc", "--taxonomy", taxonomy_file, "--format-of", "gamma=beta", "--out", out,
-                    "--folds", "3")
+    res = run_split(
+        "--manifest",
+        tmp_path / "alpha.csv",
+        "--manifest",
+        tmp_path / "gamma.csv",
+        "--duplicates",
+        dups,
+        "--target",
+        "abc",
+        "--taxonomy",
+        taxonomy_file,
+        "--format-of",
+        "gamma=beta",
+        "--out",
+        out,
+        "--folds",
+        "3",
+    )
     assert "split abc:" in res.stdout and "straddling groups 0" in res.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     o = outputs(out)
@@ -472,7 +534,9 @@ def test_cli_outputs_contract(tmp_path: Path, taxonomy_file: Path) -> None:
     assert r["rows"] == {"in": len(alpha) + len(gamma), "train_val": len(tv), "test": len(te), "excluded": len(ex)}
     assert sum(r["excluded"].values()) == len(ex)
     assert r["straddling"]["groups_across_splits"] == r["straddling"]["patients_across_splits"] == 0
-    assert r["params"]["formats"] == {"gamma": "beta"} and r["params"]["duplicate_pairs"].endswith("duplicate_pairs.csv")
+    assert r["params"]["formats"] == {"gamma": "beta"} and r["params"]["duplicate_pairs"].endswith(
+        "duplicate_pairs.csv"
+    )
     assert abs(r["test_fraction"]["achieved"] - 0.2) < 0.06
     md = (out / "split_report.md").read_text()
     for needle in ("Straddling", "Class proportions", "Excluded images by reason", "ambiguous", "Pins"):
@@ -491,8 +555,22 @@ def test_cli_pins(tmp_path: Path, taxonomy_file: Path) -> None:
     write_csv(tmp_path / "alpha.csv", alpha)
     write_csv(tmp_path / "beta.csv", beta)
     out = tmp_path / "out"
-    run_split("--manifest", tmp_path / "alpha.csv", "--manifest", tmp_path / "beta.csv", "--duplicates", dups,
-              "--target", "abc", "--taxonomy", taxonomy_file, "--out", out, "--pin", "test=alpha:test")
+    run_split(
+        "--manifest",
+        tmp_path / "alpha.csv",
+        "--manifest",
+        tmp_path / "beta.csv",
+        "--duplicates",
+        dups,
+        "--target",
+        "abc",
+        "--taxonomy",
+        taxonomy_file,
+        "--out",
+        out,
+        "--pin",
+        "test=alpha:test",
+    )
     o = outputs(out)
     te_ids = set(o["test"]["image_id"])
     pinned = alpha[alpha["official_split"] == "test"]
@@ -505,8 +583,22 @@ def test_cli_pins(tmp_path: Path, taxonomy_file: Path) -> None:
     assert r["pinned"]["labelled_images_in_pinned_groups"] <= len(te_ids)
     # a whole-source pin
     out2 = tmp_path / "out2"
-    run_split("--manifest", tmp_path / "alpha.csv", "--manifest", tmp_path / "beta.csv", "--target", "abc",
-              "--taxonomy", taxonomy_file, "--out", out2, "--pin", "test=beta", "--test-fraction", "0.1")
+    run_split(
+        "--manifest",
+        tmp_path / "alpha.csv",
+        "--manifest",
+        tmp_path / "beta.csv",
+        "--target",
+        "abc",
+        "--taxonomy",
+        taxonomy_file,
+        "--out",
+        out2,
+        "--pin",
+        "test=beta",
+        "--test-fraction",
+        "0.1",
+    )
     o2 = outputs(out2)
     assert set(beta["image_id"]) <= set(o2["test"]["image_id"])
     assert not (o2["train_val"]["source"] == "beta").any()
@@ -523,8 +615,19 @@ def test_cli_keep_assignments(tmp_path: Path, taxonomy_file: Path) -> None:
     write_csv(tmp_path / "beta.csv", beta)
     second = tmp_path / "v2"
     # a different seed would shuffle everything; kept groups must not move anyway
-    res = run_split("--manifest", tmp_path / "alpha.csv", "--manifest", tmp_path / "beta.csv", *common, "--out", second,
-                    "--seed", "9", "--keep-assignments", first)
+    res = run_split(
+        "--manifest",
+        tmp_path / "alpha.csv",
+        "--manifest",
+        tmp_path / "beta.csv",
+        *common,
+        "--out",
+        second,
+        "--seed",
+        "9",
+        "--keep-assignments",
+        first,
+    )
     assert "kept" in res.stdout and "0 conflicts" in res.stdout
     o = outputs(second)
     after = pd.concat([o["train_val"], o["test"]]).set_index("image_id")["fold"]
@@ -532,21 +635,26 @@ def test_cli_keep_assignments(tmp_path: Path, taxonomy_file: Path) -> None:
     assert o["train_val"]["source"].eq("beta").any() and len(after) == len(alpha) + len(beta)
     r = report(second)
     assert r["keep"]["previous_images_present"] == len(before) and r["keep"]["conflicting_groups"] == 0
-    assert r["keep"]["kept_groups"] == len(set(outputs(first)["train_val"]["group"]) | set(outputs(first)["test"]["group"]))
+    assert r["keep"]["kept_groups"] == len(
+        set(outputs(first)["train_val"]["group"]) | set(outputs(first)["test"]["group"])
+    )
     # a new duplicate link merging a previous test group with a previous train_val group: conflict -> test
     prev_test = outputs(first)["test"]["image_id"].iloc[0]
     prev_train = outputs(first)["train_val"]["image_id"].iloc[0]
     dups = write_duplicates(tmp_path / "d", [(prev_test, prev_train)], lambda i: i.split("/")[0])
     third = tmp_path / "v3"
-    res = run_split("--manifest", tmp_path / "alpha.csv", *common, "--out", third, "--keep-assignments", first,
-                    "--duplicates", dups)
+    res = run_split(
+        "--manifest", tmp_path / "alpha.csv", *common, "--out", third, "--keep-assignments", first, "--duplicates", dups
+    )
     assert "1 conflicts" in res.stdout and "merged images previously in different splits" in res.output
     o3 = outputs(third)
     assert {prev_test, prev_train} <= set(o3["test"]["image_id"])
     conflict = report(third)["keep"]["conflicts"]
     assert len(conflict) == 1 and conflict[0]["kind"] == "conflict-split" and conflict[0]["now"] == "test"
     # a previous split folder is needed in full
-    res = run_split("--manifest", tmp_path / "alpha.csv", *common, "--out", third, "--keep-assignments", tmp_path, ok=False)
+    res = run_split(
+        "--manifest", tmp_path / "alpha.csv", *common, "--out", third, "--keep-assignments", tmp_path, ok=False
+    )
     assert res.exit_code == 2 and "train_val.csv not found" in res.output
 
 
@@ -555,8 +663,18 @@ def test_cli_nest_in(tmp_path: Path, taxonomy_file: Path) -> None:
     beta = make_manifest("beta", patients=10, singles=40, seed=5)
     write_csv(tmp_path / "alpha.csv", alpha)
     write_csv(tmp_path / "beta.csv", beta)
-    manifests = ["--manifest", tmp_path / "alpha.csv", "--manifest", tmp_path / "beta.csv", "--taxonomy", taxonomy_file,
-                 "--folds", "3", "--pin", "test=alpha:test"]
+    manifests = [
+        "--manifest",
+        tmp_path / "alpha.csv",
+        "--manifest",
+        tmp_path / "beta.csv",
+        "--taxonomy",
+        taxonomy_file,
+        "--folds",
+        "3",
+        "--pin",
+        "test=alpha:test",
+    ]
     up, down = tmp_path / "abc", tmp_path / "alpha-only"
     run_split(*manifests, "--target", "abc", "--out", up)
     res = run_split(*manifests, "--target", "alpha-only", "--out", down, "--nest-in", up, "--seed", "7")
@@ -588,7 +706,9 @@ def test_cli_nest_in(tmp_path: Path, taxonomy_file: Path) -> None:
     leaky = tmp_path / "leaky"
     res = run_split(*manifests, "--target", "alpha-only", "--out", leaky, "--nest-in", up, "--duplicates", dups)
     n = report(leaky)["nesting"]
-    merged = (tv_up["group"] == tv_up.set_index("image_id").at[a, "group"]) | (tv_up["group"] == tv_up.set_index("image_id").at[b, "group"])
+    merged = (tv_up["group"] == tv_up.set_index("image_id").at[a, "group"]) | (
+        tv_up["group"] == tv_up.set_index("image_id").at[b, "group"]
+    )
     minority = merged & tv_up["image_id"].str.startswith("alpha/")
     assert n["nest_conflicts"] == 1 and n["images_seen_in_training_upstream"] > 0
     assert n["images_seen_in_training_upstream"] <= minority.sum()
@@ -598,8 +718,20 @@ def test_cli_nest_in(tmp_path: Path, taxonomy_file: Path) -> None:
     run_split(*manifests[:-2], "--target", "abc", "--out", free)
     res = run_split(*manifests, "--target", "alpha-only", "--out", tmp_path / "x", "--nest-in", free, ok=False)
     assert res.exit_code == 2 and "pin the same images there" in res.output
-    res = run_split(*manifests[:-4], "--folds", "2", "--pin", "test=alpha:test", "--target", "alpha-only",
-                    "--out", tmp_path / "x", "--nest-in", up, ok=False)
+    res = run_split(
+        *manifests[:-4],
+        "--folds",
+        "2",
+        "--pin",
+        "test=alpha:test",
+        "--target",
+        "alpha-only",
+        "--out",
+        tmp_path / "x",
+        "--nest-in",
+        up,
+        ok=False,
+    )
     assert res.exit_code == 2 and "upstream split has fold 2, but --folds is 2" in res.output
     res = run_split(*manifests, "--target", "alpha-only", "--out", tmp_path / "x", "--nest-in", tmp_path, ok=False)
     assert res.exit_code == 2 and "--nest-in:" in res.output and "train_val.csv not found" in res.output
@@ -617,8 +749,11 @@ def test_cli_deterministic_and_row_order_free(tmp_path: Path, taxonomy_file: Pat
     write_csv(shuffled / "beta.csv", beta.sample(frac=1, random_state=2))
     common = ["--target", "abc", "--taxonomy", taxonomy_file, "--pin", "test=alpha:test"]
     runs = []
-    for name, folder, order in [("a", tmp_path, ("alpha", "beta")), ("b", tmp_path, ("alpha", "beta")),
-                                ("c", shuffled, ("beta", "alpha"))]:
+    for name, folder, order in [
+        ("a", tmp_path, ("alpha", "beta")),
+        ("b", tmp_path, ("alpha", "beta")),
+        ("c", shuffled, ("beta", "alpha")),
+    ]:
         out = tmp_path / f"out_{name}"
         args = [x for src in order for x in ("--manifest", folder / f"{src}.csv")]
         run_split(*args, *common, "--out", out)
@@ -665,35 +800,68 @@ def test_cli_errors(tmp_path: Path, taxonomy_file: Path) -> None:
     bad = alpha.copy()
     bad.loc[0, "label"] = "Mystery"
     write_csv(tmp_path / "bad.csv", bad)
-    res = run_split("--manifest", tmp_path / "bad.csv", "--target", "abc", "--taxonomy", taxonomy_file, "--out",
-                    tmp_path / "o", ok=False)
+    res = run_split(
+        "--manifest",
+        tmp_path / "bad.csv",
+        "--target",
+        "abc",
+        "--taxonomy",
+        taxonomy_file,
+        "--out",
+        tmp_path / "o",
+        ok=False,
+    )
     assert res.exit_code == 2 and "alpha: Mystery" in res.output
 
 
 def test_cli_rules_counted_in_the_report(tmp_path: Path, taxonomy_file: Path) -> None:
     """The same manifest under each several-classes rule: what each did, per class, in the report."""
-    alpha = make_manifest("alpha", extra=[("ab.jpg", "A|B"), ("bc.jpg", "B|C"), ("abc.jpg", "A|B|C"), ("aa.jpg", "A|A")])
+    alpha = make_manifest(
+        "alpha", extra=[("ab.jpg", "A|B"), ("bc.jpg", "B|C"), ("abc.jpg", "A|B|C"), ("aa.jpg", "A|A")]
+    )
     write_csv(tmp_path / "alpha.csv", alpha)
     got = {}
     for target in ("abc", "abc-priority", "abc-multi"):
-        run_split("--manifest", tmp_path / "alpha.csv", "--target", target, "--taxonomy", taxonomy_file,
-                  "--out", tmp_path / target)
+        run_split(
+            "--manifest",
+            tmp_path / "alpha.csv",
+            "--target",
+            target,
+            "--taxonomy",
+            taxonomy_file,
+            "--out",
+            tmp_path / target,
+        )
         o = outputs(tmp_path / target)
         both = pd.concat([o["train_val"], o["test"]]).set_index("image_id")["target_class"]
         got[target] = (both, report(tmp_path / target), (tmp_path / target / "split_report.md").read_text())
     both, r, md = got["abc"]
     assert "alpha/ab.jpg" not in both and both["alpha/aa.jpg"] == "a"
     assert r["several_classes"] | {"per_class": None} == {
-        "rule": "exclude", "priority": None, "images": 3, "resolved_by_priority": 0, "kept_multi_label": 0,
-        "excluded_as_ambiguous": 3, "per_class": None}
+        "rule": "exclude",
+        "priority": None,
+        "images": 3,
+        "resolved_by_priority": 0,
+        "kept_multi_label": 0,
+        "excluded_as_ambiguous": 3,
+        "per_class": None,
+    }
     assert r["several_classes"]["per_class"]["b"] == {"images": 3, "excluded_as_ambiguous": 3}
     assert "rule: exclude" in md and r["composition"] is None
     both, r, md = got["abc-priority"]
     assert (both["alpha/ab.jpg"], both["alpha/bc.jpg"], both["alpha/abc.jpg"]) == ("b", "c", "c")
     s = r["several_classes"]
-    assert (s["rule"], s["priority"], s["resolved_by_priority"], s["excluded_as_ambiguous"]) == ("priority", ["c", "b", "a", "normal"], 3, 0)
-    assert s["per_class"] == {"a": {"images": 2, "won": 0, "lost": 2}, "b": {"images": 3, "won": 1, "lost": 2},
-                              "c": {"images": 2, "won": 2, "lost": 0}}
+    assert (s["rule"], s["priority"], s["resolved_by_priority"], s["excluded_as_ambiguous"]) == (
+        "priority",
+        ["c", "b", "a", "normal"],
+        3,
+        0,
+    )
+    assert s["per_class"] == {
+        "a": {"images": 2, "won": 0, "lost": 2},
+        "b": {"images": 3, "won": 1, "lost": 2},
+        "c": {"images": 2, "won": 2, "lost": 0},
+    }
     assert "c > b > a > normal" in md
     both, r, md = got["abc-multi"]
     assert (both["alpha/ab.jpg"], both["alpha/abc.jpg"], both["alpha/aa.jpg"]) == ("a|b", "a|b|c", "a")
@@ -711,17 +879,27 @@ def test_cli_every_contract_label_of_every_source(tmp_path: Path) -> None:
     rows = every_label()
     rng = np.random.default_rng(0)
     COPIES = 3  # noqa: N806
-    records = [{"image_id": f"{fmt}/{k}_{i}.png", "source": fmt, "path": f"raw/{fmt}/{k}_{i}.png", "label": label,
-                "patient_id": f"P{rng.integers(30)}" if fmt in ("ers", "limuc", "medfmc-endo") else "",
-                "official_split": ""}
-               for k in range(COPIES) for i, (fmt, label) in enumerate(rows)]
+    records = [
+        {
+            "image_id": f"{fmt}/{k}_{i}.png",
+            "source": fmt,
+            "path": f"raw/{fmt}/{k}_{i}.png",
+            "label": label,
+            "patient_id": f"P{rng.integers(30)}" if fmt in ("ers", "limuc", "medfmc-endo") else "",
+            "official_split": "",
+        }
+        for k in range(COPIES)
+        for i, (fmt, label) in enumerate(rows)
+    ]
     manifests = tmp_path / "ingest"
     for fmt, part in pd.DataFrame(records).groupby("source"):
         write_csv(manifests / f"{fmt}.csv", part)
     run_split("--manifest", manifests, "--target", "ee24-ce24", "--out", tmp_path / "ee24-ce24")
     r = report(tmp_path / "ee24-ce24")
     ex = outputs(tmp_path / "ee24-ce24")["excluded"]
-    assert ex["reason"].str.startswith("quality flag only").sum() == COPIES * 11  # q01, q03, q04, q06, q08-q10 and blur rows
+    assert (
+        ex["reason"].str.startswith("quality flag only").sum() == COPIES * 11
+    )  # q01, q03, q04, q06, q08-q10 and blur rows
     assert r["several_classes"]["rule"] == "priority" and r["several_classes"]["resolved_by_priority"] > 0
     comp = r["composition"]
     assert comp["paper_totals"]["worms"] == comp["paper_datasets"]["ers"]["worms"] == 201
@@ -731,7 +909,7 @@ def test_cli_every_contract_label_of_every_source(tmp_path: Path) -> None:
     assert comp["build_totals"] == {c: sum(v.values()) for c, v in comp["build"].items()}
     assert comp["build_images_total"] == r["rows"]["train_val"] + r["rows"]["test"]
     md = (tmp_path / "ee24-ce24" / "split_report.md").read_text()
-    table = md[md.index("## Composition beside the published numbers"):]
+    table = md[md.index("## Composition beside the published numbers") :]
     assert "| ers | ers (paper) | limuc | limuc (paper) |" in table
     assert f"| Worms | {COPIES * 2} | 201 |" in table and "| **images** |" in table and "130,205" in table
     multi = [manifests / f"{fmt}.csv" for fmt in ("ers", "medfmc-endo", "see-ai")]  # the multi-label sources
@@ -751,15 +929,38 @@ def test_cli_every_contract_label_of_every_source(tmp_path: Path) -> None:
 def test_split_help_lists_options() -> None:
     res = runner.invoke(app, ["split", "--help"])
     assert res.exit_code == 0
-    for option in ("--manifest", "--duplicates", "--target", "--out", "--test-fraction", "--folds", "--seed", "--pin",
-                   "--keep-assignments", "--taxonomy", "--max-group-share", "--format-of", "--nest-in"):
+    for option in (
+        "--manifest",
+        "--duplicates",
+        "--target",
+        "--out",
+        "--test-fraction",
+        "--folds",
+        "--seed",
+        "--pin",
+        "--keep-assignments",
+        "--taxonomy",
+        "--max-group-share",
+        "--format-of",
+        "--nest-in",
+    ):
         assert option in res.output
 
 
 # ------------------------------------------------------------------------------------ real data
 
-CE24_CLASSES = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal",
-                "Polyp", "Ulcer", "Worms"]
+CE24_CLASSES = [
+    "Angioectasia",
+    "Bleeding",
+    "Erosion",
+    "Erythema",
+    "Foreign Body",
+    "Lymphangiectasia",
+    "Normal",
+    "Polyp",
+    "Ulcer",
+    "Worms",
+]
 
 
 @pytest.fixture(scope="module")
@@ -771,13 +972,20 @@ def ce24_manifest() -> pd.DataFrame:
     for name, official in (("training_data.xlsx", "training"), ("validation_data.xlsx", "validation")):
         df = pd.read_excel(shared_path("ce24", name))
         path = df["image_path"].str.replace("\\", "/", regex=False)
-        frames.append(pd.DataFrame({
-            "image_id": "ce24/" + path, "source": "ce24", "path": path,
-            "label": df[CE24_CLASSES].idxmax(axis=1),
-            "patient_id": [ce24_patient(s, PurePosixPath(p).stem) for s, p in zip(df["Dataset"], path)],
-            "official_split": official, "sub_source": df["Dataset"],
-            "file": path.str.rsplit("/", n=1).str[-1],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": "ce24/" + path,
+                    "source": "ce24",
+                    "path": path,
+                    "label": df[CE24_CLASSES].idxmax(axis=1),
+                    "patient_id": [ce24_patient(s, PurePosixPath(p).stem) for s, p in zip(df["Dataset"], path)],
+                    "official_split": official,
+                    "sub_source": df["Dataset"],
+                    "file": path.str.rsplit("/", n=1).str[-1],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -788,7 +996,9 @@ def proportion_table(tv: pd.DataFrame, te: pd.DataFrame) -> pd.DataFrame:
     cols = {"overall": overall * 100}
     parts = {"train_val": tv, "test": te} | {f"fold {f}": tv[tv["fold"] == f] for f in sorted(tv["fold"].unique())}
     for name, part in parts.items():
-        cols[name] = (part["target_class"].value_counts(normalize=True).reindex(overall.index, fill_value=0) - overall) * 100
+        cols[name] = (
+            part["target_class"].value_counts(normalize=True).reindex(overall.index, fill_value=0) - overall
+        ) * 100
     table = pd.DataFrame(cols)
     table["groups"] = both.groupby("target_class")["group"].nunique()
     return table
@@ -823,9 +1033,11 @@ def test_real_ce24_split_has_no_straddling_videos(tmp_path: Path, ce24_manifest:
     sa = see_ai.assign(b=see_ai["image_id"].map(where))
     assert int((sa.groupby("file")["b"].nunique() > 1).sum()) == 0
     table = proportion_table(tv, te)
-    print(f"\nCE24 real split: {len(m)} images, {res.stdout.strip()}\nCLI run {seconds:.1f} s; "
-          f"test fraction {len(te) / (len(tv) + len(te)):.4f}; straddling KVASIR videos 0 (official 41)\n"
-          f"deviation from overall class share, percentage points:\n{table.round(2).to_string()}")
+    print(
+        f"\nCE24 real split: {len(m)} images, {res.stdout.strip()}\nCLI run {seconds:.1f} s; "
+        f"test fraction {len(te) / (len(tv) + len(te)):.4f}; straddling KVASIR videos 0 (official 41)\n"
+        f"deviation from overall class share, percentage points:\n{table.round(2).to_string()}"
+    )
     assert abs(len(te) / (len(tv) + len(te)) - 0.2) < 0.01
     stratifiable = table[table["groups"] >= 5]
     assert (stratifiable[["train_val", "test"]].abs() <= 2.0).all().all(), stratifiable
@@ -838,13 +1050,22 @@ def test_real_ce24_split_has_no_straddling_videos(tmp_path: Path, ce24_manifest:
 def test_real_kvasir_capsule_split_has_no_straddling_videos(tmp_path: Path) -> None:
     meta = read_csv(shared_path("kvasir_capsule", "metadata.csv"), sep=";")
     meta = meta.drop_duplicates(["filename", "finding_class"])  # some frames are listed once per box
-    m = pd.DataFrame({
-        "image_id": "kvasir-capsule/" + meta["finding_class"] + "/" + meta["filename"], "source": "kvasir-capsule",
-        "path": "labelled_images/" + meta["finding_class"] + "/" + meta["filename"], "label": meta["finding_class"],
-        "patient_id": meta["video_id"], "official_split": "",
-    })
-    official = pd.concat([read_csv(shared_path("kvasir_capsule", f"official_split_{k}.csv")).assign(k=k) for k in (0, 1)])
-    official_straddle = int((official.assign(v=official["filename"].str.split("_").str[0]).groupby("v")["k"].nunique() > 1).sum())
+    m = pd.DataFrame(
+        {
+            "image_id": "kvasir-capsule/" + meta["finding_class"] + "/" + meta["filename"],
+            "source": "kvasir-capsule",
+            "path": "labelled_images/" + meta["finding_class"] + "/" + meta["filename"],
+            "label": meta["finding_class"],
+            "patient_id": meta["video_id"],
+            "official_split": "",
+        }
+    )
+    official = pd.concat(
+        [read_csv(shared_path("kvasir_capsule", f"official_split_{k}.csv")).assign(k=k) for k in (0, 1)]
+    )
+    official_straddle = int(
+        (official.assign(v=official["filename"].str.split("_").str[0]).groupby("v")["k"].nunique() > 1).sum()
+    )
     assert official_straddle == 7  # shared/README
     write_csv(tmp_path / "kc.csv", m)
     out = tmp_path / "kc"
@@ -859,10 +1080,12 @@ def test_real_kvasir_capsule_split_has_no_straddling_videos(tmp_path: Path) -> N
     where["video"] = where["image_id"].map(video)
     assert int((where.groupby("video")["b"].nunique() > 1).sum()) == 0
     table = proportion_table(tv, te)
-    print(f"\nKvasir-Capsule real split (ee24-ce24): {len(m)} images, {where['video'].nunique()} videos; "
-          f"{res.stdout.strip()}\nCLI run {seconds:.1f} s; test fraction {len(te) / (len(tv) + len(te)):.4f}; "
-          f"straddling videos 0 (official 2-fold split: 7)\nexcluded: {report(out)['excluded']}\n"
-          f"deviation from overall class share, percentage points:\n{table.round(2).to_string()}")
+    print(
+        f"\nKvasir-Capsule real split (ee24-ce24): {len(m)} images, {where['video'].nunique()} videos; "
+        f"{res.stdout.strip()}\nCLI run {seconds:.1f} s; test fraction {len(te) / (len(tv) + len(te)):.4f}; "
+        f"straddling videos 0 (official 2-fold split: 7)\nexcluded: {report(out)['excluded']}\n"
+        f"deviation from overall class share, percentage points:\n{table.round(2).to_string()}"
+    )
     assert abs(len(te) / (len(tv) + len(te)) - 0.2) < 0.02
     assert report(out)["straddling"]["groups_across_folds"] == 0
 
@@ -870,9 +1093,16 @@ def test_real_kvasir_capsule_split_has_no_straddling_videos(tmp_path: Path) -> N
 def test_real_ce24_with_official_test_pinned(tmp_path: Path, ce24_manifest: pd.DataFrame) -> None:
     truth = pd.read_excel(shared_path("ce24", "test_data.xlsx"))
     names = truth["image_path"].str.replace("\\", "/", regex=False).str.rsplit("/", n=1).str[-1]
-    test_rows = pd.DataFrame({"image_id": "ce24/testing/Images/" + names, "source": "ce24",
-                              "path": "testing/Images/" + names, "label": truth["class_label"], "patient_id": "",
-                              "official_split": "test"})
+    test_rows = pd.DataFrame(
+        {
+            "image_id": "ce24/testing/Images/" + names,
+            "source": "ce24",
+            "path": "testing/Images/" + names,
+            "label": truth["class_label"],
+            "patient_id": "",
+            "official_split": "test",
+        }
+    )
     m = pd.concat([ce24_manifest[BASIC], test_rows], ignore_index=True)
     write_csv(tmp_path / "ce24.csv", m)
     out = tmp_path / "pinned"
@@ -883,8 +1113,10 @@ def test_real_ce24_with_official_test_pinned(tmp_path: Path, ce24_manifest: pd.D
     assert_no_straddle(tv, te)
     table = proportion_table(tv, te)
     r = report(out)
-    print(f"\nCE24 with the official test pinned: {res.stdout.strip()}\n"
-          f"deviation from overall class share, percentage points:\n{table.round(2).to_string()}")
+    print(
+        f"\nCE24 with the official test pinned: {res.stdout.strip()}\n"
+        f"deviation from overall class share, percentage points:\n{table.round(2).to_string()}"
+    )
     assert r["pinned"]["images"] == len(test_rows) and r["pinned"]["pinned_groups_not_in_test"] == 0
     assert abs(r["test_fraction"]["achieved"] - 0.2) < 0.01
     assert (table.loc[table["groups"] >= 5, ["train_val", "test"]].abs() <= 2.0).all().all()

@@ -22,10 +22,18 @@ from endoctl.io import OutputError
 from endoctl.synth import CE24_CLASSES, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, SynthConfig, synth
 from endoctl.taxonomy import load_taxonomy, map_labels
 
-CONFIG = SynthConfig(seed=7, videos=3, frames_per_video=12, kid_patients=3, kid_images_per_patient=6,
-                     ce24_copy_fraction=0.6, ce24_test_videos=1, ers_patients=2, see_ai_videos=2)
+CONFIG = SynthConfig(
+    seed=7,
+    videos=3,
+    frames_per_video=12,
+    kid_patients=3,
+    kid_images_per_patient=6,
+    ce24_copy_fraction=0.6,
+    ce24_test_videos=1,
+    ers_patients=2,
+    see_ai_videos=2,
+)
 FOLDERS = ["kvasir_capsule", "kid", "ce24", "ers", "see_ai"]
-
 
 
 def alt(names) -> str:
@@ -170,13 +178,9 @@ def test_consecutive_frames_are_near_duplicates_and_videos_are_not(demo) -> None
         if decodes(path):
             video, frame = path.stem.split("_")
             hashes[video][int(frame)] = phash(path)
-    consecutive = [
-        chain[f] - chain[f + 1] for chain in hashes.values() for f in chain if f + 1 in chain
-    ]
+    consecutive = [chain[f] - chain[f + 1] for chain in hashes.values() for f in chain if f + 1 in chain]
     videos = list(hashes.values())
-    across = [
-        a - b for i, va in enumerate(videos) for vb in videos[i + 1 :] for a in va.values() for b in vb.values()
-    ]
+    across = [a - b for i, va in enumerate(videos) for vb in videos[i + 1 :] for a in va.values() for b in vb.values()]
     assert len(consecutive) >= CONFIG.videos * (CONFIG.frames_per_video - 1) - 1
     assert np.median(consecutive) <= 12
     assert np.median(across) >= 20
@@ -205,7 +209,7 @@ def test_ce24_training_validation_are_reencoded_copies(demo) -> None:
         copies[name].append((split, cls, hashlib.sha256(data).hexdigest()))
     twins = {name: rows for name, rows in copies.items() if len(rows) > 1}
     assert len(twins) == 1, "exactly one image is filed under two classes"
-    ((split_a, cls_a, sha_a), (split_b, cls_b, sha_b)), = twins.values()
+    (((split_a, cls_a, sha_a), (split_b, cls_b, sha_b)),) = twins.values()
     assert split_a == split_b == "training" and cls_a != cls_b and sha_a == sha_b
     # Classes follow the source's finding; KID's coarse folders ('vascular') map to a specific class.
     allowed = {(f, CE24_CLASSES[f]) for f in KC_FINDINGS} | {(KID_CLASSES[f], CE24_CLASSES[f]) for f in KID_CLASSES}
@@ -397,10 +401,12 @@ def test_ers_layout_masks_and_labels(demo) -> None:
     assert out.loc["c20", "target_class"] == "worms" and out.loc["g19", "target_class"] == "bleeding"
     assert out.loc["q02", "excluded"] == "quality flag only: blur" and out.loc["c22|q05", "target_class"] == "polyp"
     assert out.loc["c01", "excluded"].startswith("no finding maps")
+
     # a blurred frame is blurred: less fine detail than a sharp healthy one
     def detail(rel: str) -> float:
         with Image.open(root / rel) as img:
             return float(np.abs(np.diff(np.asarray(img.convert("L"), np.float32), axis=1)).mean())
+
     blurred = [rel for rel, lab in labels.items() if lab == "q02"]
     sharp = [rel for rel, lab in labels.items() if lab == "h01"]
     assert max(map(detail, blurred)) < 0.5 * min(map(detail, sharp))
@@ -424,9 +430,17 @@ def test_see_ai_layout_boxes_and_labels(demo) -> None:
     runs = np.split(numbers, np.flatnonzero(np.diff(numbers) > 1) + 1)
     assert len(runs) == CONFIG.see_ai_videos and all(len(r) == 10 for r in runs)  # one run of numbers per video
     for run in runs:  # consecutive numbers are near-duplicates
-        assert np.median([phash(images[0].parent / f"image{a:05d}.jpg") - phash(images[0].parent / f"image{b:05d}.jpg")
-                          for a, b in zip(run, run[1:])]) <= 12
-    out = map_labels(pd.DataFrame({"source": "see-ai", "label": sorted(set(labels.values()))}), load_taxonomy(),
-                     "ee24-ce24").set_index("label")
+        assert (
+            np.median(
+                [
+                    phash(images[0].parent / f"image{a:05d}.jpg") - phash(images[0].parent / f"image{b:05d}.jpg")
+                    for a, b in zip(run, run[1:])
+                ]
+            )
+            <= 12
+        )
+    out = map_labels(
+        pd.DataFrame({"source": "see-ai", "label": sorted(set(labels.values()))}), load_taxonomy(), "ee24-ce24"
+    ).set_index("label")
     assert out.loc["erosion|erythema", "target_class"] == "erosion" and out.loc["normal", "target_class"] == "normal"
     assert (out["target_class"] != "").all()

@@ -15,45 +15,170 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from label_contract import CONTRACT, ERS_CODES, every_label
 
-from conftest import shared_path
-from label_contract import CONTRACT, ERS_CODES, MULTI, every_label
 from endoctl.ingest import ingest
 from endoctl.sources import REGISTRY, get_adapter
 from endoctl.synth import CE24_CLASSES, KC_FINDINGS, KID_CLASSES, SynthConfig, synth
-from endoctl.taxonomy import (DEFAULT_TAXONOMY, FINDING_NAME, QUALITY_ONLY, UNLABELLED, Taxonomy, load_taxonomy,
-                              map_labels)
+from endoctl.taxonomy import (
+    DEFAULT_TAXONOMY,
+    FINDING_NAME,
+    QUALITY_ONLY,
+    UNLABELLED,
+    Taxonomy,
+    load_taxonomy,
+    map_labels,
+)
 
-CE24_ORDER = ["Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal",
-              "Polyp", "Ulcer", "Worms"]
-DATASETS = {"ce24", "kvasir-capsule", "kid", "see-ai", "hyperkvasir", "kvasir-v2", "gastrovision", "ers", "limuc",
-            "medfmc-endo", "crohnipi"}
-KC_FOLDERS = ["Ampulla of vater", "Angiectasia", "Blood - fresh", "Blood - hematin", "Erosion", "Erythema",
-              "Foreign body", "Ileocecal valve", "Lymphangiectasia", "Normal clean mucosa", "Polyp", "Pylorus",
-              "Reduced mucosal view", "Ulcer"]
-HYPERKVASIR = ["barretts", "barretts-short-segment", "bbps-0-1", "bbps-2-3", "cecum", "dyed-lifted-polyps",
-               "dyed-resection-margins", "esophagitis-a", "esophagitis-b-d", "hemorrhoids", "ileum", "impacted-stool",
-               "polyps", "pylorus", "retroflex-rectum", "retroflex-stomach", "ulcerative-colitis-grade-0-1",
-               "ulcerative-colitis-grade-1", "ulcerative-colitis-grade-1-2", "ulcerative-colitis-grade-2",
-               "ulcerative-colitis-grade-2-3", "ulcerative-colitis-grade-3", "z-line",
-               # official_splits/*_fold_split.csv spellings
-               "hemorroids", "normal-cecum", "normal-pylorus", "normal-z-line", "oesophagitis-a", "oesophagitis-b-d",
-               "polyp", "short-segment-barretts"]
-KVASIR_V2 = ["dyed-lifted-polyps", "dyed-resection-margins", "esophagitis", "normal-cecum", "normal-pylorus",
-             "normal-z-line", "polyps", "ulcerative-colitis"]
-SEE_AI = ["angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like",
-          "bleeding", "diverticulum", "erythema", "foreign body", "vein", "normal"]
-KID_REAL = ["vascular", "inflammatory", "polypoid", "lymphangiectasia", "normal-small-bowel", "normal-esophagus",
-            "normal-stomach", "normal-colon", "ampulla-of-vater"]
+CE24_ORDER = [
+    "Angioectasia",
+    "Bleeding",
+    "Erosion",
+    "Erythema",
+    "Foreign Body",
+    "Lymphangiectasia",
+    "Normal",
+    "Polyp",
+    "Ulcer",
+    "Worms",
+]
+DATASETS = {
+    "ce24",
+    "kvasir-capsule",
+    "kid",
+    "see-ai",
+    "hyperkvasir",
+    "kvasir-v2",
+    "gastrovision",
+    "ers",
+    "limuc",
+    "medfmc-endo",
+    "crohnipi",
+}
+KC_FOLDERS = [
+    "Ampulla of vater",
+    "Angiectasia",
+    "Blood - fresh",
+    "Blood - hematin",
+    "Erosion",
+    "Erythema",
+    "Foreign body",
+    "Ileocecal valve",
+    "Lymphangiectasia",
+    "Normal clean mucosa",
+    "Polyp",
+    "Pylorus",
+    "Reduced mucosal view",
+    "Ulcer",
+]
+HYPERKVASIR = [
+    "barretts",
+    "barretts-short-segment",
+    "bbps-0-1",
+    "bbps-2-3",
+    "cecum",
+    "dyed-lifted-polyps",
+    "dyed-resection-margins",
+    "esophagitis-a",
+    "esophagitis-b-d",
+    "hemorrhoids",
+    "ileum",
+    "impacted-stool",
+    "polyps",
+    "pylorus",
+    "retroflex-rectum",
+    "retroflex-stomach",
+    "ulcerative-colitis-grade-0-1",
+    "ulcerative-colitis-grade-1",
+    "ulcerative-colitis-grade-1-2",
+    "ulcerative-colitis-grade-2",
+    "ulcerative-colitis-grade-2-3",
+    "ulcerative-colitis-grade-3",
+    "z-line",
+    # official_splits/*_fold_split.csv spellings
+    "hemorroids",
+    "normal-cecum",
+    "normal-pylorus",
+    "normal-z-line",
+    "oesophagitis-a",
+    "oesophagitis-b-d",
+    "polyp",
+    "short-segment-barretts",
+]
+KVASIR_V2 = [
+    "dyed-lifted-polyps",
+    "dyed-resection-margins",
+    "esophagitis",
+    "normal-cecum",
+    "normal-pylorus",
+    "normal-z-line",
+    "polyps",
+    "ulcerative-colitis",
+]
+SEE_AI = [
+    "angiodysplasia",
+    "erosion",
+    "stenosis",
+    "lymphangiectasia",
+    "lymph follicle",
+    "SMT",
+    "polyp-like",
+    "bleeding",
+    "diverticulum",
+    "erythema",
+    "foreign body",
+    "vein",
+    "normal",
+]
+KID_REAL = [
+    "vascular",
+    "inflammatory",
+    "polypoid",
+    "lymphangiectasia",
+    "normal-small-bowel",
+    "normal-esophagus",
+    "normal-stomach",
+    "normal-colon",
+    "ampulla-of-vater",
+]
 FINDINGS_EXPECTED = [
-    "angiectasia", "blood-fresh", "blood-hematin", "erosion", "erythema", "ulcer", "polyp", "lymphangiectasia",
-    "lymphoid-follicle", "foreign-body", "worms", "normal-clean-mucosa", "ileocecal-valve", "pylorus",
-    "ampulla-of-vater", "reduced-mucosal-view", "stenosis", "submucosal-tumor", "diverticulum", "vein",
-    "esophagitis", "barretts", "z-line", "cecum", "retroflex-rectum", "ulcerative-colitis", "dyed-lifted-polyps",
-    "dyed-resection-margins", "hemorrhoids", "bbps-0-1", "vascular-lesion", "inflammatory-lesion",
-    "protruding-lesion", "normal",
+    "angiectasia",
+    "blood-fresh",
+    "blood-hematin",
+    "erosion",
+    "erythema",
+    "ulcer",
+    "polyp",
+    "lymphangiectasia",
+    "lymphoid-follicle",
+    "foreign-body",
+    "worms",
+    "normal-clean-mucosa",
+    "ileocecal-valve",
+    "pylorus",
+    "ampulla-of-vater",
+    "reduced-mucosal-view",
+    "stenosis",
+    "submucosal-tumor",
+    "diverticulum",
+    "vein",
+    "esophagitis",
+    "barretts",
+    "z-line",
+    "cecum",
+    "retroflex-rectum",
+    "ulcerative-colitis",
+    "dyed-lifted-polyps",
+    "dyed-resection-margins",
+    "hemorrhoids",
+    "bbps-0-1",
+    "vascular-lesion",
+    "inflammatory-lesion",
+    "protruding-lesion",
+    "normal",
 ]
 
 
@@ -67,8 +192,11 @@ def tax() -> Taxonomy:
 
 def frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(
-        {"image_id": [f"{s}/{i}.jpg" for i, (s, _) in enumerate(rows)],
-         "source": [s for s, _ in rows], "label": [lab for _, lab in rows]}
+        {
+            "image_id": [f"{s}/{i}.jpg" for i, (s, _) in enumerate(rows)],
+            "source": [s for s, _ in rows],
+            "label": [lab for _, lab in rows],
+        }
     )
 
 
@@ -162,8 +290,10 @@ def test_class_mapping_format(tax):
 @pytest.fixture(scope="module")
 def demo_manifests(tmp_path_factory) -> dict[str, pd.DataFrame]:
     root = tmp_path_factory.mktemp("taxonomy-demo")
-    synth(root / "raw", SynthConfig(videos=2, frames_per_video=6, kid_patients=2, kid_images_per_patient=3,
-                                    ce24_test_videos=1))
+    synth(
+        root / "raw",
+        SynthConfig(videos=2, frames_per_video=6, kid_patients=2, kid_images_per_patient=3, ce24_test_videos=1),
+    )
     out = {}
     for folder, fmt in [("kvasir_capsule", "kvasir-capsule"), ("kid", "kid"), ("ce24", "ce24")]:
         out[fmt] = ingest(get_adapter(fmt, root / "raw" / folder).scan(), fmt, root).manifest
@@ -240,7 +370,7 @@ def test_every_contract_label_is_mapped(tax):
     rows = every_label()
     df = frame(rows)
     for dataset, labels in CONTRACT.items():
-        assert set(labels) <= set(tax.sources[dataset]) | {l for l in labels if "|" in l}, dataset
+        assert set(labels) <= set(tax.sources[dataset]) | {label for label in labels if "|" in label}, dataset
     for target in tax.targets:
         out = map_labels(df, tax, target)
         assert len(out) == len(rows) and ((out.target_class != "") ^ (out.excluded != "")).all()
@@ -261,8 +391,11 @@ def test_every_ers_code_and_the_quality_flags(tax):
     unnamed = {code for code, findings in ers.items() if findings == [f"ers-{code}"]}
     assert all(tax.findings[f"ers-{code}"].startswith(f"ERS code {code}:") for code in unnamed)
     # the official mapper's groups reach their findings
-    groups = {"polyp": ["c22", "g14", "g31", "g45"], "ulcer": ["c26", "c27", "c32", "g18", "g19", "g50", "g51", "g52"],
-              "blood": ["b01", "c02", "c05", "g05", "g08", "g19", "g39", "g51"]}
+    groups = {
+        "polyp": ["c22", "g14", "g31", "g45"],
+        "ulcer": ["c26", "c27", "c32", "g18", "g19", "g50", "g51", "g52"],
+        "blood": ["b01", "c02", "c05", "g05", "g08", "g19", "g39", "g51"],
+    }
     for finding, codes in groups.items():
         assert all(finding in ers[code] for code in codes), finding
     assert [ers[f"q{i:02d}"] for i in (2, 5, 7)] == [["blur"]] * 3
@@ -285,39 +418,61 @@ def test_worms_is_one_marked_ers_entry(tax):
     """Which ERS code is worms is unknown: exactly one code maps to worms, between the marker comments."""
     assert [code for code, findings in tax.sources["ers"].items() if "worms" in findings] == ["c20"]
     text = DEFAULT_TAXONOMY.read_text(encoding="utf-8")
-    block = text[text.index("# >>> WORMS"):text.index("# <<< WORMS")]
+    block = text[text.index("# >>> WORMS") : text.index("# <<< WORMS")]
     assert "ASSUMPTION" in block and re.findall(r"^\s+(\w+): worms$", block, re.M) == ["c20"]
     assert one(tax, "ers", "c20", "ee24-ce24").target_class == "worms"
     assert one(tax, "ers", "c20", "ce24").excluded.startswith("source 'ers' not used")
 
 
-@pytest.mark.parametrize("source, label, expected", [
-    # LIMUC: Mayo >= 1 is Ulcer, Mayo 0 (inactive colitis) is not normal
-    ("limuc", "Mayo 0", "no finding maps"), ("limuc", "Mayo 1", "ulcer"), ("limuc", "Mayo 2", "ulcer"),
-    ("limuc", "Mayo 3", "ulcer"),
-    # CrohnIPI: normal, erythema, the three ulcer codes; oedema and stenosis are outside CE24's classes
-    ("crohnipi", "N", "normal"), ("crohnipi", "E", "erythema"), ("crohnipi", "AU", "ulcer"),
-    ("crohnipi", "U3-10", "ulcer"), ("crohnipi", "U>10", "ulcer"), ("crohnipi", "O", "no finding maps"),
-    ("crohnipi", "S", "no finding maps"),
-    # MedFMC: multi-label columns; tumour is not a CE24 class, the priority list resolves the rest
-    ("medfmc-endo", "normal", "normal"), ("medfmc-endo", "tumor", "no finding maps"),
-    ("medfmc-endo", "tumor|ulcer", "ulcer"), ("medfmc-endo", "erosion|ulcer", "ulcer"),
-    ("medfmc-endo", "erosion|polyp|tumor|ulcer", "polyp"),
-    # HyperKvasir: every ulcerative-colitis grade is Ulcer (the paper's 851), official-split spellings
-    ("hyperkvasir", "ulcerative-colitis-grade-0-1", "ulcer"), ("hyperkvasir", "ulcerative-colitis-grade-3", "ulcer"),
-    ("hyperkvasir", "normal-pylorus", "normal"), ("hyperkvasir", "polyp", "polyp"),
-    ("hyperkvasir", "oesophagitis-a", "no finding maps"),
-    # KID 1 / KID 2
-    ("kid", "Angioectasias", "angioectasia"), ("kid", "active bleeding", "bleeding"), ("kid", "Aphthae", "ulcer"),
-    ("kid", "Nodular lymphangiectasias", "lymphangiectasia"), ("kid", "Polypoid lesions", "polyp"),
-    ("kid", "normalsb", "normal"), ("kid", "Chylous cysts", "no finding maps"), ("kid", "vascular", "no finding maps"),
-    # SEE-AI, single and multi-label (priority: an object in the lumen first, erythema late)
-    ("see-ai", "angiodysplasia", "angioectasia"), ("see-ai", "lymph follicle", "no finding maps"),
-    ("see-ai", "erosion|erythema", "erosion"), ("see-ai", "angiodysplasia|erosion|foreign body", "foreign body"),
-    ("see-ai", "bleeding|polyp-like", "bleeding"),
-    # ERS: a lesion beside healthy mucosa is the lesion; ulcer with bleeding is Bleeding
-    ("ers", "c22|h01", "polyp"), ("ers", "b01|g19", "bleeding"), ("ers", "c01", "no finding maps"),
-])
+@pytest.mark.parametrize(
+    "source, label, expected",
+    [
+        # LIMUC: Mayo >= 1 is Ulcer, Mayo 0 (inactive colitis) is not normal
+        ("limuc", "Mayo 0", "no finding maps"),
+        ("limuc", "Mayo 1", "ulcer"),
+        ("limuc", "Mayo 2", "ulcer"),
+        ("limuc", "Mayo 3", "ulcer"),
+        # CrohnIPI: normal, erythema, the three ulcer codes; oedema and stenosis are outside CE24's classes
+        ("crohnipi", "N", "normal"),
+        ("crohnipi", "E", "erythema"),
+        ("crohnipi", "AU", "ulcer"),
+        ("crohnipi", "U3-10", "ulcer"),
+        ("crohnipi", "U>10", "ulcer"),
+        ("crohnipi", "O", "no finding maps"),
+        ("crohnipi", "S", "no finding maps"),
+        # MedFMC: multi-label columns; tumour is not a CE24 class, the priority list resolves the rest
+        ("medfmc-endo", "normal", "normal"),
+        ("medfmc-endo", "tumor", "no finding maps"),
+        ("medfmc-endo", "tumor|ulcer", "ulcer"),
+        ("medfmc-endo", "erosion|ulcer", "ulcer"),
+        ("medfmc-endo", "erosion|polyp|tumor|ulcer", "polyp"),
+        # HyperKvasir: every ulcerative-colitis grade is Ulcer (the paper's 851), official-split spellings
+        ("hyperkvasir", "ulcerative-colitis-grade-0-1", "ulcer"),
+        ("hyperkvasir", "ulcerative-colitis-grade-3", "ulcer"),
+        ("hyperkvasir", "normal-pylorus", "normal"),
+        ("hyperkvasir", "polyp", "polyp"),
+        ("hyperkvasir", "oesophagitis-a", "no finding maps"),
+        # KID 1 / KID 2
+        ("kid", "Angioectasias", "angioectasia"),
+        ("kid", "active bleeding", "bleeding"),
+        ("kid", "Aphthae", "ulcer"),
+        ("kid", "Nodular lymphangiectasias", "lymphangiectasia"),
+        ("kid", "Polypoid lesions", "polyp"),
+        ("kid", "normalsb", "normal"),
+        ("kid", "Chylous cysts", "no finding maps"),
+        ("kid", "vascular", "no finding maps"),
+        # SEE-AI, single and multi-label (priority: an object in the lumen first, erythema late)
+        ("see-ai", "angiodysplasia", "angioectasia"),
+        ("see-ai", "lymph follicle", "no finding maps"),
+        ("see-ai", "erosion|erythema", "erosion"),
+        ("see-ai", "angiodysplasia|erosion|foreign body", "foreign body"),
+        ("see-ai", "bleeding|polyp-like", "bleeding"),
+        # ERS: a lesion beside healthy mucosa is the lesion; ulcer with bleeding is Bleeding
+        ("ers", "c22|h01", "polyp"),
+        ("ers", "b01|g19", "bleeding"),
+        ("ers", "c01", "no finding maps"),
+    ],
+)
 def test_ee24_ce24_mappings_of_the_new_sources(tax, source, label, expected):
     row = one(tax, source, label, "ee24-ce24")
     if expected == "no finding maps":
@@ -364,11 +519,17 @@ def test_paper_reference_counts(tax):
 
 
 def test_exclusion_reasons(tax):
-    out = map_labels(frame([
-        ("ce24", ""),                                 # unlabelled
-        ("kvasir-capsule", "Polyp"),                  # source not used by the target
-        ("ce24", "Polyp"),                            # kept
-    ]), tax, "ce24")
+    out = map_labels(
+        frame(
+            [
+                ("ce24", ""),  # unlabelled
+                ("kvasir-capsule", "Polyp"),  # source not used by the target
+                ("ce24", "Polyp"),  # kept
+            ]
+        ),
+        tax,
+        "ce24",
+    )
     assert list(out.excluded[:2]) == [UNLABELLED, "source 'kvasir-capsule' not used by target 'ce24' (uses: ce24)"]
     assert (out.target_class[2], out.excluded[2]) == ("polyp", "")
     row = one(tax, "kvasir-capsule", "Reduced mucosal view", "ee24-ce24")
@@ -381,7 +542,11 @@ def test_exclusion_reasons(tax):
 def test_ambiguity_and_multi_label(tax):
     row = one(tax, "see-ai", "bleeding|erosion", "coarse")  # coarse: several_classes exclude
     assert row.target_class == "" and row.findings == "blood|erosion" and row.candidates == "vascular|inflammatory"
-    assert row.excluded.startswith("ambiguous") and "blood -> Vascular" in row.excluded and "erosion -> Inflammatory" in row.excluded
+    assert (
+        row.excluded.startswith("ambiguous")
+        and "blood -> Vascular" in row.excluded
+        and "erosion -> Inflammatory" in row.excluded
+    )
     # findings of one label that land in the same class are not ambiguous
     row = one(tax, "see-ai", " erosion | erythema ", "coarse")
     assert (row.target_class, row.findings, row.candidates) == ("inflammatory", "erosion|erythema", "inflammatory")
@@ -394,8 +559,12 @@ def test_ambiguity_and_multi_label(tax):
 
 
 def test_formats_map_sources_to_datasets(tax):
-    out = map_labels(frame([("kc-2021", "Foreign body"), ("ce24-official", "Worms")]), tax, "ce24",
-                     formats={"kc-2021": "kvasir-capsule", "ce24-official": "ce24"})
+    out = map_labels(
+        frame([("kc-2021", "Foreign body"), ("ce24-official", "Worms")]),
+        tax,
+        "ce24",
+        formats={"kc-2021": "kvasir-capsule", "ce24-official": "ce24"},
+    )
     assert out.target_class[1] == "worms"
     assert out.excluded[0] == "source 'kc-2021' (dataset 'kvasir-capsule') not used by target 'ce24' (uses: ce24)"
 
@@ -443,22 +612,42 @@ def test_rows_kept_in_order_and_input_untouched(tax):
 def test_speed_one_million_rows(tax):
     pairs = [(s, lab) for s in ("kvasir-capsule", "kid", "ce24") for lab in tax.sources[s]] + [("ce24", "")]
     pick = np.random.default_rng(0).integers(len(pairs), size=1_000_000)
-    df = pd.DataFrame({"source": np.array([p[0] for p in pairs], dtype=object)[pick],
-                       "label": np.array([p[1] for p in pairs], dtype=object)[pick]})
+    df = pd.DataFrame(
+        {
+            "source": np.array([p[0] for p in pairs], dtype=object)[pick],
+            "label": np.array([p[1] for p in pairs], dtype=object)[pick],
+        }
+    )
     start = time.perf_counter()
     out = map_labels(df, tax, "ee24-ce24")
     assert time.perf_counter() - start < 2.0
     assert len(out) == 1_000_000
 
 
-LABEL_POOL = [
-    ("ce24", lab) for lab in CE24_ORDER
-] + [("kvasir-capsule", lab) for lab in KC_FOLDERS] + [
-    ("kid", "vascular"), ("kid", "normal-small-bowel"), ("see-ai", "bleeding"), ("see-ai", "vein"),
-    ("hyperkvasir", "esophagitis-a"), ("gastrovision", "Colon polyps"),
-    ("ers", "c22"), ("ers", "h01"), ("ers", "b01"), ("ers", "q02"), ("ers", "q05"), ("ers", "g19"), ("ers", "c01"),
-    ("crohnipi", "E"), ("crohnipi", "U>10"), ("limuc", "Mayo 0"), ("medfmc-endo", "tumor"), ("medfmc-endo", "ulcer"),
-]
+LABEL_POOL = (
+    [("ce24", lab) for lab in CE24_ORDER]
+    + [("kvasir-capsule", lab) for lab in KC_FOLDERS]
+    + [
+        ("kid", "vascular"),
+        ("kid", "normal-small-bowel"),
+        ("see-ai", "bleeding"),
+        ("see-ai", "vein"),
+        ("hyperkvasir", "esophagitis-a"),
+        ("gastrovision", "Colon polyps"),
+        ("ers", "c22"),
+        ("ers", "h01"),
+        ("ers", "b01"),
+        ("ers", "q02"),
+        ("ers", "q05"),
+        ("ers", "g19"),
+        ("ers", "c01"),
+        ("crohnipi", "E"),
+        ("crohnipi", "U>10"),
+        ("limuc", "Mayo 0"),
+        ("medfmc-endo", "tumor"),
+        ("medfmc-endo", "ulcer"),
+    ]
+)
 
 
 @st.composite
@@ -487,9 +676,15 @@ def test_property_every_row_kept_exactly_one_outcome(df, target):
     # the class always comes from the candidates: all of them (multi-label) or one
     for cls, cand in zip(kept, out.candidates[kept.index]):
         assert cls == cand if spec.multi_label else cls in cand.split("|")
-    assert out.excluded[out.excluded.str.startswith("ambiguous")].index.isin(out.index[out.candidates.str.contains("|", regex=False)]).all()
+    assert (
+        out.excluded[out.excluded.str.startswith("ambiguous")]
+        .index.isin(out.index[out.candidates.str.contains("|", regex=False)])
+        .all()
+    )
     assert ((out.findings == "") == (df.label == "")).all()
-    assert (out.excluded[df.label == ""].isin([UNLABELLED]) | out.excluded[df.label == ""].str.contains("not used")).all()
+    assert (
+        out.excluded[df.label == ""].isin([UNLABELLED]) | out.excluded[df.label == ""].str.contains("not used")
+    ).all()
 
 
 # ----------------------------------------------------------------------------- custom taxonomies
@@ -582,45 +777,84 @@ V1_CASES = [
     ("    Normal: normal\n", "    Normal: normal\n    Polyp: normal\n", "duplicate key 'Polyp' at line 10"),
     ("  normal: Nothing found.\n", "  normal: Nothing found.\n  polyp: Again.\n", "duplicate key 'polyp'"),
     ("version: 1\n", "version: 3\n", "version: must be one of [1, 2]"),
-    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    several_classes: priority\n",
-     "targets.two.several_classes: unknown key (needs version: 2)"),
+    (
+        "    classes: [Normal, Polyp]\n",
+        "    classes: [Normal, Polyp]\n    several_classes: priority\n",
+        "targets.two.several_classes: unknown key (needs version: 2)",
+    ),
     ("findings:\n", "quality: [normal]\nfindings:\n", "quality: unknown top-level key (needs version: 2)"),
-    ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp]\n    sources: [yours]\n",
-     "targets.two.sources: unknown dataset 'yours'"),
+    (
+        "    classes: [Normal, Polyp]\n",
+        "    classes: [Normal, Polyp]\n    sources: [yours]\n",
+        "targets.two.sources: unknown dataset 'yours'",
+    ),
     ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp, polyp]\n", "repeated class(es)"),
     ("  polyp: A polyp.\n", "  Polyp Big: A polyp.\n", "findings.Polyp Big: finding names are lower-case"),
     ("targets:\n", "extras: 1\ntargets:\n", "extras: unknown top-level key"),
-    ("    description: Polyp or not.\n", "    description: Polyp or not.\n    mapp: {}\n",
-     "targets.two.mapp: unknown key"),
+    (
+        "    description: Polyp or not.\n",
+        "    description: Polyp or not.\n    mapp: {}\n",
+        "targets.two.mapp: unknown key",
+    ),
 ]
 V2_CASES = [
-    ("    several_classes: priority\n", "    several_classes: first\n",
-     "targets.two.several_classes: must be one of exclude, priority, multi-label, got 'first'"),
+    (
+        "    several_classes: priority\n",
+        "    several_classes: first\n",
+        "targets.two.several_classes: must be one of exclude, priority, multi-label, got 'first'",
+    ),
     ("    priority: [Polyp, Normal]\n", "    priority: [Polyp]\n", "targets.two.priority: must list every class"),
-    ("    priority: [Polyp, Normal]\n", "    priority: [Polyp, Polyp, Normal]\n", "targets.two.priority: must list every class"),
+    (
+        "    priority: [Polyp, Normal]\n",
+        "    priority: [Polyp, Polyp, Normal]\n",
+        "targets.two.priority: must list every class",
+    ),
     ("    priority: [Polyp, Normal]\n", "", "targets.two.priority: must list every class"),
-    ("    several_classes: multi-label\n", "    several_classes: multi-label\n    priority: [polyp, normal]\n",
-     "targets.all.priority: only used with several_classes: priority (here multi-label)"),
+    (
+        "    several_classes: multi-label\n",
+        "    several_classes: multi-label\n    priority: [polyp, normal]\n",
+        "targets.all.priority: only used with several_classes: priority (here multi-label)",
+    ),
     ("    classes: [Normal, Polyp]\n", "    classes: [Normal, Polyp|Normal]\n", "contains '|'"),
-    ("    classes: every-finding\n", "    classes: every-finding\n    map: {polyp: polyp}\n",
-     "targets.all.map: must be left out with classes: every-finding"),
+    (
+        "    classes: every-finding\n",
+        "    classes: every-finding\n    map: {polyp: polyp}\n",
+        "targets.all.map: must be left out with classes: every-finding",
+    ),
     ("quality: [blur]\n", "quality: [blurry]\n", "quality.blurry: unknown finding"),
-    ("      polyp: Polyp\n", "      polyp: Polyp\n      blur: Normal\n",
-     "targets.two.map.blur: is a quality flag: quality flags never decide a class"),
-    ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyp: 1}\n",
-     "targets.two.reference.totals: add up to 4, not images: 5"),
-    ("      totals: {Normal: 3, Polyp: 2}\n", "      totals: {Normal: 3, Polyps: 2}\n",
-     "targets.two.reference.totals.Polyps: not one of the target's classes"),
-    ("        mine: {Polyp: 2}\n", "        yours: {Polyp: 2}\n", "targets.two.reference.datasets.yours: unknown dataset"),
-    ("        mine: {Polyp: 2}\n", "        mine: {Polyp: 7}\n",
-     "targets.two.reference.datasets.mine.Polyp: 7 is more than the class total 2"),
+    (
+        "      polyp: Polyp\n",
+        "      polyp: Polyp\n      blur: Normal\n",
+        "targets.two.map.blur: is a quality flag: quality flags never decide a class",
+    ),
+    (
+        "      totals: {Normal: 3, Polyp: 2}\n",
+        "      totals: {Normal: 3, Polyp: 1}\n",
+        "targets.two.reference.totals: add up to 4, not images: 5",
+    ),
+    (
+        "      totals: {Normal: 3, Polyp: 2}\n",
+        "      totals: {Normal: 3, Polyps: 2}\n",
+        "targets.two.reference.totals.Polyps: not one of the target's classes",
+    ),
+    (
+        "        mine: {Polyp: 2}\n",
+        "        yours: {Polyp: 2}\n",
+        "targets.two.reference.datasets.yours: unknown dataset",
+    ),
+    (
+        "        mine: {Polyp: 2}\n",
+        "        mine: {Polyp: 7}\n",
+        "targets.two.reference.datasets.mine.Polyp: 7 is more than the class total 2",
+    ),
     ("      images: 5\n", "      images: -5\n", "targets.two.reference.images: must be a whole number >= 0"),
     ("      source: A paper.\n", "", "targets.two.reference.source: needs the publication"),
 ]
 
 
-@pytest.mark.parametrize("base, old, new, problem",
-                         [(MINIMAL, *case) for case in V1_CASES] + [(MINIMAL_V2, *case) for case in V2_CASES])
+@pytest.mark.parametrize(
+    "base, old, new, problem", [(MINIMAL, *case) for case in V1_CASES] + [(MINIMAL_V2, *case) for case in V2_CASES]
+)
 def test_validation_errors_name_file_and_key(tmp_path, base, old, new, problem):
     assert old in base
     path = write(tmp_path, base.replace(old, new, 1))

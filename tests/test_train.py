@@ -28,8 +28,18 @@ from endoctl.train import TrainConfig, TrainError, _create_for_training, load_co
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "eva02_tiny_patch14_224"
-TINY = {"model_name": MODEL, "img_size": 28, "batch_size": 4, "num_workers": 0, "warmup_epochs": 0,
-        "lr": 1e-3, "drop_path_rate": 0.1, "pretrained_file": "", "freeze_epochs": 0, "amp": "off"}
+TINY = {
+    "model_name": MODEL,
+    "img_size": 28,
+    "batch_size": 4,
+    "num_workers": 0,
+    "warmup_epochs": 0,
+    "lr": 1e-3,
+    "drop_path_rate": 0.1,
+    "pretrained_file": "",
+    "freeze_epochs": 0,
+    "amp": "off",
+}
 METRIC_KEYS = {"loss"}, {"loss", "balanced_accuracy", "auc_macro", "f1_macro", "map_macro"}
 
 
@@ -44,8 +54,17 @@ def make_split(root: Path, name: str, classes: list[str], per_class: int = 8, fo
             path = Path("images") / name / f"{cls}_{i}.png"
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(root / path)
-            rows.append({"image_id": f"{name}/{path.name}", "source": name, "path": path.as_posix(), "label": cls,
-                         "target_class": cls, "group": f"g{c}{i}", "fold": str(i % folds)})
+            rows.append(
+                {
+                    "image_id": f"{name}/{path.name}",
+                    "source": name,
+                    "path": path.as_posix(),
+                    "label": cls,
+                    "target_class": cls,
+                    "group": f"g{c}{i}",
+                    "fold": str(i % folds),
+                }
+            )
     split = root / "manifests" / name
     split.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(split / "train_val.csv", index=False)
@@ -54,8 +73,15 @@ def make_split(root: Path, name: str, classes: list[str], per_class: int = 8, fo
 
 
 def config(root: Path, split: Path, stage: str, **kw: object) -> TrainConfig:
-    values = {**TINY, "split_dir": str(split), "data_root": str(root), "out_dir": str(root / "models" / stage),
-              "metrics_dir": str(root / "metrics" / stage), "epochs": 2, **kw}
+    values = {
+        **TINY,
+        "split_dir": str(split),
+        "data_root": str(root),
+        "out_dir": str(root / "models" / stage),
+        "metrics_dir": str(root / "metrics" / stage),
+        "epochs": 2,
+        **kw,
+    }
     return TrainConfig(**values)
 
 
@@ -71,8 +97,13 @@ def _params_file(root: Path) -> Path:
     common = {k: v for k, v in TINY.items()}
     params = {
         "pretrain": {**common, "split_dir": "manifests/merged", "epochs": 2},
-        "finetune": {**common, "split_dir": "manifests/target", "epochs": 2, "freeze_epochs": 1,
-                     "pretrained_file": "models/pretrain/best.pt"},
+        "finetune": {
+            **common,
+            "split_dir": "manifests/target",
+            "epochs": 2,
+            "freeze_epochs": 1,
+            "pretrained_file": "models/pretrain/best.pt",
+        },
     }
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -94,8 +125,10 @@ def test_cli_pretrain_then_finetune(workspace: Path, monkeypatch: pytest.MonkeyP
     second = runner.invoke(app, ["train", "finetune", "--epochs", "1"])
     assert second.exit_code == 0, second.output
 
-    for stage, epochs, classes in (("pretrain", 2, ["angioectasia", "bleeding", "normal"]),
-                                   ("finetune", 1, ["normal", "polyp"])):
+    for stage, epochs, classes in (
+        ("pretrain", 2, ["angioectasia", "bleeding", "normal"]),
+        ("finetune", 1, ["normal", "polyp"]),
+    ):
         files = sorted(p.name for p in (workspace / "models" / stage).iterdir())
         assert files == ["best.pt", "last.pt"]  # no temp files left behind
         last = torch.load(workspace / "models" / stage / "last.pt", weights_only=True)
@@ -111,7 +144,10 @@ def test_cli_pretrain_then_finetune(workspace: Path, monkeypatch: pytest.MonkeyP
         assert set(metrics["train"]) == METRIC_KEYS[0] and set(metrics["val"]) == METRIC_KEYS[1]
         assert {"lr", "step"} <= set(metrics) and metrics["step"] == epochs - 1
         best = torch.load(workspace / "models" / stage / "best.pt", weights_only=True)
-        assert metrics["best"] == {"epoch": best["epoch"], "balanced_accuracy": best["metrics"]["val/balanced_accuracy"]}
+        assert metrics["best"] == {
+            "epoch": best["epoch"],
+            "balanced_accuracy": best["metrics"]["val/balanced_accuracy"],
+        }
         plots = workspace / "metrics" / stage / "plots" / "metrics"
         history = pd.read_csv(plots / "val" / "balanced_accuracy.tsv", sep="\t")
         assert list(history["step"]) == list(range(epochs))
@@ -127,8 +163,9 @@ def test_cli_pretrain_then_finetune(workspace: Path, monkeypatch: pytest.MonkeyP
 def test_missing_pretrained_file_is_a_clear_error(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workspace)
     _params_file(workspace)
-    result = CliRunner().invoke(app, ["train", "pretrain", "--pretrained-file", "weights/eva02.pth",
-                                      "--out-dir", "models/missing"])
+    result = CliRunner().invoke(
+        app, ["train", "pretrain", "--pretrained-file", "weights/eva02.pth", "--out-dir", "models/missing"]
+    )
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert "pretrained_file not found: weights/eva02.pth" in text
@@ -203,7 +240,7 @@ def _tensors(obj: object) -> list[torch.Tensor]:
 
 # ------------------------------------------------------------------------------------- DDP
 
-TRACE = '''
+TRACE = """
 import os
 if os.environ.get("ENDOCTL_TRACE") and "RANK" in os.environ:
     from endoctl import data, model
@@ -222,7 +259,7 @@ if os.environ.get("ENDOCTL_TRACE") and "RANK" in os.environ:
         return save(path, *args, **kwargs)
 
     data.LabelledImages.__getitem__, model.save_checkpoint = traced_getitem, traced_save
-'''
+"""
 
 
 @pytest.mark.slow
@@ -230,16 +267,43 @@ def test_ddp_two_cpu_processes(workspace: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     trace.mkdir()
     (tmp_path / "sitecustomize.py").write_text(TRACE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-           "ENDOCTL_TRACE": str(trace), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "ENDOCTL_TRACE": str(trace),
+        "OMP_NUM_THREADS": "1",
+    }
     _params_file(workspace)
     out, metrics = tmp_path / "models", tmp_path / "metrics"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "endoctl", "train", "finetune", "--params", str(workspace / "params.yaml"),
-           "--pretrained-file", "", "--freeze-epochs", "1", "--epochs", "2", "--balance", "none",
-           "--out-dir", str(out), "--metrics-dir", str(metrics)]
-    proc = subprocess.Popen(cmd, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "endoctl",
+        "train",
+        "finetune",
+        "--params",
+        str(workspace / "params.yaml"),
+        "--pretrained-file",
+        "",
+        "--freeze-epochs",
+        "1",
+        "--epochs",
+        "2",
+        "--balance",
+        "none",
+        "--out-dir",
+        str(out),
+        "--metrics-dir",
+        str(metrics),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -259,7 +323,7 @@ def test_ddp_two_cpu_processes(workspace: Path, tmp_path: Path) -> None:
     seen = [np.array((trace / f"samples-{r}").read_text().split(), dtype=int) for r in (0, 1)]
     per_epoch = 8 // 2
     for epoch in range(2):
-        a, b = (s[epoch * per_epoch:(epoch + 1) * per_epoch] for s in seen)
+        a, b = (s[epoch * per_epoch : (epoch + 1) * per_epoch] for s in seen)
         assert len(a) == len(b) == per_epoch
         assert set(a).isdisjoint(b) and len(set(a) | set(b)) == 8
 
@@ -271,8 +335,10 @@ def test_distributed_weighted_sampler_shards_and_weights() -> None:
     labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
     weights = datamod.inverse_frequency(labels, 3)[labels]
     world = 3
-    shards = [datamod.DistributedWeightedSampler(len(labels), weights, num_samples=30_000, rank=r, world=world, seed=5)
-              for r in range(world)]
+    shards = [
+        datamod.DistributedWeightedSampler(len(labels), weights, num_samples=30_000, rank=r, world=world, seed=5)
+        for r in range(world)
+    ]
     for s in shards:
         s.set_epoch(4)
     drawn = [list(s) for s in shards]
@@ -298,7 +364,9 @@ def test_augmentation_depends_only_on_the_sample_seed(workspace: Path) -> None:
     split = datamod.load_split(workspace / "manifests" / "merged", val_fold=0)
     model = modelmod.create_model(MODEL, 3, img_size=28)
     cfg = modelmod.data_config_for(model, 28)
-    dataset = datamod.LabelledImages(split.train, datamod.build_transform(cfg, True, datamod.Augment(rot90=1.0)), workspace)
+    dataset = datamod.LabelledImages(
+        split.train, datamod.build_transform(cfg, True, datamod.Augment(rot90=1.0)), workspace
+    )
     first = dataset[(0, 123)][0]
     torch.manual_seed(999)
     state = torch.get_rng_state()
@@ -318,7 +386,6 @@ def test_val_metrics_over_present_classes() -> None:
     assert wrong["balanced_accuracy"] < 0.5 and wrong["auc_macro"] < 1.0
 
 
-
 def test_training_and_evaluate_share_one_macro_f1() -> None:
     """4 images, class 2 predicted but never true: scikit-learn's macro F1 over the classes in truth
     or prediction, (1 + 2/3 + 0) / 3 = 0.556, in training's validation metrics and in the report."""
@@ -327,7 +394,7 @@ def test_training_and_evaluate_share_one_macro_f1() -> None:
     from endoctl.metrics import EvalData, full_report
 
     y = np.array([0, 0, 1, 1])
-    proba = np.array([[.8, .1, .1], [.7, .2, .1], [.1, .8, .1], [.1, .3, .6]])
+    proba = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.3, 0.6]])
     expected = (1 + 2 / 3 + 0) / 3
     assert f1_score(y, proba.argmax(axis=1), average="macro") == pytest.approx(expected)
     assert val_metrics(y, proba)["f1_macro"] == pytest.approx(expected)
@@ -336,6 +403,7 @@ def test_training_and_evaluate_share_one_macro_f1() -> None:
     assert report["f1_macro"] == pytest.approx(expected)
     assert report["per_class"]["c"]["f1"] == 0.0 and report["balanced_accuracy"] == pytest.approx(0.75)
 
+
 # ---------------------------------------------------------------------- weights for training
 
 
@@ -343,12 +411,22 @@ def test_finetune_backbone_from_endoctl_and_lightning_checkpoints(tmp_path: Path
     source = modelmod.create_model(MODEL, 3, img_size=28)
     mapping = {"a": 0, "b": 1, "c": 2}
     ckpt = tmp_path / "best.pt"
-    modelmod.save_checkpoint(ckpt, source, model_name=MODEL, class_mapping=mapping, img_size=28, class_names=list(mapping))
+    modelmod.save_checkpoint(
+        ckpt, source, model_name=MODEL, class_mapping=mapping, img_size=28, class_names=list(mapping)
+    )
     lightning = tmp_path / "seed.ckpt"
     sd = source.state_dict()
-    torch.save({"state_dict": {**{f"backbone.{k}": v for k, v in sd.items() if not k.startswith("head.")},
-                               "classifier.linear.weight": sd["head.weight"], "classifier.linear.bias": sd["head.bias"]},
-                "hyper_parameters": {"model_name": MODEL}}, lightning)
+    torch.save(
+        {
+            "state_dict": {
+                **{f"backbone.{k}": v for k, v in sd.items() if not k.startswith("head.")},
+                "classifier.linear.weight": sd["head.weight"],
+                "classifier.linear.bias": sd["head.bias"],
+            },
+            "hyper_parameters": {"model_name": MODEL},
+        },
+        lightning,
+    )
     for file, size in ((ckpt, 28), (lightning, 28), (ckpt, 42)):
         cfg = TrainConfig(model_name=MODEL, img_size=size, pretrained_file=str(file), out_dir=str(tmp_path / "out"))
         model = _create_for_training(cfg, 5, weights=True)
@@ -375,6 +453,7 @@ def test_multi_label_split_is_a_clear_one_line_error(tmp_path: Path, monkeypatch
     with pytest.raises(ValueError, match=r"target is multi-label \(1 images with several classes, e.g. 'a\|b'\)"):
         datamod.load_split(split, val_fold=0)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["train", "pretrain", "--params", "none.yaml", "--split-dir", str(split),
-                                      "--out-dir", "models/x"])
+    result = CliRunner().invoke(
+        app, ["train", "pretrain", "--params", "none.yaml", "--split-dir", str(split), "--out-dir", "models/x"]
+    )
     assert result.exit_code == 2 and "multi-label" in result.output and "Traceback" not in result.output

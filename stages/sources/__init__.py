@@ -14,8 +14,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from endoctl.sources.base import Adapter
 
-__all__ = ["AUTO", "DETECTION_ORDER", "FORMATS", "REGISTRY", "Adapter", "ImageRecord", "Rejection", "Skipped",
-           "detect_format", "get_adapter"]
+__all__ = [
+    "AUTO",
+    "DETECTION_ORDER",
+    "FORMATS",
+    "REGISTRY",
+    "Adapter",
+    "ImageRecord",
+    "Rejection",
+    "Skipped",
+    "detect_format",
+    "get_adapter",
+]
 
 FORMATS = {  # --format name -> the module below endoctl.sources that registers it
     "ce24": "ce24",
@@ -35,15 +45,38 @@ FORMATS = {  # --format name -> the module below endoctl.sources that registers 
 AUTO = "auto"
 # Most specific evidence first: named folders/files a dataset alone ships, then folder-name patterns
 # (ERS patient folders), then sets of class-folder names. ``folder`` and ``csv`` are never guessed.
-DETECTION_ORDER = ("ce24", "kvasir-capsule", "hyperkvasir", "see-ai", "crohnipi", "limuc", "ers", "medfmc-endo",
-                   "gastrovision", "kvasir-v2", "kid")
+DETECTION_ORDER = (
+    "ce24",
+    "kvasir-capsule",
+    "hyperkvasir",
+    "see-ai",
+    "crohnipi",
+    "limuc",
+    "ers",
+    "medfmc-endo",
+    "gastrovision",
+    "kvasir-v2",
+    "kid",
+)
 
 
 def _registry() -> dict[str, type[Adapter]]:
     # Imported here, on first use, and named one by one so the code a stage runs can be read off the
     # source (tests/test_dvc_deps.py); importing a module registers its adapter(s).
-    from endoctl.sources import (ce24, crohnipi, csv_labels, ers, folder, gastrovision, hyperkvasir,  # noqa: F401
-                                 kid, kvasir_capsule, limuc, medfmc, see_ai)
+    from endoctl.sources import (  # noqa: F401
+        ce24,
+        crohnipi,
+        csv_labels,
+        ers,
+        folder,
+        gastrovision,
+        hyperkvasir,
+        kid,
+        kvasir_capsule,
+        limuc,
+        medfmc,
+        see_ai,
+    )
     from endoctl.sources.base import REGISTRY
 
     return REGISTRY

@@ -54,8 +54,18 @@ class CE24(Adapter):
         "no patient)"
     )
     split_rule = "training, validation or test from the top folder"
-    labels = ("Angioectasia", "Bleeding", "Erosion", "Erythema", "Foreign Body", "Lymphangiectasia", "Normal", "Polyp",
-              "Ulcer", "Worms")
+    labels = (
+        "Angioectasia",
+        "Bleeding",
+        "Erosion",
+        "Erythema",
+        "Foreign Body",
+        "Lymphangiectasia",
+        "Normal",
+        "Polyp",
+        "Ulcer",
+        "Worms",
+    )
     evidence = {"layout": "V", "label": "V", "patient": "V/?", "split": "V"}
     signature = "training/ and validation/ folders, or testing/Images/"
 

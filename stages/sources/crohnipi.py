@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from endoctl.io import read_table
-from endoctl.sources.base import (Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, missing_listed,
-                                  register)
+from endoctl.sources.base import Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, missing_listed, register
 
 DESCRIPTION = "CrohnIPI_description.csv"
 ENCODING = "iso-8859-1"
@@ -29,8 +28,10 @@ def find_description(root: Path) -> Path | None:
 @register
 class CrohnIPI(Adapter):
     name = "crohnipi"
-    layout = (f"imgs/<frame>.jpg + {DESCRIPTION} beside imgs/ (in SRC or one folder below, e.g. DataCrohnIPI/; "
-              "with --labels FILE: SRC/imgs/)")
+    layout = (
+        f"imgs/<frame>.jpg + {DESCRIPTION} beside imgs/ (in SRC or one folder below, e.g. DataCrohnIPI/; "
+        "with --labels FILE: SRC/imgs/)"
+    )
     label_rule = (
         f"the Label column of {DESCRIPTION} (read as ISO-8859-1), exactly one of {', '.join(CODES)}; "
         "another value, an image not listed, or a listed image that is missing is rejected"

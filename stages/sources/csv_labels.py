@@ -28,13 +28,20 @@ def _pick(df: pd.DataFrame, names: tuple[str, ...], file: Path, required: bool) 
 
 def read_label_table(file: Path) -> pd.DataFrame:
     """Label file (CSV, or xlsx) -> columns path, label, patient_id; paths normalised to POSIX."""
-    df = pd.read_excel(file, dtype=str).fillna("") if file.suffix.lower() in (".xlsx", ".xls") else read_csv(file, sep=None, engine="python")
+    df = (
+        pd.read_excel(file, dtype=str).fillna("")
+        if file.suffix.lower() in (".xlsx", ".xls")
+        else read_csv(file, sep=None, engine="python")
+    )
     path_col = _pick(df, PATH_COLUMNS, file, True)
     label_col = _pick(df, LABEL_COLUMNS, file, True)
     patient_col = _pick(df, PATIENT_COLUMNS, file, False)
     return pd.DataFrame(
         {
-            "path": df[path_col].str.replace("\\", "/", regex=False).str.strip().str.replace(r"^(\./)+", "", regex=True),
+            "path": df[path_col]
+            .str.replace("\\", "/", regex=False)
+            .str.strip()
+            .str.replace(r"^(\./)+", "", regex=True),
             "label": df[label_col].str.strip(),
             "patient_id": df[patient_col].str.strip() if patient_col else "",
         }

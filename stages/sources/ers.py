@@ -14,8 +14,17 @@ import re
 from pathlib import Path
 
 from endoctl.imaging import IMAGE_SUFFIXES
-from endoctl.sources.base import (ANNOTATION, Adapter, Entry, FileEntry, ImageRecord, Rejection, Skipped,
-                                  child_dirs, register)
+from endoctl.sources.base import (
+    ANNOTATION,
+    Adapter,
+    Entry,
+    FileEntry,
+    ImageRecord,
+    Rejection,
+    Skipped,
+    child_dirs,
+    register,
+)
 
 # MST 3.0 colonoscopy (c) and gastroscopy (g) findings, healthy (h), blood (b), quality (q): 123 codes.
 CODE_COUNTS = {"b": 2, "c": 34, "g": 70, "h": 7, "q": 10}
@@ -44,8 +53,9 @@ def frame_codes(mask_names: list[str]) -> tuple[list[str], str]:
             if not TOKEN.fullmatch(token):
                 return [], f"mask {name}: {token!r} is not an ERS code (a letter and 2 digits)"
             if token.lower() not in CODE_SET:
-                return [], (f"mask {name}: unknown ERS code {token!r} (known: b01-b02, c01-c34, g01-g70, "
-                            "h01-h07, q01-q10)")
+                return [], (
+                    f"mask {name}: unknown ERS code {token!r} (known: b01-b02, c01-c34, g01-g70, h01-h07, q01-q10)"
+                )
             codes.add(token.lower())
     return sorted(codes), ""
 
@@ -64,9 +74,11 @@ def _patient_folders(folder: Path) -> str | None:
 @register
 class ERS(Adapter):
     name = "ers"
-    layout = ("<patient 4 digits>/<samples|seq_NN>/frames/NNNNNN.png with masks "
-              "<same folder>/labels/NNNNNN_<code>[_<code>…].png (SRC may also be one level up, e.g. "
-              "precise-samples/<patient>/… [3])")
+    layout = (
+        "<patient 4 digits>/<samples|seq_NN>/frames/NNNNNN.png with masks "
+        "<same folder>/labels/NNNNNN_<code>[_<code>…].png (SRC may also be one level up, e.g. "
+        "precise-samples/<patient>/… [3])"
+    )
     label_rule = (
         "the codes in the names of the frame's masks in labels/, lower-case, sorted, joined with '|' "
         "(000005_c01_c02_h01.png -> c01|c02|h01; several masks per frame; a 0-byte mask counts). A "
@@ -127,7 +139,9 @@ class ERS(Adapter):
             return Rejection(str(entry.file), "no labels/ folder beside this frames/ folder")
         names = self._masks.get(entry.stem, [])
         if not names:
-            return Rejection(str(entry.file), f"no mask in ../labels/ names this frame (expected {entry.stem}_<code>….png)")
+            return Rejection(
+                str(entry.file), f"no mask in ../labels/ names this frame (expected {entry.stem}_<code>….png)"
+            )
         codes, problem = frame_codes(names)
         if problem:
             return Rejection(str(entry.file), problem)

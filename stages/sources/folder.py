@@ -26,8 +26,16 @@ class KvasirV2(Folder):
     name = "kvasir-v2"
     layout = "<class>/<uuid>.jpg (e.g. dyed-lifted-polyps/...)"
     label_rule = "the class folder name (dyed-lifted-polyps, esophagitis, normal-cecum, ...)"
-    labels = ("dyed-lifted-polyps", "dyed-resection-margins", "esophagitis", "normal-cecum", "normal-pylorus",
-              "normal-z-line", "polyps", "ulcerative-colitis")
+    labels = (
+        "dyed-lifted-polyps",
+        "dyed-resection-margins",
+        "esophagitis",
+        "normal-cecum",
+        "normal-pylorus",
+        "normal-z-line",
+        "polyps",
+        "ulcerative-colitis",
+    )
     evidence = {"layout": "?", "label": "?"}
     signature = "two or more of Kvasir v2's 8 class folders (e.g. dyed-lifted-polyps/, normal-z-line/)"
 

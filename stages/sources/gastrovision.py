@@ -8,12 +8,35 @@ from endoctl.io import read_csv
 from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register
 
 SPLIT_FILES = ("train", "validate", "test")
-CLASSES = ("Accessory tools", "Angiectasia", "Barrett's esophagus", "Blood in lumen", "Cecum", "Colon diverticula",
-           "Colon polyps", "Colorectal cancer", "Duodenal bulb", "Dyed-lifted-polyps", "Dyed-resection-margins",
-           "Erythema", "Esophageal varices", "Esophagitis", "Gastric polyps",
-           "Gastroesophageal_junction_normal z-line", "Ileocecal valve", "Mucosal inflammation large bowel",
-           "Normal esophagus", "Normal mucosa and vascular pattern in the large bowel", "Normal stomach", "Pylorus",
-           "Resected polyps", "Resection margins", "Retroflex rectum", "Small bowel_terminal ileum", "Ulcer")
+CLASSES = (
+    "Accessory tools",
+    "Angiectasia",
+    "Barrett's esophagus",
+    "Blood in lumen",
+    "Cecum",
+    "Colon diverticula",
+    "Colon polyps",
+    "Colorectal cancer",
+    "Duodenal bulb",
+    "Dyed-lifted-polyps",
+    "Dyed-resection-margins",
+    "Erythema",
+    "Esophageal varices",
+    "Esophagitis",
+    "Gastric polyps",
+    "Gastroesophageal_junction_normal z-line",
+    "Ileocecal valve",
+    "Mucosal inflammation large bowel",
+    "Normal esophagus",
+    "Normal mucosa and vascular pattern in the large bowel",
+    "Normal stomach",
+    "Pylorus",
+    "Resected polyps",
+    "Resection margins",
+    "Retroflex rectum",
+    "Small bowel_terminal ileum",
+    "Ulcer",
+)
 
 
 @register

@@ -37,11 +37,31 @@ class HyperKvasir(Adapter):
         "split_0/split_1 from official_splits/2_fold_split.csv (file-name;class-name;split-index), else "
         "fold_0 ... fold_4 from official_splits/5_fold_split.csv, in --labels DIR, SRC/official_splits or SRC"
     )
-    labels = ("barretts", "barretts-short-segment", "bbps-0-1", "bbps-2-3", "cecum", "dyed-lifted-polyps",
-              "dyed-resection-margins", "esophagitis-a", "esophagitis-b-d", "hemorrhoids", "ileum", "impacted-stool",
-              "polyps", "pylorus", "retroflex-rectum", "retroflex-stomach", "ulcerative-colitis-grade-0-1",
-              "ulcerative-colitis-grade-1", "ulcerative-colitis-grade-1-2", "ulcerative-colitis-grade-2",
-              "ulcerative-colitis-grade-2-3", "ulcerative-colitis-grade-3", "z-line")
+    labels = (
+        "barretts",
+        "barretts-short-segment",
+        "bbps-0-1",
+        "bbps-2-3",
+        "cecum",
+        "dyed-lifted-polyps",
+        "dyed-resection-margins",
+        "esophagitis-a",
+        "esophagitis-b-d",
+        "hemorrhoids",
+        "ileum",
+        "impacted-stool",
+        "polyps",
+        "pylorus",
+        "retroflex-rectum",
+        "retroflex-stomach",
+        "ulcerative-colitis-grade-0-1",
+        "ulcerative-colitis-grade-1",
+        "ulcerative-colitis-grade-1-2",
+        "ulcerative-colitis-grade-2",
+        "ulcerative-colitis-grade-2-3",
+        "ulcerative-colitis-grade-3",
+        "z-line",
+    )
     evidence = {"layout": "3", "label": "3", "split": "V"}
     signature = "labeled-images/ or unlabeled-images/"
 

@@ -22,19 +22,29 @@ class KvasirCapsule(Adapter):
     name = "kvasir-capsule"
     layout = "labelled_images/<Finding>/<videoid>_<frame>.jpg (and unlabelled_images/<image>)"
     label_rule = (
-        "the finding folder (e.g. 'Normal clean mucosa', 'Blood - fresh'); unlabelled_images/ get "
-        "an empty label"
+        "the finding folder (e.g. 'Normal clean mucosa', 'Blood - fresh'); unlabelled_images/ get an empty label"
     )
-    patient_rule = (
-        "the video id: metadata.csv's video_id when present, else the file-name prefix before '_'"
-    )
+    patient_rule = "the video id: metadata.csv's video_id when present, else the file-name prefix before '_'"
     split_rule = (
         "split_0/split_1 from the official split files (filename,label) when present: official_split_{0,1}.csv "
         "or official_splits/split_{0,1}.csv, beside metadata.csv (or --labels)"
     )
-    labels = ("Ampulla of vater", "Angiectasia", "Blood - fresh", "Blood - hematin", "Erosion", "Erythema",
-              "Foreign body", "Ileocecal valve", "Lymphangiectasia", "Normal clean mucosa", "Polyp", "Pylorus",
-              "Reduced mucosal view", "Ulcer")
+    labels = (
+        "Ampulla of vater",
+        "Angiectasia",
+        "Blood - fresh",
+        "Blood - hematin",
+        "Erosion",
+        "Erythema",
+        "Foreign body",
+        "Ileocecal valve",
+        "Lymphangiectasia",
+        "Normal clean mucosa",
+        "Polyp",
+        "Pylorus",
+        "Reduced mucosal view",
+        "Ulcer",
+    )
     evidence = {"layout": "V", "label": "3", "patient": "V", "split": "V"}
     signature = "labelled_images/ or unlabelled_images/"
 

@@ -25,15 +25,21 @@ def limuc_patient(stem: str) -> str:
 @register
 class LIMUC(Adapter):
     name = "limuc"
-    layout = (f"{PATIENT_TREE}/<id>/Mayo N/UC_patient_<id>_<n>.bmp, and/or the archives "
-              "train_and_validation_sets/Mayo N/… and test_set/Mayo N/… (SRC may also be "
-              f"{PATIENT_TREE} itself)")
+    layout = (
+        f"{PATIENT_TREE}/<id>/Mayo N/UC_patient_<id>_<n>.bmp, and/or the archives "
+        "train_and_validation_sets/Mayo N/… and test_set/Mayo N/… (SRC may also be "
+        f"{PATIENT_TREE} itself)"
+    )
     label_rule = "the Mayo folder: 'Mayo 0', 'Mayo 1', 'Mayo 2' or 'Mayo 3'"
-    patient_rule = ("the <id> folder in the patient tree, else <id> from UC_patient_<id>_<n>; a file whose "
-                    "name names another patient than its folder is rejected")
-    split_rule = ("train_val or test from the archive folder (train_and_validation_sets, test_set); an image "
-                  "of the patient tree gets the split of the archive file with its name, when the archives "
-                  "are beside it")
+    patient_rule = (
+        "the <id> folder in the patient tree, else <id> from UC_patient_<id>_<n>; a file whose "
+        "name names another patient than its folder is rejected"
+    )
+    split_rule = (
+        "train_val or test from the archive folder (train_and_validation_sets, test_set); an image "
+        "of the patient tree gets the split of the archive file with its name, when the archives "
+        "are beside it"
+    )
     labels = MAYO
     evidence = {"layout": "V", "label": "V", "patient": "V", "split": "V"}
     signature = f"{PATIENT_TREE}/, train_and_validation_sets/ or test_set/ (or <id>/Mayo N/ folders)"

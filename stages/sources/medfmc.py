@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from endoctl.io import read_table
-from endoctl.sources.base import (Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, missing_listed,
-                                  register)
+from endoctl.sources.base import Adapter, Entry, FileEntry, ImageRecord, Rejection, child_dirs, missing_listed, register
 from endoctl.sources.csv_labels import PATH_COLUMNS
 
 FINDINGS = ("ulcer", "erosion", "polyp", "tumor")  # the CSV columns; also the order of the list files [?]
@@ -62,8 +61,10 @@ class Table:
         image = next((column[c] for c in ("img_id", *PATH_COLUMNS) if c in column), None)
         missing = [f for f in FINDINGS if f not in column]
         if image is None or missing:
-            raise ValueError(f"{file}: expected columns img_id and {', '.join(FINDINGS)}; "
-                             f"missing {(['img_id'] if image is None else []) + missing}, found {list(df.columns)}")
+            raise ValueError(
+                f"{file}: expected columns img_id and {', '.join(FINDINGS)}; "
+                f"missing {(['img_id'] if image is None else []) + missing}, found {list(df.columns)}"
+            )
         for index, row in df.iterrows():
             self.parse(row[image], [(f, row[column[f]]) for f in FINDINGS], split, f"{file.name} row {index + 2}")
 
@@ -111,17 +112,23 @@ def read_tables(folder: Path) -> Table:
 @register
 class MedFMCEndo(Adapter):
     name = "medfmc-endo"
-    layout = ("images/<img_id>.png (or image/ [3]) + endo_train.csv, endo_val.csv beside it, e.g. "
-              "MedFMC_train/endo/ and MedFMC_val/endo/ below SRC; optional trainval.txt / test_WithLabel.txt")
+    layout = (
+        "images/<img_id>.png (or image/ [3]) + endo_train.csv, endo_val.csv beside it, e.g. "
+        "MedFMC_train/endo/ and MedFMC_val/endo/ below SRC; optional trainval.txt / test_WithLabel.txt"
+    )
     label_rule = (
         "the findings whose 0/1 column (ulcer, erosion, polyp, tumor, found by name) is 1, sorted and "
         "joined with '|' (e.g. erosion|polyp), or 'normal' when all four are 0; an image only in a list "
         "file ('name.png 0 1 0 0') reads its values in the column order ulcer, erosion, polyp, tumor. "
         "An image listed nowhere, a listed image that is missing, or a value other than 0/1 is rejected"
     )
-    patient_rule = "the study id: the first 18 characters of the file name (13333_2021.11_0003_55200215.png -> 13333_2021.11_0003)"
-    split_rule = ("train or val from the CSV that lists the image (endo_train.csv, endo_val.csv); an image only "
-                  "in trainval.txt or test_WithLabel.txt: trainval or test")
+    patient_rule = (
+        "the study id: the first 18 characters of the file name (13333_2021.11_0003_55200215.png -> 13333_2021.11_0003)"
+    )
+    split_rule = (
+        "train or val from the CSV that lists the image (endo_train.csv, endo_val.csv); an image only "
+        "in trainval.txt or test_WithLabel.txt: trainval or test"
+    )
     labels = tuple(sorted((*FINDINGS, "normal")))
     evidence = {"layout": "3", "label": "3", "patient": "V", "split": "3"}
     signature = "endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt in SRC or up to two folders below"
@@ -151,7 +158,9 @@ class MedFMCEndo(Adapter):
     def scan(self) -> Iterator[Entry]:
         yield from super().scan()
         for table in self.tables.values():
-            images = next((table.folder / d for d in IMAGE_DIRS if (table.folder / d).is_dir()), table.folder / "images")
+            images = next(
+                (table.folder / d for d in IMAGE_DIRS if (table.folder / d).is_dir()), table.folder / "images"
+            )
             yield from missing_listed(images, {n: row[2] for n, row in table.rows.items()}, table.bad, table.seen)
 
     def record(self, entry: FileEntry) -> Entry:
@@ -159,8 +168,10 @@ class MedFMCEndo(Adapter):
             return self.misplaced(entry)
         table = self.fixed or self.tables.get(entry.file.parent.parent)
         if table is None:
-            return Rejection(str(entry.file), "no endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt "
-                                              "beside this images folder")
+            return Rejection(
+                str(entry.file),
+                "no endo_train.csv, endo_val.csv, trainval.txt or test_WithLabel.txt beside this images folder",
+            )
         name = entry.parts[-1]
         table.seen.add(name)
         if name in table.bad:

@@ -18,8 +18,20 @@ from endoctl.sources.base import Entry, FileEntry, ImageRecord, Rejection, Skipp
 from endoctl.sources.csv_labels import LabelFile
 
 IMAGES, BOXES = "SEE_AI_project_all_images", "SEE_AI_project_all_txt"
-CLASSES = ("angiodysplasia", "erosion", "stenosis", "lymphangiectasia", "lymph follicle", "SMT", "polyp-like",
-           "bleeding", "diverticulum", "erythema", "foreign body", "vein")  # YOLO class ids 0-11
+CLASSES = (
+    "angiodysplasia",
+    "erosion",
+    "stenosis",
+    "lymphangiectasia",
+    "lymph follicle",
+    "SMT",
+    "polyp-like",
+    "bleeding",
+    "diverticulum",
+    "erythema",
+    "foreign body",
+    "vein",
+)  # YOLO class ids 0-11
 NORMAL = "normal"
 BOX_FILES = "box files"
 DISTINCT_FOLDERS = ("angiodysplasia", "lymph follicle", "SMT", "polyp-like")  # class folders only SEE-AI uses
@@ -57,8 +69,10 @@ def parse_boxes(text: str, where: str) -> tuple[list[str], str]:
 @register
 class SeeAI(LabelFile):
     name = "see-ai"
-    layout = (f"{IMAGES}/imageNNNNN.jpg + {BOXES}/imageNNNNN.txt (YOLO boxes; each folder may be nested once "
-              "in itself), or <class>/imageNNNNN.jpg, or flat imageNNNNN.jpg with --labels CSV (file,label)")
+    layout = (
+        f"{IMAGES}/imageNNNNN.jpg + {BOXES}/imageNNNNN.txt (YOLO boxes; each folder may be nested once "
+        "in itself), or <class>/imageNNNNN.jpg, or flat imageNNNNN.jpg with --labels CSV (file,label)"
+    )
     label_rule = (
         "release layout: the class of every box line (ids 0-11: " + ", ".join(CLASSES) + "), sorted and "
         "joined with '|'; no box file or an empty one: normal; a malformed line or unknown class id rejects "
@@ -75,14 +89,18 @@ class SeeAI(LabelFile):
         self.images = release_folder(root, IMAGES)
         boxes = labels if labels is not None and labels.is_dir() else None
         if self.images is not None and labels is not None and boxes is None:
-            raise ValueError(f"{root} has the SEE-AI release layout ({IMAGES}/), which reads its box files: "
-                             f"--labels must be a folder of box files, not {labels}")
+            raise ValueError(
+                f"{root} has the SEE-AI release layout ({IMAGES}/), which reads its box files: "
+                f"--labels must be a folder of box files, not {labels}"
+            )
         if self.images is None and boxes is not None:
             raise ValueError(f"--labels {labels} is a folder of box files, but {root} has no {IMAGES}/ folder")
         super().__init__(root, None if self.images is not None else labels)
         self.boxes = (boxes or release_folder(root, BOXES)) if self.images is not None else None
         if self.images is not None and self.boxes is None:  # else every image would silently read as normal
-            raise FileNotFoundError(f"{root} has {IMAGES}/ but no {BOXES}/ folder of box files (or pass --labels FOLDER)")
+            raise FileNotFoundError(
+                f"{root} has {IMAGES}/ but no {BOXES}/ folder of box files (or pass --labels FOLDER)"
+            )
         self.box_files: set[str] = set(os.listdir(self.boxes)) if self.boxes is not None else set()
         self.image_stems: set[str] = {Path(n).stem for n in os.listdir(self.images)} if self.images else set()
 
