@@ -285,6 +285,149 @@ def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dic
     return pinned, hits
 
 
+def _group_counts(gid: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted group ids, each row's group index, and per group its labelled images per class and in
+    total (groups x (classes + 1)): what the placing balances. A multi-label row weighs in every class
+    it carries and once in the total."""
+    uniq, g_of = (
+        np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    )
+    n_groups = len(uniq)
+    labelled = lab != ""
+    per_class = pd.Series(lab[labelled], index=np.flatnonzero(labelled), dtype=object).str.split(LABEL_SEP).explode()
+    classes = np.array(sorted(set(per_class)), dtype=object)
+    c_of = np.searchsorted(classes, per_class.to_numpy()) if len(classes) else np.zeros(0, dtype=np.int64)
+    counts = np.zeros((n_groups, len(classes) + 1), dtype=np.float64)
+    np.add.at(counts, (g_of[per_class.index.to_numpy(dtype=np.int64)], c_of), 1.0)
+    counts[:, -1] = np.bincount(g_of[labelled], minlength=n_groups)
+    return uniq, g_of, counts
+
+
+def _rows_per_bin(places: pd.Series, g_of: np.ndarray, n_groups: int, folds: int) -> np.ndarray:
+    """Rows per group and bin (0 test, j + 1 fold j) of ``places``: 'test', a fold number or empty per row."""
+    bins = np.array([_previous_bin(v, folds) for v in places.tolist()], dtype=np.int64)
+    has = bins >= 0
+    table = np.zeros((n_groups, folds + 1), dtype=np.int64)
+    np.add.at(table, (g_of[has], bins[has]), 1)
+    return table
+
+
+def _keep_previous(table: np.ndarray, fixed: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A group with rows in one place of the previous split keeps it ('kept'); rows in test and train_val
+    send it to test ('conflict-split'), rows in several folds to the fold holding most ('conflict-fold',
+    ties -> lower fold)."""
+    fixed, how = fixed.copy(), how.copy()
+    seen = table > 0
+    kinds = seen.sum(axis=1)
+    one = kinds == 1
+    fixed[one] = table[one].argmax(axis=1)
+    how[one] = "kept"
+    split_conflict = (kinds > 1) & seen[:, 0]
+    fixed[split_conflict] = 0
+    how[split_conflict] = "conflict-split"
+    fold_conflict = (kinds > 1) & ~seen[:, 0]
+    fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1
+    how[fold_conflict] = "conflict-fold"
+    return fixed, how
+
+
+def _nest(table: np.ndarray, fixed: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A group with rows upstream goes where they are, whatever its previous place: test when all are in
+    test, else the upstream fold holding most ('nested'; 'nest-conflict' when they are in several folds).
+    Also returns which groups are nested."""
+    fixed, how = fixed.copy(), how.copy()
+    nested = table.any(axis=1)
+    in_folds = (table[:, 1:] > 0).sum(axis=1)
+    fixed[nested] = np.where(in_folds > 0, table[:, 1:].argmax(axis=1) + 1, 0)[nested]
+    how[nested] = np.where(in_folds > 1, "nest-conflict", "nested")[nested]
+    return fixed, how, nested
+
+
+def _pin_to_test(
+    pinned: np.ndarray, nested: np.ndarray, fixed: np.ndarray, how: np.ndarray, group_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pinned groups go to test, out of a previous fold too ('conflict-pin'); a pinned group that the split
+    this one nests in trains on (has in a fold) is a ValueError: the pin could not keep it unseen."""
+    trained = np.flatnonzero(pinned & nested & (fixed > 0))
+    if len(trained):
+        g = trained[0]
+        raise ValueError(
+            f"group {group_ids[g]} holds a pinned image but the split it nests in has it in fold "
+            f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there"
+        )
+    fixed, how = fixed.copy(), how.copy()
+    moved = pinned & (fixed > 0)
+    how[moved] = "conflict-pin"
+    how[pinned & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
+    fixed[pinned] = 0
+    return fixed, how
+
+
+def _fixed_places(
+    group_ids: np.ndarray,
+    g_of: np.ndarray,
+    folds: int,
+    pin: np.ndarray,
+    previous: pd.Series | None,
+    nested: pd.Series | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group the bin fixed before any is placed (-1 free, 0 test, j + 1 fold j) and how: previous
+    places, upstream places over them, pins over both (``pin``, ``previous``, ``nested``: per row)."""
+    n_groups = len(group_ids)
+    fixed = np.full(n_groups, -1, dtype=np.int64)
+    how = np.full(n_groups, "assigned", dtype=object)
+    if previous is not None:
+        fixed, how = _keep_previous(_rows_per_bin(previous, g_of, n_groups, folds), fixed, how)
+    nested_groups = np.zeros(n_groups, dtype=bool)
+    if nested is not None:
+        fixed, how, nested_groups = _nest(_rows_per_bin(nested, g_of, n_groups, folds), fixed, how)
+    if pin.any():
+        pinned_groups = np.zeros(n_groups, dtype=bool)
+        pinned_groups[g_of[pin]] = True
+        fixed, how = _pin_to_test(pinned_groups, nested_groups, fixed, how, group_ids)
+    return fixed, how
+
+
+def _placing_order(counts: np.ndarray, seed: int) -> np.ndarray:
+    """The groups (in sorted-id order) shuffled with ``seed``, then stably by descending labelled images:
+    the big, hard-to-place groups go first, equal sizes in seeded order."""
+    order = np.random.default_rng(seed).permutation(len(counts))
+    return order[np.argsort(-counts[order, -1], kind="stable")]
+
+
+def _place_free_groups(
+    counts: np.ndarray,
+    fixed: np.ndarray,
+    order: np.ndarray,
+    test_fraction: float,
+    folds: int,
+    on_progress: Progress | None,
+) -> np.ndarray:
+    """Bin per group (0 test, j + 1 fold j); ``fixed`` groups (>= 0) stay. Stage 1 splits test from
+    train_val (what matters most: the held-out proportions), stage 2 train_val into equal folds."""
+    n_free = int((fixed < 0).sum())
+    side = np.where(fixed < 0, -1, np.minimum(fixed, 1))
+    side = _greedy(counts, side, np.array([test_fraction, 1.0 - test_fraction]), order, on_progress, 0, 2 * n_free)
+    in_tv = side == 1
+    fold = np.where(fixed > 0, fixed - 1, -1)
+    sub = np.flatnonzero(in_tv)
+    remap = np.full(len(fixed), -1, dtype=np.int64)
+    remap[sub] = np.arange(len(sub))
+    sub_order = remap[order[in_tv[order]]]
+    fold_sub = _greedy(
+        counts[sub],
+        fold[sub],
+        np.full(folds, 1.0 / folds),
+        sub_order,
+        on_progress,
+        n_free,
+        n_free + int((fold[sub] < 0).sum()),
+    )
+    bins = np.zeros(len(fixed), dtype=np.int64)
+    bins[sub] = fold_sub + 1
+    return bins
+
+
 def assign(
     groups: pd.Series,
     y: pd.Series,
@@ -327,9 +470,9 @@ def assign(
        StratifiedGroupKFold shuffles too, but then sorts by the standard deviation of each group's
        class counts, descending.)
     2. Stage 1 splits them into test (weight ``test_fraction``) vs train_val; stage 2 splits the
-       train_val groups into ``folds`` equal folds. Test comes first because its proportions
-       matter most; the folds then do what they can (a fold that must hold a video with 60 % of
-       a class cannot be balanced: the report says so).
+       train_val groups into ``folds`` equal folds (:func:`_place_free_groups`). Test comes first
+       because its proportions matter most; the folds then do what they can (a fold that must hold
+       a video with 60 % of a class cannot be balanced: the report says so).
     3. Each stage is greedy like StratifiedGroupKFold, generalised to bins of unequal weight, to
        groups fixed in advance (pinned/kept groups are loaded first) and to multi-label rows (a
        group's count vector holds, per class, its images carrying that class, as in iterative
@@ -344,104 +487,29 @@ def assign(
     """
     check_fractions(test_fraction, folds)
     index = groups.index
-    gid = groups.astype(str).to_numpy(dtype=object)
-    lab = y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
+    group_ids, g_of, counts = _group_counts(
+        groups.astype(str).to_numpy(dtype=object), y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
+    )
     pin = (
         pinned.reindex(index).fillna(False).astype(bool).to_numpy()
         if pinned is not None
         else np.zeros(len(index), dtype=bool)
     )
-    uniq, g_of = (
-        np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    fixed, how = _fixed_places(
+        group_ids,
+        g_of,
+        folds,
+        pin,
+        previous.reindex(index) if previous is not None else None,
+        nested.reindex(index) if nested is not None else None,
     )
-    n_groups = len(uniq)
-    labelled = lab != ""
-    # One (row, class) pair per class of a row: multi-label rows weigh in every class they carry.
-    per_class = pd.Series(lab[labelled], index=np.flatnonzero(labelled), dtype=object).str.split(LABEL_SEP).explode()
-    classes = np.array(sorted(set(per_class)), dtype=object)
-    c_of = np.searchsorted(classes, per_class.to_numpy()) if len(classes) else np.zeros(0, dtype=np.int64)
-    ncol = len(classes) + 1  # classes + image total
-    counts = np.zeros((n_groups, ncol), dtype=np.float64)
-    np.add.at(counts, (g_of[per_class.index.to_numpy(dtype=np.int64)], c_of), 1.0)
-    counts[:, -1] = np.bincount(g_of[labelled], minlength=n_groups)
-
-    n_bins = folds + 1
-    fixed = np.full(n_groups, -1, dtype=np.int64)
-    how = np.full(n_groups, "assigned", dtype=object)
-    if previous is not None:
-        prev = np.array([_previous_bin(v, folds) for v in previous.reindex(index).tolist()], dtype=np.int64)
-        has = prev >= 0
-        if has.any():
-            table = np.zeros((n_groups, n_bins), dtype=np.int64)
-            np.add.at(table, (g_of[has], prev[has]), 1)
-            seen = table > 0
-            kinds = seen.sum(axis=1)
-            one = kinds == 1
-            fixed[one] = table[one].argmax(axis=1)
-            how[one] = "kept"
-            split_conflict = (kinds > 1) & seen[:, 0]
-            fixed[split_conflict] = 0
-            how[split_conflict] = "conflict-split"
-            fold_conflict = (kinds > 1) & ~seen[:, 0]
-            fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1  # majority, ties -> lower fold
-            how[fold_conflict] = "conflict-fold"
-    nested_groups = np.zeros(n_groups, dtype=bool)
-    if nested is not None:
-        up = np.array([_previous_bin(v, folds) for v in nested.reindex(index).tolist()], dtype=np.int64)
-        has = up >= 0
-        table = np.zeros((n_groups, n_bins), dtype=np.int64)
-        np.add.at(table, (g_of[has], up[has]), 1)
-        nested_groups = table.any(axis=1)
-        in_folds = (table[:, 1:] > 0).sum(axis=1)
-        fixed[nested_groups] = np.where(in_folds > 0, table[:, 1:].argmax(axis=1) + 1, 0)[nested_groups]
-        how[nested_groups] = np.where(in_folds > 1, "nest-conflict", "nested")[nested_groups]
-    if pin.any():
-        pinned_groups = np.zeros(n_groups, dtype=bool)
-        pinned_groups[g_of[pin]] = True
-        trained = np.flatnonzero(pinned_groups & nested_groups & (fixed > 0))
-        if len(trained):
-            g = trained[0]
-            raise ValueError(
-                f"group {uniq[g]} holds a pinned image but the split it nests in has it in fold "
-                f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there"
-            )
-        moved = pinned_groups & (fixed > 0)
-        how[moved] = "conflict-pin"
-        how[pinned_groups & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
-        fixed[pinned_groups] = 0
-
-    # Seeded order over the groups enumerated in sorted-id order, then stable by descending size.
-    order = np.random.default_rng(seed).permutation(n_groups)
-    order = order[np.argsort(-counts[order, -1], kind="stable")]
-    n_free = int((fixed < 0).sum())
-    # Stage 1: test vs train_val (what matters most: the held-out proportions).
-    side = np.where(fixed < 0, -1, np.minimum(fixed, 1))
-    side = _greedy(counts, side, np.array([test_fraction, 1.0 - test_fraction]), order, on_progress, 0, 2 * n_free)
-    # Stage 2: the train_val groups into equal folds (kept groups stay in their fold).
-    in_tv = side == 1
-    fold = np.where(fixed > 0, fixed - 1, -1)
-    sub = np.flatnonzero(in_tv)
-    remap = np.full(n_groups, -1, dtype=np.int64)
-    remap[sub] = np.arange(len(sub))
-    sub_order = remap[order[in_tv[order]]]
-    fold_sub = _greedy(
-        counts[sub],
-        fold[sub],
-        np.full(folds, 1.0 / folds),
-        sub_order,
-        on_progress,
-        n_free,
-        n_free + int((fold[sub] < 0).sum()),
-    )
-    fixed = np.zeros(n_groups, dtype=np.int64)
-    fixed[sub] = fold_sub + 1
-
-    row_bin = fixed[g_of] if n_groups else np.zeros(0, dtype=np.int64)
+    bins = _place_free_groups(counts, fixed, _placing_order(counts, seed), test_fraction, folds, on_progress)
+    row_bin = bins[g_of] if len(group_ids) else np.zeros(0, dtype=np.int64)
     return pd.DataFrame(
         {
             "split": np.where(row_bin == 0, TEST, TRAIN_VAL).astype(object),
             "fold": np.where(row_bin == 0, -1, row_bin - 1).astype(np.int64),
-            "how": how[g_of] if n_groups else np.zeros(0, dtype=object),
+            "how": how[g_of] if len(group_ids) else np.zeros(0, dtype=object),
         },
         index=index,
     )
