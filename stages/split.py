@@ -32,7 +32,7 @@ import pandas as pd
 
 from endoctl.grouping import build_groups, patient_keys, smallest_per_key
 from endoctl.io import EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE, TRAIN_VAL_FILE
-from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY
+from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
 
 TEST, TRAIN_VAL = "test", "train_val"
 OUTPUT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]  # train_val/test rows
@@ -644,6 +644,52 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What a split was asked for: what the report records and checks against."""
+
+    target: str
+    mapping: dict[str, int]  # the target's class -> index (class_mapping.json)
+    spec: Target
+    formats: Mapping[str, str] | None  # source name -> taxonomy dataset, where they differ
+    test_fraction: float
+    folds: int
+    seed: int
+    pins: list[Pin]
+    max_group_share: float
+    previous: pd.DataFrame | None  # read_previous of the --keep-assignments split
+    nest_in: pd.DataFrame | None  # read_previous of the --nest-in split
+    params: Mapping | None  # recorded in the report's params over the above (the CLI adds file names)
+
+    def report_params(self) -> dict:
+        """The report's ``params``: the arguments above, then ``params`` over them."""
+        used = {
+            "target": self.target,
+            "test_fraction": self.test_fraction,
+            "folds": self.folds,
+            "seed": self.seed,
+            "pins": [str(p) for p in self.pins],
+            "max_group_share": self.max_group_share,
+            "formats": dict(self.formats or {}),
+            "keep_assignments": self.previous is not None,
+            "nest_in": self.nest_in is not None,
+        }
+        used.update(self.params or {})
+        return used
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Every input row labelled, grouped and placed, and what grouped and fixed the rows."""
+
+    table: pd.DataFrame  # combine_manifests' + target_class, excluded, candidates, group, group_size, split, fold, how
+    pairs: pd.DataFrame  # every duplicate link the groups were built from, same-sha256 links included
+    n_sha_links: int
+    pinned: pd.Series  # per row: matched by a pin
+    pin_hits: dict[str, int]  # images per pin
+    previous_place: pd.Series | None  # per row: its place in the --keep-assignments split ('test', a fold, '')
+
+
 def _default_labeler(manifest: pd.DataFrame, taxonomy, target: str, formats: Mapping[str, str] | None) -> pd.DataFrame:
     from endoctl.taxonomy import map_labels
 
@@ -794,44 +840,23 @@ def split(
     if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
         raise AssertionError("rows in != train_val + test + excluded")
 
-    warnings: list[str] = []
-    used = {
-        "target": target,
-        "test_fraction": test_fraction,
-        "folds": folds,
-        "seed": seed,
-        "pins": [str(p) for p in pins],
-        "max_group_share": max_group_share,
-        "formats": dict(formats or {}),
-        "keep_assignments": previous is not None,
-        "nest_in": nest_in is not None,
-    }
-    used.update(params or {})
-    report = _report(
-        table,
-        keep,
-        train_val,
-        test,
-        excluded,
-        all_pairs,
-        len(sha_links),
+    request = _Request(
+        target,
         mapping,
-        pins,
-        pin_hits,
-        pinned,
-        previous,
-        prev_bin,
+        taxonomy.targets[target],
+        formats,
         test_fraction,
         folds,
+        seed,
+        pins,
         max_group_share,
-        used,
-        warnings,
+        previous,
         nest_in,
+        params,
     )
-    spec = taxonomy.targets[target]
-    report["several_classes"] = _several_classes_report(table, spec, mapping)
-    report["composition"] = _composition_report(pd.concat([train_val, test], ignore_index=True), spec, formats or {})
-    return SplitResult(train_val, test, excluded, mapping, report, warnings)
+    placed = _Placed(table, all_pairs, len(sha_links), pinned, pin_hits, prev_bin)
+    report = _report(request, placed, train_val, test, excluded)
+    return SplitResult(train_val, test, excluded, mapping, report, list(report["warnings"]))
 
 
 # --------------------------------------------------------------------------------------- report
@@ -902,46 +927,31 @@ def _pct(x: float) -> float:
     return round(100.0 * x, 3)
 
 
-def _report(
-    table,
-    keep,
-    train_val,
-    test,
-    excluded,
-    all_pairs,
-    n_sha_links,
-    mapping,
-    pins,
-    pin_hits,
-    pinned,
-    previous,
-    prev_bin,
-    test_fraction,
-    folds,
-    max_group_share,
-    params,
-    warnings,
-    nest_in=None,
-) -> dict:
-    kept = table[keep]
-    n_kept = len(kept)
+def _outputs_by_bin(train_val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """train_val and test rows in one table with their ``split`` and ``bin`` ('test' or 'fold j')."""
     outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
-    sources = sorted(set(outputs["source"]))
-    bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
     outputs["bin"] = np.where(outputs["split"] == TEST, TEST, "fold " + outputs["fold"].astype(str))
-    # One row per (image, class): a multi-label image counts in each of its classes; shares stay
-    # per image (a class's share of a split = images carrying it / images in the split).
-    per_class = _per_class(outputs)
-    classes = _class_order(mapping, per_class["target_class"])
+    return outputs
 
+
+def _class_counts(per_class: pd.DataFrame, classes: list[str], sources: list[str]) -> dict:
+    """Images per class x split x source (a multi-label image counts in each of its classes)."""
+    counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
+    for (c, s, src), n in per_class.groupby(["target_class", "split", "source"]).size().items():
+        counts[c][s][src] = int(n)
+    return counts
+
+
+def _proportions_report(outputs: pd.DataFrame, per_class: pd.DataFrame, classes: list[str], folds: int) -> dict:
+    """Per class its share of every bin (train_val, test, each fold) beside its overall share, and per
+    bin the largest deviation, over all classes and over the well-stratifiable ones. Shares stay per
+    image: a class's share of a bin = images carrying it / images in the bin."""
+    bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
     per_bin = pd.crosstab(per_class["target_class"], per_class["bin"])
     per_bin[TRAIN_VAL] = per_bin.drop(columns=[TEST], errors="ignore").sum(axis=1)
     per_bin = per_bin.reindex(index=classes, columns=bins, fill_value=0)
     sizes = outputs["bin"].value_counts().reindex(bins, fill_value=0)
-    sizes[TRAIN_VAL] = len(train_val)
-    counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
-    for (c, s, src), n in per_class.groupby(["target_class", "split", "source"]).size().items():
-        counts[c][s][src] = int(n)
+    sizes[TRAIN_VAL] = int((outputs["split"] == TRAIN_VAL).sum())
     overall = per_class["target_class"].value_counts()
     groups_per_class = per_class.groupby("target_class")["group"].nunique()
     proportions, max_dev, max_dev_strat = {}, {b: 0.0 for b in bins}, {b: 0.0 for b in bins}
@@ -962,147 +972,208 @@ def _report(
             if row["groups"] >= WELL_STRATIFIABLE:
                 max_dev_strat[b] = max(max_dev_strat[b], abs(dev))
         proportions[c] = row
-
-    largest = table.loc[table["group_size"].idxmax()] if len(table) else None
-    share = float(largest["group_size"] / len(table)) if largest is not None else 0.0
-    largest_info = None
-    if largest is not None:
-        gid = largest["group"]
-        largest_info = {
-            "group": gid,
-            "images": int(largest["group_size"]),
-            "share": round(share, 6),
-            "labelled_images": int((kept["group"] == gid).sum()),
-            "split": str(table.loc[table["group"] == gid, "split"].iloc[0]),
-        }
-    if share > max_group_share:
-        warnings.append(
-            f"largest group {largest_info['group']} holds {share:.1%} of all images (> --max-group-share "
-            f"{max_group_share:.0%}): duplicate or patient links chained much of the data together; "
-            f"the split cannot be balanced around it"
-        )
-    if test_fraction > 0 and n_kept and len(test) / n_kept > test_fraction + 0.05:
-        warnings.append(
-            f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned, kept or nested "
-            "groups exceed the target"
-        )
-
-    straddle = straddling(train_val, test, "group")
-    pat = kept.set_index("image_id")["patient_id"]
-    tv_p = train_val.assign(patient=patient_keys(train_val.assign(patient_id=train_val["image_id"].map(pat))))
-    te_p = test.assign(patient=patient_keys(test.assign(patient_id=test["image_id"].map(pat))))
-    straddle_patients = straddling(tv_p, te_p, "patient")
-    where = pd.concat([train_val.assign(b="f" + train_val["fold"]), test.assign(b=TEST)]).set_index("image_id")["b"]
-    pa, pb = all_pairs["image_id_a"].map(where), all_pairs["image_id_b"].map(where)
-    both_in = pa.notna() & pb.notna()
-    cross = both_in & (pa != pb)
-    cross_split = both_in & ((pa == TEST) != (pb == TEST))
-    if (
-        straddle["across_splits"]
-        or straddle["across_folds"]
-        or straddle_patients["across_splits"]
-        or straddle_patients["across_folds"]
-        or cross.any()
-    ):
-        warnings.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
-
-    pinned_groups = set(table.loc[pinned, "group"])
-    hows = table.drop_duplicates("group").set_index("group")["how"]
-    keep_info = None
-    if previous is not None:
-        present = prev_bin != ""
-        conflicts = []
-        for gid in sorted(hows[hows.str.startswith("conflict")].index):
-            rows = table[(table["group"] == gid) & present]
-            before = prev_bin[rows.index].value_counts()
-            conflicts.append(
-                {
-                    "group": gid,
-                    "kind": hows[gid],
-                    "previous": {str(k): int(v) for k, v in sorted(before.items())},
-                    "now": str(rows["split"].iloc[0])
-                    if rows["split"].iloc[0] == TEST
-                    else f"fold {rows['fold'].iloc[0]}",
-                    "images": int((table["group"] == gid).sum()),
-                }
-            )
-        previous_ids = set(previous["image_id"])
-        keep_info = {
-            "previous_images": len(previous_ids),
-            "previous_images_present": int(present.sum()),
-            "previous_images_missing": len(previous_ids - set(table["image_id"])),
-            "kept_groups": int((hows == "kept").sum()),
-            "new_groups": int((hows == "assigned").sum()),
-            "conflicting_groups": len(conflicts),
-            "conflicts": conflicts,
-        }
-        if conflicts:
-            warnings.append(
-                f"{len(conflicts)} group(s) merged images previously in different splits/folds (see report "
-                "'keep.conflicts')"
-            )
-
-    nesting = None
-    if nest_in is not None:
-        nesting = nesting_check(train_val, test, nest_in, folds, table.set_index("image_id")["group"])
-        labelled = hows[hows.index.isin(kept["group"])]
-        nesting["nested_groups"] = int(labelled.isin(["nested", "nest-conflict"]).sum())
-        nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
-        nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
-        if nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]:
-            warnings.append(
-                f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
-                f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
-                f"upstream folds: re-split upstream with the same manifests and duplicates)"
-            )
-
-    reasons = excluded["reason"].value_counts()
-    report = {
-        "params": params,
-        "rows": {"in": len(table), "train_val": len(train_val), "test": len(test), "excluded": len(excluded)},
-        "test_fraction": {"asked": test_fraction, "achieved": round(len(test) / n_kept, 6) if n_kept else 0.0},
-        "classes": classes,
-        "sources": sources,
-        "counts": counts,
-        "fold_sizes": {str(j): int((train_val["fold"] == str(j)).sum()) for j in range(folds)},
+    return {
         "proportions": proportions,
         "max_abs_deviation_pp": {b: round(v, 3) for b, v in max_dev.items()},
         "max_abs_deviation_pp_classes_with_5_groups": {b: round(v, 3) for b, v in max_dev_strat.items()},
+    }
+
+
+def _largest_group(table: pd.DataFrame, kept: pd.DataFrame) -> tuple[dict | None, float]:
+    """The largest group (of every input row) for the report, None without rows, and its share of all rows."""
+    if not len(table):
+        return None, 0.0
+    largest = table.loc[table["group_size"].idxmax()]
+    share = float(largest["group_size"] / len(table))
+    gid = largest["group"]
+    info = {
+        "group": gid,
+        "images": int(largest["group_size"]),
+        "share": round(share, 6),
+        "labelled_images": int((kept["group"] == gid).sum()),
+        "split": str(table.loc[table["group"] == gid, "split"].iloc[0]),
+    }
+    return info, share
+
+
+def _straddling_report(train_val: pd.DataFrame, test: pd.DataFrame, kept: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    """Groups, patients and duplicate pairs in more than one split or fold, from the output tables alone."""
+    groups = straddling(train_val, test, "group")
+    patient_of = kept.set_index("image_id")["patient_id"]
+    tv_p = train_val.assign(patient=patient_keys(train_val.assign(patient_id=train_val["image_id"].map(patient_of))))
+    te_p = test.assign(patient=patient_keys(test.assign(patient_id=test["image_id"].map(patient_of))))
+    patients = straddling(tv_p, te_p, "patient")
+    where = pd.concat([train_val.assign(b="f" + train_val["fold"]), test.assign(b=TEST)]).set_index("image_id")["b"]
+    pa, pb = pairs["image_id_a"].map(where), pairs["image_id_b"].map(where)
+    both_in = pa.notna() & pb.notna()
+    return {
+        "groups_across_splits": groups["across_splits"],
+        "groups_across_folds": groups["across_folds"],
+        "patients_across_splits": patients["across_splits"],
+        "patients_across_folds": patients["across_folds"],
+        "duplicate_pairs_across_splits": int((both_in & ((pa == TEST) != (pb == TEST))).sum()),
+        "duplicate_pairs_across_folds_or_splits": int((both_in & (pa != pb)).sum()),
+        "examples": groups["examples"] + patients["examples"],
+    }
+
+
+def _pinned_report(placed: _Placed, request: _Request, kept: pd.DataFrame, train_val: pd.DataFrame) -> dict:
+    """The pins, the images they matched and the groups holding those (all in test when 0 are not)."""
+    table = placed.table
+    pinned_groups = set(table.loc[placed.pinned, "group"])
+    return {
+        "pins": [str(p) for p in request.pins],
+        "images_per_pin": placed.pin_hits,
+        "images": int(placed.pinned.sum()),
+        "groups": len(pinned_groups),
+        "images_in_pinned_groups": int(table["group"].isin(pinned_groups).sum()),
+        "labelled_images_in_pinned_groups": int(kept["group"].isin(pinned_groups).sum()),
+        "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
+    }
+
+
+def _keep_conflicts(table: pd.DataFrame, hows: pd.Series, previous_place: pd.Series) -> list[dict]:
+    """Per group merged across previous splits/folds (how ``conflict-*``): its previous places and its new one."""
+    present = previous_place != ""
+    conflicts = []
+    for gid in sorted(hows[hows.str.startswith("conflict")].index):
+        rows = table[(table["group"] == gid) & present]
+        before = previous_place[rows.index].value_counts()
+        conflicts.append(
+            {
+                "group": gid,
+                "kind": hows[gid],
+                "previous": {str(k): int(v) for k, v in sorted(before.items())},
+                "now": str(rows["split"].iloc[0]) if rows["split"].iloc[0] == TEST else f"fold {rows['fold'].iloc[0]}",
+                "images": int((table["group"] == gid).sum()),
+            }
+        )
+    return conflicts
+
+
+def _keep_report(placed: _Placed, request: _Request, hows: pd.Series) -> dict | None:
+    """What ``--keep-assignments`` kept, assigned anew and found in conflict; None without it."""
+    if request.previous is None:
+        return None
+    table, previous_place = placed.table, placed.previous_place
+    conflicts = _keep_conflicts(table, hows, previous_place)
+    previous_ids = set(request.previous["image_id"])
+    return {
+        "previous_images": len(previous_ids),
+        "previous_images_present": int((previous_place != "").sum()),
+        "previous_images_missing": len(previous_ids - set(table["image_id"])),
+        "kept_groups": int((hows == "kept").sum()),
+        "new_groups": int((hows == "assigned").sum()),
+        "conflicting_groups": len(conflicts),
+        "conflicts": conflicts,
+    }
+
+
+def _nesting_report(
+    placed: _Placed, request: _Request, kept: pd.DataFrame, hows: pd.Series, train_val: pd.DataFrame, test: pd.DataFrame
+) -> dict | None:
+    """:func:`nesting_check` against the ``--nest-in`` split plus how many groups nested; None without it."""
+    if request.nest_in is None:
+        return None
+    table = placed.table
+    nesting = nesting_check(train_val, test, request.nest_in, request.folds, table.set_index("image_id")["group"])
+    labelled = hows[hows.index.isin(kept["group"])]
+    nesting["nested_groups"] = int(labelled.isin(["nested", "nest-conflict"]).sum())
+    nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
+    nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
+    return nesting
+
+
+def _warnings(
+    request: _Request,
+    n_test: int,
+    n_kept: int,
+    largest: tuple[dict | None, float],
+    straddle: dict,
+    keep: dict | None,
+    nesting: dict | None,
+) -> list[str]:
+    """What the report's numbers call for a warning about, in a fixed order (``largest``: info, share)."""
+    out = []
+    info, share = largest
+    if share > request.max_group_share:
+        out.append(
+            f"largest group {info['group']} holds {share:.1%} of all images (> --max-group-share "
+            f"{request.max_group_share:.0%}): duplicate or patient links chained much of the data together; "
+            f"the split cannot be balanced around it"
+        )
+    if request.test_fraction > 0 and n_kept and n_test / n_kept > request.test_fraction + 0.05:
+        out.append(
+            f"test holds {n_test / n_kept:.1%} of images (asked {request.test_fraction:.0%}): pinned, kept or nested "
+            "groups exceed the target"
+        )
+    leak_counts = ("groups_across_splits", "groups_across_folds", "patients_across_splits", "patients_across_folds")
+    if any(straddle[k] for k in leak_counts) or straddle["duplicate_pairs_across_folds_or_splits"]:
+        out.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
+    if keep is not None and keep["conflicting_groups"]:
+        out.append(
+            f"{keep['conflicting_groups']} group(s) merged images previously in different splits/folds (see report "
+            "'keep.conflicts')"
+        )
+    if nesting is not None and (
+        nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]
+    ):
+        out.append(
+            f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
+            f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
+            f"upstream folds: re-split upstream with the same manifests and duplicates)"
+        )
+    return out
+
+
+def _report(
+    request: _Request, placed: _Placed, train_val: pd.DataFrame, test: pd.DataFrame, excluded: pd.DataFrame
+) -> dict:
+    """``split_report.json``, its warnings included: recounted from the output tables, not taken from
+    the assignment."""
+    table = placed.table
+    kept = table[table["excluded"] == ""]
+    outputs = _outputs_by_bin(train_val, test)
+    per_class = _per_class(outputs)
+    classes = _class_order(request.mapping, per_class["target_class"])
+    sources = sorted(set(outputs["source"]))
+    largest = _largest_group(table, kept)
+    hows = table.drop_duplicates("group").set_index("group")["how"]
+    straddle = _straddling_report(train_val, test, kept, placed.pairs)
+    keep = _keep_report(placed, request, hows)
+    nesting = _nesting_report(placed, request, kept, hows, train_val, test)
+    n_kept = len(kept)
+    return {
+        "params": request.report_params(),
+        "rows": {"in": len(table), "train_val": len(train_val), "test": len(test), "excluded": len(excluded)},
+        "test_fraction": {"asked": request.test_fraction, "achieved": round(len(test) / n_kept, 6) if n_kept else 0.0},
+        "classes": classes,
+        "sources": sources,
+        "counts": _class_counts(per_class, classes, sources),
+        "fold_sizes": {str(j): int((train_val["fold"] == str(j)).sum()) for j in range(request.folds)},
+        **_proportions_report(outputs, per_class, classes, request.folds),
         "groups": {
             "total": int(table["group"].nunique()),
             "with_labelled_images": int(kept["group"].nunique()),
             "train_val": int(train_val["group"].nunique()),
             "test": int(test["group"].nunique()),
-            "largest": largest_info,
-            "max_group_share": max_group_share,
-            "too_large": share > max_group_share,
-            "duplicate_links": len(all_pairs),
-            "sha256_links": n_sha_links,
+            "largest": largest[0],
+            "max_group_share": request.max_group_share,
+            "too_large": largest[1] > request.max_group_share,
+            "duplicate_links": len(placed.pairs),
+            "sha256_links": placed.n_sha_links,
         },
-        "straddling": {
-            "groups_across_splits": straddle["across_splits"],
-            "groups_across_folds": straddle["across_folds"],
-            "patients_across_splits": straddle_patients["across_splits"],
-            "patients_across_folds": straddle_patients["across_folds"],
-            "duplicate_pairs_across_splits": int(cross_split.sum()),
-            "duplicate_pairs_across_folds_or_splits": int(cross.sum()),
-            "examples": straddle["examples"] + straddle_patients["examples"],
-        },
-        "pinned": {
-            "pins": [str(p) for p in pins],
-            "images_per_pin": pin_hits,
-            "images": int(pinned.sum()),
-            "groups": len(pinned_groups),
-            "images_in_pinned_groups": int(table["group"].isin(pinned_groups).sum()),
-            "labelled_images_in_pinned_groups": int(kept["group"].isin(pinned_groups).sum()),
-            "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
-        },
-        "keep": keep_info,
+        "straddling": straddle,
+        "pinned": _pinned_report(placed, request, kept, train_val),
+        "keep": keep,
         "nesting": nesting,
-        "excluded": {str(k): int(v) for k, v in sorted(reasons.items())},
-        "warnings": list(warnings),
+        "excluded": {str(k): int(v) for k, v in sorted(excluded["reason"].value_counts().items())},
+        "warnings": _warnings(request, len(test), n_kept, largest, straddle, keep, nesting),
+        "several_classes": _several_classes_report(table, request.spec, request.mapping),
+        "composition": _composition_report(
+            pd.concat([train_val, test], ignore_index=True), request.spec, request.formats or {}
+        ),
     }
-    return report
 
 
 def _several_classes_report(table: pd.DataFrame, spec, mapping: Mapping[str, int]) -> dict:
