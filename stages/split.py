@@ -731,6 +731,117 @@ def _class_order(mapping: Mapping[str, int], classes: Iterable[str]) -> list[str
     return sorted(set(classes), key=lambda c: (rank.get(c.lower(), len(rank)), c))
 
 
+def _class_mapping(taxonomy, target: str) -> dict[str, int]:
+    """The target's class -> index, by index; an unknown target is a ValueError."""
+    if target not in getattr(taxonomy, "targets", {}):
+        known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
+        raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
+    return {
+        str(k): int(v)
+        for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))
+    }
+
+
+def _label_rows(table: pd.DataFrame, mapped: pd.DataFrame, request: _Request) -> pd.DataFrame:
+    """``table`` with the labeler's answer (``mapped``) as ``target_class, excluded, candidates``; a kept
+    row's class outside the target's class mapping is a ValueError."""
+    labels = _aligned_labels(table, mapped)
+    table = table.assign(
+        target_class=labels["target_class"].to_numpy(),
+        excluded=labels["excluded"].to_numpy(),
+        candidates=labels["candidates"].to_numpy(),
+    )
+    known = {k.lower() for k in request.mapping}
+    kept_classes = set(table.loc[table["excluded"] == "", "target_class"])
+    unknown = sorted({c for v in kept_classes for c in v.split(LABEL_SEP) if c.lower() not in known})
+    if unknown:
+        raise ValueError(
+            f"target classes {unknown} are not in target {request.target!r}'s class mapping {list(request.mapping)}"
+        )
+    return table
+
+
+def _group_rows(table: pd.DataFrame, pairs: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """``table`` with ``group, group_size`` over the given duplicate pairs and same-sha256 links, those
+    links together, and how many of them came from sha256."""
+    given = (
+        pairs[PAIR_KEY_COLUMNS].astype(str)
+        if pairs is not None and len(pairs)
+        else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
+    )
+    sha_links = _sha_pairs(table)
+    all_pairs = pd.concat([given, sha_links], ignore_index=True)
+    grouped = build_groups(table, all_pairs)
+    table = table.assign(group=grouped["group"].to_numpy(), group_size=grouped["group_size"].to_numpy())
+    return table, all_pairs, len(sha_links)
+
+
+def _place_per_row(table: pd.DataFrame, split_table: pd.DataFrame) -> pd.Series:
+    """Per row of ``table`` its place in a :func:`read_previous` table: 'test', the fold, or '' when absent."""
+    return table["image_id"].map(_places(split_table)).fillna("")
+
+
+def _upstream_place_per_row(table: pd.DataFrame, nest_in: pd.DataFrame, folds: int) -> pd.Series:
+    """:func:`_place_per_row` in the split this one nests in, which must not have more folds."""
+    place = _place_per_row(table, nest_in)
+    up_folds = sorted({int(f) for f in nest_in.loc[nest_in["split"] == TRAIN_VAL, "fold"]})
+    if up_folds and up_folds[-1] >= folds:
+        raise ValueError(
+            f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
+            f"nest with the upstream split's --folds"
+        )
+    return place
+
+
+def _place_rows(
+    request: _Request,
+    manifests: pd.DataFrame | Sequence[pd.DataFrame],
+    names: Sequence[str] | None,
+    pairs: pd.DataFrame | None,
+    taxonomy,
+    labeler: Callable[..., pd.DataFrame],
+    on_progress: Progress | None,
+) -> _Placed:
+    """Every input row labelled, grouped over all manifests and placed by :func:`assign`."""
+    table = combine_manifests(manifests, names)
+    pinned, pin_hits = match_pins(request.pins, table)  # before labels and groups: a bad pin fails in a second
+    table = _label_rows(table, labeler(table.copy(), taxonomy, request.target, request.formats), request)
+    table, all_pairs, n_sha_links = _group_rows(table, pairs)
+    previous = _place_per_row(table, request.previous) if request.previous is not None else None
+    upstream = _upstream_place_per_row(table, request.nest_in, request.folds) if request.nest_in is not None else None
+    placed = assign(
+        table["group"],
+        table["target_class"].where(table["excluded"] == "", ""),
+        request.test_fraction,
+        request.folds,
+        request.seed,
+        pinned,
+        previous,
+        on_progress,
+        nested=upstream,
+    )
+    table = table.assign(split=placed["split"].to_numpy(), fold=placed["fold"].to_numpy(), how=placed["how"].to_numpy())
+    return _Placed(table, all_pairs, n_sha_links, pinned, pin_hits, previous)
+
+
+def _output_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``train_val``, ``test`` (the kept rows, :data:`OUTPUT_COLUMNS`) and ``excluded`` (with the reason)."""
+    keep = table["excluded"] == ""
+    kept = table[keep]
+    train_val = kept[kept["split"] == TRAIN_VAL].copy()
+    train_val["fold"] = train_val["fold"].astype(str)
+    test = kept[kept["split"] == TEST].copy()
+    test["fold"] = ""
+    excluded = (
+        table.loc[~keep, ["image_id", "source", "excluded"]]
+        .rename(columns={"excluded": "reason"})
+        .reset_index(drop=True)
+    )
+    if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
+        raise AssertionError("rows in != train_val + test + excluded")
+    return train_val[OUTPUT_COLUMNS].reset_index(drop=True), test[OUTPUT_COLUMNS].reset_index(drop=True), excluded
+
+
 def split(
     manifests: pd.DataFrame | Sequence[pd.DataFrame],
     pairs: pd.DataFrame | None,
@@ -765,96 +876,23 @@ def split(
     """
     pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
     check_fractions(test_fraction, folds)
-    if target not in getattr(taxonomy, "targets", {}):
-        known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
-        raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
-    mapping = {
-        str(k): int(v)
-        for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))
-    }
-    table = combine_manifests(manifests, names)
-    pinned, pin_hits = match_pins(pins, table)  # before labels and groups: a bad pin fails in a second
-    labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
-    table["target_class"] = labels["target_class"].to_numpy()
-    table["excluded"] = labels["excluded"].to_numpy()
-    table["candidates"] = labels["candidates"].to_numpy()
-    keep = table["excluded"] == ""
-    known = {k.lower() for k in mapping}
-    unknown = sorted(
-        {c for v in set(table.loc[keep, "target_class"]) for c in v.split(LABEL_SEP) if c.lower() not in known}
-    )
-    if unknown:
-        raise ValueError(f"target classes {unknown} are not in target {target!r}'s class mapping {list(mapping)}")
-
-    given = (
-        pairs[PAIR_KEY_COLUMNS].astype(str)
-        if pairs is not None and len(pairs)
-        else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
-    )
-    sha_links = _sha_pairs(table)
-    all_pairs = pd.concat([given, sha_links], ignore_index=True)
-    grouped = build_groups(table, all_pairs)
-    table["group"] = grouped["group"].to_numpy()
-    table["group_size"] = grouped["group_size"].to_numpy()
-
-    prev_bin = None
-    if previous is not None:
-        prev_bin = table["image_id"].map(_places(previous)).fillna("")
-
-    up_bin = None
-    if nest_in is not None:
-        up_bin = table["image_id"].map(_places(nest_in)).fillna("")
-        up_folds = sorted({int(f) for f in nest_in.loc[nest_in["split"] == TRAIN_VAL, "fold"]})
-        if up_folds and up_folds[-1] >= folds:
-            raise ValueError(
-                f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
-                f"nest with the upstream split's --folds"
-            )
-    placed = assign(
-        table["group"],
-        table["target_class"].where(keep, ""),
-        test_fraction,
-        folds,
-        seed,
-        pinned,
-        prev_bin,
-        on_progress,
-        nested=up_bin,
-    )
-    table["split"] = placed["split"].to_numpy()
-    table["fold"] = placed["fold"].to_numpy()
-    table["how"] = placed["how"].to_numpy()
-
-    kept = table[keep]
-    train_val = kept[kept["split"] == TRAIN_VAL].copy()
-    train_val["fold"] = train_val["fold"].astype(str)
-    test = kept[kept["split"] == TEST].copy()
-    test["fold"] = ""
-    train_val = train_val[OUTPUT_COLUMNS].reset_index(drop=True)
-    test = test[OUTPUT_COLUMNS].reset_index(drop=True)
-    excluded = (
-        table.loc[~keep, ["image_id", "source", "excluded"]]
-        .rename(columns={"excluded": "reason"})
-        .reset_index(drop=True)
-    )
-    if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
-        raise AssertionError("rows in != train_val + test + excluded")
-
+    mapping = _class_mapping(taxonomy, target)
     request = _Request(
-        target,
-        mapping,
-        taxonomy.targets[target],
-        formats,
-        test_fraction,
-        folds,
-        seed,
-        pins,
-        max_group_share,
-        previous,
-        nest_in,
-        params,
+        target=target,
+        mapping=mapping,
+        spec=taxonomy.targets[target],
+        formats=formats,
+        test_fraction=test_fraction,
+        folds=folds,
+        seed=seed,
+        pins=pins,
+        max_group_share=max_group_share,
+        previous=previous,
+        nest_in=nest_in,
+        params=params,
     )
-    placed = _Placed(table, all_pairs, len(sha_links), pinned, pin_hits, prev_bin)
+    placed = _place_rows(request, manifests, names, pairs, taxonomy, labeler or _default_labeler, on_progress)
+    train_val, test, excluded = _output_tables(placed.table)
     report = _report(request, placed, train_val, test, excluded)
     return SplitResult(train_val, test, excluded, mapping, report, list(report["warnings"]))
 
