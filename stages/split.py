@@ -115,12 +115,19 @@ def _greedy(
     """Bin per group: ``fixed`` groups (>= 0) stay, the others are placed in ``order``, then
     polished by :func:`_refine`.
 
-    ``counts``: groups x (classes + image total). As in scikit-learn's StratifiedGroupKFold, each
-    free group goes to the bin that minimises the mean over its columns of the standard deviation,
-    across bins, of the fill ratio ``load[b, c] / target[b, c]`` (``target`` = bin weight x column
-    total): every bin takes its weight's share of every class AND of the big groups (so test is
-    not just the small leftovers: its mix of sources and group sizes stays representative). Ties
-    go to the least-filled bin, then the lowest bin.
+    ``counts``: groups x (classes + image total). Each free group goes to the bin that minimises
+    the mean over the group's non-zero columns of the standard deviation, across bins, of the fill
+    ratio ``load[b, c] / target[b, c]`` (``target`` = bin weight x column total): every bin takes
+    its weight's share of every class AND of the big groups (so test is not just the small
+    leftovers: its mix of sources and group sizes stays representative). Exact ties go to the
+    least-filled bin (image total / its target), then the lowest bin.
+
+    scikit-learn's StratifiedGroupKFold (``_find_best_fold``) minimises the mean over ALL classes
+    of the standard deviation, across its equal folds, of fold count / class total; on the class
+    columns that ranks bins as this does (columns the group lacks add the same to every bin, and
+    equal weights only scale the ratios). What differs: bins of unequal weight, the image-total
+    column, and ties (scikit-learn's are ``np.isclose`` ones, to the fold with fewer samples, then
+    the lowest).
     """
     n_bins = len(weights)
     bins = fixed.copy()
@@ -465,10 +472,15 @@ def assign(
 
     How the free groups are placed (deterministic given ``seed``):
 
-    1. Groups are enumerated in sorted-id order, shuffled with ``seed``, then stably sorted by
-       descending labelled size: the largest, hardest-to-place groups go first. (scikit-learn's
-       StratifiedGroupKFold shuffles too, but then sorts by the standard deviation of each group's
-       class counts, descending.)
+    1. Groups are enumerated in sorted-id order, always shuffled with ``seed``
+       (``numpy.random.default_rng(seed).permutation``), then stably sorted by descending labelled
+       size (images, a multi-label one once): the largest, hardest-to-place groups go first
+       (:func:`_placing_order`). scikit-learn's StratifiedGroupKFold (1.9) sorts by another key: it
+       enumerates groups in sorted-id order too, shuffles them only with ``shuffle=True`` (its
+       ``random_state``'s ``RandomState.shuffle``), then stably sorts by the descending standard
+       deviation, across classes, of each group's class counts (``np.std(counts, axis=1)``): a group
+       whose images are all of one class goes before one of the same size spread over the classes,
+       and size itself is no key.
     2. Stage 1 splits them into test (weight ``test_fraction``) vs train_val; stage 2 splits the
        train_val groups into ``folds`` equal folds (:func:`_place_free_groups`). Test comes first
        because its proportions matter most; the folds then do what they can (a fold that must hold
