@@ -82,7 +82,7 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
         )
     unknown = sorted(set(df["target_class"].str.lower()) - set(mapping))
     if unknown:
-        raise ValueError(f"{file}: target_class value(s) not in class_mapping.json: {unknown[:5]}")
+        raise ValueError(f"{file}: target_class value(s) not in {MAPPING_FILE}: {unknown[:5]}")
     df = df.assign(label=df["target_class"].str.lower().map(mapping).astype(int))
     folds = sorted(df["fold"].unique())
     if str(val_fold) not in folds:

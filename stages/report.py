@@ -725,7 +725,7 @@ def _split_overview(folder: SplitFolder) -> str:
         out.append(f"<h4>Excluded images by reason ({_fmt(len(exc))})</h4>")
         out.append(_table(["reason", "images"], [[r, _fmt(n)] for r, n in reasons.head(10).items()], [False, True]))
         if len(reasons) > 10:
-            out.append(f'<p class="more">{len(reasons) - 10} more reasons in {e(folder.name)}/excluded.csv.</p>')
+            out.append(f'<p class="more">{len(reasons) - 10} more reasons in {e(folder.name)}/{EXCLUDED_FILE}.</p>')
     sizes = rows.groupby("group").size().reset_index(name="images")
     largest = sizes.sort_values(["images", "group"], ascending=[False, True]).head(5)
     table = []

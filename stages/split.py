@@ -32,7 +32,7 @@ import pandas as pd
 
 from endoctl.grouping import build_groups, patient_keys, smallest_per_key
 from endoctl.io import EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE, TRAIN_VAL_FILE
-from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY
+from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
 
 TEST, TRAIN_VAL = "test", "train_val"
 OUTPUT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]  # train_val/test rows
@@ -115,12 +115,19 @@ def _greedy(
     """Bin per group: ``fixed`` groups (>= 0) stay, the others are placed in ``order``, then
     polished by :func:`_refine`.
 
-    ``counts``: groups x (classes + image total). As in scikit-learn's StratifiedGroupKFold, each
-    free group goes to the bin that minimises the mean over its columns of the standard deviation,
-    across bins, of the fill ratio ``load[b, c] / target[b, c]`` (``target`` = bin weight x column
-    total): every bin takes its weight's share of every class AND of the big groups (so test is
-    not just the small leftovers: its mix of sources and group sizes stays representative). Ties
-    go to the least-filled bin, then the lowest bin.
+    ``counts``: groups x (classes + image total). Each free group goes to the bin that minimises
+    the mean over the group's non-zero columns of the standard deviation, across bins, of the fill
+    ratio ``load[b, c] / target[b, c]`` (``target`` = bin weight x column total): every bin takes
+    its weight's share of every class AND of the big groups (so test is not just the small
+    leftovers: its mix of sources and group sizes stays representative). Exact ties go to the
+    least-filled bin (image total / its target), then the lowest bin.
+
+    scikit-learn's StratifiedGroupKFold (``_find_best_fold``) minimises the mean over ALL classes
+    of the standard deviation, across its equal folds, of fold count / class total; on the class
+    columns that ranks bins as this does (columns the group lacks add the same to every bin, and
+    equal weights only scale the ratios). What differs: bins of unequal weight, the image-total
+    column, and ties (scikit-learn's are ``np.isclose`` ones, to the fold with fewer samples, then
+    the lowest).
     """
     n_bins = len(weights)
     bins = fixed.copy()
@@ -285,6 +292,149 @@ def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dic
     return pinned, hits
 
 
+def _group_counts(gid: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted group ids, each row's group index, and per group its labelled images per class and in
+    total (groups x (classes + 1)): what the placing balances. A multi-label row weighs in every class
+    it carries and once in the total."""
+    uniq, g_of = (
+        np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    )
+    n_groups = len(uniq)
+    labelled = lab != ""
+    per_class = pd.Series(lab[labelled], index=np.flatnonzero(labelled), dtype=object).str.split(LABEL_SEP).explode()
+    classes = np.array(sorted(set(per_class)), dtype=object)
+    c_of = np.searchsorted(classes, per_class.to_numpy()) if len(classes) else np.zeros(0, dtype=np.int64)
+    counts = np.zeros((n_groups, len(classes) + 1), dtype=np.float64)
+    np.add.at(counts, (g_of[per_class.index.to_numpy(dtype=np.int64)], c_of), 1.0)
+    counts[:, -1] = np.bincount(g_of[labelled], minlength=n_groups)
+    return uniq, g_of, counts
+
+
+def _rows_per_bin(places: pd.Series, g_of: np.ndarray, n_groups: int, folds: int) -> np.ndarray:
+    """Rows per group and bin (0 test, j + 1 fold j) of ``places``: 'test', a fold number or empty per row."""
+    bins = np.array([_previous_bin(v, folds) for v in places.tolist()], dtype=np.int64)
+    has = bins >= 0
+    table = np.zeros((n_groups, folds + 1), dtype=np.int64)
+    np.add.at(table, (g_of[has], bins[has]), 1)
+    return table
+
+
+def _keep_previous(table: np.ndarray, fixed: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A group with rows in one place of the previous split keeps it ('kept'); rows in test and train_val
+    send it to test ('conflict-split'), rows in several folds to the fold holding most ('conflict-fold',
+    ties -> lower fold)."""
+    fixed, how = fixed.copy(), how.copy()
+    seen = table > 0
+    kinds = seen.sum(axis=1)
+    one = kinds == 1
+    fixed[one] = table[one].argmax(axis=1)
+    how[one] = "kept"
+    split_conflict = (kinds > 1) & seen[:, 0]
+    fixed[split_conflict] = 0
+    how[split_conflict] = "conflict-split"
+    fold_conflict = (kinds > 1) & ~seen[:, 0]
+    fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1
+    how[fold_conflict] = "conflict-fold"
+    return fixed, how
+
+
+def _nest(table: np.ndarray, fixed: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A group with rows upstream goes where they are, whatever its previous place: test when all are in
+    test, else the upstream fold holding most ('nested'; 'nest-conflict' when they are in several folds).
+    Also returns which groups are nested."""
+    fixed, how = fixed.copy(), how.copy()
+    nested = table.any(axis=1)
+    in_folds = (table[:, 1:] > 0).sum(axis=1)
+    fixed[nested] = np.where(in_folds > 0, table[:, 1:].argmax(axis=1) + 1, 0)[nested]
+    how[nested] = np.where(in_folds > 1, "nest-conflict", "nested")[nested]
+    return fixed, how, nested
+
+
+def _pin_to_test(
+    pinned: np.ndarray, nested: np.ndarray, fixed: np.ndarray, how: np.ndarray, group_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pinned groups go to test, out of a previous fold too ('conflict-pin'); a pinned group that the split
+    this one nests in trains on (has in a fold) is a ValueError: the pin could not keep it unseen."""
+    trained = np.flatnonzero(pinned & nested & (fixed > 0))
+    if len(trained):
+        g = trained[0]
+        raise ValueError(
+            f"group {group_ids[g]} holds a pinned image but the split it nests in has it in fold "
+            f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there"
+        )
+    fixed, how = fixed.copy(), how.copy()
+    moved = pinned & (fixed > 0)
+    how[moved] = "conflict-pin"
+    how[pinned & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
+    fixed[pinned] = 0
+    return fixed, how
+
+
+def _fixed_places(
+    group_ids: np.ndarray,
+    g_of: np.ndarray,
+    folds: int,
+    pin: np.ndarray,
+    previous: pd.Series | None,
+    nested: pd.Series | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group the bin fixed before any is placed (-1 free, 0 test, j + 1 fold j) and how: previous
+    places, upstream places over them, pins over both (``pin``, ``previous``, ``nested``: per row)."""
+    n_groups = len(group_ids)
+    fixed = np.full(n_groups, -1, dtype=np.int64)
+    how = np.full(n_groups, "assigned", dtype=object)
+    if previous is not None:
+        fixed, how = _keep_previous(_rows_per_bin(previous, g_of, n_groups, folds), fixed, how)
+    nested_groups = np.zeros(n_groups, dtype=bool)
+    if nested is not None:
+        fixed, how, nested_groups = _nest(_rows_per_bin(nested, g_of, n_groups, folds), fixed, how)
+    if pin.any():
+        pinned_groups = np.zeros(n_groups, dtype=bool)
+        pinned_groups[g_of[pin]] = True
+        fixed, how = _pin_to_test(pinned_groups, nested_groups, fixed, how, group_ids)
+    return fixed, how
+
+
+def _placing_order(counts: np.ndarray, seed: int) -> np.ndarray:
+    """The groups (in sorted-id order) shuffled with ``seed``, then stably by descending labelled images:
+    the big, hard-to-place groups go first, equal sizes in seeded order."""
+    order = np.random.default_rng(seed).permutation(len(counts))
+    return order[np.argsort(-counts[order, -1], kind="stable")]
+
+
+def _place_free_groups(
+    counts: np.ndarray,
+    fixed: np.ndarray,
+    order: np.ndarray,
+    test_fraction: float,
+    folds: int,
+    on_progress: Progress | None,
+) -> np.ndarray:
+    """Bin per group (0 test, j + 1 fold j); ``fixed`` groups (>= 0) stay. Stage 1 splits test from
+    train_val (what matters most: the held-out proportions), stage 2 train_val into equal folds."""
+    n_free = int((fixed < 0).sum())
+    side = np.where(fixed < 0, -1, np.minimum(fixed, 1))
+    side = _greedy(counts, side, np.array([test_fraction, 1.0 - test_fraction]), order, on_progress, 0, 2 * n_free)
+    in_tv = side == 1
+    fold = np.where(fixed > 0, fixed - 1, -1)
+    sub = np.flatnonzero(in_tv)
+    remap = np.full(len(fixed), -1, dtype=np.int64)
+    remap[sub] = np.arange(len(sub))
+    sub_order = remap[order[in_tv[order]]]
+    fold_sub = _greedy(
+        counts[sub],
+        fold[sub],
+        np.full(folds, 1.0 / folds),
+        sub_order,
+        on_progress,
+        n_free,
+        n_free + int((fold[sub] < 0).sum()),
+    )
+    bins = np.zeros(len(fixed), dtype=np.int64)
+    bins[sub] = fold_sub + 1
+    return bins
+
+
 def assign(
     groups: pd.Series,
     y: pd.Series,
@@ -322,14 +472,19 @@ def assign(
 
     How the free groups are placed (deterministic given ``seed``):
 
-    1. Groups are enumerated in sorted-id order, shuffled with ``seed``, then stably sorted by
-       descending labelled size: the largest, hardest-to-place groups go first. (scikit-learn's
-       StratifiedGroupKFold shuffles too, but then sorts by the standard deviation of each group's
-       class counts, descending.)
+    1. Groups are enumerated in sorted-id order, always shuffled with ``seed``
+       (``numpy.random.default_rng(seed).permutation``), then stably sorted by descending labelled
+       size (images, a multi-label one once): the largest, hardest-to-place groups go first
+       (:func:`_placing_order`). scikit-learn's StratifiedGroupKFold (1.9) sorts by another key: it
+       enumerates groups in sorted-id order too, shuffles them only with ``shuffle=True`` (its
+       ``random_state``'s ``RandomState.shuffle``), then stably sorts by the descending standard
+       deviation, across classes, of each group's class counts (``np.std(counts, axis=1)``): a group
+       whose images are all of one class goes before one of the same size spread over the classes,
+       and size itself is no key.
     2. Stage 1 splits them into test (weight ``test_fraction``) vs train_val; stage 2 splits the
-       train_val groups into ``folds`` equal folds. Test comes first because its proportions
-       matter most; the folds then do what they can (a fold that must hold a video with 60 % of
-       a class cannot be balanced: the report says so).
+       train_val groups into ``folds`` equal folds (:func:`_place_free_groups`). Test comes first
+       because its proportions matter most; the folds then do what they can (a fold that must hold
+       a video with 60 % of a class cannot be balanced: the report says so).
     3. Each stage is greedy like StratifiedGroupKFold, generalised to bins of unequal weight, to
        groups fixed in advance (pinned/kept groups are loaded first) and to multi-label rows (a
        group's count vector holds, per class, its images carrying that class, as in iterative
@@ -344,104 +499,29 @@ def assign(
     """
     check_fractions(test_fraction, folds)
     index = groups.index
-    gid = groups.astype(str).to_numpy(dtype=object)
-    lab = y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
+    group_ids, g_of, counts = _group_counts(
+        groups.astype(str).to_numpy(dtype=object), y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
+    )
     pin = (
         pinned.reindex(index).fillna(False).astype(bool).to_numpy()
         if pinned is not None
         else np.zeros(len(index), dtype=bool)
     )
-    uniq, g_of = (
-        np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
+    fixed, how = _fixed_places(
+        group_ids,
+        g_of,
+        folds,
+        pin,
+        previous.reindex(index) if previous is not None else None,
+        nested.reindex(index) if nested is not None else None,
     )
-    n_groups = len(uniq)
-    labelled = lab != ""
-    # One (row, class) pair per class of a row: multi-label rows weigh in every class they carry.
-    per_class = pd.Series(lab[labelled], index=np.flatnonzero(labelled), dtype=object).str.split(LABEL_SEP).explode()
-    classes = np.array(sorted(set(per_class)), dtype=object)
-    c_of = np.searchsorted(classes, per_class.to_numpy()) if len(classes) else np.zeros(0, dtype=np.int64)
-    ncol = len(classes) + 1  # classes + image total
-    counts = np.zeros((n_groups, ncol), dtype=np.float64)
-    np.add.at(counts, (g_of[per_class.index.to_numpy(dtype=np.int64)], c_of), 1.0)
-    counts[:, -1] = np.bincount(g_of[labelled], minlength=n_groups)
-
-    n_bins = folds + 1
-    fixed = np.full(n_groups, -1, dtype=np.int64)
-    how = np.full(n_groups, "assigned", dtype=object)
-    if previous is not None:
-        prev = np.array([_previous_bin(v, folds) for v in previous.reindex(index).tolist()], dtype=np.int64)
-        has = prev >= 0
-        if has.any():
-            table = np.zeros((n_groups, n_bins), dtype=np.int64)
-            np.add.at(table, (g_of[has], prev[has]), 1)
-            seen = table > 0
-            kinds = seen.sum(axis=1)
-            one = kinds == 1
-            fixed[one] = table[one].argmax(axis=1)
-            how[one] = "kept"
-            split_conflict = (kinds > 1) & seen[:, 0]
-            fixed[split_conflict] = 0
-            how[split_conflict] = "conflict-split"
-            fold_conflict = (kinds > 1) & ~seen[:, 0]
-            fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1  # majority, ties -> lower fold
-            how[fold_conflict] = "conflict-fold"
-    nested_groups = np.zeros(n_groups, dtype=bool)
-    if nested is not None:
-        up = np.array([_previous_bin(v, folds) for v in nested.reindex(index).tolist()], dtype=np.int64)
-        has = up >= 0
-        table = np.zeros((n_groups, n_bins), dtype=np.int64)
-        np.add.at(table, (g_of[has], up[has]), 1)
-        nested_groups = table.any(axis=1)
-        in_folds = (table[:, 1:] > 0).sum(axis=1)
-        fixed[nested_groups] = np.where(in_folds > 0, table[:, 1:].argmax(axis=1) + 1, 0)[nested_groups]
-        how[nested_groups] = np.where(in_folds > 1, "nest-conflict", "nested")[nested_groups]
-    if pin.any():
-        pinned_groups = np.zeros(n_groups, dtype=bool)
-        pinned_groups[g_of[pin]] = True
-        trained = np.flatnonzero(pinned_groups & nested_groups & (fixed > 0))
-        if len(trained):
-            g = trained[0]
-            raise ValueError(
-                f"group {uniq[g]} holds a pinned image but the split it nests in has it in fold "
-                f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there"
-            )
-        moved = pinned_groups & (fixed > 0)
-        how[moved] = "conflict-pin"
-        how[pinned_groups & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
-        fixed[pinned_groups] = 0
-
-    # Seeded order over the groups enumerated in sorted-id order, then stable by descending size.
-    order = np.random.default_rng(seed).permutation(n_groups)
-    order = order[np.argsort(-counts[order, -1], kind="stable")]
-    n_free = int((fixed < 0).sum())
-    # Stage 1: test vs train_val (what matters most: the held-out proportions).
-    side = np.where(fixed < 0, -1, np.minimum(fixed, 1))
-    side = _greedy(counts, side, np.array([test_fraction, 1.0 - test_fraction]), order, on_progress, 0, 2 * n_free)
-    # Stage 2: the train_val groups into equal folds (kept groups stay in their fold).
-    in_tv = side == 1
-    fold = np.where(fixed > 0, fixed - 1, -1)
-    sub = np.flatnonzero(in_tv)
-    remap = np.full(n_groups, -1, dtype=np.int64)
-    remap[sub] = np.arange(len(sub))
-    sub_order = remap[order[in_tv[order]]]
-    fold_sub = _greedy(
-        counts[sub],
-        fold[sub],
-        np.full(folds, 1.0 / folds),
-        sub_order,
-        on_progress,
-        n_free,
-        n_free + int((fold[sub] < 0).sum()),
-    )
-    fixed = np.zeros(n_groups, dtype=np.int64)
-    fixed[sub] = fold_sub + 1
-
-    row_bin = fixed[g_of] if n_groups else np.zeros(0, dtype=np.int64)
+    bins = _place_free_groups(counts, fixed, _placing_order(counts, seed), test_fraction, folds, on_progress)
+    row_bin = bins[g_of] if len(group_ids) else np.zeros(0, dtype=np.int64)
     return pd.DataFrame(
         {
             "split": np.where(row_bin == 0, TEST, TRAIN_VAL).astype(object),
             "fold": np.where(row_bin == 0, -1, row_bin - 1).astype(np.int64),
-            "how": how[g_of] if n_groups else np.zeros(0, dtype=object),
+            "how": how[g_of] if len(group_ids) else np.zeros(0, dtype=object),
         },
         index=index,
     )
@@ -576,6 +656,52 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What a split was asked for: what the report records and checks against."""
+
+    target: str
+    mapping: dict[str, int]  # the target's class -> index (class_mapping.json)
+    spec: Target
+    formats: Mapping[str, str] | None  # source name -> taxonomy dataset, where they differ
+    test_fraction: float
+    folds: int
+    seed: int
+    pins: list[Pin]
+    max_group_share: float
+    previous: pd.DataFrame | None  # read_previous of the --keep-assignments split
+    nest_in: pd.DataFrame | None  # read_previous of the --nest-in split
+    params: Mapping | None  # recorded in the report's params over the above (the CLI adds file names)
+
+    def report_params(self) -> dict:
+        """The report's ``params``: the arguments above, then ``params`` over them."""
+        used = {
+            "target": self.target,
+            "test_fraction": self.test_fraction,
+            "folds": self.folds,
+            "seed": self.seed,
+            "pins": [str(p) for p in self.pins],
+            "max_group_share": self.max_group_share,
+            "formats": dict(self.formats or {}),
+            "keep_assignments": self.previous is not None,
+            "nest_in": self.nest_in is not None,
+        }
+        used.update(self.params or {})
+        return used
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Every input row labelled, grouped and placed, and what grouped and fixed the rows."""
+
+    table: pd.DataFrame  # combine_manifests' + target_class, excluded, candidates, group, group_size, split, fold, how
+    pairs: pd.DataFrame  # every duplicate link the groups were built from, same-sha256 links included
+    n_sha_links: int
+    pinned: pd.Series  # per row: matched by a pin
+    pin_hits: dict[str, int]  # images per pin
+    previous_place: pd.Series | None  # per row: its place in the --keep-assignments split ('test', a fold, '')
+
+
 def _default_labeler(manifest: pd.DataFrame, taxonomy, target: str, formats: Mapping[str, str] | None) -> pd.DataFrame:
     from endoctl.taxonomy import map_labels
 
@@ -617,6 +743,117 @@ def _class_order(mapping: Mapping[str, int], classes: Iterable[str]) -> list[str
     return sorted(set(classes), key=lambda c: (rank.get(c.lower(), len(rank)), c))
 
 
+def _class_mapping(taxonomy, target: str) -> dict[str, int]:
+    """The target's class -> index, by index; an unknown target is a ValueError."""
+    if target not in getattr(taxonomy, "targets", {}):
+        known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
+        raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
+    return {
+        str(k): int(v)
+        for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))
+    }
+
+
+def _label_rows(table: pd.DataFrame, mapped: pd.DataFrame, request: _Request) -> pd.DataFrame:
+    """``table`` with the labeler's answer (``mapped``) as ``target_class, excluded, candidates``; a kept
+    row's class outside the target's class mapping is a ValueError."""
+    labels = _aligned_labels(table, mapped)
+    table = table.assign(
+        target_class=labels["target_class"].to_numpy(),
+        excluded=labels["excluded"].to_numpy(),
+        candidates=labels["candidates"].to_numpy(),
+    )
+    known = {k.lower() for k in request.mapping}
+    kept_classes = set(table.loc[table["excluded"] == "", "target_class"])
+    unknown = sorted({c for v in kept_classes for c in v.split(LABEL_SEP) if c.lower() not in known})
+    if unknown:
+        raise ValueError(
+            f"target classes {unknown} are not in target {request.target!r}'s class mapping {list(request.mapping)}"
+        )
+    return table
+
+
+def _group_rows(table: pd.DataFrame, pairs: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """``table`` with ``group, group_size`` over the given duplicate pairs and same-sha256 links, those
+    links together, and how many of them came from sha256."""
+    given = (
+        pairs[PAIR_KEY_COLUMNS].astype(str)
+        if pairs is not None and len(pairs)
+        else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
+    )
+    sha_links = _sha_pairs(table)
+    all_pairs = pd.concat([given, sha_links], ignore_index=True)
+    grouped = build_groups(table, all_pairs)
+    table = table.assign(group=grouped["group"].to_numpy(), group_size=grouped["group_size"].to_numpy())
+    return table, all_pairs, len(sha_links)
+
+
+def _place_per_row(table: pd.DataFrame, split_table: pd.DataFrame) -> pd.Series:
+    """Per row of ``table`` its place in a :func:`read_previous` table: 'test', the fold, or '' when absent."""
+    return table["image_id"].map(_places(split_table)).fillna("")
+
+
+def _upstream_place_per_row(table: pd.DataFrame, nest_in: pd.DataFrame, folds: int) -> pd.Series:
+    """:func:`_place_per_row` in the split this one nests in, which must not have more folds."""
+    place = _place_per_row(table, nest_in)
+    up_folds = sorted({int(f) for f in nest_in.loc[nest_in["split"] == TRAIN_VAL, "fold"]})
+    if up_folds and up_folds[-1] >= folds:
+        raise ValueError(
+            f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
+            f"nest with the upstream split's --folds"
+        )
+    return place
+
+
+def _place_rows(
+    request: _Request,
+    manifests: pd.DataFrame | Sequence[pd.DataFrame],
+    names: Sequence[str] | None,
+    pairs: pd.DataFrame | None,
+    taxonomy,
+    labeler: Callable[..., pd.DataFrame],
+    on_progress: Progress | None,
+) -> _Placed:
+    """Every input row labelled, grouped over all manifests and placed by :func:`assign`."""
+    table = combine_manifests(manifests, names)
+    pinned, pin_hits = match_pins(request.pins, table)  # before labels and groups: a bad pin fails in a second
+    table = _label_rows(table, labeler(table.copy(), taxonomy, request.target, request.formats), request)
+    table, all_pairs, n_sha_links = _group_rows(table, pairs)
+    previous = _place_per_row(table, request.previous) if request.previous is not None else None
+    upstream = _upstream_place_per_row(table, request.nest_in, request.folds) if request.nest_in is not None else None
+    placed = assign(
+        table["group"],
+        table["target_class"].where(table["excluded"] == "", ""),
+        request.test_fraction,
+        request.folds,
+        request.seed,
+        pinned,
+        previous,
+        on_progress,
+        nested=upstream,
+    )
+    table = table.assign(split=placed["split"].to_numpy(), fold=placed["fold"].to_numpy(), how=placed["how"].to_numpy())
+    return _Placed(table, all_pairs, n_sha_links, pinned, pin_hits, previous)
+
+
+def _output_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``train_val``, ``test`` (the kept rows, :data:`OUTPUT_COLUMNS`) and ``excluded`` (with the reason)."""
+    keep = table["excluded"] == ""
+    kept = table[keep]
+    train_val = kept[kept["split"] == TRAIN_VAL].copy()
+    train_val["fold"] = train_val["fold"].astype(str)
+    test = kept[kept["split"] == TEST].copy()
+    test["fold"] = ""
+    excluded = (
+        table.loc[~keep, ["image_id", "source", "excluded"]]
+        .rename(columns={"excluded": "reason"})
+        .reset_index(drop=True)
+    )
+    if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
+        raise AssertionError("rows in != train_val + test + excluded")
+    return train_val[OUTPUT_COLUMNS].reset_index(drop=True), test[OUTPUT_COLUMNS].reset_index(drop=True), excluded
+
+
 def split(
     manifests: pd.DataFrame | Sequence[pd.DataFrame],
     pairs: pd.DataFrame | None,
@@ -651,119 +888,25 @@ def split(
     """
     pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
     check_fractions(test_fraction, folds)
-    if target not in getattr(taxonomy, "targets", {}):
-        known = ", ".join(sorted(getattr(taxonomy, "targets", {}))) or "none"
-        raise ValueError(f"unknown target {target!r} (taxonomy targets: {known})")
-    mapping = {
-        str(k): int(v)
-        for k, v in sorted(taxonomy.targets[target].class_mapping().items(), key=lambda kv: (kv[1], kv[0]))
-    }
-    table = combine_manifests(manifests, names)
-    pinned, pin_hits = match_pins(pins, table)  # before labels and groups: a bad pin fails in a second
-    labels = _aligned_labels(table, (labeler or _default_labeler)(table.copy(), taxonomy, target, formats))
-    table["target_class"] = labels["target_class"].to_numpy()
-    table["excluded"] = labels["excluded"].to_numpy()
-    table["candidates"] = labels["candidates"].to_numpy()
-    keep = table["excluded"] == ""
-    known = {k.lower() for k in mapping}
-    unknown = sorted(
-        {c for v in set(table.loc[keep, "target_class"]) for c in v.split(LABEL_SEP) if c.lower() not in known}
+    mapping = _class_mapping(taxonomy, target)
+    request = _Request(
+        target=target,
+        mapping=mapping,
+        spec=taxonomy.targets[target],
+        formats=formats,
+        test_fraction=test_fraction,
+        folds=folds,
+        seed=seed,
+        pins=pins,
+        max_group_share=max_group_share,
+        previous=previous,
+        nest_in=nest_in,
+        params=params,
     )
-    if unknown:
-        raise ValueError(f"target classes {unknown} are not in target {target!r}'s class mapping {list(mapping)}")
-
-    given = (
-        pairs[PAIR_KEY_COLUMNS].astype(str)
-        if pairs is not None and len(pairs)
-        else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
-    )
-    sha_links = _sha_pairs(table)
-    all_pairs = pd.concat([given, sha_links], ignore_index=True)
-    grouped = build_groups(table, all_pairs)
-    table["group"] = grouped["group"].to_numpy()
-    table["group_size"] = grouped["group_size"].to_numpy()
-
-    prev_bin = None
-    if previous is not None:
-        prev_bin = table["image_id"].map(_places(previous)).fillna("")
-
-    up_bin = None
-    if nest_in is not None:
-        up_bin = table["image_id"].map(_places(nest_in)).fillna("")
-        up_folds = sorted({int(f) for f in nest_in.loc[nest_in["split"] == TRAIN_VAL, "fold"]})
-        if up_folds and up_folds[-1] >= folds:
-            raise ValueError(
-                f"--nest-in: the upstream split has fold {up_folds[-1]}, but --folds is {folds}: "
-                f"nest with the upstream split's --folds"
-            )
-    placed = assign(
-        table["group"],
-        table["target_class"].where(keep, ""),
-        test_fraction,
-        folds,
-        seed,
-        pinned,
-        prev_bin,
-        on_progress,
-        nested=up_bin,
-    )
-    table["split"] = placed["split"].to_numpy()
-    table["fold"] = placed["fold"].to_numpy()
-    table["how"] = placed["how"].to_numpy()
-
-    kept = table[keep]
-    train_val = kept[kept["split"] == TRAIN_VAL].copy()
-    train_val["fold"] = train_val["fold"].astype(str)
-    test = kept[kept["split"] == TEST].copy()
-    test["fold"] = ""
-    train_val = train_val[OUTPUT_COLUMNS].reset_index(drop=True)
-    test = test[OUTPUT_COLUMNS].reset_index(drop=True)
-    excluded = (
-        table.loc[~keep, ["image_id", "source", "excluded"]]
-        .rename(columns={"excluded": "reason"})
-        .reset_index(drop=True)
-    )
-    if len(train_val) + len(test) + len(excluded) != len(table):  # pragma: no cover - invariant
-        raise AssertionError("rows in != train_val + test + excluded")
-
-    warnings: list[str] = []
-    used = {
-        "target": target,
-        "test_fraction": test_fraction,
-        "folds": folds,
-        "seed": seed,
-        "pins": [str(p) for p in pins],
-        "max_group_share": max_group_share,
-        "formats": dict(formats or {}),
-        "keep_assignments": previous is not None,
-        "nest_in": nest_in is not None,
-    }
-    used.update(params or {})
-    report = _report(
-        table,
-        keep,
-        train_val,
-        test,
-        excluded,
-        all_pairs,
-        len(sha_links),
-        mapping,
-        pins,
-        pin_hits,
-        pinned,
-        previous,
-        prev_bin,
-        test_fraction,
-        folds,
-        max_group_share,
-        used,
-        warnings,
-        nest_in,
-    )
-    spec = taxonomy.targets[target]
-    report["several_classes"] = _several_classes_report(table, spec, mapping)
-    report["composition"] = _composition_report(pd.concat([train_val, test], ignore_index=True), spec, formats or {})
-    return SplitResult(train_val, test, excluded, mapping, report, warnings)
+    placed = _place_rows(request, manifests, names, pairs, taxonomy, labeler or _default_labeler, on_progress)
+    train_val, test, excluded = _output_tables(placed.table)
+    report = _report(request, placed, train_val, test, excluded)
+    return SplitResult(train_val, test, excluded, mapping, report, list(report["warnings"]))
 
 
 # --------------------------------------------------------------------------------------- report
@@ -834,46 +977,31 @@ def _pct(x: float) -> float:
     return round(100.0 * x, 3)
 
 
-def _report(
-    table,
-    keep,
-    train_val,
-    test,
-    excluded,
-    all_pairs,
-    n_sha_links,
-    mapping,
-    pins,
-    pin_hits,
-    pinned,
-    previous,
-    prev_bin,
-    test_fraction,
-    folds,
-    max_group_share,
-    params,
-    warnings,
-    nest_in=None,
-) -> dict:
-    kept = table[keep]
-    n_kept = len(kept)
+def _outputs_by_bin(train_val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """train_val and test rows in one table with their ``split`` and ``bin`` ('test' or 'fold j')."""
     outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
-    sources = sorted(set(outputs["source"]))
-    bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
     outputs["bin"] = np.where(outputs["split"] == TEST, TEST, "fold " + outputs["fold"].astype(str))
-    # One row per (image, class): a multi-label image counts in each of its classes; shares stay
-    # per image (a class's share of a split = images carrying it / images in the split).
-    per_class = _per_class(outputs)
-    classes = _class_order(mapping, per_class["target_class"])
+    return outputs
 
+
+def _class_counts(per_class: pd.DataFrame, classes: list[str], sources: list[str]) -> dict:
+    """Images per class x split x source (a multi-label image counts in each of its classes)."""
+    counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
+    for (c, s, src), n in per_class.groupby(["target_class", "split", "source"]).size().items():
+        counts[c][s][src] = int(n)
+    return counts
+
+
+def _proportions_report(outputs: pd.DataFrame, per_class: pd.DataFrame, classes: list[str], folds: int) -> dict:
+    """Per class its share of every bin (train_val, test, each fold) beside its overall share, and per
+    bin the largest deviation, over all classes and over the well-stratifiable ones. Shares stay per
+    image: a class's share of a bin = images carrying it / images in the bin."""
+    bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
     per_bin = pd.crosstab(per_class["target_class"], per_class["bin"])
     per_bin[TRAIN_VAL] = per_bin.drop(columns=[TEST], errors="ignore").sum(axis=1)
     per_bin = per_bin.reindex(index=classes, columns=bins, fill_value=0)
     sizes = outputs["bin"].value_counts().reindex(bins, fill_value=0)
-    sizes[TRAIN_VAL] = len(train_val)
-    counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
-    for (c, s, src), n in per_class.groupby(["target_class", "split", "source"]).size().items():
-        counts[c][s][src] = int(n)
+    sizes[TRAIN_VAL] = int((outputs["split"] == TRAIN_VAL).sum())
     overall = per_class["target_class"].value_counts()
     groups_per_class = per_class.groupby("target_class")["group"].nunique()
     proportions, max_dev, max_dev_strat = {}, {b: 0.0 for b in bins}, {b: 0.0 for b in bins}
@@ -894,147 +1022,208 @@ def _report(
             if row["groups"] >= WELL_STRATIFIABLE:
                 max_dev_strat[b] = max(max_dev_strat[b], abs(dev))
         proportions[c] = row
-
-    largest = table.loc[table["group_size"].idxmax()] if len(table) else None
-    share = float(largest["group_size"] / len(table)) if largest is not None else 0.0
-    largest_info = None
-    if largest is not None:
-        gid = largest["group"]
-        largest_info = {
-            "group": gid,
-            "images": int(largest["group_size"]),
-            "share": round(share, 6),
-            "labelled_images": int((kept["group"] == gid).sum()),
-            "split": str(table.loc[table["group"] == gid, "split"].iloc[0]),
-        }
-    if share > max_group_share:
-        warnings.append(
-            f"largest group {largest_info['group']} holds {share:.1%} of all images (> --max-group-share "
-            f"{max_group_share:.0%}): duplicate or patient links chained much of the data together; "
-            f"the split cannot be balanced around it"
-        )
-    if test_fraction > 0 and n_kept and len(test) / n_kept > test_fraction + 0.05:
-        warnings.append(
-            f"test holds {len(test) / n_kept:.1%} of images (asked {test_fraction:.0%}): pinned, kept or nested "
-            "groups exceed the target"
-        )
-
-    straddle = straddling(train_val, test, "group")
-    pat = kept.set_index("image_id")["patient_id"]
-    tv_p = train_val.assign(patient=patient_keys(train_val.assign(patient_id=train_val["image_id"].map(pat))))
-    te_p = test.assign(patient=patient_keys(test.assign(patient_id=test["image_id"].map(pat))))
-    straddle_patients = straddling(tv_p, te_p, "patient")
-    where = pd.concat([train_val.assign(b="f" + train_val["fold"]), test.assign(b=TEST)]).set_index("image_id")["b"]
-    pa, pb = all_pairs["image_id_a"].map(where), all_pairs["image_id_b"].map(where)
-    both_in = pa.notna() & pb.notna()
-    cross = both_in & (pa != pb)
-    cross_split = both_in & ((pa == TEST) != (pb == TEST))
-    if (
-        straddle["across_splits"]
-        or straddle["across_folds"]
-        or straddle_patients["across_splits"]
-        or straddle_patients["across_folds"]
-        or cross.any()
-    ):
-        warnings.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
-
-    pinned_groups = set(table.loc[pinned, "group"])
-    hows = table.drop_duplicates("group").set_index("group")["how"]
-    keep_info = None
-    if previous is not None:
-        present = prev_bin != ""
-        conflicts = []
-        for gid in sorted(hows[hows.str.startswith("conflict")].index):
-            rows = table[(table["group"] == gid) & present]
-            before = prev_bin[rows.index].value_counts()
-            conflicts.append(
-                {
-                    "group": gid,
-                    "kind": hows[gid],
-                    "previous": {str(k): int(v) for k, v in sorted(before.items())},
-                    "now": str(rows["split"].iloc[0])
-                    if rows["split"].iloc[0] == TEST
-                    else f"fold {rows['fold'].iloc[0]}",
-                    "images": int((table["group"] == gid).sum()),
-                }
-            )
-        previous_ids = set(previous["image_id"])
-        keep_info = {
-            "previous_images": len(previous_ids),
-            "previous_images_present": int(present.sum()),
-            "previous_images_missing": len(previous_ids - set(table["image_id"])),
-            "kept_groups": int((hows == "kept").sum()),
-            "new_groups": int((hows == "assigned").sum()),
-            "conflicting_groups": len(conflicts),
-            "conflicts": conflicts,
-        }
-        if conflicts:
-            warnings.append(
-                f"{len(conflicts)} group(s) merged images previously in different splits/folds (see report "
-                "'keep.conflicts')"
-            )
-
-    nesting = None
-    if nest_in is not None:
-        nesting = nesting_check(train_val, test, nest_in, folds, table.set_index("image_id")["group"])
-        labelled = hows[hows.index.isin(kept["group"])]
-        nesting["nested_groups"] = int(labelled.isin(["nested", "nest-conflict"]).sum())
-        nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
-        nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
-        if nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]:
-            warnings.append(
-                f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
-                f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
-                f"upstream folds: re-split upstream with the same manifests and duplicates)"
-            )
-
-    reasons = excluded["reason"].value_counts()
-    report = {
-        "params": params,
-        "rows": {"in": len(table), "train_val": len(train_val), "test": len(test), "excluded": len(excluded)},
-        "test_fraction": {"asked": test_fraction, "achieved": round(len(test) / n_kept, 6) if n_kept else 0.0},
-        "classes": classes,
-        "sources": sources,
-        "counts": counts,
-        "fold_sizes": {str(j): int((train_val["fold"] == str(j)).sum()) for j in range(folds)},
+    return {
         "proportions": proportions,
         "max_abs_deviation_pp": {b: round(v, 3) for b, v in max_dev.items()},
         "max_abs_deviation_pp_classes_with_5_groups": {b: round(v, 3) for b, v in max_dev_strat.items()},
+    }
+
+
+def _largest_group(table: pd.DataFrame, kept: pd.DataFrame) -> tuple[dict | None, float]:
+    """The largest group (of every input row) for the report, None without rows, and its share of all rows."""
+    if not len(table):
+        return None, 0.0
+    largest = table.loc[table["group_size"].idxmax()]
+    share = float(largest["group_size"] / len(table))
+    gid = largest["group"]
+    info = {
+        "group": gid,
+        "images": int(largest["group_size"]),
+        "share": round(share, 6),
+        "labelled_images": int((kept["group"] == gid).sum()),
+        "split": str(table.loc[table["group"] == gid, "split"].iloc[0]),
+    }
+    return info, share
+
+
+def _straddling_report(train_val: pd.DataFrame, test: pd.DataFrame, kept: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    """Groups, patients and duplicate pairs in more than one split or fold, from the output tables alone."""
+    groups = straddling(train_val, test, "group")
+    patient_of = kept.set_index("image_id")["patient_id"]
+    tv_p = train_val.assign(patient=patient_keys(train_val.assign(patient_id=train_val["image_id"].map(patient_of))))
+    te_p = test.assign(patient=patient_keys(test.assign(patient_id=test["image_id"].map(patient_of))))
+    patients = straddling(tv_p, te_p, "patient")
+    where = pd.concat([train_val.assign(b="f" + train_val["fold"]), test.assign(b=TEST)]).set_index("image_id")["b"]
+    pa, pb = pairs["image_id_a"].map(where), pairs["image_id_b"].map(where)
+    both_in = pa.notna() & pb.notna()
+    return {
+        "groups_across_splits": groups["across_splits"],
+        "groups_across_folds": groups["across_folds"],
+        "patients_across_splits": patients["across_splits"],
+        "patients_across_folds": patients["across_folds"],
+        "duplicate_pairs_across_splits": int((both_in & ((pa == TEST) != (pb == TEST))).sum()),
+        "duplicate_pairs_across_folds_or_splits": int((both_in & (pa != pb)).sum()),
+        "examples": groups["examples"] + patients["examples"],
+    }
+
+
+def _pinned_report(placed: _Placed, request: _Request, kept: pd.DataFrame, train_val: pd.DataFrame) -> dict:
+    """The pins, the images they matched and the groups holding those (all in test when 0 are not)."""
+    table = placed.table
+    pinned_groups = set(table.loc[placed.pinned, "group"])
+    return {
+        "pins": [str(p) for p in request.pins],
+        "images_per_pin": placed.pin_hits,
+        "images": int(placed.pinned.sum()),
+        "groups": len(pinned_groups),
+        "images_in_pinned_groups": int(table["group"].isin(pinned_groups).sum()),
+        "labelled_images_in_pinned_groups": int(kept["group"].isin(pinned_groups).sum()),
+        "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
+    }
+
+
+def _keep_conflicts(table: pd.DataFrame, hows: pd.Series, previous_place: pd.Series) -> list[dict]:
+    """Per group merged across previous splits/folds (how ``conflict-*``): its previous places and its new one."""
+    present = previous_place != ""
+    conflicts = []
+    for gid in sorted(hows[hows.str.startswith("conflict")].index):
+        rows = table[(table["group"] == gid) & present]
+        before = previous_place[rows.index].value_counts()
+        conflicts.append(
+            {
+                "group": gid,
+                "kind": hows[gid],
+                "previous": {str(k): int(v) for k, v in sorted(before.items())},
+                "now": str(rows["split"].iloc[0]) if rows["split"].iloc[0] == TEST else f"fold {rows['fold'].iloc[0]}",
+                "images": int((table["group"] == gid).sum()),
+            }
+        )
+    return conflicts
+
+
+def _keep_report(placed: _Placed, request: _Request, hows: pd.Series) -> dict | None:
+    """What ``--keep-assignments`` kept, assigned anew and found in conflict; None without it."""
+    if request.previous is None:
+        return None
+    table, previous_place = placed.table, placed.previous_place
+    conflicts = _keep_conflicts(table, hows, previous_place)
+    previous_ids = set(request.previous["image_id"])
+    return {
+        "previous_images": len(previous_ids),
+        "previous_images_present": int((previous_place != "").sum()),
+        "previous_images_missing": len(previous_ids - set(table["image_id"])),
+        "kept_groups": int((hows == "kept").sum()),
+        "new_groups": int((hows == "assigned").sum()),
+        "conflicting_groups": len(conflicts),
+        "conflicts": conflicts,
+    }
+
+
+def _nesting_report(
+    placed: _Placed, request: _Request, kept: pd.DataFrame, hows: pd.Series, train_val: pd.DataFrame, test: pd.DataFrame
+) -> dict | None:
+    """:func:`nesting_check` against the ``--nest-in`` split plus how many groups nested; None without it."""
+    if request.nest_in is None:
+        return None
+    table = placed.table
+    nesting = nesting_check(train_val, test, request.nest_in, request.folds, table.set_index("image_id")["group"])
+    labelled = hows[hows.index.isin(kept["group"])]
+    nesting["nested_groups"] = int(labelled.isin(["nested", "nest-conflict"]).sum())
+    nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
+    nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
+    return nesting
+
+
+def _warnings(
+    request: _Request,
+    n_test: int,
+    n_kept: int,
+    largest: tuple[dict | None, float],
+    straddle: dict,
+    keep: dict | None,
+    nesting: dict | None,
+) -> list[str]:
+    """What the report's numbers call for a warning about, in a fixed order (``largest``: info, share)."""
+    out = []
+    info, share = largest
+    if share > request.max_group_share:
+        out.append(
+            f"largest group {info['group']} holds {share:.1%} of all images (> --max-group-share "
+            f"{request.max_group_share:.0%}): duplicate or patient links chained much of the data together; "
+            f"the split cannot be balanced around it"
+        )
+    if request.test_fraction > 0 and n_kept and n_test / n_kept > request.test_fraction + 0.05:
+        out.append(
+            f"test holds {n_test / n_kept:.1%} of images (asked {request.test_fraction:.0%}): pinned, kept or nested "
+            "groups exceed the target"
+        )
+    leak_counts = ("groups_across_splits", "groups_across_folds", "patients_across_splits", "patients_across_folds")
+    if any(straddle[k] for k in leak_counts) or straddle["duplicate_pairs_across_folds_or_splits"]:
+        out.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
+    if keep is not None and keep["conflicting_groups"]:
+        out.append(
+            f"{keep['conflicting_groups']} group(s) merged images previously in different splits/folds (see report "
+            "'keep.conflicts')"
+        )
+    if nesting is not None and (
+        nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]
+    ):
+        out.append(
+            f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
+            f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
+            f"upstream folds: re-split upstream with the same manifests and duplicates)"
+        )
+    return out
+
+
+def _report(
+    request: _Request, placed: _Placed, train_val: pd.DataFrame, test: pd.DataFrame, excluded: pd.DataFrame
+) -> dict:
+    """``split_report.json``, its warnings included: recounted from the output tables, not taken from
+    the assignment."""
+    table = placed.table
+    kept = table[table["excluded"] == ""]
+    outputs = _outputs_by_bin(train_val, test)
+    per_class = _per_class(outputs)
+    classes = _class_order(request.mapping, per_class["target_class"])
+    sources = sorted(set(outputs["source"]))
+    largest = _largest_group(table, kept)
+    hows = table.drop_duplicates("group").set_index("group")["how"]
+    straddle = _straddling_report(train_val, test, kept, placed.pairs)
+    keep = _keep_report(placed, request, hows)
+    nesting = _nesting_report(placed, request, kept, hows, train_val, test)
+    n_kept = len(kept)
+    return {
+        "params": request.report_params(),
+        "rows": {"in": len(table), "train_val": len(train_val), "test": len(test), "excluded": len(excluded)},
+        "test_fraction": {"asked": request.test_fraction, "achieved": round(len(test) / n_kept, 6) if n_kept else 0.0},
+        "classes": classes,
+        "sources": sources,
+        "counts": _class_counts(per_class, classes, sources),
+        "fold_sizes": {str(j): int((train_val["fold"] == str(j)).sum()) for j in range(request.folds)},
+        **_proportions_report(outputs, per_class, classes, request.folds),
         "groups": {
             "total": int(table["group"].nunique()),
             "with_labelled_images": int(kept["group"].nunique()),
             "train_val": int(train_val["group"].nunique()),
             "test": int(test["group"].nunique()),
-            "largest": largest_info,
-            "max_group_share": max_group_share,
-            "too_large": share > max_group_share,
-            "duplicate_links": len(all_pairs),
-            "sha256_links": n_sha_links,
+            "largest": largest[0],
+            "max_group_share": request.max_group_share,
+            "too_large": largest[1] > request.max_group_share,
+            "duplicate_links": len(placed.pairs),
+            "sha256_links": placed.n_sha_links,
         },
-        "straddling": {
-            "groups_across_splits": straddle["across_splits"],
-            "groups_across_folds": straddle["across_folds"],
-            "patients_across_splits": straddle_patients["across_splits"],
-            "patients_across_folds": straddle_patients["across_folds"],
-            "duplicate_pairs_across_splits": int(cross_split.sum()),
-            "duplicate_pairs_across_folds_or_splits": int(cross.sum()),
-            "examples": straddle["examples"] + straddle_patients["examples"],
-        },
-        "pinned": {
-            "pins": [str(p) for p in pins],
-            "images_per_pin": pin_hits,
-            "images": int(pinned.sum()),
-            "groups": len(pinned_groups),
-            "images_in_pinned_groups": int(table["group"].isin(pinned_groups).sum()),
-            "labelled_images_in_pinned_groups": int(kept["group"].isin(pinned_groups).sum()),
-            "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
-        },
-        "keep": keep_info,
+        "straddling": straddle,
+        "pinned": _pinned_report(placed, request, kept, train_val),
+        "keep": keep,
         "nesting": nesting,
-        "excluded": {str(k): int(v) for k, v in sorted(reasons.items())},
-        "warnings": list(warnings),
+        "excluded": {str(k): int(v) for k, v in sorted(excluded["reason"].value_counts().items())},
+        "warnings": _warnings(request, len(test), n_kept, largest, straddle, keep, nesting),
+        "several_classes": _several_classes_report(table, request.spec, request.mapping),
+        "composition": _composition_report(
+            pd.concat([train_val, test], ignore_index=True), request.spec, request.formats or {}
+        ),
     }
-    return report
 
 
 def _several_classes_report(table: pd.DataFrame, spec, mapping: Mapping[str, int]) -> dict:

@@ -815,7 +815,7 @@ def synth(
     """
     config.validate()
     with atomic_dir(dest, SOURCES, "DEST", "demo datasets") as tmp:
-        return _build(tmp, config, on_progress)
+        return _write_demo(tmp, config, on_progress)
 
 
 def _n_copies(config: SynthConfig, pool: int) -> int:
@@ -834,30 +834,48 @@ def _aiims_name(k: int) -> str:
     return f"worm{k // 2 + 1}_{100 + 3 * (k % 2)}.jpg"
 
 
-def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], None] | None) -> dict[str, int]:
+@dataclass(frozen=True)
+class _Plan:
+    """Every demo image decided before any pixel is drawn, and how many image files that makes."""
+
+    videos: list[_Video]  # Kvasir-Capsule-like
+    test_videos: list[_Video]  # only in CE24 testing
+    kid: list[_KidImage]
+    ers: list[list[_ErsFrame]]  # per patient
+    see_ai: list[_SeeAiVideo]
+    total: int  # image files written, corrupt ones included: the progress total
+
+
+def _image_total(config: SynthConfig, n_kid: int, ers: list[list[_ErsFrame]]) -> int:
+    """Image files a plan writes: sources, CE24 copies (+ the conflict's second file), AIIMS worms, CE24
+    testing, the corrupt files (KC truncated, KID empty, CE24 text, SEE-AI truncated), ERS, SEE-AI."""
+    n_kc = config.videos * config.frames_per_video
+    n_copies = _n_copies(config, n_kc) + _n_copies(config, n_kid)
+    n_test = config.ce24_test_videos * config.frames_per_video + CE24_WORMS
+    n_ers, n_see_ai = sum(len(frames) for frames in ers), config.see_ai_videos * SEE_AI_FRAMES
+    return (
+        n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt + n_ers + n_see_ai + config.corrupt
+    )
+
+
+def _plan(config: SynthConfig, ce24_rng: np.random.Generator) -> _Plan:
+    """Plan every source; ``ce24_rng`` picks the video that gets the truncated extra frame."""
     seed = config.seed
     taken: set[str] = set()
     videos = _plan_videos(_rng(seed, _PLAN_KC), config.videos, config.frames_per_video, taken)
     test_videos = _plan_videos(_rng(seed, _PLAN_TEST), config.ce24_test_videos, config.frames_per_video, taken)
     kid = _plan_kid(_rng(seed, _PLAN_KID), config)
-    ce24_rng = _rng(seed, _CE24)
     if config.corrupt:
         host = int(ce24_rng.integers(len(videos)))
         videos[host] = dataclasses.replace(videos[host], truncated_extra=True)
-
     ers = _plan_ers(_rng(seed, _PLAN_ERS), config)
     see_ai = _plan_see_ai(_rng(seed, _PLAN_SEE_AI), config)
+    return _Plan(videos, test_videos, kid, ers, see_ai, _image_total(config, len(kid), ers))
 
-    n_kc, n_kid = config.videos * config.frames_per_video, len(kid)
-    n_copies = _n_copies(config, n_kc) + _n_copies(config, n_kid)
-    n_test = config.ce24_test_videos * config.frames_per_video + CE24_WORMS
-    n_ers, n_see_ai = sum(len(frames) for frames in ers), config.see_ai_videos * SEE_AI_FRAMES
-    total = (
-        n_kc + n_kid + n_copies + 1 + CE24_AIIMS_WORMS + n_test + 3 * config.corrupt + n_ers + n_see_ai + config.corrupt
-    )
-    out = _Writer(root, total, on_progress)
 
-    # Kvasir-Capsule
+def _write_kvasir_capsule(out: _Writer, videos: list[_Video], seed: int) -> tuple[list[_Item], str]:
+    """``labelled_images/<finding>/`` and ``metadata.csv``; returns the valid frames (CE24 copies from
+    them) and the truncated frame's path below the source ('' without one)."""
     items: list[_Item] = []
     meta = ["filename;video_id;frame_number;finding_category;finding_class;x1;y1;x2;y2;x3;y3;x4;y4"]
     truncated = ""
@@ -874,36 +892,54 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
                 out.image(f"kvasir_capsule/{rel}", data)
                 items.append(_Item("KVASIR", rel, name, finding, data))
     out.text("kvasir_capsule/metadata.csv", "\n".join(meta) + "\n")
+    return items, truncated
 
-    # KID
-    kid_items: list[_Item] = []
+
+def _write_kid(out: _Writer, kid: list[_KidImage], config: SynthConfig) -> list[_Item]:
+    """``<class>/<class>-P<n>-<k>.jpg`` per patient (and the planted empty file); returns the images."""
+    items: list[_Item] = []
     for p in range(1, config.kid_patients + 1):
         patient = [img for img in kid if img.patient == p]
-        for img, data in zip(patient, _render_kid(patient, _rng(seed, _RENDER_KID, p))):
+        for img, data in zip(patient, _render_kid(patient, _rng(config.seed, _RENDER_KID, p))):
             out.image(f"kid/{img.rel}", data)
-            kid_items.append(_Item("KID", img.rel, img.rel.rsplit("/", 1)[1], img.finding, data))
+            items.append(_Item("KID", img.rel, img.rel.rsplit("/", 1)[1], img.finding, data))
     if config.corrupt:
         out.image(f"kid/{KID_EMPTY}", b"")
+    return items
 
-    # CE24 training/validation: re-encoded copies, split per image
-    copies: list[tuple[str, str, _Item]] = []  # (split, class, item)
-    for pool in (items, kid_items):
-        picked = sorted(ce24_rng.choice(len(pool), _n_copies(config, len(pool)), replace=False))
+
+def _pick_ce24_copies(
+    pools: tuple[list[_Item], list[_Item]], config: SynthConfig, rng: np.random.Generator
+) -> tuple[list[tuple[str, str, _Item]], int, tuple[str, str, str]]:
+    """The (split, class, image) CE24 training/validation copies of each source pool, split per image;
+    the index of the copy also filed under a second class; and that conflict as (filed as, also filed
+    as, copy of)."""
+    copies: list[tuple[str, str, _Item]] = []
+    for pool in pools:
+        picked = sorted(rng.choice(len(pool), _n_copies(config, len(pool)), replace=False))
         for i in picked:
-            split = "training" if ce24_rng.random() < CE24_TRAIN_SHARE else "validation"
+            split = "training" if rng.random() < CE24_TRAIN_SHARE else "validation"
             copies.append((split, CE24_CLASSES[pool[i].finding], pool[i]))
     if not any(split == "training" for split, _, _ in copies):
         copies[0] = ("training", *copies[0][1:])
-    conflict_at = int(ce24_rng.choice([i for i, c in enumerate(copies) if c[0] == "training"]))
+    conflict_at = int(rng.choice([i for i, c in enumerate(copies) if c[0] == "training"]))
     _, first_class, twin = copies[conflict_at]
     others = sorted({c for c in CE24_CLASSES.values() if c not in (first_class, WORMS)})
-    second_class = others[int(ce24_rng.integers(len(others)))]
-    conflict = (  # (filed as, also filed as, copy of)
+    second_class = others[int(rng.integers(len(others)))]
+    conflict = (
         f"training/{first_class}/{twin.source}/{twin.name}",
         f"training/{second_class}/{twin.source}/{twin.name}",
         twin.rel,
     )
-    copied: dict[tuple[str, str], int] = Counter()
+    return copies, conflict_at, conflict
+
+
+def _write_ce24_train_val(
+    out: _Writer, copies: list[tuple[str, str, _Item]], conflict_at: int, conflict: tuple[str, str, str], seed: int
+) -> Counter[tuple[str, str]]:
+    """The re-encoded copies (the conflicting one twice) and the CE24-only AIIMS worms frames; returns
+    the files per (split, source)."""
+    copied: Counter[tuple[str, str]] = Counter()
     for i, (split, cls, item) in enumerate(copies):
         data = _reencode(item.data)
         out.image(f"ce24/{split}/{cls}/{item.source}/{item.name}", data)
@@ -915,8 +951,14 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
         data = _reencode(_render_worms(_rng(seed, _RENDER_AIIMS, k)))
         out.image(f"ce24/{split}/{WORMS}/AIIMS/{_aiims_name(k)}", data)
         copied[split, "AIIMS"] += 1
+    return copied
 
-    # CE24 testing: frames of videos that exist nowhere else, renamed to random ids, plus worms
+
+def _write_ce24_test(
+    out: _Writer, test_videos: list[_Video], seed: int, rng: np.random.Generator
+) -> list[tuple[str, str]]:
+    """CE24 testing: frames of videos that exist nowhere else plus worms, renamed to random ids by
+    ``rng``, and the truth workbook; returns its (image_path, class_label) rows."""
     test: list[tuple[str, bytes]] = []
     for video in test_videos:
         test += [(f, d) for _, f, d in _render_video(video, _rng(seed, _RENDER_TEST, video.index))]
@@ -925,22 +967,26 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
     names: set[str] = set()
     truth = []
     for finding, data in test:
-        name = "".join(ce24_rng.choice(alphabet, 10)) + ".jpg"
+        name = "".join(rng.choice(alphabet, 10)) + ".jpg"
         while name in names:
-            name = "".join(ce24_rng.choice(alphabet, 10)) + ".jpg"
+            name = "".join(rng.choice(alphabet, 10)) + ".jpg"
         names.add(name)
         out.image(f"ce24/testing/Images/{name}", _reencode(data))
         truth.append((f"{CE24_TEST_PREFIX}{CE24_CLASSES[finding]}\\{name}", CE24_CLASSES[finding]))
     truth.sort(key=lambda row: (row[1], row[0]))
-    _write_file(root / "ce24/testing/test_data.xlsx", _xlsx(truth))
+    out.file("ce24/testing/test_data.xlsx", _xlsx(truth))
+    return truth
 
-    text_jpg = ""
-    if config.corrupt:
-        text_jpg = f"training/Normal/KVASIR/{ce24_rng.bytes(8).hex()}_{int(ce24_rng.integers(100, 60000))}.jpg"
-        note = b"This is not a JPEG: the download was interrupted and the server sent this note.\n"
-        out.image(f"ce24/{text_jpg}", note)
 
-    # ERS: PNG frames, labels only in the names of the mask files beside them
+def _write_ce24_text_jpg(out: _Writer, rng: np.random.Generator) -> str:
+    """The planted text file with a CE24 training image's name; returns its path below ce24/."""
+    text_jpg = f"training/Normal/KVASIR/{rng.bytes(8).hex()}_{int(rng.integers(100, 60000))}.jpg"
+    out.image(f"ce24/{text_jpg}", b"This is not a JPEG: the download was interrupted and the server sent this note.\n")
+    return text_jpg
+
+
+def _write_ers(out: _Writer, ers: list[list[_ErsFrame]], seed: int) -> None:
+    """ERS: PNG frames, labelled only by the names of the mask files beside them."""
     for p, frames in enumerate(ers, start=1):
         for frame, data in zip(frames, _render_ers(frames, _rng(seed, _RENDER_ERS, p))):
             out.image(f"ers/{frame.folder}/frames/{frame.name}.png", data)
@@ -948,7 +994,11 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
                 mask = b"" if set(codes) <= ERS_EMPTY_MASK else _ers_mask()
                 out.file(f"ers/{frame.folder}/labels/{frame.name}_{'_'.join(codes)}.png", mask)
 
-    # SEE-AI: flat image folder, YOLO boxes in a parallel txt folder (none or empty for normal frames)
+
+def _write_see_ai(out: _Writer, see_ai: list[_SeeAiVideo], config: SynthConfig) -> tuple[list[int], str]:
+    """SEE-AI: a flat image folder, YOLO boxes in a parallel txt folder (none or empty for normal frames)
+    and the planted truncated frame; returns the numbers without a box file and that frame's path."""
+    seed = config.seed
     see_ai_rng = _rng(seed, _PLAN_SEE_AI, 1)
     no_txt: list[int] = []
     for video in see_ai:
@@ -958,20 +1008,35 @@ def _build(root: Path, config: SynthConfig, on_progress: Callable[[int, int], No
                 out.file(f"see_ai/{SEE_AI_TXT}/image{number:05d}.txt", "".join(f"{line}\n" for line in lines).encode())
             else:
                 no_txt.append(number)
-    see_ai_truncated = ""
+    truncated = ""
     if config.corrupt:
         last = see_ai[-1].first + SEE_AI_FRAMES
-        see_ai_truncated = f"{SEE_AI_IMAGES}/image{last:05d}.jpg"
+        truncated = f"{SEE_AI_IMAGES}/image{last:05d}.jpg"
         data = next(_render_see_ai(see_ai[-1], _rng(seed, _RENDER_SEE_AI, len(see_ai))))[1]
-        out.image(f"see_ai/{see_ai_truncated}", data[: len(data) * 6 // 10])
+        out.image(f"see_ai/{truncated}", data[: len(data) * 6 // 10])
+    return no_txt, truncated
 
-    assert sum(out.counts.values()) == total, (out.counts, total)
+
+def _write_demo(root: Path, config: SynthConfig, on_progress: Callable[[int, int], None] | None) -> dict[str, int]:
+    """Plan, render and write every source and its README into ``root``; image files per folder."""
+    ce24_rng = _rng(config.seed, _CE24)  # CE24's choices, in this order: corrupt host, copies, test names, text
+    plan = _plan(config, ce24_rng)
+    out = _Writer(root, plan.total, on_progress)
+    kc_items, truncated = _write_kvasir_capsule(out, plan.videos, config.seed)
+    kid_items = _write_kid(out, plan.kid, config)
+    copies, conflict_at, conflict = _pick_ce24_copies((kc_items, kid_items), config, ce24_rng)
+    copied = _write_ce24_train_val(out, copies, conflict_at, conflict, config.seed)
+    truth = _write_ce24_test(out, plan.test_videos, config.seed, ce24_rng)
+    text_jpg = _write_ce24_text_jpg(out, ce24_rng) if config.corrupt else ""
+    _write_ers(out, plan.ers, config.seed)
+    no_txt, see_ai_truncated = _write_see_ai(out, plan.see_ai, config)
+    assert sum(out.counts.values()) == plan.total, (out.counts, plan.total)
     readmes = {
-        "kvasir_capsule": _kc_readme(config, videos, out.counts, copied, truncated, root),
-        "kid": _kid_readme(config, kid, copied),
-        "ce24": _ce24_readme(config, copies, conflict, test_videos, truth, text_jpg),
-        "ers": _ers_readme(config, ers),
-        "see_ai": _see_ai_readme(config, see_ai, no_txt, see_ai_truncated),
+        "kvasir_capsule": _kc_readme(config, plan.videos, out.counts, copied, truncated, root),
+        "kid": _kid_readme(config, plan.kid, copied),
+        "ce24": _ce24_readme(config, copies, conflict, plan.test_videos, truth, text_jpg),
+        "ers": _ers_readme(config, plan.ers),
+        "see_ai": _see_ai_readme(config, plan.see_ai, no_txt, see_ai_truncated),
     }
     for folder, text in readmes.items():
         out.text(f"{folder}/README.md", text)

@@ -38,7 +38,7 @@ from torch import nn
 from endoctl import data as datamod
 from endoctl import devices
 from endoctl.devices import AMP_MODES, autocast
-from endoctl.io import atomic_open, write_csv
+from endoctl.io import TRAIN_VAL_FILE, atomic_open, write_csv
 
 STAGES = ("pretrain", "finetune")
 SCHEDULER_STEPS = ("epoch", "update")
@@ -521,7 +521,7 @@ def _run(
     split = datamod.load_split(Path(config.split_dir), config.val_fold)
     if not len(split.train):
         raise TrainError(
-            f"{Path(config.split_dir) / 'train_val.csv'}: every row is in val_fold {config.val_fold}: no training rows"
+            f"{Path(config.split_dir) / TRAIN_VAL_FILE}: every row is in val_fold {config.val_fold}: no training rows"
         )
     num_classes = len(split.class_mapping)
     last_file = out_dir / "last.pt"
