@@ -277,25 +277,64 @@ def _draw(rng: np.random.Generator, labels: dict[str, float], n: int) -> np.ndar
     return names[rng.choice(len(names), n, p=weights / weights.sum())]
 
 
-def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[str, str]], dict]:
-    """(render/copy jobs, byte copies (src, dst), CE24 test truth rows, planted counts); paths relative
-    to the corpus folder. Scenes are integers: every scene id renders one distinct image sequence."""
+def _scaled(n: int, scale: float, least: int = 1) -> int:
+    """``n`` at ``scale`` (exactly ``n`` at 1), at least ``least``."""
+    return n if scale == 1 else max(least, round(n * scale))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to write (paths relative to the corpus folder) and what was planted.
+
+    ``jobs``: ('render', rel, scene, t, w, h) or ('copy', rel, scene, t, w, h, out_w, out_h);
+    ``byte_copies``: (src, dst); ``truth``: CE24 test (file name, class); ``planted``: counts;
+    ``copies``: (copy, original, kind) for every planted copy, kind ``resized`` (re-encoded at another
+    size) or ``byte`` (the same bytes); a byte copy of a copy names the file it was copied from.
+    """
+
+    jobs: list[tuple]
+    byte_copies: list[tuple[str, str]]
+    truth: list[tuple[str, str]]
+    planted: dict
+    copies: list[tuple[str, str, str]]
+
+    def images(self) -> pd.DataFrame:
+        """One row per image file: ``path, scene, t, copy_of, copy_kind`` (the corpus's ground truth)."""
+        scene = {job[1]: (job[2], job[3]) for job in self.jobs}
+        scene.update({dst: scene[src] for src, dst in self.byte_copies})
+        copy_of = {c: (o, k) for c, o, k in self.copies}
+        return pd.DataFrame(
+            [(p, s, t, *copy_of.get(p, ("", ""))) for p, (s, t) in scene.items()],
+            columns=["path", "scene", "t", "copy_of", "copy_kind"],
+        )
+
+
+def plan(seed: int = 0, scale: float = 1.0) -> Plan:
+    """The corpus (``scale`` < 1: every count scaled down, for ``--smoke``; 1 = the benchmark's corpus,
+    unchanged by the scale parameter). Scenes are integers: every scene id renders one distinct image
+    sequence."""
     rng = np.random.default_rng(seed)
     jobs: list[tuple] = []
     byte_copies: list[tuple[str, str]] = []
+    copies: list[tuple[str, str, str]] = []
     next_scene = iter(range(1, 10**9))
     spec = {s.name: s for s in SOURCES}
+    count = {s.name: _scaled(s.count, scale) for s in SOURCES}
+    kc_videos, ce24_test_videos = _scaled(KC_VIDEOS, scale, 2), _scaled(CE24_TEST_VIDEOS, scale)
+    ce24_test, ce24_aiims = _scaled(CE24_TEST, scale), _scaled(CE24_AIIMS, scale)
+    gv_from_hk, ers_again = _scaled(GV_FROM_HK, scale), _scaled(ERS_AGAIN, scale)
+    ce24_twice = _scaled(CE24_TWICE, scale)
     planted = {
         "ce24 copies of kvasir-capsule": 0,
         "ce24 copies of see-ai": 0,
         "ce24 copies of kid": 0,
-        "gastrovision copies of hyperkvasir": GV_FROM_HK,
+        "gastrovision copies of hyperkvasir": gv_from_hk,
         "byte-identical copies": 0,
     }
 
     # Kvasir-Capsule: 43 videos; runs of consecutive frames with one finding each.
     kc_frames = []  # (video_id, frame, label, scene, t)
-    per_video = np.diff(np.linspace(0, spec["kvasir-capsule"].count, KC_VIDEOS + 1).astype(int))
+    per_video = np.diff(np.linspace(0, count["kvasir-capsule"], kc_videos + 1).astype(int))
     for v, n in enumerate(per_video):
         video = hashlib.sha256(f"video{v}".encode()).hexdigest()[:16]
         scene, frame, left = next(next_scene), int(rng.integers(100, 5000)), int(n)
@@ -311,8 +350,8 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
 
     # SEE-AI: runs of consecutive imageNNNNN frames, one finding per run.
     see_ai, number = [], 1
-    while len(see_ai) < spec["see-ai"].count:
-        run = min(spec["see-ai"].count - len(see_ai), int(rng.integers(5, 40)))
+    while len(see_ai) < count["see-ai"]:
+        run = min(count["see-ai"] - len(see_ai), int(rng.integers(5, 40)))
         label, scene = _draw(rng, SEE_AI_LABELS, 1)[0], next(next_scene)
         see_ai += [(f"image{number + k:05d}", label, scene, float(k)) for k in range(run)]
         number += run + int(rng.integers(1, 30))
@@ -321,7 +360,7 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
 
     # KID: 47 patients.
     kid = []
-    for k, label in enumerate(_draw(rng, KID_LABELS, spec["kid"].count)):
+    for k, label in enumerate(_draw(rng, KID_LABELS, count["kid"])):
         kid.append((f"{label}-P{int(rng.integers(1, 48))}-{k}", label, next(next_scene)))
         jobs.append(("render", f"kid/{label}/{kid[-1][0]}.jpg", kid[-1][2], 0.0, 360, 360))
 
@@ -329,7 +368,7 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
     hk = []
     for source in ("ers", "limuc", "crohnipi", "medfmc", "hyperkvasir", "gastrovision"):
         s = spec[source]
-        n = s.count - {"gastrovision": GV_FROM_HK, "ers": ERS_AGAIN}.get(source, 0)
+        n = count[source] - {"gastrovision": gv_from_hk, "ers": ers_again}.get(source, 0)
         for k, label in enumerate(_draw(rng, s.labels, n)):
             w, h = s.sizes[k % len(s.sizes)]
             rel = (
@@ -340,7 +379,7 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
             scene = next(next_scene)
             jobs.append(("render", rel, scene, 0.0, w, h))
             if source == "hyperkvasir":
-                hk.append((label, scene, w, h))
+                hk.append((label, scene, w, h, rel))
     gv_of_hk = {
         "polyps": "Colon polyps",
         "pylorus": "Pylorus",
@@ -348,8 +387,9 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
         "z-line": "Gastroesophageal_junction_normal z-line",
         "ileum": "Small bowel_terminal ileum",
     }
-    for k, i in enumerate(rng.choice(len(hk), GV_FROM_HK, replace=False)):
-        label, scene, w, h = hk[i]
+    for k, i in enumerate(rng.choice(len(hk), gv_from_hk, replace=False)):
+        label, scene, w, h, original = hk[i]
+        copies.append((f"gastrovision/{gv_of_hk.get(label, 'Colon polyps')}/hkcopy{k:04d}.jpg", original, "resized"))
         jobs.append(
             (
                 "copy",
@@ -363,32 +403,35 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
             )
         )
     ers = [j[1] for j in jobs if j[1].startswith("ers/")]
-    for k, i in enumerate(rng.choice(len(ers), ERS_AGAIN, replace=False)):
+    for k, i in enumerate(rng.choice(len(ers), ers_again, replace=False)):
         byte_copies.append((ers[i], ers[i].rsplit("/", 1)[0] + f"/again{k:04d}.jpg"))
 
     # CE24 training/validation: copies of KC, SEE-AI and KID images (+ new AIIMS images), 70/30.
-    ce24_trainval = spec["ce24"].count - CE24_TEST - CE24_TWICE
+    ce24_trainval = count["ce24"] - ce24_test - ce24_twice
     kc_ok = [f for f in kc_frames if f[2] in CE24_OF_KC]
     see_ok = [f for f in see_ai if f[1] in CE24_OF_SEE_AI]
     kid_ok = [f for f in kid if f[1] in CE24_OF_KID]
     n_kid = len(kid_ok)
-    n_kc = min(len(kc_ok) * 95 // 100, ce24_trainval - n_kid - CE24_AIIMS)  # most of CE24 is Kvasir-Capsule
-    n_see = ce24_trainval - n_kc - n_kid - CE24_AIIMS
-    rows = []
+    n_kc = min(len(kc_ok) * 95 // 100, ce24_trainval - n_kid - ce24_aiims)  # most of CE24 is Kvasir-Capsule
+    n_see = ce24_trainval - n_kc - n_kid - ce24_aiims
+    rows = []  # (class, sub-folder, stem, scene, t, w, h, the original's path or "")
     for i in rng.choice(len(kc_ok), n_kc, replace=False):
         video, frame, label, scene, t = kc_ok[i]
-        rows.append((CE24_OF_KC[label], "KVASIR", f"{video}_{frame}", scene, t, 336, 336))
+        original = f"kvasir-capsule/labelled_images/{label}/{video}_{frame}.jpg"
+        rows.append((CE24_OF_KC[label], "KVASIR", f"{video}_{frame}", scene, t, 336, 336, original))
     for i in rng.choice(len(see_ok), n_see, replace=False):
         stem, label, scene, t = see_ok[i]
-        rows.append((CE24_OF_SEE_AI[label], "SEE-AI", stem, scene, t, 576, 576))
+        rows.append((CE24_OF_SEE_AI[label], "SEE-AI", stem, scene, t, 576, 576, f"see-ai/{label}/{stem}.jpg"))
     for stem, label, scene in kid_ok:
-        rows.append((CE24_OF_KID[label], "KID", stem, scene, 0.0, 360, 360))
+        rows.append((CE24_OF_KID[label], "KID", stem, scene, 0.0, 360, 360, f"kid/{label}/{stem}.jpg"))
     planted.update({"ce24 copies of kvasir-capsule": n_kc, "ce24 copies of see-ai": n_see, "ce24 copies of kid": n_kid})
-    for k, label in enumerate(_draw(rng, {"Worms": 10, "Normal": 60, "Ulcer": 10, "Erosion": 20}, CE24_AIIMS)):
-        rows.append((label, "AIIMS", f"aiims{k:05d}", next(next_scene), 0.0, 224, 224))
-    for label, sub, stem, scene, t, w, h in rows:
+    for k, label in enumerate(_draw(rng, {"Worms": 10, "Normal": 60, "Ulcer": 10, "Erosion": 20}, ce24_aiims)):
+        rows.append((label, "AIIMS", f"aiims{k:05d}", next(next_scene), 0.0, 224, 224, ""))
+    for label, sub, stem, scene, t, w, h, original in rows:
         split_name = "training" if rng.random() < 0.7 else "validation"
         kind = "render" if sub == "AIIMS" else "copy"
+        if original:
+            copies.append((f"ce24/{split_name}/{label}/{sub}/{stem}.jpg", original, "resized"))
         jobs.append(
             (
                 kind,
@@ -401,19 +444,20 @@ def plan(seed: int = 0) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[
             )
         )
     trainval = [j[1] for j in jobs if j[1].startswith("ce24/")]
-    for i in rng.choice(len(trainval), CE24_TWICE, replace=False):
+    for i in rng.choice(len(trainval), ce24_twice, replace=False):
         other = CE24_CLASSES[(CE24_CLASSES.index(trainval[i].split("/")[2]) + 1) % len(CE24_CLASSES)]
         parts = trainval[i].split("/")
         byte_copies.append((trainval[i], "/".join(parts[:2] + [other] + parts[3:])))
     planted["byte-identical copies"] = len(byte_copies)
+    copies += [(dst, src, "byte") for src, dst in byte_copies]
     # CE24 testing: frames of new videos, labels only in the truth xlsx.
     truth = []
-    scenes = [next(next_scene) for _ in range(CE24_TEST_VIDEOS)]
-    for k, label in enumerate(_draw(rng, {c: 1 for c in CE24_CLASSES}, CE24_TEST)):
+    scenes = [next(next_scene) for _ in range(ce24_test_videos)]
+    for k, label in enumerate(_draw(rng, {c: 1 for c in CE24_CLASSES}, ce24_test)):
         name = f"test{k:05d}.jpg"
-        jobs.append(("render", f"ce24/testing/Images/{name}", scenes[k % CE24_TEST_VIDEOS], float(k), 224, 224))
+        jobs.append(("render", f"ce24/testing/Images/{name}", scenes[k % ce24_test_videos], float(k), 224, 224))
         truth.append((name, label))
-    return jobs, byte_copies, truth, planted
+    return Plan(jobs, byte_copies, truth, planted, copies)
 
 
 def generate(corpus: Path, workers: int) -> dict:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from smoke import add_arguments, out_path, write_table
 
 from endoctl.model import LoadedModel, create_model, data_config_for
 from endoctl.predict import ImageList, Predictor, default_workers, iter_batches, predict_images, split_transform
@@ -195,7 +196,7 @@ def end_to_end(
 
 
 def train_rows(
-    model_name: str, images: ImageList, device: torch.device, batch: int, workers: int, steps: int
+    model_name: str, images: ImageList, device: torch.device, batch: int, workers: int, steps: int, img_size: int = 224
 ) -> list[tuple[str, float, str]]:
     """img/s of endoctl's training step: synthetic tensors, the training loader alone, and both."""
     import pandas as pd
@@ -208,8 +209,8 @@ def train_rows(
     from endoctl.train import Dist, train_one_epoch
 
     torch.manual_seed(0)
-    model = create_model(model_name, 10, drop_path_rate=0.1).to(device)
-    data_config = data_config_for(model, 224)
+    model = create_model(model_name, 10, img_size=img_size, drop_path_rate=0.1).to(device)
+    data_config = data_config_for(model, img_size)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, layer_decay=0.7)
     scheduler, _ = create_scheduler_v2(
         optimizer, sched="cosine", num_epochs=1, warmup_epochs=0, updates_per_epoch=10 * steps
@@ -299,6 +300,7 @@ def main() -> int:
         "--workers", type=int, default=None, help="decode processes (default: predict's, all cores up to 16)"
     )
     parser.add_argument("--model", default="eva02_base_patch14_224")
+    parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only to dry-run this script")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--iters", type=int, default=30, help="batches per model-only row")
@@ -307,7 +309,12 @@ def main() -> int:
     )
     parser.add_argument("--train-batch-size", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=20, help="measured steps per training row (after 3 warm-up)")
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.smoke:  # every row on the CPU with timm's tiny test ViT at 64 px, a few images and steps; no GPU needed
+        args.device, args.model, args.img_size, args.images = "cpu", "test_vit", 64, 48
+        args.batch_size, args.workers = 8, 0
+        args.no_compile, args.iters, args.train_batch_size, args.train_steps = True, 2, 4, 2
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
@@ -320,11 +327,11 @@ def main() -> int:
     began = time.perf_counter()
     compile = not args.no_compile
     torch.manual_seed(0)
-    model = create_model(args.model, 10).eval()
-    data_config = data_config_for(model, 224)
+    model = create_model(args.model, 10, img_size=args.img_size).eval()
+    data_config = data_config_for(model, args.img_size)
     loaded = LoadedModel(model, [f"c{i}" for i in range(10)], data_config, args.model)
     workers = default_workers(device) if args.workers is None else args.workers
-    workers, shm_note = safe_workers(workers, args.batch_size, 224)
+    workers, shm_note = safe_workers(workers, args.batch_size, args.img_size)
     if shm_note:
         print(f"note: {shm_note}", flush=True)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
@@ -375,11 +382,11 @@ def main() -> int:
                 traceback.print_exc()
             print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
         del model, loaded
-        train = train_rows(args.model, images, device, args.train_batch_size, workers, args.train_steps)
+        train = train_rows(args.model, images, device, args.train_batch_size, workers, args.train_steps, args.img_size)
     seconds = time.perf_counter() - began
     base = next((ips for label, ips, _ in rows if label == "model only: baseline" and np.isfinite(ips)), None)
     lines = [
-        f"# GPU benchmark: predict and train ({gpu}, {args.model}, random init, 224 px)",
+        f"# GPU benchmark: predict and train ({gpu}, {args.model}, random init, {args.img_size} px)",
         "",
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, {workers} decode workers, batch {args.batch_size}; "
         f"files: {args.images:,} paths over {what}.",
@@ -408,12 +415,13 @@ def main() -> int:
         "",
     ]
     print("\n".join(lines))
-    if device.type != "cuda":
+    if args.smoke:  # every row ran and measured something
+        failed = [label for label, ips, _ in rows + train if not np.isfinite(ips) or ips <= 0]
+        assert not failed, f"rows failed: {failed}"
+    if device.type != "cuda" and args.out is None:
         print("(dry run on CPU: benchmarks/results/gpu.md left unchanged)")
         return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines))
-    print(f"-> {OUT}")
+    write_table(out_path(args, OUT), "\n".join(lines))
     return 0
 
 

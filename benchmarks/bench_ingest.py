@@ -25,6 +25,7 @@ import imagehash
 import numpy as np
 import simplejpeg
 from PIL import Image
+from smoke import add_arguments, out_path, write_table
 
 from endoctl.hashing import dhash_batch, phash_batch
 from endoctl.imaging import _pillow, thumbnail
@@ -66,9 +67,9 @@ def exact_hashes(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return phash_batch(thumbs), dhash_batch(thumbs)
 
 
-def hash_comparison(repeats: int) -> list[str]:
+def hash_comparison(repeats: int, limit: int | None = None, loops: int = 20) -> list[str]:
     """Exact vs float hashes on the real thumbnails: microseconds per image and bits that differ."""
-    files = sorted(SHARED.parent.rglob("*.jpg"))
+    files = sorted(SHARED.parent.rglob("*.jpg"))[:limit]
     thumbs = np.stack([thumbnail(f.read_bytes()).luma for f in files])
     batches = [thumbs[i : i + 64] for i in range(0, len(thumbs), 64)]
 
@@ -76,10 +77,10 @@ def hash_comparison(repeats: int) -> list[str]:
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
-            for _ in range(20):
+            for _ in range(loops):
                 for batch in batches:
                     fn(batch)
-            best = min(best, (time.perf_counter() - start) / (20 * len(thumbs)))
+            best = min(best, (time.perf_counter() - start) / (loops * len(thumbs)))
         return best * 1e6
 
     t_float, t_exact = us_per_image(float_hashes), us_per_image(exact_hashes)
@@ -132,11 +133,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--copies", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
+    add_arguments(parser)
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"skip: {SHARED} not found (real Kvasir-SEG JPEGs needed)")
         return 0
     originals = sorted(SHARED.glob("*.jpg"))
+    limit, loops = None, 20
+    if args.smoke:
+        originals, limit, loops = originals[:24], 24, 1
+        args.copies, args.repeats = 2, 1
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for c in range(args.copies):
@@ -191,12 +197,11 @@ def main() -> int:
         f"the bare decode loop in 2 processes vs 1: {ceiling:.2f}x",
         f"- simplejpeg vs Pillow draft decode: {rows[2][2] / rows[1][2]:.2f}x; "
         f"thumbnails identical on both paths for {same}/{len(originals)} files",
-        *hash_comparison(args.repeats),
+        *hash_comparison(args.repeats, limit, loops),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
+    write_table(out_path(args, OUT), text)
     return 0
 
 

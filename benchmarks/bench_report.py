@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from smoke import add_arguments, out_path, write_table
 
 from endoctl.dedupe import dedupe
 from endoctl.grouping import build_groups
@@ -210,9 +211,12 @@ def scale(files: list[str], n: int) -> list[str]:
         manifests = sorted(p for p in folder.glob("*.csv") if not p.name.endswith(".rejected.csv"))
         inputs = load_inputs(manifests, duplicates, [split])
         loaded = time.perf_counter() - start
+        assert len(inputs.manifest) == n and len(inputs.splits) == 1, "the generated inputs read back"
         result = build_report(inputs, ReportParams(), QualityParams(), workers=2)
+        assert result.summary["clusters"] <= n and result.summary["decoded"] <= n
         start = time.perf_counter()
         index = write_report(result, Path(tmp) / "report")
+        assert index.is_file() and "<html" in index.read_text()[:1000].lower()
         written = time.perf_counter() - start
         out_files = [p for p in index.parent.rglob("*") if p.is_file()]
         thumbs = [p.stat().st_size for p in out_files if p.parent.name == "thumbs"]
@@ -295,11 +299,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=226_000)
     parser.add_argument("--repeats", type=int, default=4)
+    add_arguments(parser)
     args = parser.parse_args()
     files = sorted(str(f) for f in REAL.glob("*/*.jpg"))
     if not files:
         print(f"skip: no real images in {REAL}")
         return 0
+    if args.smoke:  # a few of each kind of real image
+        files = [f for f in files if "capsule" in f][:6] + [f for f in files if "capsule" not in f][:10]
+        args.images, args.repeats = min(args.images, 3_000), 1
     load = os.getloadavg()[0]
     lines = [
         f"# report benchmark ({len(files)} real JPEGs, {os.cpu_count()} cores, load average {load:.1f} at start)",
@@ -309,8 +317,7 @@ def main() -> int:
         part = run()
         lines += part
         print("\n".join(part), flush=True)
-    OUT.write_text("\n".join(lines).rstrip() + "\n")
-    print(f"-> {OUT}")
+    write_table(out_path(args, OUT), "\n".join(lines).rstrip() + "\n")
     return 0
 
 

@@ -20,14 +20,15 @@ matter), the test size, and the time. Writes benchmarks/results/split.md.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from smoke import add_arguments, out_path, write_table
 
-from endoctl.io import write_text
 from endoctl.split import assign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,14 +73,15 @@ PRIORITY = [
 ]
 
 
-def manifest(seed: int) -> pd.DataFrame:
-    """``group, labels`` (a sorted tuple of labels per image) for about 25k images."""
+def manifest(seed: int, scale: float = 1.0) -> pd.DataFrame:
+    """``group, labels`` (a sorted tuple of labels per image) for about 25k images (times ``scale``):
+    capsule videos of hundreds of frames, patients with tens of frames, singletons and small clusters."""
     rng = np.random.default_rng(seed)
     sizes = np.concatenate(
         [
-            np.maximum(50, rng.lognormal(5.5, 0.6, 12)).astype(int),  # capsule videos: hundreds of frames
-            rng.integers(5, 60, 500),  # patients with tens of frames
-            rng.choice([1, 1, 1, 1, 2, 2, 3, 4], 5000),  # singletons and small duplicate clusters
+            np.maximum(50, rng.lognormal(5.5, 0.6, max(2, round(12 * scale)))).astype(int),  # capsule videos
+            rng.integers(5, 60, max(1, round(500 * scale))),  # patients with tens of frames
+            rng.choice([1, 1, 1, 1, 2, 2, 3, 4], max(1, round(5000 * scale))),  # singletons, small clusters
         ]
     )
     names = list(LABELS)
@@ -128,10 +130,14 @@ def deviations(df: pd.DataFrame, placed: pd.DataFrame) -> dict[str, float]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args()
+    seeds, scale = ((0,), 0.05) if args.smoke else (SEEDS, 1.0)
     results: dict[str, list[dict[str, float]]] = {}
     shape = []
-    for seed in SEEDS:
-        df = manifest(seed)
+    for seed in seeds:
+        df = manifest(seed, scale)
         rarest = min(df["labels"].explode().value_counts().items(), key=lambda kv: kv[1])
         shape.append(
             (
@@ -148,6 +154,10 @@ def main() -> int:
             placed = assign(df["group"], y, TEST_FRACTION, FOLDS, seed)
             took = time.perf_counter() - start
             assert placed.groupby(df["group"])["fold"].nunique().max() == 1  # groups never straddle
+            assert placed.groupby(df["group"])["split"].nunique().max() == 1
+            assert len(placed) == len(df) and set(placed["split"]) <= {"train_val", "test"}
+            test = placed["split"] == "test"
+            assert (placed.loc[~test, "fold"].isin(range(FOLDS))).all(), "every train_val row has a fold"
             results.setdefault(name, []).append(deviations(df, placed) | {"time s": took})
     table = pd.DataFrame({name: pd.DataFrame(rows).mean() for name, rows in results.items()}).T
     base = table.loc["single label (priority)"]
@@ -164,7 +174,7 @@ def main() -> int:
         [
             "# Split: multi-label stratification vs baselines",
             "",
-            f"Generated multi-label manifests (seeds {', '.join(map(str, SEEDS))}; mean {images:,.0f} images in "
+            f"Generated multi-label manifests (seeds {', '.join(map(str, seeds))}; mean {images:,.0f} images in "
             f"{groups:,.0f} groups: 12 capsule videos, 500 patients, singletons and small clusters; {multi:.0%} of "
             "images "
             f"carry several of {len(PRIORITY)} labels, {sets:.0f} distinct label sets). Each strategy is endoctl's "
@@ -183,8 +193,8 @@ def main() -> int:
             "",
         ]
     )
-    write_text(OUT, text)
     print(text)
+    write_table(out_path(args, OUT), text)
     return 0
 
 

@@ -10,11 +10,14 @@ heavy libraries each help run imports (none is the goal). Writes benchmarks/resu
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from smoke import add_arguments, out_path, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "startup.md"
@@ -36,12 +39,12 @@ ROWS = [
 ]
 
 
-def timed(args: list[str]) -> list[float]:
+def timed(args: list[str], warmup: int = WARMUP, repeats: int = REPEATS) -> list[float]:
     times = []
-    for i in range(WARMUP + REPEATS):
+    for i in range(warmup + repeats):
         start = time.perf_counter()
         subprocess.run([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        if i >= WARMUP:
+        if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
 
@@ -58,16 +61,21 @@ def heavy_imports(args: list[str]) -> str:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    cli = parser.parse_args()
+    warmup, repeats = (0, 1) if cli.smoke else (WARMUP, REPEATS)
     results = []
     for label, args in ROWS:
-        times = timed(args)
-        results.append((label, statistics.mean(times), statistics.stdev(times), min(times), heavy_imports(args)))
+        times = timed(args, warmup, repeats)
+        sd = statistics.stdev(times) if len(times) > 1 else 0.0
+        results.append((label, statistics.mean(times), sd, min(times), heavy_imports(args)))
         print(f"{label}: {results[-1][1]:.3f} s", flush=True)
     before = results[-1][1]
     lines = [
         "# Command-line start-up (`--help`)",
         "",
-        f"Fresh process per run, {WARMUP} warm-up + {REPEATS} timed runs, wall time; same run, same machine "
+        f"Fresh process per run, {warmup} warm-up + {repeats} timed runs, wall time; same run, same machine "
         "(2 cores, shared: compare rows, not days).",
         "",
         "| command | mean s | sd s | min s | vs before | heavy libraries imported |",
@@ -81,8 +89,9 @@ def main() -> int:
         "and pydantic for a sub-command's options); the source adapters, pandas, numpy and Pillow load only "
         "when a command runs.",
     ]
-    OUT.write_text("\n".join(lines) + "\n")
-    print(OUT.read_text())
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_table(out_path(cli, OUT), text)
     return 0
 
 
