@@ -35,6 +35,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -44,11 +45,23 @@ import numpy as np
 import pandas as pd
 import psutil
 from PIL import Image
+from smoke import add_arguments, out_path, write_table
+
+from endoctl.io import (
+    DEDUPE_REPORT_FILE,
+    DUPLICATES_FILE,
+    MANIFEST_FILE,
+    PAIRS_FILE,
+    TEST_FILE,
+    TRAIN_VAL_FILE,
+    read_csv,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "ee24.md"
 CORPUS_VERSION = "ee24-v2"  # bump when the plan or the renderer changes: a new corpus is generated
 ENDOCTL = str(Path(sys.executable).with_name("endoctl"))
+SMOKE_SCALE = 0.003  # --smoke: every count times this (~700 images)
 
 
 @dataclass(frozen=True)
@@ -413,7 +426,8 @@ def plan(seed: int = 0, scale: float = 1.0) -> Plan:
     kid_ok = [f for f in kid if f[1] in CE24_OF_KID]
     n_kid = len(kid_ok)
     n_kc = min(len(kc_ok) * 95 // 100, ce24_trainval - n_kid - ce24_aiims)  # most of CE24 is Kvasir-Capsule
-    n_see = ce24_trainval - n_kc - n_kid - ce24_aiims
+    n_see = min(len(see_ok), ce24_trainval - n_kc - n_kid - ce24_aiims)  # the min only binds in a smoke corpus
+    ce24_aiims = ce24_trainval - n_kc - n_kid - n_see
     rows = []  # (class, sub-folder, stem, scene, t, w, h, the original's path or "")
     for i in rng.choice(len(kc_ok), n_kc, replace=False):
         video, frame, label, scene, t = kc_ok[i]
@@ -460,15 +474,26 @@ def plan(seed: int = 0, scale: float = 1.0) -> Plan:
     return Plan(jobs, byte_copies, truth, planted, copies)
 
 
-def generate(corpus: Path, workers: int) -> dict:
-    """Write the corpus (skipped when a complete one of this version exists); returns its summary."""
+IMAGES_FILE = "images.csv"  # in the corpus folder: Plan.images(), the planted copies and every image's scene
+
+
+def generate(corpus: Path, workers: int, scale: float = 1.0) -> dict:
+    """Write the corpus (skipped when a complete one of this version and scale exists); returns its summary.
+
+    ``images.csv`` (the ground truth: planted copies, scenes) is derived from the plan alone, so a
+    corpus written before it existed gets it without being generated again."""
     stamp = corpus / "corpus.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("version") == CORPUS_VERSION:
-        return json.loads(stamp.read_text())
+    if stamp.is_file():
+        summary = json.loads(stamp.read_text())
+        if summary.get("version") == CORPUS_VERSION and summary.get("scale", 1.0) == scale:
+            if not (corpus / IMAGES_FILE).is_file():
+                plan(scale=scale).images().to_csv(corpus / IMAGES_FILE, index=False)
+            return summary
     if corpus.exists():
         shutil.rmtree(corpus)
     corpus.mkdir(parents=True)
-    jobs, byte_copies, truth, planted = plan()
+    planned = plan(scale=scale)
+    jobs, byte_copies, truth, planted = planned.jobs, planned.byte_copies, planned.truth, planned.planted
     start = time.perf_counter()
     cwd = os.getcwd()
     os.chdir(corpus)
@@ -483,11 +508,13 @@ def generate(corpus: Path, workers: int) -> dict:
             Path(dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
         pd.DataFrame(truth, columns=["image_path", "class_label"]).to_excel("ce24/testing/test_data.xlsx", index=False)
+        planned.images().to_csv(IMAGES_FILE, index=False)
     finally:
         os.chdir(cwd)
     files = sum(1 for _ in corpus.rglob("*.jpg"))
     summary = {
         "version": CORPUS_VERSION,
+        "scale": scale,
         "images": files,
         "planted": planted,
         "per_source": {s.name: sum(1 for _ in (corpus / s.name).rglob("*.jpg")) for s in SOURCES},
@@ -550,14 +577,14 @@ def pipeline(endoctl: list[str], run: str, workers: int) -> list[tuple[str, list
                     "--source",
                     s.name,
                     "--out",
-                    f"{run}/ingest/{s.name}.csv",
+                    f"{run}/ingest/{s.name}",  # manifest.csv + rejected.csv
                     "--workers",
                     str(workers),
                 ],
             )
         )
     stages.append(
-        ("dedupe", [*endoctl, "dedupe", f"{run}/ingest", "--out", f"{run}/duplicates.csv", "--workers", str(workers)])
+        ("dedupe", [*endoctl, "dedupe", f"{run}/ingest", "--out", f"{run}/duplicates", "--workers", str(workers)])
     )
     format_of = [arg for s in SOURCES if s.taxonomy for arg in ("--format-of", f"{s.name}={s.taxonomy}")]
     for target in ("ee24-ce24", "ce24"):
@@ -570,7 +597,7 @@ def pipeline(endoctl: list[str], run: str, workers: int) -> list[tuple[str, list
                     "--manifest",
                     f"{run}/ingest",
                     "--duplicates",
-                    f"{run}/duplicates.csv",
+                    f"{run}/duplicates",
                     "--target",
                     target,
                     "--out",
@@ -613,12 +640,231 @@ def _same_files(a: Path, b: Path) -> bool:
 
 
 STAGE_OUTPUTS = {
-    "dedupe": ["duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"],
+    "dedupe": ["duplicates"],  # duplicates.csv, duplicate_pairs.csv, duplicates_report.json
     "split ee24-ce24": ["ee24-ce24"],
     "split ce24": ["ce24"],
     "cache ee24-ce24": ["cache/ee24-ce24"],
     "cache ce24": ["cache/ce24"],
 }
+
+
+# ------------------------------------------------------------------------------- usefulness
+
+TARGETS = ("ee24-ce24", "ce24")
+TEST_FRACTION = 0.2  # split's default --test-fraction (dvc.yaml's split.test_fraction), which pipeline() keeps
+PINNED = ("ce24", "test")  # --pin test=ce24:test: (source, official_split) of the images pinned to test
+
+
+def _families(copies: pd.DataFrame) -> dict[str, str]:
+    """Path -> its planted family (an original and every copy of it, copies of copies included)."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for c, o in zip(copies["copy_of"], copies["path"]):
+        parent.setdefault(c, c)
+        parent.setdefault(o, o)
+        parent[root(o)] = root(c)
+    return {x: root(x) for x in parent}
+
+
+def usefulness(
+    manifest: pd.DataFrame,
+    clusters: pd.DataFrame,
+    pairs: pd.DataFrame,
+    splits: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+    images: pd.DataFrame,
+    corpus_prefix: str = "corpus/",
+) -> dict:
+    """What the build is worth, from its outputs alone (pure: data frames in, numbers out).
+
+    ``manifest``: every ingested row (image_id, source, path, official_split); ``clusters`` and
+    ``pairs``: dedupe's duplicates.csv and duplicate_pairs.csv; ``splits``: target -> (train_val,
+    test) rows (image_id, source, group); ``images``: the corpus's images.csv (path relative to the
+    corpus folder, scene, copy_of, copy_kind); manifest paths are ``corpus_prefix`` + that path.
+    Per target: test share of the labelled images (all, and with the pinned CE24 test images set
+    aside), the groups (count, the largest: share and images per source, Kvasir-Capsule's count),
+    each source's images in train_val and test. Links: planted (copy, original) pairs linked (same
+    cluster; a direct exact/near pair) and near pairs between images of different planted families
+    (of those, how many join two different scenes: neither copies nor neighbouring frames).
+    """
+    by_path = dict(zip(manifest["path"].str.removeprefix(corpus_prefix), manifest["image_id"]))
+    pinned = set(
+        manifest.loc[(manifest["source"] == PINNED[0]) & (manifest["official_split"] == PINNED[1]), "image_id"]
+    )
+    out: dict = {"images": len(manifest), "targets": {}}
+    for target, (train_val, test) in splits.items():
+        rows = pd.concat([train_val.assign(bin="train_val"), test.assign(bin="test")], ignore_index=True)
+        labelled, n_test = len(rows), int((rows["bin"] == "test").sum())
+        n_pinned = int(rows["image_id"].isin(pinned).sum())
+        sizes = rows.groupby("group").size()
+        largest = sizes.idxmax() if len(sizes) else None
+        per_source = rows.groupby(["source", "bin"]).size().unstack(fill_value=0)
+        per_source = per_source.reindex(columns=["train_val", "test"], fill_value=0)
+        t = {
+            "labelled": labelled,
+            "test": n_test,
+            "test_share": n_test / labelled if labelled else 0.0,
+            "pinned": n_pinned,
+            "test_share_unpinned": (n_test - n_pinned) / (labelled - n_pinned) if labelled > n_pinned else 0.0,
+            "groups": int(len(sizes)),
+            "largest_group": str(largest),
+            "largest_group_images": int(sizes.max()) if len(sizes) else 0,
+            "largest_group_share": float(sizes.max() / labelled) if labelled else 0.0,
+            "largest_group_sources": rows.loc[rows["group"] == largest, "source"].value_counts().to_dict(),
+            "kvasir_capsule_groups": int(rows.loc[rows["source"] == "kvasir-capsule", "group"].nunique()),
+            "per_source": {src: (int(r["train_val"]), int(r["test"])) for src, r in per_source.iterrows()},
+        }
+        assert sum(a + b for a, b in t["per_source"].values()) == labelled, f"{target}: per-source counts"
+        assert not rows["image_id"].duplicated().any(), f"{target}: an image in two places"
+        assert (rows.groupby("group")["bin"].nunique() == 1).all(), f"{target}: a group in train_val and test"
+        for key in ("test_share", "test_share_unpinned", "largest_group_share"):
+            assert 0.0 <= t[key] <= 1.0, (target, key, t[key])
+        out["targets"][target] = t
+
+    copies = images[images["copy_of"] != ""]
+    cluster = dict(zip(clusters["image_id"], clusters["cluster"]))
+    copy_ids = copies["path"].map(by_path)
+    orig_ids = copies["copy_of"].map(by_path)
+    known = copy_ids.notna() & orig_ids.notna()  # both ingested (a rejected image cannot be linked)
+    same_cluster = [cluster.get(a, a) == cluster.get(b, b) for a, b in zip(copy_ids[known], orig_ids[known])]
+    linked_pairs = pairs[pairs["kind"].isin(["exact", "near"])]
+    direct = set(zip(linked_pairs["image_id_a"], linked_pairs["image_id_b"]))
+    direct |= {(b, a) for a, b in direct}
+    family = _families(copies)
+    id_family = {by_path[p]: f for p, f in family.items() if p in by_path}
+    scene = dict(zip(images["path"].map(by_path), images["scene"]))
+    near = pairs[pairs["kind"] == "near"]
+    fam_a = near["image_id_a"].map(lambda x: id_family.get(x, x))
+    fam_b = near["image_id_b"].map(lambda x: id_family.get(x, x))
+    unrelated = near[fam_a != fam_b]
+    other_scene = unrelated["image_id_a"].map(scene) != unrelated["image_id_b"].map(scene)
+    out["links"] = {
+        "planted": int(len(copies)),
+        "planted_ingested": int(known.sum()),
+        "recall": float(np.mean(same_cluster)) if same_cluster else 1.0,
+        "direct": float(np.mean([(a, b) in direct for a, b in zip(copy_ids[known], orig_ids[known])]))
+        if known.any()
+        else 1.0,
+        "recall_by_kind": {
+            kind: float(np.mean([c for c, k in zip(same_cluster, copies.loc[known, "copy_kind"]) if k == kind]))
+            for kind in sorted(set(copies.loc[known, "copy_kind"]))
+        },
+        "near_pairs": int(len(near)),
+        "near_unplanted": int(len(unrelated)),
+        "near_unplanted_share": len(unrelated) / len(near) if len(near) else 0.0,
+        "near_other_scene": int(other_scene.sum()),
+    }
+    for key in ("recall", "direct", "near_unplanted_share"):
+        assert 0.0 <= out["links"][key] <= 1.0, (key, out["links"][key])
+    return out
+
+
+def load_usefulness(base: Path) -> dict:
+    """usefulness() of the run in ``base/run`` on the corpus in ``base/corpus``."""
+    run = base / "run"
+    manifest = pd.concat([read_csv(f) for f in sorted((run / "ingest").glob(f"*/{MANIFEST_FILE}"))], ignore_index=True)
+    splits = {t: (read_csv(run / t / TRAIN_VAL_FILE), read_csv(run / t / TEST_FILE)) for t in TARGETS}
+    images = pd.read_csv(base / "corpus" / IMAGES_FILE, dtype=str, keep_default_na=False)
+    return usefulness(
+        manifest,
+        read_csv(run / "duplicates" / DUPLICATES_FILE),
+        read_csv(run / "duplicates" / PAIRS_FILE),
+        splits,
+        images,
+    )
+
+
+def goals(u: dict, total_seconds: float) -> list[tuple[str, bool, str]]:
+    """(goal, met, the number) for the table's goals block."""
+    rows = []
+    for target, t in u["targets"].items():
+        rows.append(
+            (
+                f"{target}: largest group <= 2% of images",
+                t["largest_group_share"] <= 0.02,
+                f"{t['largest_group_share']:.2%}",
+            )
+        )
+        rows.append(
+            (
+                f"{target}: test share within 2 points of {TEST_FRACTION:.0%} (pinned CE24 test aside)",
+                abs(t["test_share_unpinned"] - TEST_FRACTION) <= 0.02,
+                f"{t['test_share_unpinned']:.2%}",
+            )
+        )
+    ee24 = u["targets"].get("ee24-ce24")
+    if ee24 is not None:
+        missing = [s.name for s in SOURCES if ee24["per_source"].get(s.name, (0, 0))[0] == 0]
+        rows.append(
+            (
+                "every source in the ee24-ce24 train_val",
+                not missing,
+                f"{len(SOURCES) - len(missing)}/{len(SOURCES)}"
+                + (f" (missing: {', '.join(missing)})" if missing else ""),
+            )
+        )
+        rows.append(
+            (
+                "Kvasir-Capsule in >= 30 groups (ee24-ce24)",
+                ee24["kvasir_capsule_groups"] >= 30,
+                str(ee24["kvasir_capsule_groups"]),
+            )
+        )
+    links = u["links"]
+    rows.append(("planted-copy recall >= 98%", links["recall"] >= 0.98, f"{links['recall']:.2%}"))
+    rows.append(("total time <= 5 min", total_seconds <= 300, f"{total_seconds:.0f} s"))
+    return rows
+
+
+def usefulness_lines(u: dict, total_seconds: float) -> list[str]:
+    links = u["links"]
+    lines = [
+        "",
+        "## What the split is worth",
+        "",
+        f"Read from the run's outputs (asked test fraction {TEST_FRACTION:.0%}; CE24's test images pinned to test).",
+        "",
+        "| target | labelled | test share | test share, pins aside | groups | largest group | largest group holds |"
+        " Kvasir-Capsule groups |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for target, t in u["targets"].items():
+        holds = ", ".join(
+            f"{src} {n:,}" for src, n in sorted(t["largest_group_sources"].items(), key=lambda kv: -kv[1])
+        )
+        lines.append(
+            f"| {target} | {t['labelled']:,} | {t['test_share']:.2%} | {t['test_share_unpinned']:.2%} "
+            f"({t['pinned']:,} pinned) | {t['groups']:,} | {t['largest_group_images']:,} "
+            f"({t['largest_group_share']:.2%}) | {holds} | {t['kvasir_capsule_groups']:,} |"
+        )
+    targets = list(u["targets"])
+    lines += [
+        "",
+        "| source | " + " | ".join(f"{t} train_val | {t} test" for t in targets) + " |",
+        "|---|" + "---:|---:|" * len(targets),
+    ]
+    for s in SOURCES:
+        cells = [u["targets"][t]["per_source"].get(s.name, (0, 0)) for t in targets]
+        lines.append(f"| {s.name} | " + " | ".join(f"{a:,} | {b:,}" for a, b in cells) + " |")
+    lines += [
+        "",
+        f"- planted-copy recall: {links['recall']:.2%} of {links['planted_ingested']:,} planted (copy, original) "
+        "pairs in the same duplicate cluster ("
+        + ", ".join(f"{k} {v:.2%}" for k, v in links["recall_by_kind"].items())
+        + f"); {links['direct']:.2%} linked directly by an exact or near pair",
+        f"- links between unrelated images: {links['near_unplanted']:,} of {links['near_pairs']:,} near pairs "
+        f"({links['near_unplanted_share']:.2%}) join images of different planted families; "
+        f"{links['near_other_scene']:,} of them join different scenes (the rest: neighbouring frames of one video)",
+        "",
+        "Goals:",
+        "",
+        *[f"- {'met' if ok else 'NOT met'}: {what}: {number}" for what, ok, number in goals(u, total_seconds)],
+    ]
+    return lines
 
 
 def main() -> int:
@@ -631,9 +877,16 @@ def main() -> int:
         "/path/run_endoctl.py') to time on the same manifests for dedupe, splits and cache",
     )
     parser.add_argument("--baseline-label", help="what the baseline is, for the table (default: its command)")
+    add_arguments(parser)
     args = parser.parse_args()
-    base = Path(os.environ.get("ENDOCTL_BENCH_DIR", "/tmp/endoctl-bench-ee24"))
-    corpus = generate(base / "corpus", args.workers)
+    if args.smoke:  # a ~700-image corpus in a temporary folder, never $ENDOCTL_BENCH_DIR
+        with tempfile.TemporaryDirectory(prefix="endoctl-ee24-smoke-") as tmp:
+            return run(args, Path(tmp), SMOKE_SCALE)
+    return run(args, Path(os.environ.get("ENDOCTL_BENCH_DIR", "/tmp/endoctl-bench-ee24")), 1.0)
+
+
+def run(args: argparse.Namespace, base: Path, scale: float) -> int:
+    corpus = generate(base / "corpus", args.workers, scale)
     if args.generate_only:
         return 0
     for folder in ("run", "run-baseline"):
@@ -655,13 +908,14 @@ def main() -> int:
                 baseline[name] = (wall, peak, same)
                 print(f"baseline {name:15s} {wall:7.1f} s  {peak:7.0f} MB  same outputs: {same}", flush=True)
     load_after = os.getloadavg()
-    OUT.write_text(table(rows, baseline, corpus, base, args, load_before, load_after))
-    print(OUT.read_text())
+    text = table(rows, baseline, corpus, base, args, load_before, load_after)
+    print(text)
+    write_table(out_path(args, OUT), text)
     return 0
 
 
 def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_before, load_after) -> str:
-    report = json.loads((base / "run" / "duplicates_report.json").read_text())
+    report = json.loads((base / "run" / "duplicates" / DEDUPE_REPORT_FILE).read_text())
     ingest = [(n, r) for n, r in rows.items() if n.startswith("ingest")]
     total = sum(r[0] for r in rows.values())
     counts = {n: int(r[2].split(" images")[0].rsplit(" ", 1)[-1]) for n, r in rows.items() if n.startswith("cache")}
@@ -721,6 +975,7 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
             f"{corpus['per_source'][n.removeprefix('ingest ')] / r[0]:,.0f} | {r[1] / 1024:.2f} GB |"
             for n, r in ingest
         ],
+        *usefulness_lines(load_usefulness(base), total),
     ]
     return "\n".join(lines) + "\n"
 
