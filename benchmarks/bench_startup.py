@@ -49,27 +49,34 @@ def timed(args: list[str], warmup: int = WARMUP, repeats: int = REPEATS) -> list
     return times
 
 
-def heavy_imports(args: list[str]) -> str:
+def heavy_imports(args: list[str]) -> tuple[str, float]:
+    """The heavy libraries a run imports, and its wall time (with the probe)."""
     probe = (
         "import atexit, sys\natexit.register(lambda: print(sorted({m.split('.')[0] for m in sys.modules} & "
         f"{set(HEAVY)!r}), file=sys.stderr))\n"
     )
     code = probe + args[1] if args[0] == "-c" else probe
-    err = subprocess.run([sys.executable, "-c", code, *args[2:]], capture_output=True, text=True).stderr
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args[2:]], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+    err = proc.stderr
     found = err.strip().splitlines()[-1] if err.strip() else "[]"
-    return ", ".join(eval(found)) or "none"  # noqa: S307 - our own printed list
+    return ", ".join(eval(found)) or "none", seconds  # noqa: S307 - our own printed list
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     cli = parser.parse_args()
-    warmup, repeats = (0, 1) if cli.smoke else (WARMUP, REPEATS)
+    warmup, repeats = (0, 0) if cli.smoke else (WARMUP, REPEATS)  # smoke: the probe's run is the one timing
     results = []
     for label, args in ROWS:
         times = timed(args, warmup, repeats)
+        heavy, probe_seconds = heavy_imports(args)
+        times = times or [probe_seconds]
         sd = statistics.stdev(times) if len(times) > 1 else 0.0
-        results.append((label, statistics.mean(times), sd, min(times), heavy_imports(args)))
+        results.append((label, statistics.mean(times), sd, min(times), heavy))
         print(f"{label}: {results[-1][1]:.3f} s", flush=True)
     before = results[-1][1]
     lines = [
