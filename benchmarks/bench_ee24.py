@@ -21,6 +21,15 @@ with the peak memory of its process tree (RSS summed over the command and its wo
 sampled every 0.1 s). Targets: <= 5 min wall and <= 4 GB in all on 2 cores. ``--baseline CMD``
 also times another endoctl (e.g. an older checkout) on the same manifests for dedupe, the splits
 and cache, and says whether its outputs are byte-identical.
+
+Then what the build is worth, read from its outputs (:func:`usefulness`): per split target the test
+share (asked 0.2; also with CE24's pinned test images set aside), the groups (count, the largest and
+what it holds, Kvasir-Capsule's), each source's images in train_val and test; the share of planted
+(copy, original) pairs that dedupe linked, and the near pairs between unrelated images; a goals
+block. The corpus's ground truth (every planted copy, every image's scene) is ``images.csv`` in it.
+
+``--smoke``: the same steps on a ~700-image corpus (every count x0.003) in a temporary folder, in
+seconds, with the same checks; ``--out`` puts the table elsewhere (a smoke run writes none without it).
 Writes benchmarks/results/ee24.md.
 """
 
@@ -51,6 +60,7 @@ from smoke import add_arguments, out_path, write_table
 from endoctl.io import (
     DEDUPE_REPORT_FILE,
     DUPLICATES_FILE,
+    EXCLUDED_FILE,
     MANIFEST_FILE,
     PAIRS_FILE,
     TEST_FILE,
@@ -769,6 +779,9 @@ def load_usefulness(base: Path) -> dict:
     run = base / "run"
     manifest = pd.concat([read_csv(f) for f in sorted((run / "ingest").glob(f"*/{MANIFEST_FILE}"))], ignore_index=True)
     splits = {t: (read_csv(run / t / TRAIN_VAL_FILE), read_csv(run / t / TEST_FILE)) for t in TARGETS}
+    for t, (train_val, test) in splits.items():  # every ingested image is placed or excluded, once
+        placed = len(train_val) + len(test) + len(read_csv(run / t / EXCLUDED_FILE))
+        assert placed == len(manifest), f"{t}: train_val + test + excluded = {placed} rows for {len(manifest)} images"
     images = pd.read_csv(base / "corpus" / IMAGES_FILE, dtype=str, keep_default_na=False)
     return usefulness(
         manifest,

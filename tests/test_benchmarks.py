@@ -61,6 +61,7 @@ def smoke_runs(request, tmp_path_factory) -> dict[str, tuple[Future, Path]]:
         yield runs
 
 
+@pytest.mark.slow  # torch + timm imports, ~15 endoctl processes: minutes on 2 shared cores
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_smoke(script: str, smoke_runs) -> None:
     if script in NEEDS_REAL and not REAL.is_dir():
