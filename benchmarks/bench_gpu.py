@@ -315,6 +315,7 @@ def main() -> int:
         args.device, args.model, args.img_size, args.images = "cpu", "test_vit", 64, 48
         args.batch_size, args.workers = 8, 0
         args.no_compile, args.iters, args.train_batch_size, args.train_steps = True, 2, 4, 2
+        torch.set_num_threads(1)  # no OpenMP spinning on a busy machine
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(

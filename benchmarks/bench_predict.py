@@ -163,7 +163,7 @@ def bench_model(
     name: str, raw: torch.Tensor, n_train: int, n_test: int, batch: int, compile: bool, data_config: dict
 ) -> tuple[list[PathResult], dict]:
     torch.manual_seed(0)
-    model = create_model(name, CLASSES).eval()
+    model = create_model(name, CLASSES, img_size=data_config["input_size"][-1]).eval()
     _, mean, std = split_transform(data_config)
     x, labels = synthetic_classes(raw[: n_train + n_test])
     fit_probe(model, features(model, x[:n_train], mean, std, batch), labels[:n_train])
@@ -188,7 +188,7 @@ def end_to_end(files: list[Path], data_config: dict, batch: int, chunk: int = 32
     img/s is the median over chunks, so foreign load on a shared machine hits both paths alike.
     """
     torch.manual_seed(0)
-    model = create_model("eva02_tiny_patch14_224", CLASSES).eval()
+    model = create_model("eva02_tiny_patch14_224", CLASSES, img_size=data_config["input_size"][-1]).eval()
     root = files[0].parent
     names = sorted({f.name for f in files})
     paths = {
@@ -221,10 +221,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:  # EVA-02-Ti on a few images, no compile, no EVA-02-B
         args.ti_train, args.ti_test, args.e2e, args.no_compile, args.skip_base = 20, 16, 8, True, True
+        args.threads = 1  # 112 px (below), one thread: no OpenMP spinning on a busy machine
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     began = time.perf_counter()
-    data_config = data_config_for(create_model("eva02_tiny_patch14_224", CLASSES), 224)  # same for Ti and B
+    size = 112 if args.smoke else 224
+    data_config = data_config_for(create_model("eva02_tiny_patch14_224", CLASSES, img_size=size), size)  # Ti and B
     cpu_transform, _, _ = split_transform(data_config)
     with tempfile.TemporaryDirectory() as tmp:
         n = max(args.ti_train + args.ti_test, args.b_train + args.b_test, args.e2e)
@@ -268,7 +270,7 @@ def main() -> int:
     seconds = time.perf_counter() - began
     cap = torch.backends.cpu.get_cpu_capability()
     lines = [
-        f"# predict benchmark (CPU, {args.threads} threads, 224 px, random init + probe head)",
+        f"# predict benchmark (CPU, {args.threads} threads, {size} px, random init + probe head)",
         "",
         f"Images: {what}. CPU capability {cap}; native bf16: {bf16_supported(torch.device('cpu'))}. "
         f"Load average before the run {load:.2f} (above ~0.5, other processes share these 2 cores and OpenMP "
