@@ -373,7 +373,9 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
         rows["group"] = ""
     rows[["patient_id", "group"]] = rows[["patient_id", "group"]].fillna("").astype(str)
     nodes = _nodes(rows)
-    given = pairs[PAIR_COLUMNS] if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_COLUMNS)
+    given = (
+        pairs.reindex(columns=PAIR_COLUMNS) if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_COLUMNS)
+    )
     edges = pd.concat([given, _group_pairs(nodes)], ignore_index=True)
     groups = build_groups(nodes[["image_id", "source", "patient_id"]], edges)
     nodes["leak_group"] = groups["group"].to_numpy()
@@ -590,10 +592,7 @@ def hash_images(
         if isinstance(result, str):
             bad.append((row.path, result))
         else:
-            width, height, size, sha, ph, dh = result
-            good.append(
-                (row.image_id, row.source, row.path, "", row.patient_id, row.split, width, height, size, sha, ph, dh)
-            )
+            good.append((row.image_id, row.source, row.path, "", row.patient_id, row.split, *result))
     from endoctl.ingest import MANIFEST_COLUMNS
 
     manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable", ignore_index=True)

@@ -333,6 +333,14 @@ def dedupe(
         int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")
     ] = DEDUPE.max_distance,
     dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = DEDUPE.dhash_distance,
+    min_similarity: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="... and the pixels: correlation of the two 8x8 content grids at least this (0: off).",
+        ),
+    ] = DEDUPE.min_similarity,
     sequence_gap: Annotated[
         int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")
     ] = DEDUPE.sequence_gap,
@@ -354,7 +362,15 @@ def dedupe(
     _dedupe(
         manifests,
         out,
-        DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, sequence_pattern, workers),
+        DedupeParams(
+            max_distance=max_distance,
+            dhash_distance=dhash_distance,
+            min_similarity=min_similarity,
+            sequence_gap=sequence_gap,
+            sequence_distance=sequence_distance,
+            sequence_pattern=sequence_pattern,
+            workers=workers,
+        ),
     )
 
 
@@ -1229,6 +1245,9 @@ def build_splits(
     dhash_distance: Annotated[
         int, typer.Option(help="dHash distance confirming a pHash match.")
     ] = DEDUPE.dhash_distance,
+    min_similarity: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Near duplicates' pixel check (see `endoctl dedupe`).")
+    ] = DEDUPE.min_similarity,
     sequence_gap: Annotated[
         int, typer.Option(help="Frame-number gap linking frames of one video.")
     ] = DEDUPE.sequence_gap,
@@ -1269,7 +1288,14 @@ def build_splits(
     _dedupe(
         manifests,
         duplicates,
-        DedupeParams(max_distance, dhash_distance, sequence_gap, sequence_distance, DEDUPE.sequence_pattern, workers),
+        DedupeParams(
+            max_distance=max_distance,
+            dhash_distance=dhash_distance,
+            min_similarity=min_similarity,
+            sequence_gap=sequence_gap,
+            sequence_distance=sequence_distance,
+            workers=workers,
+        ),
     )
     _split(
         manifests,

@@ -2,7 +2,10 @@
 
 - exact: same sha256 (only one representative per content enters the near search);
 - near: pHash Hamming distance <= ``max_distance``, confirmed by dHash distance <= ``dhash_distance``
-  (two hashes of different kinds must agree, which removes most chance pHash collisions);
+  (two hashes of different kinds must agree, which removes most chance pHash collisions) and by the
+  pixels: the correlation of the two 8x8 content grids over their bright cells is at least
+  ``min_similarity`` (:func:`endoctl.hashing.grid_similarity`). A link is evidence, not chance: at
+  the scale of a merged dataset, hash-only links chain unrelated images into one giant group;
 - sequence: frames numbered within ``sequence_gap`` of each other under the same prefix of one
   source whose pHash distance is <= ``sequence_distance``. The prefix is the part of the image path
   that names the video: the file-name prefix of ``<video>_<frame>`` and ``imageNNNNN`` (never the
@@ -30,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import components, smallest_per_key, stable_ids
-from endoctl.hashing import from_hex
+from endoctl.hashing import from_hex, grid_confirms, grid_from_hex, grid_similarity
 from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, PAIR_COLUMNS, PAIRS_FILE, atomic_dir, write_csv, write_text
 from endoctl.params import DedupeParams, resolve_workers
 
@@ -236,7 +239,17 @@ def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
     ids = manifest["image_id"].to_numpy(dtype=object)
     head = smallest_per_key(manifest["sha256"], ids)
     dup = head != ids
-    return pd.DataFrame({"image_id_a": head[dup], "image_id_b": ids[dup], "distance": 0, "kind": "exact"})
+    return pd.DataFrame(
+        {"image_id_a": head[dup], "image_id_b": ids[dup], "distance": 0, "kind": "exact", "similarity": 1.0}
+    )
+
+
+def _similarity(manifest: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Grid similarity of rows ``a`` and ``b`` rounded to 4 places for the pairs file (NaN without grids)."""
+    if "grid" not in manifest:
+        return np.full(len(a), np.nan)
+    grids = grid_from_hex(manifest["grid"])
+    return np.round(grid_similarity(grids[a], grids[b]), 4)
 
 
 def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame:
@@ -258,26 +271,44 @@ def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame
         close = d <= params.sequence_distance
         a, d = a[close], d[close]
         pair = np.sort(np.stack([ids[a], ids[a + k]]), axis=0)
-        out.append(pd.DataFrame({"image_id_a": pair[0], "image_id_b": pair[1], "distance": d, "kind": "sequence"}))
+        sim = _similarity(framed, a, a + k)
+        out.append(
+            pd.DataFrame(
+                {"image_id_a": pair[0], "image_id_b": pair[1], "distance": d, "kind": "sequence", "similarity": sim}
+            )
+        )
     return pd.concat(out) if out else pd.DataFrame(columns=PAIR_COLUMNS)
+
+
+def confirmed(reps: pd.DataFrame, i: np.ndarray, j: np.ndarray, params: DedupeParams) -> np.ndarray:
+    """Which hash-near pairs (rows i, j) the dHash and the pixels agree with.
+
+    Manifests written before the grid column existed are confirmed by dHash alone.
+    """
+    dh = from_hex(reps["dhash"])
+    keep = np.bitwise_count(dh[i] ^ dh[j]) <= params.dhash_distance
+    if "grid" in reps and params.min_similarity > 0:
+        grids = grid_from_hex(reps["grid"])
+        keep[keep] = grid_confirms(grids[i[keep]], grids[j[keep]], params.min_similarity)
+    return keep
 
 
 def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> pd.DataFrame:
     """Every linking pair (exact, near, sequence), one row per image pair, sorted.
 
-    ``manifest`` needs ``image_id, source, path, sha256, phash, dhash``. Near search runs on one
-    representative per sha256, so a thousand identical files cost one hash, not a million pairs.
+    ``manifest`` needs ``image_id, source, path, sha256, phash, dhash`` (and ``grid`` for the pixel
+    check). Near search runs on one representative per sha256, so a thousand identical files cost
+    one hash, not a million pairs.
     """
     manifest = manifest.sort_values("image_id", kind="stable").reset_index(drop=True)
     exact = exact_pairs(manifest)
     reps = manifest.drop_duplicates("sha256").reset_index(drop=True)
     i, j, d = near_pairs(from_hex(reps["phash"]), params.max_distance, resolve_workers(params.workers))
-    dh = from_hex(reps["dhash"])
-    confirmed = np.bitwise_count(dh[i] ^ dh[j]) <= params.dhash_distance
+    keep = confirmed(reps, i, j, params)
+    i, j, d = i[keep], j[keep], d[keep]
     ids = reps["image_id"].to_numpy()
-    near = pd.DataFrame(
-        {"image_id_a": ids[i[confirmed]], "image_id_b": ids[j[confirmed]], "distance": d[confirmed], "kind": "near"}
-    )
+    sim = _similarity(reps, i, j)
+    near = pd.DataFrame({"image_id_a": ids[i], "image_id_b": ids[j], "distance": d, "kind": "near", "similarity": sim})
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
     found = [p for p in (exact, near, frames) if p is not None and len(p)]
     if not found:  # no duplicate and no sequence link at all
@@ -362,13 +393,17 @@ def validate_manifest(manifest: pd.DataFrame, name: str) -> None:
             f"{name}: missing column(s) {missing} (found {list(manifest.columns)}): an `endoctl ingest` manifest is "
             "needed"
         )
-    for column in ("image_id", *HASH_COLUMNS):
-        bad = ~manifest[column].str.fullmatch(r"[0-9a-fA-F]{16}") if column != "image_id" else manifest[column] == ""
+    expected = {"image_id": "non-empty", **dict.fromkeys(HASH_COLUMNS, "16 hex digits"), "grid": "128 hex digits"}
+    for column, what in expected.items():
+        if column not in manifest:  # grid: manifests of older versions are confirmed by dHash alone
+            continue
+        values = manifest[column]
+        bad = values == "" if column == "image_id" else ~values.str.fullmatch(f"[0-9a-fA-F]{{{what.split()[0]}}}")
         if bad.any():
             row = int(bad.to_numpy().argmax())
             raise ValueError(
-                f"{name}: row {row + 2} column {column}: {manifest[column].iloc[row]!r} "
-                f"({int(bad.sum())} bad value(s); {'16 hex digits expected' if column != 'image_id' else 'empty'})"
+                f"{name}: row {row + 2} column {column}: {values.iloc[row]!r} "
+                f"({int(bad.sum())} bad value(s); {what} expected)"
             )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from endoctl.hashing import dhash_batch, phash_batch, to_hex
+from endoctl.hashing import dhash_batch, grid_batch, grid_hex, phash_batch, to_hex
 from endoctl.imaging import ImageRejected, thumbnail
 from endoctl.io import MANIFEST_FILE, REJECTED_FILE, atomic_dir, write_csv
 from endoctl.parallel import imap_chunks
@@ -37,6 +37,7 @@ MANIFEST_COLUMNS = [
     "sha256",
     "phash",
     "dhash",
+    "grid",
 ]
 REJECTED_COLUMNS = ["path", "reason"]
 FILES_PER_TASK = 64  # small enough that the last task barely delays the others
@@ -71,7 +72,7 @@ def _read(file: str) -> bytes:
 
 
 def hash_files(files: list[str], max_pixels: int = MAX_PIXELS) -> list[tuple | str]:
-    """Per file either ``(width, height, bytes, sha256, phash_hex, dhash_hex)`` or a rejection reason."""
+    """Per file either ``(width, height, bytes, sha256, phash_hex, dhash_hex, grid_hex)`` or a rejection reason."""
     out: list[tuple | str] = []
     thumbs, slots = [], []
     for file in files:
@@ -86,8 +87,9 @@ def hash_files(files: list[str], max_pixels: int = MAX_PIXELS) -> list[tuple | s
         thumbs.append(thumb.luma)
     if thumbs:
         stack = np.stack(thumbs)
-        for slot, ph, dh in zip(slots, to_hex(phash_batch(stack)), to_hex(dhash_batch(stack))):
-            out[slot] = (*out[slot], ph, dh)
+        hashes = zip(slots, to_hex(phash_batch(stack)), to_hex(dhash_batch(stack)), grid_hex(grid_batch(stack)))
+        for slot, ph, dh, grid in hashes:
+            out[slot] = (*out[slot], ph, dh, grid)
     return out
 
 
@@ -148,7 +150,7 @@ def ingest(
         if isinstance(result, str):
             rejected.append((path, result))
             continue
-        width, height, size, sha, ph, dh = result
+        width, height, size, sha, ph, dh, grid = result
         rows.append(
             (
                 f"{source}/{record.rel}",
@@ -163,6 +165,7 @@ def ingest(
                 sha,
                 ph,
                 dh,
+                grid,
             )
         )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable")

@@ -339,7 +339,7 @@ MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
 # A dedupe output folder.
 DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
-PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind"]  # of PAIRS_FILE
+PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind", "similarity"]  # of PAIRS_FILE
 # A split folder (cache keeps the same names for its re-pointed copy).
 TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE = (
     "train_val.csv",

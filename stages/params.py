@@ -32,7 +32,8 @@ class IngestParams:
 @dataclass(frozen=True)
 class DedupeParams:
     max_distance: int = 10  # near duplicate: pHash Hamming distance at most this ...
-    dhash_distance: int = 16  # ... confirmed by a dHash distance at most this
+    dhash_distance: int = 16  # ... confirmed by a dHash distance at most this ...
+    min_similarity: float = 0.91  # ... and by the pixels: 8x8 grid correlation at least this (0: off)
     sequence_gap: int = 5  # link frames of one video numbered at most this far apart (0: off) ...
     sequence_distance: int = 24  # ... whose pHash distance is at most this
     sequence_pattern: str = SEQUENCE_PATTERN

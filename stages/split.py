@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from endoctl.grouping import build_groups, patient_keys, smallest_per_key
+from endoctl.grouping import TOO_LARGE, LinkRule, group_images, patient_keys, smallest_per_key
 from endoctl.io import EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE, TRAIN_VAL_FILE
 from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
 
@@ -39,7 +39,8 @@ OUTPUT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group"
 EXCLUDED_COLUMNS = ["image_id", "source", "reason"]
 REQUIRED_COLUMNS = ["image_id", "source", "path", "label"]
 OPTIONAL_COLUMNS = ["patient_id", "official_split"]
-PAIR_KEY_COLUMNS = ["image_id_a", "image_id_b"]  # the duplicate-pair columns a split reads
+PAIR_KEY_COLUMNS = ["image_id_a", "image_id_b"]  # the duplicate-pair columns a split needs
+PAIR_EVIDENCE_COLUMNS = ["kind", "distance", "similarity"]  # read too when present: links are weighed
 OUTPUT_FILES = (TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE)
 WELL_STRATIFIABLE = 5  # classes spread over at least this many groups can be balanced
 SIZE_WEIGHT = 1.0  # refinement: a 10 % bin-size error costs as much as a 10-point class deviation
@@ -569,8 +570,9 @@ def combine_manifests(
 
 
 def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Pairs from ``duplicates.csv`` (every cluster member linked to its cluster's smallest id)
-    plus ``duplicate_pairs.csv`` beside it when present; returns (pairs, info for the report)."""
+    """Pairs from ``duplicate_pairs.csv`` beside ``duplicates.csv`` with their evidence (kind,
+    distance, similarity), or, without it, from the clusters (every member linked to its cluster's
+    smallest id, unweighed); returns (pairs, info for the report)."""
     from endoctl.io import PAIRS_FILE, read_csv
 
     path = Path(duplicates_csv)
@@ -600,9 +602,9 @@ def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:
             raise ValueError(
                 f"{pair_file}: missing column(s) {sorted(missing)} (expected image_id_a, image_id_b, distance, kind)"
             )
-        frames.append(pairs[PAIR_KEY_COLUMNS])
+        frames = [pairs[PAIR_KEY_COLUMNS + [c for c in PAIR_EVIDENCE_COLUMNS if c in pairs]]]  # clusters: its links
         info.update(pairs_file=str(pair_file), pairs=len(pairs))
-    return pd.concat(frames, ignore_index=True)[PAIR_KEY_COLUMNS], info
+    return pd.concat(frames, ignore_index=True), info
 
 
 def read_previous(folder: str | Path, option: str = "--keep-assignments") -> pd.DataFrame:
@@ -700,6 +702,7 @@ class _Placed:
     pinned: pd.Series  # per row: matched by a pin
     pin_hits: dict[str, int]  # images per pin
     previous_place: pd.Series | None  # per row: its place in the --keep-assignments split ('test', a fold, '')
+    refused: pd.DataFrame  # grouping.REFUSED_COLUMNS: the near links weighed and left between groups
 
 
 def _default_labeler(manifest: pd.DataFrame, taxonomy, target: str, formats: Mapping[str, str] | None) -> pd.DataFrame:
@@ -773,19 +776,34 @@ def _label_rows(table: pd.DataFrame, mapped: pd.DataFrame, request: _Request) ->
     return table
 
 
-def _group_rows(table: pd.DataFrame, pairs: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """``table`` with ``group, group_size`` over the given duplicate pairs and same-sha256 links, those
-    links together, and how many of them came from sha256."""
-    given = (
-        pairs[PAIR_KEY_COLUMNS].astype(str)
-        if pairs is not None and len(pairs)
-        else pd.DataFrame(columns=PAIR_KEY_COLUMNS)
-    )
+def _given_pairs(pairs: pd.DataFrame | None) -> pd.DataFrame:
+    """The duplicate pairs as text ids, their evidence as numbers (NaN where unknown)."""
+    if pairs is None or not len(pairs):
+        return pd.DataFrame(columns=PAIR_KEY_COLUMNS)
+    given = pairs[PAIR_KEY_COLUMNS].astype(str)
+    if "kind" in pairs:
+        given["kind"] = pairs["kind"].astype(str)
+    for column in ("distance", "similarity"):
+        if column in pairs:
+            given[column] = pd.to_numeric(pairs[column].replace("", np.nan), errors="coerce")
+    return given
+
+
+def _group_rows(
+    table: pd.DataFrame, pairs: pd.DataFrame | None, max_group_share: float
+) -> tuple[pd.DataFrame, pd.DataFrame, int, pd.DataFrame]:
+    """``table`` with ``group, group_size`` over the given duplicate pairs (near links weighed, see
+    :class:`endoctl.grouping.LinkRule`) and same-sha256 links; the links that joined, how many came
+    from sha256, and the refused ones."""
     sha_links = _sha_pairs(table)
-    all_pairs = pd.concat([given, sha_links], ignore_index=True)
-    grouped = build_groups(table, all_pairs)
-    table = table.assign(group=grouped["group"].to_numpy(), group_size=grouped["group_size"].to_numpy())
-    return table, all_pairs, len(sha_links)
+    all_pairs = pd.concat([_given_pairs(pairs), sha_links], ignore_index=True)
+    rule = LinkRule(max_size=max(1, int(max_group_share * len(table))))
+    grouping = group_images(table, all_pairs, rule)
+    table = table.assign(group=grouping.groups["group"].to_numpy(), group_size=grouping.groups["group_size"].to_numpy())
+    refused = grouping.refused
+    joined = all_pairs.merge(refused[PAIR_KEY_COLUMNS], how="left", on=PAIR_KEY_COLUMNS, indicator=True)
+    joined = joined[joined["_merge"] == "left_only"].drop(columns="_merge")
+    return table, joined[PAIR_KEY_COLUMNS], len(sha_links), refused
 
 
 def _place_per_row(table: pd.DataFrame, split_table: pd.DataFrame) -> pd.Series:
@@ -818,7 +836,7 @@ def _place_rows(
     table = combine_manifests(manifests, names)
     pinned, pin_hits = match_pins(request.pins, table)  # before labels and groups: a bad pin fails in a second
     table = _label_rows(table, labeler(table.copy(), taxonomy, request.target, request.formats), request)
-    table, all_pairs, n_sha_links = _group_rows(table, pairs)
+    table, all_pairs, n_sha_links, refused = _group_rows(table, pairs, request.max_group_share)
     previous = _place_per_row(table, request.previous) if request.previous is not None else None
     upstream = _upstream_place_per_row(table, request.nest_in, request.folds) if request.nest_in is not None else None
     placed = assign(
@@ -833,7 +851,7 @@ def _place_rows(
         nested=upstream,
     )
     table = table.assign(split=placed["split"].to_numpy(), fold=placed["fold"].to_numpy(), how=placed["how"].to_numpy())
-    return _Placed(table, all_pairs, n_sha_links, pinned, pin_hits, previous)
+    return _Placed(table, all_pairs, n_sha_links, pinned, pin_hits, previous, refused)
 
 
 def _output_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -1067,6 +1085,31 @@ def _straddling_report(train_val: pd.DataFrame, test: pd.DataFrame, kept: pd.Dat
     }
 
 
+REFUSED_LISTED = 1000  # refused links listed one by one in the report (all are counted)
+
+
+def _refused_report(placed: _Placed) -> dict:
+    """The near links weighed and refused (:class:`endoctl.grouping.LinkRule`), where their images
+    went, and each listed with its evidence: what an audit of this split will find across splits."""
+    table = placed.table.set_index("image_id")
+    place = pd.Series(np.where(table["split"] == TEST, TEST, "f" + table["fold"].astype(str)), index=table.index)
+    refused = placed.refused
+    pa, pb = refused["image_id_a"].map(place), refused["image_id_b"].map(place)
+    ga, gb = refused["image_id_a"].map(table["group"]), refused["image_id_b"].map(table["group"])
+    listed = refused.assign(group_a=ga, group_b=gb, place_a=pa, place_b=pb).head(REFUSED_LISTED)
+    return {
+        "links": len(refused),
+        "by_reason": {str(k): int(v) for k, v in sorted(refused["reason"].value_counts().items())},
+        "group_pairs": int(pd.Series(list(zip(np.minimum(ga, gb), np.maximum(ga, gb))), dtype=object).nunique()),
+        "across_splits": int(((pa == TEST) != (pb == TEST)).sum()),
+        "across_folds_or_splits": int((pa != pb).sum()),
+        "listed": [
+            {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in listed.astype(object).to_dict("records")
+        ],
+    }
+
+
 def _pinned_report(placed: _Placed, request: _Request, kept: pd.DataFrame, train_val: pd.DataFrame) -> dict:
     """The pins, the images they matched and the groups holding those (all in test when 0 are not)."""
     table = placed.table
@@ -1142,6 +1185,7 @@ def _warnings(
     straddle: dict,
     keep: dict | None,
     nesting: dict | None,
+    refused: dict,
 ) -> list[str]:
     """What the report's numbers call for a warning about, in a fixed order (``largest``: info, share)."""
     out = []
@@ -1156,6 +1200,12 @@ def _warnings(
         out.append(
             f"test holds {n_test / n_kept:.1%} of images (asked {request.test_fraction:.0%}): pinned, kept or nested "
             "groups exceed the target"
+        )
+    capped = [e for e in refused["listed"] if e["reason"] == TOO_LARGE and e["place_a"] != e["place_b"]]
+    if capped:
+        out.append(
+            f"{len(capped)} duplicate link(s) across splits/folds were refused because the group would exceed "
+            f"--max-group-share {request.max_group_share:.0%}: possible leaks, listed in report 'refused_links'"
         )
     leak_counts = ("groups_across_splits", "groups_across_folds", "patients_across_splits", "patients_across_folds")
     if any(straddle[k] for k in leak_counts) or straddle["duplicate_pairs_across_folds_or_splits"]:
@@ -1192,6 +1242,7 @@ def _report(
     straddle = _straddling_report(train_val, test, kept, placed.pairs)
     keep = _keep_report(placed, request, hows)
     nesting = _nesting_report(placed, request, kept, hows, train_val, test)
+    refused = _refused_report(placed)
     n_kept = len(kept)
     return {
         "params": request.report_params(),
@@ -1214,11 +1265,12 @@ def _report(
             "sha256_links": placed.n_sha_links,
         },
         "straddling": straddle,
+        "refused_links": refused,
         "pinned": _pinned_report(placed, request, kept, train_val),
         "keep": keep,
         "nesting": nesting,
         "excluded": {str(k): int(v) for k, v in sorted(excluded["reason"].value_counts().items())},
-        "warnings": _warnings(request, len(test), n_kept, largest, straddle, keep, nesting),
+        "warnings": _warnings(request, len(test), n_kept, largest, straddle, keep, nesting, refused),
         "several_classes": _several_classes_report(table, request.spec, request.mapping),
         "composition": _composition_report(
             pd.concat([train_val, test], ignore_index=True), request.spec, request.formats or {}
@@ -1287,6 +1339,35 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _refused_md(refused: dict | None, shown: int = 10) -> list[str]:
+    """The refused near links: counts, and the first few with their evidence."""
+    if not refused or not refused["links"]:
+        return []
+    reasons = ", ".join(f"{k}: {v}" for k, v in refused["by_reason"].items())
+    out = [
+        "## Refused links (weighed near links left between groups)",
+        "",
+        f"- {refused['links']} links between {refused['group_pairs']} pairs of groups ({reasons}); "
+        f"{refused['across_splits']} across train_val/test, {refused['across_folds_or_splits']} across folds or splits",
+        "",
+    ]
+    rows = [
+        [
+            e["image_id_a"],
+            e["image_id_b"],
+            e["kind"],
+            e["distance"],
+            e["similarity"],
+            e["reason"],
+            e["place_a"],
+            e["place_b"],
+        ]
+        for e in refused["listed"][:shown]
+    ]
+    header = ["image a", "image b", "kind", "pHash distance", "similarity", "reason", "a in", "b in"]
+    return out + [_md_table(header, rows), ""]
 
 
 def _several_classes_md(info: dict | None) -> list[str]:
@@ -1387,6 +1468,7 @@ def report_markdown(report: dict) -> str:
         _md_table(["check", "count"], [[k, v] for k, v in s.items() if k != "examples"]),
         "",
     ]
+    out += _refused_md(r.get("refused_links"))
     if r["warnings"]:
         out += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
     bins = list(r["max_abs_deviation_pp"])

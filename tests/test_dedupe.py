@@ -19,7 +19,7 @@ from endoctl.cli import app
 from endoctl.dedupe import dedupe, exact_pairs, find_pairs, layout, near_pairs
 from endoctl.grouping import components
 from endoctl.ingest import hash_files, ingest
-from endoctl.io import read_csv
+from endoctl.io import PAIR_COLUMNS, read_csv
 from endoctl.params import DedupeParams
 from endoctl.sources import get_adapter
 
@@ -76,8 +76,12 @@ TRANSFORMS = {
 }
 
 
+# Two Kvasir-SEG frames of one scene seconds apart (looked at): a true near-duplicate, not a false link.
+SAME_SCENE = {frozenset({"cju1hhj6mxfp90835n3wofrap", "cju3x9lttikfb0818a0g104zn"})}
+
+
 def test_planted_copies_of_real_images_are_found(tmp_path: Path) -> None:
-    """>= 98% of planted copies found; false links between distinct real images measured and bounded."""
+    """>= 98% of planted copies found; links between distinct real images fall >= 100-fold with the pixel check."""
     originals = sorted(shared_path("real_images", "kvasir_seg").glob("*.jpg"))
     src = tmp_path / "src"
     (src / "original").mkdir(parents=True)
@@ -93,19 +97,24 @@ def test_planted_copies_of_real_images_are_found(tmp_path: Path) -> None:
             copy.save(target, fmt, **({"quality": quality} if quality else {"compress_level": 1}))
             planted.append((f"s/original/{f.name}", f"s/copy{t}/{target.name}", name))
     manifest = ingest(get_adapter("folder", src).scan(), "s", tmp_path, workers=2).manifest
-    pairs = find_pairs(manifest, DedupeParams(workers=2))
-    linked = set(zip(pairs["image_id_a"], pairs["image_id_b"]))
-    found = pd.DataFrame([(name, (min(a, b), max(a, b)) in linked) for a, b, name in planted], columns=["t", "found"])
-    per_transform = found.groupby("t")["found"].mean()
-    print("\nfound per transform:\n" + per_transform.to_string())
-    assert found["found"].mean() >= 0.98
-    assert per_transform.min() >= 0.90
-    # False links: pairs between two different originals (their copies included) out of all such pairs.
     stem = {row.image_id: Path(row.image_id).stem for row in manifest.itertuples()}
-    false = sum(stem[a] != stem[b] for a, b in linked)
-    rate = false / (len(originals) * (len(originals) - 1) / 2 * len(TRANSFORMS) ** 2)
-    print(f"false links: {false} ({rate:.5%} of distinct-image pairs)")
-    assert rate < 0.0005
+    distinct_pairs = len(originals) * (len(originals) - 1) / 2 * (len(TRANSFORMS) + 1) ** 2
+    rates = {}
+    for check in (0.0, DedupeParams().min_similarity):  # hashes alone, then with the pixel check
+        pairs = find_pairs(manifest, DedupeParams(workers=2, min_similarity=check))
+        linked = set(zip(pairs["image_id_a"], pairs["image_id_b"]))
+        found = pd.DataFrame([(n, (min(a, b), max(a, b)) in linked) for a, b, n in planted], columns=["t", "found"])
+        per_transform = found.groupby("t")["found"].mean()
+        # False links: pairs between two different originals (their copies included) out of all such pairs.
+        false = sum(stem[a] != stem[b] and frozenset({stem[a], stem[b]}) not in SAME_SCENE for a, b in linked)
+        rates[check] = false / distinct_pairs
+        print(f"\nmin_similarity {check}: found {found['found'].mean():.2%}, per transform:")
+        print(per_transform.to_string())
+        print(f"false links: {false} ({rates[check]:.5%} of distinct-image pairs)")
+        assert found["found"].mean() >= 0.98
+        assert per_transform.min() >= 0.90
+    assert rates[0.0] > 100 / distinct_pairs  # hashes alone link hundreds of distinct pairs ...
+    assert rates[DedupeParams().min_similarity] <= rates[0.0] / 100  # ... the pixels confirm 100x fewer
 
 
 def test_sequence_links_group_a_real_capsule_video(tmp_path: Path) -> None:
@@ -290,7 +299,7 @@ def test_no_duplicates_at_all_is_an_empty_pair_list(tmp_path: Path) -> None:
         }
     )
     result = dedupe(manifest, DedupeParams(workers=1))
-    assert len(result.pairs) == 0 and list(result.pairs.columns) == ["image_id_a", "image_id_b", "distance", "kind"]
+    assert len(result.pairs) == 0 and list(result.pairs.columns) == PAIR_COLUMNS
     assert result.report["duplicate_clusters"] == 0 and len(result.clusters) == 2
 
 
@@ -311,7 +320,7 @@ def test_cli_with_no_duplicate_and_no_sequence_pair(tmp_path: Path) -> None:
     out = tmp_path / "d"
     res = runner.invoke(app, ["dedupe", str(tmp_path / "m.csv"), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert (out / "duplicate_pairs.csv").read_text() == "image_id_a,image_id_b,distance,kind\n"
+    assert (out / "duplicate_pairs.csv").read_text() == ",".join(PAIR_COLUMNS) + "\n"
     clusters = read_csv(out / "duplicates.csv")
     assert clusters["cluster_size"].tolist() == ["1"] * 3 and clusters["cluster"].nunique() == 3
     report = json.loads((out / "duplicates_report.json").read_text())

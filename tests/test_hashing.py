@@ -8,7 +8,21 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.fft import dctn
 
-from endoctl.hashing import _COLS9, _DCT8, _ROWS8, dhash_batch, from_hex, hamming, phash_batch, to_hex
+from endoctl.hashing import (
+    _COLS9,
+    _DCT8,
+    _ROWS8,
+    dhash_batch,
+    from_hex,
+    grid_batch,
+    grid_confirms,
+    grid_from_hex,
+    grid_hex,
+    grid_similarity,
+    hamming,
+    phash_batch,
+    to_hex,
+)
 
 thumbs = arrays(np.uint8, (32, 32), elements=st.integers(0, 255))
 
@@ -99,3 +113,37 @@ def test_hex_round_trip_and_hamming(values: list[int]) -> None:
     assert (hamming(arr, arr) == 0).all()
     expected = [bin(a ^ values[0]).count("1") for a in values]
     assert hamming(arr, arr[0]).tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.5, 0.91, 0.97, 1.0]))
+def test_grid_confirms_is_the_similarity_threshold_decided_exactly(seed: int, threshold: float) -> None:
+    rng = np.random.default_rng(seed)
+    thumbs = rng.integers(0, 256, (40, 32, 32), dtype=np.uint8)
+    thumbs[20:] = np.clip(thumbs[:20].astype(int) + rng.integers(-30, 31, (20, 32, 32)), 0, 255)  # related pairs
+    thumbs[5] = 0  # a black frame: no similarity to anything
+    grids = grid_batch(thumbs)
+    a, b = grids[:20], grids[20:]
+    similarity = grid_similarity(a, b)
+    confirms = grid_confirms(a, b, threshold)
+    flat = (np.ptp(a, axis=1) == 0) | (np.ptp(b, axis=1) == 0)
+    assert flat[5] and not confirms[5]  # a flat grid confirms nothing
+    assert (confirms == ((similarity >= threshold) & ~flat)).all()  # away from exact ties the float agrees
+    assert grid_confirms(a, a, 1.0)[np.ptp(a, axis=1) > 0].all()  # a tie at 1.0 is confirmed exactly
+
+
+def test_grid_is_the_rounded_block_mean_and_round_trips_through_hex() -> None:
+    thumbs = np.arange(32 * 32, dtype=np.int64).reshape(1, 32, 32) % 256
+    grid = grid_batch(thumbs.astype(np.uint8))
+    blocks = thumbs.reshape(8, 4, 8, 4).mean(axis=(1, 3)).ravel()
+    assert np.array_equal(grid[0], np.floor(blocks + 0.5).astype(np.uint8))
+    assert np.array_equal(grid_from_hex(grid_hex(grid)), grid) and len(grid_hex(grid)[0]) == 128
+
+
+def test_dark_cells_are_left_out_of_the_similarity() -> None:
+    """Two unrelated pictures sharing a device's black inset correlate through it, unless masked."""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(60, 200, (2, 64)).astype(np.uint8)
+    a[:24] = b[:24] = 0  # the inset: 24 black cells in both
+    assert np.corrcoef(a.astype(float), b.astype(float))[0, 1] > 0.5
+    assert abs(grid_similarity(a[None], b[None])[0]) < 0.5

@@ -181,7 +181,7 @@ def test_bad_arguments_fail_before_labels_and_groups(taxonomy, monkeypatch) -> N
     def must_not_run(*args, **kwargs):
         raise AssertionError("heavy work started before the arguments were checked")
 
-    monkeypatch.setattr("endoctl.split.build_groups", must_not_run)
+    monkeypatch.setattr("endoctl.split.group_images", must_not_run)
     with pytest.raises(
         ValueError, match=r"--pin test=alpha:testing matches no image .*official splits of 'alpha': 'train'"
     ):
