@@ -772,11 +772,22 @@ def evaluate(
             + _FRAME_GAP_DEFAULT
         ),
     ] = None,
+    scores: Annotated[
+        bool,
+        typer.Option(
+            "--scores",
+            help="The class columns are scores (logits, margins), not probabilities: any finite value; class "
+            "metrics from the argmax, AUC/AP from ranks, no metric that needs probabilities (auc_micro, ce24 "
+            "null). --report ce24 takes scores without it, as the organisers did.",
+        ),
+    ] = False,
 ) -> None:
     """Score predictions against ground truth: the CE24 organisers' report exactly, or a full report with CIs and plots.
 
     Several outputs (report, --metrics, --plots) are replaced together as one folder: --plots when
-    given, else --out's folder; each must lie in it.
+    given, else --out's folder; each must lie in it. A predictions folder is scored file by file:
+    each file that cannot be scored is one error line, the others' reports are written, and the
+    command exits 1 with the count.
     """
     import os
 
@@ -797,6 +808,7 @@ def evaluate(
         images_root,
         workers or os.cpu_count() or 1,
         _frame_gap(frame_gap),
+        scores,
     )
     try:
         result = run_evaluate(request, lambda: _hashing_progress(visible=images_root is not None))
@@ -805,6 +817,18 @@ def evaluate(
     for note in result.notes():
         _note(note)
     typer.echo(result.summary())
+    if result.failed:
+        from rich.markup import escape
+
+        for line in result.failures():
+            console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]error:[/red] {len(result.failed)} of {len(result.failed) + len(result.scored)} prediction "
+            f"file(s) could not be scored; the other {len(result.scored)} report(s) were written",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command()

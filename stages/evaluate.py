@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +50,13 @@ class EvaluateRequest:
     images_root: Path | None = None
     workers: int = 1
     frame_gap: int = 0
+    scores: bool = False  # --scores: the class columns are scores, not probabilities
+
+    @property
+    def values(self) -> str:
+        """What :func:`endoctl.metrics.align` accepts: the ce24 report takes any finite value, as the
+        organisers' script does; otherwise probabilities unless --scores."""
+        return "ce24" if self.report == "ce24" else "scores" if self.scores else "probabilities"
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,11 @@ class EvaluateResult:
     truth: metrics.Truth
     scored: list[Scored]  # one per predictions file, in file-name order
     seconds: float  # reading, scoring and writing
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # folder run: files that could not be scored, why
+
+    def failures(self) -> list[str]:
+        """One line per predictions file of a folder run that could not be scored, naming it."""
+        return [msg if msg.startswith(f"{file.name}:") else f"{file.name}: {msg}" for file, msg in self.failed]
 
     def notes(self) -> list[str]:
         """What the reader of each report should know (absent classes, argmax disagreements), by file."""
@@ -124,6 +136,11 @@ def evaluate(
     (:class:`endoctl.metrics.EvaluationError`) or ``FileNotFoundError`` with a one-line message before
     anything is written; an unwritable output raises :class:`endoctl.io.OutputError` (a ``ValueError``)
     and leaves the previous set in place.
+
+    A predictions folder is scored file by file: a file that cannot be scored (unreadable, misaligned,
+    bad values) goes to ``failed`` with its message and the others' outputs are written as the set
+    (so no report of the failed file remains in it); only when no file can be scored does the run
+    raise, writing nothing.
     """
     files = input_files(request)
     plan = plan_outputs(request, files)
@@ -132,9 +149,12 @@ def evaluate(
     started = time.perf_counter()
     truth = metrics.load_truth(request.truth)
     unseen = training_leaks(request, len(truth.labels), hashing) if request.train else None
-    scored = [score_file(request, truth, file, unseen) for file in files]
+    if not request.predictions.is_dir():
+        scored, failed = [score_file(request, truth, files[0], unseen)], []
+    else:
+        scored, failed = score_folder(request, truth, files, unseen)
     write_outputs(plan, request, truth, scored, unseen)
-    return EvaluateResult(request, truth, scored, time.perf_counter() - started)
+    return EvaluateResult(request, truth, scored, time.perf_counter() - started, failed)
 
 
 # ----------------------------------------------------------------------------- options and inputs
@@ -302,10 +322,30 @@ def leak_free_images(truth: metrics.Truth, unseen: pd.DataFrame) -> pd.DataFrame
     return listed.assign(label=truth.labels.to_numpy()[free])
 
 
+def score_folder(
+    request: EvaluateRequest, truth: metrics.Truth, files: list[Path], unseen: pd.DataFrame | None
+) -> tuple[list[Scored], list[tuple[Path, str]]]:
+    """Every file of a predictions folder scored, or set aside with its one-line message; an
+    ``EvaluationError`` when none can be scored (each file's message, up to a few)."""
+    scored, failed = [], []
+    for file in files:
+        try:
+            scored.append(score_file(request, truth, file, unseen))
+        except metrics.EvaluationError as exc:
+            failed.append((file, str(exc)))
+    if not scored:
+        raise metrics.EvaluationError(
+            f"none of the {len(files)} prediction file(s) in {request.predictions} could be scored: "
+            + "; ".join(msg for _, msg in failed[: metrics.SHOWN])
+            + (f"; ... ({len(failed)} in all)" if len(failed) > metrics.SHOWN else "")
+        )
+    return scored, failed
+
+
 def score_file(request: EvaluateRequest, truth: metrics.Truth, file: Path, unseen: pd.DataFrame | None) -> Scored:
     """One predictions file aligned and reported, with its ``leak_free`` report when ``unseen`` is given."""
     r = request
-    data = metrics.align(truth, metrics.load_predictions(file), file.name)
+    data = metrics.align(truth, metrics.load_predictions(file), file.name, r.values)
     report = metrics.evaluate(data, r.report, r.bootstrap, r.seed, r.convention)
     if unseen is not None:
         keep = unseen["leak_free"].to_numpy()

@@ -62,6 +62,11 @@ METADATA_COLUMNS = frozenset(
 KEY_COLUMNS = ("path", "image_path", "image_id")  # truth columns a prediction may quote in full
 CONVENTIONS = ("argmax", "threshold")
 REPORTS = ("full", "ce24")
+VALUES = ("probabilities", "scores", "ce24")  # what align accepts in the class columns
+SCORES_HINT = (
+    " (scores, not probabilities? --scores scores them by argmax and ranks only; --report ce24 scores them "
+    "as the CE24 organisers did)"
+)
 CI_LEVEL = 0.95
 SHOWN = 3  # offending rows named in one error message
 PROBA_SLACK = 1e-6  # float32 rounding may put a softmax output a hair outside [0, 1]
@@ -252,6 +257,7 @@ class EvalData:
     truth_format: str = "split"
     match: str = "path"  # "path" (full path in truth column ...) or "file name"
     notes: list[str] = field(default_factory=list)
+    scores: bool = False  # the values are scores, not probabilities: only argmax and rank metrics (--scores)
 
     @property
     def pred(self) -> np.ndarray:
@@ -259,7 +265,7 @@ class EvalData:
         return self.proba.argmax(axis=1)
 
 
-def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
+def align(truth: Truth, pred: pd.DataFrame, name: str, values: str = "probabilities") -> EvalData:
     """Match prediction rows to truth rows as the organisers do, checking everything they check.
 
     Keys: the full path (``\\`` read as ``/``) when the prediction quotes the paths of a truth key
@@ -270,7 +276,14 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
     one-line :class:`EvaluationError` on: missing/unknown class columns, truth images without a
     prediction, predicted images not in the truth, duplicates, empty or non-numeric probabilities,
     non-finite probabilities, and ``predicted_class`` values that are no class.
+
+    ``values`` (:data:`VALUES`): ``probabilities`` must lie in [0, 1]; ``scores`` (``--scores``) may be
+    any finite number and mark the data as scores, so reports keep to argmax and rank metrics;
+    ``ce24`` accepts any finite number as the organisers' script does (a note counts those outside
+    [0, 1]), for their report, which takes the values as given.
     """
+    if values not in VALUES:
+        raise ValueError(f"unknown values {values!r}; choose one of {', '.join(VALUES)}")
     path_col = _image_path_column(pred, name)
     columns = _class_columns(truth, pred, name)
     keys_c = [c.lower() for c in columns]
@@ -278,11 +291,12 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
     match, pkeys, tkeys = _match_keys(truth, pred[path_col], name)
     tk, pk = tkeys.to_numpy(), pkeys.to_numpy()
     _check_one_prediction_per_image(truth, pkeys, tk, pk, name)
-    proba = _probabilities(pred, columns, pk, name)
+    proba = _probabilities(pred, columns, pk, name, values)
     predicted = _predicted_classes(pred, keys_c, classes, pk, name)
     order = pd.Series(np.arange(len(pk)), index=pk).loc[tk].to_numpy()
     proba = proba[order]
     notes = [] if predicted is None else _argmax_notes(predicted[order], proba, keys_c)
+    notes += _score_notes(proba, values)
     index_of = {k: i for i, k in enumerate(keys_c)}
     y = np.array([index_of[v] for v in truth.labels.str.lower().to_numpy()])
     return EvalData(
@@ -295,6 +309,7 @@ def align(truth: Truth, pred: pd.DataFrame, name: str) -> EvalData:
         truth_format=truth.format,
         match=match,
         notes=notes,
+        scores=values == "scores",
     )
 
 
@@ -450,11 +465,19 @@ def _check_one_prediction_per_image(truth: Truth, pkeys: pd.Series, tk: np.ndarr
         raise EvaluationError(f"{name}: {len(shown)} image(s) predicted more than once, first: {_first(shown)}")
 
 
-def _probabilities(pred: pd.DataFrame, columns: list[str], pk: np.ndarray, name: str) -> np.ndarray:
-    """The class columns as floats (prediction row order); every cell a number in [0, 1]."""
-    proba = np.column_stack([_numeric(pred[c]) for c in columns]) if columns else np.zeros((len(pred), 0))
+def _outside(proba: np.ndarray) -> np.ndarray:
+    """Cells outside [0, 1] (beyond float32 rounding); NaN is not outside."""
     with np.errstate(invalid="ignore"):
-        outside = (proba < -PROBA_SLACK) | (proba > 1 + PROBA_SLACK)
+        return (proba < -PROBA_SLACK) | (proba > 1 + PROBA_SLACK)
+
+
+def _probabilities(
+    pred: pd.DataFrame, columns: list[str], pk: np.ndarray, name: str, values: str = "probabilities"
+) -> np.ndarray:
+    """The class columns as floats (prediction row order); every cell a finite number, in [0, 1]
+    unless ``values`` accepts scores (see :func:`align`)."""
+    proba = np.column_stack([_numeric(pred[c]) for c in columns]) if columns else np.zeros((len(pred), 0))
+    outside = _outside(proba) if values == "probabilities" else np.zeros(proba.shape, dtype=bool)
     for problem, bad in (
         ("empty or non-numeric", np.isnan(proba)),
         ("non-finite", np.isinf(proba)),
@@ -467,12 +490,25 @@ def _probabilities(pred: pd.DataFrame, columns: list[str], pk: np.ndarray, name:
                 for r, c in cells[:SHOWN]
             ]
             hint = ""
-            if problem.startswith("outside") and proba.min() >= 0 and np.allclose(proba.sum(axis=1), 100, rtol=1e-3):
-                hint = " (every row sums to 100: percentages? give probabilities, i.e. divide by 100)"
+            if problem.startswith("outside"):
+                hint = SCORES_HINT
+                if proba.min() >= 0 and np.allclose(proba.sum(axis=1), 100, rtol=1e-3):
+                    hint = " (every row sums to 100: percentages? give probabilities, i.e. divide by 100)"
             raise EvaluationError(
                 f"{name}: {len(cells)} {problem} probability value(s), first: {_first(shown, len(cells))}{hint}"
             )
     return proba
+
+
+def _score_notes(proba: np.ndarray, values: str) -> list[str]:
+    """Under ``values="ce24"``, a note counting the values that are no probability (scored as given)."""
+    n = int(_outside(proba).sum()) if values == "ce24" else 0
+    if not n:
+        return []
+    return [
+        f"{n} value(s) outside [0, 1]: scores, not probabilities; scored as given, as the CE24 organisers' "
+        "script does (argmax, AUC from ranks; a threshold convention compares the raw values with 0.5)"
+    ]
 
 
 def _predicted_classes(
@@ -855,6 +891,9 @@ def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, conventi
     scikit-learn's ``f1_score(average="macro")`` (:func:`f1_macro`). ``auc_weighted`` weights class
     AUCs by support; ``auc_micro`` pools every (image, class) score. ``ce24`` holds the organisers'
     report of the same data.
+
+    Scores (``data.scores``, ``--scores``): only what argmax and per-class ranks define; ``auc_micro``
+    (it pools values across classes) and ``ce24`` (its test convention thresholds at 0.5) are null.
     """
     y, proba, classes = data.y, data.proba, data.classes
     ones = np.ones((len(y), 1))
@@ -871,16 +910,23 @@ def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, conventi
             },
         }
     cm = confusion_matrix(y, data.pred, len(classes))
+    ce24_convention = None if data.scores else convention or _default_convention(data)
+    if data.scores:
+        notes.append(
+            "scores, not probabilities (--scores): class metrics from the argmax, AUC and AP from ranks; "
+            "auc_micro and ce24 are null (--report ce24 scores them as the CE24 organisers did)"
+        )
     report = {
         **_headline(rows),
-        "auc_micro": micro_auc(y, proba),
+        "auc_micro": None if data.scores else micro_auc(y, proba),
         "n_images": int(len(y)),
         "classes": list(classes),
         "per_class": per_class,
         "confusion_matrix": {"labels": list(classes), "rows": "truth", "columns": "prediction", "matrix": cm.tolist()},
         "match": data.match,
-        "ce24": ce24_report(y, proba, classes, convention or _default_convention(data)),
-        "ce24_convention": convention or _default_convention(data),
+        "ce24": None if ce24_convention is None else ce24_report(y, proba, classes, ce24_convention),
+        "ce24_convention": ce24_convention,
+        "values": "scores" if data.scores else "probabilities",
     }
     if data.source is not None:
         per_source = {}
@@ -990,7 +1036,8 @@ def headline(report: Mapping) -> dict:
     for k in HEADLINE:
         if k in ci:
             out[f"{k}_ci_low"], out[f"{k}_ci_high"] = ci[k]["low"], ci[k]["high"]
-    out["ce24"] = {k: v for k, v in report["ce24"].items() if k != "class_wise_metrics"}
+    ce24 = report.get("ce24")
+    out["ce24"] = None if ce24 is None else {k: v for k, v in ce24.items() if k != "class_wise_metrics"}
     if "per_source" in report:
         out["per_source"] = {
             name: {k: src[k] for k in ("balanced_accuracy", "auc_macro", "n_images")}

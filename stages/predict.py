@@ -1,6 +1,6 @@
 """Streaming inference: checkpoint + images -> one probability column per class (CE24 submission layout).
 
-Images are listed up front (a folder, recursively and sorted, or a CSV's ``path`` column) but
+Images are listed up front (a folder, recursively in natural order, or a CSV's ``path`` column) but
 opened one at a time by DataLoader workers, so a million-frame capsule study never sits in memory.
 Each image is opened with Pillow (EXIF-transposed, RGB) and put through timm's eval transform
 from the checkpoint's data config. The last two steps of that transform (to-float and normalise)
@@ -16,15 +16,17 @@ Two compute paths, chosen by ``fast``:
   native bf16 (AVX512-BF16 or AMX; plain fp32 elsewhere, silently), on CPU matmul attention
   instead of the fused SDPA kernel (:func:`use_matmul_attention`), optional ``torch.compile``.
 
-Softmax is always taken in float32. Output rows are sorted by ``image_path``; the same inputs and
-options give byte-identical CSVs.
+Softmax is always taken in float32. Output rows are in natural order of ``image_path`` (digit runs
+compared as numbers: ``frame_2`` before ``frame_10``); the same inputs and
+options give byte-identical CSVs and xlsx files (:mod:`endoctl.xlsx` pins the workbook's dates).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 from endoctl.params import MAX_PIXELS
+from endoctl.xlsx import xlsx_bytes
 
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
 PATH_COLUMNS = ("path", "image_path")
@@ -47,10 +50,24 @@ PATH_COLUMNS = ("path", "image_path")
 # ---------------------------------------------------------------------------------------------
 # Which images
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(path: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key of natural order: digit runs compare as integers (``frame_2`` before ``frame_10``),
+    the rest as text; names equal that way (``frame_01``, ``frame_1``) fall back to the full string,
+    so the order is total and the same on every machine."""
+    parts = _DIGITS.split(path)  # text, digits, text, ...: same kinds at the same positions
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), path
+
+
+def natural_sorted(paths: Iterable[str]) -> list[str]:
+    return sorted(paths, key=natural_key)
+
 
 @dataclass(frozen=True)
 class ImageList:
-    """``paths`` as written to ``image_path`` (sorted, unique); each file is ``root / path``."""
+    """``paths`` as written to ``image_path`` (natural order, unique); each file is ``root / path``."""
 
     paths: list[str]
     root: Path
@@ -81,7 +98,7 @@ def list_images(source: str | Path) -> ImageList:
                     skipped += 1
                     continue
                 found.append((rel / name).as_posix())
-        return ImageList(sorted(found), source, skipped)
+        return ImageList(natural_sorted(found), source, skipped)
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise ValueError(f"--images must be a folder or a .csv with a path column, got {source}")
@@ -96,7 +113,7 @@ def list_images(source: str | Path) -> ImageList:
                 f"{source}: {int(empty.sum())} row(s) without a {column}, first: row {int(empty.argmax()) + 2}"
             )
         repeated = {p: [i + 2 for i in rows] for p, rows in values.groupby(values).indices.items() if len(rows) > 1}
-        return ImageList(sorted(set(values)), Path("."), rows=len(values), repeated=repeated)
+        return ImageList(natural_sorted(set(values)), Path("."), rows=len(values), repeated=repeated)
     raise FileNotFoundError(f"images not found: {source} (expected a folder or a .csv)")
 
 
@@ -257,7 +274,7 @@ class Predictor:
 
 @dataclass
 class PredictionResult:
-    table: pd.DataFrame  # image_path, <class display names...>, predicted_class; sorted by image_path
+    table: pd.DataFrame  # image_path, <class display names...>, predicted_class; natural order of image_path
     rejected: pd.DataFrame  # path, reason
     seconds: float
     path: ComputePath
@@ -341,17 +358,18 @@ def predict_images(
     seconds = time.perf_counter() - started
     return PredictionResult(
         prediction_table([p for p, good in zip(images.paths, ok) if good], probs[ok], loaded.class_names),
-        pd.DataFrame(sorted(rejected), columns=["path", "reason"]),
+        pd.DataFrame(sorted(rejected, key=lambda r: (natural_key(r[0]), r)), columns=["path", "reason"]),
         seconds,
         predictor.path,
     )
 
 
 def prediction_table(paths: list[str], probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """CE24 submission layout: ``image_path``, one column per class (display names), ``predicted_class``."""
+    """CE24 submission layout: ``image_path``, one column per class (display names), ``predicted_class``;
+    rows in natural order of ``image_path`` (:func:`natural_key`: ``frame_2`` before ``frame_10``)."""
     if len(set(class_names)) != len(class_names) or {"image_path", "predicted_class"} & set(class_names):
         raise ValueError(f"class names must be unique and not image_path/predicted_class: {class_names}")
-    order = np.argsort(np.asarray(paths, dtype=object), kind="stable") if paths else np.zeros(0, dtype=int)
+    order = np.asarray(sorted(range(len(paths)), key=lambda i: natural_key(paths[i])), dtype=np.intp)
     probs = np.asarray(probs, dtype=np.float32).reshape(len(paths), len(class_names))[order]
     table = pd.DataFrame({"image_path": [paths[i] for i in order]})
     for j, name in enumerate(class_names):
@@ -420,6 +438,6 @@ def write_predictions(out: str | Path, result: PredictionResult) -> Path:
             for name in table.columns[1:-1]:  # float32 -> the float64 of its shortest text (0.1, not 0.10000000149)
                 table[name] = table[name].to_numpy().astype(str).astype(np.float64)
             with atomic_open(tmp / out.name, "wb") as fh:
-                table.to_excel(fh, index=False, engine="openpyxl")
+                fh.write(xlsx_bytes(table))  # fixed dates: the same table gives the same bytes
         write_csv(tmp / rejected_path(out).name, result.rejected)
     return rejected_path(out)

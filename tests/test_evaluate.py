@@ -1022,3 +1022,160 @@ def test_frame_gap_default_is_dedupes_sequence_gap() -> None:
         (help_text,) = [p.help for p in commands[command].params if p.name == "frame_gap"]
         assert help_text.endswith(f"Default: dedupe's sequence gap ({gap})."), command
     assert _frame_gap(None) == gap
+
+
+# ---------------------------------------------------------------- scores instead of probabilities
+
+
+def organisers_report(onehot: np.ndarray, values: np.ndarray, classes: list[str], threshold: bool) -> dict:
+    """The CE24 organisers' metric script (Results/gen_metrics_test.py with ``threshold``, else
+    gen_metrics_report_val_train.py), re-stated with sklearn: it takes the submitted values as they
+    are, so scores are ranked for AUC, argmax'ed, and (test) compared with 0.5 as they stand."""
+    from sklearn.metrics import confusion_matrix, precision_score, recall_score
+
+    def specificity(t: np.ndarray, p: np.ndarray) -> float:
+        tn, fp, _, _ = confusion_matrix(t, p, labels=[0, 1]).ravel()
+        return tn / (tn + fp) if tn + fp > 0 else 0
+
+    yt, yp = onehot.argmax(axis=1), values.argmax(axis=1)
+    aucs = []
+    for i in range(len(classes)):
+        try:
+            aucs.append(roc_auc_score(onehot[:, i], values[:, i]))
+        except ValueError:
+            aucs.append(0.0)
+    class_wise = {}
+    for i, name in enumerate(classes):
+        t = (onehot[:, i] >= 0.5 if threshold else yt == i).astype(int)
+        p = (values[:, i] >= 0.5 if threshold else yp == i).astype(int)
+        class_wise[name] = {
+            "precision": precision_score(t, p, zero_division=0),
+            "recall": recall_score(t, p, zero_division=0),
+            "f1_score": f1_score(t, p, zero_division=0),
+            "specificity": specificity(t, p),
+            "accuracy": float((t == p).mean()),
+            "auc": roc_auc_score(onehot[:, i], values[:, i]),
+        }
+    return {
+        "mean_auc": float(np.mean(aucs)),
+        "balanced_accuracy": balanced_accuracy_score(yt, yp),
+        "avg_precision": precision_score(yt, yp, average="macro", zero_division=0),
+        "avg_sensitivity": recall_score(yt, yp, average="macro", zero_division=0),
+        "avg_f1": f1_score(yt, yp, average="macro", zero_division=0),
+        "avg_specificity": float(np.mean([specificity(yt == i, yp == i) for i in range(len(classes))])),
+        "class_wise_metrics": class_wise,
+    }
+
+
+CE24_CLASSES = [
+    "Angioectasia",
+    "Bleeding",
+    "Erosion",
+    "Erythema",
+    "Foreign Body",
+    "Lymphangiectasia",
+    "Normal",
+    "Polyp",
+    "Ulcer",
+    "Worms",
+]
+
+
+def logit_submission(ce24_csv: Path, split: str, stem: str, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A shared probability submission turned into logits (as 4 of the 45 real CE24 submissions hold
+    raw scores), written to ``out``; returns the truth one-hot and the logits, aligned by file name."""
+    pred = pd.read_csv(ce24_csv / split / "predictions" / f"{stem}.csv")
+    truth = pd.read_csv(ce24_csv / split / "truth.csv")
+    p = np.clip(pred[CE24_CLASSES].to_numpy(dtype=np.float64), 1e-9, 1 - 1e-9)
+    pred[CE24_CLASSES] = np.log(p) - np.log1p(-p)
+    pred.to_csv(out, index=False, float_format="%.17g")
+
+    pkeys, tkeys = (t["image_path"].str.replace("\\", "/") for t in (pred, truth))
+    if set(pkeys) != set(tkeys):  # test predictions give bare file names (unique there)
+        pkeys, tkeys = (k.str.rsplit("/", n=1).str[-1] for k in (pkeys, tkeys))
+    values = pred.set_index(pkeys).loc[tkeys, CE24_CLASSES].to_numpy()
+    if "class_label" in truth:
+        onehot = (truth["class_label"].to_numpy()[:, None] == np.array(CE24_CLASSES)[None, :]).astype(float)
+    else:
+        onehot = truth[CE24_CLASSES].to_numpy(dtype=float)
+    return onehot, values
+
+
+@pytest.mark.parametrize(
+    "split, stem", [("testing", "WueVision_predicted_test_dataset"), ("validation", "PuppyOps_predicted_val_dataset")]
+)
+def test_ce24_report_scores_score_valued_submissions_as_the_organisers(
+    ce24_csv: Path, tmp_path: Path, split: str, stem: str
+) -> None:
+    scores = tmp_path / f"{stem}_logits.csv"
+    onehot, values = logit_submission(ce24_csv, split, stem, scores)
+    assert values.min() < -5 and values.max() > 1  # raw scores, as e.g. -10.08, 1.07 in the real ones
+    truth = ce24_csv / split / "truth.csv"
+    out = tmp_path / "r.json"
+    res = run_eval("--truth", truth, "--predictions", scores, "--out", out, "--report", "ce24")
+    assert res.exit_code == 0, res.output
+    assert "outside [0, 1]: scores, not probabilities; scored as given" in res.output
+    ours = json.loads(out.read_text())
+    expected = organisers_report(onehot, values, CE24_CLASSES, threshold=split == "testing")
+    assert max_abs_error(ours, expected) < 1e-12
+    # logits keep the ranks and the argmax: the headline equals the organisers' report of the probabilities
+    reference = official(split, stem)
+    for key in ("mean_auc", "balanced_accuracy", "avg_precision", "avg_f1", "avg_specificity"):
+        assert ours[key] == pytest.approx(reference[key], abs=1e-12), key
+    if split == "testing":  # but thresholding a logit at 0.5 is not thresholding its probability at 0.5
+        assert max_abs_error(ours["class_wise_metrics"], reference["class_wise_metrics"]) > 1e-3
+
+
+def test_scores_outside_the_ce24_report_need_the_scores_option(tmp_path: Path) -> None:
+    truth, pred = write_case(tmp_path)
+    write_csv(tmp_path / "pred.csv", pred)
+    logits = pred.copy()
+    p = np.clip(pred[CLASSES].to_numpy(), 1e-6, 1 - 1e-6)
+    logits[CLASSES] = np.log(p) - np.log1p(-p)
+    write_csv(tmp_path / "logits.csv", logits)
+    args = ["--truth", truth, "--bootstrap", 0]
+    res = run_eval(*args, "--predictions", tmp_path / "logits.csv", "--out", tmp_path / "bad.json")
+    assert res.exit_code == 2 and not (tmp_path / "bad.json").exists()
+    message = " ".join(res.output.split())
+    assert "outside [0, 1] probability value(s)" in message and "--scores" in message and "--report ce24" in message
+    assert res.output.count("error:") == 1
+    assert run_eval(*args, "--predictions", tmp_path / "pred.csv", "--out", tmp_path / "p.json").exit_code == 0
+    res = run_eval(*args, "--predictions", tmp_path / "logits.csv", "--out", tmp_path / "s.json", "--scores")
+    assert res.exit_code == 0, res.output
+    probs, scores = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("p", "s"))
+    for key in ("balanced_accuracy", "accuracy", "f1_macro", "precision_macro", "auc_macro", "map_macro"):
+        assert scores[key] == pytest.approx(probs[key], abs=1e-12), key  # argmax and ranks: unchanged
+    assert scores["per_class"] == probs["per_class"] and scores["confusion_matrix"] == probs["confusion_matrix"]
+    assert scores["auc_micro"] is None and scores["ce24"] is None and scores["values"] == "scores"
+    assert probs["values"] == "probabilities" and probs["ce24"] is not None
+    assert any("--scores" in note for note in scores["notes"])
+
+
+def test_folder_run_scores_every_readable_file_and_counts_the_broken_ones(tmp_path: Path) -> None:
+    truth, pred = write_case(tmp_path)
+    preds = tmp_path / "preds"
+    write_csv(preds / "a_good.csv", pred)
+    bad = pred.copy()
+    bad.loc[0, "A"] = -10.08
+    write_csv(preds / "b_scores.csv", bad)
+    (preds / "c_broken.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
+    write_csv(preds / "d_good.csv", pred.iloc[::-1])
+    out = tmp_path / "reports"
+    out.mkdir()
+    write_text(out / "b_scores_metrics.json", "{}\n")  # a stale report of a file that is now broken
+    res = run_eval("--truth", truth, "--predictions", preds, "--out", out, "--bootstrap", 0)
+    assert res.exit_code == 1, res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, res.stderr
+    assert errors[0].startswith("error: b_scores.csv: 1 outside [0, 1] probability value(s)")
+    assert errors[1].startswith("error: c_broken.xlsx: ")
+    assert "2 of 4 prediction file(s) could not be scored" in errors[2]
+    assert sorted(p.name for p in out.iterdir()) == ["a_good_metrics.json", "d_good_metrics.json"]
+    assert (out / "a_good_metrics.json").read_text() == (out / "d_good_metrics.json").read_text()
+    assert "a_good" in res.stdout and "d_good" in res.stdout
+    # every file broken: one error, nothing written
+    for name in ("a_good.csv", "d_good.csv"):
+        (preds / name).unlink()
+    res = run_eval("--truth", truth, "--predictions", preds, "--out", out, "--bootstrap", 0)
+    assert res.exit_code == 2 and "none of the 2 prediction file(s)" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["a_good_metrics.json", "d_good_metrics.json"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ from endoctl.predict import (
     check_output,
     collate_valid,
     list_images,
+    natural_key,
     open_rgb,
     predict_images,
     prediction_table,
@@ -292,7 +295,7 @@ def test_class_mappings() -> None:
 
 def test_list_images_folder_and_csv(image_dir, tmp_path) -> None:
     listed = list_images(image_dir)
-    assert len(listed.paths) == 13 and listed.paths == sorted(listed.paths) and listed.skipped == 2
+    assert len(listed.paths) == 13 and listed.paths == sorted(listed.paths, key=natural_key) and listed.skipped == 2
     assert "a/broken.jpg" in listed.paths and all(not p.startswith("/") for p in listed.paths)
     table = tmp_path / "split.csv"
     pd.DataFrame({"image_id": ["x", "y", "z"], "path": ["b/2.jpg", "a/1.jpg", "b/2.jpg"]}).to_csv(table, index=False)
@@ -352,6 +355,73 @@ def test_xlsx_row_limit_and_suffixes() -> None:
         check_output("p.json", 1)
 
 
+FRAMES = ["frame_1.jpg", "frame_10.jpg", "frame_100.jpg", "frame_11.jpg", "frame_2.jpg", "frame_01.jpg"]
+
+
+@pytest.fixture(scope="module")
+def numbered_dir(tmp_path_factory) -> Path:
+    """Frames numbered without zero padding, as a capsule video export writes them."""
+    root = tmp_path_factory.mktemp("numbered")
+    for i, name in enumerate(FRAMES):
+        scene(i, (64, 64)).save(root / name, quality=90)
+    return root
+
+
+def test_natural_key_orders_digit_runs_as_numbers() -> None:
+    names = ["v10/frame_2.jpg", "v2/frame_10.jpg", "frame_1.jpg", "frame_01.jpg", "frame_1a.jpg", "x"]
+    assert sorted(names, key=natural_key) == [
+        "frame_01.jpg",  # equal to frame_1 as numbers: the full string decides, so the order is total
+        "frame_1.jpg",
+        "frame_1a.jpg",
+        "v2/frame_10.jpg",
+        "v10/frame_2.jpg",
+        "x",
+    ]
+    assert sorted(reversed(names), key=natural_key) == sorted(names, key=natural_key)
+
+
+def test_cli_predict_lists_numbered_frames_in_natural_order(ckpt, numbered_dir, tmp_path) -> None:
+    out = tmp_path / "pred" / "p.csv"
+    args = ["predict", "--checkpoint", str(ckpt), "--images", str(numbered_dir), "--out", str(out)]
+    res = runner.invoke(app, args + ["--device", "cpu", "--batch-size", "4", "--workers", "0"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert read_csv(out)["image_path"].tolist() == [
+        "frame_01.jpg",
+        "frame_1.jpg",
+        "frame_2.jpg",
+        "frame_10.jpg",
+        "frame_11.jpg",
+        "frame_100.jpg",
+    ]
+
+
+def test_cli_predict_xlsx_is_byte_identical_across_runs(ckpt, numbered_dir, tmp_path, monkeypatch) -> None:
+    """openpyxl dates core.xml and every zip member with the wall clock: endoctl pins both, so a rerun
+    a day later (the clock moved forward here) writes the same bytes, and the file still reads back."""
+    args = ["predict", "--checkpoint", str(ckpt), "--images", str(numbered_dir), "--device", "cpu"]
+    args += ["--batch-size", "4", "--workers", "0"]
+    first, second = tmp_path / "a" / "p.xlsx", tmp_path / "b" / "p.xlsx"
+    res = runner.invoke(app, args + ["--out", str(first)])
+    assert res.exit_code == 0, res.output + res.stderr
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86_400 + 3)
+    res = runner.invoke(app, args + ["--out", str(second)])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(2024, 1, 1, 0, 0, 0)}
+        core = archive.read("docProps/core.xml").decode()
+    assert core.count("2024-01-01T00:00:00Z") == 2, core  # created and modified
+    import openpyxl
+
+    book = openpyxl.load_workbook(first)
+    assert book.properties.created == book.properties.modified
+    sheet = pd.read_excel(first)
+    assert list(sheet.columns) == ["image_path", *CE24.classes, "predicted_class"]
+    assert sheet["image_path"].tolist()[:3] == ["frame_01.jpg", "frame_1.jpg", "frame_2.jpg"]
+    assert np.allclose(sheet[CE24.classes].sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_fast_path_agrees_with_fp32(ckpt, image_dir) -> None:
     listed = list_images(image_dir)
     fp32 = predict_images(load_for_inference(ckpt), listed, "cpu", batch_size=5, workers=0, fast=False)
@@ -402,7 +472,7 @@ def test_cli_predict_folder_csv_and_xlsx(ckpt, image_dir, tmp_path) -> None:
     first = out.read_bytes()
     table = pd.read_csv(out)
     assert list(table.columns) == ["image_path", *CE24.classes, "predicted_class"]
-    assert table["image_path"].tolist() == sorted(table["image_path"]) and len(table) == 12
+    assert table["image_path"].tolist() == sorted(table["image_path"], key=natural_key) and len(table) == 12
     assert np.allclose(table[CE24.classes].sum(axis=1), 1.0, atol=1e-5)
     assert set(table["predicted_class"]) <= set(CE24.classes)
     rejected = read_csv(tmp_path / "pred" / "p.rejected.csv")
