@@ -682,6 +682,13 @@ def _families(copies: pd.DataFrame) -> dict[str, str]:
     return {x: root(x) for x in parent}
 
 
+def _size_summary(sizes: pd.Series) -> dict:
+    """Count, median and largest of some group sizes (0s when there are none)."""
+    if not len(sizes):
+        return {"groups": 0, "median": 0, "largest": 0}
+    return {"groups": int(len(sizes)), "median": float(sizes.median()), "largest": int(sizes.max())}
+
+
 def usefulness(
     manifest: pd.DataFrame,
     clusters: pd.DataFrame,
@@ -727,6 +734,8 @@ def usefulness(
             "largest_group_share": float(sizes.max() / labelled) if labelled else 0.0,
             "largest_group_sources": rows.loc[rows["group"] == largest, "source"].value_counts().to_dict(),
             "kvasir_capsule_groups": int(rows.loc[rows["source"] == "kvasir-capsule", "group"].nunique()),
+            # SEE-AI has no procedure ids: its groups come from sequence and near links alone
+            "see_ai_group_sizes": _size_summary(rows.loc[rows["source"] == "see-ai"].groupby("group").size()),
             "per_source": {src: (int(r["train_val"]), int(r["test"])) for src, r in per_source.iterrows()},
         }
         assert sum(a + b for a, b in t["per_source"].values()) == labelled, f"{target}: per-source counts"
@@ -864,6 +873,14 @@ def usefulness_lines(u: dict, total_seconds: float) -> list[str]:
     for s in SOURCES:
         cells = [u["targets"][t]["per_source"].get(s.name, (0, 0)) for t in targets]
         lines.append(f"| {s.name} | " + " | ".join(f"{a:,} | {b:,}" for a, b in cells) + " |")
+    lines.append("")
+    for target, t in u["targets"].items():
+        see = t["see_ai_group_sizes"]
+        if see["groups"]:
+            lines.append(
+                f"- {target}: SEE-AI (no procedure ids) in {see['groups']:,} groups, median {see['median']:g} and "
+                f"largest {see['largest']:,} of its images"
+            )
     lines += [
         "",
         f"- planted-copy recall: {links['recall']:.2%} of {links['planted_ingested']:,} planted (copy, original) "

@@ -138,6 +138,7 @@ def test_usefulness_counts_a_known_build(ee24) -> None:
     assert (t["largest_group"], t["largest_group_images"], t["largest_group_share"]) == ("g1", 4, 0.5)
     assert t["largest_group_sources"] == {"kvasir-capsule": 2, "ce24": 2}
     assert t["kvasir_capsule_groups"] == 1
+    assert t["see_ai_group_sizes"] == {"groups": 1, "median": 1.0, "largest": 1}
     assert t["per_source"] == {"ce24": (2, 2), "kid": (0, 1), "kvasir-capsule": (2, 0), "see-ai": (1, 0)}
     links = u["links"]
     assert (links["planted"], links["planted_ingested"]) == (3, 3)
