@@ -125,3 +125,10 @@ def test_html_report_overview_has_the_counts(ingested: dict[str, Path]) -> None:
     assert "<td>medfmc</td>" in row and '<td class="n">3,865</td>' in row
     assert f'<span class="bad">{medfmc.found - 3_865:+,}</span>' in row
     assert "fewer than published" in row
+
+
+def test_format_auto_records_the_format_it_chose(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    medfmc_tree(Path("raw"))
+    assert "auto chose medfmc-endo" in invoke("ingest", "raw", "--source", "mine", "--format", "auto", "--out", "m")
+    assert json.loads(Path("m", SOURCE_FILE).read_text()) == {"format": "medfmc-endo", "source": "mine"}
