@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS_FILE, REJECTED_FILE
+from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS_FILE, REJECTED_FILE, SOURCE_FILE
 from endoctl.params import (
     CACHE,
     DEDUPE,
@@ -227,8 +227,8 @@ def ingest(
     out: Annotated[
         Path,
         typer.Option(
-            help=f"Output folder (e.g. manifests/ingest/NAME): {MANIFEST_FILE} and {REJECTED_FILE} (path, reason), "
-            "replaced together."
+            help=f"Output folder (e.g. manifests/ingest/NAME): {MANIFEST_FILE}, {REJECTED_FILE} (path, reason) and "
+            f"{SOURCE_FILE} (the format, so split needs no --format-of), replaced together."
         ),
     ],
     labels: Annotated[
@@ -299,7 +299,7 @@ def _ingest(
         shown = "; ".join(f"{r.path}: {r.reason}" for r in result.rejected.head(2).itertuples())
         _fail(f"no image accepted from {src}: {result.found} file(s) found, all rejected (first: {shown})")
     with _output_errors():
-        write_ingest(result, out)
+        write_ingest(result, out, source, format)
     rate = len(result.manifest) / max(result.seconds, 1e-9)
     typer.echo(
         f"ingest {source}: format {format}{chosen}; found {result.found} = accepted {len(result.manifest)} + rejected "
@@ -546,7 +546,10 @@ def split(
     ] = SPLIT.max_group_share,
     format_of: Annotated[
         list[str] | None,
-        typer.Option(help="NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format."),
+        typer.Option(
+            help=f"NAME=FORMAT, repeatable: taxonomy dataset of a source whose name differs from its format; ingest "
+            f"folders record it in {SOURCE_FILE}, so this only overrides (or names it for flat manifest CSVs)."
+        ),
     ] = None,
     nest_in: Annotated[
         Path | None,
@@ -591,7 +594,8 @@ def _split(
     nest_in: Path | None = None,
 ) -> None:
     from endoctl import split as splitting
-    from endoctl.io import check_output_dir, find_manifests
+    from endoctl.io import check_output_dir, find_manifests, manifest_formats
+    from endoctl.published import counts, manifest_entries
     from endoctl.taxonomy import load_taxonomy
 
     with _output_errors():
@@ -599,6 +603,7 @@ def _split(
     started = time.perf_counter()
     try:  # cheap checks first; split() matches the pins before labelling and grouping
         files = find_manifests(manifests)
+        formats = manifest_formats(files, formats)  # ingest's source.json; --format-of overrides
         duplicates = _duplicates_file(duplicates)
         parsed_pins = [splitting.parse_pin(p) for p in pins]
         splitting.check_fractions(params.test_fraction, params.folds)
@@ -608,6 +613,7 @@ def _split(
         _fail(str(exc))
     files, frames = _manifests(files)
     try:
+        source_counts = counts(manifest_entries(files, frames, formats))
         pairs, dup_info = splitting.load_duplicates(duplicates) if duplicates is not None else (None, None)
         previous = splitting.read_previous(keep_assignments) if keep_assignments is not None else None
         upstream = splitting.read_previous(nest_in, "--nest-in") if nest_in is not None else None
@@ -648,6 +654,7 @@ def _split(
                 names=[str(f) for f in files],
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total, rate="groups"),
                 nest_in=upstream,
+                source_counts=source_counts,
             )
         except ValueError as exc:
             error = str(exc)

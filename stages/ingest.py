@@ -8,6 +8,7 @@ for any worker count.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,7 @@ import pandas as pd
 
 from endoctl.hashing import dhash_batch, grid_batch, grid_hex, phash_batch, to_hex
 from endoctl.imaging import ImageRejected, thumbnail
-from endoctl.io import MANIFEST_FILE, REJECTED_FILE, atomic_dir, write_csv
+from endoctl.io import MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE, atomic_dir, write_csv, write_text
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS
 from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
@@ -41,7 +42,7 @@ MANIFEST_COLUMNS = [
 ]
 REJECTED_COLUMNS = ["path", "reason"]
 FILES_PER_TASK = 64  # small enough that the last task barely delays the others
-OUTPUT_FILES = (MANIFEST_FILE, REJECTED_FILE)
+OUTPUT_FILES = (MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE)
 
 
 @dataclass
@@ -178,8 +179,16 @@ def ingest(
     )
 
 
-def write_ingest(result: IngestResult, out: str | Path) -> None:
-    """The manifest and its rejected list, replaced together (found = accepted + rejected holds on disk)."""
+def source_json(source: str, format: str) -> str:
+    """``source.json``: the adapter that read the source, so split and report need no ``--format-of``."""
+    return json.dumps({"format": format, "source": source}, indent=2, sort_keys=True) + "\n"
+
+
+def write_ingest(result: IngestResult, out: str | Path, source: str | None = None, format: str | None = None) -> None:
+    """The manifest, its rejected list and (given ``source`` and ``format``) ``source.json``, replaced
+    together (found = accepted + rejected holds on disk)."""
     with atomic_dir(out, OUTPUT_FILES, what="ingest outputs") as tmp:
         write_csv(tmp / MANIFEST_FILE, result.manifest)
         write_csv(tmp / REJECTED_FILE, result.rejected)
+        if source is not None and format is not None:
+            write_text(tmp / SOURCE_FILE, source_json(source, format))

@@ -334,9 +334,10 @@ def atomic_dir(
 
 # --------------------------------------------------------------------------- reading
 
-# An ingest output folder: the manifest and the rejected list, replaced together.
+# An ingest output folder: the manifest, the rejected list and what read them, replaced together.
 MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
+SOURCE_FILE = "source.json"  # {"format": the adapter (--format) that read the source, "source": its name}
 # A dedupe output folder.
 DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind", "similarity"]  # of PAIRS_FILE
@@ -399,6 +400,46 @@ def rejected_file(manifest: Path) -> Path:
     if manifest.name == MANIFEST_FILE:
         return manifest.with_name(REJECTED_FILE)
     return manifest.with_name(f"{manifest.stem}.rejected.csv")
+
+
+def source_info(manifest: Path) -> dict[str, str] | None:
+    """What ``endoctl ingest`` recorded beside ``manifest`` in its folder's ``source.json``
+    (``format``: the adapter that read the source, ``source``: the name in its rows); None for a
+    flat manifest CSV or an ingest folder written before the file existed."""
+    import json
+
+    manifest = Path(manifest)
+    if manifest.name != MANIFEST_FILE or not (manifest.parent / SOURCE_FILE).is_file():
+        return None
+    file = manifest.parent / SOURCE_FILE
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: cannot read ({exc})") from None
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), str) and info[k] for k in ("format", "source")):
+        raise ValueError(f'{file}: expected {{"format": "...", "source": "..."}} as `endoctl ingest` writes it')
+    return {"format": info["format"], "source": info["source"]}
+
+
+def manifest_formats(manifests: Iterable[Path], overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Source name -> the format (taxonomy dataset) that read it, from the ingest folders'
+    ``source.json``, where the two differ; ``overrides`` (``--format-of``) win. Sources without the
+    file (flat CSVs, older ingest folders) are left out: their name stands for their format."""
+    found: dict[str, tuple[str, Path]] = {}
+    for manifest in manifests:
+        info = source_info(manifest)
+        if info is None:
+            continue
+        name, fmt = info["source"], info["format"]
+        if name in found and found[name][0] != fmt and name not in (overrides or {}):
+            raise ValueError(
+                f"source {name!r} was read as format {found[name][0]!r} ({found[name][1]}) and as {fmt!r} "
+                f"({manifest.parent / SOURCE_FILE}): give it one with --format-of {name}=FORMAT"
+            )
+        found[name] = (fmt, manifest.parent / SOURCE_FILE)
+    formats = {name: fmt for name, (fmt, _) in sorted(found.items()) if name != fmt}
+    formats.update(overrides or {})
+    return formats
 
 
 def source_name(manifest: Path) -> str:

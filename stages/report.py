@@ -41,12 +41,15 @@ from endoctl.io import (
     PAIRS_FILE,
     TEST_FILE,
     TRAIN_VAL_FILE,
+    manifest_formats,
     read_csv,
     rejected_file,
     source_name,
 )
 from endoctl.parallel import imap_chunks
 from endoctl.params import SEQUENCE_PATTERN, QualityParams, ReportParams
+from endoctl.published import FEWER, MATCH, MORE, counts, explanation, manifest_entries, table_rows
+from endoctl.published import HEADER as PUBLISHED_HEADER
 from endoctl.quality import FLAGS
 
 NEEDED_COLUMNS = [
@@ -88,6 +91,7 @@ class Inputs:
     splits: list[SplitFolder]
     audits: list[tuple[str, dict]]  # (file stem, audit --json content)
     files: list[str]  # every input file, for the page's footer
+    source_counts: dict | None = None  # endoctl.published.counts of the manifests
 
 
 def _need(df: pd.DataFrame, columns: Sequence[str], file: Path, hint: str) -> None:
@@ -113,6 +117,7 @@ def load_inputs(
             files.append(str(rej))
     if not frames:
         raise ValueError("no manifests given")
+    source_counts = counts(manifest_entries(manifests, frames, manifest_formats(manifests)))
     manifest = pd.concat(frames, ignore_index=True)
     dup = manifest["image_id"].duplicated()
     if dup.any():
@@ -174,7 +179,7 @@ def load_inputs(
             )
         loaded.append((Path(file).stem, content))
         files.append(str(file))
-    return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files)
+    return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files, source_counts)
 
 
 # --------------------------------------------------------------------------------------- analysis
@@ -645,6 +650,7 @@ def overview_section(
             raw=True,
         )
     )
+    out.append(published_section(inputs.source_counts))
     for folder in inputs.splits:
         out.append(_split_overview(folder))
     out.append("<h3>Rejected files by reason</h3>")
@@ -665,6 +671,23 @@ def overview_section(
         )
     out.append("</section>")
     return "".join(out)
+
+
+def published_section(source_counts: dict | None) -> str:
+    """Found / accepted / rejected per source beside the published count, a difference flagged."""
+    if not source_counts:
+        return ""
+    style = {MATCH: "ok", FEWER: "bad", MORE: "bad"}
+    checks = [r["check"] for r in source_counts["datasets"]] + [source_counts["total"]["check"]]
+    rows = []
+    for cells, check in zip(table_rows(source_counts), checks):
+        shown = [e(c) for c in cells]
+        if check in style:
+            shown[-2:] = [f'<span class="{style[check]}">{c}</span>' for c in shown[-2:]]
+        rows.append(shown)
+    numeric = [h in ("found", "accepted", "rejected", "published", "difference") for h in PUBLISHED_HEADER]
+    head = f'<h3>Sources beside the published counts</h3><p class="more">{e(explanation(source_counts))}</p>'
+    return head + _table(PUBLISHED_HEADER, rows, numeric, raw=True)
 
 
 def _split_overview(folder: SplitFolder) -> str:

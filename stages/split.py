@@ -32,6 +32,7 @@ import pandas as pd
 
 from endoctl.grouping import TOO_LARGE, LinkRule, group_images, patient_keys, smallest_per_key
 from endoctl.io import EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE, TRAIN_VAL_FILE
+from endoctl.published import markdown as published_markdown
 from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
 
 TEST, TRAIN_VAL = "test", "train_val"
@@ -890,6 +891,7 @@ def split(
     labeler: Callable[..., pd.DataFrame] | None = None,
     on_progress: Progress | None = None,
     nest_in: pd.DataFrame | None = None,
+    source_counts: Mapping | None = None,
 ) -> SplitResult:
     """Split every labelled row of ``manifests`` into train_val folds and test, leak-free.
 
@@ -903,6 +905,8 @@ def split(
     keep their place there (see :func:`assign`), the report's ``nesting`` checks it.
     ``params``: recorded in the report's ``params`` on top of the arguments above (the CLI adds
     file names there).
+    ``source_counts``: :func:`endoctl.published.counts` of the inputs, the report's ``source_counts``
+    (found / accepted / rejected per source beside the published counts).
     """
     pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
     check_fractions(test_fraction, folds)
@@ -924,6 +928,7 @@ def split(
     placed = _place_rows(request, manifests, names, pairs, taxonomy, labeler or _default_labeler, on_progress)
     train_val, test, excluded = _output_tables(placed.table)
     report = _report(request, placed, train_val, test, excluded)
+    report["source_counts"] = dict(source_counts) if source_counts is not None else None
     return SplitResult(train_val, test, excluded, mapping, report, list(report["warnings"]))
 
 
@@ -1494,6 +1499,7 @@ def report_markdown(report: dict) -> str:
         "",
     ]
     out += _several_classes_md(r.get("several_classes")) + _composition_md(r.get("composition"))
+    out += published_markdown(r.get("source_counts"))
     pn = r["pinned"]
     out += [
         "## Pins",

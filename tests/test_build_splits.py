@@ -11,6 +11,7 @@ from endoctl.synth import SynthConfig, synth
 
 runner = CliRunner()
 SOURCES = [("kvasir-capsule", "kvasir_capsule"), ("kid", "kid"), ("ce24", "ce24")]
+INGEST_FILES = ("manifest.csv", "rejected.csv", "source.json")
 
 
 def invoke(*args: str) -> str:
@@ -48,7 +49,7 @@ def test_build_splits_equals_the_stages(tmp_path: Path, monkeypatch) -> None:
         "test=ce24:test",
     )
     data_files = (
-        [f"ingest/{n}/{f}" for n, _ in SOURCES for f in ("manifest.csv", "rejected.csv")]
+        [f"ingest/{n}/{f}" for n, _ in SOURCES for f in INGEST_FILES]
         + [f"duplicates/{f}" for f in ("duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json")]
         + [
             *(f"ee24-ce24/{f}" for f in ("train_val.csv", "test.csv", "class_mapping.json", "excluded.csv")),
@@ -75,7 +76,7 @@ def test_build_splits_equals_the_stages(tmp_path: Path, monkeypatch) -> None:
         "--pin",
         "test=ce24:test",
     )
-    for rel in data_files[2 * len(SOURCES) :]:
+    for rel in data_files[len(INGEST_FILES) * len(SOURCES) :]:
         assert (Path("folder") / rel).read_bytes() == (Path("staged") / rel).read_bytes(), rel
     Path("nothing").mkdir()
     res = runner.invoke(app, ["dedupe", "nothing", "--out", "x"])
