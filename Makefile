@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: test repro bench bench-ee24 bench-gpu install lock golden clean
+.PHONY: test repro bench bench-ee24 bench-gpu install lock golden readme-figures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ repro: $(STAMP)
 # The real images' hashes in tests/data (after a deliberate change to decoding or hashing).
 golden: $(STAMP)
 	$(BIN)/python tests/test_golden_hashes.py --write
+
+# README's demo figures (marked <!--fig:NAME--> spans) from the committed metrics, dvc.lock and, where
+# present, the DVC split outputs: run after `make repro`; tests/test_readme_figures.py checks them.
+readme-figures: $(STAMP)
+	$(BIN)/python tests/test_readme_figures.py --write
 
 # imagededup is a benchmark-only baseline, never a dependency of the package.
 bench: $(STAMP) bench-ee24

@@ -6,10 +6,14 @@ layers apart in one versioned YAML file (``taxonomies/taxonomy-v2.yaml``, overri
 
 * ``findings``: the unified vocabulary, finding -> one-line description; ``quality`` lists the
   findings that describe the picture (blur, ...) rather than the mucosa;
+* ``refines`` (optional): finding -> the finding(s) it refines (its parents), e.g. ERS's ``ers-c26``
+  refines ``ulcer``. A target that maps a refined finding reads it as itself; every other target
+  reads its parents instead (recursively), so adding a refinement never changes an existing target;
 * ``sources``: per dataset (the ``endoctl ingest --format`` name), every label -> its findings;
 * ``targets``: named label sets (ordered display classes) and a finding -> class map, plus the rule
   for an image whose findings reach several classes (``several_classes``: ``exclude``,
-  ``priority`` or ``multi-label``) and optional published reference counts.
+  ``priority`` or ``multi-label``) and optional published reference counts. ``quality_classes:
+  true`` lets a target map quality flags like any other finding (ERS's q codes as classes).
 
 :func:`map_labels` applies one target to a manifest. It never drops a row: a row it cannot use
 gets a reason in ``excluded`` instead of a class, so a split report can say why each image is out.
@@ -23,7 +27,7 @@ Version 1 files (no ``quality``, no rules: every target excludes ambiguous image
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +45,7 @@ UNLABELLED = "unlabelled image"
 QUALITY_ONLY = "quality flag only"
 EXCLUDE, PRIORITY, MULTI_LABEL = "exclude", "priority", "multi-label"
 SEVERAL_RULES = (EXCLUDE, PRIORITY, MULTI_LABEL)
-EVERY_FINDING = "every-finding"  # ``classes: every-finding``: each finding (but quality flags) is a class
+EVERY_FINDING = "every-finding"  # ``classes: every-finding``: each finding (but quality flags, refinements) is a class
 MAPPED_COLUMNS = ("findings", "target_class", "excluded", "candidates")
 
 
@@ -66,7 +70,8 @@ class Target:
     ``sources`` (dataset keys) restricts which datasets may contribute; ``None`` means all.
     ``several``: what an image whose findings reach several classes becomes: ``exclude`` (an
     exclusion reason "ambiguous: ..."), ``priority`` (the first of its classes in ``priority``)
-    or ``multi-label`` (all of them, joined with '|' in class order).
+    or ``multi-label`` (all of them, joined with '|' in class order). ``quality_classes``: quality
+    flags are findings like any other here (mapped, deciding a class) instead of never deciding one.
     """
 
     name: str
@@ -77,6 +82,7 @@ class Target:
     several: str = EXCLUDE
     priority: list[str] | None = None
     reference: Reference | None = None
+    quality_classes: bool = False
 
     @property
     def multi_label(self) -> bool:
@@ -98,6 +104,21 @@ class Taxonomy:
     sources: dict[str, dict[str, list[str]]]
     targets: dict[str, Target]
     quality: frozenset[str] = field(default_factory=frozenset)
+    refines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def general(self, findings: Collection[str], keep: Collection[str] = frozenset()) -> list[str]:
+        """``findings`` with every refined finding not in ``keep`` replaced by its parents, recursively
+        (sorted, unique): what a target whose map is ``keep`` reads. ``keep`` empty: the most general
+        findings, as every target that maps no refined finding reads them."""
+        out: set[str] = set()
+        todo = list(findings)
+        while todo:
+            finding = todo.pop()
+            if finding in self.refines and finding not in keep:
+                todo.extend(self.refines[finding])
+            else:
+                out.add(finding)
+        return sorted(out)
 
     def target(self, name: str) -> Target:
         """The target called ``name``; an unknown name lists the choices (typos fail loudly)."""
@@ -209,6 +230,39 @@ def _quality(raw: object, findings: dict[str, str], err: _Errors) -> frozenset[s
     return frozenset(f for f in raw if f in findings)
 
 
+def _refines(raw: object, findings: dict[str, str], err: _Errors) -> dict[str, tuple[str, ...]]:
+    """finding -> its parent finding(s); both known findings, no finding its own ancestor."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        err.add("refines", "must be a mapping of finding -> the finding(s) it refines")
+        return {}
+    out: dict[str, tuple[str, ...]] = {}
+    for name, parents in raw.items():
+        where = f"refines.{name}"
+        values = [parents] if isinstance(parents, str) else parents
+        if name not in findings:
+            err.add(where, "unknown finding (not under findings:)")
+        elif not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            err.add(where, "refines a finding or a non-empty list of findings")
+        elif [v for v in values if v not in findings]:
+            unknown = ", ".join(repr(v) for v in values if v not in findings)
+            err.add(where, f"unknown parent finding(s) {unknown} (not under findings:)")
+        else:
+            out[str(name)] = tuple(sorted(set(values)))
+    for name in out:  # a cycle would make a finding its own parent: no target could read it
+        seen, todo = set(), list(out[name])
+        while todo:
+            parent = todo.pop()
+            if parent == name:
+                err.add(f"refines.{name}", "is its own ancestor (a cycle of refinements)")
+                break
+            if parent not in seen:
+                seen.add(parent)
+                todo.extend(out.get(parent, ()))
+    return out
+
+
 def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -272,14 +326,20 @@ def _reference(raw: object, where: str, classes: list[str], datasets: set[str], 
 
 
 def _targets(
-    raw: object, findings: dict[str, str], quality: frozenset[str], datasets: set[str], version: object, err: _Errors
+    raw: object,
+    findings: dict[str, str],
+    quality: frozenset[str],
+    refines: dict[str, tuple[str, ...]],
+    datasets: set[str],
+    version: object,
+    err: _Errors,
 ) -> dict[str, Target]:
     if not isinstance(raw, dict) or not raw:
         err.add("targets", "must be a non-empty mapping of target name -> definition")
         return {}
     out: dict[str, Target] = {}
     allowed = {"description", "classes", "sources", "map"}
-    newer = {"several_classes", "priority", "reference"}  # version 2
+    newer = {"several_classes", "priority", "reference", "quality_classes"}  # version 2
     for name, spec in raw.items():
         where = f"targets.{name}"
         if not isinstance(spec, dict):
@@ -299,7 +359,7 @@ def _targets(
                 err.add(
                     f"{where}.map", f"must be left out with classes: {EVERY_FINDING} (each finding is its own class)"
                 )
-            classes = [f for f in findings if f not in quality]
+            classes = [f for f in findings if f not in quality and f not in refines]
             mapping = {f: f for f in classes}
         if not isinstance(classes, list) or not classes or not all(_is_text(c) for c in classes):
             err.add(f"{where}.classes", f"must be a non-empty list of class names (or {EVERY_FINDING})")
@@ -323,14 +383,21 @@ def _targets(
                 for dataset in sources:
                     if dataset not in datasets:
                         err.add(f"{where}.sources", f"unknown dataset {dataset!r} (not under sources:)")
+        quality_classes = spec.get("quality_classes", False)
+        if not isinstance(quality_classes, bool):
+            err.add(f"{where}.quality_classes", f"must be true or false, got {quality_classes!r}")
+            quality_classes = False
         if not isinstance(mapping, dict) or not mapping:
             err.add(f"{where}.map", "must be a non-empty mapping of finding -> class")
             continue
         for finding, cls in mapping.items():
             if finding not in findings:
                 err.add(f"{where}.map.{finding}", "unknown finding (not under findings:)")
-            elif finding in quality:
-                err.add(f"{where}.map.{finding}", "is a quality flag: quality flags never decide a class")
+            elif finding in quality and not quality_classes:
+                err.add(
+                    f"{where}.map.{finding}",
+                    "is a quality flag: quality flags never decide a class (unless quality_classes: true)",
+                )
             if cls not in classes:
                 err.add(f"{where}.map.{finding}", f"class {cls!r} is not one of the target's classes")
         several = spec.get("several_classes", EXCLUDE)
@@ -361,11 +428,13 @@ def _targets(
             several=str(several),
             priority=[str(c) for c in priority] if priority is not None else None,
             reference=reference,
+            quality_classes=quality_classes,
         )
     return out
 
 
-TOP_LEVEL = ("version", "findings", "quality", "sources", "targets")
+TOP_LEVEL = ("version", "findings", "refines", "quality", "sources", "targets")
+NEWER_TOP_LEVEL = ("refines", "quality")  # version 2
 
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
@@ -393,16 +462,32 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     version = raw.get("version")
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
         err.add("version", f"must be one of {list(SUPPORTED_VERSIONS)}, got {version!r}")
-    allowed = [k for k in TOP_LEVEL if k != "quality" or version != 1]
+    allowed = [k for k in TOP_LEVEL if k not in NEWER_TOP_LEVEL or version != 1]
     for key in sorted(set(raw) - set(allowed), key=str):
-        hint = " (needs version: 2)" if key == "quality" else ""
+        hint = " (needs version: 2)" if key in NEWER_TOP_LEVEL else ""
         err.add(str(key), f"unknown top-level key{hint} (allowed: {', '.join(allowed)})")
     findings = _findings(raw.get("findings"), err)
+    refines = _refines(raw.get("refines"), findings, err) if version != 1 else {}
     quality = _quality(raw.get("quality"), findings, err) if version != 1 else frozenset()
+    # a refinement of a quality flag is one too (ERS q02 refines blur)
+    quality = frozenset(f for f in findings if f in quality or set(_ancestors(f, refines)) & quality)
     sources = _sources(raw.get("sources"), findings, err)
-    targets = _targets(raw.get("targets"), findings, quality, set(sources), version, err)
+    targets = _targets(raw.get("targets"), findings, quality, refines, set(sources), version, err)
     err.raise_any()
-    return Taxonomy(version=int(version), findings=findings, sources=sources, targets=targets, quality=quality)
+    return Taxonomy(
+        version=int(version), findings=findings, sources=sources, targets=targets, quality=quality, refines=refines
+    )
+
+
+def _ancestors(finding: str, refines: dict[str, tuple[str, ...]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(refines.get(finding, ()))
+    while todo:
+        parent = todo.pop()
+        if parent not in seen:
+            seen.add(parent)
+            todo.extend(refines.get(parent, ()))
+    return seen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,6 +520,8 @@ def map_labels(
     source name itself). Every input row comes back, in order, with exactly one of
     ``target_class`` (a key of ``Target.class_mapping()``, or several joined by '|' for a
     multi-label target) or ``excluded`` (why) non-empty, so nothing disappears without a trace.
+    ``findings`` are the row's findings as the target reads them: a refined finding the target does
+    not map is its parent(s) (``Taxonomy.general``), so a refinement never changes an existing target.
     ``candidates`` lists every class the row's findings reach ('|'-joined, class order), so a
     report can count what the target's ``several_classes`` rule did. A label the taxonomy does not
     know raises one ``ValueError`` listing every such ``source: label`` pair: mapping a dataset
@@ -455,6 +542,9 @@ def map_labels(
     width = max(len(label_values), 1)
     codes, pairs = pd.factorize(source_codes.astype(np.int64) * width + label_codes)
 
+    read: dict[str, list[str]] = {}  # finding -> the finding(s) this target reads it as (refinements)
+    for finding in taxonomy.findings:
+        read[finding] = taxonomy.general([finding], keep=spec.map) if finding in taxonomy.refines else [finding]
     rank = {c: i for i, c in enumerate(spec.priority or spec.classes)}
     order = {c: i for i, c in enumerate(spec.classes)}
     results: list[tuple[str, str, str, str]] = []
@@ -474,7 +564,7 @@ def map_labels(
                 note = "" if dataset == source else f" [dataset {dataset}]"
                 unknown.add(f"{shown}: {part}{note}")
             else:
-                found.update(lookup[part])
+                found.update(f for finding in lookup[part] for f in read[finding])
         results.append(_decide(spec, taxonomy.quality, allowed, order, rank, source, dataset, parts, sorted(found)))
     if unknown:
         raise _unknown_error(sorted(unknown))
@@ -509,7 +599,7 @@ def _decide(
         )
     if not parts:
         return joined, "", UNLABELLED, ""
-    content = [f for f in findings if f not in quality]
+    content = findings if spec.quality_classes else [f for f in findings if f not in quality]
     if not content:
         return joined, "", f"{QUALITY_ONLY}: {', '.join(findings)}", ""
     classes = {f: spec.map[f] for f in content if f in spec.map}

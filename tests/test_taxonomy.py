@@ -211,8 +211,8 @@ def test_packaged_taxonomy_loads_and_validates(tax):
     assert DEFAULT_TAXONOMY.is_file()
     assert importlib.resources.files("endoctl").joinpath("taxonomies/taxonomy-v2.yaml").is_file()
     assert tax.version == 2
-    # every ERS code (123) is a finding or maps to one; other datasets add their own
-    assert 123 <= len(tax.findings) <= 200
+    # every ERS code (123) is a finding of its own; other datasets add their own
+    assert 123 <= len(tax.findings) <= 250
     assert all(FINDING_NAME.fullmatch(f) and d.strip() for f, d in tax.findings.items())
     assert set(FINDINGS_EXPECTED) <= set(tax.findings)
     assert set(tax.sources) == DATASETS
@@ -397,10 +397,14 @@ def test_every_ers_code_and_the_quality_flags(tax):
         "blood": ["b01", "c02", "c05", "g05", "g08", "g19", "g39", "g51"],
     }
     for finding, codes in groups.items():
-        assert all(finding in ers[code] for code in codes), finding
-    assert [ers[f"q{i:02d}"] for i in (2, 5, 7)] == [["blur"]] * 3
-    assert {f for i in range(1, 11) for f in ers[f"q{i:02d}"]} == set(tax.quality)
-    assert all(ers[f"h{i:02d}"] == ["normal"] for i in range(1, 8)) and ers["b02"] == ["normal"]
+        assert all(finding in tax.general(ers[code]) for code in codes), finding
+    assert all(ers[code] == [f"ers-{code}"] for code in ERS_CODES)  # each code its own finding (ers-123)
+    assert [tax.general(ers[f"q{i:02d}"]) for i in (2, 5, 7)] == [["blur"]] * 3
+    general_quality = {f for i in range(1, 11) for f in tax.general(ers[f"q{i:02d}"])}
+    assert general_quality == {f for f in tax.quality if f not in tax.refines}
+    assert {f"ers-q{i:02d}" for i in range(1, 11)} <= tax.quality  # refinements of a quality flag are ones
+    assert all(tax.general(ers[f"h{i:02d}"]) == ["normal"] for i in range(1, 8))
+    assert tax.general(ers["b02"]) == ["normal"]
     ee24 = map_labels(frame([("ers", code) for code in ERS_CODES]), tax, "ee24-ce24").set_index("label")
     assert (ee24.loc[[f"h{i:02d}" for i in range(1, 8)] + ["b02"], "target_class"] == "normal").all()
     assert ee24.loc["b01", "target_class"] == "bleeding" and ee24.loc["c22", "target_class"] == "polyp"
@@ -416,10 +420,10 @@ def test_every_ers_code_and_the_quality_flags(tax):
 
 def test_worms_is_one_marked_ers_entry(tax):
     """Which ERS code is worms is unknown: exactly one code maps to worms, between the marker comments."""
-    assert [code for code, findings in tax.sources["ers"].items() if "worms" in findings] == ["c20"]
+    assert [code for code, findings in tax.sources["ers"].items() if "worms" in tax.general(findings)] == ["c20"]
     text = DEFAULT_TAXONOMY.read_text(encoding="utf-8")
     block = text[text.index("# >>> WORMS") : text.index("# <<< WORMS")]
-    assert "ASSUMPTION" in block and re.findall(r"^\s+(\w+): worms$", block, re.M) == ["c20"]
+    assert "ASSUMPTION" in block and re.findall(r"^\s+ers-(\w+): worms$", block, re.M) == ["c20"]
     assert one(tax, "ers", "c20", "ee24-ce24").target_class == "worms"
     assert one(tax, "ers", "c20", "ce24").excluded.startswith("source 'ers' not used")
 
@@ -498,7 +502,7 @@ def test_several_classes_rules(tax):
 def test_every_finding_target(tax):
     ee24 = tax.targets["ee24"]
     assert ee24.multi_label and ee24.sources is None
-    assert ee24.classes == [f for f in tax.findings if f not in tax.quality]
+    assert ee24.classes == [f for f in tax.findings if f not in tax.quality and f not in tax.refines]
     assert ee24.map == {f: f for f in ee24.classes}
     assert not set(ee24.classes) & tax.quality
     assert ee24.class_mapping() == {f: i for i, f in enumerate(ee24.classes)}
