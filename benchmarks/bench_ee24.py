@@ -812,11 +812,15 @@ def goals(u: dict, total_seconds: float) -> list[tuple[str, bool, str]]:
                 f"{t['largest_group_share']:.2%}",
             )
         )
+        # --test-fraction counts pinned images towards the share, so the share is asked of all of
+        # them; only pins that alone exceed it excuse a larger share (then nothing else is in test)
+        pins_exceed = t["pinned"] >= TEST_FRACTION * t["labelled"] and t["test"] == t["pinned"]
         rows.append(
             (
-                f"{target}: test share within 2 points of {TEST_FRACTION:.0%} (pinned CE24 test aside)",
-                abs(t["test_share_unpinned"] - TEST_FRACTION) <= 0.02,
-                f"{t['test_share_unpinned']:.2%}",
+                f"{target}: test share within 2 points of {TEST_FRACTION:.0%} (pins counted; pins aside when they "
+                "alone exceed it)",
+                abs(t["test_share"] - TEST_FRACTION) <= 0.02 or pins_exceed,
+                f"{t['test_share']:.2%}",
             )
         )
     ee24 = u["targets"].get("ee24-ce24")
