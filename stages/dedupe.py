@@ -244,11 +244,15 @@ def exact_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _similarity(manifest: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _grids(manifest: pd.DataFrame) -> np.ndarray | None:
+    """Every row's 8x8 grid, decoded once; None for manifests written before the column existed."""
+    return grid_from_hex(manifest["grid"]) if "grid" in manifest else None
+
+
+def _similarity(grids: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Grid similarity of rows ``a`` and ``b`` rounded to 4 places for the pairs file (NaN without grids)."""
-    if "grid" not in manifest:
+    if grids is None:
         return np.full(len(a), np.nan)
-    grids = grid_from_hex(manifest["grid"])
     return np.round(grid_similarity(grids[a], grids[b]), 4)
 
 
@@ -261,6 +265,7 @@ def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame
     frame = framed["frame"].to_numpy()
     ph = from_hex(framed["phash"])
     ids = framed["image_id"].to_numpy()
+    grids = _grids(framed)
     out = []
     for k in range(1, len(framed)):
         same = (key[k:] == key[:-k]) & (frame[k:] - frame[:-k] <= params.sequence_gap)
@@ -271,7 +276,7 @@ def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame
         close = d <= params.sequence_distance
         a, d = a[close], d[close]
         pair = np.sort(np.stack([ids[a], ids[a + k]]), axis=0)
-        sim = _similarity(framed, a, a + k)
+        sim = _similarity(grids, a, a + k)
         out.append(
             pd.DataFrame(
                 {"image_id_a": pair[0], "image_id_b": pair[1], "distance": d, "kind": "sequence", "similarity": sim}
@@ -280,15 +285,16 @@ def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame
     return pd.concat(out) if out else pd.DataFrame(columns=PAIR_COLUMNS)
 
 
-def confirmed(reps: pd.DataFrame, i: np.ndarray, j: np.ndarray, params: DedupeParams) -> np.ndarray:
+def confirmed(
+    reps: pd.DataFrame, i: np.ndarray, j: np.ndarray, params: DedupeParams, grids: np.ndarray | None
+) -> np.ndarray:
     """Which hash-near pairs (rows i, j) the dHash and the pixels agree with.
 
-    Manifests written before the grid column existed are confirmed by dHash alone.
+    Manifests written before the grid column existed (``grids`` None) are confirmed by dHash alone.
     """
     dh = from_hex(reps["dhash"])
     keep = np.bitwise_count(dh[i] ^ dh[j]) <= params.dhash_distance
-    if "grid" in reps and params.min_similarity > 0:
-        grids = grid_from_hex(reps["grid"])
+    if grids is not None and params.min_similarity > 0:
         keep[keep] = grid_confirms(grids[i[keep]], grids[j[keep]], params.min_similarity)
     return keep
 
@@ -304,10 +310,11 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
     exact = exact_pairs(manifest)
     reps = manifest.drop_duplicates("sha256").reset_index(drop=True)
     i, j, d = near_pairs(from_hex(reps["phash"]), params.max_distance, resolve_workers(params.workers))
-    keep = confirmed(reps, i, j, params)
+    grids = _grids(reps)
+    keep = confirmed(reps, i, j, params, grids)
     i, j, d = i[keep], j[keep], d[keep]
     ids = reps["image_id"].to_numpy()
-    sim = _similarity(reps, i, j)
+    sim = _similarity(grids, i, j)
     near = pd.DataFrame({"image_id_a": ids[i], "image_id_b": ids[j], "distance": d, "kind": "near", "similarity": sim})
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
     found = [p for p in (exact, near, frames) if p is not None and len(p)]

@@ -107,7 +107,7 @@ def to_hex(values: np.ndarray) -> list[str]:
 
 def from_hex(values) -> np.ndarray:
     """16-hex-digit strings -> uint64 (one ``bytes.fromhex`` for the batch; raises ValueError on bad input)."""
-    values = list(values)
+    values = values.tolist() if hasattr(values, "tolist") else list(values)  # a pandas column: no per-item access
     if all(len(v) == 16 for v in values):
         return np.frombuffer(bytes.fromhex("".join(values)), dtype=">u8").astype(np.uint64)
     return np.array([int(v, 16) for v in values], dtype=np.uint64)
@@ -135,7 +135,7 @@ def grid_hex(grids: np.ndarray) -> list[str]:
 
 def grid_from_hex(values) -> np.ndarray:
     """128-hex-digit strings -> (N, 64) uint8 (raises ValueError on bad input)."""
-    values = list(values)
+    values = values.tolist() if hasattr(values, "tolist") else list(values)  # a pandas column: no per-item access
     return np.frombuffer(bytes.fromhex("".join(values)), dtype=np.uint8).reshape(len(values), GRID * GRID).copy()
 
 

@@ -421,14 +421,20 @@ def source_info(manifest: Path) -> dict[str, str] | None:
     return {"format": info["format"], "source": info["source"]}
 
 
+# Generic layouts (class folders, a labels CSV) carry no label vocabulary of their own: a source read
+# through one is named by its source name (or --format-of), as before the format was recorded.
+LAYOUT_FORMATS = frozenset({"folder", "csv"})
+
+
 def manifest_formats(manifests: Iterable[Path], overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Source name -> the format (taxonomy dataset) that read it, from the ingest folders'
     ``source.json``, where the two differ; ``overrides`` (``--format-of``) win. Sources without the
-    file (flat CSVs, older ingest folders) are left out: their name stands for their format."""
+    file (flat CSVs, older ingest folders) or read through a generic layout (:data:`LAYOUT_FORMATS`)
+    are left out: their name stands for their format."""
     found: dict[str, tuple[str, Path]] = {}
     for manifest in manifests:
         info = source_info(manifest)
-        if info is None:
+        if info is None or info["format"] in LAYOUT_FORMATS:
             continue
         name, fmt = info["source"], info["format"]
         if name in found and found[name][0] != fmt and name not in (overrides or {}):
