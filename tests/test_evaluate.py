@@ -28,6 +28,7 @@ from endoctl.metrics import (
     read_table,
 )
 from endoctl.plots import roc_table
+from endoctl.sources.ce24 import CE24
 
 runner = CliRunner()
 SPLITS = {"validation": "validation_data.xlsx", "testing": "test_data.xlsx"}
@@ -1067,18 +1068,7 @@ def organisers_report(onehot: np.ndarray, values: np.ndarray, classes: list[str]
     }
 
 
-CE24_CLASSES = [
-    "Angioectasia",
-    "Bleeding",
-    "Erosion",
-    "Erythema",
-    "Foreign Body",
-    "Lymphangiectasia",
-    "Normal",
-    "Polyp",
-    "Ulcer",
-    "Worms",
-]
+CE24_CLASSES = list(CE24.labels)  # the challenge's classes, in its column order
 
 
 def logit_submission(ce24_csv: Path, split: str, stem: str, out: Path) -> tuple[np.ndarray, np.ndarray]:
