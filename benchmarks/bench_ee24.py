@@ -988,7 +988,7 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
         row = f"| {name} | {n:,} | {wall:.1f} | {n / wall:,.0f} | {peak / 1024:.2f} GB |"
         if baseline:
             b = baseline.get(name)
-            row += f" {b[0]:.1f} | {b[0] / wall:.1f}x | {'yes' if b[2] else 'no (new decoding)'} |" if b else " | | |"
+            row += f" {b[0]:.1f} | {b[0] / wall:.1f}x | {'yes' if b[2] else 'no'} |" if b else " | | |"
         lines.append(row)
     peak_all = max(r[1] for r in rows.values())
     lines += [
