@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import components, smallest_per_key, stable_ids
-from endoctl.hashing import from_hex, grid_confirms, grid_from_hex, grid_similarity
+from endoctl.hashing import from_hex, grid_evidence, grid_from_hex, grid_similarity
 from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, PAIR_COLUMNS, PAIRS_FILE, atomic_dir, write_csv, write_text
 from endoctl.params import DedupeParams, resolve_workers
 
@@ -287,16 +287,21 @@ def sequence_pairs(manifest: pd.DataFrame, params: DedupeParams) -> pd.DataFrame
 
 def confirmed(
     reps: pd.DataFrame, i: np.ndarray, j: np.ndarray, params: DedupeParams, grids: np.ndarray | None
-) -> np.ndarray:
-    """Which hash-near pairs (rows i, j) the dHash and the pixels agree with.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which hash-near pairs (rows i, j) the dHash and the pixels agree with, and the grid similarity
+    of those kept, rounded for the pairs file (NaN without grids).
 
     Manifests written before the grid column existed (``grids`` None) are confirmed by dHash alone.
     """
     dh = from_hex(reps["dhash"])
     keep = np.bitwise_count(dh[i] ^ dh[j]) <= params.dhash_distance
-    if grids is not None and params.min_similarity > 0:
-        keep[keep] = grid_confirms(grids[i[keep]], grids[j[keep]], params.min_similarity)
-    return keep
+    if grids is None:
+        return keep, np.full(int(keep.sum()), np.nan)
+    similarity, confirms = grid_evidence(grids[i[keep]], grids[j[keep]], params.min_similarity)
+    if params.min_similarity > 0:
+        similarity = similarity[confirms]
+        keep[keep] = confirms
+    return keep, np.round(similarity, 4)
 
 
 def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) -> pd.DataFrame:
@@ -311,10 +316,9 @@ def find_pairs(manifest: pd.DataFrame, params: DedupeParams = DedupeParams()) ->
     reps = manifest.drop_duplicates("sha256").reset_index(drop=True)
     i, j, d = near_pairs(from_hex(reps["phash"]), params.max_distance, resolve_workers(params.workers))
     grids = _grids(reps)
-    keep = confirmed(reps, i, j, params, grids)
+    keep, sim = confirmed(reps, i, j, params, grids)
     i, j, d = i[keep], j[keep], d[keep]
     ids = reps["image_id"].to_numpy()
-    sim = _similarity(grids, i, j)
     near = pd.DataFrame({"image_id_a": ids[i], "image_id_b": ids[j], "distance": d, "kind": "near", "similarity": sim})
     frames = sequence_pairs(manifest, params) if params.sequence_gap > 0 else None
     found = [p for p in (exact, near, frames) if p is not None and len(p)]

@@ -136,7 +136,6 @@ class _Merger:
                 total = self.support[a].get(other, 0) + n
                 self.support[a][other] = self.support[other][a] = total
         self.support[b] = {}
-        self.support[a].pop(a, None)
 
 
 def _merge_weighed(

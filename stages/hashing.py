@@ -159,18 +159,23 @@ def grid_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     every frame, which alone correlate two unrelated pictures of one device. Float64 of exact
     integer moments: the same bits on every machine (see :func:`grid_confirms` for the decision).
     """
-    cov, var_a, var_b = _masked_moments(a, b)
-    denom = np.sqrt(var_a.astype(np.float64) * var_b.astype(np.float64))
-    return np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)
+    return grid_evidence(a, b, 0.0)[0]
 
 
 def grid_confirms(a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
     """``grid_similarity >= threshold`` (0..1) decided in exact integers (no float rounding decides a link)."""
+    return grid_evidence(a, b, threshold)[1]
+
+
+def grid_evidence(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`grid_similarity`, :func:`grid_confirms`) from one pass over the two grids."""
     cov, var_a, var_b = _masked_moments(a, b)
+    denom = np.sqrt(var_a.astype(np.float64) * var_b.astype(np.float64))
+    similarity = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)
     t = Fraction(str(threshold))
     p, q = t.numerator, t.denominator
     # corr >= p/q  <=>  cov >= 0 and cov^2 q^2 >= p^2 var_a var_b (Python integers: no overflow)
     lhs = cov.astype(object) ** 2 * (q * q)
     rhs = var_a.astype(object) * var_b.astype(object) * (p * p)
     flat = (var_a == 0) | (var_b == 0)
-    return ~flat & (cov >= 0) & (lhs >= rhs).astype(bool)
+    return similarity, ~flat & (cov >= 0) & (lhs >= rhs).astype(bool)
