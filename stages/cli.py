@@ -1231,6 +1231,8 @@ def report(
         error = str(exc)
     if error is not None:
         _fail(escape(error))
+    for note in inputs.notes:
+        _note(note)
     with _progress() as progress:
         tasks = {stage: progress.add_task(stage, total=None, rate="") for stage in ("quality", "thumbnails")}
         tickers = {stage: _ticker(progress, task) for stage, task in tasks.items()}
