@@ -22,7 +22,8 @@ outputs skip hidden names.
 
 A set folder is replaced as a whole, so it must hold nothing but that command's outputs:
 :func:`check_output_dir` refuses (before any work is done) a folder holding anything else, the
-current folder or one of its parents, and a file where a folder is expected.
+current folder or one of its parents, a file where a folder is expected, and a folder (or the one
+that would hold it) where nothing can be created or removed (read-only, no permission).
 
 Nothing heavy is imported at module level (pandas only inside the CSV helpers), so the command
 line can use these helpers and still answer ``--help`` instantly.
@@ -178,7 +179,8 @@ def check_output_dir(
     ``owns``: glob patterns of the entry names this command writes there; anything else in the
     folder (someone's other files) would be deleted by the swap, so it is refused, as are the
     current folder, a folder holding it, and an existing file. Hidden ``*.tmp`` leftovers count
-    as the command's own.
+    as the command's own. So is a folder that cannot be written (read-only file system, no
+    permission), so that the command fails before its work rather than after it.
     """
     path = Path(path)
     patterns = list(owns)
@@ -208,7 +210,19 @@ def check_output_dir(
                 f"not among {what} ({', '.join(patterns)}); the folder is replaced as a whole, so give them a folder "
                 f"of their own{hint}"
             )
+    # the swap creates a sibling of the folder and empties the old one: refuse now, not after the work
+    for folder in ([path] if path.is_dir() else []) + [next(p for p in path.absolute().parents if p.is_dir())]:
+        why = _unwritable(folder)
+        if why:
+            raise OutputError(f"cannot write {folder}: {why}{hint}")
     return path
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why entries cannot be created or removed in the existing ``folder`` (None: they can)."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    return os.strerror(errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES)
 
 
 def _libc_renameat2():

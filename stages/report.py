@@ -66,6 +66,17 @@ NEEDED_COLUMNS = [
 ]
 SPLIT_CSVS = (TRAIN_VAL_FILE, TEST_FILE)
 THUMBS = "thumbs"
+# everything a report folder holds: the page, its thumbnails, the tables behind the galleries
+OUTPUT_FILES = (
+    "index.html",
+    THUMBS,
+    "clusters.csv",
+    "sequences.csv",
+    "conflicts.csv",
+    "leaks.csv",
+    "leak_pairs.csv",
+    "quality.csv",
+)
 THUMB_QUALITY = 82
 THUMBS_PER_TASK = 16
 SUSPECT_FLAGS = ("dark", "low_information")  # pHash of such frames is mostly noise: false clusters
@@ -1300,7 +1311,7 @@ def write_report(result: ReportResult, out: str | Path) -> Path:
     from endoctl.io import atomic_dir, write_csv, write_text
 
     out = Path(out)
-    with atomic_dir(out, ("index.html", THUMBS, *result.tables), what="report files") as tmp:
+    with atomic_dir(out, OUTPUT_FILES, what="report files") as tmp:
         (tmp / THUMBS).mkdir()
         for name, data in result.thumbnails.items():
             (tmp / THUMBS / name).write_bytes(data)

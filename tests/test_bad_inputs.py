@@ -430,6 +430,12 @@ CASES = {
     ),
     "cache: --size 2": (["cache", "split", "--out", "c", "--size", "2"], ["size must be >= 8"]),
     "cache: --out holds other files": (["cache", "split", "--out", "busy"], ["--out busy holds 'mine.txt'"]),
+    # report
+    "report: --out holds other files": (
+        ["report", "--manifests", "m", "--duplicates", "dups", "--out", "busy"],
+        ["--out busy holds 'mine.txt'", "not among report files"],
+    ),
+    "report: --out is a file": (["report", "--manifests", "m", "--out", "file.txt"], ["--out file.txt is a file"]),
     # build-splits
     "build-splits: bad --source": (
         ["build-splits", "--source", "kid", "--target", "abc", "--out", "b"],
@@ -481,12 +487,37 @@ def test_bad_input_is_one_line_and_exit_2(ws: Path, case: str, monkeypatch) -> N
 
 def test_every_command_has_bad_input_cases() -> None:
     commands = {args[0] for args, _ in CASES.values()}
-    assert commands == {"ingest", "dedupe", "split", "audit", "evaluate", "predict", "cache", "build-splits", "train"}
+    assert commands == {
+        "ingest",
+        "dedupe",
+        "split",
+        "audit",
+        "evaluate",
+        "predict",
+        "cache",
+        "report",
+        "build-splits",
+        "train",
+    }
+
+
+def test_report_checks_its_output_before_the_work(ws: Path, monkeypatch) -> None:
+    """An unusable --out ends report before any image is read, not after all the work (issue 25)."""
+    import endoctl.report
+
+    def work(*_args, **_kwargs):
+        raise AssertionError("the report was built before --out was checked")
+
+    monkeypatch.setattr(endoctl.report, "load_inputs", work)
+    monkeypatch.chdir(ws)
+    for out in ("busy", "file.txt", "."):
+        res = runner.invoke(app, ["report", "--manifests", "m", "--duplicates", "dups", "--out", out])
+        assert res.exit_code == 2 and res.stderr.startswith("error: --out "), (out, res.output)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a read-only mount")
 def test_read_only_output_is_one_line(ws: Path, tmp_path: Path) -> None:
-    """ingest, split and evaluate writing onto a read-only file system (a read-only bind mount of
+    """ingest, split, report and evaluate writing onto a read-only file system (a read-only bind mount of
     a folder holding a previous split, in a private mount namespace): one line, old files intact."""
     ro = tmp_path / "ro"
     shutil.copytree(ws / "split", ro / "split")
@@ -505,6 +536,7 @@ def test_read_only_output_is_one_line(ws: Path, tmp_path: Path) -> None:
             "--folds",
             "2",
         ],
+        "report": ["report", "--manifests", "m", "--out", f"{ro}/report", "--workers", "1"],
         "evaluate": [
             "evaluate",
             "--truth",
