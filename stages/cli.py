@@ -1186,9 +1186,9 @@ def report(
     """Write a static HTML report (no network, no script): duplicates, sequences, conflicts, leaks, image quality."""
     from rich.markup import escape
 
-    from endoctl.io import find_manifests
+    from endoctl.io import check_output_dir, find_manifests
     from endoctl.quality import FLAGS
-    from endoctl.report import build_report, load_inputs, write_report
+    from endoctl.report import OUTPUT_FILES, build_report, load_inputs, write_report
 
     try:
         files = find_manifests(manifests)
@@ -1203,6 +1203,8 @@ def report(
             _fail(f"--split folder not found: {folder}")
     if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
         _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
+    with _output_errors():  # before the work, not after it
+        check_output_dir(out, OUTPUT_FILES, what="report files")
     params = ReportParams(
         clusters=clusters,
         members=members,
@@ -1231,13 +1233,16 @@ def report(
         error = str(exc)
     if error is not None:
         _fail(escape(error))
+    for note in inputs.notes:
+        _note(note)
     with _progress() as progress:
         tasks = {stage: progress.add_task(stage, total=None, rate="") for stage in ("quality", "thumbnails")}
         tickers = {stage: _ticker(progress, task) for stage, task in tasks.items()}
         result = build_report(
             inputs, params, qparams, data_root, workers, lambda stage, done, total: tickers[stage](done, total)
         )
-    index = write_report(result, out)
+    with _output_errors():
+        index = write_report(result, out)
     s = result.summary
     flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
     typer.echo(

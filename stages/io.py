@@ -22,7 +22,8 @@ outputs skip hidden names.
 
 A set folder is replaced as a whole, so it must hold nothing but that command's outputs:
 :func:`check_output_dir` refuses (before any work is done) a folder holding anything else, the
-current folder or one of its parents, and a file where a folder is expected.
+current folder or one of its parents, a file where a folder is expected, and a folder (or the one
+that would hold it) where nothing can be created or removed (read-only, no permission).
 
 Nothing heavy is imported at module level (pandas only inside the CSV helpers), so the command
 line can use these helpers and still answer ``--help`` instantly.
@@ -178,7 +179,8 @@ def check_output_dir(
     ``owns``: glob patterns of the entry names this command writes there; anything else in the
     folder (someone's other files) would be deleted by the swap, so it is refused, as are the
     current folder, a folder holding it, and an existing file. Hidden ``*.tmp`` leftovers count
-    as the command's own.
+    as the command's own. So is a folder that cannot be written (read-only file system, no
+    permission), so that the command fails before its work rather than after it.
     """
     path = Path(path)
     patterns = list(owns)
@@ -208,7 +210,19 @@ def check_output_dir(
                 f"not among {what} ({', '.join(patterns)}); the folder is replaced as a whole, so give them a folder "
                 f"of their own{hint}"
             )
+    # the swap creates a sibling of the folder and empties the old one: refuse now, not after the work
+    for folder in ([path] if path.is_dir() else []) + [next(p for p in path.absolute().parents if p.is_dir())]:
+        why = _unwritable(folder)
+        if why:
+            raise OutputError(f"cannot write {folder}: {why}{hint}")
     return path
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why entries cannot be created or removed in the existing ``folder`` (None: they can)."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    return os.strerror(errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES)
 
 
 def _libc_renameat2():
@@ -454,15 +468,43 @@ def source_name(manifest: Path) -> str:
     return manifest.parent.name if manifest.name == MANIFEST_FILE else manifest.stem
 
 
+_MANGLED = re.compile(r"(.+)\.\d+")  # pandas' name for a repeated column: path, path.1, path.2, ...
+
+
+def _mangled(columns: Iterable[object]) -> bool:
+    """Whether pandas may have renamed a repeated header name (``x.1`` beside ``x``)."""
+    names = {str(c) for c in columns}
+    return any((m := _MANGLED.fullmatch(n)) and m[1] in names for n in names)
+
+
+def check_header(path: str | Path, names: Iterable[object], sheet: str | None = None) -> None:
+    """Refuse a header naming a column twice (compared stripped): pandas reads the second as
+    ``name.1`` and every reader would silently use the first, so the one-line ``ValueError`` names
+    the column as written."""
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[str(name).strip()] = seen.get(str(name).strip(), 0) + 1
+    repeated = [f"{name!r} ({n} times)" for name, n in seen.items() if n > 1]
+    if repeated:
+        where = f" sheet {sheet!r}" if sheet is not None else ""
+        raise ValueError(
+            f"{path}{where}: repeated column(s) in the header: {', '.join(repeated)}; each column must appear once"
+        )
+
+
 def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read an endoctl CSV with every column as text, so ids and hashes round-trip unchanged.
 
-    An empty, non-UTF-8 or malformed file raises a one-line ``ValueError`` naming it.
+    An empty, non-UTF-8 or malformed file, or one whose header repeats a column, raises a one-line
+    ``ValueError`` naming it.
     """
     import pandas as pd
 
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+        if _mangled(df.columns):  # confirm from the header as written
+            check_header(path, pd.read_csv(path, header=None, nrows=1, dtype=str, **kwargs).iloc[0].dropna())
+        return df
     except pd.errors.EmptyDataError:
         raise ValueError(
             f"{path}: empty file ({Path(path).stat().st_size} bytes), expected a CSV with a header row"
@@ -472,8 +514,12 @@ def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
 
 
-def _read_workbook(path: Path, key_columns: tuple[str, ...]) -> pd.DataFrame:
-    """The sheet holding the data: the first with one of ``key_columns``, else the first non-empty."""
+def _read_workbook(path: Path, key_columns: tuple[str, ...], one_sheet: bool = False) -> pd.DataFrame:
+    """The sheet holding the data: the first with one of ``key_columns``, else the first non-empty.
+
+    ``one_sheet``: the sheets with one of ``key_columns`` *and rows* must be one at most (which of
+    two is meant is not guessed); a sheet with only the header then does not count.
+    """
     import pandas as pd
 
     try:
@@ -484,16 +530,31 @@ def _read_workbook(path: Path, key_columns: tuple[str, ...]) -> pd.DataFrame:
     if not filled:
         raise ValueError(f"{path}: every sheet is empty ({', '.join(map(repr, sheets))})")
     wanted = {c.lower() for c in key_columns}
-    name = next(
-        (n for n, df in filled.items() if wanted & {str(c).strip().lower() for c in df.columns}), next(iter(filled))
-    )
+    keyed = [n for n, df in filled.items() if wanted & {str(c).strip().lower() for c in df.columns}]
+    passed_over: list[str] = []
+    if one_sheet:
+        held = [n for n in keyed if len(filled[n].dropna(how="all"))]
+        if len(held) > 1:
+            raise ValueError(
+                f"{path}: sheets {', '.join(map(repr, held))} all hold {'/'.join(key_columns)} rows; which one is "
+                "meant is not guessed: keep one of them (or save it as CSV)"
+            )
+        if held:
+            passed_over, keyed = [n for n in keyed if n not in held], held
+    name = keyed[0] if keyed else next(iter(filled))
+    if _mangled(filled[name].columns):  # confirm from the header as written
+        check_header(path, pd.read_excel(path, sheet_name=name, header=None, nrows=1).iloc[0].dropna(), name)
     df = filled[name].fillna("")
-    df.attrs["sheet"] = name
+    df.attrs.update(sheet=name, passed_over=passed_over)
     return df
 
 
 def read_table(
-    path: str | Path, what: str = "file", key_columns: tuple[str, ...] = (), encoding: str = "utf-8-sig"
+    path: str | Path,
+    what: str = "file",
+    key_columns: tuple[str, ...] = (),
+    encoding: str = "utf-8-sig",
+    one_sheet: bool = False,
 ) -> pd.DataFrame:
     """A CSV (``,``/``;``/tab from the header) or xlsx with every cell as stripped text.
 
@@ -501,23 +562,25 @@ def read_table(
     ``encoding`` is for CSVs that are not UTF-8 (CrohnIPI ships ISO-8859-1).
     Fully blank rows are dropped but the index is kept, so ``index + 2`` is the row number in the
     file (header = 1). From a workbook, the first sheet with one of ``key_columns`` is read (else
-    the first non-empty one; its name is in ``df.attrs["sheet"]``). Unreadable files raise
-    one-line errors naming the file.
+    the first non-empty one; its name is in ``df.attrs["sheet"]``): CE24's truth workbooks repeat the
+    header on a sheet of totals after the data. With ``one_sheet`` (predictions), two sheets with one
+    of ``key_columns`` and rows are an error instead, and header-only ones are passed over (their
+    names in ``df.attrs["passed_over"]``). Unreadable files raise one-line errors naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-        df = _read_workbook(path, key_columns)
+        df = _read_workbook(path, key_columns, one_sheet)
     else:
         with open(path, encoding=encoding, errors="replace", newline="") as fh:
             header = fh.readline()
         sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
         df = read_csv(path, sep=sep, encoding=encoding)
-    sheet = df.attrs.get("sheet")
+    attrs = dict(df.attrs)
+    check_header(path, df.columns, attrs.get("sheet"))  # names differing only in spaces
     df.columns = [str(c).strip() for c in df.columns]
     df = df.apply(lambda col: col.astype(str).str.strip())
     df = df[(df != "").any(axis=1)]
-    if sheet is not None:
-        df.attrs["sheet"] = sheet
+    df.attrs.update(attrs)
     return df

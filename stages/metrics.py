@@ -82,10 +82,10 @@ class EvaluationError(ValueError):
 # ------------------------------------------------------------------------------- reading tables
 
 
-def read_table(path: str | Path, key_columns: tuple[str, ...] = KEY_COLUMNS) -> pd.DataFrame:
+def read_table(path: str | Path, key_columns: tuple[str, ...] = KEY_COLUMNS, one_sheet: bool = False) -> pd.DataFrame:
     """:func:`endoctl.io.read_table`, its unreadable-file errors as :class:`EvaluationError`."""
     try:
-        return io_read_table(path, key_columns=key_columns)
+        return io_read_table(path, key_columns=key_columns, one_sheet=one_sheet)
     except FileNotFoundError:
         raise
     except ValueError as exc:
@@ -297,6 +297,11 @@ def align(truth: Truth, pred: pd.DataFrame, name: str, values: str = "probabilit
     proba = proba[order]
     notes = [] if predicted is None else _argmax_notes(predicted[order], proba, keys_c)
     notes += _score_notes(proba, values)
+    if skipped := pred.attrs.get("passed_over"):
+        notes.append(
+            f"{name}: predictions read from sheet {pred.attrs['sheet']!r}; {', '.join(map(repr, skipped))} "
+            "hold(s) only the header"
+        )
     index_of = {k: i for i, k in enumerate(keys_c)}
     y = np.array([index_of[v] for v in truth.labels.str.lower().to_numpy()])
     return EvalData(
@@ -539,9 +544,13 @@ def _argmax_notes(predicted: np.ndarray, proba: np.ndarray, keys_c: list[str]) -
 
 
 def load_predictions(path: str | Path) -> pd.DataFrame:
-    """A prediction table (CE24 submission xlsx/CSV or endoctl predict CSV), as text; from a
-    workbook, the first sheet with an ``image_path`` column."""
-    return read_table(path, ("image_path",))
+    """A prediction table (CE24 submission xlsx/CSV or endoctl predict CSV), as text.
+
+    From a workbook, the one sheet with an ``image_path`` column and rows (a header-only sheet, a
+    template, is passed over, and :func:`align` notes the sheet used). Two such
+    sheets are refused, naming them: scoring the first could score a stale run.
+    """
+    return read_table(path, ("image_path",), one_sheet=True)
 
 
 PREDICTION_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")

@@ -66,6 +66,17 @@ NEEDED_COLUMNS = [
 ]
 SPLIT_CSVS = (TRAIN_VAL_FILE, TEST_FILE)
 THUMBS = "thumbs"
+# everything a report folder holds: the page, its thumbnails, the tables behind the galleries
+OUTPUT_FILES = (
+    "index.html",
+    THUMBS,
+    "clusters.csv",
+    "sequences.csv",
+    "conflicts.csv",
+    "leaks.csv",
+    "leak_pairs.csv",
+    "quality.csv",
+)
 THUMB_QUALITY = 82
 THUMBS_PER_TASK = 16
 SUSPECT_FLAGS = ("dark", "low_information")  # pHash of such frames is mostly noise: false clusters
@@ -92,6 +103,7 @@ class Inputs:
     audits: list[tuple[str, dict]]  # (file stem, audit --json content)
     files: list[str]  # every input file, for the page's footer
     source_counts: dict | None = None  # endoctl.published.counts of the manifests
+    notes: list[str] = field(default_factory=list)  # what was left out of the inputs, one line each
 
 
 def _need(df: pd.DataFrame, columns: Sequence[str], file: Path, hint: str) -> None:
@@ -104,7 +116,7 @@ def load_inputs(
     manifests: Sequence[Path], duplicates: Path | None = None, splits: Sequence[Path] = (), audits: Sequence[Path] = ()
 ) -> Inputs:
     """Read and check every input; one-line ValueError/FileNotFoundError naming the file otherwise."""
-    frames, rejected, files = [], {}, []
+    frames, rejected, files, notes = [], {}, [], []
     for file in manifests:
         df = read_csv(file)
         _need(df, NEEDED_COLUMNS, file, "an endoctl ingest manifest")
@@ -130,15 +142,31 @@ def load_inputs(
         clusters = read_csv(duplicates)
         _need(clusters, ["image_id", "cluster", "cluster_size"], duplicates, "endoctl dedupe's clusters")
         files.append(str(duplicates))
-        by_id = clusters.set_index("image_id")
-        manifest["cluster"] = manifest["image_id"].map(by_id["cluster"]).fillna("")
-        manifest["cluster_size"] = manifest["image_id"].map(by_id["cluster_size"]).fillna("1").astype(int)
+        # dedupe's folder may cover more sources than the manifests given (one source's report
+        # beside the shared folder): the report is about the given images, so their clusters are
+        # cut down to the members given (sizes recounted) and pairs naming others are left out.
+        inside = clusters["image_id"].isin(manifest["image_id"])
+        if not inside.all():
+            notes.append(
+                f"{duplicates}: {int((~inside).sum()):,} of {len(clusters):,} clustered images are outside the given "
+                "manifests: left out, cluster sizes count the given images only"
+            )
+        cluster = manifest["image_id"].map(clusters[inside].set_index("image_id")["cluster"]).fillna("")
+        manifest["cluster"] = cluster
+        manifest["cluster_size"] = cluster.map(cluster[cluster != ""].value_counts()).fillna(1).astype(int)
         pair_file = duplicates.with_name(PAIRS_FILE)
         if pair_file.is_file():
             pairs = read_csv(pair_file)
             _need(pairs, ["image_id_a", "image_id_b", "distance", "kind"], pair_file, "endoctl dedupe's pairs")
             pairs["distance"] = pairs["distance"].astype(int)
             files.append(str(pair_file))
+            known = pairs["image_id_a"].isin(manifest["image_id"]) & pairs["image_id_b"].isin(manifest["image_id"])
+            if not known.all():
+                notes.append(
+                    f"{pair_file}: {int((~known).sum()):,} of {len(pairs):,} duplicate pairs name images outside the "
+                    "given manifests: left out"
+                )
+                pairs = pairs[known].reset_index(drop=True)
         report_file = duplicates.with_name(DEDUPE_REPORT_FILE)
         if report_file.is_file():
             pattern = json.loads(report_file.read_text()).get("params", {}).get("sequence_pattern", pattern)
@@ -179,7 +207,7 @@ def load_inputs(
             )
         loaded.append((Path(file).stem, content))
         files.append(str(file))
-    return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files, source_counts)
+    return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files, source_counts, notes)
 
 
 # --------------------------------------------------------------------------------------- analysis
@@ -265,6 +293,7 @@ def sequence_chains(manifest: pd.DataFrame, pairs: pd.DataFrame, pattern: str = 
     label, patient_id, distance (pHash bits to the previous frame of the chain).
     """
     seq = pairs[pairs["kind"] == "sequence"]
+    seq = seq[seq["image_id_a"].isin(manifest["image_id"]) & seq["image_id_b"].isin(manifest["image_id"])]
     ids = pd.Index(sorted(set(seq["image_id_a"]) | set(seq["image_id_b"])))
     columns = ["chain", "chain_size", "position", "frame", "image_id", "source", "label", "patient_id", "distance"]
     if ids.empty:
@@ -1282,7 +1311,7 @@ def write_report(result: ReportResult, out: str | Path) -> Path:
     from endoctl.io import atomic_dir, write_csv, write_text
 
     out = Path(out)
-    with atomic_dir(out, ("index.html", THUMBS, *result.tables), what="report files") as tmp:
+    with atomic_dir(out, OUTPUT_FILES, what="report files") as tmp:
         (tmp / THUMBS).mkdir()
         for name, data in result.thumbnails.items():
             (tmp / THUMBS / name).write_bytes(data)

@@ -40,8 +40,16 @@ def pin_zip(data: bytes, when: datetime = XLSX_TIME) -> bytes:
 
 
 def xlsx_bytes(table: pd.DataFrame, sheet: str = "Sheet1", when: datetime = XLSX_TIME) -> bytes:
-    """``table`` as an xlsx workbook (one sheet, header row, no index), dated ``when`` throughout."""
+    """``table`` as an xlsx workbook (one sheet, header row, no index), dated ``when`` throughout.
+
+    Every text cell stays text: openpyxl stores a string starting with ``=`` as a formula, so a file
+    named ``=HYPERLINK(1).jpg`` would become one (read back as empty, or run by a spreadsheet).
+    """
     raw = io.BytesIO()
     with pd.ExcelWriter(raw, engine="openpyxl") as writer:
         table.to_excel(writer, index=False, sheet_name=sheet)
+        for row in writer.sheets[sheet].iter_rows():
+            for cell in row:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
     return pin_zip(raw.getvalue(), when)

@@ -135,6 +135,13 @@ def ws(tmp_path_factory) -> Path:
         root / "ce24_pred.xlsx",
         {"Sheet1": [["image_path", *CE24_CLASSES], *([name, *[0.1] * 10] for name in ("a.jpg", "b.jpg"))]},
     )
+    columns, good = ["image_path", *CLASSES], [[p, 0.7, 0.1, 0.1, 0.1] for p in paths]
+    workbook(root / "two_sheets.xlsx", {"stale": [columns, *([p, 0, 0, 0, 1] for p in paths)], "new": [columns, *good]})
+    workbook(root / "one_filled.xlsx", {"template": [columns], "Notes": [["made by hand"]], "run 2": [columns, *good]})
+    repeated = [["image_path", *CLASSES, "Normal"], *([p, 0.7, 0.1, 0.1, 0.1, 0.2] for p in paths)]
+    workbook(root / "pred_repeated.xlsx", {"Sheet1": repeated})
+    csv(root / "repeated.csv", f"path,path,label\n{paths[0]},raw/x.jpg,A\n")
+    csv(root / "repeated_m" / "manifest.csv", header.replace("source", "path"))
     # predict
     csv(root / "images_nopath.csv", "file_name\na.jpg\n")
     csv(root / "images_blank.csv", "path\nraw/A/p0_1.jpg\n\n \nraw/B/p0_2.jpg\n")
@@ -222,6 +229,10 @@ CASES = {
     "dedupe: bad hash value": (
         ["dedupe", "bad_hash.csv", "--out", "d"],
         ["bad_hash.csv: row 2 column phash: 'zz'", "16 hex digits"],
+    ),
+    "dedupe: repeated column": (
+        ["dedupe", "repeated_m", "--out", "d"],
+        ["repeated_m/manifest.csv: repeated column(s) in the header: 'path' (2 times)"],
     ),
     "dedupe: empty folder": (["dedupe", "nothing", "--out", "d"], ["no manifests in folder nothing"]),
     "dedupe: missing manifest": (["dedupe", "gone.csv", "--out", "d"], ["manifest not found: gone.csv"]),
@@ -313,6 +324,10 @@ CASES = {
         ["audit", "--split", "a=weird.csv", "--split", "b=split/test.csv"],
         ["weird.csv: unknown split file format", "['foo', 'bar']"],
     ),
+    "audit: repeated column": (
+        ["audit", "--split", "a=repeated.csv", "--split", "b=split/test.csv"],
+        ["repeated.csv: repeated column(s) in the header: 'path' (2 times)"],
+    ),
     "audit: one split name": (["audit", "--split", "a=split/test.csv"], ["at least two split names"]),
     "audit: missing file": (
         ["audit", "--split", "a=gone.csv", "--split", "b=split/test.csv"],
@@ -355,6 +370,18 @@ CASES = {
         ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_dup.csv", "--out", "r.json"],
         ["predicted more than once"],
     ),
+    "evaluate: two sheets of predictions": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "two_sheets.xlsx", "--out", "r.json"],
+        ["two_sheets.xlsx: sheets 'stale', 'new' all hold image_path rows"],
+    ),
+    "evaluate: repeated class column": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_repeated.xlsx", "--out", "r.json"],
+        ["pred_repeated.xlsx sheet 'Sheet1': repeated column(s) in the header: 'Normal' (2 times)"],
+    ),
+    "evaluate: repeated truth column": (
+        ["evaluate", "--truth", "repeated.csv", "--predictions", "pred_range.csv", "--out", "r.json"],
+        ["repeated.csv: repeated column(s) in the header: 'path' (2 times)"],
+    ),
     "evaluate: unknown truth class": (
         ["evaluate", "--truth", "ce24_truth.xlsx", "--predictions", "ce24_pred.xlsx", "--out", "r.json"],
         ["truth ce24_truth.xlsx: unknown class 'Tumour' in column class_label (rows 3)"],
@@ -391,6 +418,10 @@ CASES = {
     "predict: images CSV row without a path": (
         ["predict", "--checkpoint", "zero.pt", "--images", "images_blank.csv", "--out", "p/p.csv"],
         ["images_blank.csv: 1 row(s) without a path, first: row 3"],
+    ),
+    "predict: repeated column": (
+        ["predict", "--checkpoint", "zero.pt", "--images", "repeated.csv", "--out", "p/p.csv"],
+        ["repeated.csv: repeated column(s) in the header: 'path' (2 times)"],
     ),
     "predict: header-only images CSV": (
         ["predict", "--checkpoint", "zero.pt", "--images", "images_header.csv", "--out", "p/p.csv"],
@@ -430,6 +461,16 @@ CASES = {
     ),
     "cache: --size 2": (["cache", "split", "--out", "c", "--size", "2"], ["size must be >= 8"]),
     "cache: --out holds other files": (["cache", "split", "--out", "busy"], ["--out busy holds 'mine.txt'"]),
+    # report
+    "report: --out holds other files": (
+        ["report", "--manifests", "m", "--duplicates", "dups", "--out", "busy"],
+        ["--out busy holds 'mine.txt'", "not among report files"],
+    ),
+    "report: repeated column": (
+        ["report", "--manifests", "repeated_m", "--out", "x"],
+        ["repeated_m/manifest.csv: repeated column(s) in the header: 'path' (2 times)"],
+    ),
+    "report: --out is a file": (["report", "--manifests", "m", "--out", "file.txt"], ["--out file.txt is a file"]),
     # build-splits
     "build-splits: bad --source": (
         ["build-splits", "--source", "kid", "--target", "abc", "--out", "b"],
@@ -481,12 +522,37 @@ def test_bad_input_is_one_line_and_exit_2(ws: Path, case: str, monkeypatch) -> N
 
 def test_every_command_has_bad_input_cases() -> None:
     commands = {args[0] for args, _ in CASES.values()}
-    assert commands == {"ingest", "dedupe", "split", "audit", "evaluate", "predict", "cache", "build-splits", "train"}
+    assert commands == {
+        "ingest",
+        "dedupe",
+        "split",
+        "audit",
+        "evaluate",
+        "predict",
+        "cache",
+        "report",
+        "build-splits",
+        "train",
+    }
+
+
+def test_report_checks_its_output_before_the_work(ws: Path, monkeypatch) -> None:
+    """An unusable --out ends report before any image is read, not after all the work (issue 25)."""
+    import endoctl.report
+
+    def work(*_args, **_kwargs):
+        raise AssertionError("the report was built before --out was checked")
+
+    monkeypatch.setattr(endoctl.report, "load_inputs", work)
+    monkeypatch.chdir(ws)
+    for out in ("busy", "file.txt", "."):
+        res = runner.invoke(app, ["report", "--manifests", "m", "--duplicates", "dups", "--out", out])
+        assert res.exit_code == 2 and res.stderr.startswith("error: --out "), (out, res.output)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a read-only mount")
 def test_read_only_output_is_one_line(ws: Path, tmp_path: Path) -> None:
-    """ingest, split and evaluate writing onto a read-only file system (a read-only bind mount of
+    """ingest, split, report and evaluate writing onto a read-only file system (a read-only bind mount of
     a folder holding a previous split, in a private mount namespace): one line, old files intact."""
     ro = tmp_path / "ro"
     shutil.copytree(ws / "split", ro / "split")
@@ -505,6 +571,7 @@ def test_read_only_output_is_one_line(ws: Path, tmp_path: Path) -> None:
             "--folds",
             "2",
         ],
+        "report": ["report", "--manifests", "m", "--out", f"{ro}/report", "--workers", "1"],
         "evaluate": [
             "evaluate",
             "--truth",
@@ -538,3 +605,15 @@ def test_read_only_output_is_one_line(ws: Path, tmp_path: Path) -> None:
         assert str(ro) in error, error
     assert (ro / "split" / "test.csv").read_bytes() == (ws / "split" / "test.csv").read_bytes()
     (ws / "pred_ok.csv").unlink()
+
+
+def test_evaluate_uses_the_one_sheet_holding_predictions(ws: Path, tmp_path: Path) -> None:
+    """A workbook whose only filled prediction sheet is not the first: that sheet is used and named."""
+    out = tmp_path / "r.json"
+    args = ["--truth", str(ws / "split/test.csv"), "--predictions", str(ws / "one_filled.xlsx"), "--out", str(out)]
+    res = runner.invoke(app, ["evaluate", *args, "--bootstrap", "0"])
+    assert res.exit_code == 0, res.output
+    assert "one_filled.xlsx: predictions read from sheet 'run 2'" in " ".join(res.stderr.split())
+    assert sum(map(sum, json.loads(out.read_text())["confusion_matrix"]["matrix"])) == len(
+        pd.read_csv(ws / "split" / "test.csv")
+    )

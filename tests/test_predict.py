@@ -619,3 +619,27 @@ def test_predict_output_round_trips_through_evaluate(ckpt, image_dir, tmp_path, 
     report = json.loads(report_path.read_text())
     assert 0.0 <= report["balanced_accuracy"] <= 1.0
     assert sum(map(sum, report["confusion_matrix"]["matrix"])) == len(images)
+
+
+def test_predict_xlsx_never_writes_a_formula(ckpt, tmp_path, monkeypatch) -> None:
+    """A file name such as ``=HYPERLINK(1).jpg`` is text in the xlsx, not a formula (issue 25): the
+    sheet has no ``<f>`` and evaluate reads every name back."""
+    monkeypatch.chdir(tmp_path)
+    names = ["=HYPERLINK(1).jpg", "+1.jpg", "plain.jpg"]
+    Path("imgs").mkdir()
+    for i, name in enumerate(names):
+        scene(i, (64, 60)).save(Path("imgs") / name, quality=90)
+    classes = [c.lower() for c in CE24.classes]
+    truth = {"path": [f"imgs/{n}" for n in names], "target_class": classes[:3], "group": "", "fold": ""}
+    pd.DataFrame(truth).to_csv("test.csv", index=False)
+    Path("class_mapping.json").write_text(json.dumps(CE24.class_mapping()))
+    args = ["predict", "--checkpoint", str(ckpt), "--images", "imgs", "--out", "p/p.xlsx", "--device", "cpu"]
+    res = runner.invoke(app, [*args, "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    with zipfile.ZipFile("p/p.xlsx") as archive:
+        sheet = archive.read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in sheet and "<f " not in sheet, sheet[:500]
+    assert sorted(pd.read_excel("p/p.xlsx", dtype=str)["image_path"]) == sorted(names)
+    res = runner.invoke(app, ["evaluate", "--truth", "test.csv", "--predictions", "p/p.xlsx", "--out", "r/r.json"])
+    assert res.exit_code == 0, res.output
+    assert sum(map(sum, json.loads(Path("r/r.json").read_text())["confusion_matrix"]["matrix"])) == len(names)

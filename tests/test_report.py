@@ -362,3 +362,35 @@ def test_report_renders_in_headless_chromium(built, browser, tmp_path: Path) -> 
     problems, _ = page_problems(browser, index.as_uri())
     assert any(victim.name in p and p.startswith("image not loaded") for p in problems), problems
     assert any("undefinedFunction" in p for p in problems), problems
+
+
+def test_report_on_one_source_with_the_shared_duplicates(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source's manifests with dedupe's folder for all of them (issue 25): clusters, pairs and
+    sequences naming images of other sources are left out and counted, and the counts add up."""
+    root, _, _ = built
+    monkeypatch.chdir(root)
+    res = runner.invoke(
+        app,
+        [
+            "report",
+            "--manifests",
+            "manifests/ingest/kid",
+            "--duplicates",
+            "manifests/duplicates",
+            "--out",
+            "kid_report",
+            "--workers",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    kid = set(read_csv("manifests/ingest/kid/manifest.csv")["image_id"])
+    pairs = read_csv("manifests/duplicates/duplicate_pairs.csv")
+    outside = int((~(pairs["image_id_a"].isin(kid) & pairs["image_id_b"].isin(kid))).sum())
+    assert outside and f"{outside:,} of {len(pairs):,} duplicate pairs name images outside the given manifests" in (
+        " ".join(res.output.split())
+    )
+    clusters = read_csv("kid_report/clusters.csv")
+    assert set(clusters["image_id"]) <= kid
+    assert (clusters.groupby("cluster").size() == clusters.groupby("cluster")["cluster_size"].first().astype(int)).all()
+    assert read_csv("kid_report/sequences.csv").empty  # KID has no frame sequences; Kvasir-Capsule's are left out

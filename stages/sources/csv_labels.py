@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from endoctl.io import read_csv
+from endoctl.io import read_csv, read_table
 from endoctl.sources.base import Adapter, Entry, FileEntry, ImageRecord, Rejection, register
 
 PATH_COLUMNS = ("path", "image_path", "filename", "file", "image")
@@ -29,7 +29,7 @@ def _pick(df: pd.DataFrame, names: tuple[str, ...], file: Path, required: bool) 
 def read_label_table(file: Path) -> pd.DataFrame:
     """Label file (CSV, or xlsx) -> columns path, label, patient_id; paths normalised to POSIX."""
     df = (
-        pd.read_excel(file, dtype=str).fillna("")
+        read_table(file, "label file", PATH_COLUMNS)  # the shared reader: a repeated column is refused
         if file.suffix.lower() in (".xlsx", ".xls")
         else read_csv(file, sep=None, engine="python")
     )
