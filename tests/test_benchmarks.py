@@ -146,6 +146,22 @@ def test_usefulness_counts_a_known_build(ee24) -> None:
     assert links["recall_by_kind"] == {"byte": 1.0, "resized": 0.5}
     assert (links["near_pairs"], links["near_unplanted"], links["near_other_scene"]) == (3, 2, 1)
 
-    met = {what: ok for what, ok, _ in ee24.goals(u, 100.0)}
+    met = {what: ok for what, ok, _ in ee24.goals(u, ee24.time_goal(100.0, None))}
     assert met["planted-copy recall >= 98%"] is False and met["total time <= 5 min"] is True
     assert met["t: largest group <= 2% of images"] is False
+
+
+def test_reference_scales_the_time_goal_to_the_machine_that_set_it(ee24, tmp_path: Path) -> None:
+    """Stage times come back from a bench_ee24 table (the committed one: rows add up to its total);
+    a run here is judged by the reference commit's time there over its time here."""
+    committed = (BENCH / "results" / "ee24.md").read_text()
+    seconds = ee24.stage_seconds(committed)
+    assert {"ingest", "dedupe", "split ee24-ce24", "split ce24", "cache ee24-ce24", "cache ce24"} < set(seconds)
+    assert sum(v for k, v in seconds.items() if k != "total") == pytest.approx(seconds["total"], abs=0.5)
+    with pytest.raises(ValueError, match="no total row"):
+        ee24.stage_seconds("| stage | images |\n|---|---:|")
+    ref = ee24.Reference("abc1234", here={"total": 500.0}, there={"total": 250.0})
+    assert ref.scaled(560.0) == pytest.approx(280.0)
+    what, ok, number = ee24.time_goal(560.0, ref)
+    assert ok and "280 s there (560 s here; abc1234 took 500.0 s here and 250.0 s there)" == number
+    assert ee24.time_goal(640.0, ref)[1] is False and ee24.time_goal(640.0, None)[1] is False
