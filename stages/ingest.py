@@ -102,6 +102,24 @@ def _relative(file: str | Path, data_root: Path) -> str:
     return Path(os.path.relpath(file, data_root)).as_posix()
 
 
+class _Relative:
+    """:func:`_relative` with one ``os.path.relpath`` per folder, not per file: it calls ``getcwd`` and
+    normalises both paths every time (~50 us, seconds on a 60k-image source, all after the workers are done)."""
+
+    def __init__(self, data_root: Path) -> None:
+        self.data_root = data_root
+        self.folders: dict[str, str] = {}
+
+    def __call__(self, file: str | Path) -> str:
+        folder, name = os.path.split(os.fspath(file))
+        if not folder or name in ("", ".", ".."):  # nothing to share, or a name relpath would normalise away
+            return _relative(file, self.data_root)
+        prefix = self.folders.get(folder)
+        if prefix is None:
+            prefix = self.folders[folder] = _relative(folder, self.data_root)
+        return name if prefix == "." else f"{prefix}/{name}"
+
+
 def ingest(
     entries: Iterable[Entry],
     source: str,
@@ -116,6 +134,7 @@ def ingest(
     rejected: list[tuple[str, str]] = []
     skipped: dict[str, int] = {}
     scanned = False
+    relative = _Relative(data_root)
 
     def jobs() -> Iterator[tuple[list[str], int]]:
         """Chunks of files as the walk finds them, so hashing overlaps the directory scan."""
@@ -129,7 +148,7 @@ def ingest(
                     yield chunk, max_pixels
                     chunk = []
             elif isinstance(entry, Rejection):
-                rejected.append((printable(_relative(entry.file, data_root)), entry.reason))
+                rejected.append((printable(relative(entry.file)), entry.reason))
             elif isinstance(entry, Skipped):
                 skipped[entry.why] = skipped.get(entry.why, 0) + 1
         if chunk:
@@ -147,7 +166,7 @@ def ingest(
     collect(imap_chunks(_hash_task, jobs(), workers))
     rows = []
     for record, result in zip(records, results):
-        path = _relative(record.file, data_root)
+        path = relative(record.file)
         if isinstance(result, str):
             rejected.append((path, result))
             continue
