@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.hashing import dhash_batch, grid_batch, grid_hex, phash_batch, to_hex
-from endoctl.imaging import ImageRejected, thumbnail
+from endoctl.imaging import ImageRejected, decode_gray, thumbs
 from endoctl.io import MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE, atomic_dir, write_csv, write_text
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS
@@ -75,19 +75,19 @@ def _read(file: str) -> bytes:
 def hash_files(files: list[str], max_pixels: int = MAX_PIXELS) -> list[tuple | str]:
     """Per file either ``(width, height, bytes, sha256, phash_hex, dhash_hex, grid_hex)`` or a rejection reason."""
     out: list[tuple | str] = []
-    thumbs, slots = [], []
+    grays, slots = [], []
     for file in files:
         try:
             data = _read(file)
-            thumb = thumbnail(data, max_pixels)
+            gray = decode_gray(data, max_pixels)
         except ImageRejected as exc:
             out.append(str(exc))
             continue
         slots.append(len(out))
-        out.append((thumb.width, thumb.height, len(data), hashlib.sha256(data).hexdigest()))
-        thumbs.append(thumb.luma)
-    if thumbs:
-        stack = np.stack(thumbs)
+        out.append((gray.width, gray.height, len(data), hashlib.sha256(data).hexdigest()))
+        grays.append(gray.pixels)
+    if grays:
+        stack = np.stack(thumbs(grays))
         hashes = zip(slots, to_hex(phash_batch(stack)), to_hex(dhash_batch(stack)), grid_hex(grid_batch(stack)))
         for slot, ph, dh, grid in hashes:
             out[slot] = (*out[slot], ph, dh, grid)
