@@ -98,10 +98,43 @@ def content_box(gray: np.ndarray) -> tuple[float, float, float, float]:
     return (left + dx, top + dy, right - dx, bottom - dy)
 
 
+def content_boxes(grays: np.ndarray) -> np.ndarray:
+    """(N, 4) :func:`content_box` of each of N same-sized images (N, H, W), the same float64 values:
+    one pass of numpy calls for the batch instead of a dozen per image (~0.07 ms each on small images)."""
+    _, height, width = grays.shape
+    bright = grays > DARK_LEVEL
+    rows = np.count_nonzero(bright, axis=2) > CONTENT_FRACTION * width
+    cols = np.count_nonzero(bright, axis=1) > CONTENT_FRACTION * height
+    found = (rows.sum(axis=1) >= MIN_CONTENT) & (cols.sum(axis=1) >= MIN_CONTENT)
+    top = np.where(found, rows.argmax(axis=1), 0)
+    bottom = np.where(found, height - rows[:, ::-1].argmax(axis=1), height)
+    left = np.where(found, cols.argmax(axis=1), 0)
+    right = np.where(found, width - cols[:, ::-1].argmax(axis=1), width)
+    dy, dx = (bottom - top) * MARGIN, (right - left) * MARGIN
+    return np.stack([left + dx, top + dy, right - dx, bottom - dy], axis=1)
+
+
+def _resize(gray: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    image = Image.fromarray(np.ascontiguousarray(gray))
+    return np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX, box=box))
+
+
 def _thumb(gray: np.ndarray) -> np.ndarray:
     """The 32x32 box-resampled content region (fractional box: no pixel-rounding jitter)."""
-    image = Image.fromarray(np.ascontiguousarray(gray))
-    return np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX, box=content_box(gray)))
+    return _resize(gray, content_box(gray))
+
+
+def thumbs(grays: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`_thumb` of each image, the content boxes found per group of same-sized images at once."""
+    out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(grays)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, gray in enumerate(grays):
+        by_shape.setdefault(gray.shape, []).append(i)
+    for slots in by_shape.values():
+        boxes = content_boxes(np.stack([grays[i] for i in slots]))
+        for i, box in zip(slots, boxes.tolist()):
+            out[i] = _resize(grays[i], tuple(box))
+    return out
 
 
 def _reduce(im: Image.Image, side: int = THUMB) -> Image.Image:

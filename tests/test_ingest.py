@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from endoctl.cli import app
 from endoctl.hashing import from_hex, hamming
-from endoctl.imaging import _pillow, thumbnail
+from endoctl.imaging import _pillow, _thumb, content_box, content_boxes, thumbnail, thumbs
 from endoctl.ingest import MANIFEST_COLUMNS, hash_files, ingest
 from endoctl.io import read_csv
 from endoctl.sources import get_adapter
@@ -307,6 +307,26 @@ def test_unreadable_file_is_rejected_not_fatal() -> None:
             p.chmod(0o644)
             p.unlink()
         folder.rmdir()
+
+
+def test_batched_content_boxes_and_thumbs_match_one_at_a_time() -> None:
+    rng = np.random.default_rng(7)
+    grays = []
+    for shape in [(56, 56), (56, 56), (72, 90), (1, 1), (33, 200), (56, 56)]:
+        for kind in range(4):
+            g = rng.integers(0, 256, shape, dtype=np.uint8)
+            if kind == 1:  # black border with a dim inset: a content region is found
+                g[: shape[0] // 4] = 0
+                g[:, : shape[1] // 5] = 16
+            elif kind == 2:  # too dark: no content region, the whole image
+                g[:] = rng.integers(0, 17)
+            elif kind == 3:
+                g = (g > 230).astype(np.uint8) * 255
+            grays.append(g)
+    batched = thumbs(grays)
+    for g, t in zip(grays, batched):
+        assert content_boxes(g[None])[0].tolist() == [float(v) for v in content_box(g)]
+        assert np.array_equal(t, _thumb(g))
 
 
 def test_real_kvasir_seg_fast_path_matches_pillow_and_survives_reencoding(tmp_path: Path) -> None:
