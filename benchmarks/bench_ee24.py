@@ -19,12 +19,12 @@ JPEG q90. The corpus is generated once (both cores) into
 Each stage runs as the same ``endoctl`` command as in dvc.yaml (2 workers), timed by wall clock,
 with the peak memory of its process tree (RSS summed over the command and its worker processes,
 sampled every 0.1 s). Targets: <= 5 min wall and <= 4 GB in all on 2 cores. ``--baseline CMD``
-also times another endoctl (e.g. an older checkout) on the same manifests for dedupe, the splits
-and cache, and says whether its outputs are byte-identical. Machines differ (the same code ran 1.8x
-slower on one 2-core machine than on another): ``--reference-table FILE --reference-commit C`` reads
-the table that commit C's code wrote when run on this machine and corpus (its own bench_ee24.py) and
-the table C committed where it was first measured, and scales this run's total by the ratio of C's
-two totals, so the 5-minute goal is judged on the machine it was set on.
+also runs another endoctl (e.g. an older checkout) through the whole pipeline, each of its stages
+right after the same stage of this one (both see the same machine load), and says whether its
+outputs are byte-identical. Machines differ (the same code ran 1.8x slower on one 2-core machine
+than on another): with ``--baseline-commit C`` (the baseline's commit) the table C committed where
+it was first measured scales this run's total by the ratio of C's two totals, so the 5-minute goal
+is judged on the machine it was set on.
 
 Then what the build is worth, read from its outputs (:func:`usefulness`): per split target the test
 share (asked 0.2; also with CE24's pinned test images set aside), the groups (count, the largest and
@@ -654,13 +654,10 @@ def _same_files(a: Path, b: Path) -> bool:
     return all((a / f).read_bytes().replace(b"run-baseline/", b"run/") == (b / f).read_bytes() for f in files_a)
 
 
-STAGE_OUTPUTS = {
-    "dedupe": ["duplicates"],  # duplicates.csv, duplicate_pairs.csv, duplicates_report.json
-    "split ee24-ce24": ["ee24-ce24"],
-    "split ce24": ["ce24"],
-    "cache ee24-ce24": ["cache/ee24-ce24"],
-    "cache ce24": ["cache/ce24"],
-}
+def stage_outputs(name: str) -> list[str]:
+    """The folders a stage writes below its run folder (``ingest kid`` -> ``ingest/kid``)."""
+    step, _, target = name.partition(" ")
+    return {"ingest": [f"ingest/{target}"], "dedupe": ["duplicates"], "split": [target]}.get(step, [f"cache/{target}"])
 
 
 # ------------------------------------------------------------------------------- usefulness
@@ -833,11 +830,17 @@ def stage_seconds(table_text: str) -> dict[str, float]:
     return seconds
 
 
-def load_reference(table: Path, commit: str) -> Reference:
+def load_reference(commit: str, baseline: dict) -> Reference:
+    """The baseline's stage times here beside those its commit committed (``git show``)."""
     committed = subprocess.run(
         ["git", "show", f"{commit}:benchmarks/results/ee24.md"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    return Reference(commit, stage_seconds(table.read_text()), stage_seconds(committed))
+    here: dict[str, float] = {}
+    for name, (wall, _, _) in baseline.items():
+        stage = "ingest" if name.startswith("ingest ") else name
+        here[stage] = here.get(stage, 0.0) + wall
+    here["total"] = sum(wall for wall, _, _ in baseline.values())
+    return Reference(commit, here, stage_seconds(committed))
 
 
 def time_goal(total_seconds: float, reference: Reference | None) -> tuple[str, bool, str]:
@@ -896,31 +899,6 @@ def goals(u: dict, time_row: tuple[str, bool, str]) -> list[tuple[str, bool, str
     rows.append(("planted-copy recall >= 98%", links["recall"] >= 0.98, f"{links['recall']:.2%}"))
     rows.append(time_row)
     return rows
-
-
-def reference_lines(reference: Reference | None, rows: dict) -> list[str]:
-    if reference is None:
-        return []
-    ours = {("ingest" if n.startswith("ingest ") else n): 0.0 for n in rows}
-    for n, r in rows.items():
-        ours["ingest" if n.startswith("ingest ") else n] += r[0]
-    names = [n for n in ours if n in reference.here]
-    return [
-        "",
-        f"## Against {reference.commit} on this machine",
-        "",
-        f"{reference.commit}'s own bench_ee24.py on this corpus and machine (its table given with "
-        "--reference-table), beside its committed table from the machine where it was first measured.",
-        "",
-        f"| stage | this run s | {reference.commit} here s | {reference.commit} there s |",
-        "|---|---:|---:|---:|",
-        *[
-            f"| {n} | {ours[n]:.1f} | {reference.here[n]:.1f} | {reference.there.get(n, float('nan')):.1f} |"
-            for n in names
-        ],
-        f"| **total** | **{sum(ours.values()):.1f}** | **{reference.here['total']:.1f}** | "
-        f"**{reference.there['total']:.1f}** |",
-    ]
 
 
 def usefulness_lines(u: dict, time_row: tuple[str, bool, str]) -> list[str]:
@@ -988,14 +966,11 @@ def main() -> int:
         "/path/run_endoctl.py') to time on the same manifests for dedupe, splits and cache",
     )
     parser.add_argument("--baseline-label", help="what the baseline is, for the table (default: its command)")
-    parser.add_argument(
-        "--reference-table", type=Path, help="the table an older commit's bench_ee24.py wrote here, same corpus"
-    )
-    parser.add_argument("--reference-commit", help="that commit (its committed table: where it was first measured)")
+    parser.add_argument("--baseline-commit", help="the baseline's commit (its committed table: the goal's machine)")
     add_arguments(parser)
     args = parser.parse_args()
-    if (args.reference_table is None) != (args.reference_commit is None):
-        parser.error("--reference-table and --reference-commit go together")
+    if args.baseline_commit and not args.baseline:
+        parser.error("--baseline-commit needs --baseline")
     if args.smoke:  # a ~700-image corpus in a temporary folder, never $ENDOCTL_BENCH_DIR; 1 worker per stage
         args.workers = 1
         with tempfile.TemporaryDirectory(prefix="endoctl-ee24-smoke-") as tmp:
@@ -1020,19 +995,17 @@ def run(args: argparse.Namespace, base: Path, scale: float) -> int:
                 wave = [(name, cmd) for name, cmd in stages if name.split()[0] == step]
                 rows.update(zip([n for n, _ in wave], pool.map(lambda c: run_stage(c, base), [c for _, c in wave])))
         rows = {name: rows[name] for name, _ in stages}
+    baseline_stages = dict(pipeline(shlex.split(args.baseline), "run-baseline", args.workers)) if args.baseline else {}
+    baseline = {}
     for name, cmd in stages:
         if name not in rows:
             rows[name] = run_stage(cmd, base)
         print(f"{name:24s} {rows[name][0]:7.1f} s  {rows[name][1]:7.0f} MB  {rows[name][2][:150]}", flush=True)
-    baseline = {}
-    if args.baseline:
-        shutil.copytree(base / "run" / "ingest", base / "run-baseline" / "ingest")
-        for name, cmd in pipeline(shlex.split(args.baseline), "run-baseline", args.workers):
-            if name in STAGE_OUTPUTS:
-                wall, peak, last = run_stage(cmd, base)
-                same = all(_same_files(base / "run-baseline" / o, base / "run" / o) for o in STAGE_OUTPUTS[name])
-                baseline[name] = (wall, peak, same)
-                print(f"baseline {name:15s} {wall:7.1f} s  {peak:7.0f} MB  same outputs: {same}", flush=True)
+        if name in baseline_stages:
+            wall, peak, _ = run_stage(baseline_stages[name], base)
+            same = all(_same_files(base / "run-baseline" / o, base / "run" / o) for o in stage_outputs(name))
+            baseline[name] = (wall, peak, same)
+            print(f"baseline {name:15s} {wall:7.1f} s  {peak:7.0f} MB  same outputs: {same}", flush=True)
     load_after = os.getloadavg()
     text = table(rows, baseline, corpus, base, args, load_before, load_after)
     print(text)
@@ -1041,7 +1014,7 @@ def run(args: argparse.Namespace, base: Path, scale: float) -> int:
 
 
 def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_before, load_after) -> str:
-    reference = load_reference(args.reference_table, args.reference_commit) if args.reference_table else None
+    reference = load_reference(args.baseline_commit, baseline) if args.baseline_commit else None
     report = json.loads((base / "run" / "duplicates" / DEDUPE_REPORT_FILE).read_text())
     ingest = [(n, r) for n, r in rows.items() if n.startswith("ingest")]
     total = sum(r[0] for r in rows.values())
@@ -1060,10 +1033,15 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
         "|---|---:|---:|---:|---:|" + ("---:|---:|---|" if baseline else ""),
     ]
     ingest_wall = sum(r[0] for _, r in ingest)
-    lines.append(
+    row = (
         f"| ingest (10 sources) | {corpus['images']:,} | {ingest_wall:.1f} | {corpus['images'] / ingest_wall:,.0f} | "
-        f"{max(r[1] for _, r in ingest) / 1024:.2f} GB |" + (" | | |" if baseline else "")
+        f"{max(r[1] for _, r in ingest) / 1024:.2f} GB |"
     )
+    if baseline:
+        b = [baseline[n] for n, _ in ingest]
+        b_wall = sum(x[0] for x in b)
+        row += f" {b_wall:.1f} | {b_wall / ingest_wall:.1f}x | {'yes' if all(x[2] for x in b) else 'no'} |"
+    lines.append(row)
     for name, (wall, peak, _) in rows.items():
         if name.startswith("ingest"):
             continue
@@ -1076,7 +1054,7 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
     peak_all = max(r[1] for r in rows.values())
     lines += [
         f"| **total** | | **{total:.1f}** | | **{peak_all / 1024:.2f} GB** (largest stage) |"
-        + (f" **{ingest_wall + sum(b[0] for b in baseline.values()):.1f}** | | |" if baseline else ""),
+        + (f" **{sum(b[0] for b in baseline.values()):.1f}** | | |" if baseline else ""),
         "",
         f"- targets: <= 300 s wall in all ({'met' if total <= 300 else 'MISSED'}), <= 4 GB "
         f"({'met' if peak_all <= 4096 else 'MISSED'})",
@@ -1088,8 +1066,12 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
         "- planted: " + ", ".join(f"{k} {v:,}" for k, v in corpus["planted"].items()),
         *(
             [
-                f"- baseline: {args.baseline_label or args.baseline}, run on this run's ingest manifests (its total "
-                "counts this run's ingest)"
+                f"- baseline: {args.baseline_label or args.baseline}, each stage right after this run's"
+                + (
+                    f"; its committed table (where it was first measured) says {reference.there['total']:.1f} s"
+                    if reference
+                    else ""
+                )
             ]
             if baseline
             else []
@@ -1102,7 +1084,6 @@ def table(rows: dict, baseline: dict, corpus: dict, base: Path, args, load_befor
             f"{corpus['per_source'][n.removeprefix('ingest ')] / r[0]:,.0f} | {r[1] / 1024:.2f} GB |"
             for n, r in ingest
         ],
-        *reference_lines(reference, rows),
         *usefulness_lines(load_usefulness(base), time_goal(total, reference)),
     ]
     return "\n".join(lines) + "\n"

@@ -34,10 +34,12 @@ SCRIPTS = [
 ]
 NEEDS_REAL = {"bench_ingest", "bench_cache", "bench_report"}  # skip without ../shared/real_images
 TIMEOUT = 300
+# bench_ee24 also runs its baseline path, with this very endoctl as the baseline: every stage's outputs must match
+EXTRA = {"bench_ee24": ["--baseline", f"{sys.executable} -m endoctl", "--baseline-commit", "HEAD"]}
 
 
 def _smoke(script: str, out: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(BENCH / f"{script}.py"), "--smoke", "--out", str(out)]
+    cmd = [sys.executable, str(BENCH / f"{script}.py"), "--smoke", "--out", str(out), *EXTRA.get(script, [])]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -73,8 +75,11 @@ def test_benchmark_smoke(script: str, smoke_runs) -> None:
     text = out.read_text()
     assert text.startswith("# ") and "|---" in text, text[:2000]
     if script == "bench_ee24":
-        for part in ("## What the split is worth", "planted-copy recall", "Goals:", "total time <= 5 min"):
+        for part in ("## What the split is worth", "planted-copy recall", "Goals:", "total time <= 5 min, on the"):
             assert part in text, part
+        stages = ("| ingest (", "| dedupe", "| split", "| cache")
+        stage_rows = [line for line in text.splitlines() if line.startswith(stages)]
+        assert len(stage_rows) == 6 and all(line.rstrip().endswith("| yes |") for line in stage_rows), stage_rows
 
 
 # ------------------------------------------------------------------ bench_ee24.usefulness on a known build
