@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: test repro bench bench-ee24 bench-gpu install lock golden readme-figures clean
+.PHONY: test repro docs bench bench-ee24 bench-gpu install lock golden readme-figures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,16 @@ lock: | $(BIN)/python
 	  print("".join(f"{n}=={v}\n" for n, v in pins if n != "endoctl"), end="")' $(VENV)/resolved.json > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
-# Lint and format check first (seconds), then the suite.
+# Lint, format check and the documentation site built strict (seconds: a broken page or link fails), then the suite.
 test: $(STAMP)
 	$(BIN)/ruff check stages tests benchmarks
 	$(BIN)/ruff format --check stages tests benchmarks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(BIN)/python -m pytest -q
+
+# The documentation site (docs/ + API pages from the docstrings) into site/; `mkdocs serve` to browse it live.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 repro: $(STAMP)
 	@[ -d .dvc ] || $(BIN)/dvc init --quiet
@@ -67,4 +72,4 @@ bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/bench_gpu.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) site

@@ -4,13 +4,13 @@ The code a stage runs is computed statically: the Typer command its ``cmd`` name
 which is itself a dependency), the endoctl modules that command function and the cli.py helpers it
 calls import, and transitively every endoctl module those modules import anywhere (module level
 or inside a function: a lazy import is still code the stage may run), plus the parent packages
-(``stages/__init__.py``, ``stages/sources/__init__.py``, ...). Standard library and third-party
+(``stages/endoctl/__init__.py``, ``stages/endoctl/sources/__init__.py``, ...). Standard library and third-party
 imports are not code of this repository (requirements.lock pins them). A data folder under
-``stages/`` (no Python files, e.g. ``taxonomies``) is a dependency of a stage whose code names it.
+``stages/endoctl/`` (no Python files, e.g. ``taxonomies``) is a dependency of a stage whose code names it.
 cli.py's module-level imports count for every command (the options' defaults come from
 ``endoctl.params``); code only evaluated for ``--help`` texts is not counted.
 
-A dvc.yaml ``deps`` entry may name a folder of modules (``stages/sources``); it stands for every
+A dvc.yaml ``deps`` entry may name a folder of modules (``stages/endoctl/sources``); it stands for every
 ``.py`` file in it, so it is right only when the stage imports all of them.
 """
 
@@ -31,7 +31,7 @@ import yaml
 from endoctl.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "stages"
+PACKAGE = ROOT / "stages" / "endoctl"
 
 
 def _file(module: str) -> Path:
@@ -138,7 +138,7 @@ def command_code(words: list[str]) -> set[Path]:
 
 
 def declared_code(deps: list[str]) -> set[Path]:
-    """The ``stages/`` entries of a stage's deps: module folders as their ``.py`` files, data folders as is."""
+    """The ``stages/endoctl/`` entries of a stage's deps: module folders as their ``.py`` files, data folders as is."""
     out = set()
     for dep in deps:
         path = (ROOT / dep).resolve()
@@ -186,16 +186,18 @@ def test_stage_depends_on_exactly_the_code_it_runs(stage: str) -> None:
 def test_closure_sees_lazy_imports_helpers_and_packages() -> None:
     """Known facts of the code base: the analysis is not vacuous."""
     cache_code = _rel(command_code(["cache"]))
-    assert cache_code == [f"stages/{m}.py" for m in ("__init__", "cache", "cli", "imaging", "io", "parallel", "params")]
+    assert cache_code == [
+        f"stages/endoctl/{m}.py" for m in ("__init__", "cache", "cli", "imaging", "io", "parallel", "params")
+    ]
     predict_code = _rel(command_code(["predict"]))
-    assert "stages/model.py" in predict_code  # imported by predict.py at module level
-    assert "stages/taxonomy.py" in predict_code  # ... which imports it inside a function
-    assert "stages/taxonomy.py" in _rel(command_code(["split"]))  # a lazy import inside split.py
-    assert "stages/taxonomies" in _rel(command_code(["split"]))  # data folder named in taxonomy.py
+    assert "stages/endoctl/model.py" in predict_code  # imported by predict.py at module level
+    assert "stages/endoctl/taxonomy.py" in predict_code  # ... which imports it inside a function
+    assert "stages/endoctl/taxonomy.py" in _rel(command_code(["split"]))  # a lazy import inside split.py
+    assert "stages/endoctl/taxonomies" in _rel(command_code(["split"]))  # data folder named in taxonomy.py
     ingest_code = _rel(command_code(["ingest"]))
-    assert "stages/sources/__init__.py" in ingest_code and "stages/sources/see_ai.py" in ingest_code
-    assert "stages/train.py" not in ingest_code
-    assert "stages/devices.py" in _rel(command_code(["train", "pretrain"]))  # train: amp_dtype, autocast
+    assert "stages/endoctl/sources/__init__.py" in ingest_code and "stages/endoctl/sources/see_ai.py" in ingest_code
+    assert "stages/endoctl/train.py" not in ingest_code
+    assert "stages/endoctl/devices.py" in _rel(command_code(["train", "pretrain"]))  # train: amp_dtype, autocast
 
 
 def test_dvc_lock_describes_the_committed_code_and_params() -> None:

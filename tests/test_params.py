@@ -1,4 +1,4 @@
-"""params.yaml, params.paper.yaml, dvc.yaml and the README agree with each other and with the code."""
+"""params.yaml, params.paper.yaml, dvc.yaml and the documentation agree with each other and with the code."""
 
 from __future__ import annotations
 
@@ -57,10 +57,10 @@ def test_paper_settings_override_existing_keys_only() -> None:
     assert paper["pretrain.model_name"] == paper["finetune.model_name"] == "eva02_base_patch14_224.mim_in22k"
 
 
-def test_readme_experiment_command_equals_params_paper() -> None:
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"^dvc exp run -n paper \\\n((?:    .*\n)+)", readme, re.M)
-    assert match, "README lost the `dvc exp run -n paper` block"
+def test_documented_experiment_command_equals_params_paper() -> None:
+    page = (ROOT / "docs" / "training.md").read_text()
+    match = re.search(r"^dvc exp run -n paper \\\n((?:    .*\n)+)", page, re.M)
+    assert match, "docs/training.md lost the `dvc exp run -n paper` block"
     words = shlex.split(match.group(1).replace("\\\n", " "))
     assert words[::2] == ["-S"] * (len(words) // 2)
     given = dict(w.split("=", 1) for w in words[1::2])

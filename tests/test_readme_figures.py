@@ -1,4 +1,5 @@
-"""The demo figures README.md quotes come from the pipeline's committed artifacts.
+"""The demo figures README.md and the documentation pages (docs/*.md) quote come from the pipeline's
+committed artifacts.
 
 Each figure sits in a marked span, ``<!--fig:NAME-->0.764<!--/fig-->`` (invisible when rendered),
 and :data:`FIGURES` says where NAME comes from. The test fails when a span disagrees with its
@@ -25,6 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # every page that may quote a figure
 SPAN = re.compile(r"<!--fig:([a-z0-9_-]+)-->(.*?)<!--/fig-->", re.S)
 
 
@@ -135,17 +137,19 @@ def render(text: str, figures: dict[str, str | None]) -> str:
 
 
 def test_every_marked_figure_matches_the_artifacts():
-    text = README.read_text(encoding="utf-8")
     figures = values()
-    spans = SPAN.findall(text)
-    assert spans and {name for name, _ in spans} <= set(figures)
-    wrong = [
-        f"{name}: README {quoted!r}, artifacts {figures[name]!r}"
-        for name, quoted in spans
-        if figures[name] is not None and figures[name] != quoted
-    ]
-    assert not wrong, "README figures differ from the artifacts (run `make readme-figures`):\n" + "\n".join(wrong)
-    assert render(text, figures) == text
+    wrong = []
+    for doc in DOCUMENTS:
+        text = doc.read_text(encoding="utf-8")
+        spans = SPAN.findall(text)
+        assert {name for name, _ in spans} <= set(figures), doc
+        wrong += [
+            f"{doc.relative_to(ROOT)}: {name}: quoted {quoted!r}, artifacts {figures[name]!r}"
+            for name, quoted in spans
+            if figures[name] is not None and figures[name] != quoted
+        ]
+        assert wrong or render(text, figures) == text, doc
+    assert not wrong, "figures differ from the artifacts (run `make readme-figures`):\n" + "\n".join(wrong)
     absent = sorted(n for n, v in figures.items() if v is None)
     assert set(absent) <= DVC_ONLY, absent  # every git-tracked artifact is there on a fresh clone
     if absent:
@@ -153,7 +157,7 @@ def test_every_marked_figure_matches_the_artifacts():
 
 
 def test_every_figure_is_quoted_and_every_span_is_known():
-    names = [name for name, _ in SPAN.findall(README.read_text(encoding="utf-8"))]
+    names = [name for doc in DOCUMENTS for name, _ in SPAN.findall(doc.read_text(encoding="utf-8"))]
     assert set(names) == set(FIGURES), (sorted(set(FIGURES) - set(names)), sorted(set(names) - set(FIGURES)))
 
 
@@ -180,22 +184,26 @@ def test_figures_come_from_the_files(tmp_path):
 
 
 def main(argv: list[str]) -> int:
-    """``--write``: rewrite README's marked spans from the artifacts; ``--check``: exit 1 if any differ."""
+    """``--write``: rewrite every page's marked spans from the artifacts; ``--check``: exit 1 if any differ."""
     if argv not in (["--write"], ["--check"]):
         print("usage: python tests/test_readme_figures.py --write | --check", file=sys.stderr)
         return 2
-    text = README.read_text(encoding="utf-8")
     figures = values()
-    new = render(text, figures)
     absent = sorted(n for n, v in figures.items() if v is None)
     note = f" (left as they are, DVC outputs absent: {', '.join(absent)})" if absent else ""
-    if argv == ["--check"]:
-        print("README figures are current" + note if new == text else "README figures differ: run --write")
-        return int(new != text)
-    if new != text:
-        README.write_text(new, encoding="utf-8")
-    print(f"README.md: {len(SPAN.findall(new))} figures {'rewritten' if new != text else 'already current'}{note}")
-    return 0
+    differ = 0
+    for doc in DOCUMENTS:
+        text = doc.read_text(encoding="utf-8")
+        new = render(text, figures)
+        if new == text:
+            continue
+        differ += 1
+        if argv == ["--write"]:
+            doc.write_text(new, encoding="utf-8")
+        print(f"{doc.relative_to(ROOT)}: figures {'rewritten' if argv == ['--write'] else 'differ: run --write'}")
+    if not differ:
+        print(f"figures in {len(DOCUMENTS)} pages are current{note}")
+    return int(differ > 0 and argv == ["--check"])
 
 
 if __name__ == "__main__":
