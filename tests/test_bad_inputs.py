@@ -204,6 +204,18 @@ CASES = {
         ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "m/s.csv"],
         ["ingest writes a folder", "--out m/s"],
     ),
+    "ingest: --out name over 255 bytes": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "o/" + "n" * 256],
+        [f"--out o/{'n' * 256}: name too long (256 bytes; at most 2"],
+    ),
+    "ingest: --out name without room for its temporary": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "n" * 250],
+        [f"--out {'n' * 250}: name too long (250 bytes; at most 2", "first written under the hidden name"],
+    ),
+    "dedupe: --out folder name over 255 bytes": (
+        ["dedupe", "m", "--out", f"{'n' * 300}/d"],
+        [f"--out {'n' * 300}/d: name too long (300 bytes; at most 255)"],
+    ),
     "ingest: unknown format": (
         ["ingest", "raw", "-f", "nonsense", "--source", "s", "--out", "o/s"],
         ["unknown --format 'nonsense'"],
