@@ -216,6 +216,47 @@ CASES = {
         ["dedupe", "m", "--out", f"{'n' * 300}/d"],
         [f"--out {'n' * 300}/d: name too long (300 bytes; at most 255)"],
     ),
+    "ingest: empty --source": (
+        ["ingest", "raw", "-f", "folder", "--source", "", "--out", "o/s"],
+        ["--source '': a source name begins every image id", "must not be empty"],
+    ),
+    "ingest: --source with a slash": (
+        ["ingest", "raw", "-f", "folder", "--source", "a/b", "--out", "o/s"],
+        ["--source 'a/b': a source name", "nor hold '/'"],
+    ),
+    "ingest: --source ..": (["ingest", "raw", "-f", "folder", "--source", "..", "--out", "o/s"], ["--source '..'"]),
+    "ingest: --workers -1": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "o/s", "--workers", "-1"],
+        ["--workers must be >= 0 (0 = all cores), got -1"],
+    ),
+    "build-splits: source name with a slash": (
+        ["build-splits", "--source", "a/b=folder:raw", "--target", "abc", "--out", "b"],
+        ["--source 'a/b': a source name"],
+    ),
+    "dedupe: --workers -1": (["dedupe", "m", "--out", "d", "--workers", "-1"], ["--workers must be >= 0"]),
+    "audit: --workers -1": (
+        ["audit", "--split", "a=split/test.csv", "--split", "b=split/train_val.csv", "--workers", "-1"],
+        ["--workers must be >= 0"],
+    ),
+    "evaluate: --workers -1": (
+        [
+            "evaluate",
+            "--truth",
+            "split/test.csv",
+            "--predictions",
+            "pred_range.csv",
+            "--out",
+            "r.json",
+            "--workers",
+            "-2",
+        ],
+        ["--workers must be >= 0 (0 = all cores), got -2"],
+    ),
+    "cache: --workers -1": (["cache", "split", "--out", "c", "--workers", "-1"], ["--workers must be >= 0"]),
+    "report: --workers -1": (
+        ["report", "--manifests", "m", "--out", "x", "--workers", "-1"],
+        ["--workers must be >= 0"],
+    ),
     "ingest: unknown format": (
         ["ingest", "raw", "-f", "nonsense", "--source", "s", "--out", "o/s"],
         ["unknown --format 'nonsense'"],
@@ -511,6 +552,7 @@ CASES = {
         [*TRAIN, "--split-dir", "one_fold", "--val-fold", "0"],
         ["one_fold/train_val.csv: every row is in val_fold 0: no training rows"],
     ),
+    "train: --num-workers -1": ([*TRAIN, "--split-dir", "split", "--num-workers", "-1"], ["num_workers must be >= 0"]),
     "train: --balance unknown": (
         [*TRAIN, "--split-dir", "split", "--balance", "oversample"],
         ["balance must be one of"],
