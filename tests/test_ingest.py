@@ -445,3 +445,24 @@ def test_path_longer_than_the_system_takes_is_rejected(tmp_path: Path) -> None:
     [reason] = read_csv(out / "rejected.csv")["reason"]
     assert reason.startswith("path too long (") and reason.endswith("the system reads at most 4096): not read")
     assert "found 2 = accepted 1 + rejected 1" in " ".join(res.output.split())
+
+
+def test_multi_page_tiff_and_animated_png_are_rejected_saying_so(tmp_path: Path) -> None:
+    """Only the first page would be hashed, without a word (issue 25): rejected naming the page count."""
+    folder = tmp_path / "src" / "Normal"
+    folder.mkdir(parents=True)
+    scene(0).save(folder / "one.tif")
+    scene(1).save(folder / "pages.tif", save_all=True, append_images=[scene(2), scene(3)])
+    scene(4).save(folder / "moving.png", save_all=True, append_images=[scene(5)])
+    out = tmp_path / "m"
+    res = runner.invoke(
+        app, ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(out), "--workers", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert list(read_csv(out / "manifest.csv")["image_id"]) == ["s/Normal/one.tif"]
+    rejected = read_csv(out / "rejected.csv")
+    assert dict(zip((Path(p).name for p in rejected["path"]), rejected["reason"])) == {
+        "moving.png": "animated PNG (2 frames): only single images are read",
+        "pages.tif": "multi-page TIFF (3 pages): only single images are read",
+    }
+    assert "found 3 = accepted 1 + rejected 2" in " ".join(res.output.split())
