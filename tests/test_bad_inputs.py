@@ -671,3 +671,23 @@ def test_evaluate_uses_the_one_sheet_holding_predictions(ws: Path, tmp_path: Pat
     assert sum(map(sum, json.loads(out.read_text())["confusion_matrix"]["matrix"])) == len(
         pd.read_csv(ws / "split" / "test.csv")
     )
+
+
+def test_split_report_markdown_escapes_names_from_the_data(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    """A class named ``<script>...`` (from a taxonomy or labels someone else wrote) lands in split_report.md
+    as text, not as raw HTML a Markdown viewer would run (issue 25)."""
+    evil = "<script>alert(1)</script>"
+    taxonomy = TAXONOMY_YAML.replace(
+        "classes: [Normal, A, B, C]\n    map: {normal: Normal, lesion-a: A,",
+        f'classes: [Normal, "{evil}", B, "C&D"]\n    map: {{normal: Normal, lesion-a: "{evil}",',
+        1,
+    ).replace("lesion-c: C}", 'lesion-c: "C&D"}', 1)
+    (tmp_path / "taxonomy.yaml").write_text(taxonomy)
+    monkeypatch.chdir(ws)
+    out = tmp_path / "split"
+    args = ["--manifest", "m", "--duplicates", "dups", "--target", "abc", "--taxonomy", str(tmp_path / "taxonomy.yaml")]
+    res = runner.invoke(app, ["split", *args, "--out", str(out), "--folds", "2", "--test-fraction", "0.25"])
+    assert res.exit_code == 0, res.output
+    md = (out / "split_report.md").read_text()
+    assert "<script" not in md and "| &lt;script>alert(1)&lt;/script> |" in md and "| c&amp;d |" in md
+    assert evil in (out / "class_mapping.json").read_text()  # the data itself is unchanged
