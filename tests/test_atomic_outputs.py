@@ -402,3 +402,12 @@ def test_rename_exchange_works_on_this_file_system(tmp_path: Path) -> None:
     if not exchange(tmp_path / "a", tmp_path / "b"):
         pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here: endoctl falls back to rename-aside")
     assert os.listdir(tmp_path / "b") == ["x"] and os.listdir(tmp_path / "a") == []
+
+
+def test_a_name_too_long_for_its_temporary_names_the_users_path(tmp_path: Path) -> None:
+    """A 250-byte file name is legal but its hidden temporary is not: the error names the file asked for."""
+    path = tmp_path / ("n" * 250 + ".json")
+    with pytest.raises(OutputError) as err:
+        write_text(path, "{}")
+    assert str(err.value) == f"cannot write {path}: File name too long"
+    assert os.listdir(tmp_path) == []

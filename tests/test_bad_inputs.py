@@ -204,6 +204,59 @@ CASES = {
         ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "m/s.csv"],
         ["ingest writes a folder", "--out m/s"],
     ),
+    "ingest: --out name over 255 bytes": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "o/" + "n" * 256],
+        [f"--out o/{'n' * 256}: name too long (256 bytes; at most 2"],
+    ),
+    "ingest: --out name without room for its temporary": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "n" * 250],
+        [f"--out {'n' * 250}: name too long (250 bytes; at most 2", "first written under the hidden name"],
+    ),
+    "dedupe: --out folder name over 255 bytes": (
+        ["dedupe", "m", "--out", f"{'n' * 300}/d"],
+        [f"--out {'n' * 300}/d: name too long (300 bytes; at most 255)"],
+    ),
+    "ingest: empty --source": (
+        ["ingest", "raw", "-f", "folder", "--source", "", "--out", "o/s"],
+        ["--source '': a source name begins every image id", "must not be empty"],
+    ),
+    "ingest: --source with a slash": (
+        ["ingest", "raw", "-f", "folder", "--source", "a/b", "--out", "o/s"],
+        ["--source 'a/b': a source name", "nor hold '/'"],
+    ),
+    "ingest: --source ..": (["ingest", "raw", "-f", "folder", "--source", "..", "--out", "o/s"], ["--source '..'"]),
+    "ingest: --workers -1": (
+        ["ingest", "raw", "-f", "folder", "--source", "s", "--out", "o/s", "--workers", "-1"],
+        ["--workers must be >= 0 (0 = all cores), got -1"],
+    ),
+    "build-splits: source name with a slash": (
+        ["build-splits", "--source", "a/b=folder:raw", "--target", "abc", "--out", "b"],
+        ["--source 'a/b': a source name"],
+    ),
+    "dedupe: --workers -1": (["dedupe", "m", "--out", "d", "--workers", "-1"], ["--workers must be >= 0"]),
+    "audit: --workers -1": (
+        ["audit", "--split", "a=split/test.csv", "--split", "b=split/train_val.csv", "--workers", "-1"],
+        ["--workers must be >= 0"],
+    ),
+    "evaluate: --workers -1": (
+        [
+            "evaluate",
+            "--truth",
+            "split/test.csv",
+            "--predictions",
+            "pred_range.csv",
+            "--out",
+            "r.json",
+            "--workers",
+            "-2",
+        ],
+        ["--workers must be >= 0 (0 = all cores), got -2"],
+    ),
+    "cache: --workers -1": (["cache", "split", "--out", "c", "--workers", "-1"], ["--workers must be >= 0"]),
+    "report: --workers -1": (
+        ["report", "--manifests", "m", "--out", "x", "--workers", "-1"],
+        ["--workers must be >= 0"],
+    ),
     "ingest: unknown format": (
         ["ingest", "raw", "-f", "nonsense", "--source", "s", "--out", "o/s"],
         ["unknown --format 'nonsense'"],
@@ -499,6 +552,7 @@ CASES = {
         [*TRAIN, "--split-dir", "one_fold", "--val-fold", "0"],
         ["one_fold/train_val.csv: every row is in val_fold 0: no training rows"],
     ),
+    "train: --num-workers -1": ([*TRAIN, "--split-dir", "split", "--num-workers", "-1"], ["num_workers must be >= 0"]),
     "train: --balance unknown": (
         [*TRAIN, "--split-dir", "split", "--balance", "oversample"],
         ["balance must be one of"],
@@ -617,3 +671,23 @@ def test_evaluate_uses_the_one_sheet_holding_predictions(ws: Path, tmp_path: Pat
     assert sum(map(sum, json.loads(out.read_text())["confusion_matrix"]["matrix"])) == len(
         pd.read_csv(ws / "split" / "test.csv")
     )
+
+
+def test_split_report_markdown_escapes_names_from_the_data(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    """A class named ``<script>...`` (from a taxonomy or labels someone else wrote) lands in split_report.md
+    as text, not as raw HTML a Markdown viewer would run (issue 25)."""
+    evil = "<script>alert(1)</script>"
+    taxonomy = TAXONOMY_YAML.replace(
+        "classes: [Normal, A, B, C]\n    map: {normal: Normal, lesion-a: A,",
+        f'classes: [Normal, "{evil}", B, "C&D"]\n    map: {{normal: Normal, lesion-a: "{evil}",',
+        1,
+    ).replace("lesion-c: C}", 'lesion-c: "C&D"}', 1)
+    (tmp_path / "taxonomy.yaml").write_text(taxonomy)
+    monkeypatch.chdir(ws)
+    out = tmp_path / "split"
+    args = ["--manifest", "m", "--duplicates", "dups", "--target", "abc", "--taxonomy", str(tmp_path / "taxonomy.yaml")]
+    res = runner.invoke(app, ["split", *args, "--out", str(out), "--folds", "2", "--test-fraction", "0.25"])
+    assert res.exit_code == 0, res.output
+    md = (out / "split_report.md").read_text()
+    assert "<script" not in md and "| &lt;script>alert(1)&lt;/script> |" in md and "| c&amp;d |" in md
+    assert evil in (out / "class_mapping.json").read_text()  # the data itself is unchanged

@@ -390,3 +390,79 @@ def test_max_pixels_is_the_limit_pillow_applies_too(tmp_path: Path) -> None:
     assert read_csv(out / "rejected.csv")["reason"].tolist() == [
         "decompression bomb: 13000x13000 = 169000000 pixels > limit 100000000"
     ]
+
+
+def test_symlinks_out_of_the_source_are_not_followed(tmp_path: Path, monkeypatch) -> None:
+    """A folder holding ``etc -> <a folder elsewhere>`` (issue 25): nothing from there is listed or read; the
+    folder link is counted as skipped, a file link out is rejected unread; links inside the source work."""
+    monkeypatch.chdir(tmp_path)
+    outside, src = tmp_path / "elsewhere", tmp_path / "src"
+    outside.mkdir()
+    (outside / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    scene(0).save(outside / "x.jpg")
+    (src / "Normal").mkdir(parents=True)
+    (src / "Polyp").mkdir()
+    scene(1).save(src / "Normal" / "a.jpg")
+    os.symlink(outside, src / "etc")
+    os.symlink(outside / "x.jpg", src / "Normal" / "out.jpg")
+    os.symlink("../Normal/a.jpg", src / "Polyp" / "a.jpg")  # inside the source: read under both labels
+    os.symlink(src / "Normal", src / "Zlias")  # the same folder again: rejected as already visited
+    res = runner.invoke(app, ["ingest", "src", "-f", "folder", "--source", "s", "--out", "m", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    manifest, rejected = read_csv(tmp_path / "m/manifest.csv"), read_csv(tmp_path / "m/rejected.csv")
+    assert list(zip(manifest["image_id"], manifest["label"])) == [
+        ("s/Normal/a.jpg", "Normal"),
+        ("s/Polyp/a.jpg", "Polyp"),
+    ]
+    assert dict(zip(rejected["path"], rejected["reason"])) == {
+        "src/Normal/out.jpg": "symlink to a file outside the source folder: not followed",
+        "src/Zlias": "symlink loop: folder already visited (a link back to it)",
+    }
+    assert "shadow" not in (tmp_path / "m/rejected.csv").read_text() + (tmp_path / "m/manifest.csv").read_text()
+    summary = " ".join(res.output.split())
+    assert "found 4 = accepted 2 + rejected 2 (skipped 1: 1 symlinked folders leading out of the source" in summary
+
+
+def test_path_longer_than_the_system_takes_is_rejected(tmp_path: Path) -> None:
+    """Folders nested past PATH_MAX (4,096 bytes, built relative to open folders): the entry too long to
+    read is rejected naming its length; the images above it are ingested."""
+    (tmp_path / "src" / "Normal").mkdir(parents=True)
+    scene(0).save(tmp_path / "src" / "Normal" / "a.jpg")
+    fd = os.open(tmp_path / "src" / "Normal", os.O_RDONLY)
+    for _ in range(4096 // 250 + 1):
+        os.mkdir("d" * 250, dir_fd=fd)
+        fd, parent = os.open("d" * 250, os.O_RDONLY, dir_fd=fd), fd
+        os.close(parent)
+    image = os.open("b.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(image, jpeg_bytes(scene(1)))
+    os.close(image)
+    os.close(fd)
+    out = tmp_path / "m"
+    args = ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(out), "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert list(read_csv(out / "manifest.csv")["image_id"]) == ["s/Normal/a.jpg"]
+    [reason] = read_csv(out / "rejected.csv")["reason"]
+    assert reason.startswith("path too long (") and reason.endswith("the system reads at most 4096): not read")
+    assert "found 2 = accepted 1 + rejected 1" in " ".join(res.output.split())
+
+
+def test_multi_page_tiff_and_animated_png_are_rejected_saying_so(tmp_path: Path) -> None:
+    """Only the first page would be hashed, without a word (issue 25): rejected naming the page count."""
+    folder = tmp_path / "src" / "Normal"
+    folder.mkdir(parents=True)
+    scene(0).save(folder / "one.tif")
+    scene(1).save(folder / "pages.tif", save_all=True, append_images=[scene(2), scene(3)])
+    scene(4).save(folder / "moving.png", save_all=True, append_images=[scene(5)])
+    out = tmp_path / "m"
+    res = runner.invoke(
+        app, ["ingest", str(tmp_path / "src"), "-f", "folder", "--source", "s", "--out", str(out), "--workers", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert list(read_csv(out / "manifest.csv")["image_id"]) == ["s/Normal/one.tif"]
+    rejected = read_csv(out / "rejected.csv")
+    assert dict(zip((Path(p).name for p in rejected["path"]), rejected["reason"])) == {
+        "moving.png": "animated PNG (2 frames): only single images are read",
+        "pages.tif": "multi-page TIFF (3 pages): only single images are read",
+    }
+    assert "found 3 = accepted 1 + rejected 2" in " ".join(res.output.split())

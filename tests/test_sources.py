@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from source_trees import JPEG, PNG, TREES, Tree, ers_tree, kid_flat_tree, misplaced, put, see_ai_tree
 
 from endoctl.sources import DETECTION_ORDER, REGISTRY, ImageRecord, Rejection, Skipped, detect_format, get_adapter
-from endoctl.sources.base import MARKS, RULES, compact, walk
+from endoctl.sources.base import MARKS, OUTSIDE, PATH_MAX, RULES, compact, walk
 from endoctl.sources.ce24 import aiims_video
 from endoctl.sources.kid import is_kid_name
 from endoctl.sources.kvasir_capsule import video_id
@@ -777,15 +777,46 @@ def test_walker_symlinks(tmp_path):
     ]
 
 
-def test_walker_follows_folder_links_outside_the_root(tmp_path):
+def test_walker_does_not_leave_the_root_through_symlinks(tmp_path):
+    """A folder link out of the root is not entered (skipped, counted); a file link out is rejected, unread."""
     outside, root = tmp_path / "elsewhere", tmp_path / "src"
-    put(outside, "x.jpg")
-    root.mkdir()
+    put(outside, "x.jpg", "sub/y.jpg")
+    put(root, "Polyp/a.jpg")
     os.symlink(outside, root / "Normal")
-    os.symlink(root, outside / "back")  # loop through the outside folder back into root
-    records, rejections, _ = scan("folder", root)
-    assert records == [("Normal/x.jpg", "Normal", "", "")]
-    assert rejections == [("Normal/back", "symlink loop: folder already visited (a link back to it)")]
+    os.symlink(outside / "x.jpg", root / "Polyp" / "x.jpg")
+    os.symlink("../../elsewhere/sub", root / "Polyp" / "sub")  # relative, still out
+    os.symlink(root, outside / "back")
+    os.symlink(root / "Polyp", tmp_path / "linked_root")  # the root itself a link: its real path is what counts
+    records, rejections, skipped = scan("folder", root)
+    assert records == [("Polyp/a.jpg", "Polyp", "", "")]
+    assert rejections == [("Polyp/x.jpg", "symlink to a file outside the source folder: not followed")]
+    assert skipped == ["Normal", "Polyp/sub"]
+    assert [e.why for e in walk(root) if isinstance(e, Skipped)] == [OUTSIDE, OUTSIDE]
+    assert _walk(tmp_path / "linked_root") == [
+        ("file", "a.jpg"),
+        ("skipped", "sub"),
+        ("rejected", "x.jpg", "symlink to a file outside the source folder: not followed"),
+    ]
+
+
+def test_walker_rejects_a_path_longer_than_the_system_takes(tmp_path):
+    """Folders nested past PATH_MAX (made relative to open folders): the first entry too long to stat is
+    rejected with its length, the rest of the walk goes on."""
+    put(tmp_path, "a/ok.jpg")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(PATH_MAX // 200 + 1):
+        os.mkdir("d" * 200, dir_fd=fd)
+        fd, parent = os.open("d" * 200, os.O_RDONLY, dir_fd=fd), fd
+        os.close(parent)
+    image = os.open("deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(image, JPEG)
+    os.close(image)
+    os.close(fd)
+    out = _walk(tmp_path)
+    assert out[0] == ("file", "a/ok.jpg") and len(out) == 2
+    kind, rel, reason = out[1]
+    assert kind == "rejected" and len(os.fsencode(str(tmp_path / rel))) > PATH_MAX
+    assert reason.startswith("path too long (") and "the system reads at most 4096): not read" in reason
 
 
 def test_walker_rejects_special_files_and_missing_root(tmp_path):

@@ -81,6 +81,14 @@ def _hashing_progress(visible: bool) -> Iterator[Callable[[int, int | None], Non
         yield _ticker(progress, progress.add_task("hash images", total=None, rate="", visible=visible))
 
 
+def _workers(workers: int) -> int:
+    """``--workers`` as a count (0: all cores), or one line for a negative one, before any work."""
+    try:
+        return resolve_workers(workers)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str) -> None:
     """One line on stderr (file contents may look like rich markup: printed as they are), exit 2."""
     from rich.markup import escape
@@ -271,6 +279,12 @@ def _ingest(
         _fail(f"source folder not found: {src}")
     if params.max_pixels < 1:
         _fail(f"--max-pixels must be >= 1, got {params.max_pixels}")
+    if not source or "/" in source or "\\" in source or source in (".", ".."):
+        _fail(
+            f"--source {source!r}: a source name begins every image id (<source>/<path>) and names a folder, so it "
+            "must not be empty, '.' or '..', nor hold '/' or '\\'"
+        )
+    workers = _workers(params.workers)
     if out.suffix.lower() == ".csv":
         _fail(
             f"--out {out}: ingest writes a folder ({MANIFEST_FILE} + {REJECTED_FILE}, replaced together), "
@@ -289,7 +303,6 @@ def _ingest(
         adapter = get_adapter(format, src, labels)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(escape(str(exc)))
-    workers = resolve_workers(params.workers)
     with _progress() as progress:
         tick = _ticker(progress, progress.add_task(f"ingest {source}", total=None, rate=""))
         result = ingest(adapter.scan(), source, data_root, workers, params.max_pixels, tick)
@@ -383,6 +396,7 @@ def _dedupe(manifests: list[Path], out: Path, params: DedupeParams) -> None:
             f"--out {out}: dedupe writes a folder ({', '.join(OUTPUT_FILES)}, replaced together), "
             f"e.g. --out {out.with_suffix('')}"
         )
+    _workers(params.workers)
     with _output_errors():
         check_output_dir(out, OUTPUT_FILES, what="dedupe outputs")
     start = time.perf_counter()
@@ -453,7 +467,6 @@ def audit(
 ) -> None:
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
-    import os
 
     from endoctl.audit import audit_files, render_table, summary
     from endoctl.io import write_text
@@ -467,7 +480,7 @@ def audit(
     if images_root is not None and not images_root.is_dir():
         _fail(f"--images-root folder not found: {images_root}")
     frame_gap = _frame_gap(frame_gap)
-    workers = workers or os.cpu_count() or 1
+    workers = _workers(workers)
     error = None
     with _progress() as progress:
         task = progress.add_task("hash images", total=None, rate="", visible=images_root is not None)
@@ -796,7 +809,6 @@ def evaluate(
     each file that cannot be scored is one error line, the others' reports are written, and the
     command exits 1 with the count.
     """
-    import os
 
     from endoctl.evaluate import EvaluateRequest
     from endoctl.evaluate import evaluate as run_evaluate
@@ -813,7 +825,7 @@ def evaluate(
         metrics_out,
         tuple(train or ()),
         images_root,
-        workers or os.cpu_count() or 1,
+        _workers(workers),
         _frame_gap(frame_gap),
         scores,
     )
@@ -1104,6 +1116,7 @@ def cache(
         _fail(f"split folder not found: {split_dir}")
     if out.resolve() == split_dir.resolve():
         _fail(f"--out must differ from the split folder {split_dir}")
+    _workers(workers)
     params = CacheParams(size, quality, workers)
     error = None
     with _progress() as progress:
@@ -1203,6 +1216,7 @@ def report(
             _fail(f"--split folder not found: {folder}")
     if min(clusters, members, sequences, frames, conflicts, leaks, quality) < 0 or thumb_size < 16:
         _fail("gallery sizes must be >= 0 and --thumb-size >= 16")
+    workers = _workers(workers)
     with _output_errors():  # before the work, not after it
         check_output_dir(out, OUTPUT_FILES, what="report files")
     params = ReportParams(
@@ -1225,7 +1239,6 @@ def report(
         size_factor=size_factor,
         max_aspect=max_aspect,
     )
-    workers = resolve_workers(workers)
     error = None
     try:
         inputs = load_inputs(files, duplicates, split or [], audit or [])

@@ -224,6 +224,14 @@ def _pillow_gray(data: bytes, max_pixels: int, side: int = THUMB) -> Gray:
     with pillow_limit(max_pixels):
         if im.format not in SUPPORTED_FORMATS:
             raise ImageRejected(f"unsupported image format {im.format}")
+        frames = getattr(im, "n_frames", 1) if im.format != "MPO" else 1  # MPO: a JPEG's extra views, not pages
+        if frames > 1:  # only the first would be read, silently: say so instead
+            kind = (
+                f"multi-page TIFF ({frames} pages)"
+                if im.format == "TIFF"
+                else f"animated {im.format} ({frames} frames)"
+            )
+            raise ImageRejected(f"{kind}: only single images are read")
         width, height = im.size
         drafted = im.format in ("JPEG", "MPO") and im.mode != "CMYK"
         if drafted:  # DCT-scaled decode: the same pixels as the simplejpeg path

@@ -111,7 +111,24 @@ def is_temporary(name: str) -> bool:
 
 
 def _why(path: str | Path, exc: OSError) -> str:
-    return f"cannot write {exc.filename or path}: {exc.strerror or exc}"
+    """``cannot write NAME: why``, NAME being ``path`` where the failing name is its hidden temporary."""
+    name = exc.filename if exc.filename and not is_temporary(os.path.basename(exc.filename)) else path
+    return f"cannot write {name}: {exc.strerror or exc}"
+
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux file systems)
+
+
+def check_name(path: str | Path, option: str = "--out") -> None:
+    """Refuse a name too long for the file system, or for the hidden temporary written in its place
+    (:func:`_temp_name`, ~25 bytes longer), naming the user's path: else the error names the temporary."""
+    path = Path(path)
+    extra = len(os.fsencode(_temp_name(path))) - len(os.fsencode(path.name))
+    for part, room in [*((p, NAME_MAX) for p in path.parent.parts), (path.name, NAME_MAX - extra)]:
+        size = len(os.fsencode(part))
+        if size > room:
+            why = ", as it is first written under the hidden name .<name>.<pid>.<8 chars>.tmp" * (room < NAME_MAX)
+            raise OutputError(f"{option} {path}: name too long ({size} bytes; at most {room}{why})")
 
 
 # --------------------------------------------------------------------------- single files
@@ -183,6 +200,7 @@ def check_output_dir(
     permission), so that the command fails before its work rather than after it.
     """
     path = Path(path)
+    check_name(path, option)
     patterns = list(owns)
     shown = f"{option} {path}" + (
         " (an empty value names it too)" if str(path) == "." and option.startswith("--") else ""

@@ -19,7 +19,9 @@ SEQUENCE_PATTERN = r"(?:^|/)(?P<prefix>[0-9a-fA-F]{16}_|image|[0-9]{4}/seq_[0-9]
 
 
 def resolve_workers(workers: int) -> int:
-    """``0`` (the options' default) means every core."""
+    """``0`` (the options' default) means every core; a negative count means nothing, so it is refused."""
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0 = all cores), got {workers}")
     return workers or os.cpu_count() or 1
 
 

@@ -1340,9 +1340,15 @@ def _composition_report(outputs: pd.DataFrame, spec, formats: Mapping[str, str])
     }
 
 
+def _md(text: object) -> str:
+    """Text from the data (class, source and group names, labels) made inert in Markdown: a ``<`` would
+    start raw HTML (``<script>``) and an ``&`` an entity; ``>`` mid-line is plain text and stays readable."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;")
+
+
 def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -1380,7 +1386,7 @@ def _several_classes_md(info: dict | None) -> list[str]:
         return []
     out = [f"## Images whose findings reach several classes (rule: {info['rule']})", ""]
     if info["priority"]:
-        out.append("- priority (first wins): " + " > ".join(info["priority"]))
+        out.append("- priority (first wins): " + " > ".join(map(_md, info["priority"])))
     out += [
         f"- images: {info['images']} = resolved by priority {info['resolved_by_priority']} + kept multi-label "
         f"{info['kept_multi_label']} + excluded as ambiguous {info['excluded_as_ambiguous']}",
@@ -1446,7 +1452,7 @@ def report_markdown(report: dict) -> str:
     """A readable rendering of ``split_report.json``."""
     r = report
     p = r["params"]
-    out = [f"# Split report: {p.get('target', '')}", ""]
+    out = [f"# Split report: {_md(p.get('target', ''))}", ""]
     rows = r["rows"]
     out += [
         f"- rows in: {rows['in']} = train_val {rows['train_val']} + test {rows['test']} + excluded {rows['excluded']}",
@@ -1462,7 +1468,7 @@ def report_markdown(report: dict) -> str:
     ]
     if largest:
         out.append(
-            f"- largest group: {largest['group']}, {largest['images']} images ({largest['share']:.1%} of all; "
+            f"- largest group: {_md(largest['group'])}, {largest['images']} images ({largest['share']:.1%} of all; "
             f"limit {g['max_group_share']:.0%}), {largest['labelled_images']} labelled, in {largest['split']}"
         )
     s = r["straddling"]
@@ -1475,7 +1481,7 @@ def report_markdown(report: dict) -> str:
     ]
     out += _refused_md(r.get("refused_links"))
     if r["warnings"]:
-        out += ["## Warnings", ""] + [f"- {w}" for w in r["warnings"]] + [""]
+        out += ["## Warnings", ""] + [f"- {_md(w)}" for w in r["warnings"]] + [""]
     bins = list(r["max_abs_deviation_pp"])
     out += ["## Class proportions (% of each split; deviation from overall in percentage points)", ""]
     prop_rows = []
@@ -1499,13 +1505,14 @@ def report_markdown(report: dict) -> str:
         "",
     ]
     out += _several_classes_md(r.get("several_classes")) + _composition_md(r.get("composition"))
-    out += published_markdown(r.get("source_counts"))
+    out += [_md(line) for line in published_markdown(r.get("source_counts"))]  # source names: from the data
     pn = r["pinned"]
     out += [
         "## Pins",
         "",
-        f"- pins: {', '.join(pn['pins']) or 'none'}",
-        f"- pinned images: {pn['images']} ({', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-'})",
+        f"- pins: {_md(', '.join(pn['pins']) or 'none')}",
+        f"- pinned images: {pn['images']} "
+        f"({_md(', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-')})",
         f"- pinned groups: {pn['groups']} holding {pn['images_in_pinned_groups']} images "
         f"({pn['labelled_images_in_pinned_groups']} labelled), all in test: {pn['pinned_groups_not_in_test'] == 0}",
         "",
@@ -1522,10 +1529,12 @@ def report_markdown(report: dict) -> str:
             f"- kept groups: {k['kept_groups']}, newly assigned groups: {k['new_groups']}, conflicts: "
             f"{k['conflicting_groups']}",
         ]
-        out += [f"  - {c['group']} ({c['kind']}): previously {c['previous']}, now {c['now']}" for c in k["conflicts"]]
+        out += [
+            f"  - {_md(c['group'])} ({c['kind']}): previously {c['previous']}, now {c['now']}" for c in k["conflicts"]
+        ]
         out.append("")
     out += ["## Excluded images by reason", ""]
-    out += [f"- {reason}: {n}" for reason, n in r["excluded"].items()] or ["- none"]
+    out += [f"- {_md(reason)}: {n}" for reason, n in r["excluded"].items()] or ["- none"]
     out += ["", "## Parameters", "", "```json", json.dumps(p, indent=2, sort_keys=True), "```", ""]
     return "\n".join(out)
 

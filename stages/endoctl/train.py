@@ -111,6 +111,7 @@ class TrainConfig:
                 "epochs, batch_size and img_size must be >= 1",
             ),
             (0 <= self.freeze_epochs <= self.epochs, "freeze_epochs must be between 0 and epochs"),
+            (self.num_workers >= 0, f"num_workers must be >= 0 (0: load in the main process), got {self.num_workers}"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (0.0 < self.scale_min <= 1.0, "scale_min must be in (0, 1]"),
         ]

@@ -49,6 +49,7 @@ class Skipped:
 
 
 ANNOTATION = "annotation masks"  # segmentation masks and box files: the dataset's labels, not images
+PATH_MAX = 4096  # Linux: the longest path a system call takes, in bytes
 
 
 Entry = ImageRecord | Rejection | Skipped
@@ -70,14 +71,36 @@ class FileEntry:
         return Path(self.parts[-1]).stem
 
 
+OUTSIDE = "symlinked folders leading out of the source (not followed)"
+
+
+def _outside(path: Path, prefix: str) -> bool:
+    """Whether the symlink ``path`` resolves to somewhere not below ``prefix`` (the root's real path + '/')."""
+    return not (os.path.realpath(path) + os.sep).startswith(prefix)
+
+
+def _unstattable(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"path too long ({len(os.fsencode(path))} bytes; the system reads at most {PATH_MAX}): not read"
+    return f"cannot stat: {exc.strerror}"
+
+
 def walk(root: Path) -> Iterator[FileEntry | Rejection | Skipped]:
-    """Every file below ``root`` in sorted order, following symlinks but never looping.
+    """Every file below ``root`` in sorted order, following symlinks but never looping or leaving ``root``.
 
     Image files come back as :class:`FileEntry`; metadata/hidden files as :class:`Skipped`;
-    broken links, symlink loops, unreadable folders, non-UTF-8 names and non-image files as
-    :class:`Rejection`.
+    broken links, symlink loops, unreadable folders, non-UTF-8 names, paths longer than the system
+    takes and non-image files as :class:`Rejection`.
+
+    Symlinks are followed only while they stay inside ``root`` (its real path): a link to a folder
+    elsewhere (``etc -> /etc``) is not entered and is counted as :data:`OUTSIDE`; a link to a file
+    elsewhere is rejected (it stands where an image would, so it is named in the rejected list)
+    and never opened. Links within ``root`` are followed as before: a folder reached a second way
+    is rejected as already visited (read once); a file linked under a second name is read under
+    both, like a copy (an image filed under two classes keeps both labels).
     """
     seen: set[tuple[int, int]] = set()
+    inside = os.path.realpath(root).rstrip(os.sep) + os.sep
 
     def visit(folder: Path, rel_parts: tuple[str, ...]) -> Iterator[FileEntry | Rejection | Skipped]:
         try:
@@ -107,16 +130,24 @@ def walk(root: Path) -> Iterator[FileEntry | Rejection | Skipped]:
             if name.startswith("."):
                 yield Skipped(rel)
                 continue
-            try:
-                mode = path.stat().st_mode
+            link = False
+            try:  # lstat first: one call for a plain entry, and no second call that could fail on a long path
+                mode = path.lstat().st_mode
+                link = stat.S_ISLNK(mode)
+                if link:
+                    mode = path.stat().st_mode
             except OSError as exc:
-                if path.is_symlink():
-                    why = "symlink loop" if exc.errno == errno.ELOOP else "broken symlink"
-                    yield Rejection(str(path), why)
+                if link:
+                    yield Rejection(str(path), "symlink loop" if exc.errno == errno.ELOOP else "broken symlink")
                 else:
-                    yield Rejection(str(path), f"cannot stat: {exc.strerror}")
+                    yield Rejection(str(path), _unstattable(path, exc))
                 continue
-            if stat.S_ISDIR(mode):
+            if link and _outside(path, inside):
+                if stat.S_ISDIR(mode):
+                    yield Skipped(rel, OUTSIDE)
+                else:
+                    yield Rejection(str(path), "symlink to a file outside the source folder: not followed")
+            elif stat.S_ISDIR(mode):
                 yield from visit(path, parts)
             elif not stat.S_ISREG(mode):
                 yield Rejection(str(path), "not a regular file")
