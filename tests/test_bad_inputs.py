@@ -140,6 +140,7 @@ def ws(tmp_path_factory) -> Path:
     workbook(root / "one_filled.xlsx", {"template": [columns], "Notes": [["made by hand"]], "run 2": [columns, *good]})
     repeated = [["image_path", *CLASSES, "Normal"], *([p, 0.7, 0.1, 0.1, 0.1, 0.2] for p in paths)]
     workbook(root / "pred_repeated.xlsx", {"Sheet1": repeated})
+    workbook(root / "pred_formula.xlsx", {"Sheet1": [columns, *good[:-1], [paths[-1], "=0.5+0.2", 0.1, 0.1, 0.1]]})
     csv(root / "repeated.csv", f"path,path,label\n{paths[0]},raw/x.jpg,A\n")
     csv(root / "repeated_m" / "manifest.csv", header.replace("source", "path"))
     # predict
@@ -430,6 +431,10 @@ CASES = {
     "evaluate: repeated class column": (
         ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_repeated.xlsx", "--out", "r.json"],
         ["pred_repeated.xlsx sheet 'Sheet1': repeated column(s) in the header: 'Normal' (2 times)"],
+    ),
+    "evaluate: formula without a saved result": (
+        ["evaluate", "--truth", "split/test.csv", "--predictions", "pred_formula.xlsx", "--out", "r.json"],
+        ["pred_formula.xlsx sheet 'Sheet1': cell B", "holds the formula =0.5+0.2 without a saved result"],
     ),
     "evaluate: repeated truth column": (
         ["evaluate", "--truth", "repeated.csv", "--predictions", "pred_range.csv", "--out", "r.json"],

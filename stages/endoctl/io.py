@@ -532,6 +532,28 @@ def read_csv(path: str | Path, **kwargs) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot read as CSV ({type(exc).__name__}: {msg})") from None
 
 
+def _check_formulas(path: Path, sheet: str) -> None:
+    """Refuse a formula cell without a saved result: pandas reads it as empty, so a probability or a
+    label would vanish without a word (programs that write formulas without computing them, such as
+    openpyxl itself, leave no result in the file)."""
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    with zipfile.ZipFile(path) as z:  # most workbooks hold no formula at all: skip the two passes
+        if not any(b"<f" in z.read(n) for n in z.namelist() if n.startswith("xl/worksheets/")):
+            return
+    formulas = load_workbook(path, read_only=True, data_only=False)[sheet]
+    results = load_workbook(path, read_only=True, data_only=True)[sheet]
+    for cells, values in zip(formulas.iter_rows(), results.iter_rows()):
+        for cell, value in zip(cells, values):
+            if cell.data_type == "f" and value.value is None:
+                raise ValueError(
+                    f"{path} sheet {sheet!r}: cell {cell.coordinate} holds the formula {cell.value} without a saved "
+                    "result: open and save the workbook in Excel or LibreOffice (which compute it), or save it as CSV"
+                )
+
+
 def _read_workbook(path: Path, key_columns: tuple[str, ...], one_sheet: bool = False) -> pd.DataFrame:
     """The sheet holding the data: the first with one of ``key_columns``, else the first non-empty.
 
@@ -562,6 +584,8 @@ def _read_workbook(path: Path, key_columns: tuple[str, ...], one_sheet: bool = F
     name = keyed[0] if keyed else next(iter(filled))
     if _mangled(filled[name].columns):  # confirm from the header as written
         check_header(path, pd.read_excel(path, sheet_name=name, header=None, nrows=1).iloc[0].dropna(), name)
+    if filled[name].isna().any().any():
+        _check_formulas(path, name)
     df = filled[name].fillna("")
     df.attrs.update(sheet=name, passed_over=passed_over)
     return df
