@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scene, workbook
+from conftest import scene, special_files, workbook
 from test_split import TAXONOMY_YAML
 from typer.testing import CliRunner
 
@@ -617,3 +617,24 @@ def test_evaluate_uses_the_one_sheet_holding_predictions(ws: Path, tmp_path: Pat
     assert sum(map(sum, json.loads(out.read_text())["confusion_matrix"]["matrix"])) == len(
         pd.read_csv(ws / "split" / "test.csv")
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="needs FIFOs and /dev/zero")
+def test_audit_images_root_rejects_fifos_and_devices(tmp_path: Path) -> None:
+    """A FIFO and a link to /dev/zero under audit's --images-root are unreadable rows, "not a regular
+    file", instead of a hang or an endless read (issue 25, case 6); the real CLI in a child process."""
+    names = special_files(tmp_path / "imgs")
+    csv(tmp_path / "train.csv", "path\n" + "".join(f"{n}\n" for n in names[:2]))
+    csv(tmp_path / "test.csv", "path\n" + "".join(f"{n}\n" for n in names[2:]))
+    args = ["audit", "--split", "train=train.csv", "--split", "test=test.csv", "--images-root", "imgs"]
+    res = subprocess.run(
+        [sys.executable, "-m", "endoctl", *args, "--json", "r.json", "--workers", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "2 unreadable" in res.stdout, res.stdout
+    unreadable = json.loads((tmp_path / "r.json").read_text())["unreadable"]
+    assert unreadable["files"] == ["fifo.jpg: not a regular file", "zero.jpg: not a regular file"]

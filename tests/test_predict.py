@@ -6,6 +6,8 @@ Tiny models only (EVA-02-Ti at 56 px, random init): nothing is downloaded.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 import types
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import scene
+from conftest import scene, special_files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -643,3 +645,27 @@ def test_predict_xlsx_never_writes_a_formula(ckpt, tmp_path, monkeypatch) -> Non
     res = runner.invoke(app, ["evaluate", "--truth", "test.csv", "--predictions", "p/p.xlsx", "--out", "r/r.json"])
     assert res.exit_code == 0, res.output
     assert sum(map(sum, json.loads(Path("r/r.json").read_text())["confusion_matrix"]["matrix"])) == len(names)
+
+
+def _endoctl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real CLI in a child process, so that a hang fails the test instead of stalling the run."""
+    return subprocess.run(
+        [sys.executable, "-m", "endoctl", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="needs FIFOs and /dev/zero")
+def test_cli_predict_rejects_fifos_and_devices(ckpt, tmp_path) -> None:
+    """A FIFO and a link to /dev/zero among predict's images (folder and CSV) are rejected rows,
+    "not a regular file", instead of a run that hangs or reads without end (issue 25, case 6)."""
+    names = special_files(tmp_path / "imgs")
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"imgs/{n}\n" for n in names))
+    for images, prefix in (("imgs", ""), ("list.csv", "imgs/")):
+        out = f"p_{Path(images).stem}/p.csv"
+        res = _endoctl("predict", "--checkpoint", str(ckpt), "--images", images, "--out", out, "--device", "cpu",
+                       "--workers", "0", cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "4 images = predicted 2 + rejected 2" in res.stdout, res.stdout
+        assert pd.read_csv(tmp_path / out)["image_path"].tolist() == [f"{prefix}ok_0.jpg", f"{prefix}ok_1.jpg"]
+        rejected = read_csv(tmp_path / out.replace("p.csv", "p.rejected.csv"))
+        assert rejected.values.tolist() == [[f"{prefix}{n}", "not a regular file"] for n in ("fifo.jpg", "zero.jpg")]
