@@ -899,6 +899,7 @@ def predict(
 
     from endoctl import predict as inference
     from endoctl.model import load_for_inference
+    from endoctl.sources.base import printable
 
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -935,12 +936,12 @@ def predict(
     n = len(result.table)
     typer.echo(
         f"predict: {len(listed.paths)} images"
-        + (f" (from {listed.rows} rows of {images.name})" if listed.repeated else "")
+        + (f" (from {listed.rows} rows of {printable(images.name)})" if listed.repeated else "")
         + f" = predicted {n} + rejected {len(result.rejected)}"
-        + (f" (see {rejected})" if len(result.rejected) else "")
+        + (f" (see {printable(str(rejected))})" if len(result.rejected) else "")
         + f"; {loaded.model_name} ({loaded.source_format} weights, {len(loaded.class_names)} classes) on {device}, "
         f"{result.path.describe()}, batch {batch_size}; {result.seconds:.1f} s, "
-        f"{(n + len(result.rejected)) / max(result.seconds, 1e-9):,.1f} img/s -> {out}"
+        f"{(n + len(result.rejected)) / max(result.seconds, 1e-9):,.1f} img/s -> {printable(str(out))}"
     )
 
 

@@ -41,6 +41,7 @@ from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 from endoctl.params import MAX_PIXELS
+from endoctl.sources.base import printable
 from endoctl.xlsx import xlsx_bytes
 
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
@@ -356,8 +357,11 @@ def predict_images(
             if on_progress is not None:
                 on_progress(done, n)
     seconds = time.perf_counter() - started
+    # A name that is not UTF-8 (zips made on Windows) is written with \xNN escapes, as ingest writes it.
+    names = [printable(p) for p in images.paths]
+    rejected = [(printable(p), reason) for p, reason in rejected]
     return PredictionResult(
-        prediction_table([p for p, good in zip(images.paths, ok) if good], probs[ok], loaded.class_names),
+        prediction_table([p for p, good in zip(names, ok) if good], probs[ok], loaded.class_names),
         pd.DataFrame(sorted(rejected, key=lambda r: (natural_key(r[0]), r)), columns=["path", "reason"]),
         seconds,
         predictor.path,

@@ -669,3 +669,22 @@ def test_cli_predict_rejects_fifos_and_devices(ckpt, tmp_path) -> None:
         assert pd.read_csv(tmp_path / out)["image_path"].tolist() == [f"{prefix}ok_0.jpg", f"{prefix}ok_1.jpg"]
         rejected = read_csv(tmp_path / out.replace("p.csv", "p.rejected.csv"))
         assert rejected.values.tolist() == [[f"{prefix}{n}", "not a regular file"] for n in ("fifo.jpg", "zero.jpg")]
+
+
+def test_cli_predict_writes_non_utf8_names_escaped(ckpt, tmp_path) -> None:
+    """A file name that is not UTF-8 (b'\\xe9t\\xe9.jpg' from a zip made on Windows) is predicted and
+    written as ``\\xe9t\\xe9.jpg`` to the CSV, the xlsx and the console, as ingest writes it, instead of a
+    UnicodeEncodeError after all the work (issue 25, case 8); the --out folder's name is not UTF-8 either."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    scene(0, (64, 60)).save(os.fsdecode(os.fsencode(imgs) + b"/\xe9t\xe9.jpg"), format="JPEG", quality=90)
+    scene(1, (64, 60)).save(imgs / "plain.jpg", quality=90)
+    for suffix in ("csv", "xlsx"):
+        out = os.fsdecode(b"r\xe9s/p." + suffix.encode())
+        res = _endoctl("predict", "--checkpoint", str(ckpt), "--images", "imgs", "--out", out, "--device", "cpu",
+                       "--workers", "0", cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        assert "2 images = predicted 2 + rejected 0" in res.stdout and f"-> r\\xe9s/p.{suffix}" in res.stdout
+        path = tmp_path / out
+        table = pd.read_csv(path) if suffix == "csv" else pd.read_excel(path)
+        assert table["image_path"].tolist() == ["\\xe9t\\xe9.jpg", "plain.jpg"]
