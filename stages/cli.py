@@ -850,8 +850,8 @@ def predict(
     images: Annotated[
         Path,
         typer.Option(
-            help="Folder (recursive, sorted) or CSV with a path column (endoctl split CSV; paths relative to the "
-            "current folder)."
+            help="Folder (recursive, sorted) or CSV with a path column (endoctl split CSV; paths relative to "
+            "--data-root)."
         ),
     ],
     out: Annotated[
@@ -861,6 +861,9 @@ def predict(
             "beside it."
         ),
     ],
+    data_root: Annotated[
+        Path, typer.Option(help="Folder the paths of an --images CSV are relative to (default: the current folder).")
+    ] = Path("."),
     class_mapping: Annotated[
         Path | None,
         typer.Option(
@@ -907,7 +910,7 @@ def predict(
         _fail(f"--device {device}: CUDA is not available here (use --device cpu)")
     error = None
     try:
-        listed = inference.list_images(images)
+        listed = inference.list_images(images, data_root)
         inference.check_output(out, len(listed.paths))
         inference.check_output_folder(out)
         if not listed.paths:
@@ -934,6 +937,8 @@ def predict(
     with _output_errors():
         rejected = inference.write_predictions(out, result)
     n = len(result.table)
+    if not n:
+        _fail(inference.nothing_predicted(listed, images, result.rejected, rejected))
     typer.echo(
         f"predict: {len(listed.paths)} images"
         + (f" (from {listed.rows} rows of {printable(images.name)})" if listed.repeated else "")
@@ -1242,9 +1247,16 @@ def report(
         result = build_report(
             inputs, params, qparams, data_root, workers, lambda stage, done, total: tickers[stage](done, total)
         )
+    s = result.summary
+    if s["images"] and s["unreadable"] == s["images"]:  # a page of nothing: most likely the wrong folder
+        first = result.tables["quality.csv"].iloc[0]
+        _fail(
+            f"report: none of the {s['images']:,} images could be read (first {first['path']}: {first['reason']}); "
+            f"manifest paths are resolved against --data-root, here {data_root.resolve()}: pass the folder ingest "
+            "ran in"
+        )
     with _output_errors():
         index = write_report(result, out)
-    s = result.summary
     flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
     typer.echo(
         f"report: {s['images']:,} images ({s['decoded']:,} decoded, "

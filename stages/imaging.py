@@ -38,6 +38,7 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 _EXIF_ORIENTATION = 0x0112
+MISSING = "file not found (or broken symlink)"  # the reason of a path that leads nowhere
 
 
 class ImageRejected(Exception):
@@ -238,7 +239,7 @@ def check_regular_file(path: str | Path) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise ImageRejected("file not found (or broken symlink)") from None
+        raise ImageRejected(MISSING) from None
     except OSError as exc:
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
@@ -255,7 +256,7 @@ def read_image_file(path: str | Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise ImageRejected("file not found (or broken symlink)") from None
+        raise ImageRejected(MISSING) from None
     except OSError as exc:
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     with open(fd, "rb") as fh:

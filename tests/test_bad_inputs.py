@@ -638,3 +638,18 @@ def test_audit_images_root_rejects_fifos_and_devices(tmp_path: Path) -> None:
     assert "2 unreadable" in res.stdout, res.stdout
     unreadable = json.loads((tmp_path / "r.json").read_text())["unreadable"]
     assert unreadable["files"] == ["fifo.jpg: not a regular file", "zero.jpg: not a regular file"]
+
+
+def test_report_with_no_readable_image_is_an_error(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    """report run from a folder its manifest paths do not resolve from: exit 2 and one line naming
+    --data-root and the folder used, no report written, instead of "unreadable 16, 0 thumbnails" and
+    exit 0 (issue 25, case 9); --data-root then makes the report."""
+    monkeypatch.chdir(tmp_path)
+    args = ["report", "--manifests", str(ws / "m"), "--out", "r", "--workers", "1"]
+    res = runner.invoke(app, args)
+    error = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and error.startswith("error: report: none of the 16 images could be read"), res.output
+    assert f"--data-root, here {tmp_path}" in error and "file not found" in error and "\n" not in res.stderr.strip()
+    assert not Path("r").exists()
+    res = runner.invoke(app, [*args, "--data-root", str(ws)])
+    assert res.exit_code == 0 and "report: 16 images" in res.stdout, res.output

@@ -688,3 +688,32 @@ def test_cli_predict_writes_non_utf8_names_escaped(ckpt, tmp_path) -> None:
         path = tmp_path / out
         table = pd.read_csv(path) if suffix == "csv" else pd.read_excel(path)
         assert table["image_path"].tolist() == ["\\xe9t\\xe9.jpg", "plain.jpg"]
+
+
+def test_cli_predict_with_nothing_readable_is_an_error(ckpt, tmp_path, monkeypatch) -> None:
+    """Every image unreadable, or no CSV path existing: exit 2 and one line, no header-only table, the
+    rejected rows kept; for the CSV the line names the folder paths were resolved against and
+    --data-root, which then finds them (issue 25, case 9)."""
+    monkeypatch.chdir(tmp_path)
+    Path("broken").mkdir()
+    for name in ("a.jpg", "b.png"):
+        Path("broken", name).write_bytes(b"not an image")
+    Path("imgs").mkdir()
+    scene(0, (64, 60)).save("imgs/x.jpg", quality=90)
+    Path("list.csv").write_text("path\nimgs/x.jpg\nimgs/gone.jpg\n")
+    Path("elsewhere").mkdir()
+    base = ["predict", "--checkpoint", str(ckpt), "--device", "cpu", "--workers", "0"]
+    for images, root, expected in (
+        ("broken", ".", "nothing predicted: all 2 images of broken are unreadable (first a.jpg: not an image"),
+        ("list.csv", "elsewhere", f"none of the 2 paths in list.csv exists under {tmp_path / 'elsewhere'} (CSV"),
+    ):
+        out = Path(f"p_{Path(images).stem}/p.csv")
+        res = runner.invoke(app, [*base, "--images", images, "--data-root", root, "--out", str(out)])
+        error = " ".join(res.stderr.split())
+        assert res.exit_code == 2 and error.startswith("error: ") and expected in error, res.output
+        assert "--data-root" in error or images == "broken"
+        assert f"see {out.with_name('p.rejected.csv')}" in error and "\n" not in res.stderr.strip()
+        assert sorted(p.name for p in out.parent.iterdir()) == ["p.rejected.csv"]  # no header-only table
+        assert len(read_csv(out.with_name("p.rejected.csv"))) == 2
+    res = runner.invoke(app, [*base, "--images", "list.csv", "--data-root", ".", "--out", "p_list/p.csv"])
+    assert res.exit_code == 0 and "2 images = predicted 1 + rejected 1" in res.stdout, res.output
