@@ -717,3 +717,28 @@ def test_cli_predict_with_nothing_readable_is_an_error(ckpt, tmp_path, monkeypat
         assert len(read_csv(out.with_name("p.rejected.csv"))) == 2
     res = runner.invoke(app, [*base, "--images", "list.csv", "--data-root", ".", "--out", "p_list/p.csv"])
     assert res.exit_code == 0 and "2 images = predicted 1 + rejected 1" in res.stdout, res.output
+
+
+def test_cli_predict_reads_numpy_metadata_and_refuses_unsafe_pickles(reference, mapping_json, tmp_path) -> None:
+    """predict loads a checkpoint holding numpy scalars, and refuses one that would run code, in one line
+    naming the file (issue 25, case 10: the same reader as `train --pretrained-file`)."""
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"model": reference.state_dict(), "best": np.float64(0.5)}, tmp_path / "w.pth")
+    torch.save({"model": reference.state_dict(), "hook": Evil()}, tmp_path / "evil.pth")
+    scene(0, (64, 60)).save(tmp_path / "x.jpg", quality=90)
+    args = ["--images", str(tmp_path), "--device", "cpu", "--workers", "0"]
+    args += ["--model-name", NAME, "--class-mapping", str(mapping_json)]
+    res = runner.invoke(
+        app, ["predict", "--checkpoint", str(tmp_path / "w.pth"), *args, "--out", str(tmp_path / "p/p.csv")]
+    )
+    assert res.exit_code == 0 and "1 images = predicted 1 + rejected 0" in res.stdout, res.output
+    res = runner.invoke(
+        app, ["predict", "--checkpoint", str(tmp_path / "evil.pth"), *args, "--out", str(tmp_path / "q/q.csv")]
+    )
+    error = res.stderr.strip()
+    assert res.exit_code == 2 and error.startswith(f"error: refusing {tmp_path / 'evil.pth'}: an unsafe pickle")
+    assert "\n" not in error and not (tmp_path / "pwned").exists()
