@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,13 @@ def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
             sheet.append(list(row))
     book.save(path)
     return path
+
+
+def special_files(folder: Path) -> list[str]:
+    """Two readable images, a FIFO and a link to /dev/zero, all named like images; their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        scene(i, (64, 60)).save(folder / f"ok_{i}.jpg", quality=90)
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    return ["fifo.jpg", "ok_0.jpg", "ok_1.jpg", "zero.jpg"]

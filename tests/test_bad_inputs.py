@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scene, workbook
+from conftest import scene, special_files, workbook
 from test_split import TAXONOMY_YAML
 from typer.testing import CliRunner
 
@@ -696,3 +696,39 @@ def test_split_report_markdown_escapes_names_from_the_data(ws: Path, tmp_path: P
     md = (out / "split_report.md").read_text()
     assert "<script" not in md and "| &lt;script>alert(1)&lt;/script> |" in md and "| c&amp;d |" in md
     assert evil in (out / "class_mapping.json").read_text()  # the data itself is unchanged
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="needs FIFOs and /dev/zero")
+def test_audit_images_root_rejects_fifos_and_devices(tmp_path: Path) -> None:
+    """A FIFO and a link to /dev/zero under audit's --images-root are unreadable rows, "not a regular
+    file", instead of a hang or an endless read (issue 25, case 6); the real CLI in a child process."""
+    names = special_files(tmp_path / "imgs")
+    csv(tmp_path / "train.csv", "path\n" + "".join(f"{n}\n" for n in names[:2]))
+    csv(tmp_path / "test.csv", "path\n" + "".join(f"{n}\n" for n in names[2:]))
+    args = ["audit", "--split", "train=train.csv", "--split", "test=test.csv", "--images-root", "imgs"]
+    res = subprocess.run(
+        [sys.executable, "-m", "endoctl", *args, "--json", "r.json", "--workers", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "2 unreadable" in res.stdout, res.stdout
+    unreadable = json.loads((tmp_path / "r.json").read_text())["unreadable"]
+    assert unreadable["files"] == ["fifo.jpg: not a regular file", "zero.jpg: not a regular file"]
+
+
+def test_report_with_no_readable_image_is_an_error(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    """report run from a folder its manifest paths do not resolve from: exit 2 and one line naming
+    --data-root and the folder used, no report written, instead of "unreadable 16, 0 thumbnails" and
+    exit 0 (issue 25, case 9); --data-root then makes the report."""
+    monkeypatch.chdir(tmp_path)
+    args = ["report", "--manifests", str(ws / "m"), "--out", "r", "--workers", "1"]
+    res = runner.invoke(app, args)
+    error = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and error.startswith("error: report: none of the 16 images could be read"), res.output
+    assert f"--data-root, here {tmp_path}" in error and "file not found" in error and "\n" not in res.stderr.strip()
+    assert not Path("r").exists()
+    res = runner.invoke(app, [*args, "--data-root", str(ws)])
+    assert res.exit_code == 0 and "report: 16 images" in res.stdout, res.output

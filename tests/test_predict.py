@@ -6,6 +6,8 @@ Tiny models only (EVA-02-Ti at 56 px, random init): nothing is downloaded.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 import types
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import scene
+from conftest import scene, special_files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -643,3 +645,100 @@ def test_predict_xlsx_never_writes_a_formula(ckpt, tmp_path, monkeypatch) -> Non
     res = runner.invoke(app, ["evaluate", "--truth", "test.csv", "--predictions", "p/p.xlsx", "--out", "r/r.json"])
     assert res.exit_code == 0, res.output
     assert sum(map(sum, json.loads(Path("r/r.json").read_text())["confusion_matrix"]["matrix"])) == len(names)
+
+
+def _endoctl(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real CLI in a child process, so that a hang fails the test instead of stalling the run."""
+    return subprocess.run(
+        [sys.executable, "-m", "endoctl", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="needs FIFOs and /dev/zero")
+def test_cli_predict_rejects_fifos_and_devices(ckpt, tmp_path) -> None:
+    """A FIFO and a link to /dev/zero among predict's images (folder and CSV) are rejected rows,
+    "not a regular file", instead of a run that hangs or reads without end (issue 25, case 6)."""
+    names = special_files(tmp_path / "imgs")
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"imgs/{n}\n" for n in names))
+    for images, prefix in (("imgs", ""), ("list.csv", "imgs/")):
+        out = f"p_{Path(images).stem}/p.csv"
+        res = _endoctl("predict", "--checkpoint", str(ckpt), "--images", images, "--out", out, "--device", "cpu",
+                       "--workers", "0", cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "4 images = predicted 2 + rejected 2" in res.stdout, res.stdout
+        assert pd.read_csv(tmp_path / out)["image_path"].tolist() == [f"{prefix}ok_0.jpg", f"{prefix}ok_1.jpg"]
+        rejected = read_csv(tmp_path / out.replace("p.csv", "p.rejected.csv"))
+        assert rejected.values.tolist() == [[f"{prefix}{n}", "not a regular file"] for n in ("fifo.jpg", "zero.jpg")]
+
+
+def test_cli_predict_writes_non_utf8_names_escaped(ckpt, tmp_path) -> None:
+    """A file name that is not UTF-8 (b'\\xe9t\\xe9.jpg' from a zip made on Windows) is predicted and
+    written as ``\\xe9t\\xe9.jpg`` to the CSV, the xlsx and the console, as ingest writes it, instead of a
+    UnicodeEncodeError after all the work (issue 25, case 8); the --out folder's name is not UTF-8 either."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    scene(0, (64, 60)).save(os.fsdecode(os.fsencode(imgs) + b"/\xe9t\xe9.jpg"), format="JPEG", quality=90)
+    scene(1, (64, 60)).save(imgs / "plain.jpg", quality=90)
+    for suffix in ("csv", "xlsx"):
+        out = os.fsdecode(b"r\xe9s/p." + suffix.encode())
+        res = _endoctl("predict", "--checkpoint", str(ckpt), "--images", "imgs", "--out", out, "--device", "cpu",
+                       "--workers", "0", cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        assert "2 images = predicted 2 + rejected 0" in res.stdout and f"-> r\\xe9s/p.{suffix}" in res.stdout
+        path = tmp_path / out
+        table = pd.read_csv(path) if suffix == "csv" else pd.read_excel(path)
+        assert table["image_path"].tolist() == ["\\xe9t\\xe9.jpg", "plain.jpg"]
+
+
+def test_cli_predict_with_nothing_readable_is_an_error(ckpt, tmp_path, monkeypatch) -> None:
+    """Every image unreadable, or no CSV path existing: exit 2 and one line, no header-only table, the
+    rejected rows kept; for the CSV the line names the folder paths were resolved against and
+    --data-root, which then finds them (issue 25, case 9)."""
+    monkeypatch.chdir(tmp_path)
+    Path("broken").mkdir()
+    for name in ("a.jpg", "b.png"):
+        Path("broken", name).write_bytes(b"not an image")
+    Path("imgs").mkdir()
+    scene(0, (64, 60)).save("imgs/x.jpg", quality=90)
+    Path("list.csv").write_text("path\nimgs/x.jpg\nimgs/gone.jpg\n")
+    Path("elsewhere").mkdir()
+    base = ["predict", "--checkpoint", str(ckpt), "--device", "cpu", "--workers", "0"]
+    for images, root, expected in (
+        ("broken", ".", "nothing predicted: all 2 images of broken are unreadable (first a.jpg: not an image"),
+        ("list.csv", "elsewhere", f"none of the 2 paths in list.csv exists under {tmp_path / 'elsewhere'} (CSV"),
+    ):
+        out = Path(f"p_{Path(images).stem}/p.csv")
+        res = runner.invoke(app, [*base, "--images", images, "--data-root", root, "--out", str(out)])
+        error = " ".join(res.stderr.split())
+        assert res.exit_code == 2 and error.startswith("error: ") and expected in error, res.output
+        assert "--data-root" in error or images == "broken"
+        assert f"see {out.with_name('p.rejected.csv')}" in error and "\n" not in res.stderr.strip()
+        assert sorted(p.name for p in out.parent.iterdir()) == ["p.rejected.csv"]  # no header-only table
+        assert len(read_csv(out.with_name("p.rejected.csv"))) == 2
+    res = runner.invoke(app, [*base, "--images", "list.csv", "--data-root", ".", "--out", "p_list/p.csv"])
+    assert res.exit_code == 0 and "2 images = predicted 1 + rejected 1" in res.stdout, res.output
+
+
+def test_cli_predict_reads_numpy_metadata_and_refuses_unsafe_pickles(reference, mapping_json, tmp_path) -> None:
+    """predict loads a checkpoint holding numpy scalars, and refuses one that would run code, in one line
+    naming the file (issue 25, case 10: the same reader as `train --pretrained-file`)."""
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"model": reference.state_dict(), "best": np.float64(0.5)}, tmp_path / "w.pth")
+    torch.save({"model": reference.state_dict(), "hook": Evil()}, tmp_path / "evil.pth")
+    scene(0, (64, 60)).save(tmp_path / "x.jpg", quality=90)
+    args = ["--images", str(tmp_path), "--device", "cpu", "--workers", "0"]
+    args += ["--model-name", NAME, "--class-mapping", str(mapping_json)]
+    res = runner.invoke(
+        app, ["predict", "--checkpoint", str(tmp_path / "w.pth"), *args, "--out", str(tmp_path / "p/p.csv")]
+    )
+    assert res.exit_code == 0 and "1 images = predicted 1 + rejected 0" in res.stdout, res.output
+    res = runner.invoke(
+        app, ["predict", "--checkpoint", str(tmp_path / "evil.pth"), *args, "--out", str(tmp_path / "q/q.csv")]
+    )
+    error = res.stderr.strip()
+    assert res.exit_code == 2 and error.startswith(f"error: refusing {tmp_path / 'evil.pth'}: an unsafe pickle")
+    assert "\n" not in error and not (tmp_path / "pwned").exists()

@@ -457,3 +457,30 @@ def test_multi_label_split_is_a_clear_one_line_error(tmp_path: Path, monkeypatch
         app, ["train", "pretrain", "--params", "none.yaml", "--split-dir", str(split), "--out-dir", "models/x"]
     )
     assert result.exit_code == 2 and "multi-label" in result.output and "Traceback" not in result.output
+
+
+class _Evil:
+    """Pickles as a call to os.system: what an unsafe 'checkpoint' looks like."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, ("touch pwned",))
+
+
+def test_cli_finetune_from_checkpoint_with_numpy_metadata(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train finetune --pretrained-file` reads an ordinary checkpoint holding a numpy scalar, as predict
+    does, instead of timm's weights_only traceback; an unsafe pickle is refused in one line naming the
+    file, and nothing in it runs (issue 25, case 10)."""
+    monkeypatch.chdir(workspace)
+    _params_file(workspace)
+    source = modelmod.create_model(MODEL, 3, img_size=28)
+    torch.save({"model": source.state_dict(), "best": np.float64(0.5), "epoch": np.int64(3)}, "w.pth")
+    torch.save({"model": source.state_dict(), "hook": _Evil()}, "evil.pth")
+    args = ["train", "finetune", "--epochs", "1", "--freeze-epochs", "0", "--out-dir", "models/np"]
+    res = CliRunner().invoke(app, [*args, "--pretrained-file", "w.pth", "--metrics-dir", "metrics/np"])
+    assert res.exit_code == 0, res.output
+    best = torch.load("models/np/best.pt", weights_only=True)
+    assert best["state_dict"]["head.weight"].shape[0] == 2
+    res = CliRunner().invoke(app, [*args, "--pretrained-file", "evil.pth", "--out-dir", "models/evil"])
+    error = res.stderr.strip()
+    assert res.exit_code == 2 and error.startswith("error: refusing evil.pth: an unsafe pickle"), res.output
+    assert "posix.system" in error and "\n" not in error and not Path("pwned").exists()

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, edges_by_key
+from endoctl.imaging import ImageRejected, check_regular_file
 from endoctl.io import PAIR_COLUMNS, read_table
 from endoctl.parallel import imap_chunks
 from endoctl.params import DEDUPE, SEQUENCE_PATTERN
@@ -537,23 +538,21 @@ def resolve(paths: Sequence[str], root: Path) -> list[str | tuple[None, str]]:
     index: dict[str, list[str]] | None = None
     for path in paths:
         file = root / path
-        if file.is_file():
-            out.append(str(file))
-            continue
-        if index is None:
-            index = _name_index(root)
-        found = index.get(_name(path), [])
-        if len(found) == 1:
-            out.append(found[0])
+        if not os.path.lexists(file):
+            if index is None:
+                index = _name_index(root)
+            found = index.get(_name(path), [])
+            if len(found) != 1:
+                many = f"ambiguous: {len(found)} files named {_name(path)} under {root}"
+                out.append((None, many if found else f"not found under {root}"))
+                continue
+            file = Path(found[0])
+        try:
+            check_regular_file(file)  # ingest's hashing opens it next: a FIFO or device must not get there
+        except ImageRejected as exc:
+            out.append((None, str(exc)))
         else:
-            out.append(
-                (
-                    None,
-                    f"not found under {root}"
-                    if not found
-                    else f"ambiguous: {len(found)} files named {_name(path)} under {root}",
-                )
-            )
+            out.append(str(file))
     return out
 
 

@@ -862,8 +862,8 @@ def predict(
     images: Annotated[
         Path,
         typer.Option(
-            help="Folder (recursive, sorted) or CSV with a path column (endoctl split CSV; paths relative to the "
-            "current folder)."
+            help="Folder (recursive, sorted) or CSV with a path column (endoctl split CSV; paths relative to "
+            "--data-root)."
         ),
     ],
     out: Annotated[
@@ -873,6 +873,9 @@ def predict(
             "beside it."
         ),
     ],
+    data_root: Annotated[
+        Path, typer.Option(help="Folder the paths of an --images CSV are relative to (default: the current folder).")
+    ] = Path("."),
     class_mapping: Annotated[
         Path | None,
         typer.Option(
@@ -911,6 +914,7 @@ def predict(
 
     from endoctl import predict as inference
     from endoctl.model import load_for_inference
+    from endoctl.sources.base import printable
 
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -918,7 +922,7 @@ def predict(
         _fail(f"--device {device}: CUDA is not available here (use --device cpu)")
     error = None
     try:
-        listed = inference.list_images(images)
+        listed = inference.list_images(images, data_root)
         inference.check_output(out, len(listed.paths))
         inference.check_output_folder(out)
         if not listed.paths:
@@ -945,14 +949,16 @@ def predict(
     with _output_errors():
         rejected = inference.write_predictions(out, result)
     n = len(result.table)
+    if not n:
+        _fail(inference.nothing_predicted(listed, images, result.rejected, rejected))
     typer.echo(
         f"predict: {len(listed.paths)} images"
-        + (f" (from {listed.rows} rows of {images.name})" if listed.repeated else "")
+        + (f" (from {listed.rows} rows of {printable(images.name)})" if listed.repeated else "")
         + f" = predicted {n} + rejected {len(result.rejected)}"
-        + (f" (see {rejected})" if len(result.rejected) else "")
+        + (f" (see {printable(str(rejected))})" if len(result.rejected) else "")
         + f"; {loaded.model_name} ({loaded.source_format} weights, {len(loaded.class_names)} classes) on {device}, "
         f"{result.path.describe()}, batch {batch_size}; {result.seconds:.1f} s, "
-        f"{(n + len(result.rejected)) / max(result.seconds, 1e-9):,.1f} img/s -> {out}"
+        f"{(n + len(result.rejected)) / max(result.seconds, 1e-9):,.1f} img/s -> {printable(str(out))}"
     )
 
 
@@ -1254,9 +1260,16 @@ def report(
         result = build_report(
             inputs, params, qparams, data_root, workers, lambda stage, done, total: tickers[stage](done, total)
         )
+    s = result.summary
+    if s["images"] and s["unreadable"] == s["images"]:  # a page of nothing: most likely the wrong folder
+        first = result.tables["quality.csv"].iloc[0]
+        _fail(
+            f"report: none of the {s['images']:,} images could be read (first {first['path']}: {first['reason']}); "
+            f"manifest paths are resolved against --data-root, here {data_root.resolve()}: pass the folder ingest "
+            "ran in"
+        )
     with _output_errors():
         index = write_report(result, out)
-    s = result.summary
     flags = ", ".join(f"{f} {s[f]}" for f in FLAGS)
     typer.echo(
         f"report: {s['images']:,} images ({s['decoded']:,} decoded, "

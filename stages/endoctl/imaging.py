@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 _EXIF_ORIENTATION = 0x0112
+MISSING = "file not found (or broken symlink)"  # the reason of a path that leads nowhere
 
 
 class ImageRejected(Exception):
@@ -271,14 +274,39 @@ def thumbnail(data: bytes, max_pixels: int = MAX_PIXELS) -> Thumb:
     return Thumb(_thumb(gray.pixels), gray.width, gray.height)
 
 
-def read_image_file(path: Path) -> bytes:
-    """The file's bytes in one call (no handle outlives it), or :class:`ImageRejected` with why."""
+def check_regular_file(path: str | Path) -> None:
+    """:class:`ImageRejected` unless ``path`` is (a link to) a regular file: the check every reader of
+    images makes before opening one, since a FIFO blocks forever and a device such as /dev/zero never ends."""
     try:
-        data = path.read_bytes()
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise ImageRejected("file not found (or broken symlink)") from None
+        raise ImageRejected(MISSING) from None
     except OSError as exc:
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ImageRejected("not a regular file")
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """The file's bytes in one call (no handle outlives it), or :class:`ImageRejected` with why.
+
+    Only regular files are read (:func:`check_regular_file`); the file is opened non-blocking and
+    checked again, so a FIFO swapped in meanwhile cannot hang the run either.
+    """
+    check_regular_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageRejected(MISSING) from None
+    except OSError as exc:
+        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageRejected("not a regular file")
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     if not data:
         raise ImageRejected("empty file (0 bytes)")
     return data

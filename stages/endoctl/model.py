@@ -137,12 +137,14 @@ def create_model(
     img_size: int | None = None,
     drop_path_rate: float = 0.0,
     pretrained_file: str | Path | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """A timm model, randomly initialised or from a local weights file; never downloads.
+    """A timm model, randomly initialised, from a local weights file or from ``state_dict``; never downloads.
 
-    ``pretrained_file`` goes through timm's own loader (``pretrained_cfg_overlay=dict(file=...)``)
-    so that position-embedding resampling for another ``img_size`` and dropping a head of another
-    size are timm's, not a copy of them. Models without an ``img_size`` argument (CNNs) ignore it.
+    The weights go through timm's own loader (``pretrained_cfg_overlay=dict(file=...)`` or
+    ``state_dict=...``) so that position-embedding resampling for another ``img_size`` and dropping a
+    head of another size are timm's, not a copy of them. Models without an ``img_size`` argument
+    (CNNs) ignore it.
     """
     import timm
 
@@ -154,6 +156,8 @@ def create_model(
             raise FileNotFoundError(f"pretrained weights file not found: {pretrained_file}")
         # source='' keeps timm from preferring the hub; file= is then its highest-priority source.
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_file), "source": ""})
+    elif state_dict is not None:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"state_dict": dict(state_dict), "source": ""})
     else:
         kwargs["pretrained"] = False
     if img_size is not None:
@@ -269,14 +273,29 @@ class _Placeholder(dict):
         return (dict, (dict(self),))
 
 
+# Modules whose functions a pickle names only to run code (os.system, eval, subprocess.Popen, ...):
+# such a file is no checkpoint and is refused outright rather than loaded with placeholders.
+UNSAFE_MODULES = frozenset(
+    {"builtins", "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pickle",
+     "marshal", "ctypes", "code", "pty", "webbrowser", "torch.hub", "timm.models._hub"}
+)  # fmt: skip
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """The file names a function that would run code when unpickled."""
+
+
 class _TolerantUnpickler(pickle.Unpickler):
-    """Rebuilds tensors and plain containers (torch's weights-only allow-list); all else -> placeholder."""
+    """Rebuilds tensors and plain containers (torch's weights-only allow-list); all else -> placeholder,
+    except :data:`UNSAFE_MODULES`, which are refused."""
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = _allowed_globals()
         key = f"{module}.{name}"
         if key in allowed:
             return allowed[key]
+        if module.split(".")[0] in UNSAFE_MODULES or module in UNSAFE_MODULES:
+            raise UnsafePickle(f"it would call {key} when loaded")
         return type(name, (_Placeholder,), {"__module__": f"placeholder:{module}"})
 
 
@@ -337,6 +356,8 @@ def read_weights(path: str | Path, tolerant: bool = True) -> Any:
         raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(exc)}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+    except UnsafePickle as exc:
+        raise ValueError(f"refusing {path}: an unsafe pickle, not a checkpoint ({exc})") from None
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(exc)}") from None
 
@@ -517,6 +538,27 @@ def load_for_inference(
         f"unrecognised checkpoint layout in {where}: top-level keys {keys or '(none)'} (expected an endoctl "
         f"checkpoint, a timm state dict, or a Lightning checkpoint with backbone.*/classifier.linear.* weights)"
     )
+
+
+def training_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights in ``path`` to start training from, read by :func:`read_weights` as predict reads them
+    (timm's own ``torch.load(weights_only=True)`` refuses ordinary checkpoints holding a numpy scalar):
+    an endoctl checkpoint's ``state_dict``, a seed-paper Lightning backbone, or timm weights (bare or
+    under timm's keys, EMA first, as timm picks them)."""
+    obj = read_weights(path)
+    inner = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    if _is_state_dict(inner) and not str(obj.get("format", "")).startswith(CKPT_PREFIX):
+        backbone = lightning_backbone(_strip_wrappers(inner))
+        if backbone is not None:
+            return backbone
+    if _is_state_dict(obj):
+        return _strip_wrappers(obj)
+    if isinstance(obj, Mapping):
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model", "model_state_dict"):
+            if _is_state_dict(obj.get(key)):
+                return _strip_wrappers(obj[key])
+    keys = ", ".join(sorted(map(str, obj))[:20]) if isinstance(obj, Mapping) else type(obj).__name__
+    raise ValueError(f"no weights found in {path}: top-level keys {keys or '(none)'}")
 
 
 def lightning_backbone(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -37,10 +37,11 @@ import pandas as pd
 import torch
 
 from endoctl.devices import autocast, bf16_supported
-from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, open_rgb
+from endoctl.imaging import IMAGE_SUFFIXES, MISSING, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
 from endoctl.model import LoadedModel
 from endoctl.params import MAX_PIXELS
+from endoctl.sources.base import printable
 from endoctl.xlsx import xlsx_bytes
 
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
@@ -79,10 +80,10 @@ class ImageList:
         return [self.root / p for p in self.paths]
 
 
-def list_images(source: str | Path) -> ImageList:
+def list_images(source: str | Path, data_root: str | Path = ".") -> ImageList:
     """Images of a folder (recursive; paths relative to it) or of a CSV's ``path`` column.
 
-    CSV paths are written as given and opened relative to the current folder, as in endoctl split
+    CSV paths are written as given and opened relative to ``data_root`` (the current folder), as in endoctl split
     CSVs. A path listed twice is predicted once (the output has one row per ``image_path``) and
     reported in ``repeated``; a row without a path is an error. Hidden files and folders and files
     without an image suffix are skipped, and counted.
@@ -113,7 +114,7 @@ def list_images(source: str | Path) -> ImageList:
                 f"{source}: {int(empty.sum())} row(s) without a {column}, first: row {int(empty.argmax()) + 2}"
             )
         repeated = {p: [i + 2 for i in rows] for p, rows in values.groupby(values).indices.items() if len(rows) > 1}
-        return ImageList(natural_sorted(set(values)), Path("."), rows=len(values), repeated=repeated)
+        return ImageList(natural_sorted(set(values)), Path(data_root), rows=len(values), repeated=repeated)
     raise FileNotFoundError(f"images not found: {source} (expected a folder or a .csv)")
 
 
@@ -356,8 +357,11 @@ def predict_images(
             if on_progress is not None:
                 on_progress(done, n)
     seconds = time.perf_counter() - started
+    # A name that is not UTF-8 (zips made on Windows) is written with \xNN escapes, as ingest writes it.
+    names = [printable(p) for p in images.paths]
+    rejected = [(printable(p), reason) for p, reason in rejected]
     return PredictionResult(
-        prediction_table([p for p, good in zip(images.paths, ok) if good], probs[ok], loaded.class_names),
+        prediction_table([p for p, good in zip(names, ok) if good], probs[ok], loaded.class_names),
         pd.DataFrame(sorted(rejected, key=lambda r: (natural_key(r[0]), r)), columns=["path", "reason"]),
         seconds,
         predictor.path,
@@ -419,9 +423,23 @@ def check_output_folder(out: str | Path) -> None:
     )
 
 
+def nothing_predicted(images: ImageList, source: str | Path, rejected: pd.DataFrame, rejected_file: Path) -> str:
+    """The one line ending a run in which every image was rejected: a table without rows is no result.
+    When no CSV path exists at all, it names the folder they were resolved against and ``--data-root``."""
+    see = f"; see {printable(str(rejected_file))}"
+    if Path(source).is_file() and rejected["reason"].eq(MISSING).all():
+        return (
+            f"nothing predicted: none of the {len(rejected)} paths in {source} exists under {images.root.resolve()} "
+            f"(CSV paths are resolved against --data-root, default the current folder){see}"
+        )
+    path, reason = rejected.iloc[0]
+    return f"nothing predicted: all {len(rejected)} images of {source} are unreadable (first {path}: {reason}){see}"
+
+
 def write_predictions(out: str | Path, result: PredictionResult) -> Path:
     """Write the table (CSV or xlsx by suffix) and ``<stem>.rejected.csv`` beside it as one set: their
-    folder is rebuilt and swapped in with one rename (:func:`endoctl.io.atomic_dir`)."""
+    folder is rebuilt and swapped in with one rename (:func:`endoctl.io.atomic_dir`). A table without
+    rows is not written (a header-only file would pass for a result); the rejected list always is."""
     out = Path(out)
     kind = check_output(out, len(result.table))
     with atomic_dir(
@@ -431,13 +449,14 @@ def write_predictions(out: str | Path, result: PredictionResult) -> Path:
         "predict outputs",
         hint=f" (e.g. --out predictions/{out.name})",
     ) as tmp:
-        if kind == "csv":
-            write_csv(tmp / out.name, result.table)  # float32 columns print as their shortest round-trip text
-        else:
-            table = result.table.copy()
-            for name in table.columns[1:-1]:  # float32 -> the float64 of its shortest text (0.1, not 0.10000000149)
-                table[name] = table[name].to_numpy().astype(str).astype(np.float64)
-            with atomic_open(tmp / out.name, "wb") as fh:
-                fh.write(xlsx_bytes(table))  # fixed dates: the same table gives the same bytes
+        if not result.table.empty:
+            if kind == "csv":
+                write_csv(tmp / out.name, result.table)  # float32 columns print as their shortest round-trip text
+            else:
+                table = result.table.copy()
+                for name in table.columns[1:-1]:  # float32 -> the float64 of its shortest text (0.1, not 0.10000000149)
+                    table[name] = table[name].to_numpy().astype(str).astype(np.float64)
+                with atomic_open(tmp / out.name, "wb") as fh:
+                    fh.write(xlsx_bytes(table))  # fixed dates: the same table gives the same bytes
         write_csv(tmp / rejected_path(out).name, result.rejected)
     return rejected_path(out)

@@ -22,7 +22,6 @@ import dataclasses
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -450,9 +449,9 @@ def _missing_weights_message(path: str, model_name: str) -> str:
 def _create_for_training(config: TrainConfig, num_classes: int, weights: bool) -> nn.Module:
     """The model with a new ``num_classes`` head; with ``weights``, the backbone from ``pretrained_file``.
 
-    timm's own loader reads timm weights and endoctl checkpoints (their ``state_dict``), resamples
-    position embeddings to ``img_size`` and drops the old head. A seed-paper Lightning checkpoint
-    (``backbone.*`` keys) is first re-keyed into a temporary timm state dict for the same loader.
+    The file is read by :func:`endoctl.model.training_weights` (the reader predict uses: numpy
+    scalars in metadata load, unsafe pickles are refused); timm's own loader then takes that state
+    dict, resamples position embeddings to ``img_size`` and drops the old head.
     """
     from endoctl import model as modelmod
 
@@ -460,17 +459,7 @@ def _create_for_training(config: TrainConfig, num_classes: int, weights: bool) -
     file = config.pretrained_file if weights and config.pretrained_file else None
     if file is None:
         return modelmod.create_model(config.model_name, num_classes, **kwargs)
-    raw = modelmod.read_weights(file)
-    inner = raw.get("state_dict") if isinstance(raw, dict) and "format" not in raw else None
-    backbone = modelmod.lightning_backbone(inner) if isinstance(inner, dict) else None
-    if backbone is None:
-        return modelmod.create_model(config.model_name, num_classes, pretrained_file=file, **kwargs)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".init-") as tmp:
-        converted = Path(tmp) / "backbone.pt"
-        torch.save(backbone, converted)
-        return modelmod.create_model(config.model_name, num_classes, pretrained_file=converted, **kwargs)
+    return modelmod.create_model(config.model_name, num_classes, state_dict=modelmod.training_weights(file), **kwargs)
 
 
 def _load_training_state(path: Path, config: TrainConfig) -> dict:
