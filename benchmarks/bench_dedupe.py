@@ -28,14 +28,12 @@ import pandas as pd
 from bench_ee24 import run_stage  # wall time and process-tree RSS of a command
 from smoke import add_arguments, out_path, write_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from oracles import brute_force_pairs, synthetic_hashes  # noqa: E402
-
 from endoctl import dedupe as dd
 from endoctl.dedupe import layout, near_pairs
 from endoctl.hashing import from_hex, to_hex
 from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, PAIRS_FILE, read_csv, write_csv, write_text
 from endoctl.params import DedupeParams
+from endoctl.testing import brute_force_pairs, synthetic_hashes
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "dedupe.md"
 

@@ -60,8 +60,7 @@ def sources(tmp: Path) -> tuple[list[Path], str]:
         files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
         if len(files) >= 20:
             return files, f"{len(files)} {what}"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import scene
+    from endoctl.testing import scene
 
     out = []
     for i in range(200):

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -63,8 +62,7 @@ def source_files(n: int, tmp: Path) -> tuple[list[Path], str]:
         files = sorted(SHARED.glob("*.jpg"))
         if len(files) >= 50:
             return [files[i % len(files)] for i in range(n)], f"real Kvasir-SEG JPEGs ({min(n, len(files))} distinct)"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import scene
+    from endoctl.testing import scene
 
     out = []
     for i in range(n):

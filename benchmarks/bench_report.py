@@ -36,12 +36,11 @@ from endoctl.hashing import to_hex
 from endoctl.ingest import hash_files
 from endoctl.io import write_csv, write_text
 from endoctl.params import QualityParams, ReportParams
-from endoctl.quality import FLAGS, assess, degraded_copies, flag, measure_files, region, sums
+from endoctl.quality import FLAGS, assess, flag, measure_files, region, sums
 from endoctl.report import build_report, load_inputs, write_report
+from endoctl.testing import degraded_copies, synthetic_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from oracles import synthetic_hashes  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "real_images"
 OUT = ROOT / "benchmarks" / "results" / "report.md"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from endoctl.testing import scene
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -19,18 +19,6 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real reference data not available: {path} (../shared is absent)")
     return path
-
-
-def scene(seed: int = 0, size: tuple[int, int] = (96, 80)) -> Image.Image:
-    """A smooth, structured RGB test image (pHash of pure noise is meaningless)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    base = np.zeros((h, w, 3))
-    for c in range(3):
-        fx, fy, phase = rng.uniform(1, 4, 3)
-        base[..., c] = 0.5 + 0.5 * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
-    return Image.fromarray((base * 255).astype(np.uint8))
 
 
 def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:

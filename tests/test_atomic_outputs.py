@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scene
 from test_split import TAXONOMY_YAML, make_manifest
 
 from endoctl.io import OutputError, atomic_dir, clean_stale, write_csv, write_text
+from endoctl.testing import scene
 
 SERVER = r"""
 import json, os, sys

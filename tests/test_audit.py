@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scene, shared_path
+from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from endoctl.audit import audit, frame_adjacency, hash_images, read_split_file
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
+from endoctl.testing import scene
 
 runner = CliRunner()
 

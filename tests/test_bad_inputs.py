@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scene, special_files, workbook
+from conftest import special_files, workbook
 from test_split import TAXONOMY_YAML
 from typer.testing import CliRunner
 
 from endoctl.cli import app
+from endoctl.testing import scene
 
 runner = CliRunner()
 CLASSES = ["Normal", "A", "B", "C"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import scene
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from endoctl import data as datamod
 from endoctl.cache import build_cache, cached_name, shrink, write_cache
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
+from endoctl.testing import scene
 
 runner = CliRunner()
 

@@ -11,7 +11,6 @@ import pytest
 from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracles import brute_force_pairs, synthetic_hashes
 from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
@@ -22,6 +21,7 @@ from endoctl.ingest import hash_files, ingest
 from endoctl.io import PAIR_COLUMNS, read_csv
 from endoctl.params import DedupeParams
 from endoctl.sources import get_adapter
+from endoctl.testing import brute_force_pairs, synthetic_hashes
 
 runner = CliRunner()
 

@@ -812,8 +812,9 @@ def test_leak_free_metrics_on_the_images_no_training_group_holds(tmp_path: Path)
 
 
 def test_leak_free_with_images_counts_near_duplicates(tmp_path: Path) -> None:
-    from conftest import scene
     from PIL import Image
+
+    from endoctl.testing import scene
 
     rows = [(f"x/{k}.jpg", "a" if k % 2 else "b", "s", 0.7, 0.3) for k in range(4)]
     truth, pred = write_case(tmp_path, rows, ["A", "B"])

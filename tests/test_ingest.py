@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import scene, shared_path
+from conftest import shared_path
 from PIL import Image
 from source_trees import TREES
 from typer.testing import CliRunner
@@ -23,6 +23,7 @@ from endoctl.imaging import _pillow, _thumb, content_box, content_boxes, thumbna
 from endoctl.ingest import MANIFEST_COLUMNS, hash_files, ingest
 from endoctl.io import read_csv
 from endoctl.sources import get_adapter
+from endoctl.testing import scene
 
 runner = CliRunner()
 

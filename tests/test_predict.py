@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import scene, special_files
+from conftest import special_files
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -46,6 +47,7 @@ from endoctl.predict import (
     split_transform,
 )
 from endoctl.taxonomy import load_taxonomy
+from endoctl.testing import scene
 
 runner = CliRunner()
 NAME = "eva02_tiny_patch14_224"
@@ -742,3 +744,28 @@ def test_cli_predict_reads_numpy_metadata_and_refuses_unsafe_pickles(reference, 
     error = res.stderr.strip()
     assert res.exit_code == 2 and error.startswith(f"error: refusing {tmp_path / 'evil.pth'}: an unsafe pickle")
     assert "\n" not in error and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE/SIGXFSZ")
+def test_cli_predict_xlsx_on_a_full_disk_is_one_line(ckpt, tmp_path) -> None:
+    """Writing the workbook fails (a file-size limit stands in for a full disk): one error line naming
+    the output, no traceback (no second one from a half-closed ZipFile), and nothing left half-written
+    (issue 25, case 12)."""
+    import resource
+
+    for i in range(3):
+        scene(i, (64, 60)).save(tmp_path / f"f{i}.jpg", quality=90)
+
+    def limited() -> None:  # in the child: files past 3,000 bytes cannot be written (EFBIG, as ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    res = subprocess.run(
+        [sys.executable, "-m", "endoctl", "predict", "--checkpoint", str(ckpt), "--images", ".", "--out", "out/p.xlsx",
+         "--device", "cpu", "--workers", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limited,
+    )  # fmt: skip
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr
+    lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "p.xlsx" in lines[0], res.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

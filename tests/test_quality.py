@@ -10,7 +10,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from endoctl.params import QualityParams
-from endoctl.quality import REGION, assess, degraded_copies, flag, measures, region, sums
+from endoctl.quality import REGION, assess, flag, measures, region, sums
+from endoctl.testing import degraded_copies
 from tests.conftest import scene, shared_path
 
 

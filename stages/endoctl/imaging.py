@@ -298,6 +298,8 @@ def read_image_file(path: str | Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ImageRejected(MISSING) from None
+    except PermissionError:
+        raise ImageRejected("unreadable: permission denied") from None
     except OSError as exc:
         raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
     with open(fd, "rb") as fh:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from endoctl.hashing import dhash_batch, grid_batch, grid_hex, phash_batch, to_hex
-from endoctl.imaging import ImageRejected, decode_gray, thumbs
+from endoctl.imaging import ImageRejected, decode_gray, read_image_file, thumbs
 from endoctl.io import MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE, atomic_dir, write_csv, write_text
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS
@@ -62,23 +62,13 @@ class IngestResult:
         return f"skipped {total}" + (": " + ", ".join(f"{n} {why}" for why, n in self.skipped.items()) if total else "")
 
 
-def _read(file: str) -> bytes:
-    try:
-        with open(file, "rb") as fh:
-            return fh.read()
-    except PermissionError:
-        raise ImageRejected("unreadable: permission denied") from None
-    except OSError as exc:
-        raise ImageRejected(f"unreadable: {exc.strerror or exc}") from None
-
-
 def hash_files(files: list[str], max_pixels: int = MAX_PIXELS) -> list[tuple | str]:
     """Per file either ``(width, height, bytes, sha256, phash_hex, dhash_hex, grid_hex)`` or a rejection reason."""
     out: list[tuple | str] = []
     grays, slots = [], []
     for file in files:
         try:
-            data = _read(file)
+            data = read_image_file(file)
             gray = decode_gray(data, max_pixels)
         except ImageRejected as exc:
             out.append(str(exc))

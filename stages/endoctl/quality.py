@@ -22,7 +22,6 @@ default thresholds: README "Image quality" (measured on the real images in ``../
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from endoctl.imaging import ImageRejected, content_box, decode_gray, read_image_file
 from endoctl.parallel import imap_chunks
@@ -181,31 +180,3 @@ def assess(
     measured = measure_images(manifest, data_root, workers, on_progress=on_progress)
     decoded = int(manifest["sha256"].where(manifest["sha256"] != "", manifest["image_id"]).nunique())
     return QualityResult(flag(measured, params), decoded, time.perf_counter() - start)
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-def degraded_copies(path: str | Path) -> dict[str, bytes]:
-    """The image and planted degradations of it, each a JPEG, like dedupe's synthetic hashes: the
-    thresholds are chosen on real images and these (tests, benchmarks/bench_report.py)."""
-    im = Image.open(path).convert("RGB")
-    a, w = np.asarray(im, dtype=np.float64), im.width
-
-    def blur(share: float) -> bytes:
-        return _jpeg(np.asarray(im.filter(ImageFilter.GaussianBlur(share * w)), dtype=np.float64))
-
-    return {
-        "original": Path(path).read_bytes(),
-        "dark x0.25": _jpeg(a * 0.25),
-        "dark x0.15": _jpeg(a * 0.15),
-        "whiteout 70%": _jpeg(a * 0.3 + 255 * 0.7),
-        "brightened x2.5": _jpeg(a * 2.5),
-        "blur 0.5% of width": blur(0.005),
-        "blur 1% of width": blur(0.01),
-        "uniform (mean colour)": _jpeg(np.broadcast_to(a.mean(axis=(0, 1)), a.shape)),
-        "dark uniform + noise": _jpeg(12 + np.random.default_rng(0).normal(0, 2, a.shape)),
-    }
