@@ -71,6 +71,7 @@ from endoctl.io import (
     TRAIN_VAL_FILE,
     read_csv,
 )
+from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "ee24.md"
@@ -231,18 +232,7 @@ CE24_OF_SEE_AI = {
     "foreign body": "Foreign Body",
 }
 CE24_OF_KID = {"normal-small-bowel": "Normal", "lymphangiectasia": "Lymphangiectasia", "polypoid": "Polyp"}
-CE24_CLASSES = [
-    "Angioectasia",
-    "Bleeding",
-    "Erosion",
-    "Erythema",
-    "Foreign Body",
-    "Lymphangiectasia",
-    "Normal",
-    "Polyp",
-    "Ulcer",
-    "Worms",
-]
+CE24_CLASSES = list(CE24_CLASS_ORDER)
 
 
 # ------------------------------------------------------------------------------------- pixels

@@ -22,22 +22,12 @@ from test_split import TAXONOMY_YAML
 from typer.testing import CliRunner
 
 from endoctl.cli import app
+from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER
 from endoctl.testing import scene
 
 runner = CliRunner()
 CLASSES = ["Normal", "A", "B", "C"]
-CE24_CLASSES = [
-    "Angioectasia",
-    "Bleeding",
-    "Erosion",
-    "Erythema",
-    "Foreign Body",
-    "Lymphangiectasia",
-    "Normal",
-    "Polyp",
-    "Ulcer",
-    "Worms",
-]
+CE24_CLASSES = list(CE24_CLASS_ORDER)
 
 
 def csv(path: Path, text: str) -> Path:

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1
 from typer.testing import CliRunner
 
 from endoctl.cli import app
-from endoctl.io import write_csv, write_text
+from endoctl.io import read_table, write_csv, write_text
 from endoctl.metrics import (
     EvalData,
     EvaluationError,
@@ -25,10 +25,9 @@ from endoctl.metrics import (
     dumps,
     full_report,
     load_truth,
-    read_table,
 )
 from endoctl.plots import roc_table
-from endoctl.sources.ce24 import CE24
+from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER
 
 runner = CliRunner()
 SPLITS = {"validation": "validation_data.xlsx", "testing": "test_data.xlsx"}
@@ -667,18 +666,7 @@ def test_roc_table_skips_classes_without_images() -> None:
 
 
 def test_split_truth_problems_and_taxonomy_display_names(tmp_path: Path) -> None:
-    ce24 = [
-        "Angioectasia",
-        "Bleeding",
-        "Erosion",
-        "Erythema",
-        "Foreign Body",
-        "Lymphangiectasia",
-        "Normal",
-        "Polyp",
-        "Ulcer",
-        "Worms",
-    ]
+    ce24 = list(CE24_CLASS_ORDER)
     rows = [(f"x/{i}.jpg", ce24[i].lower(), "s", *np.eye(10)[i]) for i in range(10)]
     truth, pred = write_case(tmp_path, rows, ce24)
     pred.columns = [c.lower() if c in ce24 else c for c in pred.columns]  # class columns in any case
@@ -1069,7 +1057,7 @@ def organisers_report(onehot: np.ndarray, values: np.ndarray, classes: list[str]
     }
 
 
-CE24_CLASSES = list(CE24.labels)  # the challenge's classes, in its column order
+CE24_CLASSES = list(CE24_CLASS_ORDER)  # the challenge's classes, in its column order
 
 
 def logit_submission(ce24_csv: Path, split: str, stem: str, out: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
+from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER
 from endoctl.split import OUTPUT_FILES, Pin, assign, parse_pin, split
 from endoctl.taxonomy import load_taxonomy
 
@@ -949,18 +950,7 @@ def test_split_help_lists_options() -> None:
 
 # ------------------------------------------------------------------------------------ real data
 
-CE24_CLASSES = [
-    "Angioectasia",
-    "Bleeding",
-    "Erosion",
-    "Erythema",
-    "Foreign Body",
-    "Lymphangiectasia",
-    "Normal",
-    "Polyp",
-    "Ulcer",
-    "Worms",
-]
+CE24_CLASSES = list(CE24_CLASS_ORDER)
 
 
 @pytest.fixture(scope="module")

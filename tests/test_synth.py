@@ -19,7 +19,7 @@ from PIL import Image
 
 import endoctl.synth as synth_mod
 from endoctl.io import OutputError
-from endoctl.synth import CE24_CLASSES, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, SynthConfig, synth
+from endoctl.synth import CE24_CLASS_OF, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, SynthConfig, synth
 from endoctl.taxonomy import load_taxonomy, map_labels
 
 CONFIG = SynthConfig(
@@ -48,7 +48,7 @@ LAYOUT = [
     re.compile(r"kvasir_capsule/(metadata\.csv|README\.md)"),
     re.compile(rf"kid/(?P<folder>{alt(KID_CLASSES.values())})/{KID_NAME}"),
     re.compile(r"kid/README\.md"),
-    re.compile(rf"ce24/(training|validation)/({alt(CE24_CLASSES.values())})/(KVASIR/{KC_NAME}|KID/{KID_NAME})"),
+    re.compile(rf"ce24/(training|validation)/({alt(CE24_CLASS_OF.values())})/(KVASIR/{KC_NAME}|KID/{KID_NAME})"),
     re.compile(r"ce24/(training|validation)/Worms/AIIMS/worm[1-4]_\d+\.jpg"),
     re.compile(r"ce24/testing/Images/[A-Za-z0-9]{10}\.jpg"),
     re.compile(r"ce24/(testing/test_data\.xlsx|README\.md)"),
@@ -60,7 +60,7 @@ LAYOUT = [
 ]
 TRUTH_PATH = re.compile(  # sic: the real CE24 truth file's folder name and Windows separator
     r"Test set for us, with excel sheet and seperated/"
-    rf"(?P<cls>{alt(CE24_CLASSES.values())})\\(?P<name>[A-Za-z0-9]{{10}}\.jpg)"
+    rf"(?P<cls>{alt(CE24_CLASS_OF.values())})\\(?P<name>[A-Za-z0-9]{{10}}\.jpg)"
 )
 
 
@@ -212,7 +212,7 @@ def test_ce24_training_validation_are_reencoded_copies(demo) -> None:
     (((split_a, cls_a, sha_a), (split_b, cls_b, sha_b)),) = twins.values()
     assert split_a == split_b == "training" and cls_a != cls_b and sha_a == sha_b
     # Classes follow the source's finding; KID's coarse folders ('vascular') map to a specific class.
-    allowed = {(f, CE24_CLASSES[f]) for f in KC_FINDINGS} | {(KID_CLASSES[f], CE24_CLASSES[f]) for f in KID_CLASSES}
+    allowed = {(f, CE24_CLASS_OF[f]) for f in KC_FINDINGS} | {(KID_CLASSES[f], CE24_CLASS_OF[f]) for f in KID_CLASSES}
     for name, rows in copies.items():
         assert any((sources[name][1], cls) in allowed for _, cls, _ in rows), name
     n_kc = CONFIG.videos * CONFIG.frames_per_video

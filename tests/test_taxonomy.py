@@ -22,7 +22,8 @@ from label_contract import CONTRACT, ERS_CODES, every_label
 
 from endoctl.ingest import ingest
 from endoctl.sources import REGISTRY, get_adapter
-from endoctl.synth import CE24_CLASSES, KC_FINDINGS, KID_CLASSES, SynthConfig, synth
+from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER
+from endoctl.synth import CE24_CLASS_OF, KC_FINDINGS, KID_CLASSES, SynthConfig, synth
 from endoctl.taxonomy import (
     DEFAULT_TAXONOMY,
     FINDING_NAME,
@@ -33,18 +34,7 @@ from endoctl.taxonomy import (
     map_labels,
 )
 
-CE24_ORDER = [
-    "Angioectasia",
-    "Bleeding",
-    "Erosion",
-    "Erythema",
-    "Foreign Body",
-    "Lymphangiectasia",
-    "Normal",
-    "Polyp",
-    "Ulcer",
-    "Worms",
-]
+CE24_ORDER = list(CE24_CLASS_ORDER)  # the adapter's official order: the taxonomy must agree
 DATASETS = {
     "ce24",
     "kvasir-capsule",
@@ -310,7 +300,7 @@ def test_every_demo_label_is_mapped(tax, demo_manifests):
     assert set(KC_FINDINGS) <= set(tax.sources["kvasir-capsule"])
     assert {cls for _, cls in KC_FINDINGS.values()} <= set(tax.sources["kvasir-capsule"])
     assert set(KID_CLASSES.values()) <= set(tax.sources["kid"])
-    assert set(CE24_CLASSES.values()) <= set(tax.sources["ce24"])
+    assert set(CE24_CLASS_OF.values()) <= set(tax.sources["ce24"])
 
 
 def test_demo_outcomes(tax, demo_manifests):

@@ -52,8 +52,8 @@ from endoctl.imaging import ImageRejected, check_regular_file
 from endoctl.io import PAIR_COLUMNS, read_table
 from endoctl.parallel import imap_chunks
 from endoctl.params import DEDUPE, SEQUENCE_PATTERN
+from endoctl.sources.ce24 import AIIMS_VIDEO, ce24_patient
 from endoctl.sources.ce24 import SPLITS as CE24_SPLITS
-from endoctl.sources.ce24 import ce24_patient
 from endoctl.sources.csv_labels import PATH_COLUMNS, PATIENT_COLUMNS
 from endoctl.sources.ers import ers_patient
 from endoctl.sources.kid import is_kid_name
@@ -63,7 +63,7 @@ from endoctl.sources.medfmc import MEDFMC_NAME, medfmc_patient
 
 ROW_COLUMNS = ["image_id", "source", "patient_id", "path", "split", "group"]  # one audited image
 # CE24's AIIMS frames (ulcer1_<frame>, worm2_<frame>), tried after dedupe's sequence pattern.
-AIIMS_SEQUENCE_PATTERN = r"(?:^|/)(?P<prefix>(?:ulcer|worms?)[0-9]+_)(?P<frame>[0-9]+)$"
+AIIMS_SEQUENCE_PATTERN = rf"(?:^|/)(?P<prefix>{AIIMS_VIDEO}_)(?P<frame>[0-9]+)$"
 ADJACENCY_COLUMNS = ["split", "source", "images", "numbered", "adjacent"]
 ENDOCTL_COLUMNS = ("image_id", "source", "path", "group")
 UNKNOWN = "unknown"
@@ -106,7 +106,7 @@ def infer_source(path: str) -> tuple[str, str, str]:
     return UNKNOWN, "", path
 
 
-def detect_format(columns: Sequence[str]) -> str | None:
+def detect_table_format(columns: Sequence[str]) -> str | None:
     """``endoctl``, ``ce24``, ``kvasir-capsule`` or ``paths`` from a table's columns; None if unknown."""
     lower = {c.lower() for c in columns}
     if set(ENDOCTL_COLUMNS) <= lower:
@@ -133,7 +133,7 @@ def read_split_file(path: str | Path, split: str | None = None) -> pd.DataFrame:
             f"{path}: no rows (header only): an empty split cannot be audited"
             + (f" (columns {list(df.columns)})" if len(df.columns) else "")
         )
-    fmt = detect_format(df.columns)
+    fmt = detect_table_format(df.columns)
     column = {c.lower(): c for c in df.columns}
     split = split if split is not None else path.stem
     if fmt == "kvasir-capsule" and not df[column["filename"]].map(lambda n: bool(video_id(_stem(n)))).all():

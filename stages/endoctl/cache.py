@@ -31,8 +31,7 @@ from endoctl.imaging import ImageRejected, check_size, decode_rgb, plain_jpeg, r
 from endoctl.io import (
     MAPPING_FILE,
     REJECTED_FILE,
-    TEST_FILE,
-    TRAIN_VAL_FILE,
+    SPLIT_FILES,
     atomic_dir,
     check_output_dir,
     read_csv,
@@ -42,7 +41,6 @@ from endoctl.io import (
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS, CacheParams, resolve_workers
 
-SPLIT_FILES = (TRAIN_VAL_FILE, TEST_FILE)
 COPIED_FILES = (MAPPING_FILE,)
 OUTPUT_FILES = ("images", *SPLIT_FILES, *COPIED_FILES, REJECTED_FILE)  # everything a cache folder holds
 IMAGES_PER_TASK = 32  # images per worker task: amortises process hand-off, keeps the progress bar moving
@@ -95,7 +93,7 @@ def dct_floor(width: int, height: int, size: int) -> tuple[int, int]:
     return -(-width // scale), -(-height // scale)
 
 
-def encode(path: Path, size: int, quality: int) -> bytes:
+def encode(path: Path, size: int, quality: int, max_pixels: int = MAX_PIXELS) -> bytes:
     """The cached JPEG bytes of one image (raises :class:`ImageRejected` with why).
 
     Plain JPEGs (no Exif rotation, not CMYK: nearly all endoscopy images) go through libjpeg-turbo
@@ -111,7 +109,7 @@ def encode(path: Path, size: int, quality: int) -> bytes:
     pixels = None
     if head is not None:
         width, height, colorspace = head
-        check_size(width, height, MAX_PIXELS)
+        check_size(width, height, max_pixels)
         try:
             if colorspace != "Gray" and min(width, height) <= size:
                 simplejpeg.decode_jpeg(data, "GRAY", min_height=1, min_width=1, strict=True)
@@ -121,7 +119,7 @@ def encode(path: Path, size: int, quality: int) -> bytes:
         except ValueError:
             pixels = None  # Pillow decodes it again and names the problem
     if pixels is None:
-        im = decode_rgb(data)
+        im = decode_rgb(data, max_pixels)
         width, height = im.size
         pixels = np.asarray(im)
     small = np.ascontiguousarray(shrink(pixels, size, (width, height)))
@@ -130,14 +128,14 @@ def encode(path: Path, size: int, quality: int) -> bytes:
     )
 
 
-def _cache_task(args: tuple[list[tuple[str, str]], str, str, int, int]) -> list[tuple[str, str | None]]:
+def _cache_task(args: tuple[list[tuple[str, str]], str, str, int, int, int]) -> list[tuple[str, str | None]]:
     """Cache one chunk of (image_id, path); return (image_id, None) or (image_id, reason)."""
-    items, root, out_dir, size, quality = args
+    items, root, out_dir, size, quality, max_pixels = args
     cv2.setNumThreads(1)  # the cache runs one process per core already
     done = []
     for image_id, path in items:
         try:
-            data = encode(Path(root) / path, size, quality)
+            data = encode(Path(root) / path, size, quality, max_pixels)
             target = Path(out_dir) / cached_name(image_id)  # inside the staging folder: no temp file needed
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)  # made durable once for the whole folder when it is swapped in
@@ -177,6 +175,7 @@ def build_cache(
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     staging: str | Path | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> CacheResult:
     """Cache every image of a split folder under ``out_dir/images`` and return the re-pointed tables.
 
@@ -198,7 +197,7 @@ def build_cache(
     images_dir = out_dir / "images"
     write_dir = Path(staging) / "images" if staging is not None else images_dir
     jobs: Iterator = (
-        (items[i : i + IMAGES_PER_TASK], str(data_root), str(write_dir), size, quality)
+        (items[i : i + IMAGES_PER_TASK], str(data_root), str(write_dir), size, quality, max_pixels)
         for i in range(0, len(items), IMAGES_PER_TASK)
     )
     reasons: dict[str, str] = {}
@@ -255,6 +254,7 @@ def cache_split(
             resolve_workers(params.workers),
             on_progress,
             staging=tmp,
+            max_pixels=params.max_pixels,
         )
         write_cache(result, split_dir, tmp)
     return result

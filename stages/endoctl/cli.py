@@ -81,6 +81,18 @@ def _hashing_progress(visible: bool) -> Iterator[Callable[[int, int | None], Non
         yield _ticker(progress, progress.add_task("hash images", total=None, rate="", visible=visible))
 
 
+# One decompression-bomb limit for every stage that opens images (params.yaml `ingest.max_pixels`):
+# an image ingest admitted under a raised limit must not be rejected later.
+MaxPixels = Annotated[
+    int, typer.Option(help="Reject larger images as decompression bombs (keep equal to ingest's --max-pixels).")
+]
+
+
+def _max_pixels(max_pixels: int) -> None:
+    if max_pixels < 1:
+        _fail(f"--max-pixels must be >= 1, got {max_pixels}")
+
+
 def _workers(workers: int) -> int:
     """``--workers`` as a count (0: all cores), or one line for a negative one, before any work."""
     try:
@@ -277,8 +289,7 @@ def _ingest(
         _fail(f"source {src} is a file, not a folder: give the dataset's root folder")
     if not src.is_dir():
         _fail(f"source folder not found: {src}")
-    if params.max_pixels < 1:
-        _fail(f"--max-pixels must be >= 1, got {params.max_pixels}")
+    _max_pixels(params.max_pixels)
     if not source or "/" in source or "\\" in source or source in (".", ".."):
         _fail(
             f"--source {source!r}: a source name begins every image id (<source>/<path>) and names a folder, so it "
@@ -913,8 +924,8 @@ def predict(
     import torch
 
     from endoctl import predict as inference
+    from endoctl.io import printable
     from endoctl.model import load_for_inference
-    from endoctl.sources.base import printable
 
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -1114,6 +1125,7 @@ def cache(
     quality: Annotated[int, typer.Option(help="JPEG quality of the cached images.")] = CACHE.quality,
     data_root: Annotated[Path, typer.Option(help="Folder the split CSV paths are relative to.")] = Path("."),
     workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = CACHE.workers,
+    max_pixels: MaxPixels = CACHE.max_pixels,
 ) -> None:
     """Pre-resize a split folder's images once, so training decodes small JPEGs every epoch."""
     from endoctl.cache import cache_split
@@ -1123,7 +1135,8 @@ def cache(
     if out.resolve() == split_dir.resolve():
         _fail(f"--out must differ from the split folder {split_dir}")
     _workers(workers)
-    params = CacheParams(size, quality, workers)
+    _max_pixels(max_pixels)
+    params = CacheParams(size, quality, workers, max_pixels)
     error = None
     with _progress() as progress:
         tick = _ticker(progress, progress.add_task(f"cache {split_dir.name}", total=None, rate=""))

@@ -36,7 +36,7 @@ from endoctl.io import MAPPING_FILE, TRAIN_VAL_FILE, read_csv
 from endoctl.model import display_names, read_class_mapping
 
 BALANCE_MODES = ("sampler", "loss", "none")
-REQUIRED_COLUMNS = ("path", "target_class", "fold")
+TRAINING_REQUIRED = ("path", "target_class", "fold")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def load_split(split_dir: Path, val_fold: int) -> SplitData:
     if not file.is_file():
         raise FileNotFoundError(f"split file not found: {file} (run `endoctl split` or `dvc repro`)")
     df = read_csv(file)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in TRAINING_REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{file}: missing column(s) {missing}; found {list(df.columns)}")
     if not len(df):

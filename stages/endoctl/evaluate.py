@@ -346,7 +346,7 @@ def score_file(request: EvaluateRequest, truth: metrics.Truth, file: Path, unsee
     """One predictions file aligned and reported, with its ``leak_free`` report when ``unseen`` is given."""
     r = request
     data = metrics.align(truth, metrics.load_predictions(file), file.name, r.values)
-    report = metrics.evaluate(data, r.report, r.bootstrap, r.seed, r.convention)
+    report = metrics.compute_report(data, r.report, r.bootstrap, r.seed, r.convention)
     if unseen is not None:
         keep = unseen["leak_free"].to_numpy()
         report["leak_free"] = {

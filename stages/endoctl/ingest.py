@@ -20,10 +20,10 @@ import pandas as pd
 
 from endoctl.hashing import dhash_batch, grid_batch, grid_hex, phash_batch, to_hex
 from endoctl.imaging import ImageRejected, decode_gray, read_image_file, thumbs
-from endoctl.io import MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE, atomic_dir, write_csv, write_text
+from endoctl.io import MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE, atomic_dir, printable, write_csv, write_text
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS
-from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped, printable
+from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped
 
 MANIFEST_COLUMNS = [
     "image_id",

@@ -380,6 +380,7 @@ TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE = (
     "class_mapping.json",
     "excluded.csv",
 )
+SPLIT_FILES = (TRAIN_VAL_FILE, TEST_FILE)  # the image lists of a split folder
 SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE = "split_report.json", "split_report.md"
 
 
@@ -425,13 +426,23 @@ def read_manifests(files: list[Path]) -> tuple[list[pd.DataFrame], list[str]]:
     return frames, empty
 
 
+def printable(path: str) -> str:
+    """A path that is always valid UTF-8 (for CSVs, workbooks, the console): undecodable bytes of a
+    file name (zips made on Windows) become ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def rejected_beside(table: str | Path) -> Path:
+    """``<stem>.rejected.csv`` beside a table file: the rows that could not go into it, with why."""
+    table = Path(table)
+    return table.with_name(f"{table.stem}.rejected.csv")
+
+
 def rejected_file(manifest: Path) -> Path:
-    """The rejected list written with ``manifest`` (``<folder>/rejected.csv``; ``<stem>.rejected.csv``
-    beside a manifest CSV of the older flat layout)."""
+    """The rejected list written with ``manifest`` (``<folder>/rejected.csv``; :func:`rejected_beside`
+    a manifest CSV of the older flat layout)."""
     manifest = Path(manifest)
-    if manifest.name == MANIFEST_FILE:
-        return manifest.with_name(REJECTED_FILE)
-    return manifest.with_name(f"{manifest.stem}.rejected.csv")
+    return manifest.with_name(REJECTED_FILE) if manifest.name == MANIFEST_FILE else rejected_beside(manifest)
 
 
 def source_info(manifest: Path) -> dict[str, str] | None:

@@ -82,7 +82,7 @@ class EvaluationError(ValueError):
 # ------------------------------------------------------------------------------- reading tables
 
 
-def read_table(path: str | Path, key_columns: tuple[str, ...] = KEY_COLUMNS, one_sheet: bool = False) -> pd.DataFrame:
+def _read_table(path: str | Path, key_columns: tuple[str, ...] = KEY_COLUMNS, one_sheet: bool = False) -> pd.DataFrame:
     """:func:`endoctl.io.read_table`, its unreadable-file errors as :class:`EvaluationError`."""
     try:
         return io_read_table(path, key_columns=key_columns, one_sheet=one_sheet)
@@ -181,7 +181,7 @@ def load_truth(path: str | Path) -> Truth:
     ``class_mapping.json`` beside it when present.
     """
     path = Path(path)
-    df = read_table(path)
+    df = _read_table(path)
     if not len(df):
         raise EvaluationError(f"truth {path}: no rows")
     if not any(_column(df, k) for k in KEY_COLUMNS):
@@ -550,7 +550,7 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
     template, is passed over, and :func:`align` notes the sheet used). Two such
     sheets are refused, naming them: scoring the first could score a stale run.
     """
-    return read_table(path, ("image_path",), one_sheet=True)
+    return _read_table(path, ("image_path",), one_sheet=True)
 
 
 PREDICTION_SUFFIXES = (".csv", ".xlsx", ".xlsm", ".xls")
@@ -959,7 +959,7 @@ def _default_convention(data: EvalData) -> str:
     return "threshold" if data.truth_format == "class_label" else "argmax"
 
 
-def evaluate(
+def compute_report(
     data: EvalData, report: str = "full", n_bootstrap: int = 1000, seed: int = 0, convention: str | None = None
 ) -> dict:
     """The report named ``report`` (``full`` or ``ce24``) of aligned data."""
@@ -999,7 +999,7 @@ def leak_free_report(
     """The same report on the leak-free rows only (``keep``: no group member in the training files),
     with their count; no metrics when there are none."""
     n = int(np.count_nonzero(keep))
-    out: dict = evaluate(subset(data, keep), report, n_bootstrap, seed, convention) if n else {}
+    out: dict = compute_report(subset(data, keep), report, n_bootstrap, seed, convention) if n else {}
     return {**out, "n_images": n, "of_images": int(len(keep))}
 
 

@@ -55,6 +55,7 @@ class CacheParams:
     size: int = 256  # shorter side of the cached JPEGs (never enlarged)
     quality: int = 95  # JPEG quality
     workers: int = 0  # processes (0: all cores)
+    max_pixels: int = MAX_PIXELS  # ingest's decompression-bomb limit: what ingest admitted, cache reads
 
 
 @dataclass(frozen=True)

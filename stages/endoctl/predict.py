@@ -38,14 +38,13 @@ import torch
 
 from endoctl.devices import autocast, bf16_supported
 from endoctl.imaging import IMAGE_SUFFIXES, MISSING, ImageRejected, open_rgb
-from endoctl.io import atomic_dir, atomic_open, check_output_dir, read_csv, write_csv
+from endoctl.io import atomic_dir, atomic_open, check_output_dir, printable, read_csv, rejected_beside, write_csv
 from endoctl.model import LoadedModel
 from endoctl.params import MAX_PIXELS
-from endoctl.sources.base import printable
 from endoctl.xlsx import xlsx_bytes
 
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
-PATH_COLUMNS = ("path", "image_path")
+IMAGE_LIST_COLUMNS = ("path", "image_path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +103,7 @@ def list_images(source: str | Path, data_root: str | Path = ".") -> ImageList:
         if source.suffix.lower() != ".csv":
             raise ValueError(f"--images must be a folder or a .csv with a path column, got {source}")
         table = read_csv(source)
-        column = next((c for c in PATH_COLUMNS if c in table.columns), None)
+        column = next((c for c in IMAGE_LIST_COLUMNS if c in table.columns), None)
         if column is None:
             raise ValueError(f"{source} has no path column (columns: {', '.join(map(str, table.columns))})")
         values = table[column].str.strip()
@@ -400,15 +399,10 @@ def check_output(out: str | Path, rows: int) -> str:
     return suffix[1:]
 
 
-def rejected_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(f"{out.stem}.rejected.csv")
-
-
 def output_names(out: str | Path) -> list[str]:
     """What predict may have written in ``--out``'s folder: the table in either format, its rejected list."""
     stem = Path(out).stem
-    return [f"{stem}.csv", f"{stem}.xlsx", rejected_path(out).name]
+    return [f"{stem}.csv", f"{stem}.xlsx", rejected_beside(out).name]
 
 
 def check_output_folder(out: str | Path) -> None:
@@ -458,5 +452,5 @@ def write_predictions(out: str | Path, result: PredictionResult) -> Path:
                     table[name] = table[name].to_numpy().astype(str).astype(np.float64)
                 with atomic_open(tmp / out.name, "wb") as fh:
                     fh.write(xlsx_bytes(table))  # fixed dates: the same table gives the same bytes
-        write_csv(tmp / rejected_path(out).name, result.rejected)
-    return rejected_path(out)
+        write_csv(tmp / rejected_beside(out).name, result.rejected)
+    return rejected_beside(out)

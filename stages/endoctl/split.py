@@ -38,7 +38,7 @@ from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
 TEST, TRAIN_VAL = "test", "train_val"
 OUTPUT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]  # train_val/test rows
 EXCLUDED_COLUMNS = ["image_id", "source", "reason"]
-REQUIRED_COLUMNS = ["image_id", "source", "path", "label"]
+MANIFEST_REQUIRED = ["image_id", "source", "path", "label"]
 OPTIONAL_COLUMNS = ["patient_id", "official_split"]
 PAIR_KEY_COLUMNS = ["image_id_a", "image_id_b"]  # the duplicate-pair columns a split needs
 PAIR_EVIDENCE_COLUMNS = ["kind", "distance", "similarity"]  # read too when present: links are weighed
@@ -541,12 +541,12 @@ def combine_manifests(
     names = list(names) if names is not None else [f"manifest {i + 1}" for i in range(len(frames))]
     parts = []
     for name, df in zip(names, frames):
-        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+        missing = [c for c in MANIFEST_REQUIRED if c not in df.columns]
         if missing:
             raise ValueError(
-                f"{name}: missing column(s) {missing} (need {REQUIRED_COLUMNS}, optional {OPTIONAL_COLUMNS})"
+                f"{name}: missing column(s) {missing} (need {MANIFEST_REQUIRED}, optional {OPTIONAL_COLUMNS})"
             )
-        cols = REQUIRED_COLUMNS + [c for c in OPTIONAL_COLUMNS + ["sha256"] if c in df.columns]
+        cols = MANIFEST_REQUIRED + [c for c in OPTIONAL_COLUMNS + ["sha256"] if c in df.columns]
         part = df[cols].copy()
         for col in OPTIONAL_COLUMNS + ["sha256"]:
             if col not in part.columns:
@@ -567,7 +567,7 @@ def combine_manifests(
             f"a source given twice?)"
         )
     table = table.drop(columns="_manifest").sort_values("image_id", kind="stable").reset_index(drop=True)
-    return table[REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ["sha256"]]
+    return table[MANIFEST_REQUIRED + OPTIONAL_COLUMNS + ["sha256"]]
 
 
 def load_duplicates(duplicates_csv: str | Path) -> tuple[pd.DataFrame, dict]:

@@ -88,7 +88,7 @@ KID_CLASSES: dict[str, str] = {
     "Lymphangiectasia": "lymphangiectasia",
 }
 KID_LESIONS = [name for name in KID_CLASSES if name != NORMAL]
-CE24_CLASSES: dict[str, str] = {
+CE24_CLASS_OF: dict[str, str] = {
     NORMAL: "Normal",
     "Angiectasia": "Angioectasia",
     "Blood - fresh": "Bleeding",
@@ -919,12 +919,12 @@ def _pick_ce24_copies(
         picked = sorted(rng.choice(len(pool), _n_copies(config, len(pool)), replace=False))
         for i in picked:
             split = "training" if rng.random() < CE24_TRAIN_SHARE else "validation"
-            copies.append((split, CE24_CLASSES[pool[i].finding], pool[i]))
+            copies.append((split, CE24_CLASS_OF[pool[i].finding], pool[i]))
     if not any(split == "training" for split, _, _ in copies):
         copies[0] = ("training", *copies[0][1:])
     conflict_at = int(rng.choice([i for i, c in enumerate(copies) if c[0] == "training"]))
     _, first_class, twin = copies[conflict_at]
-    others = sorted({c for c in CE24_CLASSES.values() if c not in (first_class, WORMS)})
+    others = sorted({c for c in CE24_CLASS_OF.values() if c not in (first_class, WORMS)})
     second_class = others[int(rng.integers(len(others)))]
     conflict = (
         f"training/{first_class}/{twin.source}/{twin.name}",
@@ -972,7 +972,7 @@ def _write_ce24_test(
             name = "".join(rng.choice(alphabet, 10)) + ".jpg"
         names.add(name)
         out.image(f"ce24/testing/Images/{name}", _reencode(data))
-        truth.append((f"{CE24_TEST_PREFIX}{CE24_CLASSES[finding]}\\{name}", CE24_CLASSES[finding]))
+        truth.append((f"{CE24_TEST_PREFIX}{CE24_CLASS_OF[finding]}\\{name}", CE24_CLASS_OF[finding]))
     truth.sort(key=lambda row: (row[1], row[0]))
     out.file("ce24/testing/test_data.xlsx", _xlsx(truth))
     return truth

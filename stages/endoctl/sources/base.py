@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from endoctl.imaging import IMAGE_SUFFIXES
+from endoctl.io import printable
 
 # Documentation and metadata that datasets ship beside their images: skipped and counted.
 METADATA_SUFFIXES = frozenset(
@@ -53,11 +54,6 @@ PATH_MAX = 4096  # Linux: the longest path a system call takes, in bytes
 
 
 Entry = ImageRecord | Rejection | Skipped
-
-
-def printable(path: str) -> str:
-    """A path that is always valid UTF-8: undecodable bytes become ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)

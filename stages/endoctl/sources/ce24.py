@@ -10,7 +10,21 @@ from endoctl.sources.csv_labels import read_label_table
 from endoctl.sources.kvasir_capsule import video_id
 
 SPLITS = {"training": "training", "validation": "validation"}
-AIIMS_FRAME = re.compile(r"(?P<video>(?:ulcer|worm)[0-9]+)_[0-9]+")  # ulcer1_1024, worm3_12: six AIIMS videos
+AIIMS_VIDEO = r"(?:ulcer|worm)[0-9]+"  # CE24's six AIIMS videos, ulcer1..3 and worm1..3 (as its file lists spell them)
+AIIMS_FRAME = re.compile(rf"(?P<video>{AIIMS_VIDEO})_[0-9]+")  # ulcer1_1024, worm3_12
+# The challenge's ten classes in its official order (the submission's probability columns)
+CLASSES = (
+    "Angioectasia",
+    "Bleeding",
+    "Erosion",
+    "Erythema",
+    "Foreign Body",
+    "Lymphangiectasia",
+    "Normal",
+    "Polyp",
+    "Ulcer",
+    "Worms",
+)
 
 
 def aiims_video(stem: str) -> str:
@@ -54,18 +68,7 @@ class CE24(Adapter):
         "no patient)"
     )
     split_rule = "training, validation or test from the top folder"
-    labels = (
-        "Angioectasia",
-        "Bleeding",
-        "Erosion",
-        "Erythema",
-        "Foreign Body",
-        "Lymphangiectasia",
-        "Normal",
-        "Polyp",
-        "Ulcer",
-        "Worms",
-    )
+    labels = CLASSES
     evidence = {"layout": "V", "label": "V", "patient": "V/?", "split": "V"}
     signature = "training/ and validation/ folders, or testing/Images/"
 
