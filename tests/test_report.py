@@ -222,8 +222,10 @@ def test_bad_inputs_give_one_line_errors(built, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_section_builders_escape_every_string_from_data() -> None:
+    from endoctl import report_view as view
+    from endoctl.pages import render
     from endoctl.params import ReportParams
-    from endoctl.report import Gallery, conflicts_section, thumb_key
+    from endoctl.report import thumb_key
 
     assert thumb_key("../../etc/passwd", "a/1.jpg") == thumb_key("", "a/1.jpg") != thumb_key("", "a/2.jpg")
     assert thumb_key("ab" * 32, "a/1.jpg") == "ab" * 10
@@ -241,7 +243,7 @@ def test_section_builders_escape_every_string_from_data() -> None:
         index=pd.Index([f"id{evil}", "id2"], name="image_id"),
     )
     place = pd.DataFrame({evil: ["test", ""]}, index=images.index)
-    gallery = Gallery(images, place, 64)
+    gallery = view.Gallery(images, place)
     conflicts = pd.DataFrame(
         [
             {
@@ -258,11 +260,81 @@ def test_section_builders_escape_every_string_from_data() -> None:
             }
         ]
     )
-    html = gallery.fill(conflicts_section(conflicts, gallery, ReportParams()), {"k1": (64, 48), "k2": "cannot <read>"})
+    data = view.conflicts(conflicts, gallery, ReportParams())
+    html = render(
+        "report_conflicts.html.j2", conflicts=data, thumbs={"k1": (64, 48), "k2": "cannot <read>"}, thumb_size=64
+    )
     assert gallery.wanted == {"k1": "a", "k2": "b"}
     assert "<img src=x" not in html and '<b>"' not in html and "<read>" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;&amp;") >= 5
     assert html.count("<img ") == 1 and "cannot &lt;read&gt;" in html
+
+
+def test_hostile_names_from_the_data_are_escaped_in_the_whole_page(tmp_path: Path, monkeypatch) -> None:
+    """A source, label, class, patient or split folder named ``<script>...`` is text on the page, never markup."""
+    from endoctl.params import ReportParams
+    from endoctl.report import build_report, load_inputs
+
+    monkeypatch.chdir(tmp_path)
+    evil = "<script>alert(1)</script>"
+    Path("m").mkdir()
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"{evil}/{k}.jpg" for k in range(3)],
+            "source": [evil] * 3,
+            "path": [f"raw/{k}.jpg" for k in range(3)],  # not there: unreadable, shown with the reason
+            "label": [evil, "b", ""],
+            "patient_id": [evil] * 3,
+            "official_split": ["", "", ""],
+            "width": ["10"] * 3,
+            "height": ["10"] * 3,
+            "sha256": [""] * 3,
+            "phash": ["0" * 16] * 3,
+        }
+    )
+    manifest.to_csv("m/manifest.csv", index=False)
+    split = Path(evil.replace("/", "_"))
+    split.mkdir()
+    pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "source": manifest["source"],
+            "label": manifest["label"],
+            "target_class": [evil, evil, "x"],
+            "group": [evil] * 3,
+            "fold": ["0", "1", ""],
+        }
+    ).to_csv(split / "train_val.csv", index=False)
+    result = build_report(load_inputs([Path("m/manifest.csv")], splits=[split]), ReportParams(quality=5))
+    page = result.html
+    assert "<script" not in page and "alert(1)</" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
+    assert "Split &lt;script&gt;alert(1)&lt;_script&gt;" in page  # the folder's name
+    assert result.summary["unreadable"] == 3 and "<h3>unreadable (3)</h3>" in page
+    assert build_report(load_inputs([Path("m/manifest.csv")], splits=[split]), ReportParams(quality=5)).html == page
+
+
+def test_templates_are_package_data_found_through_importlib_resources() -> None:
+    """The page's templates and stylesheet ship inside the package (pyproject.toml package-data) and load from it."""
+    import tomllib
+    from importlib.resources import files
+    from pathlib import PurePosixPath
+
+    from endoctl.pages import TEMPLATES, environment
+
+    folder = files("endoctl") / TEMPLATES
+    assert folder.joinpath("report.html.j2").is_file() and folder.joinpath("report.css").is_file()
+    setuptools = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
+    assert "endoctl.templates" in setuptools["packages"]
+    shipped = setuptools["package-data"]["endoctl.templates"]
+    templates = environment().list_templates()
+    assert {"base.html.j2", "report.html.j2", "report.css", "report_conflicts.html.j2"} <= set(templates)
+    for name in templates:  # every template matches a package-data pattern: a wheel carries it
+        assert "/" not in name and any(PurePosixPath(name).match(pattern) for pattern in shipped), name
+        assert folder.joinpath(*name.split("/")).read_text(encoding="utf-8")
+    assert environment().autoescape is True
 
 
 # ------------------------------------------------------------------------------- headless Chromium

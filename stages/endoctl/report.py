@@ -8,17 +8,17 @@ that opens from disk in any browser: ``index.html`` (plain HTML and a little CSS
 behind every sampled gallery (clusters, sequences, conflicts, leaks, quality flags).
 
 Flow: :func:`load_inputs` → analysis functions (tables → tables: :func:`cluster_members`,
-:func:`sequence_chains`, :func:`conflict_pairs`, :func:`leak_checks`, ``quality.assess``) → section
-builders (tables → HTML strings, every data string escaped; a :class:`Gallery` records the images
-they show) → :func:`make_thumbnails` for exactly those images → :func:`write_report` writes the
-set into a temporary folder beside ``out`` and swaps it in with renames. Same inputs and
-parameters give byte-identical files.
+:func:`sequence_chains`, :func:`conflict_pairs`, :func:`leak_checks`, ``quality.assess``) → what
+each section shows (:mod:`endoctl.report_view`: tables → plain dicts and lists; its ``Gallery``
+records the images they show) → :func:`make_thumbnails` for exactly those images → the page from
+``templates/report.html.j2`` (:mod:`endoctl.pages`: Jinja2, autoescaped, stylesheet
+``templates/report.css`` inlined) → :func:`write_report` writes the set into a temporary folder
+beside ``out`` and swaps it in with renames. Same inputs and parameters give byte-identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import io
 import json
 import re
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from endoctl import report_view as view
 from endoctl.grouping import components, stable_ids
 from endoctl.hashing import from_hex, hamming
 from endoctl.imaging import ImageRejected, open_rgb
@@ -46,10 +47,10 @@ from endoctl.io import (
     rejected_file,
     source_name,
 )
+from endoctl.pages import render
 from endoctl.parallel import imap_chunks
 from endoctl.params import SEQUENCE_PATTERN, QualityParams, ReportParams
-from endoctl.published import FEWER, MATCH, MORE, counts, explanation, manifest_entries, table_rows
-from endoctl.published import HEADER as PUBLISHED_HEADER
+from endoctl.published import counts, manifest_entries
 from endoctl.quality import FLAGS
 
 NEEDED_COLUMNS = [
@@ -80,7 +81,6 @@ OUTPUT_FILES = (
 THUMB_QUALITY = 82
 THUMBS_PER_TASK = 16
 SUSPECT_FLAGS = ("dark", "low_information")  # pHash of such frames is mostly noise: false clusters
-e = html.escape
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -486,6 +486,11 @@ def leak_checks(inputs: Inputs) -> list[LeakCheck]:
     return checks
 
 
+def has_flag(flags: pd.Series, name: str) -> pd.Series:
+    """Whether each ``|``-joined flags cell holds ``name``."""
+    return flags.str.contains(rf"(?:^|\|){name}(?:\||$)", regex=True)
+
+
 # ------------------------------------------------------------------------------------- thumbnails
 
 
@@ -537,636 +542,6 @@ def make_thumbnails(
         if on_progress:
             on_progress(len(result), len(todo))
     return result
-
-
-# ------------------------------------------------------------------------------------------- HTML
-
-
-@dataclass
-class Gallery:
-    """Figures for the sections. A figure's picture is first a placeholder: the page is rendered,
-    thumbnails are made for exactly the images it shows (:attr:`wanted`), then :meth:`fill` puts
-    each ``<img>`` (or the reason there is none) in its place."""
-
-    images: pd.DataFrame  # manifest rows indexed by image_id, with the thumbnail ``key``
-    placement: pd.DataFrame  # image_id -> one column per split folder
-    size: int
-    wanted: dict[str, str] = field(default_factory=dict)  # thumbnail key -> image path
-
-    def known(self, image_id: str) -> bool:
-        return image_id in self.images.index
-
-    def figure(
-        self, image_id: str, note: str = "", lines: Sequence[str] | None = None, strong_label: bool = False
-    ) -> str:
-        """One thumbnail with its caption: source, label, patient/video, where each split folder put
-        it (``lines`` replaces the first three; all strings given are HTML already)."""
-        if not self.known(image_id):
-            return (
-                f'<figure class="thumb"><div class="missing" style="height:{self.size}px">not in the '
-                f'manifests</div><figcaption><span class="ln">{e(image_id)}</span>'
-                + (f'<span class="ln">{note}</span>' if note else "")
-                + "</figcaption></figure>"
-            )
-        row = self.images.loc[image_id]
-        self.wanted[row["key"]] = row["path"]
-        if lines is None:
-            label = e(row["label"]) or "<i>no label</i>"
-            lines = [f"<b>{e(row['source'])}</b>", f'<span class="label">{label}</span>' if strong_label else label]
-            if row["patient_id"]:
-                lines.append(f'<span class="cut">{e(row["patient_id"])}</span>')
-        pills = "".join(_pill(name, where) for name, where in self.placement.loc[image_id].items() if where)
-        body = "".join(f'<span class="ln">{x}</span>' for x in [*lines, pills, note] if x)
-        return (
-            f'<figure class="thumb" title="{e(image_id)}"><!--thumb:{e(row["key"])}:{e(image_id)}-->'
-            f"<figcaption>{body}</figcaption></figure>"
-        )
-
-    def fill(self, html_text: str, thumbs: Mapping[str, tuple[int, int] | str]) -> str:
-        """Replace every picture placeholder with its ``<img>``, or the reason it has none."""
-
-        def picture(match: re.Match) -> str:
-            key, alt = match.group(1), match.group(2)
-            got = thumbs.get(html.unescape(key), "no thumbnail")
-            if isinstance(got, tuple):
-                return f'<img src="{THUMBS}/{key}.jpg" width="{got[0]}" height="{got[1]}" alt="{alt}">'
-            return f'<div class="missing" style="height:{self.size}px">{e(got)}</div>'
-
-        return re.sub(r"<!--thumb:([^:>]*):(.*?)-->", picture, html_text)
-
-
-def _pill(split: str, where: str) -> str:
-    kind = "test" if where == "test" else "excluded" if where == "excluded" else "train"
-    return f'<span class="pill {kind}">{e(split)}: {e(where)}</span>'
-
-
-def _table(
-    header: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[bool] | None = None, raw: bool = False
-) -> str:
-    """An HTML table; cells escaped unless ``raw`` (then the caller escaped them)."""
-    numeric = numeric or [False] * len(header)
-    cls = lambda i: ' class="n"' if numeric[i] else ""  # noqa: E731
-    head = "".join(f"<th{cls(i)}>{e(h)}</th>" for i, h in enumerate(header))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{c if raw else e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>" for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _bar(parts: Sequence[tuple[str, int]], total_max: int) -> str:
-    """A stacked horizontal bar (pure CSS): one coloured segment per (class, count)."""
-    width = 100.0 * sum(n for _, n in parts) / max(total_max, 1)
-    segs = "".join(f'<i class="{cls}" style="flex:{n}"></i>' for cls, n in parts if n)
-    return f'<div class="bar"><div class="fill" style="width:{width:.1f}%">{segs}</div></div>'
-
-
-def _more(shown: int, total: int, csv: str) -> str:
-    return f'<p class="more">{shown} of {total} shown; all in <a href="{e(csv)}">{e(csv)}</a>.</p>' if total else ""
-
-
-def _fmt(n: int) -> str:
-    return f"{n:,}"
-
-
-def overview_section(
-    inputs: Inputs,
-    n_clusters: int,
-    n_cross: int,
-    n_chains: int,
-    conflicts: pd.DataFrame,
-    checks: Sequence[LeakCheck],
-    quality: pd.DataFrame,
-    dark_clusters: int,
-) -> str:
-    """Counts: cards, sources, each split folder (by source, by class, exclusions, largest groups), rejections."""
-    m = inputs.manifest
-    n_rejected = sum(len(r) for r in inputs.rejected.values())
-    flagged = int((quality["flags"] != "").sum()) if len(quality) else 0
-    leaking = sum(len(c.groups) for c in checks)
-    cards = [
-        (_fmt(len(m)), f"images in {m['source'].nunique()} sources"),
-        (_fmt(n_rejected), "rejected files"),
-        (_fmt(n_clusters), f"duplicate clusters, {n_cross:,} across sources"),
-        (_fmt(n_chains), "frame sequences"),
-        (
-            _fmt(conflicts["cluster"].nunique()),
-            f"clusters with label conflicts; exact copies: {int((conflicts['kind'] == 'exact').sum()):,}",
-        ),
-        (_fmt(leaking), f"leaking groups in {sum(1 for c in checks if len(c.groups))} of {len(checks)} checks"),
-        (_fmt(flagged), "images with quality flags"),
-    ]
-    out = ['<section id="overview"><h2>Overview</h2><div class="cards">']
-    out += [f'<div class="card"><b>{v}</b><span>{e(t)}</span></div>' for v, t in cards]
-    out.append("</div><h3>Sources</h3>")
-    rows = []
-    for source, grp in m.groupby("source", sort=True):
-        official = grp["official_split"].value_counts()
-        rows.append(
-            [
-                e(source),
-                _fmt(len(grp)),
-                _fmt(len(inputs.rejected.get(source, ()))),
-                _fmt(int((grp["cluster_size"] > 1).sum())),
-                _fmt(grp.loc[grp["patient_id"] != "", "patient_id"].nunique()),
-                e(", ".join(f"{k} {v:,}" for k, v in sorted(official.items()) if k)) or "–",
-            ]
-        )
-    out.append(
-        _table(
-            ["source", "images", "rejected", "in duplicate clusters", "patients/videos", "official split"],
-            rows,
-            [False, True, True, True, True, False],
-            raw=True,
-        )
-    )
-    out.append(published_section(inputs.source_counts))
-    for folder in inputs.splits:
-        out.append(_split_overview(folder))
-    out.append("<h3>Rejected files by reason</h3>")
-    rej_rows = []
-    for source, rej in sorted(inputs.rejected.items()):
-        kinds = rej["reason"].str.split(":", n=1).str[0]
-        for kind, grp in rej.groupby(kinds, sort=True):
-            rej_rows.append([source, kind, len(grp), f"{grp['path'].iloc[0]}: {grp['reason'].iloc[0]}"])
-    out.append(
-        _table(["source", "reason", "files", "first file"], rej_rows, [False, False, True, False])
-        if rej_rows
-        else "<p>No file was rejected.</p>"
-    )
-    if dark_clusters:
-        out.append(
-            f'<p class="warn">{dark_clusters} duplicate cluster(s) consist only of dark or near-uniform '
-            f'frames: see <a href="#quality">Image quality</a>.</p>'
-        )
-    out.append("</section>")
-    return "".join(out)
-
-
-def published_section(source_counts: dict | None) -> str:
-    """Found / accepted / rejected per source beside the published count, a difference flagged."""
-    if not source_counts:
-        return ""
-    style = {MATCH: "ok", FEWER: "bad", MORE: "bad"}
-    checks = [r["check"] for r in source_counts["datasets"]] + [source_counts["total"]["check"]]
-    rows = []
-    for cells, check in zip(table_rows(source_counts), checks):
-        shown = [e(c) for c in cells]
-        if check in style:
-            shown[-2:] = [f'<span class="{style[check]}">{c}</span>' for c in shown[-2:]]
-        rows.append(shown)
-    numeric = [h in ("found", "accepted", "rejected", "published", "difference") for h in PUBLISHED_HEADER]
-    head = f'<h3>Sources beside the published counts</h3><p class="more">{e(explanation(source_counts))}</p>'
-    return head + _table(PUBLISHED_HEADER, rows, numeric, raw=True)
-
-
-def _split_overview(folder: SplitFolder) -> str:
-    rows, exc = folder.rows, folder.excluded
-    split = np.where(rows["bin"] == "test", "test", "train_val")
-    by_source = pd.crosstab(rows["source"], split).reindex(columns=["train_val", "test"], fill_value=0)
-    by_source["excluded"] = exc.groupby("source").size().reindex(by_source.index, fill_value=0) if len(exc) else 0
-    for source in sorted(set(exc["source"]) - set(by_source.index)):
-        by_source.loc[source] = [0, 0, int((exc["source"] == source).sum())]
-    by_source = by_source.sort_index()
-    top = int(by_source.sum(axis=1).max()) if len(by_source) else 0
-    legend = (
-        '<p class="legend"><i class="train"></i>train_val <i class="test"></i>test <i class="excluded"></i>excluded</p>'
-    )
-    src_rows = [
-        [
-            e(s),
-            _fmt(r.train_val),
-            _fmt(r.test),
-            _fmt(r.excluded),
-            _fmt(r.train_val + r.test + r.excluded),
-            _bar([("train", r.train_val), ("test", r.test), ("excluded", r.excluded)], top),
-        ]
-        for s, r in by_source.iterrows()
-    ]
-    by_class = pd.crosstab(rows["target_class"], split).reindex(columns=["train_val", "test"], fill_value=0)
-    top_c = int(by_class.sum(axis=1).max()) if len(by_class) else 0
-    cls_rows = [
-        [
-            e(c),
-            _fmt(r.train_val),
-            _fmt(r.test),
-            f"{100 * r.test / max(r.train_val + r.test, 1):.1f}%",
-            _bar([("train", r.train_val), ("test", r.test)], top_c),
-        ]
-        for c, r in by_class.iterrows()
-    ]
-    out = [
-        f'<h3>Split {e(folder.name)}</h3>{legend}<div class="cols"><div>',
-        _table(
-            ["source", "train_val", "test", "excluded", "total", ""],
-            src_rows,
-            [False, True, True, True, True, False],
-            raw=True,
-        ),
-        "</div><div>",
-        _table(
-            ["target class", "train_val", "test", "test share", ""],
-            cls_rows,
-            [False, True, True, True, False],
-            raw=True,
-        ),
-        "</div></div>",
-    ]
-    reasons = exc["reason"].value_counts()
-    reasons = reasons.sort_index().sort_values(ascending=False, kind="stable")
-    if len(reasons):
-        out.append(f"<h4>Excluded images by reason ({_fmt(len(exc))})</h4>")
-        out.append(_table(["reason", "images"], [[r, _fmt(n)] for r, n in reasons.head(10).items()], [False, True]))
-        if len(reasons) > 10:
-            out.append(f'<p class="more">{len(reasons) - 10} more reasons in {e(folder.name)}/{EXCLUDED_FILE}.</p>')
-    sizes = rows.groupby("group").size().reset_index(name="images")
-    largest = sizes.sort_values(["images", "group"], ascending=[False, True]).head(5)
-    table = []
-    for g in largest.itertuples():
-        part = rows[rows["group"] == g.group]
-        where = sorted(set(np.where(part["bin"] == "test", "test", "train_val")))
-        table.append(
-            [
-                g.group,
-                _fmt(g.images),
-                f"{100 * g.images / max(len(rows), 1):.1f}%",
-                ", ".join(sorted(set(part["source"]))),
-                ", ".join(where),
-            ]
-        )
-    out.append("<h4>Largest groups (patients/videos joined by duplicate and sequence links)</h4>")
-    out.append(_table(["group", "images", "share", "sources", "split"], table, [False, True, True, False, False]))
-    return "".join(out)
-
-
-def duplicates_section(members: pd.DataFrame, gallery: Gallery, params: ReportParams, dark_clusters: int) -> str:
-    """Clusters across sources first, then the largest: a row of thumbnails each, pHash distances."""
-    n = members["cluster"].nunique()
-    cross = members.loc[members["cross_source"], "cluster"].nunique()
-    out = [
-        '<section id="duplicates"><h2>Duplicate clusters</h2>',
-        f'<p class="lead">{_fmt(n)} clusters of exact or near-duplicate images ({_fmt(len(members))} images), '
-        f"{_fmt(cross)} of them spanning sources. Clusters across sources come first, then the largest. "
-        "Under each image: source, label, patient/video, where each split put it, and its pHash distance "
-        "(bits of 64) to the first image of the row. Copies can only be kept out of leaks if they are "
-        "found; a label that differs inside a cluster is listed under Label conflicts.</p>",
-    ]
-    if dark_clusters:
-        out.append(
-            f'<p class="warn">{dark_clusters} of these clusters consist only of dark or near-uniform frames, '
-            "whose pHash is mostly noise: check them before trusting their links.</p>"
-        )
-    shown = list(dict.fromkeys(members["cluster"]))[: params.clusters]
-    out.append('<div class="items">')
-    for cid in shown:
-        grp = members[members["cluster"] == cid]
-        head = grp.iloc[0]
-        figs = "".join(
-            gallery.figure(r.image_id, f"pHash d={r.distance}" if k else "<i>reference</i>")
-            for k, r in enumerate(grp.head(params.members).itertuples())
-        )
-        extra = f" · {len(grp) - params.members} more in clusters.csv" if len(grp) > params.members else ""
-        tag = '<span class="tag">across sources</span> ' if head["cross_source"] else ""
-        out.append(
-            f'<div class="item"><h4>{tag}cluster {e(cid)}: {len(grp)} images ({e(head["sources"])}){extra}</h4>'
-            f'<div class="row">{figs}</div></div>'
-        )
-    out.append("</div>")
-    out.append(_more(len(shown), n, "clusters.csv") if n else "<p>No duplicate clusters.</p>")
-    out.append("</section>")
-    return "".join(out)
-
-
-def _spaced(n: int, k: int) -> list[int]:
-    """``k`` positions evenly spaced over 0..n-1, first and last included."""
-    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(k, n))})
-
-
-def sequences_section(chains: pd.DataFrame, gallery: Gallery, params: ReportParams) -> str:
-    """The longest frame sequences as film strips, frames evenly spaced along each."""
-    n = chains["chain"].nunique()
-    out = [
-        '<section id="sequences"><h2>Frame sequences</h2>',
-        f'<p class="lead">{_fmt(n)} sequences of video frames ({_fmt(len(chains))} frames) joined by '
-        "dedupe's sequence links: frames of one video numbered close together whose pHashes are close. "
-        "Neighbouring frames look alike even where their pHashes are too far apart to count as duplicates; "
-        "linked, a sequence is one group and never straddles a split. Longest first; each strip shows "
-        "frames evenly spaced along the sequence, with the frame number and the pHash distance to the "
-        "previous frame shown.</p>",
-    ]
-    shown = list(dict.fromkeys(chains["chain"]))[: params.sequences]
-    for cid in shown:
-        grp = chains[chains["chain"] == cid].reset_index(drop=True)
-        picks = _spaced(len(grp), params.frames)
-        ph = gallery.images["phash"]
-        figs, prev = [], None
-        for k in picks:
-            r = grp.iloc[k]
-            jump = "" if prev is None else f" · Δ{int(hamming(from_hex([ph[prev]]), from_hex([ph[r['image_id']]]))[0])}"
-            figs.append(
-                gallery.figure(
-                    r["image_id"], lines=[f"<b>frame {r['frame']}</b>{jump}", e(r["label"]) or "<i>no label</i>"]
-                )
-            )
-            prev = r["image_id"]
-        labels = grp["label"].value_counts().sort_index()
-        first = grp.iloc[0]
-        video = f"video {first['patient_id']}" if first["patient_id"] else "sequence"
-        out.append(
-            f'<div class="item"><h4>{e(video)} ({e(first["source"])}): {len(grp)} frames '
-            f"{grp['frame'].min()}–{grp['frame'].max()}; labels "
-            f"{e(', '.join(f'{k} {v}' for k, v in labels.items()))}</h4>"
-            f'<div class="strip">{"".join(figs)}</div></div>'
-        )
-    out.append(_more(len(shown), n, "sequences.csv") if n else "<p>No frame sequences.</p>")
-    out.append("</section>")
-    return "".join(out)
-
-
-def conflicts_section(conflicts: pd.DataFrame, gallery: Gallery, params: ReportParams) -> str:
-    """The same image (or near copies) under different labels, side by side; one pair per cluster."""
-    n = len(conflicts)
-    exact = int((conflicts["kind"] == "exact").sum())
-    per_cluster = conflicts.groupby("cluster", sort=False).size()
-    first = conflicts.drop_duplicates("cluster")
-    out = [
-        '<section id="conflicts"><h2>Label conflicts</h2>',
-        f'<p class="lead">{_fmt(n)} pairs of duplicates carry different labels, in {_fmt(len(first))} clusters '
-        f"(exact copies, the same bytes: {_fmt(exact)}): one source's labels disagreeing with themselves, or "
-        "two sources' labels mapping to different target classes. An exact copy under two labels is a "
-        "labelling error; near duplicates, typically neighbouring video frames, may differ by a small "
-        "finding: look whether it is there. Exact copies first, then the closest pairs; one pair per "
-        'cluster.</p><div class="items">',
-    ]
-    for r in first.head(params.conflicts).itertuples():
-        what = "same bytes (exact copy)" if r.kind == "exact" else f"near duplicates, pHash d={r.distance}"
-        more = per_cluster[r.cluster] - 1
-        note = f'<p class="more">{more} more conflicting pairs in this cluster</p>' if more else ""
-        figs = "".join(gallery.figure(i, strong_label=True) for i in (r.image_id_a, r.image_id_b))
-        out.append(f'<div class="item"><h4>{e(what)}: {e(r.basis)}</h4><div class="row">{figs}</div>{note}</div>')
-    out.append("</div>")
-    out.append(
-        _more(min(params.conflicts, len(first)), len(first), "conflicts.csv") if n else "<p>No label conflicts.</p>"
-    )
-    out.append("</section>")
-    return "".join(out)
-
-
-LEAK_PER_SPLIT = 2  # images shown per split of a leaking group
-
-
-def _leak_shown(check: LeakCheck, group: str) -> list[tuple[str, str]]:
-    """(image_id, split) shown for a leaking group: the first few of each split it is in."""
-    mem = check.members[check.members["group"] == group]
-    return [
-        (i, split) for split, part in mem.groupby("split", sort=True) for i in part["image_id"].head(LEAK_PER_SPLIT)
-    ]
-
-
-def leaks_section(checks: Sequence[LeakCheck], gallery: Gallery, params: ReportParams) -> str:
-    """Per check: leaking groups (images per split side by side) and cross-split pairs (paired)."""
-    out = [
-        '<section id="leaks"><h2>Leaks</h2>',
-        '<p class="lead">A leak is a group (a patient or video, joined with every duplicate and sequence '
-        "link) with images in more than one split, or a duplicate pair whose two images sit in different "
-        "splits. Checked here: each split folder (its folds and test against each other), each "
-        "<code>endoctl audit --json</code> file given, and each source's official split as published.</p>",
-    ]
-    if not checks:
-        out.append("<p>No split to check: give <code>--split</code> or <code>--audit</code>.</p>")
-    for check in checks:
-        ok = check.groups.empty and check.pairs.empty
-        verdict = (
-            '<span class="ok">no leak</span>'
-            if ok
-            else (
-                f'<span class="bad">{len(check.groups):,} leaking groups, '
-                f"{len(check.pairs):,} pairs across splits</span>"
-            )
-        )
-        out.append(f"<h3>{e(check.name)}: {verdict}</h3><p>{e(check.what)}.</p>")
-        if ok:
-            continue
-        out.append('<div class="items">')
-        for g in check.groups.head(params.leaks).itertuples():
-            figs = [
-                gallery.figure(i, f'<span class="pill where">{e(split)}</span>')
-                for i, split in _leak_shown(check, g.group)
-            ]
-            row = f'<div class="row">{"".join(figs)}</div>' if figs else ""
-            patients = f"; {e(g.patients)}" if g.patients else ""
-            out.append(
-                f'<div class="item"><h4>group {e(g.group)}: {g.images:,} images ({e(g.splits)})</h4>'
-                f'<p class="more">{e(g.sources)}{patients}</p>{row}</div>'
-            )
-        out.append("</div>")
-        if len(check.groups) > params.leaks:
-            out.append(_more(params.leaks, len(check.groups), "leaks.csv"))
-        if len(check.pairs):
-            out.append(
-                f'<h4>Duplicate pairs across splits ({len(check.pairs):,}, closest first)</h4><div class="items">'
-            )
-            for p in check.pairs.head(params.leaks).itertuples():
-                figs = "".join(
-                    gallery.figure(i, f'<span class="pill where">{e(s)}</span>')
-                    for i, s in ((p.image_id_a, p.split_a), (p.image_id_b, p.split_b))
-                )
-                out.append(
-                    f'<div class="item"><h4>{e(p.kind)}, pHash d={p.distance}</h4><div class="row">{figs}</div></div>'
-                )
-            out.append("</div>")
-            out.append(_more(min(params.leaks, len(check.pairs)), len(check.pairs), "leak_pairs.csv"))
-    out.append("</section>")
-    return "".join(out)
-
-
-def quality_rules(q: QualityParams) -> dict[str, str]:
-    return {
-        "dark": f"brightness (mean luma of the content region, 0-255) < {q.dark:g}",
-        "overexposed": f"brightness > {q.overexposed:g}",
-        "low_information": f"contrast (standard deviation of luma) < {q.low_information:g}: near-uniform",
-        "blurry": f"sharpness (mean |Laplacian| / mean |gradient|) < {q.blurry:g}, unless near-uniform",
-        "odd_size": f"shorter side < {q.min_side} px, or size more than {q.size_factor:g}x off its source's median",
-        "odd_aspect": f"longer side > {q.max_aspect:g} x shorter side",
-        "unreadable": "the file could not be decoded now (moved, changed or corrupt since ingest)",
-    }
-
-
-def has_flag(flags: pd.Series, name: str) -> pd.Series:
-    """Whether each ``|``-joined flags cell holds ``name``."""
-    return flags.str.contains(rf"(?:^|\|){name}(?:\||$)", regex=True)
-
-
-def quality_section(
-    quality: pd.DataFrame, gallery: Gallery, qparams: QualityParams, dark_clusters: int, sample: Mapping[str, list[str]]
-) -> str:
-    """Flag counts with their rules, measure distributions per source, a sampled gallery per flag."""
-    counts = {f: int(has_flag(quality["flags"], f).sum()) for f in FLAGS}
-    total = max(len(quality), 1)
-    rules = quality_rules(qparams)
-    out = [
-        '<section id="quality"><h2>Image quality</h2>',
-        '<p class="lead">Every image is decoded once at a reduced scale and measured on its content region '
-        "(black borders removed). Flags and measures of every flagged image are in "
-        '<a href="quality.csv">quality.csv</a>, so they can be excluded (e.g. with pandas: rows whose '
-        "<code>flags</code> is not empty). Thresholds are in params.yaml <code>report</code>.</p>",
-        _table(
-            ["flag", "rule", "images", "share"],
-            [[f, rules[f], _fmt(counts[f]), f"{100 * counts[f] / total:.2f}%"] for f in FLAGS],
-            [False, False, True, True],
-        ),
-        f"<p>{dark_clusters} duplicate cluster(s) consist only of dark or near-uniform frames (a known source "
-        "of false pHash clusters).</p>",
-    ]
-    ok = quality[quality["reason"] == ""]
-    if len(ok):
-        rows = []
-        for source, grp in ok.groupby("source", sort=True):
-            cells = [e(source), _fmt(len(grp))]
-            for col in ("brightness", "contrast", "sharpness"):
-                p = np.percentile(grp[col].to_numpy(float), [1, 50, 99])
-                cells.append(" / ".join(f"{v:.2f}" for v in p))
-            rows.append(cells)
-        out.append("<h3>Measures per source (1st percentile / median / 99th percentile)</h3>")
-        out.append(
-            _table(
-                ["source", "images", "brightness", "contrast", "sharpness"],
-                rows,
-                [False, True, True, True, True],
-                raw=True,
-            )
-        )
-    by_id = quality.set_index("image_id")
-    for f in FLAGS:
-        ids = sample.get(f, [])
-        if not ids:
-            continue
-        measure = {
-            "dark": "brightness",
-            "overexposed": "brightness",
-            "low_information": "contrast",
-            "blurry": "sharpness",
-        }.get(f)
-        figs = []
-        for i in ids:
-            r = by_id.loc[i]
-            note = (
-                f"{measure} {r[measure]:g}"
-                if measure
-                else f"{r['width']}x{r['height']}"
-                if f != "unreadable"
-                else e(r["reason"])
-            )
-            figs.append(gallery.figure(i, e(note)))
-        out.append(f'<h3>{e(f)} ({_fmt(counts[f])})</h3><div class="row wrap">{"".join(figs)}</div>')
-        out.append(_more(len(ids), counts[f], "quality.csv"))
-    out.append("</section>")
-    return "".join(out)
-
-
-def files_section(files: Sequence[tuple[str, int, str]], inputs: Sequence[str]) -> str:
-    rows = [[f'<a href="{e(name)}">{e(name)}</a>', _fmt(n), e(what)] for name, n, what in files]
-    return (
-        '<section id="files"><h2>Files</h2><p class="lead">The full lists behind every gallery, as CSV.</p>'
-        + _table(["file", "rows", "what"], rows, [False, True, False], raw=True)
-        + "<h3>Inputs</h3><ul>"
-        + "".join(f"<li><code>{e(f)}</code></li>" for f in inputs)
-        + "</ul></section>"
-    )
-
-
-NAV = [
-    ("overview", "Overview"),
-    ("duplicates", "Duplicates"),
-    ("sequences", "Frame sequences"),
-    ("conflicts", "Label conflicts"),
-    ("leaks", "Leaks"),
-    ("quality", "Image quality"),
-    ("files", "Files"),
-]
-
-CSS = """
-:root{--fg:#1f2328;--muted:#59636e;--line:#d8dee4;--soft:#f6f8fa;--accent:#0969da;--train:#2da44e;--test:#cf222e;
---excluded:#afb8c1;--thumb:THUMBpx}
-*{box-sizing:border-box}
-body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:#fff}
-header{padding:22px 32px 10px}
-h1{font-size:26px;margin:0}
-header p{margin:4px 0 0;color:var(--muted)}
-nav{position:sticky;top:0;z-index:10;background:rgba(255,255,255,.97);border-bottom:1px solid var(--line);
-padding:9px 32px;display:flex;flex-wrap:wrap;gap:6px 22px;box-shadow:0 1px 3px rgba(0,0,0,.05)}
-nav a{color:var(--fg);text-decoration:none;font-weight:600;font-size:14px}
-nav a:hover{color:var(--accent)}
-nav a span{color:var(--muted);font-weight:400;margin-left:3px}
-main{padding:0 32px 48px;max-width:1480px}
-section{scroll-margin-top:46px}
-h2{font-size:21px;margin:34px 0 8px;padding-bottom:6px;border-bottom:1px solid var(--line)}
-h3{font-size:16px;margin:22px 0 6px}
-h4{font-size:13.5px;margin:0 0 6px;font-weight:600}
-p.lead{color:var(--muted);max-width:88ch;margin-top:4px}
-a{color:var(--accent)}
-code{font-size:13px;background:var(--soft);padding:1px 4px;border-radius:4px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0 14px}
-th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:middle}
-th{background:var(--soft);font-weight:600}
-tbody tr:hover{background:#fafbfc}
-.n{text-align:right;font-variant-numeric:tabular-nums}
-.cols{display:flex;flex-wrap:wrap;gap:0 40px}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin:14px 0 6px}
-.card{flex:1 1 0;border:1px solid var(--line);border-radius:8px;padding:9px 14px;min-width:140px;background:var(--soft)}
-.card b{display:block;font-size:22px;line-height:1.2}
-.card span{color:var(--muted);font-size:12.5px}
-.bar{width:220px;height:12px;background:var(--soft);border-radius:3px}
-.bar .fill{display:flex;height:100%;border-radius:3px;overflow:hidden}
-.bar i,.legend i{display:inline-block;height:100%}
-.legend{font-size:12.5px;color:var(--muted);margin:0}
-.legend i{width:11px;height:11px;border-radius:2px;margin:0 4px -1px 10px}
-i.train{background:var(--train)}i.test{background:var(--test)}i.excluded{background:var(--excluded)}
-.items{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start;margin:10px 0}
-.item{border:1px solid var(--line);border-radius:8px;padding:9px 12px 2px;max-width:100%}
-section>.item{margin:10px 0}
-.item p.more{margin:-3px 0 6px}
-.tag{background:#fff8c5;color:#7d4e00;border-radius:4px;padding:0 5px;font-size:12px}
-.row{display:flex;gap:10px;overflow-x:auto;padding:2px 0 8px;align-items:flex-start}
-.row.wrap{flex-wrap:wrap}
-figure.thumb{margin:0;flex:0 0 auto;width:calc(var(--thumb) + 8px);font-size:11.5px;line-height:1.35}
-figure.thumb img{display:block;max-width:var(--thumb);border-radius:3px;background:#000}
-.missing{display:flex;align-items:center;justify-content:center;text-align:center;background:#eaeef2;color:var(--muted);
-border-radius:3px;font-size:11px;padding:6px;width:var(--thumb)}
-figcaption{margin-top:3px;color:var(--muted);overflow-wrap:break-word}
-figcaption .ln{display:block}
-.cut{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-figcaption b{color:var(--fg)}
-.label{font-size:12.5px;font-weight:700;color:#953800}
-.pill{display:inline-block;border-radius:8px;padding:0 5px;margin:2px 2px 0 0;font-size:10.5px;background:#dafbe1;color:#116329}
-.pill.test{background:#ffebe9;color:#a40e26}
-.pill.excluded{background:#eaeef2;color:#57606a}
-.pill.where{background:#ddf4ff;color:#0550ae}
-.strip{display:flex;gap:8px;overflow-x:auto;background:#1c1c1c;padding:12px 10px 8px;border-radius:4px;
-border-top:7px dotted #555;border-bottom:7px dotted #555;margin-bottom:8px}
-.strip figcaption,.strip figcaption b{color:#d0d7de}
-.strip .pill{opacity:.9}
-.ok{color:var(--train)}.bad{color:var(--test)}
-.warn{background:#fff8c5;border:1px solid #eac54f;border-radius:6px;padding:6px 10px;max-width:88ch}
-.more{color:var(--muted);font-size:13px}
-ul{padding-left:20px;font-size:13px}
-"""  # noqa: E501 - one CSS rule per line, as the page carries it
-
-
-def page(title: str, subtitle: str, sections: Sequence[str], counts: Mapping[str, int], thumb_size: int) -> str:
-    """The whole document: sticky nav (section counts beside the names), sections, no script."""
-    nav = "".join(
-        f'<a href="#{sid}">{e(name)}' + (f"<span>{counts[sid]:,}</span>" if sid in counts else "") + "</a>"
-        for sid, name in NAV
-    )
-    css = CSS.replace("THUMBpx", f"{thumb_size}px")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{e(title)}</title>'
-        f"<style>{css}</style></head><body>"
-        f"<header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header><nav>{nav}</nav><main>"
-        + "".join(sections)
-        + "</main></body></html>\n"
-    )
 
 
 # ------------------------------------------------------------------------------------------- core
@@ -1228,20 +603,21 @@ def build_report(
 
     images = m.set_index("image_id")
     images["key"] = [thumb_key(s, i) for s, i in zip(images["sha256"], images.index)]
-    gallery = Gallery(images, place, params.thumb_size)
+    gallery = view.Gallery(images, place)
 
     n_clusters = members["cluster"].nunique()
     n_cross = members.loc[members["cross_source"], "cluster"].nunique() if len(members) else 0
-    sections = [
-        overview_section(
+    flag_counts = {f: int(has_flag(quality["flags"], f).sum()) for f in FLAGS}
+    sections = {
+        "overview": view.overview(
             inputs, n_clusters, n_cross, chains["chain"].nunique(), conflicts, checks, quality, dark_clusters
         ),
-        duplicates_section(members, gallery, params, dark_clusters),
-        sequences_section(chains, gallery, params),
-        conflicts_section(conflicts, gallery, params),
-        leaks_section(checks, gallery, params),
-        quality_section(quality, gallery, qparams, dark_clusters, sample),
-    ]
+        "duplicates": view.duplicates(members, gallery, params, dark_clusters),
+        "sequences": view.sequences(chains, gallery, params),
+        "conflicts": view.conflicts(conflicts, gallery, params),
+        "leaks": view.leaks(checks, gallery, params),
+        "quality": view.quality(quality, gallery, qparams, dark_clusters, sample, flag_counts),
+    }
 
     def by_check(attr: str) -> pd.DataFrame:
         if not checks:
@@ -1266,7 +642,7 @@ def build_report(
         "leak_pairs.csv": "every duplicate pair across splits of every check",
         "quality.csv": "every flagged image with its measures and flags",
     }
-    sections.append(files_section([(name, len(df), what[name]) for name, df in tables.items()], inputs.files))
+    sections["files"] = view.files([(name, len(df), what[name]) for name, df in tables.items()], inputs.files)
     items = {key: str(Path(data_root) / path) for key, path in gallery.wanted.items()}
     with tempfile.TemporaryDirectory() as tmp:  # thumbnails for exactly the images the page shows
         made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"))
@@ -1287,7 +663,7 @@ def build_report(
         "dark_clusters": dark_clusters,
         "thumbnails": len(thumbnails),
         "decoded": assessed.decoded,
-        **{f: int(has_flag(flagged["flags"], f).sum()) for f in FLAGS},
+        **flag_counts,
     }
     counts = {
         "duplicates": summary["clusters"],
@@ -1301,7 +677,15 @@ def build_report(
         f"{len(m):,} images from {sources}; split folders: {', '.join(f.name for f in inputs.splits) or 'none'}. "
         "Generated by endoctl report."
     )
-    doc = gallery.fill(page("endoctl dataset report", subtitle, sections, counts, params.thumb_size), made)
+    doc = render(
+        "report.html.j2",
+        title="endoctl dataset report",
+        subtitle=subtitle,
+        nav=[(sid, name, counts.get(sid)) for sid, name in view.NAV],
+        thumb_size=params.thumb_size,
+        thumbs=made,
+        **sections,
+    )
     return ReportResult(doc, tables, thumbnails, summary, assessed.seconds, time.perf_counter() - start)
 
 
