@@ -723,3 +723,16 @@ def test_report_with_no_readable_image_is_an_error(ws: Path, tmp_path: Path, mon
     assert not Path("r").exists()
     res = runner.invoke(app, [*args, "--data-root", str(ws)])
     assert res.exit_code == 0 and "report: 16 images" in res.stdout, res.output
+
+
+def test_report_applies_ingests_pixel_limit(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    """report's ``--max-pixels`` (ingest's limit, passed on by dvc.yaml) decides for the quality
+    measures and thumbnails as in ingest: below every image's size nothing can be read (one line,
+    naming the reason); the default reads them all."""
+    monkeypatch.chdir(ws)
+    args = ["report", "--manifests", "m", "--workers", "1"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "low"), "--max-pixels", "100"])
+    error = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and "could be read" in error and "decompression bomb" in error, res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "default")])
+    assert res.exit_code == 0 and "report: 16 images" in res.stdout, res.output

@@ -206,3 +206,21 @@ def test_small_upright_rgb_jpegs_are_cached_as_they_are(tmp_path: Path) -> None:
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "rgb.jpg").read_bytes()[:-400])
     with pytest.raises(ImageRejected, match="truncated"):
         encode(tmp_path / "cut.jpg", 256, 95)
+
+
+def test_cache_applies_ingests_pixel_limit(tmp_path: Path, monkeypatch) -> None:
+    """``--max-pixels`` (params.yaml ``ingest.max_pixels``, passed on by dvc.yaml) decides here as in
+    ingest: under a limit of 250,000 pixels the 640x480 JPEG, the 1000x700 JPEG (simplejpeg path) and
+    the 300x900 PNG (Pillow path) are rejected as decompression bombs, the 90x70 one is cached; the
+    default limit caches them all."""
+    monkeypatch.chdir(tmp_path)
+    make_split(tmp_path)
+    res = runner.invoke(app, ["cache", "manifests/demo", "--out", "low", "--size", "64", "--max-pixels", "250000"])
+    assert res.exit_code == 0, res.output
+    rejected = read_csv(tmp_path / "low" / "rejected.csv").set_index("image_id")["reason"]
+    bombs = {i for i, why in rejected.items() if why.startswith("decompression bomb")}
+    assert bombs == {"demo/a/big.jpg", "demo/a/tall.png", "demo/b/photo.JPEG"}, rejected.to_dict()
+    res = runner.invoke(app, ["cache", "manifests/demo", "--out", "default", "--size", "64"])
+    assert res.exit_code == 0 and "rejected 1" in res.output, res.output  # only the broken file
+    res = runner.invoke(app, ["cache", "manifests/demo", "--out", "zero", "--max-pixels", "0"])
+    assert res.exit_code == 2 and "--max-pixels must be >= 1" in res.output

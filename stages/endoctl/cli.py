@@ -1214,6 +1214,7 @@ def report(
     max_aspect: Annotated[
         float, typer.Option(help="Odd aspect: longer side above this times the shorter.")
     ] = QUALITY.max_aspect,
+    max_pixels: MaxPixels = REPORT.max_pixels,
 ) -> None:
     """Write a static HTML report (no network, no script): duplicates, sequences, conflicts, leaks, image quality."""
     from rich.markup import escape
@@ -1248,6 +1249,7 @@ def report(
         quality=quality,
         thumb_size=thumb_size,
         seed=seed,
+        max_pixels=max_pixels,
     )
     qparams = QualityParams(
         dark=dark,

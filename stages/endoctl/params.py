@@ -71,6 +71,7 @@ class ReportParams:
     quality: int = 12  # images shown per quality flag (a seeded sample)
     thumb_size: int = 120  # longer side of a thumbnail in pixels
     seed: int = 0
+    max_pixels: int = MAX_PIXELS  # ingest's decompression-bomb limit: what ingest admitted, the report opens
 
 
 @dataclass(frozen=True)

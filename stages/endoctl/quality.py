@@ -174,9 +174,10 @@ def assess(
     data_root: str | Path = ".",
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> QualityResult:
     """Measure and flag every image of ``manifest`` (needs image_id, source, path, width, height, sha256)."""
     start = time.perf_counter()
-    measured = measure_images(manifest, data_root, workers, on_progress=on_progress)
+    measured = measure_images(manifest, data_root, workers, max_pixels, on_progress)
     decoded = int(manifest["sha256"].where(manifest["sha256"] != "", manifest["image_id"]).nunique())
     return QualityResult(flag(measured, params), decoded, time.perf_counter() - start)

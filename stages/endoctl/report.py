@@ -40,8 +40,7 @@ from endoctl.io import (
     DEDUPE_REPORT_FILE,
     EXCLUDED_FILE,
     PAIRS_FILE,
-    TEST_FILE,
-    TRAIN_VAL_FILE,
+    SPLIT_FILES,
     manifest_formats,
     read_csv,
     rejected_file,
@@ -49,7 +48,7 @@ from endoctl.io import (
 )
 from endoctl.pages import render
 from endoctl.parallel import imap_chunks
-from endoctl.params import SEQUENCE_PATTERN, QualityParams, ReportParams
+from endoctl.params import MAX_PIXELS, SEQUENCE_PATTERN, QualityParams, ReportParams
 from endoctl.published import counts, manifest_entries
 from endoctl.quality import FLAGS
 
@@ -65,7 +64,6 @@ NEEDED_COLUMNS = [
     "sha256",
     "phash",
 ]
-SPLIT_CSVS = (TRAIN_VAL_FILE, TEST_FILE)
 THUMBS = "thumbs"
 # everything a report folder holds: the page, its thumbnails, the tables behind the galleries
 OUTPUT_FILES = (
@@ -174,7 +172,7 @@ def load_inputs(
     folders = []
     for folder in splits:
         parts = []
-        for name in SPLIT_CSVS:
+        for name in SPLIT_FILES:
             if (folder / name).is_file():
                 df = read_csv(folder / name)
                 _need(
@@ -186,7 +184,7 @@ def load_inputs(
                 parts.append(df)
                 files.append(str(folder / name))
         if not parts:
-            raise FileNotFoundError(f"no {' or '.join(SPLIT_CSVS)} in split folder {folder}")
+            raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in split folder {folder}")
         rows = pd.concat(parts, ignore_index=True)
         rows["bin"] = np.where(rows["fold"] == "", "test", "fold " + rows["fold"])
         excluded = (
@@ -502,21 +500,21 @@ def thumb_key(sha256: str, image_id: str) -> str:
     return sha256[:20]
 
 
-def thumbnail_bytes(path: Path, size: int) -> tuple[bytes, int, int]:
+def thumbnail_bytes(path: Path, size: int, max_pixels: int = MAX_PIXELS) -> tuple[bytes, int, int]:
     """A JPEG whose longer side is at most ``size`` (never enlarged), and its width and height."""
-    im = open_rgb(path, draft=size)
+    im = open_rgb(path, max_pixels, draft=size)
     im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=THUMB_QUALITY)
     return out.getvalue(), im.width, im.height
 
 
-def _thumb_task(args: tuple[list[tuple[str, str]], str, int]) -> list[tuple[str, tuple[int, int] | str]]:
-    items, folder, size = args
+def _thumb_task(args: tuple[list[tuple[str, str]], str, int, int]) -> list[tuple[str, tuple[int, int] | str]]:
+    items, folder, size, max_pixels = args
     done = []
     for key, path in items:
         try:
-            data, width, height = thumbnail_bytes(Path(path), size)
+            data, width, height = thumbnail_bytes(Path(path), size, max_pixels)
         except ImageRejected as exc:
             done.append((key, str(exc)))
             continue
@@ -531,11 +529,14 @@ def make_thumbnails(
     size: int,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict[str, tuple[int, int] | str]:
     """Write ``folder/<key>.jpg`` for each ``key: path``; per key (width, height) or why it failed."""
     folder.mkdir(parents=True, exist_ok=True)
     todo = sorted(items.items())
-    jobs: Iterator = ((todo[i : i + THUMBS_PER_TASK], str(folder), size) for i in range(0, len(todo), THUMBS_PER_TASK))
+    jobs: Iterator = (
+        (todo[i : i + THUMBS_PER_TASK], str(folder), size, max_pixels) for i in range(0, len(todo), THUMBS_PER_TASK)
+    )
     result: dict[str, tuple[int, int] | str] = {}
     for part in imap_chunks(_thumb_task, jobs, workers if len(todo) > THUMBS_PER_TASK else 1):
         result.update(part)
@@ -578,7 +579,7 @@ def build_report(
     start = time.perf_counter()
     tick = (lambda stage: lambda done, total: on_progress(stage, done, total)) if on_progress else (lambda stage: None)
     m = inputs.manifest
-    assessed = assess(m, qparams, data_root, workers, tick("quality"))
+    assessed = assess(m, qparams, data_root, workers, tick("quality"), params.max_pixels)
     quality = assessed.table
     place = placements(inputs)
     members = cluster_members(m, inputs.pairs)
@@ -645,7 +646,7 @@ def build_report(
     sections["files"] = view.files([(name, len(df), what[name]) for name, df in tables.items()], inputs.files)
     items = {key: str(Path(data_root) / path) for key, path in gallery.wanted.items()}
     with tempfile.TemporaryDirectory() as tmp:  # thumbnails for exactly the images the page shows
-        made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"))
+        made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"), params.max_pixels)
         thumbnails = {
             f"{k}.jpg": (Path(tmp) / f"{k}.jpg").read_bytes() for k, v in sorted(made.items()) if isinstance(v, tuple)
         }
