@@ -965,12 +965,13 @@ def predict(
 
 
 train_app = typer.Typer(
-    help="Train classifiers: pretrain on the merged dataset, finetune on CE24. Defaults come "
-    "from the params.yaml section named like the command; every key is also an option.",
+    help="Train classifiers: pretrain on the merged dataset, finetune on CE24. Values come from the "
+    "params.yaml section named like the command, else TrainConfig's defaults (endoctl.train); every key is "
+    "also an option.",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
-_P = "(default: params.yaml)"
+_P = "(default: params.yaml, else TrainConfig's)"
 
 
 def _train(
