@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from endoctl.train import TrainConfig
+from endoctl.params import EvaluateParams, PredictParams
+from endoctl.train import TrainConfig, _coerce, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,22 +46,63 @@ def test_every_stage_has_its_own_params_section() -> None:
             assert str(entry).split(".")[0] == section[name], f"stage {name} reads params outside its section: {entry}"
 
 
-def test_training_sections_are_exactly_the_train_options() -> None:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    params = load("params.yaml")
-    for stage in ("pretrain", "finetune"):
-        assert set(params[stage]) == fields, set(params[stage]) ^ fields
-        command = load("dvc.yaml")["stages"][stage]["cmd"]
-        passed = set(re.findall(r"--([a-z0-9-]+) ", command))
-        assert passed == {f.replace("_", "-") for f in fields}, passed ^ {f.replace("_", "-") for f in fields}
+TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+PATH_OPTIONS = {"split-dir", "out-dir", "metrics-dir", "pretrained-file", "data-root"}
 
 
-def test_paper_settings_override_existing_keys_only() -> None:
-    base, paper = leaves(load("params.yaml")), leaves(load("params.paper.yaml"))
-    assert paper and set(paper) <= set(base), set(paper) - set(base)
-    for key, value in paper.items():
-        assert isinstance(value, type(base[key])) or (isinstance(value, int) and isinstance(base[key], float)), key
-    assert paper["pretrain.model_name"] == paper["finetune.model_name"] == "eva02_base_patch14_224.mim_in22k"
+def stage_defaults(stage: str) -> dict[str, object]:
+    """What `endoctl train <stage>` runs with when params.yaml gives nothing: TrainConfig's defaults."""
+    return dataclasses.asdict(load_config(stage, None, {}))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_training_sections_hold_only_the_pipelines_own_choices(stage: str) -> None:
+    """Each default has one home (TrainConfig): a params.yaml key is a field whose value differs from it."""
+    section, defaults = load("params.yaml")[stage], stage_defaults(stage)
+    assert set(section) <= set(TRAIN_FIELDS), set(section) - set(TRAIN_FIELDS)
+    restated = {k: v for k, v in section.items() if _coerce(k, v, type(TRAIN_FIELDS[k].default)) == defaults[k]}
+    assert not restated, f"params.yaml `{stage}` restates TrainConfig defaults: {restated}"
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_training_commands_pass_paths_and_the_stage_reads_its_section(stage: str) -> None:
+    body = load("dvc.yaml")["stages"][stage]
+    assert body["params"] == [stage]  # any change to the section reruns the stage
+    command = body["cmd"]
+    assert command.startswith(f"endoctl train {stage} ") and len(command) < 200, command
+    passed = set(re.findall(r"--([a-z0-9-]+) ", command))
+    assert passed <= PATH_OPTIONS, passed - PATH_OPTIONS
+
+
+@pytest.mark.parametrize(
+    ("stage", "params_class", "paths"),
+    [("predict", PredictParams, {"checkpoint", "sets"}), ("evaluate", EvaluateParams, {"truth", "predictions", "dir"})],
+)
+def test_predict_and_evaluate_sections_hold_paths_and_non_defaults(stage: str, params_class: type, paths: set) -> None:
+    """Their code defaults (endoctl.params) have one home too; the commands pass each non-default."""
+    section = load("params.yaml")[stage]
+    defaults = {f.name: f.default for f in dataclasses.fields(params_class)}
+    assert set(section) - paths <= set(defaults), set(section) - paths - set(defaults)
+    restated = {k: v for k, v in section.items() if k in defaults and v == defaults[k]}
+    assert not restated, f"params.yaml `{stage}` restates code defaults: {restated}"
+    body = load("dvc.yaml")["stages"][stage]
+    command = body.get("do", body)["cmd"]
+    for key in set(section) & set(defaults):
+        assert f"--{key.replace('_', '-')} ${{{stage}.{key}}}" in command, key
+
+
+def test_paper_settings_are_known_keys() -> None:
+    """params.paper.yaml's training keys are TrainConfig fields of the right type; other keys exist in params.yaml."""
+    base, paper = load("params.yaml"), load("params.paper.yaml")
+    assert paper
+    for stage, section in paper.items():
+        for key, value in section.items():
+            if stage in ("pretrain", "finetune"):
+                assert key in TRAIN_FIELDS, f"{stage}.{key}"
+                _coerce(key, value, type(TRAIN_FIELDS[key].default))  # raises on a wrong type
+            else:
+                assert key in base[stage], f"{stage}.{key}"
+    assert paper["pretrain"]["model_name"] == paper["finetune"]["model_name"] == "eva02_base_patch14_224.mim_in22k"
 
 
 def test_documented_experiment_command_equals_params_paper() -> None:
@@ -69,7 +111,9 @@ def test_documented_experiment_command_equals_params_paper() -> None:
     assert match, "docs/training.md lost the `dvc exp run -n paper` block"
     words = shlex.split(match.group(1).replace("\\\n", " "))
     assert words[::2] == ["-S"] * (len(words) // 2)
-    given = dict(w.split("=", 1) for w in words[1::2])
+    # `++key=value` sets a key whether params.yaml lists it or not (`key=value` fails on a missing key)
+    assert all(w.startswith("++") for w in words[1::2]), words[1::2]
+    given = dict(w.removeprefix("++").split("=", 1) for w in words[1::2])
     assert given == {k: str(v) for k, v in leaves(load("params.paper.yaml")).items()}
 
 

@@ -27,7 +27,9 @@ from endoctl.io import DEDUPE_REPORT_FILE, DUPLICATES_FILE, MANIFEST_FILE, PAIRS
 from endoctl.params import (
     CACHE,
     DEDUPE,
+    EVALUATE,
     INGEST,
+    PREDICT,
     QUALITY,
     REPORT,
     SPLIT,
@@ -762,8 +764,10 @@ def evaluate(
             help="Bootstrap resamples for 95% CIs of the full report (0: none); whole groups when the truth has a "
             "group column."
         ),
-    ] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed; same inputs and seed give identical reports.")] = 0,
+    ] = EVALUATE.bootstrap,
+    seed: Annotated[
+        int, typer.Option(help="Bootstrap seed; same inputs and seed give identical reports.")
+    ] = EVALUATE.seed,
     convention: Annotated[
         str | None,
         typer.Option(
@@ -897,17 +901,15 @@ def predict(
     model_name: Annotated[
         str | None, typer.Option(help="timm model name, for weights that do not say (e.g. eva02_base_patch14_224).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda[:N] or auto (the default: cuda when available).")
-    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = PREDICT.batch_size,
+    device: Annotated[str, typer.Option(help="cpu, cuda[:N] or auto (cuda when available).")] = PREDICT.device,
     workers: Annotated[
         int | None,
         typer.Option(
             help="Image-decoding processes (0: in the main process; default: all cores up to 16 on cuda; on cpu 0 up "
             "to 4 cores, else 2)."
         ),
-    ] = None,
+    ] = PREDICT.workers,
     compile: Annotated[
         bool, typer.Option(help="torch.compile the model (fast path only; pays off on long runs).")
     ] = False,
@@ -974,12 +976,13 @@ def predict(
 
 
 train_app = typer.Typer(
-    help="Train classifiers: pretrain on the merged dataset, finetune on CE24. Defaults come "
-    "from the params.yaml section named like the command; every key is also an option.",
+    help="Train classifiers: pretrain on the merged dataset, finetune on CE24. Values come from the "
+    "params.yaml section named like the command, else TrainConfig's defaults (endoctl.train); every key is "
+    "also an option.",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
-_P = "(default: params.yaml)"
+_P = "(default: params.yaml, else TrainConfig's)"
 
 
 def _train(

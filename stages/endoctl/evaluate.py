@@ -27,6 +27,7 @@ import pandas as pd
 from endoctl import metrics
 from endoctl.audit import leak_free_rows
 from endoctl.io import atomic_dir, check_output_dir, write_csv, write_text
+from endoctl.params import EVALUATE
 from endoctl.plots import PLOT_FILES, write_plots
 
 WHAT = "evaluate outputs"  # how messages about the output set name it
@@ -42,8 +43,8 @@ class EvaluateRequest:
     out: Path
     report: str = "full"
     plots: Path | None = None
-    bootstrap: int = 1000
-    seed: int = 0
+    bootstrap: int = EVALUATE.bootstrap
+    seed: int = EVALUATE.seed
     convention: str | None = None
     metrics_out: Path | None = None
     train: tuple[Path, ...] = ()

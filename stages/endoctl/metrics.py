@@ -33,6 +33,7 @@ import pandas as pd
 
 from endoctl.io import MAPPING_FILE
 from endoctl.io import read_table as io_read_table
+from endoctl.params import EVALUATE
 
 # Columns that are never class columns (lower-case), in truth and prediction files alike.
 METADATA_COLUMNS = frozenset(
@@ -817,8 +818,8 @@ def bootstrap(
     y: np.ndarray,
     proba: np.ndarray,
     classes: Sequence[str],
-    n: int = 1000,
-    seed: int = 0,
+    n: int = EVALUATE.bootstrap,
+    seed: int = EVALUATE.seed,
     groups: np.ndarray | None = None,
 ) -> dict:
     """Percentile 95% CIs of every full-report metric from ``n`` seeded resamples.
@@ -892,7 +893,9 @@ def _absent_note(classes: Sequence[str], support: np.ndarray, where: str = "the 
     ]
 
 
-def full_report(data: EvalData, n_bootstrap: int = 1000, seed: int = 0, convention: str | None = None) -> dict:
+def full_report(
+    data: EvalData, n_bootstrap: int = EVALUATE.bootstrap, seed: int = EVALUATE.seed, convention: str | None = None
+) -> dict:
     """Paper metrics + per-class values + confusion matrix + per-source metrics + bootstrap CIs.
 
     Predicted class = argmax. Macro means are over the classes present in the truth (absent
@@ -960,7 +963,11 @@ def _default_convention(data: EvalData) -> str:
 
 
 def compute_report(
-    data: EvalData, report: str = "full", n_bootstrap: int = 1000, seed: int = 0, convention: str | None = None
+    data: EvalData,
+    report: str = "full",
+    n_bootstrap: int = EVALUATE.bootstrap,
+    seed: int = EVALUATE.seed,
+    convention: str | None = None,
 ) -> dict:
     """The report named ``report`` (``full`` or ``ce24``) of aligned data."""
     if report not in REPORTS:
@@ -992,8 +999,8 @@ def leak_free_report(
     data: EvalData,
     keep: np.ndarray,
     report: str = "full",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    n_bootstrap: int = EVALUATE.bootstrap,
+    seed: int = EVALUATE.seed,
     convention: str | None = None,
 ) -> dict:
     """The same report on the leak-free rows only (``keep``: no group member in the training files),

@@ -3,7 +3,8 @@
 The stages take these typed objects; the command line takes its option defaults from the same
 instances, and params.yaml gives a DVC run's values section by section. This module imports
 nothing heavy, so ``endoctl --help`` can show the defaults without loading pandas or numpy.
-Training's parameters live in params.yaml alone (``endoctl train`` reads its section).
+Training's defaults are :class:`endoctl.train.TrainConfig`'s; predict's and evaluate's are here
+too. params.yaml holds only the pipeline's own choices that differ from these defaults.
 """
 
 from __future__ import annotations
@@ -87,11 +88,28 @@ class QualityParams:
     max_aspect: float = 2.0  # longer / shorter side above: odd aspect
 
 
-INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY = (
+@dataclass(frozen=True)
+class PredictParams:
+    batch_size: int = 64  # images per forward pass
+    device: str = "auto"  # cpu, cuda[:N] or auto (cuda when available)
+    workers: int | None = None  # image-decoding processes (None: by device, endoctl.predict.default_workers)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The full report's bootstrap (``frame_gap`` defaults to dedupe's ``sequence_gap``)."""
+
+    bootstrap: int = 1000  # resamples for the 95% CIs (0: none); whole groups when the truth has them
+    seed: int = 0  # bootstrap seed: same inputs and seed give identical reports
+
+
+INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY, PREDICT, EVALUATE = (
     IngestParams(),
     DedupeParams(),
     SplitParams(),
     CacheParams(),
     ReportParams(),
     QualityParams(),
+    PredictParams(),
+    EvaluateParams(),
 )

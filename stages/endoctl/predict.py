@@ -40,7 +40,7 @@ from endoctl.devices import autocast, bf16_supported
 from endoctl.imaging import IMAGE_SUFFIXES, MISSING, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, printable, read_csv, rejected_beside, write_csv
 from endoctl.model import LoadedModel
-from endoctl.params import MAX_PIXELS
+from endoctl.params import MAX_PIXELS, PREDICT
 from endoctl.xlsx import xlsx_bytes
 
 MAX_XLSX_ROWS = 1_048_575  # Excel's 1,048,576 rows less the header
@@ -326,7 +326,7 @@ def predict_images(
     loaded: LoadedModel,
     images: ImageList,
     device: str | torch.device = "cpu",
-    batch_size: int = 64,
+    batch_size: int = PREDICT.batch_size,
     workers: int | None = None,
     fast: bool = True,
     compile: bool = False,

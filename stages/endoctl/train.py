@@ -57,7 +57,11 @@ class TrainError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training parameter; field names are the params.yaml keys and the CLI option names."""
+    """Every training parameter and its one default; field names are the params.yaml keys and the CLI option names.
+
+    params.yaml's ``pretrain``/``finetune`` sections hold only the pipeline's own choices that differ
+    from these (tests/test_params.py checks); ``load_config`` fills in the rest from here.
+    """
 
     split_dir: str = "manifests/ee24-ce24"  # endoctl split folder: train_val.csv + class_mapping.json
     val_fold: int = 0  # fold used for validation, the others train
@@ -65,7 +69,7 @@ class TrainConfig:
     out_dir: str = "models/pretrain"  # last.pt, best.pt
     metrics_dir: str = "metrics/pretrain"  # DVCLive: metrics.json, plots/, val_predictions.csv
     model_name: str = "eva02_tiny_patch14_224"
-    img_size: int = 56
+    img_size: int = 224  # the models' native size; ViTs: a multiple of the patch size (EVA-02: 14)
     pretrained_file: str = ""  # backbone weights: timm file, endoctl checkpoint, Lightning checkpoint; "" = random
     drop_path_rate: float = 0.1
     epochs: int = 3
@@ -88,8 +92,8 @@ class TrainConfig:
     vflip: float = 0.5
     rot90: float = 0.5
     color_jitter: float = 0.2
-    scale_min: float = 0.5
-    num_workers: int = 2
+    scale_min: float = 0.8  # random resized crop scale (scale_min, 1): keeps small lesions in view
+    num_workers: int = 2  # DataLoader decoding processes (0: in the main process)
     seed: int = 0
 
     def validate(self) -> None:
