@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from endoctl.io import read_csv
+from endoctl.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -124,7 +125,7 @@ def test_repro_dedupes_and_splits_without_leaks(repo: Path) -> None:
     # the demo's fine-tuning validation fold is big enough to mean something: every class spread over
     # two or more groups of train_val is in it (today all ten)
     tv = down["train_val"]
-    val = tv[tv["fold"] == str(params["finetune"]["val_fold"])]
+    val = tv[tv["fold"] == str(load_config("finetune", repo / "params.yaml", {}).val_fold)]
     spread = tv.groupby("target_class")["group"].nunique()
     assert len(val) >= 150 and val["group"].nunique() >= 12, (len(val), val["group"].nunique())
     assert set(spread[spread >= 2].index) <= set(val["target_class"]), spread

@@ -84,7 +84,9 @@ def _split_rows(root: Path, target: str, stage: str, in_val: bool) -> list[dict[
     path = root / "manifests" / target / "train_val.csv"
     if not path.is_file():
         raise Absent(str(path.relative_to(root)))
-    fold = str(yaml.safe_load((root / "params.yaml").read_text())[stage]["val_fold"])
+    from endoctl.train import load_config  # params.yaml's section over TrainConfig's defaults, as train reads it
+
+    fold = str(load_config(stage, root / "params.yaml", {}).val_fold)
     return [r for r in _rows(root, str(path.relative_to(root))) if (r["fold"] == fold) == in_val]
 
 
