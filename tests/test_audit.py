@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from endoctl.audit import audit, frame_adjacency, hash_images, read_split_file
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
+from endoctl.leaks import audit, frame_adjacency, hash_images, read_split_file
 from endoctl.testing import scene
 
 runner = CliRunner()

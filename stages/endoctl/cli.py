@@ -481,8 +481,9 @@ def audit(
     """Report leaks in existing split files: patients/videos and near-duplicate images in more than one split."""
     import json
 
-    from endoctl.audit import audit_files, render_table, summary
+    from endoctl.audit import render_table, summary
     from endoctl.io import write_text
+    from endoctl.leaks import audit_files
 
     pairs = [item.partition("=") for item in split]
     bad = [item for item, (name, eq, file) in zip(split, pairs) if not (name.strip() and eq and file.strip())]

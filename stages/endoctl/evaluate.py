@@ -10,7 +10,7 @@ into it, else the plots folder when given, else the report's folder; every outpu
 
 With training files each report gains ``leak_free``: the same report on the truth images that no
 training group holds and that lie more than ``frame_gap`` frames from every training image of their
-name prefix (:func:`endoctl.audit.leak_free_rows`), with how that subset was chosen.
+name prefix (:func:`endoctl.leaks.leak_free_rows`), with how that subset was chosen.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from endoctl import metrics
-from endoctl.audit import leak_free_rows
 from endoctl.io import atomic_dir, check_output_dir, write_csv, write_text
+from endoctl.leaks import leak_free_rows
 from endoctl.params import EVALUATE
 from endoctl.plots import PLOT_FILES, write_plots
 
@@ -287,7 +287,7 @@ def training_leaks(
     n_truth: int,
     hashing: Callable[[], AbstractContextManager[Tick | None]] = contextlib.nullcontext,
 ) -> pd.DataFrame:
-    """:func:`endoctl.audit.leak_free_rows` of the truth file, one row per truth row evaluate read."""
+    """:func:`endoctl.leaks.leak_free_rows` of the truth file, one row per truth row evaluate read."""
     for file in request.train:
         if not file.is_file():
             raise FileNotFoundError(f"--train file not found: {file}")

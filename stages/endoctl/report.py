@@ -419,7 +419,7 @@ def _from_audit(name: str, what: str, report) -> LeakCheck:
 def leak_checks(inputs: Inputs) -> list[LeakCheck]:
     """Each split folder's own check (its folds and test), each ``audit --json`` file, and each
     source's official split from the manifests, with the audit stage's group logic."""
-    from endoctl.audit import audit
+    from endoctl.leaks import audit
 
     manifest = inputs.manifest
     patient = manifest.set_index("image_id")["patient_id"]
