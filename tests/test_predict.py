@@ -721,6 +721,26 @@ def test_cli_predict_with_nothing_readable_is_an_error(ckpt, tmp_path, monkeypat
     assert res.exit_code == 0 and "2 images = predicted 1 + rejected 1" in res.stdout, res.output
 
 
+def test_cli_predict_applies_max_pixels(ckpt, tmp_path, monkeypatch) -> None:
+    """``--max-pixels`` (params.yaml ``ingest.max_pixels``, passed on by dvc.yaml) decides here as in
+    ingest: an image above it is a rejected row, "decompression bomb: ...", and the others are predicted."""
+    monkeypatch.chdir(tmp_path)
+    Path("imgs").mkdir()
+    scene(0, (64, 60)).save("imgs/small.jpg", quality=90)  # 3,840 pixels
+    scene(1, (120, 100)).save("imgs/large.png")  # 12,000 pixels
+    base = ["predict", "--checkpoint", str(ckpt), "--images", "imgs", "--device", "cpu", "--workers", "0"]
+    res = runner.invoke(app, [*base, "--out", "low/p.csv", "--max-pixels", "5000"])
+    assert res.exit_code == 0 and "2 images = predicted 1 + rejected 1" in res.stdout, res.output
+    assert read_csv("low/p.csv")["image_path"].tolist() == ["small.jpg"]
+    rejected = read_csv("low/p.rejected.csv")
+    assert rejected["path"].tolist() == ["large.png"]
+    assert rejected["reason"].iloc[0].startswith("decompression bomb: 120x100 = 12000 pixels > limit 5000")
+    res = runner.invoke(app, [*base, "--out", "default/p.csv"])  # the default: Pillow's own limit
+    assert res.exit_code == 0 and "2 images = predicted 2 + rejected 0" in res.stdout, res.output
+    res = runner.invoke(app, [*base, "--out", "zero/p.csv", "--max-pixels", "0"])
+    assert res.exit_code == 2 and "--max-pixels must be >= 1, got 0" in res.stderr and not Path("zero").exists()
+
+
 def test_cli_predict_reads_numpy_metadata_and_refuses_unsafe_pickles(reference, mapping_json, tmp_path) -> None:
     """predict loads a checkpoint holding numpy scalars, and refuses one that would run code, in one line
     naming the file (issue 25, case 10: the same reader as `train --pretrained-file`)."""

@@ -188,6 +188,25 @@ def test_unknown_params_key_and_bad_value_are_clear_errors(workspace: Path, monk
         load_config("pretrain", workspace / "typed.yaml", {})
 
 
+def test_max_pixels_is_the_limit_training_applies(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--max-pixels`` (params.yaml ``ingest.max_pixels``, passed on by dvc.yaml) reaches the datasets:
+    an image above it is unusable for training, which ends the run in one line, as any unusable image does."""
+    monkeypatch.chdir(workspace)
+    _params_file(workspace)
+    frame = pd.read_csv("manifests/merged/train_val.csv").assign(label=0)
+    assert datamod.LabelledImages(frame, lambda im: im.size, workspace)[0] == ((40, 40), 0)  # Pillow's limit
+    with pytest.raises(ValueError, match="decompression bomb: 40x40 = 1600 pixels > limit 1000"):
+        datamod.LabelledImages(frame, lambda im: im.size, workspace, max_pixels=1000)[0]
+    assert load_config("pretrain", Path("params.yaml"), {"max_pixels": 1000}).max_pixels == 1000
+    args = ["train", "pretrain", "--epochs", "1", "--out-dir", "models/bomb", "--metrics-dir", "metrics/bomb"]
+    result = CliRunner().invoke(app, [*args, "--max-pixels", "1000"])
+    error = " ".join(result.output.split())
+    assert result.exit_code == 2 and "cannot use training image" in error, result.output
+    assert "decompression bomb: 40x40 = 1600 pixels > limit 1000" in error
+    result = CliRunner().invoke(app, [*args, "--max-pixels", "0"])
+    assert result.exit_code == 2 and "max_pixels must be >= 1, got 0" in result.output
+
+
 # ---------------------------------------------------------------------------------- resume
 
 

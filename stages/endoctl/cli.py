@@ -918,12 +918,14 @@ def predict(
         bool,
         typer.Option(help="inference_mode + channels-last + bf16 autocast where supported; --no-fast: fp32 eager."),
     ] = True,
+    max_pixels: MaxPixels = PREDICT.max_pixels,
 ) -> None:
     """Predict class probabilities for images with a checkpoint; writes the CE24 submission layout."""
     if not checkpoint.is_file():
         _fail(f"checkpoint not found: {checkpoint}")
     if batch_size < 1 or (workers is not None and workers < 0):
         _fail("--batch-size must be >= 1 and --workers >= 0")
+    _max_pixels(max_pixels)
     import torch
 
     from endoctl import predict as inference
@@ -959,7 +961,7 @@ def predict(
         task = progress.add_task("predict", total=len(listed.paths), rate="")
         tick = _ticker(progress, task, decimals=1)
 
-        result = inference.predict_images(loaded, listed, device, batch_size, workers, fast, compile, tick)
+        result = inference.predict_images(loaded, listed, device, batch_size, workers, fast, compile, tick, max_pixels)
     with _output_errors():
         rejected = inference.write_predictions(out, result)
     n = len(result.table)
@@ -1049,6 +1051,9 @@ def _train(
     ] = None,
     num_workers: Annotated[int | None, typer.Option(help=_P)] = None,
     seed: Annotated[int | None, typer.Option(help=_P)] = None,
+    max_pixels: Annotated[
+        int | None, typer.Option(help=f"Reject larger images as decompression bombs (keep equal to ingest's). {_P}")
+    ] = None,
 ) -> None:
     """Shared by `train pretrain` and `train finetune`; the command name picks the params section."""
     import os

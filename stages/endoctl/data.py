@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from endoctl.imaging import ImageRejected, open_rgb
 from endoctl.io import MAPPING_FILE, TRAIN_VAL_FILE, read_csv
 from endoctl.model import display_names, read_class_mapping
+from endoctl.params import MAX_PIXELS
 
 BALANCE_MODES = ("sampler", "loss", "none")
 TRAINING_REQUIRED = ("path", "target_class", "fold")
@@ -152,10 +153,13 @@ def _seeded(seed: int) -> Iterator[None]:
 class LabelledImages(Dataset):
     """Images of a split table; an item is an index, or ``(index, seed)`` for seeded augmentation."""
 
-    def __init__(self, frame: pd.DataFrame, transform: Callable, root: Path = Path(".")) -> None:
+    def __init__(
+        self, frame: pd.DataFrame, transform: Callable, root: Path = Path("."), max_pixels: int = MAX_PIXELS
+    ) -> None:
         self.paths = [Path(root) / p for p in frame["path"]]
         self.labels = frame["label"].to_numpy(dtype=np.int64)
         self.transform = transform
+        self.max_pixels = max_pixels  # ingest's decompression-bomb limit
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -163,7 +167,7 @@ class LabelledImages(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = item if isinstance(item, tuple) else (item, None)
         try:
-            image = open_rgb(self.paths[index])  # the same decoding as `endoctl predict`
+            image = open_rgb(self.paths[index], self.max_pixels)  # the same decoding as `endoctl predict`
         except ImageRejected as exc:
             raise ValueError(f"cannot use training image {self.paths[index]}: {exc}") from None
         if seed is None:

@@ -93,6 +93,7 @@ class PredictParams:
     batch_size: int = 64  # images per forward pass
     device: str = "auto"  # cpu, cuda[:N] or auto (cuda when available)
     workers: int | None = None  # image-decoding processes (None: by device, endoctl.predict.default_workers)
+    max_pixels: int = MAX_PIXELS  # ingest's decompression-bomb limit: what ingest admitted, predict opens
 
 
 @dataclass(frozen=True)

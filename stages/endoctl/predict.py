@@ -306,11 +306,16 @@ def _threads_beside(workers: int, device: torch.device) -> Iterator[None]:
 
 
 def iter_batches(
-    images: ImageList, transform: Callable, batch_size: int, workers: int, pin_memory: bool = False
+    images: ImageList,
+    transform: Callable,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]:
     """Batches in list order from a DataLoader over lazily opened images (see :func:`collate_valid`)."""
     loader = torch.utils.data.DataLoader(
-        InferenceImages(images.files(), transform),
+        InferenceImages(images.files(), transform, max_pixels),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -331,8 +336,10 @@ def predict_images(
     fast: bool = True,
     compile: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = PREDICT.max_pixels,
 ) -> PredictionResult:
-    """Predict every image of ``images``; unreadable ones go to ``rejected`` instead of the table."""
+    """Predict every image of ``images``; unreadable ones, and those above ``max_pixels`` (ingest's
+    decompression-bomb limit), go to ``rejected`` instead of the table."""
     device = torch.device(device)
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
@@ -346,7 +353,9 @@ def predict_images(
     done = 0
     started = time.perf_counter()
     with _threads_beside(workers, device):
-        for indices, batch, failed in iter_batches(images, transform, batch_size, workers, device.type == "cuda"):
+        for indices, batch, failed in iter_batches(
+            images, transform, batch_size, workers, device.type == "cuda", max_pixels
+        ):
             if batch is not None:
                 out = predictor(batch)
                 probs[indices.numpy()] = out.cpu().numpy()

@@ -38,6 +38,7 @@ from endoctl import data as datamod
 from endoctl import devices
 from endoctl.devices import AMP_MODES, autocast
 from endoctl.io import TRAIN_VAL_FILE, atomic_open, write_csv
+from endoctl.params import MAX_PIXELS
 
 STAGES = ("pretrain", "finetune")
 SCHEDULER_STEPS = ("epoch", "update")
@@ -95,6 +96,7 @@ class TrainConfig:
     scale_min: float = 0.8  # random resized crop scale (scale_min, 1): keeps small lesions in view
     num_workers: int = 2  # DataLoader decoding processes (0: in the main process)
     seed: int = 0
+    max_pixels: int = MAX_PIXELS  # ingest's decompression-bomb limit: what ingest admitted, training opens
 
     def validate(self) -> None:
         """Fail before any work with one message per wrong value."""
@@ -117,6 +119,7 @@ class TrainConfig:
             (self.num_workers >= 0, f"num_workers must be >= 0 (0: load in the main process), got {self.num_workers}"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (0.0 < self.scale_min <= 1.0, "scale_min must be in (0, 1]"),
+            (self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -537,8 +540,9 @@ def _run(
 
     augment = datamod.Augment(config.hflip, config.vflip, config.rot90, config.color_jitter, config.scale_min)
     root = Path(config.data_root)
-    train_set = datamod.LabelledImages(split.train, datamod.build_transform(data_config, True, augment), root)
-    val_set = datamod.LabelledImages(split.val, datamod.build_transform(data_config, False), root)
+    train_transform = datamod.build_transform(data_config, True, augment)
+    train_set = datamod.LabelledImages(split.train, train_transform, root, config.max_pixels)
+    val_set = datamod.LabelledImages(split.val, datamod.build_transform(data_config, False), root, config.max_pixels)
     val_batches = val_loader(val_set, config.batch_size, config.num_workers, device, dist)
     class_weights = datamod.inverse_frequency(train_set.labels, num_classes)
     sampler = datamod.DistributedWeightedSampler(
