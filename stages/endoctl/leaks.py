@@ -50,7 +50,6 @@ import numpy as np
 import pandas as pd
 
 from endoctl.grouping import build_groups, edges_by_key
-from endoctl.imaging import ImageRejected, check_regular_file
 from endoctl.io import PAIR_COLUMNS, read_table
 from endoctl.parallel import imap_chunks
 from endoctl.params import DEDUPE, SEQUENCE_PATTERN
@@ -549,12 +548,7 @@ def resolve(paths: Sequence[str], root: Path) -> list[str | tuple[None, str]]:
                 out.append((None, many if found else f"not found under {root}"))
                 continue
             file = Path(found[0])
-        try:
-            check_regular_file(file)  # ingest's hashing opens it next: a FIFO or device must not get there
-        except ImageRejected as exc:
-            out.append((None, str(exc)))
-        else:
-            out.append(str(file))
+        out.append(str(file))  # ingest's hashing reads it through imaging.read_image_file: regular files only
     return out
 
 
