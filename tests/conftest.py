@@ -1,4 +1,4 @@
-"""Shared fixtures: the real reference data in ../shared, and small image writers."""
+"""Shared fixtures: the real reference data in ../shared, small image writers, a headless browser."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from browser import browser  # noqa: F401 - the fixture, for every test module
 
 from endoctl.testing import scene
 

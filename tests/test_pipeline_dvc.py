@@ -193,6 +193,33 @@ def test_repro_trains_predicts_and_evaluates_above_chance(repo: Path, tmp_path: 
     assert json.loads((tmp_path / "ce24.json").read_text())["mean_auc"] > 0.5
 
 
+def test_repro_reads_the_demo_study_video_into_a_timeline(repo: Path) -> None:
+    """The fine-tuned model on the study synth writes: every frame predicted, planted findings found as
+    segments where they were planted (the demo model is small: at least two of the three)."""
+    import json
+
+    from endoctl.synth import CE24_CLASS_OF, NORMAL, _study_frames
+
+    out = repo / "metrics" / "study"
+    summary = json.loads((out / "summary.json").read_text())
+    _, frames = _study_frames(yaml.safe_load((repo / "params.yaml").read_text())["synth"]["seed"])
+    assert summary["frames"] == summary["predicted"] == len(frames) and summary["complete"] and "run" not in summary
+    planted: dict[str, list[int]] = {}
+    for i, (finding, _) in enumerate(frames):
+        if finding != NORMAL:
+            planted.setdefault(CE24_CLASS_OF[finding], []).append(i)
+    segments = read_csv(out / "segments.csv")
+    found = {
+        name
+        for name, where in planted.items()
+        for s in segments[segments["class"] == name].itertuples()
+        if int(s.first_frame) <= max(where) and int(s.last_frame) >= min(where)
+    }
+    assert len(found) >= 2, (planted, segments)
+    assert len(read_csv(out / "frames.csv")) == len(frames)
+    assert (out / "timeline.html").read_text().count('<path class="line"') == len(summary["classes"])
+
+
 def test_dvc_plots_show_renders_training_curves_roc_and_confusion(repo: Path, tmp_path: Path) -> None:
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo)
     html = (tmp_path / "plots" / "index.html").read_text()
@@ -271,7 +298,7 @@ def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(r
     set_param(repo, "finetune", "lr", params["finetune"]["lr"] * 4)
     out = run(["dvc", "repro"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"finetune", "predict@test", "predict@ce24-submission", "evaluate"}, ran
+    assert ran == {"finetune", "predict@test", "predict@ce24-submission", "study", "evaluate"}, ran
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo))
     changed = diff["metrics/test/metrics.json"]
     assert changed and all(set(v) == {"old", "new", "diff"} for v in changed.values())

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
-import os
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from browser import blank, full_page, load_page
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
@@ -23,7 +21,6 @@ runner = CliRunner()
 SOURCES = [("kvasir-capsule", "kvasir_capsule"), ("kid", "kid"), ("ce24", "ce24")]
 HEADINGS = ["Overview", "Duplicate clusters", "Frame sequences", "Label conflicts", "Leaks", "Image quality", "Files"]
 KID_NORMAL = Path("raw/kid/normal-small-bowel")
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 def invoke(*args: str) -> str:
@@ -340,82 +337,19 @@ def test_templates_are_package_data_found_through_importlib_resources() -> None:
 # ------------------------------------------------------------------------------- headless Chromium
 
 
-def _chromium(user_data_dir: Path):
-    """Selenium driving Debian's Chromium through its matching chromedriver, offline."""
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("selenium (pip install -e '.[test]')")
-    if missing:
-        reason = f"headless browser check needs {', '.join(missing)} (apt-get install -y chromium chromium-driver)"
-        if os.environ.get("ENDOCTL_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; ENDOCTL_REQUIRE_BROWSER=1 requires it")
-        pytest.skip(reason)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--window-size=1400,1000",
-        f"--user-data-dir={user_data_dir}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):
-    driver = _chromium(tmp_path_factory.mktemp("chromium-profile"))
-    yield driver
-    driver.quit()
-
-
 def page_problems(driver, url: str) -> tuple[list[str], Image.Image]:
     """Load ``url``; return what is wrong with the page as a person would see it, and a full-page screenshot."""
-    driver.get_log("browser")  # drop anything from an earlier page
-    driver.get(url)
-    problems = []
+    problems = load_page(driver, url)
     headings = [h.text for h in driver.find_elements("css selector", "h2")]
     if headings != HEADINGS:
         problems.append(f"section headings {headings}")
-    broken = driver.execute_script(
-        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
-    )
-    problems += [f"image not loaded: {src}" for src in broken]
     if driver.execute_script("return document.images.length") == 0:
         problems.append("no images")
-    problems += [
-        f"console {e['level']}: {e['message']}"
-        for e in driver.get_log("browser")
-        if e["level"] in ("SEVERE", "WARNING")
-    ]
     driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     if driver.execute_script("return document.querySelector('nav').getBoundingClientRect().top") != 0:
         problems.append("the section nav does not stay at the top")
-    width, height = driver.execute_script("return [document.body.scrollWidth, document.body.scrollHeight]")
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot",
-        {  # the whole page at half scale
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 0.5},
-        },
-    )
-    image = Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB")
-    pixels = np.asarray(image, dtype=np.uint32)
-    colours = np.unique((pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2])
-    if pixels.std() < 20 or len(colours) < 1000:
-        problems.append(f"the page looks blank ({len(colours)} colours)")
-    return problems, image
+    image = full_page(driver)
+    return problems + blank(image), image
 
 
 def test_report_renders_in_headless_chromium(built, browser, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 
 import endoctl.synth as synth_mod
 from endoctl.io import OutputError
-from endoctl.synth import CE24_CLASS_OF, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, SynthConfig, synth
+from endoctl.synth import CE24_CLASS_OF, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, STUDY, SynthConfig, synth
 from endoctl.taxonomy import load_taxonomy, map_labels
 
 CONFIG = SynthConfig(
@@ -57,6 +57,7 @@ LAYOUT = [
     re.compile(r"(ers|see_ai)/README\.md"),
     re.compile(r"see_ai/SEE_AI_project_all_images/image\d{5}\.jpg"),
     re.compile(r"see_ai/SEE_AI_project_all_txt/image\d{5}\.txt"),
+    re.compile(r"study/(capsule_study\.mp4|README\.md)"),
 ]
 TRUTH_PATH = re.compile(  # sic: the real CE24 truth file's folder name and Windows separator
     r"Test set for us, with excel sheet and seperated/"
@@ -293,7 +294,7 @@ def test_interrupted_run_leaves_dest_untouched(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(synth_mod, "_write_file", real)
     synth(dest, CONFIG)
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]
-    assert sorted(p.name for p in dest.iterdir()) == sorted(FOLDERS)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*FOLDERS, STUDY])
     (dest / "notes.txt").write_text("someone else's file")  # the swap would delete it: refused
     with pytest.raises(OutputError, match="holds 'notes.txt'"):
         synth(dest, CONFIG)
@@ -444,3 +445,23 @@ def test_see_ai_layout_boxes_and_labels(demo) -> None:
     ).set_index("label")
     assert out.loc["erosion|erythema", "target_class"] == "erosion" and out.loc["normal", "target_class"] == "normal"
     assert (out["target_class"] != "").all()
+
+
+def test_the_study_video_holds_the_planned_frames_and_still_stretches(demo) -> None:
+    """An H.264 MP4 of every planned frame in order at 2 fps; where the capsule rests, consecutive
+    frames decode to (nearly) the same picture."""
+    import av
+
+    from endoctl.synth import STUDY_FPS, STUDY_VIDEO, _study_frames
+
+    root, _, _ = demo
+    _, planned = _study_frames(CONFIG.seed)
+    with av.open(str(root / STUDY_VIDEO)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == STUDY_FPS
+        decoded = [f.to_ndarray(format="rgb24").astype(np.int16) for f in container.decode(stream)]
+    assert len(decoded) == len(planned)
+    same = [np.array_equal(a, b) for (_, a), (_, b) in zip(planned, planned[1:])]
+    still = np.array([np.abs(a - b).mean() for a, b in zip(decoded, decoded[1:])])
+    assert sum(same) >= 4 * 7 and still[same].max() < 1.0 < still[~np.array(same)].min()
+    assert np.abs(decoded[0] - planned[0][1]).mean() < 4  # the encoder's loss only

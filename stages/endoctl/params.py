@@ -104,7 +104,23 @@ class EvaluateParams:
     seed: int = 0  # bootstrap seed: same inputs and seed give identical reports
 
 
-INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY, PREDICT, EVALUATE = (
+@dataclass(frozen=True)
+class StudyParams:
+    """How ``endoctl study`` reads a whole capsule study (docs/study.md says why these values)."""
+
+    batch_size: int = 64  # frames per forward pass
+    device: str = "auto"  # cpu, cuda[:N] or auto (cuda when available)
+    reuse_distance: int = -1  # a frame within this many pHash bits of the last predicted one takes its result (-1: off)
+    smooth: int = 5  # frames in the centred moving average before segments are found
+    min_frames: int = 3  # shortest segment kept, in frames
+    background: str = "Normal"  # the class that is no finding: no segments, no pictures
+    top: int = 6  # pictures per finding on the timeline page
+    fps: float = 2.0  # frame folders: frames per second (capsule cameras film at 2 fps); videos carry their times
+    chunk_frames: int = 512  # frames per resumable chunk
+    max_pixels: int = MAX_PIXELS  # ingest's decompression-bomb limit, for frame folders
+
+
+INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY, PREDICT, EVALUATE, STUDY = (
     IngestParams(),
     DedupeParams(),
     SplitParams(),
@@ -113,4 +129,5 @@ INGEST, DEDUPE, SPLIT, CACHE, REPORT, QUALITY, PREDICT, EVALUATE = (
     QualityParams(),
     PredictParams(),
     EvaluateParams(),
+    StudyParams(),
 )
