@@ -1,9 +1,9 @@
 """The report written beside a split: ``split_report.json`` and its Markdown rendering.
 
-Kept apart from the placing (:mod:`endoctl.split`) because the report must not trust it: every
-count of images, groups, patients and duplicate pairs across splits or folds is recomputed from
-the output tables (and, for ``--nest-in``, from the upstream split's files), so a placing bug
-shows up here as a leak instead of being reported as its own intent.
+Kept apart from the placing (:mod:`endoctl.split`, :mod:`endoctl.assignment`) because the report
+must not trust it: every count of images, groups, patients and duplicate pairs across splits or
+folds is recomputed from the output tables (and, for ``--nest-in``, from the upstream split's
+files), so a placing bug shows up here as a leak instead of being reported as its own intent.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from endoctl.assignment import TEST, TRAIN_VAL
 from endoctl.grouping import TOO_LARGE, patient_keys
 from endoctl.published import markdown as published_markdown
 from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
@@ -23,7 +24,6 @@ from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
 if TYPE_CHECKING:
     from endoctl.split import Pin
 
-TEST, TRAIN_VAL = "test", "train_val"
 WELL_STRATIFIABLE = 5  # classes spread over at least this many groups can be balanced
 
 
