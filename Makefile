@@ -62,6 +62,7 @@ bench: $(STAMP) bench-ee24
 	$(BIN)/python benchmarks/bench_split.py
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_study.py
 
 # ingest -> dedupe -> splits -> cache on a generated 226k-image corpus (kept in $ENDOCTL_BENCH_DIR).
 bench-ee24: $(STAMP)

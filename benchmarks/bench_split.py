@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from smoke import add_arguments, out_path, write_table
 
-from endoctl.split import assign
+from endoctl.assignment import assign
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "split.md"

@@ -31,6 +31,7 @@ SCRIPTS = [
     "bench_startup",
     "bench_split",
     "bench_ingest",
+    "bench_study",
 ]
 NEEDS_REAL = {"bench_ingest", "bench_cache", "bench_report"}  # skip without ../shared/real_images
 TIMEOUT = 300

@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 from label_contract import every_label
 from typer.testing import CliRunner
 
+from endoctl.assignment import assign
 from endoctl.cli import app
 from endoctl.io import read_csv, write_csv
 from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER
-from endoctl.split import OUTPUT_FILES, Pin, assign, parse_pin, split
+from endoctl.split import OUTPUT_FILES, Pin, parse_pin, split
 from endoctl.taxonomy import load_taxonomy
 
 runner = CliRunner()

@@ -19,7 +19,8 @@ from PIL import Image
 
 import endoctl.synth as synth_mod
 from endoctl.io import OutputError
-from endoctl.synth import CE24_CLASS_OF, ERS_CASES, KC_FINDINGS, KID_CLASSES, SEE_AI_NAMES, STUDY, SynthConfig, synth
+from endoctl.sources.see_ai import CLASSES as SEE_AI_CLASSES
+from endoctl.synth import CE24_CLASS_OF, ERS_CASES, KC_FINDINGS, KID_CLASSES, STUDY, SynthConfig, synth
 from endoctl.taxonomy import load_taxonomy, map_labels
 
 CONFIG = SynthConfig(
@@ -366,7 +367,7 @@ def see_ai_labels(root: Path) -> dict[int, str]:
             continue
         txt = root / "see_ai/SEE_AI_project_all_txt" / f"{image.stem}.txt"
         lines = txt.read_text().splitlines() if txt.is_file() else []
-        names = {SEE_AI_NAMES[int(line.split()[0])] for line in lines}
+        names = {SEE_AI_CLASSES[int(line.split()[0])] for line in lines}
         out[int(image.stem[5:])] = "|".join(sorted(names)) or "normal"
     return out
 

@@ -86,9 +86,21 @@ def _hashing_progress(visible: bool) -> Iterator[Callable[[int, int | None], Non
 
 # One decompression-bomb limit for every stage that opens images (params.yaml `ingest.max_pixels`):
 # an image ingest admitted under a raised limit must not be rejected later.
-MaxPixels = Annotated[
-    int, typer.Option(help="Reject larger images as decompression bombs (keep equal to ingest's --max-pixels).")
+_MAX_PIXELS_HELP = "Reject larger images as decompression bombs (keep equal to ingest's --max-pixels)."
+MaxPixels = Annotated[int, typer.Option(help=_MAX_PIXELS_HELP)]
+
+# Options several commands declare alike: one declaration, so their flags and help texts cannot drift apart.
+Workers = Annotated[int, typer.Option(help="Worker processes (0 = all cores).")]
+HashWorkers = Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")]
+DataRoot = Annotated[Path, typer.Option(help="Folder the paths in the input CSVs are relative to.")]
+Duplicates = Annotated[
+    Path | None,
+    typer.Option(
+        help=f"dedupe's output folder, or its {DUPLICATES_FILE} (read with the files beside it: {PAIRS_FILE}, "
+        f"{DEDUPE_REPORT_FILE})."
+    ),
 ]
+TaxonomyFile = Annotated[Path | None, typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")]
 
 
 def _max_pixels(max_pixels: int) -> None:
@@ -264,7 +276,7 @@ def ingest(
         ),
     ] = None,
     data_root: Annotated[Path, typer.Option(help="Manifest paths are written relative to this folder.")] = Path("."),
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = INGEST.workers,
+    workers: Workers = INGEST.workers,
     max_pixels: Annotated[int, typer.Option(help="Reject larger images as decompression bombs.")] = INGEST.max_pixels,
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file is rejected.")] = False,
 ) -> None:
@@ -470,7 +482,7 @@ def audit(
     fail_on_leak: Annotated[
         bool, typer.Option(help="Exit 1 when any group (patient/video/duplicate) is in more than one split.")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Hashing worker processes (0 = all cores).")] = 0,
+    workers: HashWorkers = 0,
     frame_gap: Annotated[
         int | None,
         typer.Option(
@@ -542,10 +554,7 @@ def split(
             help="Output folder: train_val.csv, test.csv, class_mapping.json, excluded.csv, split_report.{json,md}."
         ),
     ],
-    duplicates: Annotated[
-        Path | None,
-        typer.Option(help=f"dedupe's output folder, or its {DUPLICATES_FILE} ({PAIRS_FILE} beside it is read too)."),
-    ] = None,
+    duplicates: Duplicates = None,
     test_fraction: Annotated[
         float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")
     ] = SPLIT.test_fraction,
@@ -566,9 +575,7 @@ def split(
             "assigned."
         ),
     ] = None,
-    taxonomy: Annotated[
-        Path | None, typer.Option(help="Taxonomy YAML (default: the packaged taxonomy-v2.yaml).")
-    ] = None,
+    taxonomy: TaxonomyFile = None,
     max_group_share: Annotated[
         float, typer.Option(help="Warn when the largest group holds more than this share of all images.")
     ] = SPLIT.max_group_share,
@@ -800,7 +807,7 @@ def evaluate(
             "join groups too."
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="With --images-root: hashing worker processes (0 = all cores).")] = 0,
+    workers: HashWorkers = 0,
     frame_gap: Annotated[
         int | None,
         typer.Option(
@@ -890,9 +897,7 @@ def predict(
             "beside it."
         ),
     ],
-    data_root: Annotated[
-        Path, typer.Option(help="Folder the paths of an --images CSV are relative to (default: the current folder).")
-    ] = Path("."),
+    data_root: DataRoot = Path("."),
     class_mapping: Annotated[
         Path | None,
         typer.Option(
@@ -1052,9 +1057,7 @@ def _train(
     ] = None,
     num_workers: Annotated[int | None, typer.Option(help=_P)] = None,
     seed: Annotated[int | None, typer.Option(help=_P)] = None,
-    max_pixels: Annotated[
-        int | None, typer.Option(help=f"Reject larger images as decompression bombs (keep equal to ingest's). {_P}")
-    ] = None,
+    max_pixels: Annotated[int | None, typer.Option(help=f"{_MAX_PIXELS_HELP} {_P}")] = None,
 ) -> None:
     """Shared by `train pretrain` and `train finetune`; the command name picks the params section."""
     import os
@@ -1133,8 +1136,8 @@ def cache(
         int, typer.Option(help="Shorter side of the cached JPEGs in pixels (never enlarged); >= the training img_size.")
     ] = CACHE.size,
     quality: Annotated[int, typer.Option(help="JPEG quality of the cached images.")] = CACHE.quality,
-    data_root: Annotated[Path, typer.Option(help="Folder the split CSV paths are relative to.")] = Path("."),
-    workers: Annotated[int, typer.Option(help="Worker processes (0 = all cores).")] = CACHE.workers,
+    data_root: DataRoot = Path("."),
+    workers: Workers = CACHE.workers,
     max_pixels: MaxPixels = CACHE.max_pixels,
 ) -> None:
     """Pre-resize a split folder's images once, so training decodes small JPEGs every epoch."""
@@ -1180,13 +1183,7 @@ def report(
         Path,
         typer.Option(help="Report folder: index.html, thumbs/, the CSVs behind every gallery (replaced as a whole)."),
     ] = Path("manifests/report"),
-    duplicates: Annotated[
-        Path | None,
-        typer.Option(
-            help=f"dedupe's output folder ({DUPLICATES_FILE}, {PAIRS_FILE}, {DEDUPE_REPORT_FILE}), or its "
-            f"{DUPLICATES_FILE}."
-        ),
-    ] = None,
+    duplicates: Duplicates = None,
     split: Annotated[
         list[Path] | None,
         typer.Option("--split", help="Split folder (train_val.csv, test.csv, excluded.csv); repeatable."),
@@ -1194,7 +1191,7 @@ def report(
     audit: Annotated[
         list[Path] | None, typer.Option("--audit", help="`endoctl audit --json` file; repeatable.")
     ] = None,
-    data_root: Annotated[Path, typer.Option(help="Folder the manifest paths are relative to.")] = Path("."),
+    data_root: DataRoot = Path("."),
     workers: Annotated[
         int, typer.Option(help="Worker processes for quality measures and thumbnails (0 = all cores).")
     ] = 0,
@@ -1344,7 +1341,7 @@ def build_splits(
     max_group_share: Annotated[
         float, typer.Option(help="Warn when one group holds more than this share.")
     ] = SPLIT.max_group_share,
-    taxonomy: Annotated[Path | None, typer.Option(help="Taxonomy YAML (default: the packaged one).")] = None,
+    taxonomy: TaxonomyFile = None,
     workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = INGEST.workers,
     nest_in: Annotated[
         Path | None, typer.Option(help="Upstream split folder this target nests in (see `endoctl split`).")

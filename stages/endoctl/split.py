@@ -8,34 +8,33 @@ an image goes.
 
 Flow: manifests → one table sorted by ``image_id`` (input row order never matters) → groups →
 ``taxonomy.map_labels`` (rows with an ``excluded`` reason are listed, never dropped) → pins and
-previous assignments fix some groups → :func:`assign` places the rest → outputs + report
-(:func:`write_split`). The report's straddle counts are recomputed from the output tables, not
-taken from the assignment.
+previous assignments fix some groups → :func:`endoctl.assignment.assign` places the rest →
+outputs + report (:func:`write_split`). The report (:mod:`endoctl.split_report`) recounts
+straddles from the output tables, not from the assignment.
 
 *Nesting* (``--nest-in UPSTREAM``): a split of a second target (fine-tuning) whose groups keep
 their place in the split of the first (pre-training). Training upstream on all folds but k and
 then validating downstream on fold k is only clean if every image of downstream fold k (or test)
-is in upstream fold k (or test): :func:`nesting_check` recomputes that from the output tables and
+is in upstream fold k (or test): :func:`endoctl.split_report.nesting_check` recomputes that from the output tables and
 the upstream split's files.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from endoctl.grouping import TOO_LARGE, LinkRule, group_images, patient_keys, smallest_per_key
+from endoctl.assignment import TEST, TRAIN_VAL, Progress, assign, check_fractions
+from endoctl.grouping import LinkRule, group_images, smallest_per_key
 from endoctl.io import EXCLUDED_FILE, MAPPING_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE, TEST_FILE, TRAIN_VAL_FILE
-from endoctl.published import markdown as published_markdown
-from endoctl.taxonomy import LABEL_SEP, MULTI_LABEL, PRIORITY, Target
+from endoctl.split_report import Placement, SplitRequest, build_report, places, report_markdown
+from endoctl.taxonomy import LABEL_SEP
 
-TEST, TRAIN_VAL = "test", "train_val"
 OUTPUT_COLUMNS = ["image_id", "source", "path", "label", "target_class", "group", "fold"]  # train_val/test rows
 EXCLUDED_COLUMNS = ["image_id", "source", "reason"]
 MANIFEST_REQUIRED = ["image_id", "source", "path", "label"]
@@ -43,10 +42,6 @@ OPTIONAL_COLUMNS = ["patient_id", "official_split"]
 PAIR_KEY_COLUMNS = ["image_id_a", "image_id_b"]  # the duplicate-pair columns a split needs
 PAIR_EVIDENCE_COLUMNS = ["kind", "distance", "similarity"]  # read too when present: links are weighed
 OUTPUT_FILES = (TRAIN_VAL_FILE, TEST_FILE, MAPPING_FILE, EXCLUDED_FILE, SPLIT_REPORT_FILE, SPLIT_REPORT_MD_FILE)
-WELL_STRATIFIABLE = 5  # classes spread over at least this many groups can be balanced
-SIZE_WEIGHT = 1.0  # refinement: a 10 % bin-size error costs as much as a 10-point class deviation
-
-Progress = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------------------- pins
@@ -84,199 +79,6 @@ def parse_pin(text: str) -> Pin:
     return Pin(source, official if colon else None)
 
 
-# --------------------------------------------------------------------------------------- assign
-
-
-def _previous_bin(value, folds: int) -> int:
-    """'test' -> 0, fold 'j' -> j+1, empty/NaN -> -1."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return -1
-    text = str(value).strip()
-    if text == "":
-        return -1
-    if text == TEST:
-        return 0
-    try:
-        fold = int(float(text))
-    except ValueError:
-        raise ValueError(f"previous assignment {text!r} is neither 'test' nor a fold number") from None
-    if not 0 <= fold < folds:
-        raise ValueError(f"previous assignment has fold {fold}, but --folds is {folds}: re-split with the same folds")
-    return fold + 1
-
-
-def _greedy(
-    counts: np.ndarray,
-    fixed: np.ndarray,
-    weights: np.ndarray,
-    order: np.ndarray,
-    on_progress: Progress | None = None,
-    offset: int = 0,
-    total: int = 0,
-) -> np.ndarray:
-    """Bin per group: ``fixed`` groups (>= 0) stay, the others are placed in ``order``, then
-    polished by :func:`_refine`.
-
-    ``counts``: groups x (classes + image total). Each free group goes to the bin that minimises
-    the mean over the group's non-zero columns of the standard deviation, across bins, of the fill
-    ratio ``load[b, c] / target[b, c]`` (``target`` = bin weight x column total): every bin takes
-    its weight's share of every class AND of the big groups (so test is not just the small
-    leftovers: its mix of sources and group sizes stays representative). Exact ties go to the
-    least-filled bin (image total / its target), then the lowest bin.
-
-    scikit-learn's StratifiedGroupKFold (``_find_best_fold``) minimises the mean over ALL classes
-    of the standard deviation, across its equal folds, of fold count / class total; on the class
-    columns that ranks bins as this does (columns the group lacks add the same to every bin, and
-    equal weights only scale the ratios). What differs: bins of unequal weight, the image-total
-    column, and ties (scikit-learn's are ``np.isclose`` ones, to the fold with fewer samples, then
-    the lowest).
-    """
-    n_bins = len(weights)
-    bins = fixed.copy()
-    totals = counts.sum(axis=0)
-    target = weights[:, None] * totals[None, :]
-    load = np.zeros((n_bins, counts.shape[1]), dtype=np.float64)
-    placed = bins >= 0
-    np.add.at(load, bins[placed], counts[placed])
-    active = np.flatnonzero(weights > 0)
-    t_act = target[active]
-    eye = np.eye(len(active))
-    fill_target = np.where(t_act[:, -1] > 0, t_act[:, -1], 1.0)
-    free = order[~placed[order]]
-    step = max(1, len(free) // 100)
-    ranks = np.arange(len(active))
-    n_active = len(active)
-    bumps: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    labelled = np.flatnonzero(counts[free, -1] > 0)
-    done = 0
-    for end in [*labelled, len(free)]:
-        if end > done:  # groups without labelled images change no load: all go where lexsort puts
-            # all-zero costs (least filled bin, then the lowest)
-            bins[free[done:end]] = active[np.argmin(load[active, -1] / fill_target)]
-        if end == len(free):
-            break
-        g = free[end]
-        v = counts[g]
-        key = v.tobytes()
-        if key not in bumps:  # per distinct count vector: its columns, targets, bin increments
-            nz = np.flatnonzero(v)
-            bumps[key] = (nz, t_act[:, nz], eye[:, :, None] * (v[nz] / t_act[:, nz])[:, None, :])
-        nz, t_nz, bump = bumps[key]
-        # candidate a: bin a's row gains v / target; std over bins, mean over the group's columns.
-        # The std and mean are numpy's own ufunc steps (``_methods._var``), bit for bit, without
-        # their per-call overhead.
-        cand = load[active][:, nz] / t_nz + bump
-        mean = np.add.reduce(cand, axis=1, keepdims=True)
-        np.true_divide(mean, n_active, out=mean)
-        dev = np.subtract(cand, mean)
-        np.square(dev, out=dev)
-        spread = np.add.reduce(dev, axis=1)
-        np.true_divide(spread, n_active, out=spread)
-        np.sqrt(spread, out=spread)
-        cost = np.add.reduce(spread, axis=1)
-        np.true_divide(cost, len(nz), out=cost)
-        best = active[np.lexsort((ranks, load[active, -1] / fill_target, cost))[0]]
-        bins[g] = best
-        load[best] += v
-        if on_progress is not None and (end // step != done // step or end == len(free) - 1):
-            on_progress(offset + end + 1, total or len(free))
-        done = end + 1
-    if on_progress is not None and len(free):
-        on_progress(offset + len(free), total or len(free))
-    return _refine(counts, bins, free, weights, SIZE_WEIGHT)
-
-
-def _bin_cost(load: np.ndarray, target_total: np.ndarray, overall: np.ndarray, lam: float) -> np.ndarray:
-    """Per bin: squared class-proportion deviations + lam * squared relative size error."""
-    tot = load[..., -1]
-    safe = np.where(tot > 0, tot, 1.0)
-    prop = load[..., :-1] / safe[..., None]
-    dev = np.where(tot[..., None] > 0, prop - overall, 0.0)
-    size = (tot - target_total) / np.where(target_total > 0, target_total, 1.0)
-    return np.square(dev).sum(axis=-1) + lam * np.square(size)
-
-
-def _refine(
-    counts: np.ndarray,
-    bins: np.ndarray,
-    movable: np.ndarray,
-    weights: np.ndarray,
-    lam: float,
-    max_steps: int = 2000,
-    swap_pool: int = 256,
-) -> np.ndarray:
-    """Local search after the greedy pass: while it lowers the summed per-bin cost (``_bin_cost``),
-    apply the best single-group move, or when no move helps, the best swap of two groups between
-    bins among the ``swap_pool`` largest movable groups (a swap keeps bin sizes, which a lone
-    move of a big group cannot). Deterministic: ties go to the first candidate in group order."""
-    bins = bins.copy()
-    movable = np.sort(movable)
-    movable = movable[counts[movable, -1] > 0]
-    active = np.flatnonzero(weights > 0)
-    if len(movable) == 0 or len(active) < 2:
-        return bins
-    n_bins = len(weights)
-    totals = counts.sum(axis=0)
-    overall = totals[:-1] / max(totals[-1], 1.0)
-    target_total = weights * totals[-1]
-    load = np.zeros((n_bins, counts.shape[1]))
-    np.add.at(load, bins[bins >= 0], counts[bins >= 0])
-    v = counts[movable]
-    pool = np.sort(np.argsort(-v[:, -1], kind="stable")[:swap_pool])  # positions in movable
-    vp = v[pool]
-    # Groups with equal counts in the same bin are interchangeable moves (thousands of singletons
-    # of one class): evaluate one per (count vector, bin), the first in group order.
-    _, kind = np.unique(v, axis=0, return_inverse=True)
-    kind = kind.reshape(-1)
-    position = np.arange(len(v))
-    for _ in range(max_steps):
-        cur = _bin_cost(load, target_total, overall, lam)
-        a = bins[movable]
-        # first group of each (kind, bin), in (kind, bin) order: np.unique's return_index without
-        # its sort of every group at every step
-        first = np.full((kind.max() + 1) * n_bins, len(v))
-        np.minimum.at(first, kind * n_bins + a, position)
-        cand = first[first < len(v)]
-        vc, ac = v[cand], a[cand]
-        cost_a = _bin_cost(load[ac] - vc, target_total[ac], overall, lam) - cur[ac]
-        delta = np.full((len(cand), n_bins), np.inf)
-        for b in active:
-            delta[:, b] = cost_a + _bin_cost(load[b] + vc, target_total[b], overall, lam) - cur[b]
-        delta[np.arange(len(cand)), ac] = np.inf
-        best = int(np.argmin(delta))
-        k, b = divmod(best, n_bins)
-        if delta[k, b] < -1e-12:
-            g = cand[k]
-            load[a[g]] -= v[g]
-            load[b] += v[g]
-            bins[movable[g]] = b
-            continue
-        ap = a[pool]
-        diff = vp[None, :, :] - vp[:, None, :]  # [i, j] = v_j - v_i: bin of i gains j, loses i
-        new_i = _bin_cost(load[ap][:, None, :] + diff, target_total[ap][:, None], overall, lam)
-        new_j = _bin_cost(load[ap][None, :, :] - diff, target_total[ap][None, :], overall, lam)
-        swap = new_i + new_j - cur[ap][:, None] - cur[ap][None, :]
-        swap[ap[:, None] == ap[None, :]] = np.inf
-        best = int(np.argmin(swap)) if swap.size else 0
-        i, j = divmod(best, len(pool))
-        if not swap.size or not swap[i, j] < -1e-12:
-            break
-        gi, gj = pool[i], pool[j]
-        bi, bj = a[gi], a[gj]
-        load[bi] += v[gj] - v[gi]
-        load[bj] += v[gi] - v[gj]
-        bins[movable[gi]], bins[movable[gj]] = bj, bi
-    return bins
-
-
-def check_fractions(test_fraction: float, folds: int) -> None:
-    """The split sizes make sense (checked before any work)."""
-    if folds < 1:
-        raise ValueError(f"folds must be >= 1, got {folds}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-
-
 def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dict[str, int]]:
     """Rows each pin holds in test, and the count per pin; a pin matching nothing is an error."""
     pinned = pd.Series(False, index=table.index)
@@ -292,241 +94,6 @@ def match_pins(pins: Sequence[Pin], table: pd.DataFrame) -> tuple[pd.Series, dic
         hits[str(p)] = int(hit.sum())
         pinned |= hit
     return pinned, hits
-
-
-def _group_counts(gid: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sorted group ids, each row's group index, and per group its labelled images per class and in
-    total (groups x (classes + 1)): what the placing balances. A multi-label row weighs in every class
-    it carries and once in the total."""
-    uniq, g_of = (
-        np.unique(gid, return_inverse=True) if len(gid) else (np.array([], dtype=object), np.array([], dtype=np.int64))
-    )
-    n_groups = len(uniq)
-    labelled = lab != ""
-    per_class = pd.Series(lab[labelled], index=np.flatnonzero(labelled), dtype=object).str.split(LABEL_SEP).explode()
-    classes = np.array(sorted(set(per_class)), dtype=object)
-    c_of = np.searchsorted(classes, per_class.to_numpy()) if len(classes) else np.zeros(0, dtype=np.int64)
-    counts = np.zeros((n_groups, len(classes) + 1), dtype=np.float64)
-    np.add.at(counts, (g_of[per_class.index.to_numpy(dtype=np.int64)], c_of), 1.0)
-    counts[:, -1] = np.bincount(g_of[labelled], minlength=n_groups)
-    return uniq, g_of, counts
-
-
-def _rows_per_bin(places: pd.Series, g_of: np.ndarray, n_groups: int, folds: int) -> np.ndarray:
-    """Rows per group and bin (0 test, j + 1 fold j) of ``places``: 'test', a fold number or empty per row."""
-    bins = np.array([_previous_bin(v, folds) for v in places.tolist()], dtype=np.int64)
-    has = bins >= 0
-    table = np.zeros((n_groups, folds + 1), dtype=np.int64)
-    np.add.at(table, (g_of[has], bins[has]), 1)
-    return table
-
-
-def _keep_previous(table: np.ndarray, fixed: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A group with rows in one place of the previous split keeps it ('kept'); rows in test and train_val
-    send it to test ('conflict-split'), rows in several folds to the fold holding most ('conflict-fold',
-    ties -> lower fold)."""
-    fixed, how = fixed.copy(), how.copy()
-    seen = table > 0
-    kinds = seen.sum(axis=1)
-    one = kinds == 1
-    fixed[one] = table[one].argmax(axis=1)
-    how[one] = "kept"
-    split_conflict = (kinds > 1) & seen[:, 0]
-    fixed[split_conflict] = 0
-    how[split_conflict] = "conflict-split"
-    fold_conflict = (kinds > 1) & ~seen[:, 0]
-    fixed[fold_conflict] = table[fold_conflict, 1:].argmax(axis=1) + 1
-    how[fold_conflict] = "conflict-fold"
-    return fixed, how
-
-
-def _nest(table: np.ndarray, fixed: np.ndarray, how: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A group with rows upstream goes where they are, whatever its previous place: test when all are in
-    test, else the upstream fold holding most ('nested'; 'nest-conflict' when they are in several folds).
-    Also returns which groups are nested."""
-    fixed, how = fixed.copy(), how.copy()
-    nested = table.any(axis=1)
-    in_folds = (table[:, 1:] > 0).sum(axis=1)
-    fixed[nested] = np.where(in_folds > 0, table[:, 1:].argmax(axis=1) + 1, 0)[nested]
-    how[nested] = np.where(in_folds > 1, "nest-conflict", "nested")[nested]
-    return fixed, how, nested
-
-
-def _pin_to_test(
-    pinned: np.ndarray, nested: np.ndarray, fixed: np.ndarray, how: np.ndarray, group_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pinned groups go to test, out of a previous fold too ('conflict-pin'); a pinned group that the split
-    this one nests in trains on (has in a fold) is a ValueError: the pin could not keep it unseen."""
-    trained = np.flatnonzero(pinned & nested & (fixed > 0))
-    if len(trained):
-        g = trained[0]
-        raise ValueError(
-            f"group {group_ids[g]} holds a pinned image but the split it nests in has it in fold "
-            f"{fixed[g] - 1} ({len(trained)} such group(s)): pin the same images there"
-        )
-    fixed, how = fixed.copy(), how.copy()
-    moved = pinned & (fixed > 0)
-    how[moved] = "conflict-pin"
-    how[pinned & ~moved & np.isin(how, ["assigned", "kept"])] = "pinned"
-    fixed[pinned] = 0
-    return fixed, how
-
-
-def _fixed_places(
-    group_ids: np.ndarray,
-    g_of: np.ndarray,
-    folds: int,
-    pin: np.ndarray,
-    previous: pd.Series | None,
-    nested: pd.Series | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per group the bin fixed before any is placed (-1 free, 0 test, j + 1 fold j) and how: previous
-    places, upstream places over them, pins over both (``pin``, ``previous``, ``nested``: per row)."""
-    n_groups = len(group_ids)
-    fixed = np.full(n_groups, -1, dtype=np.int64)
-    how = np.full(n_groups, "assigned", dtype=object)
-    if previous is not None:
-        fixed, how = _keep_previous(_rows_per_bin(previous, g_of, n_groups, folds), fixed, how)
-    nested_groups = np.zeros(n_groups, dtype=bool)
-    if nested is not None:
-        fixed, how, nested_groups = _nest(_rows_per_bin(nested, g_of, n_groups, folds), fixed, how)
-    if pin.any():
-        pinned_groups = np.zeros(n_groups, dtype=bool)
-        pinned_groups[g_of[pin]] = True
-        fixed, how = _pin_to_test(pinned_groups, nested_groups, fixed, how, group_ids)
-    return fixed, how
-
-
-def _placing_order(counts: np.ndarray, seed: int) -> np.ndarray:
-    """The groups (in sorted-id order) shuffled with ``seed``, then stably by descending labelled images:
-    the big, hard-to-place groups go first, equal sizes in seeded order."""
-    order = np.random.default_rng(seed).permutation(len(counts))
-    return order[np.argsort(-counts[order, -1], kind="stable")]
-
-
-def _place_free_groups(
-    counts: np.ndarray,
-    fixed: np.ndarray,
-    order: np.ndarray,
-    test_fraction: float,
-    folds: int,
-    on_progress: Progress | None,
-) -> np.ndarray:
-    """Bin per group (0 test, j + 1 fold j); ``fixed`` groups (>= 0) stay. Stage 1 splits test from
-    train_val (what matters most: the held-out proportions), stage 2 train_val into equal folds."""
-    n_free = int((fixed < 0).sum())
-    side = np.where(fixed < 0, -1, np.minimum(fixed, 1))
-    side = _greedy(counts, side, np.array([test_fraction, 1.0 - test_fraction]), order, on_progress, 0, 2 * n_free)
-    in_tv = side == 1
-    fold = np.where(fixed > 0, fixed - 1, -1)
-    sub = np.flatnonzero(in_tv)
-    remap = np.full(len(fixed), -1, dtype=np.int64)
-    remap[sub] = np.arange(len(sub))
-    sub_order = remap[order[in_tv[order]]]
-    fold_sub = _greedy(
-        counts[sub],
-        fold[sub],
-        np.full(folds, 1.0 / folds),
-        sub_order,
-        on_progress,
-        n_free,
-        n_free + int((fold[sub] < 0).sum()),
-    )
-    bins = np.zeros(len(fixed), dtype=np.int64)
-    bins[sub] = fold_sub + 1
-    return bins
-
-
-def assign(
-    groups: pd.Series,
-    y: pd.Series,
-    test_fraction: float = 0.2,
-    folds: int = 5,
-    seed: int = 0,
-    pinned: pd.Series | None = None,
-    previous: pd.Series | None = None,
-    on_progress: Progress | None = None,
-    *,
-    nested: pd.Series | None = None,
-) -> pd.DataFrame:
-    """Place every group wholly in ``test`` or one ``train_val`` fold; one result row per input row.
-
-    ``groups``: group id per row. ``y``: class per row, or several joined by '|' (a multi-label
-    row counts once for each of its classes and once for the image total); empty/NaN rows
-    (excluded images) ride along with their group but do not count for sizes or strata.
-    ``pinned``: bool per row; a group with any pinned row goes to test. ``previous``: per row
-    ``'test'``, a fold number, or empty/NaN;
-    a group whose previous rows agree keeps that place. Rows previously in test and train_val
-    in one group (a "conflict": the group merged across splits) go to test; rows previously in
-    several folds (and never in test) go to the fold holding most of them. A pin beats a previous
-    train_val place ("conflict-pin").
-
-    ``nested``: per row the place in the split this one nests in (same values as ``previous``);
-    it beats ``previous``. A group with upstream rows goes where they are: test when they are all
-    in test, else the upstream fold holding most of them (ties -> lower fold; rows in upstream
-    test never leak, wherever the group goes). Rows in two upstream folds ("nest-conflict": the
-    upstream split was grouped differently) cannot all be clean; :func:`nesting_check` counts them.
-    A pinned group that upstream put in a fold is a ValueError: it was trained on upstream.
-
-    Returns ``split`` (``'train_val'``/``'test'``), ``fold`` (0..folds-1, -1 for test) and ``how``
-    (``pinned``, ``kept``, ``conflict-split``, ``conflict-fold``, ``conflict-pin``, ``nested``,
-    ``nest-conflict``, ``assigned``), indexed like ``groups``.
-
-    How the free groups are placed (deterministic given ``seed``):
-
-    1. Groups are enumerated in sorted-id order, always shuffled with ``seed``
-       (``numpy.random.default_rng(seed).permutation``), then stably sorted by descending labelled
-       size (images, a multi-label one once): the largest, hardest-to-place groups go first
-       (:func:`_placing_order`). scikit-learn's StratifiedGroupKFold (1.9) sorts by another key: it
-       enumerates groups in sorted-id order too, shuffles them only with ``shuffle=True`` (its
-       ``random_state``'s ``RandomState.shuffle``), then stably sorts by the descending standard
-       deviation, across classes, of each group's class counts (``np.std(counts, axis=1)``): a group
-       whose images are all of one class goes before one of the same size spread over the classes,
-       and size itself is no key.
-    2. Stage 1 splits them into test (weight ``test_fraction``) vs train_val; stage 2 splits the
-       train_val groups into ``folds`` equal folds (:func:`_place_free_groups`). Test comes first
-       because its proportions matter most; the folds then do what they can (a fold that must hold
-       a video with 60 % of a class cannot be balanced: the report says so).
-    3. Each stage is greedy like StratifiedGroupKFold, generalised to bins of unequal weight, to
-       groups fixed in advance (pinned/kept groups are loaded first) and to multi-label rows (a
-       group's count vector holds, per class, its images carrying that class, as in iterative
-       stratification): a group goes to the bin that minimises the spread (std across bins) of the
-       fill ratios load / target over the group's classes and the image total (:func:`_greedy`).
-    4. A local search then moves single groups, or swaps two of the largest, while that lowers
-       the sum over bins of squared class-proportion deviations + squared relative size error
-       (:func:`_refine`).
-
-    scikit-learn's StratifiedGroupKFold is not used: it cannot keep pinned or previously placed
-    groups where they are, and only makes equal folds (no 20 % test + 5 folds of the rest).
-    """
-    check_fractions(test_fraction, folds)
-    index = groups.index
-    group_ids, g_of, counts = _group_counts(
-        groups.astype(str).to_numpy(dtype=object), y.reindex(index).fillna("").astype(str).to_numpy(dtype=object)
-    )
-    pin = (
-        pinned.reindex(index).fillna(False).astype(bool).to_numpy()
-        if pinned is not None
-        else np.zeros(len(index), dtype=bool)
-    )
-    fixed, how = _fixed_places(
-        group_ids,
-        g_of,
-        folds,
-        pin,
-        previous.reindex(index) if previous is not None else None,
-        nested.reindex(index) if nested is not None else None,
-    )
-    bins = _place_free_groups(counts, fixed, _placing_order(counts, seed), test_fraction, folds, on_progress)
-    row_bin = bins[g_of] if len(group_ids) else np.zeros(0, dtype=np.int64)
-    return pd.DataFrame(
-        {
-            "split": np.where(row_bin == 0, TEST, TRAIN_VAL).astype(object),
-            "fold": np.where(row_bin == 0, -1, row_bin - 1).astype(np.int64),
-            "how": how[g_of] if len(group_ids) else np.zeros(0, dtype=object),
-        },
-        index=index,
-    )
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -659,53 +226,6 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Request:
-    """What a split was asked for: what the report records and checks against."""
-
-    target: str
-    mapping: dict[str, int]  # the target's class -> index (class_mapping.json)
-    spec: Target
-    formats: Mapping[str, str] | None  # source name -> taxonomy dataset, where they differ
-    test_fraction: float
-    folds: int
-    seed: int
-    pins: list[Pin]
-    max_group_share: float
-    previous: pd.DataFrame | None  # read_previous of the --keep-assignments split
-    nest_in: pd.DataFrame | None  # read_previous of the --nest-in split
-    params: Mapping | None  # recorded in the report's params over the above (the CLI adds file names)
-
-    def report_params(self) -> dict:
-        """The report's ``params``: the arguments above, then ``params`` over them."""
-        used = {
-            "target": self.target,
-            "test_fraction": self.test_fraction,
-            "folds": self.folds,
-            "seed": self.seed,
-            "pins": [str(p) for p in self.pins],
-            "max_group_share": self.max_group_share,
-            "formats": dict(self.formats or {}),
-            "keep_assignments": self.previous is not None,
-            "nest_in": self.nest_in is not None,
-        }
-        used.update(self.params or {})
-        return used
-
-
-@dataclass(frozen=True)
-class _Placed:
-    """Every input row labelled, grouped and placed, and what grouped and fixed the rows."""
-
-    table: pd.DataFrame  # combine_manifests' + target_class, excluded, candidates, group, group_size, split, fold, how
-    pairs: pd.DataFrame  # every duplicate link the groups were built from, same-sha256 links included
-    n_sha_links: int
-    pinned: pd.Series  # per row: matched by a pin
-    pin_hits: dict[str, int]  # images per pin
-    previous_place: pd.Series | None  # per row: its place in the --keep-assignments split ('test', a fold, '')
-    refused: pd.DataFrame  # grouping.REFUSED_COLUMNS: the near links weighed and left between groups
-
-
 def _default_labeler(manifest: pd.DataFrame, taxonomy, target: str, formats: Mapping[str, str] | None) -> pd.DataFrame:
     from endoctl.taxonomy import map_labels
 
@@ -742,11 +262,6 @@ def _aligned_labels(table: pd.DataFrame, mapped: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _class_order(mapping: Mapping[str, int], classes: Iterable[str]) -> list[str]:
-    rank = {str(k).lower(): int(v) for k, v in mapping.items()}
-    return sorted(set(classes), key=lambda c: (rank.get(c.lower(), len(rank)), c))
-
-
 def _class_mapping(taxonomy, target: str) -> dict[str, int]:
     """The target's class -> index, by index; an unknown target is a ValueError."""
     if target not in getattr(taxonomy, "targets", {}):
@@ -758,7 +273,7 @@ def _class_mapping(taxonomy, target: str) -> dict[str, int]:
     }
 
 
-def _label_rows(table: pd.DataFrame, mapped: pd.DataFrame, request: _Request) -> pd.DataFrame:
+def _label_rows(table: pd.DataFrame, mapped: pd.DataFrame, request: SplitRequest) -> pd.DataFrame:
     """``table`` with the labeler's answer (``mapped``) as ``target_class, excluded, candidates``; a kept
     row's class outside the target's class mapping is a ValueError."""
     labels = _aligned_labels(table, mapped)
@@ -809,7 +324,7 @@ def _group_rows(
 
 def _place_per_row(table: pd.DataFrame, split_table: pd.DataFrame) -> pd.Series:
     """Per row of ``table`` its place in a :func:`read_previous` table: 'test', the fold, or '' when absent."""
-    return table["image_id"].map(_places(split_table)).fillna("")
+    return table["image_id"].map(places(split_table)).fillna("")
 
 
 def _upstream_place_per_row(table: pd.DataFrame, nest_in: pd.DataFrame, folds: int) -> pd.Series:
@@ -825,15 +340,15 @@ def _upstream_place_per_row(table: pd.DataFrame, nest_in: pd.DataFrame, folds: i
 
 
 def _place_rows(
-    request: _Request,
+    request: SplitRequest,
     manifests: pd.DataFrame | Sequence[pd.DataFrame],
     names: Sequence[str] | None,
     pairs: pd.DataFrame | None,
     taxonomy,
     labeler: Callable[..., pd.DataFrame],
     on_progress: Progress | None,
-) -> _Placed:
-    """Every input row labelled, grouped over all manifests and placed by :func:`assign`."""
+) -> Placement:
+    """Every input row labelled, grouped over all manifests and placed by :func:`endoctl.assignment.assign`."""
     table = combine_manifests(manifests, names)
     pinned, pin_hits = match_pins(request.pins, table)  # before labels and groups: a bad pin fails in a second
     table = _label_rows(table, labeler(table.copy(), taxonomy, request.target, request.formats), request)
@@ -852,7 +367,7 @@ def _place_rows(
         nested=upstream,
     )
     table = table.assign(split=placed["split"].to_numpy(), fold=placed["fold"].to_numpy(), how=placed["how"].to_numpy())
-    return _Placed(table, all_pairs, n_sha_links, pinned, pin_hits, previous, refused)
+    return Placement(table, all_pairs, n_sha_links, pinned, pin_hits, previous, refused)
 
 
 def _output_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -902,7 +417,7 @@ def split(
     which returns ``target_class`` ('' if excluded) and ``excluded`` (the reason) per row.
     ``previous``: :func:`read_previous` of an earlier split (``--keep-assignments``).
     ``nest_in``: :func:`read_previous` of the split this one nests in (``--nest-in``): groups
-    keep their place there (see :func:`assign`), the report's ``nesting`` checks it.
+    keep their place there (see :func:`endoctl.assignment.assign`), the report's ``nesting`` checks it.
     ``params``: recorded in the report's ``params`` on top of the arguments above (the CLI adds
     file names there).
     ``source_counts``: :func:`endoctl.published.counts` of the inputs, the report's ``source_counts``
@@ -911,7 +426,7 @@ def split(
     pins = [p if isinstance(p, Pin) else parse_pin(p) for p in pins]
     check_fractions(test_fraction, folds)
     mapping = _class_mapping(taxonomy, target)
-    request = _Request(
+    request = SplitRequest(
         target=target,
         mapping=mapping,
         spec=taxonomy.targets[target],
@@ -927,645 +442,9 @@ def split(
     )
     placed = _place_rows(request, manifests, names, pairs, taxonomy, labeler or _default_labeler, on_progress)
     train_val, test, excluded = _output_tables(placed.table)
-    report = _report(request, placed, train_val, test, excluded)
+    report = build_report(request, placed, train_val, test, excluded)
     report["source_counts"] = dict(source_counts) if source_counts is not None else None
     return SplitResult(train_val, test, excluded, mapping, report, list(report["warnings"]))
-
-
-# --------------------------------------------------------------------------------------- report
-
-
-def _places(split_table: pd.DataFrame) -> pd.Series:
-    """``'test'`` or the fold number (text) per image id of a :func:`read_previous` table."""
-    prev = split_table.set_index("image_id")
-    return pd.Series(np.where(prev["split"] == TEST, TEST, prev["fold"].astype(str)), index=prev.index)
-
-
-def nesting_check(
-    train_val: pd.DataFrame, test: pd.DataFrame, upstream: pd.DataFrame, folds: int, group_of: pd.Series | None = None
-) -> dict:
-    """Per fold k: images of this split's fold k or test that the upstream split trains on when it
-    validates on fold k (all its folds but k), from the tables alone; 0 everywhere = nested.
-
-    ``upstream``: :func:`read_previous` of the upstream folder. ``group_of`` (image id -> group,
-    this split's grouping, over every input image) adds the stricter count: held-out images whose
-    group (patient/video, duplicates) has an image the upstream split trains on.
-    """
-    where = _places(upstream)
-    held_out = {
-        str(k): pd.concat([train_val.loc[train_val["fold"] == str(k), "image_id"], test["image_id"]])
-        for k in range(folds)
-    }
-    every = pd.concat([train_val["image_id"], test["image_id"]])
-    seen: set[str] = set()
-    seen_group: set[str] = set()
-    per_fold = {}
-    for k, ids in held_out.items():
-        up = ids.map(where)
-        hit = up.notna() & (up != TEST) & (up != k)
-        row = {"images": len(ids), "in_upstream": int(up.notna().sum()), "seen_in_training_upstream": int(hit.sum())}
-        seen |= set(ids[hit])
-        if group_of is not None:
-            trained = where[(where != TEST) & (where != k)].index
-            groups = set(group_of.reindex(trained).dropna())
-            shared = ids.map(group_of).isin(groups)
-            row["group_seen_in_training_upstream"] = int(shared.sum())
-            seen_group |= set(ids[shared])
-        per_fold[k] = row
-    out = {
-        "images_seen_in_training_upstream": len(seen),
-        "images_absent_upstream": int((~every.isin(where.index)).sum()),
-        "folds": per_fold,
-    }
-    if group_of is not None:
-        out["images_whose_group_is_seen_in_training_upstream"] = len(seen_group)
-    return out
-
-
-def straddling(train_val: pd.DataFrame, test: pd.DataFrame, key: str = "group") -> dict:
-    """Keys present in both train_val and test, and train_val keys in more than one fold,
-    counted from the output tables alone."""
-    both = sorted(set(train_val[key]) & set(test[key]) - {""})
-    folds_per = train_val[train_val[key] != ""].groupby(key)["fold"].nunique()
-    multi = sorted(folds_per[folds_per > 1].index)
-    return {"across_splits": len(both), "across_folds": len(multi), "examples": (both + multi)[:5]}
-
-
-def _per_class(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with one row per class of ``target_class`` (multi-label values are '|'-joined)."""
-    return frame.assign(target_class=frame["target_class"].str.split(LABEL_SEP)).explode("target_class")
-
-
-def _pct(x: float) -> float:
-    return round(100.0 * x, 3)
-
-
-def _outputs_by_bin(train_val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
-    """train_val and test rows in one table with their ``split`` and ``bin`` ('test' or 'fold j')."""
-    outputs = pd.concat([train_val.assign(split=TRAIN_VAL), test.assign(split=TEST)], ignore_index=True)
-    outputs["bin"] = np.where(outputs["split"] == TEST, TEST, "fold " + outputs["fold"].astype(str))
-    return outputs
-
-
-def _class_counts(per_class: pd.DataFrame, classes: list[str], sources: list[str]) -> dict:
-    """Images per class x split x source (a multi-label image counts in each of its classes)."""
-    counts = {c: {s: {src: 0 for src in sources} for s in (TRAIN_VAL, TEST)} for c in classes}
-    for (c, s, src), n in per_class.groupby(["target_class", "split", "source"]).size().items():
-        counts[c][s][src] = int(n)
-    return counts
-
-
-def _proportions_report(outputs: pd.DataFrame, per_class: pd.DataFrame, classes: list[str], folds: int) -> dict:
-    """Per class its share of every bin (train_val, test, each fold) beside its overall share, and per
-    bin the largest deviation, over all classes and over the well-stratifiable ones. Shares stay per
-    image: a class's share of a bin = images carrying it / images in the bin."""
-    bins = [TRAIN_VAL, TEST] + [f"fold {j}" for j in range(folds)]
-    per_bin = pd.crosstab(per_class["target_class"], per_class["bin"])
-    per_bin[TRAIN_VAL] = per_bin.drop(columns=[TEST], errors="ignore").sum(axis=1)
-    per_bin = per_bin.reindex(index=classes, columns=bins, fill_value=0)
-    sizes = outputs["bin"].value_counts().reindex(bins, fill_value=0)
-    sizes[TRAIN_VAL] = int((outputs["split"] == TRAIN_VAL).sum())
-    overall = per_class["target_class"].value_counts()
-    groups_per_class = per_class.groupby("target_class")["group"].nunique()
-    proportions, max_dev, max_dev_strat = {}, {b: 0.0 for b in bins}, {b: 0.0 for b in bins}
-    for c in classes:
-        base = overall.get(c, 0) / max(len(outputs), 1)
-        row = {
-            "overall_pct": _pct(base),
-            "images": int(overall.get(c, 0)),
-            "groups": int(groups_per_class.get(c, 0)),
-            "splits": {},
-        }
-        for b in bins:
-            n, size = int(per_bin.at[c, b]), int(sizes[b])
-            share = n / size if size else 0.0
-            dev = _pct(share - base) if size else 0.0
-            row["splits"][b] = {"images": n, "pct": _pct(share), "deviation_pp": dev}
-            max_dev[b] = max(max_dev[b], abs(dev))
-            if row["groups"] >= WELL_STRATIFIABLE:
-                max_dev_strat[b] = max(max_dev_strat[b], abs(dev))
-        proportions[c] = row
-    return {
-        "proportions": proportions,
-        "max_abs_deviation_pp": {b: round(v, 3) for b, v in max_dev.items()},
-        "max_abs_deviation_pp_classes_with_5_groups": {b: round(v, 3) for b, v in max_dev_strat.items()},
-    }
-
-
-def _largest_group(table: pd.DataFrame, kept: pd.DataFrame) -> tuple[dict | None, float]:
-    """The largest group (of every input row) for the report, None without rows, and its share of all rows."""
-    if not len(table):
-        return None, 0.0
-    largest = table.loc[table["group_size"].idxmax()]
-    share = float(largest["group_size"] / len(table))
-    gid = largest["group"]
-    info = {
-        "group": gid,
-        "images": int(largest["group_size"]),
-        "share": round(share, 6),
-        "labelled_images": int((kept["group"] == gid).sum()),
-        "split": str(table.loc[table["group"] == gid, "split"].iloc[0]),
-    }
-    return info, share
-
-
-def _straddling_report(train_val: pd.DataFrame, test: pd.DataFrame, kept: pd.DataFrame, pairs: pd.DataFrame) -> dict:
-    """Groups, patients and duplicate pairs in more than one split or fold, from the output tables alone."""
-    groups = straddling(train_val, test, "group")
-    patient_of = kept.set_index("image_id")["patient_id"]
-    tv_p = train_val.assign(patient=patient_keys(train_val.assign(patient_id=train_val["image_id"].map(patient_of))))
-    te_p = test.assign(patient=patient_keys(test.assign(patient_id=test["image_id"].map(patient_of))))
-    patients = straddling(tv_p, te_p, "patient")
-    where = pd.concat([train_val.assign(b="f" + train_val["fold"]), test.assign(b=TEST)]).set_index("image_id")["b"]
-    pa, pb = pairs["image_id_a"].map(where), pairs["image_id_b"].map(where)
-    both_in = pa.notna() & pb.notna()
-    return {
-        "groups_across_splits": groups["across_splits"],
-        "groups_across_folds": groups["across_folds"],
-        "patients_across_splits": patients["across_splits"],
-        "patients_across_folds": patients["across_folds"],
-        "duplicate_pairs_across_splits": int((both_in & ((pa == TEST) != (pb == TEST))).sum()),
-        "duplicate_pairs_across_folds_or_splits": int((both_in & (pa != pb)).sum()),
-        "examples": groups["examples"] + patients["examples"],
-    }
-
-
-REFUSED_LISTED = 1000  # refused links listed one by one in the report (all are counted)
-
-
-def _refused_report(placed: _Placed) -> dict:
-    """The near links weighed and refused (:class:`endoctl.grouping.LinkRule`), where their images
-    went, and each listed with its evidence: what an audit of this split will find across splits."""
-    table = placed.table.set_index("image_id")
-    place = pd.Series(np.where(table["split"] == TEST, TEST, "f" + table["fold"].astype(str)), index=table.index)
-    refused = placed.refused
-    pa, pb = refused["image_id_a"].map(place), refused["image_id_b"].map(place)
-    ga, gb = refused["image_id_a"].map(table["group"]), refused["image_id_b"].map(table["group"])
-    listed = refused.assign(group_a=ga, group_b=gb, place_a=pa, place_b=pb).head(REFUSED_LISTED)
-    return {
-        "links": len(refused),
-        "by_reason": {str(k): int(v) for k, v in sorted(refused["reason"].value_counts().items())},
-        "group_pairs": int(pd.Series(list(zip(np.minimum(ga, gb), np.maximum(ga, gb))), dtype=object).nunique()),
-        "across_splits": int(((pa == TEST) != (pb == TEST)).sum()),
-        "across_folds_or_splits": int((pa != pb).sum()),
-        "listed": [
-            {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-            for row in listed.astype(object).to_dict("records")
-        ],
-    }
-
-
-def _pinned_report(placed: _Placed, request: _Request, kept: pd.DataFrame, train_val: pd.DataFrame) -> dict:
-    """The pins, the images they matched and the groups holding those (all in test when 0 are not)."""
-    table = placed.table
-    pinned_groups = set(table.loc[placed.pinned, "group"])
-    return {
-        "pins": [str(p) for p in request.pins],
-        "images_per_pin": placed.pin_hits,
-        "images": int(placed.pinned.sum()),
-        "groups": len(pinned_groups),
-        "images_in_pinned_groups": int(table["group"].isin(pinned_groups).sum()),
-        "labelled_images_in_pinned_groups": int(kept["group"].isin(pinned_groups).sum()),
-        "pinned_groups_not_in_test": int(len(set(train_val["group"]) & pinned_groups)),
-    }
-
-
-def _keep_conflicts(table: pd.DataFrame, hows: pd.Series, previous_place: pd.Series) -> list[dict]:
-    """Per group merged across previous splits/folds (how ``conflict-*``): its previous places and its new one."""
-    present = previous_place != ""
-    conflicts = []
-    for gid in sorted(hows[hows.str.startswith("conflict")].index):
-        rows = table[(table["group"] == gid) & present]
-        before = previous_place[rows.index].value_counts()
-        conflicts.append(
-            {
-                "group": gid,
-                "kind": hows[gid],
-                "previous": {str(k): int(v) for k, v in sorted(before.items())},
-                "now": str(rows["split"].iloc[0]) if rows["split"].iloc[0] == TEST else f"fold {rows['fold'].iloc[0]}",
-                "images": int((table["group"] == gid).sum()),
-            }
-        )
-    return conflicts
-
-
-def _keep_report(placed: _Placed, request: _Request, hows: pd.Series) -> dict | None:
-    """What ``--keep-assignments`` kept, assigned anew and found in conflict; None without it."""
-    if request.previous is None:
-        return None
-    table, previous_place = placed.table, placed.previous_place
-    conflicts = _keep_conflicts(table, hows, previous_place)
-    previous_ids = set(request.previous["image_id"])
-    return {
-        "previous_images": len(previous_ids),
-        "previous_images_present": int((previous_place != "").sum()),
-        "previous_images_missing": len(previous_ids - set(table["image_id"])),
-        "kept_groups": int((hows == "kept").sum()),
-        "new_groups": int((hows == "assigned").sum()),
-        "conflicting_groups": len(conflicts),
-        "conflicts": conflicts,
-    }
-
-
-def _nesting_report(
-    placed: _Placed, request: _Request, kept: pd.DataFrame, hows: pd.Series, train_val: pd.DataFrame, test: pd.DataFrame
-) -> dict | None:
-    """:func:`nesting_check` against the ``--nest-in`` split plus how many groups nested; None without it."""
-    if request.nest_in is None:
-        return None
-    table = placed.table
-    nesting = nesting_check(train_val, test, request.nest_in, request.folds, table.set_index("image_id")["group"])
-    labelled = hows[hows.index.isin(kept["group"])]
-    nesting["nested_groups"] = int(labelled.isin(["nested", "nest-conflict"]).sum())
-    nesting["nest_conflicts"] = int((labelled == "nest-conflict").sum())
-    nesting["groups_absent_upstream"] = int((~labelled.isin(["nested", "nest-conflict"])).sum())
-    return nesting
-
-
-def _warnings(
-    request: _Request,
-    n_test: int,
-    n_kept: int,
-    largest: tuple[dict | None, float],
-    straddle: dict,
-    keep: dict | None,
-    nesting: dict | None,
-    refused: dict,
-) -> list[str]:
-    """What the report's numbers call for a warning about, in a fixed order (``largest``: info, share)."""
-    out = []
-    info, share = largest
-    if share > request.max_group_share:
-        out.append(
-            f"largest group {info['group']} holds {share:.1%} of all images (> --max-group-share "
-            f"{request.max_group_share:.0%}): duplicate or patient links chained much of the data together; "
-            f"the split cannot be balanced around it"
-        )
-    if request.test_fraction > 0 and n_kept and n_test / n_kept > request.test_fraction + 0.05:
-        out.append(
-            f"test holds {n_test / n_kept:.1%} of images (asked {request.test_fraction:.0%}): pinned, kept or nested "
-            "groups exceed the target"
-        )
-    capped = [e for e in refused["listed"] if e["reason"] == TOO_LARGE and e["place_a"] != e["place_b"]]
-    if capped:
-        out.append(
-            f"{len(capped)} duplicate link(s) across splits/folds were refused because the group would exceed "
-            f"--max-group-share {request.max_group_share:.0%}: possible leaks, listed in report 'refused_links'"
-        )
-    leak_counts = ("groups_across_splits", "groups_across_folds", "patients_across_splits", "patients_across_folds")
-    if any(straddle[k] for k in leak_counts) or straddle["duplicate_pairs_across_folds_or_splits"]:
-        out.append("LEAK: groups, patients or duplicate pairs straddle splits/folds (see report 'straddling')")
-    if keep is not None and keep["conflicting_groups"]:
-        out.append(
-            f"{keep['conflicting_groups']} group(s) merged images previously in different splits/folds (see report "
-            "'keep.conflicts')"
-        )
-    if nesting is not None and (
-        nesting["images_seen_in_training_upstream"] or nesting["images_whose_group_is_seen_in_training_upstream"]
-    ):
-        out.append(
-            f"LEAK: {nesting['images_seen_in_training_upstream']} validation/test image(s) are trained on "
-            f"by the split this one nests in ({nesting['nest_conflicts']} group(s) are in several "
-            f"upstream folds: re-split upstream with the same manifests and duplicates)"
-        )
-    return out
-
-
-def _report(
-    request: _Request, placed: _Placed, train_val: pd.DataFrame, test: pd.DataFrame, excluded: pd.DataFrame
-) -> dict:
-    """``split_report.json``, its warnings included: recounted from the output tables, not taken from
-    the assignment."""
-    table = placed.table
-    kept = table[table["excluded"] == ""]
-    outputs = _outputs_by_bin(train_val, test)
-    per_class = _per_class(outputs)
-    classes = _class_order(request.mapping, per_class["target_class"])
-    sources = sorted(set(outputs["source"]))
-    largest = _largest_group(table, kept)
-    hows = table.drop_duplicates("group").set_index("group")["how"]
-    straddle = _straddling_report(train_val, test, kept, placed.pairs)
-    keep = _keep_report(placed, request, hows)
-    nesting = _nesting_report(placed, request, kept, hows, train_val, test)
-    refused = _refused_report(placed)
-    n_kept = len(kept)
-    return {
-        "params": request.report_params(),
-        "rows": {"in": len(table), "train_val": len(train_val), "test": len(test), "excluded": len(excluded)},
-        "test_fraction": {"asked": request.test_fraction, "achieved": round(len(test) / n_kept, 6) if n_kept else 0.0},
-        "classes": classes,
-        "sources": sources,
-        "counts": _class_counts(per_class, classes, sources),
-        "fold_sizes": {str(j): int((train_val["fold"] == str(j)).sum()) for j in range(request.folds)},
-        **_proportions_report(outputs, per_class, classes, request.folds),
-        "groups": {
-            "total": int(table["group"].nunique()),
-            "with_labelled_images": int(kept["group"].nunique()),
-            "train_val": int(train_val["group"].nunique()),
-            "test": int(test["group"].nunique()),
-            "largest": largest[0],
-            "max_group_share": request.max_group_share,
-            "too_large": largest[1] > request.max_group_share,
-            "duplicate_links": len(placed.pairs),
-            "sha256_links": placed.n_sha_links,
-        },
-        "straddling": straddle,
-        "refused_links": refused,
-        "pinned": _pinned_report(placed, request, kept, train_val),
-        "keep": keep,
-        "nesting": nesting,
-        "excluded": {str(k): int(v) for k, v in sorted(excluded["reason"].value_counts().items())},
-        "warnings": _warnings(request, len(test), n_kept, largest, straddle, keep, nesting, refused),
-        "several_classes": _several_classes_report(table, request.spec, request.mapping),
-        "composition": _composition_report(
-            pd.concat([train_val, test], ignore_index=True), request.spec, request.formats or {}
-        ),
-    }
-
-
-def _several_classes_report(table: pd.DataFrame, spec, mapping: Mapping[str, int]) -> dict:
-    """What the target's ``several_classes`` rule did to the images whose findings reach several
-    classes (every input row with several ``candidates``), in total and per class."""
-    rows = table[table["candidates"].str.contains(LABEL_SEP, regex=False)]
-    kept = rows["excluded"] == ""
-    rule = spec.several
-    per = _per_class(rows.assign(target_class=rows["candidates"], chosen=rows["target_class"]))
-    per_class = {}
-    for cls in _class_order(mapping, per["target_class"]):
-        among = per[per["target_class"] == cls]
-        entry = {"images": len(among)}
-        if rule == PRIORITY:
-            entry["won"] = int((among["chosen"] == cls).sum())
-            entry["lost"] = len(among) - entry["won"]
-        elif rule == MULTI_LABEL:
-            entry["kept_multi_label"] = int((among["excluded"] == "").sum())
-        else:
-            entry["excluded_as_ambiguous"] = int((among["excluded"] != "").sum())
-        per_class[cls] = entry
-    return {
-        "rule": rule,
-        "priority": [c.lower() for c in spec.priority] if spec.priority else None,
-        "images": len(rows),
-        "resolved_by_priority": int(kept.sum()) if rule == PRIORITY else 0,
-        "kept_multi_label": int(kept.sum()) if rule == MULTI_LABEL else 0,
-        "excluded_as_ambiguous": int((~kept).sum()),
-        "per_class": per_class,
-    }
-
-
-def _composition_report(outputs: pd.DataFrame, spec, formats: Mapping[str, str]) -> dict | None:
-    """Images per taxonomy dataset x target class of this build beside the target's published
-    reference counts (``reference`` in the taxonomy), or None when the target has none."""
-    ref = spec.reference
-    if ref is None:
-        return None
-    outputs = outputs.assign(dataset=outputs["source"].map(lambda s: formats.get(s, s)))
-    build = _per_class(outputs).groupby(["target_class", "dataset"]).size()
-    totals = build.groupby(level=0).sum()
-    classes = [c.lower() for c in spec.classes]
-    datasets = list(ref.datasets) + sorted(set(outputs["dataset"]) - set(ref.datasets))
-    images = outputs["dataset"].value_counts()
-    return {
-        "reference": ref.source,
-        "classes": classes,
-        "class_names": list(spec.classes),
-        "datasets": datasets,
-        "build": {c: {d: int(build.get((c, d), 0)) for d in datasets} for c in classes},
-        "build_totals": {c: int(totals.get(c, 0)) for c in classes},
-        "build_images": {d: int(images.get(d, 0)) for d in datasets},
-        "build_images_total": len(outputs),
-        "paper_totals": {c.lower(): n for c, n in ref.totals.items()},
-        "paper_datasets": {d: {c.lower(): n for c, n in cells.items()} for d, cells in ref.datasets.items()},
-        "paper_images_total": ref.images,
-    }
-
-
-def _md(text: object) -> str:
-    """Text from the data (class, source and group names, labels) made inert in Markdown: a ``<`` would
-    start raw HTML (``<script>``) and an ``&`` an entity; ``>`` mid-line is plain text and stays readable."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;")
-
-
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _refused_md(refused: dict | None, shown: int = 10) -> list[str]:
-    """The refused near links: counts, and the first few with their evidence."""
-    if not refused or not refused["links"]:
-        return []
-    reasons = ", ".join(f"{k}: {v}" for k, v in refused["by_reason"].items())
-    out = [
-        "## Refused links (weighed near links left between groups)",
-        "",
-        f"- {refused['links']} links between {refused['group_pairs']} pairs of groups ({reasons}); "
-        f"{refused['across_splits']} across train_val/test, {refused['across_folds_or_splits']} across folds or splits",
-        "",
-    ]
-    rows = [
-        [
-            e["image_id_a"],
-            e["image_id_b"],
-            e["kind"],
-            e["distance"],
-            e["similarity"],
-            e["reason"],
-            e["place_a"],
-            e["place_b"],
-        ]
-        for e in refused["listed"][:shown]
-    ]
-    header = ["image a", "image b", "kind", "pHash distance", "similarity", "reason", "a in", "b in"]
-    return out + [_md_table(header, rows), ""]
-
-
-def _several_classes_md(info: dict | None) -> list[str]:
-    if not info:
-        return []
-    out = [f"## Images whose findings reach several classes (rule: {info['rule']})", ""]
-    if info["priority"]:
-        out.append("- priority (first wins): " + " > ".join(map(_md, info["priority"])))
-    out += [
-        f"- images: {info['images']} = resolved by priority {info['resolved_by_priority']} + kept multi-label "
-        f"{info['kept_multi_label']} + excluded as ambiguous {info['excluded_as_ambiguous']}",
-        "",
-    ]
-    if info["per_class"]:
-        keys = [k for k in next(iter(info["per_class"].values())) if k != "images"]
-        out += [
-            _md_table(
-                ["class", "images among"] + [k.replace("_", " ") for k in keys],
-                [[c, e["images"]] + [e[k] for k in keys] for c, e in info["per_class"].items()],
-            ),
-            "",
-        ]
-    return out
-
-
-def _composition_md(comp: dict | None) -> list[str]:
-    """Source x class counts in the layout of the publication's table, its numbers beside them."""
-    if not comp:
-        return []
-
-    def num(n: int | None) -> str:
-        return "–" if n is None else f"{n:,}"
-
-    header = ["class"]
-    for d in comp["datasets"]:
-        header += [d] + ([f"{d} (paper)"] if d in comp["paper_datasets"] else [])
-    header += ["total", "total (paper)", "difference"]
-    rows = []
-    for c, name in zip(comp["classes"], comp["class_names"]):
-        cells = [name]
-        for d in comp["datasets"]:
-            cells.append(num(comp["build"][c][d]))
-            if d in comp["paper_datasets"]:
-                cells.append(num(comp["paper_datasets"][d].get(c)))
-        paper = comp["paper_totals"].get(c)
-        total = comp["build_totals"][c]
-        cells += [num(total), num(paper), "–" if paper is None else f"{total - paper:+,}"]
-        rows.append(cells)
-    cells = ["**images**"]
-    for d in comp["datasets"]:
-        cells += [num(comp["build_images"][d])] + (["–"] if d in comp["paper_datasets"] else [])
-    paper = comp["paper_images_total"]
-    cells += [
-        num(comp["build_images_total"]),
-        num(paper),
-        "–" if paper is None else f"{comp['build_images_total'] - paper:+,}",
-    ]
-    rows.append(cells)
-    return [
-        "## Composition beside the published numbers",
-        "",
-        f"Reference: {comp['reference']} Images per source dataset and class of this build (train_val + "
-        "test); '(paper)' columns and the paper total where the publication gives them, '–' where it does not.",
-        "",
-        _md_table(header, rows),
-        "",
-    ]
-
-
-def report_markdown(report: dict) -> str:
-    """A readable rendering of ``split_report.json``."""
-    r = report
-    p = r["params"]
-    out = [f"# Split report: {_md(p.get('target', ''))}", ""]
-    rows = r["rows"]
-    out += [
-        f"- rows in: {rows['in']} = train_val {rows['train_val']} + test {rows['test']} + excluded {rows['excluded']}",
-        f"- test fraction: {r['test_fraction']['achieved']:.2%} (asked {r['test_fraction']['asked']:.0%})",
-        "- fold sizes: " + ", ".join(f"{k}: {v}" for k, v in r["fold_sizes"].items()),
-    ]
-    g = r["groups"]
-    largest = g["largest"]
-    out += [
-        f"- groups: {g['total']} ({g['with_labelled_images']} with labelled images; train_val {g['train_val']}, test "
-        f"{g['test']}); "
-        f"{g['duplicate_links']} duplicate links ({g['sha256_links']} from equal sha256)"
-    ]
-    if largest:
-        out.append(
-            f"- largest group: {_md(largest['group'])}, {largest['images']} images ({largest['share']:.1%} of all; "
-            f"limit {g['max_group_share']:.0%}), {largest['labelled_images']} labelled, in {largest['split']}"
-        )
-    s = r["straddling"]
-    out += [
-        "",
-        "## Straddling (recomputed from the outputs; must all be 0)",
-        "",
-        _md_table(["check", "count"], [[k, v] for k, v in s.items() if k != "examples"]),
-        "",
-    ]
-    out += _refused_md(r.get("refused_links"))
-    if r["warnings"]:
-        out += ["## Warnings", ""] + [f"- {_md(w)}" for w in r["warnings"]] + [""]
-    bins = list(r["max_abs_deviation_pp"])
-    out += ["## Class proportions (% of each split; deviation from overall in percentage points)", ""]
-    prop_rows = []
-    for c, row in r["proportions"].items():
-        cells = [c, row["images"], row["groups"], f"{row['overall_pct']:.2f}"]
-        cells += [f"{row['splits'][b]['pct']:.2f} ({row['splits'][b]['deviation_pp']:+.2f})" for b in bins]
-        prop_rows.append(cells)
-    prop_rows.append(["**max abs dev**", "", "", ""] + [f"{r['max_abs_deviation_pp'][b]:.2f}" for b in bins])
-    prop_rows.append(
-        [f"**max abs dev, classes with ≥{WELL_STRATIFIABLE} groups**", "", "", ""]
-        + [f"{r['max_abs_deviation_pp_classes_with_5_groups'][b]:.2f}" for b in bins]
-    )
-    out += [_md_table(["class", "images", "groups", "overall %"] + bins, prop_rows), ""]
-    out += ["## Counts per class × split × source", ""]
-    header = ["class"] + [f"{sp} / {src}" for sp in (TRAIN_VAL, TEST) for src in r["sources"]]
-    out += [
-        _md_table(
-            header,
-            [[c] + [r["counts"][c][sp][src] for sp in (TRAIN_VAL, TEST) for src in r["sources"]] for c in r["classes"]],
-        ),
-        "",
-    ]
-    out += _several_classes_md(r.get("several_classes")) + _composition_md(r.get("composition"))
-    out += [_md(line) for line in published_markdown(r.get("source_counts"))]  # source names: from the data
-    pn = r["pinned"]
-    out += [
-        "## Pins",
-        "",
-        f"- pins: {_md(', '.join(pn['pins']) or 'none')}",
-        f"- pinned images: {pn['images']} "
-        f"({_md(', '.join(f'{k}: {v}' for k, v in pn['images_per_pin'].items()) or '-')})",
-        f"- pinned groups: {pn['groups']} holding {pn['images_in_pinned_groups']} images "
-        f"({pn['labelled_images_in_pinned_groups']} labelled), all in test: {pn['pinned_groups_not_in_test'] == 0}",
-        "",
-    ]
-    out += _nesting_markdown(r.get("nesting"))
-    k = r["keep"]
-    out += ["## Kept assignments", ""]
-    if k is None:
-        out += ["- none (no --keep-assignments)", ""]
-    else:
-        out += [
-            f"- previous images: {k['previous_images']} ({k['previous_images_present']} present, "
-            f"{k['previous_images_missing']} missing)",
-            f"- kept groups: {k['kept_groups']}, newly assigned groups: {k['new_groups']}, conflicts: "
-            f"{k['conflicting_groups']}",
-        ]
-        out += [
-            f"  - {_md(c['group'])} ({c['kind']}): previously {c['previous']}, now {c['now']}" for c in k["conflicts"]
-        ]
-        out.append("")
-    out += ["## Excluded images by reason", ""]
-    out += [f"- {_md(reason)}: {n}" for reason, n in r["excluded"].items()] or ["- none"]
-    out += ["", "## Parameters", "", "```json", json.dumps(p, indent=2, sort_keys=True), "```", ""]
-    return "\n".join(out)
-
-
-def _nesting_markdown(n: dict | None) -> list[str]:
-    out = ["## Nesting in the upstream split (recomputed from the outputs and its files; must be 0)", ""]
-    if n is None:
-        return out + ["- none (no --nest-in)", ""]
-    out += [
-        f"- images of this split's validation/test seen in training upstream: {n['images_seen_in_training_upstream']}",
-        f"- ... whose group (patient/video, duplicates) has an image trained upstream: "
-        f"{n['images_whose_group_is_seen_in_training_upstream']}",
-        f"- groups nested: {n['nested_groups']} ({n['nest_conflicts']} in several upstream folds); absent upstream "
-        f"(assigned here): {n['groups_absent_upstream']} groups, {n['images_absent_upstream']} images",
-        "",
-        _md_table(
-            [
-                "validation fold k (upstream trains on all other folds)",
-                "images in fold k + test",
-                "in upstream",
-                "seen in training upstream",
-                "group seen in training upstream",
-            ],
-            [
-                [k, f["images"], f["in_upstream"], f["seen_in_training_upstream"], f["group_seen_in_training_upstream"]]
-                for k, f in n["folds"].items()
-            ],
-        ),
-        "",
-    ]
-    return out
 
 
 def write_split(result: SplitResult, out_dir: str | Path) -> list[Path]:

@@ -41,6 +41,9 @@ from openpyxl.writer.excel import ExcelWriter
 from PIL import Image, ImageDraw, ImageFilter
 
 from endoctl.io import atomic_dir
+from endoctl.sources.see_ai import BOXES as SEE_AI_TXT
+from endoctl.sources.see_ai import CLASSES as SEE_AI_CLASSES
+from endoctl.sources.see_ai import IMAGES as SEE_AI_IMAGES
 
 KC_SIZE, KID_SIZE, CE24_SIZE = 336, 360, 224
 KC_QUALITY, KID_QUALITY, CE24_QUALITY = 90, 90, 85
@@ -56,7 +59,6 @@ XLSX_TIME = datetime(2024, 1, 1)
 ERS_SIZE, SEE_AI_SIZE, SEE_AI_QUALITY = 320, 576, 90
 ERS_SAMPLES, ERS_SEQ_FRAMES = 5, 6  # per patient: precise samples, then one sequence of consecutive frames
 SEE_AI_FRAMES = 10  # consecutive frames per SEE-AI-like video
-SEE_AI_IMAGES, SEE_AI_TXT = "SEE_AI_project_all_images", "SEE_AI_project_all_txt"
 SOURCES = ("kvasir_capsule", "kid", "ce24", "ers", "see_ai")  # the source folders written into DEST
 STUDY = "study"  # ... and a whole (short) capsule study as a video, for `endoctl study`
 STUDY_VIDEO = f"{STUDY}/capsule_study.mp4"
@@ -120,21 +122,7 @@ ERS_CASES: list[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]]] = [
     ((("c22",), ("q05",)), ("Polyp", "blur")),
 ]
 ERS_EMPTY_MASK = {"h01", "h02", "q02", "q05", "b01"}  # written as 0-byte masks: "label present, no mask"
-# SEE-AI YOLO class ids (0 angiodysplasia ... 11 vein) of the lesions the demo paints.
-SEE_AI_NAMES = [
-    "angiodysplasia",
-    "erosion",
-    "stenosis",
-    "lymphangiectasia",
-    "lymph follicle",
-    "SMT",
-    "polyp-like",
-    "bleeding",
-    "diverticulum",
-    "erythema",
-    "foreign body",
-    "vein",
-]
+# SEE-AI YOLO class ids (0 angiodysplasia ... 11 vein, as the adapter reads them) of the lesions the demo paints.
 SEE_AI_IDS = {
     "Angiectasia": 0,
     "Erosion": 1,
@@ -1135,7 +1123,7 @@ def _see_ai_readme(config: SynthConfig, videos: list[_SeeAiVideo], no_txt: list[
     for video in videos:
         for run in video.runs:
             first = video.first + run.start
-            names = ", ".join(f"{SEE_AI_NAMES[SEE_AI_IDS[f]]} ({SEE_AI_IDS[f]})" for f in run.case) or "normal"
+            names = ", ".join(f"{SEE_AI_CLASSES[SEE_AI_IDS[f]]} ({SEE_AI_IDS[f]})" for f in run.case) or "normal"
             rows.append([video.index, f"image{first:05d}-image{first + run.length - 1:05d}", names])
     corrupt = (
         f"- `{truncated}`: cut to 60% of its bytes (a truncated JPEG).\n" if truncated else "- none (corrupt=False)\n"
@@ -1145,7 +1133,7 @@ def _see_ai_readme(config: SynthConfig, videos: list[_SeeAiVideo], no_txt: list[
         f"SEE-AI-like capsule frames written by `endoctl synth`, in the real layout `{SEE_AI_IMAGES}/imageNNNNN.jpg` "
         f"(576x576 JPEG) with YOLO boxes in `{SEE_AI_TXT}/imageNNNNN.txt` (one `class cx cy w h` line per box, "
         "normalised; class ids "
-        + ", ".join(f"{i} {name}" for i, name in enumerate(SEE_AI_NAMES))
+        + ", ".join(f"{i} {name}" for i, name in enumerate(SEE_AI_CLASSES))
         + "). Several classes "
         "may box one frame. Normal frames have an empty box file or none at all "
         f"({len(no_txt)} without: {', '.join(f'image{n:05d}' for n in no_txt) or '-'}). Numbers run consecutively "

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,7 @@ from endoctl.io import TRAIN_VAL_FILE, atomic_open, write_csv
 from endoctl.params import MAX_PIXELS
 
 STAGES = ("pretrain", "finetune")
+LAST_CHECKPOINT = "last.pt"  # resume state, written every epoch
 SCHEDULER_STEPS = ("epoch", "update")
 # monitor name -> whether larger is better
 MONITORS = {
@@ -499,35 +501,54 @@ def _load_training_state(path: Path, config: TrainConfig) -> dict:
     return state
 
 
-def _run(
-    config: TrainConfig,
-    resume: bool,
-    dist: Dist,
-    device: torch.device,
-    on_step: Callable[[int, int, int, float], None] | None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None,
-) -> TrainResult:
+@dataclass
+class _Loop:
+    """What every epoch works on, built once by :func:`_build`."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # timm's cosine scheduler
+    scaler: torch.amp.GradScaler
+    ema: Any  # timm's ModelEmaV3, or None without ema_decay
+    criterion: nn.Module
+    amp_dtype: torch.dtype | None
+    sampler: datamod.DistributedWeightedSampler
+    loader: torch.utils.data.DataLoader
+    val_set: datamod.LabelledImages
+    val_batches: torch.utils.data.DataLoader
+    val_paths: list[str]  # val_predictions.csv rows, in val_set order
+    meta: dict  # stored in every checkpoint: the class contract, preprocessing and params predict needs
+
+
+def _inputs(config: TrainConfig, resume: bool) -> tuple[datamod.SplitData, dict | None]:
+    """The split's train/val rows and, with ``resume``, the saved state: read and checked before any
+    model is built, so a split without training rows or a missing weights file fails at once."""
+    split = datamod.load_split(Path(config.split_dir), config.val_fold)
+    if not len(split.train):
+        raise TrainError(
+            f"{Path(config.split_dir) / TRAIN_VAL_FILE}: every row is in val_fold {config.val_fold}: no training rows"
+        )
+    last_file = Path(config.out_dir) / LAST_CHECKPOINT
+    state = _load_training_state(last_file, config) if resume and last_file.is_file() else None
+    if resume and state is None:
+        warnings.warn(f"--resume: no {last_file} yet, training from the first epoch", stacklevel=3)
+    if state is None and config.pretrained_file and not Path(config.pretrained_file).is_file():
+        raise TrainError(_missing_weights_message(config.pretrained_file, config.model_name))
+    return split, state
+
+
+def _build(
+    config: TrainConfig, split: datamod.SplitData, state: dict | None, dist: Dist, device: torch.device
+) -> _Loop:
+    """Model, optimizer, data, loss, schedule, AMP and EMA from timm's factories. The order is part of
+    the result: the seed comes first and every later random draw depends on what was built before it."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from timm.utils import ModelEmaV3
 
     from endoctl import model as modelmod
 
-    started = time.perf_counter()
-    out_dir, metrics_dir = Path(config.out_dir), Path(config.metrics_dir)
-    split = datamod.load_split(Path(config.split_dir), config.val_fold)
-    if not len(split.train):
-        raise TrainError(
-            f"{Path(config.split_dir) / TRAIN_VAL_FILE}: every row is in val_fold {config.val_fold}: no training rows"
-        )
     num_classes = len(split.class_mapping)
-    last_file = out_dir / "last.pt"
-    state = _load_training_state(last_file, config) if resume and last_file.is_file() else None
-    if resume and state is None:
-        warnings.warn(f"--resume: no {last_file} yet, training from the first epoch", stacklevel=2)
-    if state is None and config.pretrained_file and not Path(config.pretrained_file).is_file():
-        raise TrainError(_missing_weights_message(config.pretrained_file, config.model_name))
-
     _seed_all(config.seed + dist.rank)
     model = _create_for_training(config, num_classes, weights=state is None)
     data_config = modelmod.data_config_for(model, config.img_size)
@@ -577,73 +598,178 @@ def _run(
     amp_dtype = devices.amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
-
-    start_epoch, best = 0, {"epoch": -1, "value": None}
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.module.load_state_dict(state["ema"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        ranks = state["rng"]["ranks"]
-        if len(ranks) == dist.world:
-            _set_rng_state(ranks[dist.rank])
-        else:  # another world size: reproducible, but not the uninterrupted run's streams
-            warnings.warn(
-                f"resuming {len(ranks)}-process training with {dist.world} processes: "
-                "the RNG streams are reseeded, so the run will not match an uninterrupted one",
-                stacklevel=2,
-            )
-            _seed_all(config.seed + 7919 * start_epoch + dist.rank)
-
-    live = None
-    if dist.is_main:
-        from dvclive import Live
-
-        if start_epoch > 0:
-            _truncate_history(metrics_dir, start_epoch)
-        live = Live(dir=str(metrics_dir), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=None, report=None)
-        live.step = start_epoch
-
-    names = list(split.class_names)
     meta = {
         "class_mapping": split.class_mapping,
-        "class_names": names,
+        "class_names": list(split.class_names),
         "data_config": data_config,
         "img_size": config.img_size,
         "params": dataclasses.asdict(config),
     }
-    net, phase, last_metrics = model, None, {}
+    return _Loop(
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        ema,
+        criterion,
+        amp_dtype,
+        sampler,
+        loader,
+        val_set,
+        val_batches,
+        list(split.val["path"]),
+        meta,
+    )
+
+
+def _restore(loop: _Loop, state: dict | None, config: TrainConfig, dist: Dist) -> tuple[int, dict]:
+    """The first epoch to run and the best so far; when resuming, the saved optimizer, scheduler,
+    scaler, EMA and this rank's RNG streams too, so the run ends as an uninterrupted one would."""
+    if state is None:
+        return 0, {"epoch": -1, "value": None}
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    loop.scaler.load_state_dict(state["scaler"])
+    if loop.ema is not None and state.get("ema") is not None:
+        loop.ema.module.load_state_dict(state["ema"])
+    start_epoch, best = state["epoch"] + 1, state["best"]
+    ranks = state["rng"]["ranks"]
+    if len(ranks) == dist.world:
+        _set_rng_state(ranks[dist.rank])
+    else:  # another world size: reproducible, but not the uninterrupted run's streams
+        warnings.warn(
+            f"resuming {len(ranks)}-process training with {dist.world} processes: "
+            "the RNG streams are reseeded, so the run will not match an uninterrupted one",
+            stacklevel=3,
+        )
+        _seed_all(config.seed + 7919 * start_epoch + dist.rank)
+    return start_epoch, best
+
+
+def _open_live(metrics_dir: Path, start_epoch: int, dist: Dist) -> Any:
+    """DVCLive on the main rank only (None elsewhere); on resume its history is cut back to the
+    epochs that will not be re-run, so each epoch is logged once."""
+    if not dist.is_main:
+        return None
+    from dvclive import Live
+
+    if start_epoch > 0:
+        _truncate_history(metrics_dir, start_epoch)
+    live = Live(dir=str(metrics_dir), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+    live.step = start_epoch
+    return live
+
+
+def _train_epoch(
+    loop: _Loop,
+    net: nn.Module,
+    epoch: int,
+    config: TrainConfig,
+    device: torch.device,
+    dist: Dist,
+    on_step: Callable[[int, int, int, float], None] | None,
+) -> tuple[float, int, float, float]:
+    """One epoch in this epoch's sampler order, then the epoch's scheduler step: (mean loss, images
+    this rank saw, the lr the epoch started at, for the log, and its seconds, for the throughput)."""
+    loop.sampler.set_epoch(epoch)
+    lr = max(group["lr"] for group in loop.optimizer.param_groups)
+    began = time.perf_counter()
+    train_loss, seen = train_one_epoch(
+        net,
+        loop.loader,
+        loop.criterion,
+        loop.optimizer,
+        loop.scheduler,
+        loop.scaler,
+        loop.ema,
+        loop.amp_dtype,
+        config.clip_grad,
+        epoch,
+        device,
+        dist,
+        on_step,
+    )
+    seconds = time.perf_counter() - began
+    loop.scheduler.step(epoch + 1)
+    return train_loss, seen, lr, seconds
+
+
+def _checkpoint(
+    loop: _Loop,
+    config: TrainConfig,
+    epoch: int,
+    evaluated: nn.Module,
+    proba: np.ndarray,
+    metrics: dict[str, float],
+    best: dict,
+    improved: bool,
+    rng: list,
+) -> None:
+    """best.pt (the validated weights, EMA when on) with its val predictions when the monitored value
+    improved; last.pt with everything :func:`_restore` needs, every epoch, so a kill loses one epoch."""
+    from endoctl import model as modelmod
+
+    out_dir = Path(config.out_dir)
+    if improved:
+        modelmod.save_checkpoint(
+            out_dir / "best.pt", evaluated, model_name=config.model_name, epoch=epoch, metrics=metrics, **loop.meta
+        )
+        write_val_predictions(
+            Path(config.metrics_dir) / "val_predictions.csv", loop.val_paths, proba, loop.meta["class_names"]
+        )
+    modelmod.save_checkpoint(
+        out_dir / LAST_CHECKPOINT,
+        loop.model,
+        model_name=config.model_name,
+        epoch=epoch,
+        metrics=metrics,
+        best=best,
+        optimizer=loop.optimizer.state_dict(),
+        scheduler=loop.scheduler.state_dict(),
+        scaler=loop.scaler.state_dict(),
+        ema=loop.ema.module.state_dict() if loop.ema is not None else None,
+        rng={"ranks": rng, "sampler": loop.sampler.state_dict()},
+        **loop.meta,
+    )
+
+
+def _log_epoch(live: Any, metrics: dict[str, float], best: dict, monitor: str) -> None:
+    """The epoch's metrics into DVCLive's history and summary."""
+    for name, logged in metrics.items():
+        live.log_metric(name, logged)
+    # metrics.json holds the last epoch's values; `best` says which epoch best.pt is, and its score
+    shown = None if math.isnan(best["value"]) else best["value"]  # JSON has no NaN
+    live.summary["best"] = {"epoch": best["epoch"], monitor.split("/")[-1]: shown}
+    live.next_step()
+
+
+def _run(
+    config: TrainConfig,
+    resume: bool,
+    dist: Dist,
+    device: torch.device,
+    on_step: Callable[[int, int, int, float], None] | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    """Inputs, then everything built and (on resume) restored, then per epoch: train, validate and, on
+    the main rank, log and checkpoint; the steps are apart so each can be read on its own."""
+    started = time.perf_counter()
+    split, state = _inputs(config, resume)
+    loop = _build(config, split, state, dist, device)
+    start_epoch, best = _restore(loop, state, config, dist)
+    live = _open_live(Path(config.metrics_dir), start_epoch, dist)
+    net, phase, last_metrics = loop.model, None, {}
     train_seconds, train_images = 0.0, 0
     for epoch in range(start_epoch, config.epochs):
         head_only = epoch < config.freeze_epochs
         if head_only != phase:
-            _set_trainable(model, head_only)
-            net, phase = _wrap(model, dist, device), head_only
-        sampler.set_epoch(epoch)
-        lr = max(group["lr"] for group in optimizer.param_groups)
-        began = time.perf_counter()
-        train_loss, seen = train_one_epoch(
-            net,
-            loader,
-            criterion,
-            optimizer,
-            scheduler,
-            scaler,
-            ema,
-            amp_dtype,
-            config.clip_grad,
-            epoch,
-            device,
-            dist,
-            on_step,
-        )
-        train_seconds += time.perf_counter() - began
+            _set_trainable(loop.model, head_only)
+            net, phase = _wrap(loop.model, dist, device), head_only
+        train_loss, seen, lr, seconds = _train_epoch(loop, net, epoch, config, device, dist, on_step)
+        train_seconds += seconds
         train_images += seen * dist.world
-        scheduler.step(epoch + 1)
-        evaluated = ema.module if ema is not None else model
-        scored = predict_val(evaluated, val_batches, amp_dtype, device, dist)
+        evaluated = loop.ema.module if loop.ema is not None else loop.model  # best.pt keeps what was validated
+        scored = predict_val(evaluated, loop.val_batches, loop.amp_dtype, device, dist)
         rng = _gather(_rng_state(), dist)
         if not dist.is_main:
             continue
@@ -651,38 +777,15 @@ def _run(
         last_metrics = {
             "train/loss": train_loss,
             "val/loss": val_loss,
-            **{f"val/{k}": v for k, v in val_metrics(val_set.labels, proba).items()},
+            **{f"val/{k}": v for k, v in val_metrics(loop.val_set.labels, proba).items()},
             "lr": lr,
         }
         value = last_metrics[config.monitor]
         improved = _improved(value, best["value"], MONITORS[config.monitor])
         if improved:
             best = {"epoch": epoch, "value": value}
-        for name, logged in last_metrics.items():
-            live.log_metric(name, logged)
-        # metrics.json holds the last epoch's values; `best` says which epoch best.pt is, and its score
-        shown = None if math.isnan(best["value"]) else best["value"]  # JSON has no NaN
-        live.summary["best"] = {"epoch": best["epoch"], config.monitor.split("/")[-1]: shown}
-        live.next_step()
-        if improved:
-            modelmod.save_checkpoint(
-                out_dir / "best.pt", evaluated, model_name=config.model_name, epoch=epoch, metrics=last_metrics, **meta
-            )
-            write_val_predictions(metrics_dir / "val_predictions.csv", list(split.val["path"]), proba, names)
-        modelmod.save_checkpoint(
-            last_file,
-            model,
-            model_name=config.model_name,
-            epoch=epoch,
-            metrics=last_metrics,
-            best=best,
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict(),
-            ema=ema.module.state_dict() if ema is not None else None,
-            rng={"ranks": rng, "sampler": sampler.state_dict()},
-            **meta,
-        )
+        _log_epoch(live, last_metrics, best, config.monitor)
+        _checkpoint(loop, config, epoch, evaluated, proba, last_metrics, best, improved, rng)
         if on_epoch is not None:
             on_epoch(epoch, last_metrics)
     if live is not None:
