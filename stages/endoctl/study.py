@@ -195,7 +195,8 @@ class ChunkPredictor:
         self.probs: dict[int, np.ndarray] = {}  # row -> probabilities of predicted rows
         self.model_seconds = 0.0
 
-    def add(self, frame: Frame) -> None:
+    def add(self, frame: Frame, h: np.uint64) -> None:
+        """Record ``frame`` (pHash ``h``); predict now if it fills a batch, or reuse the last prediction."""
         row = len(self.rows)
         rows = self.rows
         rows.index.append(frame.index)
@@ -207,7 +208,6 @@ class ChunkPredictor:
             rows.hash.append(np.uint64(0))
             rows.thumbs.append(np.zeros((THUMB, THUMB, 3), np.uint8))
             return
-        h = frame_hash(frame.thumb)
         rows.hash.append(h)
         rows.thumbs.append(frame.thumb)
         state, distance = self.state, self.params.reuse_distance
@@ -269,7 +269,13 @@ class ChunkPredictor:
         return arrays
 
 
-def _prefetch(frames: Iterator[Frame], depth: int) -> Iterator[Frame]:
+def _hashed(frames: Iterator[Frame]) -> Iterator[tuple[Frame, np.uint64]]:
+    """Each frame with its pHash (0 for an unreadable one), computed on the decode thread."""
+    for frame in frames:
+        yield frame, (frame_hash(frame.thumb) if frame.thumb is not None else np.uint64(0))
+
+
+def _prefetch(frames: Iterator[Any], depth: int) -> Iterator[Any]:
     """``frames`` decoded by a thread ``depth`` ahead; its errors are raised here, in order."""
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -384,8 +390,8 @@ def predict_study(
 
     if not state.ended:
         try:
-            for frame in _prefetch(study.frames(state.frames), QUEUE_FRAMES):
-                chunk.add(frame)
+            for frame, h in _prefetch(_hashed(study.frames(state.frames)), QUEUE_FRAMES):
+                chunk.add(frame, h)
                 read += 1
                 if on_progress is not None and read % 32 == 0:
                     on_progress(resumed + read, study.total)
