@@ -18,7 +18,10 @@ Rows (each in its own try: a failing row is reported and the rest still runs):
    compile; steady-state img/s excludes the first batches (CUDA start-up, compilation), which are
    reported separately. A 1M-frame capsule study is extrapolated from the steady state plus the
    start-up;
-4. training (``endoctl.train.train_one_epoch``: bf16 autocast, AdamW with layer decay 0.7, warmup +
+4. ``endoctl study``'s reader on a generated 336 px H.264 study (``--study-frames``): FFmpeg
+   decoding and hashing on its thread, the model on batches, chunk files, as the command runs it
+   (compare with the model-only fast row: the issue's aim is >= 90% of it);
+5. training (``endoctl.train.train_one_epoch``: bf16 autocast, AdamW with layer decay 0.7, warmup +
    cosine, gradient clipping): on synthetic tensors already on the GPU (the model limit), the
    training DataLoader alone (decode + endoscopy augmentations, the pipeline limit), and on the
    files through that loader (what a real run gets).
@@ -194,6 +197,26 @@ def end_to_end(
     return steady, max(startup, 0.0), total
 
 
+def study_row(loaded: LoadedModel, device: torch.device, batch: int, frames: int, tmp: Path) -> tuple[str, float, str]:
+    """``endoctl study``'s reader and model on a generated H.264 study (bench_study's generator)."""
+    from bench_study import SIZE, write_study
+
+    from endoctl.frames import VideoFrames, model_geometry
+    from endoctl.params import StudyParams
+    from endoctl.study import State, predict_study
+
+    video, work = tmp / "study.mp4", tmp / "study-work"
+    write_study(video, frames)
+    work.mkdir()
+    params = StudyParams(batch_size=batch)
+    state = State.start(len(loaded.class_names), params.top)
+    info = predict_study(loaded, VideoFrames(video, model_geometry(loaded.data_config)), work, state, params, device)
+    note = (
+        f"{frames:,} frames of {SIZE} px H.264, batch {batch}; model {info.model_seconds:.1f} s of {info.seconds:.1f} s"
+    )
+    return "endoctl study: video decoded on a thread + model", info.frames / info.seconds, note
+
+
 def train_rows(
     model_name: str, images: ImageList, device: torch.device, batch: int, workers: int, steps: int, img_size: int = 224
 ) -> list[tuple[str, float, str]]:
@@ -306,13 +329,14 @@ def main() -> int:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="build the replicated files here (default: a temp dir)"
     )
+    parser.add_argument("--study-frames", type=int, default=20_000, help="frames of the generated study video")
     parser.add_argument("--train-batch-size", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=20, help="measured steps per training row (after 3 warm-up)")
     add_arguments(parser)
     args = parser.parse_args()
     if args.smoke:  # every row on the CPU with timm's tiny test ViT at 64 px, a few images and steps; no GPU needed
         args.device, args.model, args.img_size, args.images = "cpu", "test_vit", 64, 48
-        args.batch_size, args.workers = 8, 0
+        args.batch_size, args.workers, args.study_frames = 8, 0, 48
         args.no_compile, args.iters, args.train_batch_size, args.train_steps = True, 2, 4, 2
         torch.set_num_threads(1)  # no OpenMP spinning on a busy machine
 
@@ -381,6 +405,18 @@ def main() -> int:
                 rows.append((label, float("nan"), f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"))
                 traceback.print_exc()
             print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
+        try:
+            import copy
+
+            own = LoadedModel(copy.deepcopy(model), loaded.class_names, data_config, args.model)
+            rows.append(study_row(own, device, args.batch_size, args.study_frames, tmp))
+            del own
+        except Exception as exc:  # noqa: BLE001
+            rows.append(
+                ("endoctl study", float("nan"), f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            )
+            traceback.print_exc()
+        print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} img/s ({rows[-1][2]})", flush=True)
         del model, loaded
         train = train_rows(args.model, images, device, args.train_batch_size, workers, args.train_steps, args.img_size)
     seconds = time.perf_counter() - began
@@ -407,6 +443,10 @@ def main() -> int:
             f"- {STUDY:,}-frame capsule study, {label.split(': ', 1)[1]}: **{minutes:.1f} min** "
             f"({steady:,.0f} img/s steady state + start-up)"
         )
+    fast = next((ips for label, ips, _ in rows if label == "model only: fast" and np.isfinite(ips)), None)
+    reading = next((ips for label, ips, _ in rows if label.startswith("endoctl study") and np.isfinite(ips)), None)
+    if fast and reading:
+        lines.append(f"- `endoctl study` reads at **{reading / fast:.0%}** of the model-only fast row (aim: >= 90%).")
     if shm_note:
         lines.append(f"- note: {shm_note}")
     lines += [

@@ -172,7 +172,7 @@ def main() -> int:
     parser.add_argument("--reuse", type=int, default=4, help="--reuse-distance of the timed runs")
     args = parser.parse_args()
     sizes = [200] if args.smoke else args.frames
-    distances = [0, 4] if args.smoke else args.distances
+    distances = [args.reuse] if args.smoke else args.distances
     eva_frames, batch = (32 if args.smoke else 2000), 32
     lines = [
         "# endoctl study: frames/s and peak memory (CPU)",
@@ -252,10 +252,10 @@ def main() -> int:
                 )
                 effects = []
                 for d in distances:
-                    out = tmp / f"reuse_{d}"
-                    summary, _ = run_study(
-                        video, checkpoint, out, ["--batch-size", str(batch), "--reuse-distance", str(d)]
-                    )
+                    out = tmp / (f"out_{n}_2" if d == args.reuse else f"reuse_{d}")  # the timed run's, if the same
+                    if not out.is_dir():
+                        run_study(video, checkpoint, out, ["--batch-size", str(batch), "--reuse-distance", str(d)])
+                    summary = json.loads((out / "summary.json").read_text())
                     effects.append((d, summary, reuse_effect(tmp / f"out_{n}_0", out)))
         lines += [
             f"Model: {what}. Frames/s: `study` counts decode, hash, model and chunk files (not start-up or "

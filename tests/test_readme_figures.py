@@ -79,6 +79,13 @@ def _demo_files(root: Path) -> str:
     return f"{out['nfiles']:,}"
 
 
+def _study_frames(root: Path) -> str:
+    """Frames of the demo's study video, as synth plans it for params.yaml's seed."""
+    from endoctl.synth import _study_frames as planned
+
+    return str(len(planned(yaml.safe_load((root / "params.yaml").read_text())["synth"]["seed"])[1]))
+
+
 def _split_rows(root: Path, target: str, stage: str, in_val: bool) -> list[dict[str, str]]:
     """Rows of ``manifests/<target>/train_val.csv`` in (or out of) the fold ``stage`` validates on."""
     path = root / "manifests" / target / "train_val.csv"
@@ -107,6 +114,7 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "test-chance": lambda root: _ratio(1 / _classes_present(root)),
     "test-auc-macro": _test("auc_macro"),
     "test-images": lambda root: str(_json(root, "metrics/test/metrics.json")["n_images"]),
+    "study-frames": _study_frames,
 }
 DVC_ONLY = {"finetune-val-groups", "finetune-val-classes", "pretrain-train-images"}
 

@@ -369,3 +369,16 @@ def test_timeline_page_renders_in_headless_chromium(ckpt: Path, video: Path, bro
     shot = full_page(browser)
     shot.save(tmp_path / "timeline.png")
     assert problems + blank(shot) == [], problems
+
+
+def test_predict_points_a_video_to_study(ckpt: Path, video: Path, tmp_path: Path) -> None:
+    """predict reads images: a video given to it, or lying among the images, is named, not passed over."""
+    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(video), "--out", "p/p.csv"])
+    assert res.exit_code == 2 and "is a video: `endoctl study` reads" in " ".join(res.output.split()), res.output
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    scene(0, (64, 64)).save(folder / "frame_1.jpg")
+    (folder / "study.mp4").write_bytes(video.read_bytes())
+    out = tmp_path / "pred" / "p.csv"
+    res = runner.invoke(app, ["predict", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(out)])
+    assert res.exit_code == 0 and "1 video file(s) left out" in " ".join(res.output.split()), res.output

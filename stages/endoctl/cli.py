@@ -957,6 +957,8 @@ def predict(
         error = str(exc)
     if error is not None:
         _fail(error)
+    if listed.videos:
+        _note(f"{images}: {listed.videos} video file(s) left out: `endoctl study` reads a video")
     if listed.repeated:
         path, rows = next(iter(listed.repeated.items()))
         _warn(

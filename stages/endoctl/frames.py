@@ -28,7 +28,7 @@ from endoctl.imaging import IMAGE_SUFFIXES, ImageRejected, decode_rgb, read_imag
 from endoctl.params import MAX_PIXELS
 
 THUMB = 112  # px, the square thumbnail of every frame
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v"})  # predict points here
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last digit run of a file stem: the frame number
 _PIL_FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 _FFMPEG_FILTERS = {"nearest": "POINT", "bilinear": "BILINEAR", "bicubic": "BICUBIC"}

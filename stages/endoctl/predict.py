@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from endoctl.devices import autocast, bf16_supported
+from endoctl.frames import VIDEO_SUFFIXES
 from endoctl.imaging import IMAGE_SUFFIXES, MISSING, ImageRejected, open_rgb
 from endoctl.io import atomic_dir, atomic_open, check_output_dir, printable, read_csv, rejected_beside, write_csv
 from endoctl.model import LoadedModel
@@ -72,6 +73,7 @@ class ImageList:
     paths: list[str]
     root: Path
     skipped: int = 0  # files in a folder that are not images by suffix, or hidden
+    videos: int = 0  # of them, videos (``endoctl study`` reads those)
     rows: int = 0  # data rows of a CSV (0 for a folder)
     repeated: dict[str, list[int]] = field(default_factory=dict)  # CSV path listed more than once -> its rows
 
@@ -89,17 +91,20 @@ def list_images(source: str | Path, data_root: str | Path = ".") -> ImageList:
     """
     source = Path(source)
     if source.is_dir():
-        found, skipped = [], 0
+        found, skipped, videos = [], 0, 0
         for folder, dirs, names in os.walk(source):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             rel = Path(folder).relative_to(source)
             for name in names:
                 if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                     skipped += 1
+                    videos += not name.startswith(".") and Path(name).suffix.lower() in VIDEO_SUFFIXES
                     continue
                 found.append((rel / name).as_posix())
-        return ImageList(natural_sorted(found), source, skipped)
+        return ImageList(natural_sorted(found), source, skipped, videos=videos)
     if source.is_file():
+        if source.suffix.lower() in VIDEO_SUFFIXES:
+            raise ValueError(f"--images {source} is a video: `endoctl study` reads a whole video (or frame folder)")
         if source.suffix.lower() != ".csv":
             raise ValueError(f"--images must be a folder or a .csv with a path column, got {source}")
         table = read_csv(source)
