@@ -13,18 +13,17 @@ from conftest import shared_path, workbook
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 from typer.testing import CliRunner
 
+from endoctl.alignment import EvaluationError, load_truth
 from endoctl.cli import app
 from endoctl.io import read_table, write_csv, write_text
 from endoctl.metrics import (
     EvalData,
-    EvaluationError,
     _metric_rows,
     _ranking,
     bootstrap,
     ce24_report,
     dumps,
     full_report,
-    load_truth,
 )
 from endoctl.plots import roc_table
 from endoctl.sources.ce24 import CLASSES as CE24_CLASS_ORDER

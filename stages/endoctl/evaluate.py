@@ -1,12 +1,13 @@
 """The evaluate stage: score one predictions file, or a folder of them, against one truth; write the set.
 
-The metric maths (alignment, the full and the CE24 report) is :mod:`endoctl.metrics`; this module
-decides what is read and where each output goes. A run writes one report per predictions file
-(``out`` itself, or ``<stem>_metrics.json`` in ``out`` when that is a folder: always for a
-predictions folder), and optionally ``--metrics`` (the headline numbers), plots (a sub-folder per
-file for a predictions folder) and, with training files, the leak-free image list. More than one
-output is one set, replaced together by :func:`endoctl.io.atomic_dir`: ``out`` when the reports go
-into it, else the plots folder when given, else the report's folder; every output must lie in it.
+Reading and aligning truth and predictions is :mod:`endoctl.alignment`, the metric maths (the full
+and the CE24 report) :mod:`endoctl.metrics`; this module decides what is read and where each output
+goes. A run writes one report per predictions file (``out`` itself, or ``<stem>_metrics.json`` in
+``out`` when that is a folder: always for a predictions folder), and optionally ``--metrics`` (the
+headline numbers), plots (a sub-folder per file for a predictions folder) and, with training files,
+the leak-free image list. More than one output is one set, replaced together by
+:func:`endoctl.io.atomic_dir`: ``out`` when the reports go into it, else the plots folder when
+given, else the report's folder; every output must lie in it.
 
 With training files each report gains ``leak_free``: the same report on the truth images that no
 training group holds and that lie more than ``frame_gap`` frames from every training image of their
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from endoctl import metrics
+from endoctl import alignment, metrics
 from endoctl.io import atomic_dir, check_output_dir, write_csv, write_text
 from endoctl.leaks import leak_free_rows
 from endoctl.params import EVALUATE
@@ -55,7 +56,7 @@ class EvaluateRequest:
 
     @property
     def values(self) -> str:
-        """What :func:`endoctl.metrics.align` accepts: the ce24 report takes any finite value, as the
+        """What :func:`endoctl.alignment.align` accepts: the ce24 report takes any finite value, as the
         organisers' script does; otherwise probabilities unless --scores."""
         return "ce24" if self.report == "ce24" else "scores" if self.scores else "probabilities"
 
@@ -93,7 +94,7 @@ class EvaluateResult:
     """What a run scored: enough for the command's notes and its one summary line."""
 
     request: EvaluateRequest
-    truth: metrics.Truth
+    truth: alignment.Truth
     scored: list[Scored]  # one per predictions file, in file-name order
     seconds: float  # reading, scoring and writing
     failed: list[tuple[Path, str]] = field(default_factory=list)  # folder run: files that could not be scored, why
@@ -134,7 +135,7 @@ def evaluate(
 
     ``hashing`` opens the caller's progress display for the leak check's image hashing (only then)
     and yields its ``on_progress``. Unusable options or inputs raise ``ValueError``
-    (:class:`endoctl.metrics.EvaluationError`) or ``FileNotFoundError`` with a one-line message before
+    (:class:`endoctl.alignment.EvaluationError`) or ``FileNotFoundError`` with a one-line message before
     anything is written; an unwritable output raises :class:`endoctl.io.OutputError` (a ``ValueError``)
     and leaves the previous set in place.
 
@@ -148,7 +149,7 @@ def evaluate(
     if plan.home is not None:
         check_output_dir(plan.home, plan.owned, plan.option, WHAT)
     started = time.perf_counter()
-    truth = metrics.load_truth(request.truth)
+    truth = alignment.load_truth(request.truth)
     unseen = training_leaks(request, len(truth.labels), hashing) if request.train else None
     if not request.predictions.is_dir():
         scored, failed = [score_file(request, truth, files[0], unseen)], []
@@ -187,9 +188,9 @@ def _prediction_files(r: EvaluateRequest) -> list[Path]:
         if not r.predictions.is_file():
             raise FileNotFoundError(f"--predictions file or folder not found: {r.predictions}")
         return [r.predictions]
-    files = metrics.prediction_files(r.predictions, exclude=[r.truth])
+    files = alignment.prediction_files(r.predictions, exclude=[r.truth])
     if not files:
-        raise ValueError(f"no prediction files ({', '.join(metrics.PREDICTION_SUFFIXES)}) in {r.predictions}")
+        raise ValueError(f"no prediction files ({', '.join(alignment.PREDICTION_SUFFIXES)}) in {r.predictions}")
     if r.out.is_file():
         raise ValueError(f"--out must be a folder when --predictions is a folder: {r.out} is a file")
     return files
@@ -243,7 +244,11 @@ def _owned_names(home: Path, option: str, written: list[Path], plots_at_home: bo
 
 
 def write_outputs(
-    plan: OutputPlan, request: EvaluateRequest, truth: metrics.Truth, scored: list[Scored], unseen: pd.DataFrame | None
+    plan: OutputPlan,
+    request: EvaluateRequest,
+    truth: alignment.Truth,
+    scored: list[Scored],
+    unseen: pd.DataFrame | None,
 ) -> None:
     """Write every output: a lone report directly, a set through a staging folder swapped in at once."""
     if plan.home is None:
@@ -256,7 +261,7 @@ def write_outputs(
 def _write(
     plan: OutputPlan,
     request: EvaluateRequest,
-    truth: metrics.Truth,
+    truth: alignment.Truth,
     scored: list[Scored],
     unseen: pd.DataFrame | None,
     staging: Path | None,
@@ -316,7 +321,7 @@ def leak_free_provenance(request: EvaluateRequest, unseen: pd.DataFrame) -> dict
     }
 
 
-def leak_free_images(truth: metrics.Truth, unseen: pd.DataFrame) -> pd.DataFrame:
+def leak_free_images(truth: alignment.Truth, unseen: pd.DataFrame) -> pd.DataFrame:
     """The truth images ``leak_free`` scores (``image_id, source, path, group, label``), to check by hand."""
     free = unseen["leak_free"].to_numpy()
     listed = unseen.loc[free, ["image_id", "source", "path", "group"]]
@@ -324,7 +329,7 @@ def leak_free_images(truth: metrics.Truth, unseen: pd.DataFrame) -> pd.DataFrame
 
 
 def score_folder(
-    request: EvaluateRequest, truth: metrics.Truth, files: list[Path], unseen: pd.DataFrame | None
+    request: EvaluateRequest, truth: alignment.Truth, files: list[Path], unseen: pd.DataFrame | None
 ) -> tuple[list[Scored], list[tuple[Path, str]]]:
     """Every file of a predictions folder scored, or set aside with its one-line message; an
     ``EvaluationError`` when none can be scored (each file's message, up to a few)."""
@@ -332,21 +337,21 @@ def score_folder(
     for file in files:
         try:
             scored.append(score_file(request, truth, file, unseen))
-        except metrics.EvaluationError as exc:
+        except alignment.EvaluationError as exc:
             failed.append((file, str(exc)))
     if not scored:
-        raise metrics.EvaluationError(
+        raise alignment.EvaluationError(
             f"none of the {len(files)} prediction file(s) in {request.predictions} could be scored: "
-            + "; ".join(msg for _, msg in failed[: metrics.SHOWN])
-            + (f"; ... ({len(failed)} in all)" if len(failed) > metrics.SHOWN else "")
+            + "; ".join(msg for _, msg in failed[: alignment.SHOWN])
+            + (f"; ... ({len(failed)} in all)" if len(failed) > alignment.SHOWN else "")
         )
     return scored, failed
 
 
-def score_file(request: EvaluateRequest, truth: metrics.Truth, file: Path, unseen: pd.DataFrame | None) -> Scored:
+def score_file(request: EvaluateRequest, truth: alignment.Truth, file: Path, unseen: pd.DataFrame | None) -> Scored:
     """One predictions file aligned and reported, with its ``leak_free`` report when ``unseen`` is given."""
     r = request
-    data = metrics.align(truth, metrics.load_predictions(file), file.name, r.values)
+    data = alignment.align(truth, alignment.load_predictions(file), file.name, r.values)
     report = metrics.compute_report(data, r.report, r.bootstrap, r.seed, r.convention)
     if unseen is not None:
         keep = unseen["leak_free"].to_numpy()
