@@ -208,9 +208,9 @@ def study_row(loaded: LoadedModel, device: torch.device, batch: int, frames: int
     video, work = tmp / "study.mp4", tmp / "study-work"
     write_study(video, frames)
     work.mkdir()
-    params = StudyParams(batch_size=batch)
+    params = StudyParams(batch_size=batch, device=str(device))
     state = State.start(len(loaded.class_names), params.top)
-    info = predict_study(loaded, VideoFrames(video, model_geometry(loaded.data_config)), work, state, params, device)
+    info = predict_study(loaded, VideoFrames(video, model_geometry(loaded.data_config)), work, state, params)
     note = (
         f"{frames:,} frames of {SIZE} px H.264, batch {batch}; model {info.model_seconds:.1f} s of {info.seconds:.1f} s"
     )

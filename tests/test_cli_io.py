@@ -55,6 +55,17 @@ def test_import_and_help_load_no_heavy_library(argv: list[str] | None) -> None:
     assert out.strip().splitlines()[-1] == "[]", out[-300:]
 
 
+def test_a_command_loads_only_its_own_module() -> None:
+    """The endoctl group imports a command's module when it runs, so a DVC stage's code is that module's
+    (tests/test_dvc_deps.py) and editing one command reruns only its stages."""
+    code = (
+        "import sys\nfrom endoctl.cli import app\nsys.argv = ['endoctl', 'cache', '--help']\ntry:\n    app()\n"
+        "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith('endoctl.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['endoctl.cli.cache', 'endoctl.cli.common']", out[-300:]
+
+
 def test_format_names_are_the_registered_adapters() -> None:
     from endoctl.sources import FORMATS, REGISTRY
 

@@ -1,14 +1,13 @@
 """Every dvc.yaml stage depends on exactly the endoctl code its command runs, so DVC reruns what changed.
 
-The code a stage runs is computed statically: the Typer command its ``cmd`` names (in cli.py,
-which is itself a dependency), the endoctl modules that command function and the cli.py helpers it
-calls import, and transitively every endoctl module those modules import anywhere (module level
-or inside a function: a lazy import is still code the stage may run), plus the parent packages
-(``stages/endoctl/__init__.py``, ``stages/endoctl/sources/__init__.py``, ...). Standard library and third-party
-imports are not code of this repository (requirements.lock pins them). A data folder under
-``stages/endoctl/`` (no Python files, e.g. ``taxonomies``) is a dependency of a stage whose code names it.
-cli.py's module-level imports count for every command (the options' defaults come from
-``endoctl.params``); code only evaluated for ``--help`` texts is not counted.
+The code a stage runs is computed statically: the module of the Typer command its ``cmd`` names
+(``endoctl.cli.<module>``, imported lazily by the ``endoctl`` group, see ``endoctl.cli.COMMANDS``),
+and transitively every endoctl module it imports anywhere (module level or inside a function: a lazy
+import is still code the stage may run; ``endoctl.cli.common`` and ``endoctl.params`` for every
+command), plus the parent packages (``stages/endoctl/__init__.py``, ``stages/endoctl/cli/__init__.py``,
+...). Standard library and third-party imports are not code of this repository (requirements.lock pins
+them). A data folder under ``stages/endoctl/`` (no Python files, e.g. ``taxonomies``) is a dependency
+of a stage whose code names it.
 
 A dvc.yaml ``deps`` entry may name a folder of modules (``stages/endoctl/sources``); it stands for every
 ``.py`` file in it, so it is right only when the stage imports all of them.
@@ -18,9 +17,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import inspect
 import shlex
-import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -28,7 +25,7 @@ import pytest
 import typer.main
 import yaml
 
-from endoctl.cli import app
+from endoctl.cli import COMMANDS, command_app
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "stages" / "endoctl"
@@ -85,51 +82,27 @@ def _module_closure(module: str) -> frozenset[str]:
     return frozenset(seen)
 
 
-def command_function(words: list[str]):
-    """The Python function behind ``endoctl <words>`` (e.g. ['train', 'pretrain'])."""
-    group, rest = app, list(words)
+def command_module(words: list[str]) -> str:
+    """The module defining ``endoctl <words>`` (e.g. ['train', 'pretrain']), checked to define it."""
+    assert words and words[0] in COMMANDS, f"`endoctl {' '.join(words)}`: no such command"
+    group, rest = command_app(words[0]), list(words)
     while rest:
         word = rest.pop(0)
-        for info in group.registered_commands:
-            if (info.name or typer.main.get_command_name(info.callback.__name__)) == word:
-                return info.callback
-        for info in group.registered_groups:
-            if info.name == word:
-                group = info.typer_instance
-                break
-        else:
-            raise AssertionError(f"`endoctl {' '.join(words)}`: no such command")
+        if any((i.name or typer.main.get_command_name(i.callback.__name__)) == word for i in group.registered_commands):
+            assert not rest, f"`endoctl {' '.join(words)}`: {word} takes no sub-command"
+            return f"endoctl.cli.{COMMANDS[words[0]]}"
+        found = [i.typer_instance for i in group.registered_groups if i.name == word]
+        assert found, f"`endoctl {' '.join(words)}`: no such command"
+        group = found[0]
     raise AssertionError(f"`endoctl {' '.join(words)}` names a command group, not a command")
 
 
 def command_code(words: list[str]) -> set[Path]:
-    """Files of the code ``endoctl <words>`` runs: cli.py, the modules it imports, their closures."""
-    cli_module = inspect.getmodule(command_function(words))
-    cli_tree = ast.parse(inspect.getsource(cli_module))
-    helpers = {n.name: n for n in cli_tree.body if isinstance(n, ast.FunctionDef)}
-    modules = {"endoctl"}  # cli.py's package; cli.py itself is added as a file, not through its imports
-    for node in cli_tree.body:  # module-level imports run for every command (option defaults: endoctl.params)
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules |= _imports(node, "endoctl")
-    todo, done = [command_function(words).__name__], set()
-    while todo:  # the command function and the cli.py functions it calls
-        name = todo.pop()
-        if name in done:
-            continue
-        done.add(name)
-        function = helpers[name]
-        tree = ast.parse(textwrap.dedent(ast.unparse(function)))
-        modules |= _imports(tree, "endoctl")
-        own = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}  # an option named like a command
-        todo += [
-            n.id
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Name) and n.id in helpers and n.id != name and n.id not in own
-        ]
+    """Files of the code ``endoctl <words>`` runs: its module's closure with parent packages, data folders."""
     closure = set()
-    for module in _with_parents(modules):
+    for module in _with_parents({command_module(words)}):
         closure |= _module_closure(module)
-    files = {_file(m) for m in closure} | {_file(cli_module.__name__)}
+    files = {_file(m) for m in closure}
     data = {d for d in PACKAGE.iterdir() if d.is_dir() and not list(d.rglob("*.py")) and d.name != "__pycache__"}
     for file in list(files):
         names = {n.value for n in ast.walk(ast.parse(file.read_text())) if isinstance(n, ast.Constant)}
@@ -160,8 +133,8 @@ def dvc_stages() -> dict[str, tuple[list[str], list[str]]]:
         assert words[0] == "endoctl", f"stage {name}: cmd does not start with endoctl"
         options = [k for k, w in enumerate(words) if w.startswith("-")]
         positional = words[1 : options[0] if options else len(words)]
-        group_words = [w for w in positional if w in {g.name for g in app.registered_groups}]
-        command = positional[: 2 if group_words else 1]
+        groups = {g.name for g in command_app(positional[0]).registered_groups}
+        command = positional[: 2 if positional[0] in groups else 1]
         out[name] = (command, [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])])
     return out
 
@@ -187,7 +160,8 @@ def test_closure_sees_lazy_imports_helpers_and_packages() -> None:
     """Known facts of the code base: the analysis is not vacuous."""
     cache_code = _rel(command_code(["cache"]))
     assert cache_code == [
-        f"stages/endoctl/{m}.py" for m in ("__init__", "cache", "cli", "imaging", "io", "parallel", "params")
+        f"stages/endoctl/{m}.py"
+        for m in ("__init__", "cache", "cli/__init__", "cli/cache", "cli/common", "imaging", "io", "parallel", "params")
     ]
     predict_code = _rel(command_code(["predict"]))
     assert "stages/endoctl/model.py" in predict_code  # imported by predict.py at module level
@@ -197,6 +171,9 @@ def test_closure_sees_lazy_imports_helpers_and_packages() -> None:
     ingest_code = _rel(command_code(["ingest"]))
     assert "stages/endoctl/sources/__init__.py" in ingest_code and "stages/endoctl/sources/see_ai.py" in ingest_code
     assert "stages/endoctl/train.py" not in ingest_code
+    assert "stages/endoctl/cli/study.py" not in ingest_code  # one command's module is not another's code
+    build_code = _rel(command_code(["build-splits"]))  # its module imports the ingest, dedupe and split commands
+    assert {f"stages/endoctl/cli/{m}.py" for m in ("ingest", "dedupe", "split")} <= set(build_code)
     assert "stages/endoctl/devices.py" in _rel(command_code(["train", "pretrain"]))  # train: amp_dtype, autocast
 
 

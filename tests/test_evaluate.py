@@ -1002,7 +1002,7 @@ def test_evaluate_stage_scores_a_folder_and_the_command_only_prints_it(tmp_path:
 def test_frame_gap_default_is_dedupes_sequence_gap() -> None:
     import typer.main
 
-    from endoctl.cli import _frame_gap
+    from endoctl.cli.common import resolve_frame_gap
     from endoctl.params import DedupeParams
 
     gap = DedupeParams().sequence_gap
@@ -1010,7 +1010,7 @@ def test_frame_gap_default_is_dedupes_sequence_gap() -> None:
     for command in ("evaluate", "audit"):
         (help_text,) = [p.help for p in commands[command].params if p.name == "frame_gap"]
         assert help_text.endswith(f"Default: dedupe's sequence gap ({gap})."), command
-    assert _frame_gap(None) == gap
+    assert resolve_frame_gap(None) == gap
 
 
 # ---------------------------------------------------------------- scores instead of probabilities

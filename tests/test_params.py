@@ -144,7 +144,7 @@ def test_report_section_is_exactly_the_reports_options_with_their_defaults() -> 
     """params.yaml `report`, `endoctl report`'s options (and defaults) and the dvc.yaml command agree."""
     import inspect
 
-    from endoctl.cli import report
+    from endoctl.cli.report import report
 
     defaults = {
         name: p.default.default if hasattr(p.default, "default") else p.default

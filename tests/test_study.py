@@ -327,13 +327,22 @@ def test_a_frame_folder_with_an_unreadable_frame_rejects_it_and_goes_on(ckpt: Pa
     assert rejected["path"].tolist() == ["img_0005.jpg"]
 
 
+def test_a_frame_folder_needs_a_positive_fps(ckpt: Path, tmp_path: Path) -> None:
+    """Frame times are numbers / fps (a video carries its own times and ignores --fps)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    scene(0, (80, 80)).save(folder / "img_0000.jpg")
+    res = study([folder, "--checkpoint", ckpt, "--out", tmp_path / "out", "--fps", 0])
+    assert res.exit_code == 2 and "--fps must be > 0" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--reuse-distance", "-2"], "--reuse-distance must be >= 0"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
         (["--smooth", "0"], "--smooth must be >= 1"),
-        (["--fps", "0"], "--fps must be > 0"),
     ],
 )
 def test_bad_settings_are_one_line(ckpt: Path, video: Path, tmp_path: Path, extra: list[str], message: str) -> None:

@@ -18,34 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from endoctl.io import MAPPING_FILE
+from endoctl.io import MANIFEST_COLUMNS, MAPPING_FILE
 from endoctl.io import read_table as io_read_table
 from endoctl.metrics import EvalData
 
-# Columns that are never class columns (lower-case), in truth and prediction files alike.
+# Columns that are never class columns (lower-case), in truth and prediction files alike: a manifest's,
+# a split's, a prediction file's and the CE24 files'.
 METADATA_COLUMNS = frozenset(
-    {
-        "image_path",
-        "predicted_class",
-        "dataset",
-        "source",
-        "image_id",
-        "path",
-        "label",
-        "target_class",
-        "class_label",
-        "group",
-        "fold",
-        "patient_id",
-        "official_split",
-        "split",
-        "width",
-        "height",
-        "bytes",
-        "sha256",
-        "phash",
-        "dhash",
-    }
+    {c.lower() for c in MANIFEST_COLUMNS}
+    | {"image_path", "predicted_class", "dataset", "target_class", "class_label", "group", "fold", "split"}
 )
 KEY_COLUMNS = ("path", "image_path", "image_id")  # truth columns a prediction may quote in full
 VALUES = ("probabilities", "scores", "ce24")  # what align accepts in the class columns

@@ -20,26 +20,20 @@ import pandas as pd
 
 from endoctl.hashing import dhash_batch, grid_batch, grid_hex, phash_batch, to_hex
 from endoctl.imaging import ImageRejected, decode_gray, read_image_file, thumbs
-from endoctl.io import MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE, atomic_dir, printable, write_csv, write_text
+from endoctl.io import (
+    MANIFEST_COLUMNS,
+    MANIFEST_FILE,
+    REJECTED_FILE,
+    SOURCE_FILE,
+    atomic_dir,
+    printable,
+    write_csv,
+    write_text,
+)
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS
 from endoctl.sources.base import Entry, ImageRecord, Rejection, Skipped
 
-MANIFEST_COLUMNS = [
-    "image_id",
-    "source",
-    "path",
-    "label",
-    "patient_id",
-    "official_split",
-    "width",
-    "height",
-    "bytes",
-    "sha256",
-    "phash",
-    "dhash",
-    "grid",
-]
 REJECTED_COLUMNS = ["path", "reason"]
 FILES_PER_TASK = 64  # small enough that the last task barely delays the others
 OUTPUT_FILES = (MANIFEST_FILE, REJECTED_FILE, SOURCE_FILE)

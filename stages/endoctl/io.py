@@ -370,6 +370,21 @@ def atomic_dir(
 MANIFEST_FILE = "manifest.csv"
 REJECTED_FILE = "rejected.csv"
 SOURCE_FILE = "source.json"  # {"format": the adapter (--format) that read the source, "source": its name}
+MANIFEST_COLUMNS = [  # of MANIFEST_FILE: the image, its labels and where it came from, its size and hashes
+    "image_id",
+    "source",
+    "path",
+    "label",
+    "patient_id",
+    "official_split",
+    "width",
+    "height",
+    "bytes",
+    "sha256",
+    "phash",
+    "dhash",
+    "grid",
+]
 # A dedupe output folder.
 DUPLICATES_FILE, PAIRS_FILE, DEDUPE_REPORT_FILE = "duplicates.csv", "duplicate_pairs.csv", "duplicates_report.json"
 PAIR_COLUMNS = ["image_id_a", "image_id_b", "distance", "kind", "similarity"]  # of PAIRS_FILE

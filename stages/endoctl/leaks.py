@@ -588,7 +588,7 @@ def hash_images(
             bad.append((row.path, result))
         else:
             good.append((row.image_id, row.source, row.path, "", row.patient_id, row.split, *result))
-    from endoctl.ingest import MANIFEST_COLUMNS
+    from endoctl.io import MANIFEST_COLUMNS
 
     manifest = pd.DataFrame(good, columns=MANIFEST_COLUMNS).sort_values("image_id", kind="stable", ignore_index=True)
     return manifest, pd.DataFrame(bad, columns=["path", "reason"]).sort_values(["path", "reason"], ignore_index=True)

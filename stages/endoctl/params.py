@@ -92,6 +92,7 @@ class QualityParams:
 class PredictParams:
     batch_size: int = 64  # images per forward pass
     device: str = "auto"  # cpu, cuda[:N] or auto (cuda when available)
+    fast: bool = True  # inference_mode + channels-last + bf16 autocast where supported (False: fp32 eager)
     workers: int | None = None  # image-decoding processes (None: by device, endoctl.predict.default_workers)
     max_pixels: int = MAX_PIXELS  # ingest's decompression-bomb limit: what ingest admitted, predict opens
 
@@ -110,6 +111,7 @@ class StudyParams:
 
     batch_size: int = 64  # frames per forward pass
     device: str = "auto"  # cpu, cuda[:N] or auto (cuda when available)
+    fast: bool = True  # inference_mode + channels-last + bf16 autocast where supported (False: fp32 eager)
     reuse_distance: int = -1  # a frame within this many pHash bits of the last predicted one takes its result (-1: off)
     smooth: int = 5  # frames in the centred moving average before segments are found
     min_frames: int = 3  # shortest segment kept, in frames

@@ -25,7 +25,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,9 @@ class State:
         return cls(0, 0, -1, np.uint64(0), np.zeros(classes, np.float32), Pictures.empty(classes, top))
 
     def save(self, path: Path) -> None:
-        arrays = {f"pictures_{k}": v for k, v in asdict(self.pictures).items()}
-        scalars = {k: v for k, v in asdict(self).items() if k != "pictures"}
+        # fields(), not asdict(): asdict deep-copies the pictures' arrays (MBs) on every chunk
+        arrays = {f"pictures_{f.name}": getattr(self.pictures, f.name) for f in fields(self.pictures)}
+        scalars = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pictures"}
         with atomic_open(path, "wb") as fh:
             np.savez(fh, **arrays, **{k: np.asarray(v) for k, v in scalars.items()})
 
@@ -323,8 +324,9 @@ class RunInfo:
     path: ComputePath
 
 
-def identity(source: Path, checkpoint: Path, params: StudyParams, compute: str, classes: list[str]) -> dict[str, Any]:
-    """What must match for a work folder's chunks to be reused: the input, the model, every setting."""
+def identity(source: Path, checkpoint: Path, params: StudyParams, classes: list[str]) -> dict[str, Any]:
+    """What must match for a work folder's chunks to be reused: the input, the model, every setting
+    (the device and ``fast`` included: they change the numbers in the last bits)."""
 
     def stamp(path: Path) -> list[Any]:
         st = path.stat()
@@ -334,7 +336,6 @@ def identity(source: Path, checkpoint: Path, params: StudyParams, compute: str, 
         "input": stamp(source),
         "checkpoint": stamp(checkpoint),
         "params": asdict(params),
-        "compute": compute,
         "classes": classes,
     }
 
@@ -365,16 +366,15 @@ def predict_study(
     work: Path,
     state: State,
     params: StudyParams = STUDY,
-    device: str | torch.device = "cpu",
-    fast: bool = True,
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> RunInfo:
-    """Predict every frame from ``state.frames`` on, chunk by chunk into ``work``; the state after each
-    chunk is saved with it. A broken input ends the study at the last good frame (``state.error``)."""
+    """Predict every frame from ``state.frames`` on, chunk by chunk into ``work``, on ``params.device``
+    (a torch device: ``auto`` is the command line's to resolve); the state after each chunk is saved
+    with it. A broken input ends the study at the last good frame (``state.error``)."""
     config = loaded.data_config
     mean = torch.as_tensor(config["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.as_tensor(config["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    predictor = Predictor(loaded, device, fast, False, mean, std, fixed_batch=params.batch_size)
+    predictor = Predictor(loaded, params.device, params.fast, False, mean, std, fixed_batch=params.batch_size)
     classes, resumed = len(loaded.class_names), state.frames
     began, model_seconds, read = time.perf_counter(), 0.0, 0
     chunk = ChunkPredictor(predictor, classes, params, state)
@@ -591,7 +591,9 @@ def summary(
             for j, name in enumerate(names)
         },
         "segments": len(found.segments),
-        "params": {k: v for k, v in asdict(params).items() if k not in ("device", "max_pixels")},
+        "params": {
+            k: v for k, v in asdict(params).items() if k not in ("device", "fast", "max_pixels")
+        },  # run: compute
     }
 
 
@@ -729,7 +731,6 @@ def check_params(params: StudyParams) -> None:
         (params.smooth >= 1, f"--smooth must be >= 1 frame, got {params.smooth}"),
         (params.min_frames >= 1, f"--min-frames must be >= 1, got {params.min_frames}"),
         (params.top >= 0, f"--top must be >= 0, got {params.top}"),
-        (params.fps > 0, f"--fps must be > 0, got {params.fps}"),
         (params.chunk_frames >= 1, f"--chunk-frames must be >= 1, got {params.chunk_frames}"),
     ]
     for ok, message in checks:

@@ -7,7 +7,7 @@ from pathlib import Path
 from endoctl.io import read_csv
 from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register
 
-SPLIT_FILES = ("train", "validate", "test")
+OFFICIAL_SPLITS = ("train", "validate", "test")
 CLASSES = (
     "Accessory tools",
     "Angiectasia",
@@ -63,7 +63,7 @@ class GastroVision(Adapter):
         if not folder.is_dir():
             raise FileNotFoundError(f"--labels folder of split CSVs not found: {labels}")
         self.split: dict[str, str] = {}
-        for name in SPLIT_FILES:
+        for name in OFFICIAL_SPLITS:
             csv = folder / f"{name}.csv"
             if csv.is_file():
                 for filename in read_csv(csv)["Filename"]:

@@ -8,13 +8,13 @@ from endoctl.io import read_table
 from endoctl.sources.base import Adapter, FileEntry, ImageRecord, Rejection, child_dirs, register
 
 # The official k-fold files (file-name;class-name;split-index), 2-fold preferred: (file, split prefix).
-SPLIT_FILES = (("2_fold_split.csv", "split_"), ("5_fold_split.csv", "fold_"))
+FOLD_FILES = (("2_fold_split.csv", "split_"), ("5_fold_split.csv", "fold_"))
 SPLIT_FILE_COLUMNS = ("file-name", "split-index")
 
 
 def official_splits(folder: Path) -> dict[str, str]:
     """file name -> ``split_<k>`` from 2_fold_split.csv, else ``fold_<k>`` from 5_fold_split.csv, in ``folder``."""
-    for name, prefix in SPLIT_FILES:
+    for name, prefix in FOLD_FILES:
         file = folder / name
         if file.is_file():
             df = read_table(file, "HyperKvasir split file")
