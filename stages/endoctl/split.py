@@ -324,7 +324,7 @@ def _group_rows(
 
 def _place_per_row(table: pd.DataFrame, split_table: pd.DataFrame) -> pd.Series:
     """Per row of ``table`` its place in a :func:`read_previous` table: 'test', the fold, or '' when absent."""
-    return table["image_id"].map(places(split_table)).fillna("")
+    return table["image_id"].map(places(split_table)).astype(object).fillna("")  # object: "" also when none match
 
 
 def _upstream_place_per_row(table: pd.DataFrame, nest_in: pd.DataFrame, folds: int) -> pd.Series:
