@@ -192,12 +192,17 @@ def run_split(
         splitting.write_split(result, out)
     for warning in result.warnings:
         warn(warning)
-    r = result.report
+    typer.echo(
+        f"{_summary(result.report, target, params.folds, nest_in)} in {time.perf_counter() - started:.1f} s -> {out}"
+    )
+
+
+def _summary(r: dict, target: str, folds: int, nest_in: Path | None) -> str:
+    """The split's one line, from its report: rows, groups, balance, straddling, pins, keep and nesting."""
     rows, s = r["rows"], r["straddling"]
     largest = r["groups"]["largest"]["share"] if r["groups"]["largest"] else 0.0
-    typer.echo(
-        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({params.folds} folds) + test "
-        f"{rows['test']} "
+    return (
+        f"split {target}: {rows['in']} rows = train_val {rows['train_val']} ({folds} folds) + test {rows['test']} "
         f"({r['test_fraction']['achieved']:.1%}) + excluded {rows['excluded']}; {r['groups']['total']} groups, "
         f"largest {largest:.1%}; max class deviation in test {r['max_abs_deviation_pp']['test']:.2f} pp; "
         f"straddling groups {s['groups_across_splits'] + s['groups_across_folds']}; pinned {r['pinned']['images']} "
@@ -213,5 +218,4 @@ def run_split(
             if r["nesting"]
             else ""
         )
-        + f" in {time.perf_counter() - started:.1f} s -> {out}"
     )
