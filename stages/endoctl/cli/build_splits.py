@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from endoctl.cli.common import TaxonomyFile, console, fail
-from endoctl.cli.dedupe import run_dedupe
+from endoctl.cli.dedupe import DhashDistance, MaxDistance, MinSimilarity, SequenceDistance, SequenceGap, run_dedupe
 from endoctl.cli.ingest import run_ingest
-from endoctl.cli.split import run_split
+from endoctl.cli.split import Folds, MaxGroupShare, Pins, Seed, Target, TestFraction, run_split
 from endoctl.params import DEDUPE, INGEST, SPLIT, DedupeParams, IngestParams, SplitParams
 
 app = typer.Typer()
@@ -24,34 +24,20 @@ def build_splits(
             help="NAME=FORMAT:PATH, repeatable, e.g. kvasir-capsule=kvasir-capsule:raw/kc (FORMAT may be auto)."
         ),
     ],
-    target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
+    target: Target,
     out: Annotated[
         Path, typer.Option(help="Folder for ingest/<NAME>/, duplicates/ and <target>/ (each as its command writes it).")
     ],
-    pin: Annotated[
-        list[str] | None, typer.Option(help="test=SOURCE[:OFFICIAL_SPLIT], repeatable (see `endoctl split`).")
-    ] = None,
-    test_fraction: Annotated[float, typer.Option(help="Share of labelled images in test.")] = SPLIT.test_fraction,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = SPLIT.folds,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = SPLIT.seed,
-    max_distance: Annotated[
-        int, typer.Option(help="Near-duplicate pHash distance (see `endoctl dedupe`).")
-    ] = DEDUPE.max_distance,
-    dhash_distance: Annotated[
-        int, typer.Option(help="dHash distance confirming a pHash match.")
-    ] = DEDUPE.dhash_distance,
-    min_similarity: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Near duplicates' pixel check (see `endoctl dedupe`).")
-    ] = DEDUPE.min_similarity,
-    sequence_gap: Annotated[
-        int, typer.Option(help="Frame-number gap linking frames of one video.")
-    ] = DEDUPE.sequence_gap,
-    sequence_distance: Annotated[
-        int, typer.Option(help="pHash distance for sequence links.")
-    ] = DEDUPE.sequence_distance,
-    max_group_share: Annotated[
-        float, typer.Option(help="Warn when one group holds more than this share.")
-    ] = SPLIT.max_group_share,
+    pin: Pins = None,
+    test_fraction: TestFraction = SPLIT.test_fraction,
+    folds: Folds = SPLIT.folds,
+    seed: Seed = SPLIT.seed,
+    max_distance: MaxDistance = DEDUPE.max_distance,
+    dhash_distance: DhashDistance = DEDUPE.dhash_distance,
+    min_similarity: MinSimilarity = DEDUPE.min_similarity,
+    sequence_gap: SequenceGap = DEDUPE.sequence_gap,
+    sequence_distance: SequenceDistance = DEDUPE.sequence_distance,
+    max_group_share: MaxGroupShare = SPLIT.max_group_share,
     taxonomy: TaxonomyFile = None,
     workers: Annotated[int, typer.Option(help="Worker processes/threads (0 = all cores).")] = INGEST.workers,
     nest_in: Annotated[

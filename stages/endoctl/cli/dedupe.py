@@ -14,6 +14,20 @@ from endoctl.params import DEDUPE, DedupeParams
 
 app = typer.Typer()
 
+# The near-duplicate and sequence options, shared with build-splits (one declaration, one help text).
+MaxDistance = Annotated[int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")]
+DhashDistance = Annotated[int, typer.Option(help="... and dHash distance at most this.")]
+MinSimilarity = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="... and the pixels: correlation of the two 8x8 content grids at least this (0: off).",
+    ),
+]
+SequenceGap = Annotated[int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")]
+SequenceDistance = Annotated[int, typer.Option(help="... whose pHash distance is at most this.")]
+
 
 @app.command()
 def dedupe(
@@ -30,24 +44,11 @@ def dedupe(
             help=f"Output folder: {DUPLICATES_FILE} (clusters), {PAIRS_FILE}, {DEDUPE_REPORT_FILE}, replaced together."
         ),
     ] = Path("manifests/duplicates"),
-    max_distance: Annotated[
-        int, typer.Option(help="Near duplicate: pHash Hamming distance at most this ...")
-    ] = DEDUPE.max_distance,
-    dhash_distance: Annotated[int, typer.Option(help="... and dHash distance at most this.")] = DEDUPE.dhash_distance,
-    min_similarity: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="... and the pixels: correlation of the two 8x8 content grids at least this (0: off).",
-        ),
-    ] = DEDUPE.min_similarity,
-    sequence_gap: Annotated[
-        int, typer.Option(help="Link video frames numbered at most this far apart (0: off).")
-    ] = DEDUPE.sequence_gap,
-    sequence_distance: Annotated[
-        int, typer.Option(help="... whose pHash distance is at most this.")
-    ] = DEDUPE.sequence_distance,
+    max_distance: MaxDistance = DEDUPE.max_distance,
+    dhash_distance: DhashDistance = DEDUPE.dhash_distance,
+    min_similarity: MinSimilarity = DEDUPE.min_similarity,
+    sequence_gap: SequenceGap = DEDUPE.sequence_gap,
+    sequence_distance: SequenceDistance = DEDUPE.sequence_distance,
     sequence_pattern: Annotated[
         str,
         typer.Option(

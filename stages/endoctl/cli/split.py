@@ -23,6 +23,24 @@ from endoctl.params import SPLIT, SplitParams
 
 app = typer.Typer()
 
+# The split options, shared with build-splits (one declaration, one help text).
+TestFraction = Annotated[
+    float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")
+]
+Folds = Annotated[int, typer.Option(help="Cross-validation folds of train_val.")]
+Seed = Annotated[int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")]
+Pins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pin",
+        help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test.",
+    ),
+]
+MaxGroupShare = Annotated[
+    float, typer.Option(help="Warn when the largest group holds more than this share of all images.")
+]
+Target = Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")]
+
 
 @app.command()
 def split(
@@ -34,7 +52,7 @@ def split(
             "or a folder of them; repeat for every source. Groups are built over all of them.",
         ),
     ],
-    target: Annotated[str, typer.Option(help="Taxonomy target (label set), e.g. ce24 or ee24-ce24.")],
+    target: Target,
     out: Annotated[
         Path,
         typer.Option(
@@ -42,19 +60,10 @@ def split(
         ),
     ],
     duplicates: Duplicates = None,
-    test_fraction: Annotated[
-        float, typer.Option(help="Share of labelled images to put in test (pinned groups count towards it).")
-    ] = SPLIT.test_fraction,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds of train_val.")] = SPLIT.folds,
-    seed: Annotated[
-        int, typer.Option(help="Random seed; same inputs and seed give byte-identical outputs.")
-    ] = SPLIT.seed,
-    pin: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="test=SOURCE[:OFFICIAL_SPLIT], repeatable: those images and every group holding one go to test."
-        ),
-    ] = None,
+    test_fraction: TestFraction = SPLIT.test_fraction,
+    folds: Folds = SPLIT.folds,
+    seed: Seed = SPLIT.seed,
+    pin: Pins = None,
     keep_assignments: Annotated[
         Path | None,
         typer.Option(
@@ -63,9 +72,7 @@ def split(
         ),
     ] = None,
     taxonomy: TaxonomyFile = None,
-    max_group_share: Annotated[
-        float, typer.Option(help="Warn when the largest group holds more than this share of all images.")
-    ] = SPLIT.max_group_share,
+    max_group_share: MaxGroupShare = SPLIT.max_group_share,
     format_of: Annotated[
         list[str] | None,
         typer.Option(
