@@ -368,28 +368,52 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
     of different splits are the cross-split near-duplicate pairs. ``frame_gap`` > 0 measures
     :func:`frame_adjacency`.
     """
-    names = list(splits)
-    frames = [df.assign(split=name) for name, df in splits.items()]
-    rows = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS)).copy()
-    if "group" not in rows:
-        rows["group"] = ""
-    rows[["patient_id", "group"]] = rows[["patient_id", "group"]].fillna("").astype(str)
+    rows = _listed_rows(splits)
     nodes = _nodes(rows)
     given = (
         pairs.reindex(columns=PAIR_COLUMNS) if pairs is not None and len(pairs) else pd.DataFrame(columns=PAIR_COLUMNS)
     )
-    edges = pd.concat([given, _group_pairs(nodes)], ignore_index=True)
-    groups = build_groups(nodes[["image_id", "source", "patient_id"]], edges)
-    nodes["leak_group"] = groups["group"].to_numpy()
+    nodes["leak_group"] = _leak_groups(nodes, given)
     rows["leak_group"] = rows["image_id"].map(nodes.set_index("image_id")["leak_group"])
-
+    # a group straddles when its images are listed in more than one split
     listed = rows.drop_duplicates(["leak_group", "split"])
     spread = listed.groupby("leak_group")["split"].nunique()
     straddle_ids = spread[spread > 1].index
     nodes["straddles"] = nodes["leak_group"].isin(straddle_ids)
     rows["straddles"] = rows["leak_group"].isin(straddle_ids)
+    cross = _cross_pairs(rows, nodes, given)
+    per_source = _per_source(nodes, cross)
+    per_split = _per_split(rows)
+    straddling_groups = _straddling_groups(rows, nodes)
+    rows = rows.drop(columns=["straddles"])
+    adjacency = _adjacency(rows, frame_gap)
+    report = AuditReport(list(splits), rows, per_source, per_split, straddling_groups, cross)
+    report.adjacency = adjacency[ADJACENCY_COLUMNS].astype({c: int for c in ADJACENCY_COLUMNS[2:]})
+    report.frame_gap = frame_gap
+    return report
 
-    # cross-split pairs: the given pairs whose two images are listed in different splits
+
+def _listed_rows(splits: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every listing as one row with its split; patient and group as text ('' for none), since
+    empty and missing must compare the same when images are joined."""
+    frames = [df.assign(split=name) for name, df in splits.items()]
+    rows = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS)).copy()
+    if "group" not in rows:
+        rows["group"] = ""
+    rows[["patient_id", "group"]] = rows[["patient_id", "group"]].fillna("").astype(str)
+    return rows
+
+
+def _leak_groups(nodes: pd.DataFrame, given: pd.DataFrame) -> np.ndarray:
+    """Per distinct image its ``build_groups`` id, from patients, the given pairs and the groups an
+    endoctl split wrote: the same grouping the split stage uses, so the two never disagree."""
+    edges = pd.concat([given, _group_pairs(nodes)], ignore_index=True)
+    return build_groups(nodes[["image_id", "source", "patient_id"]], edges)["group"].to_numpy()
+
+
+def _cross_pairs(rows: pd.DataFrame, nodes: pd.DataFrame, given: pd.DataFrame) -> pd.DataFrame:
+    """The given pairs whose two images are listed in different splits (an image listed in several
+    splits crosses with any partner), with both images' sources and splits."""
     paired = rows[rows["image_id"].isin(given["image_id_a"]) | rows["image_id"].isin(given["image_id_b"])]
     split_sets = paired.drop_duplicates(["image_id", "split"]).groupby("image_id")["split"].agg(sorted)
     source_of = nodes.set_index("image_id")["source"]
@@ -400,13 +424,17 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
         crossing = [len(set(x) | set(y)) > 1 for x, y in zip(cross["splits_a"], cross["splits_b"])]
         cross = cross[crossing]
     cross = cross.assign(source_a=cross["image_id_a"].map(source_of), source_b=cross["image_id_b"].map(source_of))
-    cross = cross.sort_values(["image_id_a", "image_id_b"]).reset_index(drop=True)
+    return cross.sort_values(["image_id_a", "image_id_b"]).reset_index(drop=True)
 
+
+def _per_source(nodes: pd.DataFrame, cross: pd.DataFrame) -> pd.DataFrame:
+    """Images, groups, straddling groups and images, and cross-split pairs per source (a pair
+    between two sources counts for both, a pair within one source once)."""
     sources = sorted(nodes["source"].unique())
     pair_sources = pd.concat(
         [cross["source_a"], cross["source_b"].where(cross["source_b"] != cross["source_a"])]
     ).dropna()
-    per_source = pd.DataFrame(
+    return pd.DataFrame(
         {
             "source": sources,
             "images": nodes.groupby("source").size().reindex(sources, fill_value=0).to_numpy(),
@@ -425,7 +453,11 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
         }
     )
 
-    per_split = (
+
+def _per_split(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows, distinct images and straddling images per split and source: a split file may list an
+    image twice, so rows and images differ."""
+    return (
         rows.groupby(["split", "source"])
         .agg(rows=("image_id", "size"), images=("image_id", "nunique"))
         .join(rows[rows["straddles"]].groupby(["split", "source"])["image_id"].nunique().rename("straddling_images"))
@@ -434,6 +466,10 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
         .reset_index()
     )
 
+
+def _straddling_groups(rows: pd.DataFrame, nodes: pd.DataFrame) -> pd.DataFrame:
+    """One row per straddling group: its sources, first ten patients, images and images per split,
+    what a curator needs to find and fix the leak."""
     straddling = nodes[nodes["straddles"]]
     patient_key = (straddling["source"] + "|" + straddling["patient_id"]).where(straddling["patient_id"] != "")
     members = (
@@ -450,26 +486,23 @@ def audit(splits: Mapping[str, pd.DataFrame], pairs: pd.DataFrame | None = None,
     for (group, split), n in counts.items():
         per_group.setdefault(group, {})[split] = int(n)
     members["splits"] = [per_group[g] for g in members.index]
-    straddling_groups = members.reset_index().sort_values("leak_group", ignore_index=True)
+    return members.reset_index().sort_values("leak_group", ignore_index=True)
 
-    rows = rows.drop(columns=["straddles"])
-    adjacency = pd.DataFrame(columns=ADJACENCY_COLUMNS)
-    if frame_gap > 0:
-        rows["adjacent"] = frame_adjacency(rows, frame_gap)
-        numbered = rows["adjacent"].notna()
-        rows["adjacent"] = rows["adjacent"].fillna(False).astype(bool)
-        per_image = (
-            rows.assign(numbered=numbered).groupby(["split", "source", "image_id"])[["numbered", "adjacent"]].any()
-        )
-        adjacency = (
-            per_image.groupby(["split", "source"])
-            .agg(images=("numbered", "size"), numbered=("numbered", "sum"), adjacent=("adjacent", "sum"))
-            .reset_index()
-        )
-    report = AuditReport(names, rows, per_source, per_split, straddling_groups, cross)
-    report.adjacency = adjacency[ADJACENCY_COLUMNS].astype({c: int for c in ADJACENCY_COLUMNS[2:]})
-    report.frame_gap = frame_gap
-    return report
+
+def _adjacency(rows: pd.DataFrame, frame_gap: int) -> pd.DataFrame:
+    """With ``frame_gap`` > 0, marks each row ``adjacent`` (in place: the report keeps the column)
+    and counts images, numbered images and adjacent images per split and source; else no table."""
+    if frame_gap <= 0:
+        return pd.DataFrame(columns=ADJACENCY_COLUMNS)
+    rows["adjacent"] = frame_adjacency(rows, frame_gap)
+    numbered = rows["adjacent"].notna()
+    rows["adjacent"] = rows["adjacent"].fillna(False).astype(bool)
+    per_image = rows.assign(numbered=numbered).groupby(["split", "source", "image_id"])[["numbered", "adjacent"]].any()
+    return (
+        per_image.groupby(["split", "source"])
+        .agg(images=("numbered", "size"), numbered=("numbered", "sum"), adjacent=("adjacent", "sum"))
+        .reset_index()
+    )
 
 
 def frame_numbers(rows: pd.DataFrame) -> pd.DataFrame:

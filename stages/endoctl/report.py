@@ -50,7 +50,7 @@ from endoctl.pages import render
 from endoctl.parallel import imap_chunks
 from endoctl.params import MAX_PIXELS, SEQUENCE_PATTERN, QualityParams, ReportParams
 from endoctl.published import counts, manifest_entries
-from endoctl.quality import FLAGS
+from endoctl.quality import FLAGS, QualityResult
 
 NEEDED_COLUMNS = [
     "image_id",
@@ -114,7 +114,22 @@ def load_inputs(
     manifests: Sequence[Path], duplicates: Path | None = None, splits: Sequence[Path] = (), audits: Sequence[Path] = ()
 ) -> Inputs:
     """Read and check every input; one-line ValueError/FileNotFoundError naming the file otherwise."""
-    frames, rejected, files, notes = [], {}, [], []
+    files: list[str] = []
+    notes: list[str] = []
+    manifest, rejected, source_counts = _read_manifests(manifests, files)
+    pairs, pattern = _read_duplicates(duplicates, manifest, files, notes)
+    folders = [_read_split_folder(folder, files) for folder in splits]
+    loaded = [_read_audit(file, files) for file in audits]
+    return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files, source_counts, notes)
+
+
+def _read_manifests(
+    manifests: Sequence[Path], files: list[str]
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict | None]:
+    """The manifests as one table sorted by image_id, each one's rejected files and the published
+    counts; an image_id in two manifests is an error (every table here is keyed by it). Appends
+    what it read to ``files``."""
+    frames, rejected = [], {}
     for file in manifests:
         df = read_csv(file)
         _need(df, NEEDED_COLUMNS, file, "an endoctl ingest manifest")
@@ -132,80 +147,99 @@ def load_inputs(
     dup = manifest["image_id"].duplicated()
     if dup.any():
         raise ValueError(f"image_id {manifest.loc[dup, 'image_id'].iloc[0]!r} appears in two manifests")
-    manifest = manifest.sort_values("image_id", kind="stable", ignore_index=True)
+    return manifest.sort_values("image_id", kind="stable", ignore_index=True), rejected, source_counts
+
+
+def _read_duplicates(
+    duplicates: Path | None, manifest: pd.DataFrame, files: list[str], notes: list[str]
+) -> tuple[pd.DataFrame, str]:
+    """Sets ``cluster`` and ``cluster_size`` of ``manifest`` (in place; none without dedupe's
+    clusters) and returns the pairs and sequence pattern beside the clusters file, when there.
+    Appends what it read to ``files`` and what it left out to ``notes``."""
     manifest["cluster"], manifest["cluster_size"] = "", 1
     pairs = pd.DataFrame(columns=["image_id_a", "image_id_b", "distance", "kind"])
     pattern = SEQUENCE_PATTERN
-    if duplicates is not None:
-        clusters = read_csv(duplicates)
-        _need(clusters, ["image_id", "cluster", "cluster_size"], duplicates, "endoctl dedupe's clusters")
-        files.append(str(duplicates))
-        # dedupe's folder may cover more sources than the manifests given (one source's report
-        # beside the shared folder): the report is about the given images, so their clusters are
-        # cut down to the members given (sizes recounted) and pairs naming others are left out.
-        inside = clusters["image_id"].isin(manifest["image_id"])
-        if not inside.all():
-            notes.append(
-                f"{duplicates}: {int((~inside).sum()):,} of {len(clusters):,} clustered images are outside the given "
-                "manifests: left out, cluster sizes count the given images only"
-            )
-        cluster = manifest["image_id"].map(clusters[inside].set_index("image_id")["cluster"]).fillna("")
-        manifest["cluster"] = cluster
-        manifest["cluster_size"] = cluster.map(cluster[cluster != ""].value_counts()).fillna(1).astype(int)
-        pair_file = duplicates.with_name(PAIRS_FILE)
-        if pair_file.is_file():
-            pairs = read_csv(pair_file)
-            _need(pairs, ["image_id_a", "image_id_b", "distance", "kind"], pair_file, "endoctl dedupe's pairs")
-            pairs["distance"] = pairs["distance"].astype(int)
-            files.append(str(pair_file))
-            known = pairs["image_id_a"].isin(manifest["image_id"]) & pairs["image_id_b"].isin(manifest["image_id"])
-            if not known.all():
-                notes.append(
-                    f"{pair_file}: {int((~known).sum()):,} of {len(pairs):,} duplicate pairs name images outside the "
-                    "given manifests: left out"
-                )
-                pairs = pairs[known].reset_index(drop=True)
-        report_file = duplicates.with_name(DEDUPE_REPORT_FILE)
-        if report_file.is_file():
-            pattern = json.loads(report_file.read_text()).get("params", {}).get("sequence_pattern", pattern)
-            files.append(str(report_file))
-    folders = []
-    for folder in splits:
-        parts = []
-        for name in SPLIT_FILES:
-            if (folder / name).is_file():
-                df = read_csv(folder / name)
-                _need(
-                    df,
-                    ["image_id", "source", "label", "target_class", "group", "fold"],
-                    folder / name,
-                    "an endoctl split CSV",
-                )
-                parts.append(df)
-                files.append(str(folder / name))
-        if not parts:
-            raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in split folder {folder}")
-        rows = pd.concat(parts, ignore_index=True)
-        rows["bin"] = np.where(rows["fold"] == "", "test", "fold " + rows["fold"])
-        excluded = (
-            read_csv(folder / EXCLUDED_FILE)
-            if (folder / EXCLUDED_FILE).is_file()
-            else pd.DataFrame(columns=["image_id", "source", "reason"])
+    if duplicates is None:
+        return pairs, pattern
+    clusters = read_csv(duplicates)
+    _need(clusters, ["image_id", "cluster", "cluster_size"], duplicates, "endoctl dedupe's clusters")
+    files.append(str(duplicates))
+    # dedupe's folder may cover more sources than the manifests given (one source's report
+    # beside the shared folder): the report is about the given images, so their clusters are
+    # cut down to the members given (sizes recounted) and pairs naming others are left out.
+    inside = clusters["image_id"].isin(manifest["image_id"])
+    if not inside.all():
+        notes.append(
+            f"{duplicates}: {int((~inside).sum()):,} of {len(clusters):,} clustered images are outside the given "
+            "manifests: left out, cluster sizes count the given images only"
         )
-        folders.append(SplitFolder(folder.name, rows.drop(columns=["fold"]), excluded))
-    loaded = []
-    for file in audits:
-        try:
-            content = json.loads(Path(file).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{file}: not an `endoctl audit --json` file ({exc})") from None
-        if not {"straddling_groups", "cross_split_pair_list"} <= set(content):
-            raise ValueError(
-                f"{file}: not an `endoctl audit --json` file (no straddling_groups / cross_split_pair_list)"
+    cluster = manifest["image_id"].map(clusters[inside].set_index("image_id")["cluster"]).fillna("")
+    manifest["cluster"] = cluster
+    manifest["cluster_size"] = cluster.map(cluster[cluster != ""].value_counts()).fillna(1).astype(int)
+    pair_file = duplicates.with_name(PAIRS_FILE)
+    if pair_file.is_file():
+        pairs = _read_pairs(pair_file, manifest, files, notes)
+    report_file = duplicates.with_name(DEDUPE_REPORT_FILE)
+    if report_file.is_file():
+        pattern = json.loads(report_file.read_text()).get("params", {}).get("sequence_pattern", pattern)
+        files.append(str(report_file))
+    return pairs, pattern
+
+
+def _read_pairs(pair_file: Path, manifest: pd.DataFrame, files: list[str], notes: list[str]) -> pd.DataFrame:
+    """dedupe's pairs between two of the given images (the others are left out, with a note)."""
+    pairs = read_csv(pair_file)
+    _need(pairs, ["image_id_a", "image_id_b", "distance", "kind"], pair_file, "endoctl dedupe's pairs")
+    pairs["distance"] = pairs["distance"].astype(int)
+    files.append(str(pair_file))
+    known = pairs["image_id_a"].isin(manifest["image_id"]) & pairs["image_id_b"].isin(manifest["image_id"])
+    if not known.all():
+        notes.append(
+            f"{pair_file}: {int((~known).sum()):,} of {len(pairs):,} duplicate pairs name images outside the "
+            "given manifests: left out"
+        )
+        pairs = pairs[known].reset_index(drop=True)
+    return pairs
+
+
+def _read_split_folder(folder: Path, files: list[str]) -> SplitFolder:
+    """One split folder's CSVs as rows with their bin (``fold k`` or ``test``) and its exclusions;
+    a folder without a split CSV is an error, not an empty split. Appends what it read to ``files``."""
+    parts = []
+    for name in SPLIT_FILES:
+        if (folder / name).is_file():
+            df = read_csv(folder / name)
+            _need(
+                df,
+                ["image_id", "source", "label", "target_class", "group", "fold"],
+                folder / name,
+                "an endoctl split CSV",
             )
-        loaded.append((Path(file).stem, content))
-        files.append(str(file))
-    return Inputs(manifest, rejected, pairs, pattern, folders, loaded, files, source_counts, notes)
+            parts.append(df)
+            files.append(str(folder / name))
+    if not parts:
+        raise FileNotFoundError(f"no {' or '.join(SPLIT_FILES)} in split folder {folder}")
+    rows = pd.concat(parts, ignore_index=True)
+    rows["bin"] = np.where(rows["fold"] == "", "test", "fold " + rows["fold"])
+    excluded = (
+        read_csv(folder / EXCLUDED_FILE)
+        if (folder / EXCLUDED_FILE).is_file()
+        else pd.DataFrame(columns=["image_id", "source", "reason"])
+    )
+    return SplitFolder(folder.name, rows.drop(columns=["fold"]), excluded)
+
+
+def _read_audit(file: Path, files: list[str]) -> tuple[str, dict]:
+    """An ``audit --json`` file as (its stem, its content); any other JSON is an error, since the
+    leak section would silently show nothing. Appends it to ``files``."""
+    try:
+        content = json.loads(Path(file).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not an `endoctl audit --json` file ({exc})") from None
+    if not {"straddling_groups", "cross_split_pair_list"} <= set(content):
+        raise ValueError(f"{file}: not an `endoctl audit --json` file (no straddling_groups / cross_split_pair_list)")
+    files.append(str(file))
+    return Path(file).stem, content
 
 
 # --------------------------------------------------------------------------------------- analysis
@@ -565,6 +599,45 @@ def _sample(ids: Sequence[str], k: int, rng: np.random.Generator) -> list[str]:
     return [ids[i] for i in sorted(rng.choice(len(ids), size=k, replace=False))]
 
 
+@dataclass
+class _Analysis:
+    """The tables the sections, the CSVs and the counts are all drawn from, made once."""
+
+    assessed: QualityResult
+    place: pd.DataFrame  # placements()
+    members: pd.DataFrame  # cluster_members()
+    chains: pd.DataFrame  # sequence_chains()
+    conflicts: pd.DataFrame  # conflict_pairs()
+    checks: list[LeakCheck]
+    dark_clusters: int  # clusters whose every member is dark or low-information
+    flagged: pd.DataFrame  # the quality rows with a flag
+    flag_counts: dict[str, int]  # images per quality flag
+
+    @property
+    def quality(self) -> pd.DataFrame:
+        return self.assessed.table
+
+    @property
+    def n_clusters(self) -> int:
+        return self.members["cluster"].nunique()
+
+    @property
+    def n_cross(self) -> int:
+        return self.members.loc[self.members["cross_source"], "cluster"].nunique() if len(self.members) else 0
+
+
+# what each CSV behind a gallery holds, for the page's file list
+TABLE_NOTES = {
+    "clusters.csv": "every member of every duplicate cluster, in display order, with its pHash distance to the "
+    "reference",
+    "sequences.csv": "every frame of every sequence, in order, with the distance to the previous frame",
+    "conflicts.csv": "every duplicate pair with conflicting labels",
+    "leaks.csv": "every leaking group of every check",
+    "leak_pairs.csv": "every duplicate pair across splits of every check",
+    "quality.csv": "every flagged image with its measures and flags",
+}
+
+
 def build_report(
     inputs: Inputs,
     params: ReportParams = ReportParams(),
@@ -574,19 +647,51 @@ def build_report(
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> ReportResult:
     """Analyse, measure quality, pick the galleries, make their thumbnails and render the page."""
-    from endoctl.quality import assess
-
     start = time.perf_counter()
     tick = (lambda stage: lambda done, total: on_progress(stage, done, total)) if on_progress else (lambda stage: None)
-    m = inputs.manifest
-    assessed = assess(m, qparams, data_root, workers, tick("quality"), params.max_pixels)
-    quality = assessed.table
-    place = placements(inputs)
-    members = cluster_members(m, inputs.pairs)
-    chains = sequence_chains(m, inputs.pairs, inputs.sequence_pattern)
-    conflicts = conflict_pairs(m, inputs.pairs, inputs.splits)
-    checks = leak_checks(inputs)
+    analysis = _analyse(inputs, qparams, data_root, workers, tick("quality"), params.max_pixels)
+    gallery = view.Gallery(_images(inputs.manifest), analysis.place)
+    sections = _sections(inputs, analysis, gallery, params, qparams)
+    tables = _tables(analysis)
+    sections["files"] = view.files([(name, len(df), TABLE_NOTES[name]) for name, df in tables.items()], inputs.files)
+    made, thumbnails = _thumbnails(gallery, data_root, params, workers, tick("thumbnails"))
+    summary = _summary(inputs, analysis, len(thumbnails))
+    doc = _page(inputs, params, summary, made, sections)
+    return ReportResult(doc, tables, thumbnails, summary, analysis.assessed.seconds, time.perf_counter() - start)
 
+
+def _analyse(
+    inputs: Inputs,
+    qparams: QualityParams,
+    data_root: str | Path,
+    workers: int,
+    on_progress: Callable[[int, int], None] | None,
+    max_pixels: int,
+) -> _Analysis:
+    """Quality measures and every analysis table, before anything is shown: the sections, CSVs
+    and counts then agree because they read the same tables."""
+    from endoctl.quality import assess
+
+    m = inputs.manifest
+    assessed = assess(m, qparams, data_root, workers, on_progress, max_pixels)
+    quality = assessed.table
+    members = cluster_members(m, inputs.pairs)
+    return _Analysis(
+        assessed,
+        placements(inputs),
+        members,
+        sequence_chains(m, inputs.pairs, inputs.sequence_pattern),
+        conflict_pairs(m, inputs.pairs, inputs.splits),
+        leak_checks(inputs),
+        _dark_clusters(members, quality),
+        quality[quality["flags"] != ""],
+        {f: int(has_flag(quality["flags"], f).sum()) for f in FLAGS},
+    )
+
+
+def _dark_clusters(members: pd.DataFrame, quality: pd.DataFrame) -> int:
+    """Clusters whose every member is dark or low-information: the pHash of such frames is mostly
+    noise, so the page warns that these clusters may be false."""
     flags = quality.set_index("image_id")["flags"]
     suspect = flags.str.contains("|".join(SUSPECT_FLAGS), regex=True)
     dark = (
@@ -594,78 +699,119 @@ def build_report(
         if len(members)
         else pd.Series(dtype=bool)
     )
-    dark_clusters = int(dark.sum())
+    return int(dark.sum())
 
+
+def _quality_sample(flagged: pd.DataFrame, params: ReportParams) -> dict[str, list[str]]:
+    """Per flag, the seeded sample of flagged images the quality gallery shows: the same images on
+    every run with the same seed."""
     rng = np.random.default_rng(params.seed)
-    flagged = quality[quality["flags"] != ""]
-    sample = {
+    return {
         f: _sample(flagged.loc[has_flag(flagged["flags"], f), "image_id"].tolist(), params.quality, rng) for f in FLAGS
     }
 
-    images = m.set_index("image_id")
-    images["key"] = [thumb_key(s, i) for s, i in zip(images["sha256"], images.index)]
-    gallery = view.Gallery(images, place)
 
-    n_clusters = members["cluster"].nunique()
-    n_cross = members.loc[members["cross_source"], "cluster"].nunique() if len(members) else 0
-    flag_counts = {f: int(has_flag(quality["flags"], f).sum()) for f in FLAGS}
-    sections = {
+def _images(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows by image_id with their thumbnail key, for the galleries."""
+    images = manifest.set_index("image_id")
+    images["key"] = [thumb_key(s, i) for s, i in zip(images["sha256"], images.index)]
+    return images
+
+
+def _sections(
+    inputs: Inputs, analysis: _Analysis, gallery: view.Gallery, params: ReportParams, qparams: QualityParams
+) -> dict:
+    """What each section shows; building them records in ``gallery`` the images the page shows,
+    in page order."""
+    sample = _quality_sample(analysis.flagged, params)
+    return {
         "overview": view.overview(
-            inputs, n_clusters, n_cross, chains["chain"].nunique(), conflicts, checks, quality, dark_clusters
+            inputs,
+            analysis.n_clusters,
+            analysis.n_cross,
+            analysis.chains["chain"].nunique(),
+            analysis.conflicts,
+            analysis.checks,
+            analysis.quality,
+            analysis.dark_clusters,
         ),
-        "duplicates": view.duplicates(members, gallery, params, dark_clusters),
-        "sequences": view.sequences(chains, gallery, params),
-        "conflicts": view.conflicts(conflicts, gallery, params),
-        "leaks": view.leaks(checks, gallery, params),
-        "quality": view.quality(quality, gallery, qparams, dark_clusters, sample, flag_counts),
+        "duplicates": view.duplicates(analysis.members, gallery, params, analysis.dark_clusters),
+        "sequences": view.sequences(analysis.chains, gallery, params),
+        "conflicts": view.conflicts(analysis.conflicts, gallery, params),
+        "leaks": view.leaks(analysis.checks, gallery, params),
+        "quality": view.quality(
+            analysis.quality, gallery, qparams, analysis.dark_clusters, sample, analysis.flag_counts
+        ),
     }
+
+
+def _tables(analysis: _Analysis) -> dict[str, pd.DataFrame]:
+    """The full lists behind the sampled galleries, one CSV each; clusters and sequences with where
+    each split folder put the image, leaks with the check first."""
 
     def by_check(attr: str) -> pd.DataFrame:
-        if not checks:
+        if not analysis.checks:
             return pd.DataFrame(columns=["check"])
-        return pd.concat([getattr(c, attr).assign(check=c.name) for c in checks], ignore_index=True)
+        return pd.concat([getattr(c, attr).assign(check=c.name) for c in analysis.checks], ignore_index=True)
 
     leak_groups, leak_pairs = by_check("groups"), by_check("pairs")
-    tables = {
-        "clusters.csv": members.join(place, on="image_id"),  # + where each split folder put the image
-        "sequences.csv": chains.join(place, on="image_id"),
-        "conflicts.csv": conflicts,
+    return {
+        "clusters.csv": analysis.members.join(analysis.place, on="image_id"),
+        "sequences.csv": analysis.chains.join(analysis.place, on="image_id"),
+        "conflicts.csv": analysis.conflicts,
         "leaks.csv": leak_groups[["check", *leak_groups.columns.drop("check")]],
         "leak_pairs.csv": leak_pairs[["check", *leak_pairs.columns.drop("check")]],
-        "quality.csv": flagged.reset_index(drop=True),
+        "quality.csv": analysis.flagged.reset_index(drop=True),
     }
-    what = {
-        "clusters.csv": "every member of every duplicate cluster, in display order, with its pHash distance to the "
-        "reference",
-        "sequences.csv": "every frame of every sequence, in order, with the distance to the previous frame",
-        "conflicts.csv": "every duplicate pair with conflicting labels",
-        "leaks.csv": "every leaking group of every check",
-        "leak_pairs.csv": "every duplicate pair across splits of every check",
-        "quality.csv": "every flagged image with its measures and flags",
-    }
-    sections["files"] = view.files([(name, len(df), what[name]) for name, df in tables.items()], inputs.files)
+
+
+def _thumbnails(
+    gallery: view.Gallery,
+    data_root: str | Path,
+    params: ReportParams,
+    workers: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[dict[str, tuple[int, int] | str], dict[str, bytes]]:
+    """Thumbnails for exactly the images the page shows: per key its size or why it failed (the
+    page shows either), and the JPEGs made, by file name."""
     items = {key: str(Path(data_root) / path) for key, path in gallery.wanted.items()}
-    with tempfile.TemporaryDirectory() as tmp:  # thumbnails for exactly the images the page shows
-        made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, tick("thumbnails"), params.max_pixels)
+    with tempfile.TemporaryDirectory() as tmp:
+        made = make_thumbnails(items, Path(tmp), params.thumb_size, workers, on_progress, params.max_pixels)
         thumbnails = {
             f"{k}.jpg": (Path(tmp) / f"{k}.jpg").read_bytes() for k, v in sorted(made.items()) if isinstance(v, tuple)
         }
-    summary = {
-        "images": len(m),
-        "clusters": int(n_clusters),
-        "cross_source": int(n_cross),
-        "sequences": int(chains["chain"].nunique()),
-        "conflicts": len(conflicts),
-        "conflict_clusters": int(conflicts["cluster"].nunique()),
-        "exact_conflicts": int((conflicts["kind"] == "exact").sum()),
-        "leaking_groups": int(sum(len(c.groups) for c in checks)),
-        "checks": len(checks),
-        "flagged": len(flagged),
-        "dark_clusters": dark_clusters,
-        "thumbnails": len(thumbnails),
-        "decoded": assessed.decoded,
-        **flag_counts,
+    return made, thumbnails
+
+
+def _summary(inputs: Inputs, analysis: _Analysis, thumbnails: int) -> dict[str, int]:
+    """The report's counts, for the command's closing line and the navigation."""
+    return {
+        "images": len(inputs.manifest),
+        "clusters": int(analysis.n_clusters),
+        "cross_source": int(analysis.n_cross),
+        "sequences": int(analysis.chains["chain"].nunique()),
+        "conflicts": len(analysis.conflicts),
+        "conflict_clusters": int(analysis.conflicts["cluster"].nunique()),
+        "exact_conflicts": int((analysis.conflicts["kind"] == "exact").sum()),
+        "leaking_groups": int(sum(len(c.groups) for c in analysis.checks)),
+        "checks": len(analysis.checks),
+        "flagged": len(analysis.flagged),
+        "dark_clusters": analysis.dark_clusters,
+        "thumbnails": thumbnails,
+        "decoded": analysis.assessed.decoded,
+        **analysis.flag_counts,
     }
+
+
+def _page(
+    inputs: Inputs,
+    params: ReportParams,
+    summary: dict[str, int],
+    made: dict[str, tuple[int, int] | str],
+    sections: dict,
+) -> str:
+    """``index.html``: the sections under a title naming the sources and split folders, with a
+    count per section in the navigation."""
     counts = {
         "duplicates": summary["clusters"],
         "sequences": summary["sequences"],
@@ -673,12 +819,13 @@ def build_report(
         "leaks": summary["leaking_groups"],
         "quality": summary["flagged"],
     }
+    m = inputs.manifest
     sources = ", ".join(sorted(m["source"].unique()))
     subtitle = (
         f"{len(m):,} images from {sources}; split folders: {', '.join(f.name for f in inputs.splits) or 'none'}. "
         "Generated by endoctl report."
     )
-    doc = render(
+    return render(
         "report.html.j2",
         title="endoctl dataset report",
         subtitle=subtitle,
@@ -687,7 +834,6 @@ def build_report(
         thumbs=made,
         **sections,
     )
-    return ReportResult(doc, tables, thumbnails, summary, assessed.seconds, time.perf_counter() - start)
 
 
 def write_report(result: ReportResult, out: str | Path) -> Path:

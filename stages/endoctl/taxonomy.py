@@ -30,6 +30,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -325,6 +326,10 @@ def _reference(raw: object, where: str, classes: list[str], datasets: set[str], 
     return Reference(str(raw["source"]).strip(), totals, per_dataset, images)
 
 
+TARGET_KEYS = ("description", "classes", "sources", "map")
+NEWER_TARGET_KEYS = ("several_classes", "priority", "reference", "quality_classes")  # version 2
+
+
 def _targets(
     raw: object,
     findings: dict[str, str],
@@ -334,103 +339,176 @@ def _targets(
     version: object,
     err: _Errors,
 ) -> dict[str, Target]:
+    """Every well-formed target; a broken one is left out after all its problems are recorded, so
+    one run names them all."""
     if not isinstance(raw, dict) or not raw:
         err.add("targets", "must be a non-empty mapping of target name -> definition")
         return {}
     out: dict[str, Target] = {}
-    allowed = {"description", "classes", "sources", "map"}
-    newer = {"several_classes", "priority", "reference", "quality_classes"}  # version 2
     for name, spec in raw.items():
-        where = f"targets.{name}"
-        if not isinstance(spec, dict):
-            err.add(where, "must be a mapping with description, classes, map and optional sources")
-            continue
-        known = allowed | newer if version != 1 else allowed
-        for key in sorted(set(spec) - known, key=str):
-            hint = " (needs version: 2)" if key in newer else ""
-            err.add(f"{where}.{key}", f"unknown key{hint} (allowed: {', '.join(sorted(known))})")
-        description = spec.get("description")
-        if not _is_text(description):
-            err.add(f"{where}.description", "needs a description")
-        classes = spec.get("classes")
-        mapping = spec.get("map")
-        if classes == EVERY_FINDING and version != 1:
-            if mapping is not None:
-                err.add(
-                    f"{where}.map", f"must be left out with classes: {EVERY_FINDING} (each finding is its own class)"
-                )
-            classes = [f for f in findings if f not in quality and f not in refines]
-            mapping = {f: f for f in classes}
-        if not isinstance(classes, list) or not classes or not all(_is_text(c) for c in classes):
-            err.add(f"{where}.classes", f"must be a non-empty list of class names (or {EVERY_FINDING})")
-            continue
-        lowered = [c.lower() for c in classes]
-        dupes = sorted({c for c in lowered if lowered.count(c) > 1})
-        if dupes:
-            err.add(f"{where}.classes", f"repeated class(es) (case-insensitive): {', '.join(dupes)}")
-        for cls in classes:
-            if LABEL_SEP in cls:
-                err.add(
-                    f"{where}.classes",
-                    f"class {cls!r} contains {LABEL_SEP!r} (it joins the classes of multi-label images)",
-                )
-        sources = spec.get("sources")
-        if sources is not None:
-            if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
-                err.add(f"{where}.sources", "must be a non-empty list of dataset names (or left out)")
-                sources = None
-            else:
-                for dataset in sources:
-                    if dataset not in datasets:
-                        err.add(f"{where}.sources", f"unknown dataset {dataset!r} (not under sources:)")
-        quality_classes = spec.get("quality_classes", False)
-        if not isinstance(quality_classes, bool):
-            err.add(f"{where}.quality_classes", f"must be true or false, got {quality_classes!r}")
-            quality_classes = False
-        if not isinstance(mapping, dict) or not mapping:
-            err.add(f"{where}.map", "must be a non-empty mapping of finding -> class")
-            continue
-        for finding, cls in mapping.items():
-            if finding not in findings:
-                err.add(f"{where}.map.{finding}", "unknown finding (not under findings:)")
-            elif finding in quality and not quality_classes:
-                err.add(
-                    f"{where}.map.{finding}",
-                    "is a quality flag: quality flags never decide a class (unless quality_classes: true)",
-                )
-            if cls not in classes:
-                err.add(f"{where}.map.{finding}", f"class {cls!r} is not one of the target's classes")
-        several = spec.get("several_classes", EXCLUDE)
-        if several not in SEVERAL_RULES:
-            err.add(f"{where}.several_classes", f"must be one of {', '.join(SEVERAL_RULES)}, got {several!r}")
-            several = EXCLUDE
-        priority = spec.get("priority")
-        if several == PRIORITY:
-            if (
-                not isinstance(priority, list)
-                or sorted(map(str, priority)) != sorted(classes)
-                or len(set(priority)) != len(priority)
-            ):
-                err.add(f"{where}.priority", "must list every class of the target exactly once (first wins)")
-                priority = None
-        elif priority is not None:
-            err.add(f"{where}.priority", f"only used with several_classes: {PRIORITY} (here {several})")
-            priority = None
-        reference = None
-        if spec.get("reference") is not None:
-            reference = _reference(spec["reference"], f"{where}.reference", [str(c) for c in classes], datasets, err)
-        out[str(name)] = Target(
-            name=str(name),
-            description=description.strip() if _is_text(description) else "",
-            classes=[str(c) for c in classes],
-            sources=list(sources) if sources is not None else None,
-            map={str(f): str(c) for f, c in mapping.items()},
-            several=str(several),
-            priority=[str(c) for c in priority] if priority is not None else None,
-            reference=reference,
-            quality_classes=quality_classes,
-        )
+        target = _target(name, spec, findings, quality, refines, datasets, version, err)
+        if target is not None:
+            out[str(name)] = target
     return out
+
+
+def _target(
+    name: object,
+    spec: object,
+    findings: dict[str, str],
+    quality: frozenset[str],
+    refines: dict[str, tuple[str, ...]],
+    datasets: set[str],
+    version: object,
+    err: _Errors,
+) -> Target | None:
+    """One target, checked key by key in the order the problems are reported; None when its
+    classes or map are unusable (the checks that need them are skipped, not guessed)."""
+    where = f"targets.{name}"
+    if not isinstance(spec, dict):
+        err.add(where, "must be a mapping with description, classes, map and optional sources")
+        return None
+    _unknown_target_keys(spec, where, version, err)
+    description = spec.get("description")
+    if not _is_text(description):
+        err.add(f"{where}.description", "needs a description")
+    classes, mapping = _classes_and_map(spec, where, findings, quality, refines, version, err)
+    if not _valid_classes(classes, where, err):
+        return None
+    sources = _target_sources(spec.get("sources"), where, datasets, err)
+    quality_classes = spec.get("quality_classes", False)
+    if not isinstance(quality_classes, bool):
+        err.add(f"{where}.quality_classes", f"must be true or false, got {quality_classes!r}")
+        quality_classes = False
+    if not _valid_map(mapping, where, classes, findings, quality, quality_classes, err):
+        return None
+    several, priority = _several_classes(spec, where, classes, err)
+    reference = None
+    if spec.get("reference") is not None:
+        reference = _reference(spec["reference"], f"{where}.reference", [str(c) for c in classes], datasets, err)
+    return Target(
+        name=str(name),
+        description=description.strip() if _is_text(description) else "",
+        classes=[str(c) for c in classes],
+        sources=list(sources) if sources is not None else None,
+        map={str(f): str(c) for f, c in mapping.items()},
+        several=str(several),
+        priority=[str(c) for c in priority] if priority is not None else None,
+        reference=reference,
+        quality_classes=quality_classes,
+    )
+
+
+def _unknown_target_keys(spec: dict, where: str, version: object, err: _Errors) -> None:
+    """A misspelt key would silently fall back to its default; a version 2 key in a version 1 file
+    says which version it needs."""
+    known = set(TARGET_KEYS) | set(NEWER_TARGET_KEYS) if version != 1 else set(TARGET_KEYS)
+    for key in sorted(set(spec) - known, key=str):
+        hint = " (needs version: 2)" if key in NEWER_TARGET_KEYS else ""
+        err.add(f"{where}.{key}", f"unknown key{hint} (allowed: {', '.join(sorted(known))})")
+
+
+def _classes_and_map(
+    spec: dict,
+    where: str,
+    findings: dict[str, str],
+    quality: frozenset[str],
+    refines: dict[str, tuple[str, ...]],
+    version: object,
+    err: _Errors,
+) -> tuple[object, object]:
+    """The target's classes and map as written, or (``classes: every-finding``, version 2) one class
+    per finding that is neither a quality flag nor a refinement, each mapped to itself."""
+    classes = spec.get("classes")
+    mapping = spec.get("map")
+    if classes == EVERY_FINDING and version != 1:
+        if mapping is not None:
+            err.add(f"{where}.map", f"must be left out with classes: {EVERY_FINDING} (each finding is its own class)")
+        classes = [f for f in findings if f not in quality and f not in refines]
+        mapping = {f: f for f in classes}
+    return classes, mapping
+
+
+def _valid_classes(classes: object, where: str, err: _Errors) -> TypeGuard[list[str]]:
+    """Class names become the split/training contract: no case-insensitive repeats (they would be
+    one class downstream) and no ``|`` (it joins the classes of multi-label images)."""
+    if not isinstance(classes, list) or not classes or not all(_is_text(c) for c in classes):
+        err.add(f"{where}.classes", f"must be a non-empty list of class names (or {EVERY_FINDING})")
+        return False
+    lowered = [c.lower() for c in classes]
+    dupes = sorted({c for c in lowered if lowered.count(c) > 1})
+    if dupes:
+        err.add(f"{where}.classes", f"repeated class(es) (case-insensitive): {', '.join(dupes)}")
+    for cls in classes:
+        if LABEL_SEP in cls:
+            err.add(
+                f"{where}.classes",
+                f"class {cls!r} contains {LABEL_SEP!r} (it joins the classes of multi-label images)",
+            )
+    return True
+
+
+def _target_sources(sources: object, where: str, datasets: set[str], err: _Errors) -> list[str] | None:
+    """The datasets the target may draw from, as written (None: all); a malformed list counts as
+    left out, so the rest of the target is still checked."""
+    if sources is None:
+        return None
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        err.add(f"{where}.sources", "must be a non-empty list of dataset names (or left out)")
+        return None
+    for dataset in sources:
+        if dataset not in datasets:
+            err.add(f"{where}.sources", f"unknown dataset {dataset!r} (not under sources:)")
+    return sources
+
+
+def _valid_map(
+    mapping: object,
+    where: str,
+    classes: list[str],
+    findings: dict[str, str],
+    quality: frozenset[str],
+    quality_classes: bool,
+    err: _Errors,
+) -> TypeGuard[dict]:
+    """Every mapped finding exists and every class it maps to is the target's; a quality flag may
+    decide a class only where the target says so."""
+    if not isinstance(mapping, dict) or not mapping:
+        err.add(f"{where}.map", "must be a non-empty mapping of finding -> class")
+        return False
+    for finding, cls in mapping.items():
+        if finding not in findings:
+            err.add(f"{where}.map.{finding}", "unknown finding (not under findings:)")
+        elif finding in quality and not quality_classes:
+            err.add(
+                f"{where}.map.{finding}",
+                "is a quality flag: quality flags never decide a class (unless quality_classes: true)",
+            )
+        if cls not in classes:
+            err.add(f"{where}.map.{finding}", f"class {cls!r} is not one of the target's classes")
+    return True
+
+
+def _several_classes(spec: dict, where: str, classes: list[str], err: _Errors) -> tuple[str, list | None]:
+    """The rule for an image reaching several classes (default exclude) and, for ``priority``, an
+    order naming every class exactly once: a class missing from it could never win."""
+    several = spec.get("several_classes", EXCLUDE)
+    if several not in SEVERAL_RULES:
+        err.add(f"{where}.several_classes", f"must be one of {', '.join(SEVERAL_RULES)}, got {several!r}")
+        several = EXCLUDE
+    priority = spec.get("priority")
+    if several == PRIORITY:
+        if (
+            not isinstance(priority, list)
+            or sorted(map(str, priority)) != sorted(classes)
+            or len(set(priority)) != len(priority)
+        ):
+            err.add(f"{where}.priority", "must list every class of the target exactly once (first wins)")
+            priority = None
+    elif priority is not None:
+        err.add(f"{where}.priority", f"only used with several_classes: {PRIORITY} (here {several})")
+        priority = None
+    return several, priority
 
 
 TOP_LEVEL = ("version", "findings", "refines", "quality", "sources", "targets")
