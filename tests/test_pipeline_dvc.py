@@ -291,23 +291,42 @@ def test_second_repro_does_nothing_and_param_change_reruns_only_ingest(repo: Pat
     ).read_bytes() == before  # worker count never changes output
 
 
-def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(repo: Path) -> None:
+# The training change the last two tests make: fine-tuning only (pre-training untouched), at 4x the demo's
+# learning rate (a different first epoch: the demo's best checkpoint is its first) for a quarter of its epochs.
+RETRAIN = {"lr": 4, "epochs": 0.25}  # finetune parameter -> factor
+
+
+@pytest.fixture(scope="module")
+def retrained(repo: Path) -> tuple[str, dict]:
+    """Fine-tuning rerun with RETRAIN's parameters, then committed: (the repro's output,
+    `dvc metrics diff --json` of the workspace against HEAD before that commit)."""
     import json
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    set_param(repo, "finetune", "lr", params["finetune"]["lr"] * 4)
+    for key, factor in RETRAIN.items():
+        value = params["finetune"][key] * factor
+        set_param(repo, "finetune", key, int(value) if isinstance(params["finetune"][key], int) else value)
     out = run(["dvc", "repro"], repo)
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo))
+    git_commit(repo, "finetune retrained: " + ", ".join(f"{k} x{f}" for k, f in RETRAIN.items()))
+    return out, diff
+
+
+def test_training_param_reruns_only_training_onwards_and_metrics_diff_shows_it(
+    retrained: tuple[str, dict],
+) -> None:
+    out, diff = retrained
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"finetune", "predict@test", "predict@ce24-submission", "study", "evaluate"}, ran
-    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo))
     changed = diff["metrics/test/metrics.json"]
     assert changed and all(set(v) == {"old", "new", "diff"} for v in changed.values())
     assert any(v["diff"] for v in changed.values())
     assert "metrics/finetune/metrics.json" in diff
-    git_commit(repo, "finetune lr x4")
 
 
-def test_exp_run_with_a_set_param_is_a_comparable_experiment(repo: Path) -> None:
+def test_exp_run_with_a_set_param_is_a_comparable_experiment(repo: Path, retrained: tuple[str, dict]) -> None:
+    """An experiment from HEAD (the retrained fixture's commit: fine-tuning for a quarter of the demo's epochs,
+    so the experiment's retraining is short too)."""
     import json
 
     run(["dvc", "exp", "run", "-S", "finetune.lr=0.0001", "-n", "low-lr"], repo)
