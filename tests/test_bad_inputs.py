@@ -736,3 +736,29 @@ def test_report_applies_ingests_pixel_limit(ws: Path, tmp_path: Path, monkeypatc
     assert res.exit_code == 2 and "could be read" in error and "decompression bomb" in error, res.output
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "default")])
     assert res.exit_code == 0 and "report: 16 images" in res.stdout, res.output
+
+
+def test_an_error_naming_brackets_prints_them_as_they_are(tmp_path: Path) -> None:
+    """A file name like ``lab[x].csv`` looks like rich markup: the error line shows it verbatim (escaped once)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    scene(0, (64, 64)).save(src / "a.jpg")
+    labels = tmp_path / "lab[x].csv"
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(src),
+            "--format",
+            "csv",
+            "--labels",
+            str(labels),
+            "--source",
+            "x",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert res.exit_code == 2
+    text = "".join(res.output.split())
+    assert "lab[x].csv" in text and "\\[" not in text, res.output

@@ -117,24 +117,29 @@ def worker_count(workers: int) -> int:
         fail(str(exc))
 
 
-def fail(message: str) -> NoReturn:
-    """One line on stderr (file contents may look like rich markup: printed as they are), exit 2."""
+def _say(label: str, message: str) -> None:
+    """One labelled line on stderr; file contents may look like rich markup, so they are printed as they are."""
     from rich.markup import escape
 
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    _say("[red]error:[/red]", message)
+
+
+def fail(message: str) -> NoReturn:
+    """One error line, exit 2."""
+    error(message)
     raise typer.Exit(2)
 
 
 def warn(message: str) -> None:
-    from rich.markup import escape
-
-    console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+    _say("[yellow]warning:[/yellow]", message)
 
 
 def note(message: str) -> None:
-    from rich.markup import escape
-
-    console.print(f"[yellow]note:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+    _say("[yellow]note:[/yellow]", message)
 
 
 @contextlib.contextmanager

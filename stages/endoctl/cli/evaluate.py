@@ -10,7 +10,7 @@ import typer
 from endoctl.cli.common import (
     FRAME_GAP_DEFAULT,
     HashWorkers,
-    console,
+    error,
     fail,
     hashing_progress,
     note,
@@ -153,14 +153,10 @@ def evaluate(
         note(line)
     typer.echo(result.summary())
     if result.failed:
-        from rich.markup import escape
-
         for line in result.failures():
-            console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-        console.print(
-            f"[red]error:[/red] {len(result.failed)} of {len(result.failed) + len(result.scored)} prediction "
-            f"file(s) could not be scored; the other {len(result.scored)} report(s) were written",
-            highlight=False,
-            soft_wrap=True,
+            error(line)
+        error(
+            f"{len(result.failed)} of {len(result.failed) + len(result.scored)} prediction file(s) could not be "
+            f"scored; the other {len(result.scored)} report(s) were written"
         )
         raise typer.Exit(1)

@@ -87,7 +87,6 @@ def run_ingest(
     data_root: Path = Path("."),
     strict: bool = False,
 ) -> None:
-    from rich.markup import escape
 
     from endoctl.ingest import OUTPUT_FILES, ingest, write_ingest
     from endoctl.io import check_output_dir
@@ -121,7 +120,7 @@ def run_ingest(
             )
         adapter = get_adapter(format, src, labels)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     with progress_bar() as progress:
         tick = ticker(progress, progress.add_task(f"ingest {source}", total=None, rate=""))
         result = ingest(adapter.scan(), source, data_root, workers, params.max_pixels, tick)

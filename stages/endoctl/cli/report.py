@@ -80,7 +80,6 @@ def report(
     max_pixels: MaxPixels = REPORT.max_pixels,
 ) -> None:
     """Write a static HTML report (no network, no script): duplicates, sequences, conflicts, leaks, image quality."""
-    from rich.markup import escape
 
     from endoctl.io import check_output_dir, find_manifests
     from endoctl.quality import FLAGS
@@ -129,7 +128,7 @@ def report(
     except (ValueError, FileNotFoundError) as exc:
         error = str(exc)
     if error is not None:
-        fail(escape(error))
+        fail(error)
     for line in inputs.notes:
         note(line)
     with progress_bar() as progress:

@@ -17,7 +17,7 @@ from endoctl.cli.common import (
     MaxPixels,
     ModelName,
     check_max_pixels,
-    console,
+    error,
     fail,
     note,
     output_errors,
@@ -164,7 +164,5 @@ def study(
         + f" -> {printable(str(out))}"
     )
     if state.error:  # the outputs hold the frames before it: say so, and fail the run
-        from rich.markup import escape
-
-        console.print(f"[red]error:[/red] {escape(state.error)}; the frames before it are in {escape(str(out))}")
+        error(f"{state.error}; the frames before it are in {out}")
         raise typer.Exit(1)
